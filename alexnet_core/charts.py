@@ -1,0 +1,127 @@
+"""Plotly figures and Graphviz diagrams, as pure functions of data (no Streamlit)."""
+
+from __future__ import annotations
+
+import pandas as pd
+import plotly.graph_objects as go
+from plotly.subplots import make_subplots
+
+CONV_COLOR = "#2a7ab0"
+DENSE_COLOR = "#e4572e"
+OTHER_COLOR = "#8c8c8c"
+TYPE_COLORS = {"Conv2D": CONV_COLOR, "Dense": DENSE_COLOR}
+
+
+def _human(n: float) -> str:
+    for unit, size in (("G", 1e9), ("M", 1e6), ("k", 1e3)):
+        if abs(n) >= size:
+            return f"{n / size:.3g}{unit}"
+    return f"{n:.0f}"
+
+
+def params_and_macs(table: pd.DataFrame, title: str = "") -> go.Figure:
+    """Parameters and MACs per layer, side by side, for layers that have either.
+
+    AlexNet's lesson shows at a glance: parameters sit in fc6/fc7, compute in the convolutions.
+    """
+    rows = table[(table["params"] > 0) | (table["macs"] > 0)]
+    rows = rows[rows["type"].isin(["Conv2D", "Dense"])]
+    colors = [TYPE_COLORS.get(t, OTHER_COLOR) for t in rows["type"]]
+    fig = make_subplots(rows=1, cols=2, shared_yaxes=True, horizontal_spacing=0.04,
+                        subplot_titles=("Parameters", "Multiply-accumulates per image"))
+    for col, column in ((1, "params"), (2, "macs")):
+        values = rows[column]
+        total = max(int(values.sum()), 1)
+        fig.add_trace(
+            go.Bar(
+                y=rows["name"], x=values, orientation="h", marker_color=colors,
+                text=[f"{_human(v)} ({100 * v / total:.0f}%)" for v in values],
+                textposition="auto", cliponaxis=False,
+                customdata=[100 * v / total for v in values],
+                hovertemplate="%{y}: %{x:,} (%{customdata:.1f}% of total)<extra></extra>",
+                showlegend=False,
+            ),
+            row=1, col=col,
+        )
+    fig.update_yaxes(autorange="reversed", row=1, col=1)
+    fig.update_layout(title=title or None, height=max(320, 34 * len(rows) + 120),
+                      margin=dict(l=10, r=10, t=60 if title else 40, b=10), bargap=0.25)
+    return fig
+
+
+def activation_memory(table: pd.DataFrame) -> go.Figure:
+    """Activation memory per layer (float32, one image): where memory goes in a forward pass."""
+    rows = table[table["type"].isin(["InputLayer", "Conv2D", "Dense"]) | table["name"].str.startswith("pool")]
+    fig = go.Figure(go.Bar(
+        x=rows["name"], y=rows["activation_bytes"] / 1024,
+        marker_color=[TYPE_COLORS.get(t, OTHER_COLOR) for t in rows["type"]],
+        hovertemplate="%{x}: %{y:,.1f} KiB<extra></extra>",
+    ))
+    fig.update_layout(yaxis_title="KiB per image", height=320, margin=dict(l=10, r=10, t=30, b=10))
+    return fig
+
+
+# --- Network diagram --------------------------------------------------------------------
+
+_BLOCK_TYPES = {"InputLayer", "Conv2D", "Dense", "Concatenate", "Flatten", "AdaptiveAveragePooling2D"}
+_NODE_STYLE = {
+    "InputLayer": ("#f2f2f2", "#555555"),
+    "Conv2D": ("#d6e9f5", CONV_COLOR),
+    "Dense": ("#fbe0d7", DENSE_COLOR),
+    "Activation": ("#e8f3e1", "#4b8f29"),
+}
+
+
+def _shape(shape) -> str:
+    return "x".join(str(s) for s in shape)
+
+
+def _escape(text: str) -> str:
+    return text.replace("\\", "\\\\").replace('"', '\\"')
+
+
+def network_dot(table: pd.DataFrame, rankdir: str = "LR") -> str:
+    """Graphviz DOT source of the network, one box per block (conv/dense + its norm, pool...).
+
+    Normalisation, activation, pooling and dropout fold into the box of the layer they follow,
+    so towers, concatenations and the classifier read like the paper's figure 2.
+    """
+    owner: dict[str, str] = {}
+    lines: dict[str, list[str]] = {}
+    kinds: dict[str, str] = {}
+    shapes: dict[str, tuple] = {}
+    edges: list[tuple[str, str]] = []
+    padding = dict(zip(table["name"], table["detail"].where(table["type"] == "ZeroPadding2D")))
+    for row in table.itertuples():
+        if row.type in _BLOCK_TYPES or row.name == "predictions":
+            owner[row.name] = row.name
+            kinds[row.name] = row.type
+            head = row.name if row.type == "InputLayer" else f"{row.name}: {row.detail}".rstrip(": ")
+            pads = [padding[p] for p in row.inputs if isinstance(padding.get(p), str)]
+            head += "".join(f", {p}" for p in pads)
+            lines[row.name] = [head]
+            for parent in row.inputs:
+                edges.append((owner[parent], row.name))
+        else:
+            block = owner[row.inputs[0]]
+            owner[row.name] = block
+            if row.type == "ZeroPadding2D":
+                continue
+            label = {"BatchNormalization": "BatchNorm", "LocalResponseNormalization": "LRN",
+                     "MaxPooling2D": "max-pool", "ReLU": "ReLU", "Dropout": "dropout"}.get(row.type, row.type)
+            lines[block].append(f"{label} {row.detail}".strip())
+        shapes[owner[row.name]] = row.output_shape
+    out = [
+        "digraph alexnet {",
+        f'  rankdir={rankdir}; nodesep=0.25; ranksep=0.3; bgcolor="transparent";',
+        '  node [shape=box, style="rounded,filled", fontname="Helvetica", fontsize=10, margin="0.12,0.06"];',
+        '  edge [color="#888888", arrowsize=0.6];',
+    ]
+    for name, text in lines.items():
+        fill, border = _NODE_STYLE.get(kinds[name], ("#ffffff", "#999999"))
+        label = "\\n".join(_escape(t) for t in [*text, f"→ {_shape(shapes[name])}"])
+        out.append(f'  "{name}" [label="{label}", fillcolor="{fill}", color="{border}"];')
+    for a, b in edges:
+        out.append(f'  "{a}" -> "{b}";')
+    out.append("}")
+    return "\n".join(out)

@@ -1,0 +1,74 @@
+"""Which device TensorFlow will use, and setting it up well (memory growth, precision)."""
+
+from __future__ import annotations
+
+import os
+import platform
+import shutil
+import subprocess
+
+
+def configure_gpus() -> list:
+    """Turn on memory growth on every GPU so several processes can share a card.
+
+    Must run before TensorFlow touches a GPU; later calls are harmless no-ops.
+    """
+    import tensorflow as tf
+
+    gpus = tf.config.list_physical_devices("GPU")
+    for gpu in gpus:
+        try:
+            tf.config.experimental.set_memory_growth(gpu, True)
+        except RuntimeError:  # the device is already initialised
+            pass
+    return gpus
+
+
+def _cpu_name() -> str:
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as fh:
+            for line in fh:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def _ram_bytes() -> int | None:
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError, AttributeError):
+        return None
+
+
+def _nvidia_memory() -> list[int]:
+    if not shutil.which("nvidia-smi"):
+        return []
+    try:
+        out = subprocess.run(
+            ["nvidia-smi", "--query-gpu=memory.total", "--format=csv,noheader,nounits"],
+            capture_output=True, text=True, timeout=10, check=True,
+        ).stdout
+        return [int(float(v)) * 1024 * 1024 for v in out.split()]
+    except (OSError, subprocess.SubprocessError, ValueError):
+        return []
+
+
+def describe() -> dict:
+    """{'kind': 'GPU'|'CPU', 'name', 'count', 'memory_bytes', 'cores'} of the training device."""
+    import tensorflow as tf
+
+    gpus = configure_gpus()
+    if gpus:
+        details = tf.config.experimental.get_device_details(gpus[0])
+        memory = _nvidia_memory()
+        return {
+            "kind": "GPU",
+            "name": details.get("device_name", gpus[0].name),
+            "count": len(gpus),
+            "memory_bytes": memory[0] if memory else None,
+            "cores": os.cpu_count(),
+        }
+    return {"kind": "CPU", "name": _cpu_name(), "count": 1, "memory_bytes": _ram_bytes(),
+            "cores": os.cpu_count()}

@@ -1,0 +1,90 @@
+"""Layers Keras does not ship: the paper's local response normalisation and
+torchvision's adaptive average pooling. Both are registered so a `.keras`
+file that uses them loads with `safe_mode=True`."""
+
+from __future__ import annotations
+
+import math
+
+import keras
+import tensorflow as tf
+
+
+@keras.saving.register_keras_serializable(package="alexnet_core")
+class LocalResponseNormalization(keras.layers.Layer):
+    """Across-channel LRN (Krizhevsky et al. 2012, section 3.3).
+
+    b = a / (bias + alpha * sum_{|j-i| <= depth_radius} a_j^2) ** beta
+
+    The paper's k=2, n=5, alpha=1e-4, beta=0.75 are depth_radius=2, bias=2,
+    alpha=1e-4, beta=0.75 here. Computed in float32 so mixed precision cannot
+    overflow the squared sum.
+    """
+
+    def __init__(self, depth_radius=2, bias=2.0, alpha=1e-4, beta=0.75, **kwargs):
+        super().__init__(**kwargs)
+        self.depth_radius = int(depth_radius)
+        self.bias = float(bias)
+        self.alpha = float(alpha)
+        self.beta = float(beta)
+
+    def call(self, inputs):
+        x = tf.cast(inputs, tf.float32)
+        y = tf.nn.local_response_normalization(
+            x, depth_radius=self.depth_radius, bias=self.bias, alpha=self.alpha, beta=self.beta
+        )
+        return tf.cast(y, inputs.dtype)
+
+    def compute_output_shape(self, input_shape):
+        return input_shape
+
+    def get_config(self):
+        return {
+            **super().get_config(),
+            "depth_radius": self.depth_radius,
+            "bias": self.bias,
+            "alpha": self.alpha,
+            "beta": self.beta,
+        }
+
+
+@keras.saving.register_keras_serializable(package="alexnet_core")
+class AdaptiveAveragePooling2D(keras.layers.Layer):
+    """PyTorch's AdaptiveAvgPool2d for channels-last inputs of static size.
+
+    Bin i covers rows floor(i*H/out) .. ceil((i+1)*H/out), as in PyTorch, so a
+    torchvision AlexNet gets the same 6x6 map at any input size.
+    """
+
+    def __init__(self, output_size=6, **kwargs):
+        super().__init__(**kwargs)
+        self.output_size = int(output_size)
+
+    @staticmethod
+    def _bins(size, out):
+        return [(math.floor(i * size / out), math.ceil((i + 1) * size / out)) for i in range(out)]
+
+    def call(self, inputs):
+        height, width = inputs.shape[1], inputs.shape[2]
+        if (height, width) == (self.output_size, self.output_size):
+            return inputs
+        rows = []
+        for r0, r1 in self._bins(height, self.output_size):
+            cols = [
+                tf.reduce_mean(inputs[:, r0:r1, c0:c1, :], axis=[1, 2])
+                for c0, c1 in self._bins(width, self.output_size)
+            ]
+            rows.append(tf.stack(cols, axis=1))
+        return tf.stack(rows, axis=1)
+
+    def compute_output_shape(self, input_shape):
+        return (input_shape[0], self.output_size, self.output_size, input_shape[3])
+
+    def get_config(self):
+        return {**super().get_config(), "output_size": self.output_size}
+
+
+CUSTOM_OBJECTS = {
+    "LocalResponseNormalization": LocalResponseNormalization,
+    "AdaptiveAveragePooling2D": AdaptiveAveragePooling2D,
+}

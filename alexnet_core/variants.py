@@ -1,0 +1,400 @@
+"""AlexNet variants as data, one builder, and a registry.
+
+Each public variant is a function returning an `Arch`; `build_model(name, ...)`
+applies the switches (normalisation, groups, pooling, dropout, width, input
+size, classes) and builds a functional `keras.Model` whose layers are named
+like the paper: conv1..conv5, fc6, fc7, fc8 and a float32 softmax
+`predictions`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass, field
+from typing import Callable, Union
+
+NORMS = ("lrn", "batchnorm", "none")
+MAX_INPUT_SIZE = 1024
+Padding = Union[str, int]  # "valid", "same" or explicit zero padding in pixels
+
+
+@dataclass(frozen=True)
+class Conv:
+    filters: int
+    kernel: int
+    stride: int = 1
+    padding: Padding = "same"
+    groups: int = 1  # used when Arch.groups is on (the paper's two-GPU split)
+    norm: bool = False  # normalise after this layer (where the variant normalises)
+    pool: bool = False  # max-pool after this layer
+
+
+@dataclass(frozen=True)
+class Arch:
+    title: str
+    source: str
+    note: str
+    convs: tuple[Conv, ...]
+    fcs: tuple[int, ...] = (4096, 4096)
+    input_size: int = 227
+    num_classes: int = 1000
+    norm: str = "lrn"
+    groups: bool = False
+    overlapping_pool: bool = True  # 3x3 stride 2 (paper) instead of 2x2 stride 2
+    pool_padding: str = "valid"
+    dropout: float = 0.5
+    dropout_before_fc: bool = False  # torchvision: Dropout -> Linear -> ReLU
+    fc_norm: bool = False  # BatchNorm after every dense layer (Keras CIFAR-10 network)
+    adaptive_pool: int = 0  # torchvision: AdaptiveAvgPool2d(6) before the classifier
+    towers: int = 1  # 2 = two explicit streams instead of grouped convolutions
+    width: float = 1.0  # multiplies every conv and hidden dense width
+    published: dict = field(default_factory=dict)  # published totals at the defaults
+
+    def switches(self) -> dict:
+        """The user-facing switches and their current values."""
+        return {
+            "norm": self.norm,
+            "groups": self.groups,
+            "overlapping_pool": self.overlapping_pool,
+            "dropout": self.dropout,
+            "width": self.width,
+            "input_size": self.input_size,
+            "num_classes": self.num_classes,
+        }
+
+
+_REGISTRY: dict[str, Callable[[], Arch]] = {}
+
+
+def register_variant(name: str):
+    """Decorator adding an `Arch` factory to the registry under `name`."""
+
+    def decorator(fn: Callable[[], Arch]) -> Callable[[], Arch]:
+        if name in _REGISTRY:
+            raise ValueError(f"Variant {name!r} is already registered")
+        _REGISTRY[name] = fn
+        return fn
+
+    return decorator
+
+
+def list_variants() -> list[str]:
+    return list(_REGISTRY)
+
+
+# --- The variants -------------------------------------------------------------------------
+
+PAPER_CONVS = (
+    Conv(96, 11, stride=4, padding="valid", norm=True, pool=True),
+    Conv(256, 5, padding="same", groups=2, norm=True, pool=True),
+    Conv(384, 3, padding="same"),
+    Conv(384, 3, padding="same", groups=2),
+    Conv(256, 3, padding="same", groups=2, pool=True),
+)
+
+
+@register_variant("paper")
+def paper() -> Arch:
+    return Arch(
+        title="AlexNet (Krizhevsky et al. 2012)",
+        source="Krizhevsky, Sutskever, Hinton: ImageNet Classification with Deep "
+        "Convolutional Neural Networks, NIPS 2012",
+        note=(
+            "The network of the paper, as trained on two GTX 580s: conv2, conv4 and conv5 see only "
+            "the kernel maps of their own GPU (groups=2), conv3 and the dense layers see both. "
+            "Local response normalisation (k=2, n=5, alpha=1e-4, beta=0.75) follows the ReLU of "
+            "conv1 and conv2, and overlapping 3x3/2 max-pooling follows both LRNs and conv5. "
+            "Input 227x227 (the paper's '224' does not divide: (224-11)/4+1 is not whole). "
+            "60,965,224 parameters and 724 million multiply-accumulates per image; the paper rounds "
+            "this to '60 million parameters'."
+        ),
+        convs=PAPER_CONVS,
+        groups=True,
+        published={"total_params": 60_965_224, "total_macs": 724_406_816},
+    )
+
+
+@register_variant("paper-ungrouped")
+def paper_ungrouped() -> Arch:
+    return dataclasses.replace(
+        paper(),
+        title="AlexNet, single tower",
+        source="Krizhevsky et al. 2012 without the two-GPU split (the single-tower network of "
+        "'CNN Champions Part 2')",
+        note=(
+            "The paper's network on one device: every convolution sees every kernel map of the "
+            "layer below. conv2, conv4 and conv5 double their weights (614,656 / 1,327,488 / "
+            "884,992), for 62,378,344 parameters and 1.14 billion multiply-accumulates, 57% more "
+            "compute than the grouped network for the same layer shapes."
+        ),
+        groups=False,
+        published={"total_params": 62_378_344, "total_macs": 1_135_256_096},
+    )
+
+
+@register_variant("two-tower")
+def two_tower() -> Arch:
+    return Arch(
+        title="Two-stream AlexNet (Keras)",
+        source="The two-stream Keras AlexNet: two towers, BatchNorm instead of LRN",
+        note=(
+            "The paper's two GPUs written out as two explicit streams (suffixes _a and _b): "
+            "48 and 128 kernels per tower in conv1-conv2 with BatchNorm, 'same' padding, the "
+            "streams concatenated before conv3 (each tower's conv3 sees all 256 maps), then "
+            "towers of 192/192/128, 4096/4096 dense layers and 10 classes: 56,910,602 parameters "
+            "at 224x224. Mathematically it is the grouped paper network with BatchNorm."
+        ),
+        convs=tuple(dataclasses.replace(c, padding="same") for c in PAPER_CONVS),
+        input_size=224,
+        num_classes=10,
+        norm="batchnorm",
+        groups=True,
+        towers=2,
+        published={"total_params": 56_910_602},
+    )
+
+
+@register_variant("cifar-bn")
+def cifar_bn() -> Arch:
+    return Arch(
+        title="AlexNet for CIFAR-10 (Keras, BatchNorm)",
+        source="The Keras CIFAR-10 Sequential AlexNet",
+        note=(
+            "ImageNet's AlexNet applied to 32x32 images as-is: 96 kernels of 11x11 with stride 4 "
+            "and 'same' padding shrink the image to 8x8 at once, 2x2 max-pooling brings it to 1x1 "
+            "by conv5, and BatchNorm follows every convolution and dense layer (4096/4096/1000, "
+            "dropout 0.4, then 10 outputs + BatchNorm + softmax): 25,730,506 parameters. It "
+            "reached 64.8% on CIFAR-10; most of its capacity is in dense layers fed by a 1x1 map."
+        ),
+        convs=(
+            Conv(96, 11, stride=4, padding="same", norm=True, pool=True),
+            Conv(256, 5, padding="same", norm=True, pool=True),
+            Conv(384, 3, padding="same", norm=True),
+            Conv(384, 3, padding="same", norm=True),
+            Conv(256, 3, padding="same", norm=True, pool=True),
+        ),
+        fcs=(4096, 4096, 1000),
+        input_size=32,
+        num_classes=10,
+        norm="batchnorm",
+        overlapping_pool=False,
+        pool_padding="same",
+        dropout=0.4,
+        fc_norm=True,
+        published={"total_params": 25_730_506},
+    )
+
+
+@register_variant("torchvision")
+def torchvision() -> Arch:
+    return Arch(
+        title="AlexNet (torchvision)",
+        source="torchvision.models.alexnet, after Krizhevsky: One weird trick for parallelizing "
+        "convolutional neural networks, 2014",
+        note=(
+            "The single-GPU AlexNet of 'One weird trick': 64/192/384/256/256 kernels, 2-pixel "
+            "padding on conv1 so that 224x224 works, no LRN, no groups, and an adaptive average "
+            "pool to 6x6 before the classifier so any input size above 63 fits; dropout comes "
+            "before fc6 and fc7. 61,100,840 parameters, 714 million multiply-accumulates."
+        ),
+        convs=(
+            Conv(64, 11, stride=4, padding=2, pool=True),
+            Conv(192, 5, padding=2, groups=2, pool=True),
+            Conv(384, 3, padding=1),
+            Conv(256, 3, padding=1, groups=2),
+            Conv(256, 3, padding=1, groups=2, pool=True),
+        ),
+        input_size=224,
+        norm="none",
+        dropout_before_fc=True,
+        adaptive_pool=6,
+        published={"total_params": 61_100_840, "total_macs": 714_188_480},
+    )
+
+
+@register_variant("compact")
+def compact() -> Arch:
+    return Arch(
+        title="Compact AlexNet for 32x32 (ours)",
+        source="AlexNet Explorer: AlexNet's five-conv, three-dense shape sized for CIFAR-10 on a CPU",
+        note=(
+            "AlexNet's layout scaled to 32x32 images and a laptop CPU: 5x5 kernels with stride 1 "
+            "in conv1-conv2 (an 11x11/4 kernel would throw away most of a 32-pixel image), "
+            "torchvision's 64/192/384/256/256 widths times a width multiplier (0.5 by default), "
+            "BatchNorm after every convolution for fast, stable training, overlapping 3x3/2 "
+            "pooling after conv1, conv2 and conv5, and 512-wide fc6/fc7."
+        ),
+        convs=(
+            Conv(64, 5, norm=True, pool=True),
+            Conv(192, 5, groups=2, norm=True, pool=True),
+            Conv(384, 3, norm=True),
+            Conv(256, 3, groups=2, norm=True),
+            Conv(256, 3, groups=2, norm=True, pool=True),
+        ),
+        fcs=(1024, 1024),
+        input_size=32,
+        num_classes=10,
+        norm="batchnorm",
+        pool_padding="same",
+        dropout=0.3,
+        width=0.5,
+    )
+
+
+# --- Switches and validation ---------------------------------------------------------------
+
+
+def get_arch(name: str, **switches) -> Arch:
+    """The `Arch` of variant `name` with `switches` applied and checked.
+
+    A switch given as None keeps the variant's default.
+    """
+    if name not in _REGISTRY:
+        raise ValueError(f"Unknown variant {name!r}. Available: {', '.join(_REGISTRY)}")
+    arch = _REGISTRY[name]()
+    allowed = set(arch.switches())
+    unknown = sorted(set(switches) - allowed)
+    if unknown:
+        raise ValueError(f"Unknown switch {unknown[0]!r}. Available: {', '.join(sorted(allowed))}")
+    changes = {k: v for k, v in switches.items() if v is not None}
+    arch = dataclasses.replace(arch, **changes)
+    _validate(name, arch)
+    return arch
+
+
+def _check_int(label, value, low, high=None):
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ValueError(f"{label} must be a whole number, got {value!r}")
+    if value < low:
+        raise ValueError(f"{label} must be >= {low}, got {value}")
+    if high is not None and value > high:
+        raise ValueError(f"{label} must be <= {high}, got {value}")
+
+
+def _validate(name: str, arch: Arch) -> None:
+    _check_int("num_classes", arch.num_classes, 2, 100_000)
+    _check_int("input_size", arch.input_size, 1, MAX_INPUT_SIZE)
+    if arch.norm not in NORMS:
+        raise ValueError(f"norm must be one of {', '.join(NORMS)}, got {arch.norm!r}")
+    if not isinstance(arch.dropout, (int, float)) or not 0.0 <= arch.dropout < 1.0:
+        raise ValueError(f"dropout must be in [0, 1), got {arch.dropout!r}")
+    if not isinstance(arch.width, (int, float)) or not 0.05 <= arch.width <= 4.0:
+        raise ValueError(f"width must be between 0.05 and 4, got {arch.width!r}")
+    minimum = min_input_size(arch)
+    if arch.input_size < minimum:
+        raise ValueError(f"input_size must be >= {minimum} for {name!r}, got {arch.input_size}")
+
+
+def scaled(filters: int, width: float) -> int:
+    """Width-multiplied channel count, rounded to a multiple of 8 (and of 2 towers/groups)."""
+    if width == 1.0:
+        return filters
+    return max(8, int(round(filters * width / 8)) * 8)
+
+
+def _out_size(size: int, kernel: int, stride: int, padding: Padding) -> int:
+    if padding == "same":
+        return math.ceil(size / stride)
+    if isinstance(padding, int):
+        size += 2 * padding
+    return (size - kernel) // stride + 1 if size >= kernel else 0
+
+
+def spatial_sizes(arch: Arch, input_size: int | None = None) -> list[int]:
+    """Feature-map side after each conv (and its pooling); 0 marks a map that vanished."""
+    size = arch.input_size if input_size is None else input_size
+    pool = 3 if arch.overlapping_pool else 2
+    sizes = []
+    for conv in arch.convs:
+        size = _out_size(size, conv.kernel, conv.stride, conv.padding)
+        if conv.pool and size > 0:
+            size = _out_size(size, pool, 2, arch.pool_padding)
+        sizes.append(size)
+        if size <= 0:
+            break
+    return sizes
+
+
+def min_input_size(arch: Arch) -> int:
+    for size in range(1, MAX_INPUT_SIZE + 1):
+        sizes = spatial_sizes(arch, size)
+        if len(sizes) == len(arch.convs) and sizes[-1] > 0:
+            return size
+    return MAX_INPUT_SIZE + 1
+
+
+# --- The builder ---------------------------------------------------------------------------
+
+
+def build_model(name: str, num_classes: int | None = None, input_size: int | None = None, **switches):
+    """Build variant `name` as a functional `keras.Model` (weights freshly initialised)."""
+    arch = get_arch(name, num_classes=num_classes, input_size=input_size, **switches)
+    return build_from_arch(arch, name)
+
+
+def build_from_arch(arch: Arch, name: str = "alexnet"):
+    import keras
+
+    from .layers import AdaptiveAveragePooling2D, LocalResponseNormalization
+
+    L = keras.layers
+    inputs = keras.Input((arch.input_size, arch.input_size, 3), name="image")
+    pool_size = 3 if arch.overlapping_pool else 2
+
+    def conv_block(x, conv: Conv, i: int, filters: int, groups: int, suffix: str):
+        if isinstance(conv.padding, int):
+            x = L.ZeroPadding2D(conv.padding, name=f"pad{i}{suffix}")(x)
+            padding = "valid"
+        else:
+            padding = conv.padding
+        x = L.Conv2D(filters, conv.kernel, strides=conv.stride, padding=padding, groups=groups,
+                     name=f"conv{i}{suffix}")(x)
+        if conv.norm and arch.norm == "batchnorm":
+            x = L.BatchNormalization(name=f"bn{i}{suffix}")(x)
+        x = L.ReLU(name=f"relu{i}{suffix}")(x)
+        if conv.norm and arch.norm == "lrn":
+            x = LocalResponseNormalization(name=f"lrn{i}{suffix}")(x)
+        if conv.pool:
+            x = L.MaxPooling2D(pool_size, strides=2, padding=arch.pool_padding, name=f"pool{i}{suffix}")(x)
+        return x
+
+    streams = [inputs]
+    for i, conv in enumerate(arch.convs, start=1):
+        filters = scaled(conv.filters, arch.width)
+        groups = conv.groups if arch.groups else 1
+        if arch.towers == 1:
+            streams = [conv_block(streams[0], conv, i, filters, groups, "")]
+            continue
+        # Two explicit towers: a grouped layer reads its own tower, an ungrouped one both.
+        if len(streams) == 1:
+            sources = streams * arch.towers
+        elif groups == 1:
+            sources = [L.Concatenate(name=f"concat{i}")(streams)] * arch.towers
+        else:
+            sources = streams
+        suffixes = [f"_{chr(ord('a') + t)}" for t in range(arch.towers)]
+        streams = [conv_block(x, conv, i, filters // arch.towers, 1, s) for x, s in zip(sources, suffixes)]
+
+    x = L.Concatenate(name="concat_towers")(streams) if len(streams) > 1 else streams[0]
+    if arch.adaptive_pool:
+        x = AdaptiveAveragePooling2D(arch.adaptive_pool, name="avgpool")(x)
+    x = L.Flatten(name="flatten")(x)
+    first_fc = len(arch.convs) + 1
+    for j, units in enumerate(arch.fcs):
+        n = first_fc + j
+        if arch.dropout_before_fc and arch.dropout > 0:
+            x = L.Dropout(arch.dropout, name=f"drop{n}")(x)
+        x = L.Dense(scaled(units, arch.width), name=f"fc{n}")(x)
+        if arch.fc_norm and arch.norm == "batchnorm":
+            x = L.BatchNormalization(name=f"bn{n}")(x)
+        x = L.ReLU(name=f"relu{n}")(x)
+        if not arch.dropout_before_fc and arch.dropout > 0:
+            x = L.Dropout(arch.dropout, name=f"drop{n}")(x)
+    n = first_fc + len(arch.fcs)
+    x = L.Dense(arch.num_classes, name=f"fc{n}")(x)
+    if arch.fc_norm and arch.norm == "batchnorm":
+        x = L.BatchNormalization(name=f"bn{n}")(x)
+    # Softmax in float32 so mixed-precision training stays numerically safe.
+    outputs = L.Activation("softmax", dtype="float32", name="predictions")(x)
+    return keras.Model(inputs, outputs, name=name.replace("-", "_"))

@@ -1,0 +1,12 @@
+"""AlexNet Explorer: `streamlit run app.py`."""
+
+import streamlit as st
+
+st.set_page_config(page_title="AlexNet Explorer", page_icon=":material/neurology:", layout="wide")
+
+PAGES = [
+    st.Page("pages/home.py", title="Home", icon=":material/home:", default=True),
+    st.Page("pages/architecture.py", title="Architecture", icon=":material/account_tree:"),
+]
+
+st.navigation(PAGES).run()

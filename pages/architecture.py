@@ -1,0 +1,147 @@
+import json
+
+import streamlit as st
+
+from alexnet_core.anatomy import compare_tables, totals
+from alexnet_core.charts import activation_memory, network_dot, params_and_macs
+from alexnet_core.variants import NORMS, get_arch, list_variants
+from pages.common import device_banner, format_bytes, shape_text, variant_table
+
+st.title("Architecture")
+st.caption("Pick a variant, flip the paper's design switches, and see what each layer costs.")
+
+
+def variant_picker(label: str, key: str, index: int = 0) -> str:
+    return st.selectbox(label, list_variants(), index=index, key=key,
+                        format_func=lambda n: f"{n}: {get_arch(n).title}")
+
+
+def switch_form(variant: str, prefix: str) -> dict:
+    """Widgets for the paper-fidelity switches; keys per variant keep each one's settings."""
+    d = get_arch(variant)
+    k = f"{prefix}_{variant}"
+    c = st.columns(4)
+    norm = c[0].selectbox("Normalisation", NORMS, index=NORMS.index(d.norm), key=f"{k}_norm",
+                          help="LRN as in the paper, BatchNorm as in later versions, or none")
+    groups = c[1].toggle("Grouped conv2/4/5", value=d.groups, key=f"{k}_groups",
+                         help="The paper's two-GPU split: conv2, conv4, conv5 see half the maps")
+    overlapping = c[1].toggle("Overlapping pooling", value=d.overlapping_pool, key=f"{k}_pool",
+                              help="3x3 windows with stride 2 (paper) instead of 2x2")
+    dropout = c[2].slider("Dropout", 0.0, 0.9, float(d.dropout), 0.05, key=f"{k}_dropout")
+    width = c[2].select_slider("Width multiplier", [0.25, 0.5, 0.75, 1.0, 1.5, 2.0],
+                               value=d.width, key=f"{k}_width")
+    input_size = c[3].number_input("Input size (px)", 1, 1024, d.input_size, key=f"{k}_size")
+    num_classes = c[3].number_input("Classes", 0, 100_000, d.num_classes, key=f"{k}_classes")
+    return {"norm": norm, "groups": groups, "overlapping_pool": overlapping, "dropout": dropout,
+            "width": width, "input_size": int(input_size), "num_classes": int(num_classes)}
+
+
+def load(variant: str, switches: dict):
+    """The layer table, or None after showing why these settings cannot be built."""
+    try:
+        get_arch(variant, **switches)
+    except ValueError as exc:
+        st.error(f"{exc}. Change the setting above to build this network.", icon=":material/error:")
+        return None
+    return variant_table(variant, json.dumps(switches, sort_keys=True))
+
+
+variant = variant_picker("Variant", "arch_variant")
+arch = get_arch(variant)
+with st.expander("Design switches", expanded=False, icon=":material/tune:"):
+    switches = switch_form(variant, "arch")
+table = load(variant, switches)
+if table is None:
+    st.stop()
+
+sums = totals(table)
+m = st.columns(5)
+m[0].metric("Parameters", f"{sums['total_params']:,}")
+m[1].metric("Trainable", f"{sums['trainable_params']:,}")
+m[2].metric("MACs per image", f"{sums['total_macs'] / 1e6:,.1f} M")
+m[3].metric("Activations per image", format_bytes(sums["activation_bytes"]))
+m[4].metric("Input", shape_text(table["output_shape"].iloc[0]))
+
+at_defaults = switches == {k: v for k, v in arch.switches().items()}
+published = arch.published
+if at_defaults and published:
+    checks = [f"{label} {published[key]:,} {'✓' if sums[key] == published[key] else '✗'}"
+              for key, label in (("total_params", "parameters"), ("total_macs", "MACs")) if key in published]
+    st.success("Published figures reproduced: " + ", ".join(checks), icon=":material/verified:")
+st.info(f"**{arch.title}**. {arch.note}  \n*Source: {arch.source}*", icon=":material/menu_book:")
+
+tab_table, tab_charts, tab_diagram, tab_compare = st.tabs(
+    ["Layer table", "Parameters and compute", "Diagram", "Compare"])
+
+with tab_table:
+    shown = table.drop(columns=["inputs"]).assign(
+        output_shape=table["output_shape"].map(shape_text),
+        activation_kib=table["activation_bytes"] / 1024,
+    ).drop(columns=["activation_bytes"])
+    st.dataframe(
+        shown, hide_index=True, width="stretch", height=min(36 * len(shown) + 40, 720),
+        column_config={
+            "name": "Layer", "type": "Type", "detail": "Configuration", "output_shape": "Output",
+            "params": st.column_config.NumberColumn("Params", format="localized"),
+            "trainable_params": st.column_config.NumberColumn("Trainable", format="localized"),
+            "non_trainable_params": st.column_config.NumberColumn("Non-trainable", format="localized"),
+            "macs": st.column_config.NumberColumn("MACs", format="localized"),
+            "activation_kib": st.column_config.NumberColumn("Activations (KiB)", format="%.1f"),
+            "receptive_field": st.column_config.NumberColumn("Receptive field (px)"),
+            "cumulative_stride": st.column_config.NumberColumn("Stride (px)"),
+        },
+    )
+    st.download_button("Download the table (CSV)", shown.to_csv(index=False), f"{variant}-layers.csv",
+                       mime="text/csv", icon=":material/download:")
+
+with tab_charts:
+    st.plotly_chart(params_and_macs(table), width="stretch", key="arch_bars")
+    st.caption("Blue: convolutions, orange: dense layers. Most parameters live in fc6 and fc7, "
+               "most compute in the convolutions.")
+    st.markdown("**Activation memory per layer** (float32, one image)")
+    st.plotly_chart(activation_memory(table), width="stretch", key="arch_memory")
+
+with tab_diagram:
+    st.graphviz_chart(network_dot(table), width="stretch")
+
+with tab_compare:
+    st.markdown("Compare the network above (**A**) with another variant or other switches (**B**).")
+    variant_b = variant_picker("Variant B", "arch_variant_b", index=list_variants().index(
+        "paper-ungrouped" if variant == "paper" else "paper"))
+    with st.expander("Switches of B", icon=":material/tune:"):
+        switches_b = switch_form(variant_b, "arch_b")
+    table_b = load(variant_b, switches_b)
+    if table_b is not None:
+        sums_b = totals(table_b)
+        c = st.columns(3)
+        for col, key, label, scale in ((c[0], "total_params", "Parameters (B)", 1),
+                                       (c[1], "total_macs", "MACs per image (B)", 1e6),
+                                       (c[2], "activation_bytes", "Activations (B)", 2**20)):
+            delta = sums_b[key] - sums[key]
+            unit = {1: "", 1e6: " M", 2**20: " MiB"}[scale]
+            col.metric(label, f"{sums_b[key] / scale:,.1f}{unit}" if scale != 1 else f"{sums_b[key]:,}",
+                       delta=f"{delta / scale:+,.1f}{unit}" if scale != 1 else f"{delta:+,}",
+                       delta_color="inverse")
+        diff = compare_tables(table, table_b)
+        only_changes = st.toggle("Only layers that differ", value=True, key="arch_only_changes")
+        if only_changes:
+            diff = diff[diff["status"] != "same"]
+        for col in ("output_shape_a", "output_shape_b"):
+            diff[col] = diff[col].map(lambda s: shape_text(s) if isinstance(s, tuple) else "")
+        st.dataframe(
+            diff[["name", "status", "detail_a", "detail_b", "output_shape_a", "output_shape_b",
+                  "params_a", "params_b", "params_change", "macs_change"]],
+            hide_index=True, width="stretch",
+            column_config={
+                "name": "Layer", "status": "Status", "detail_a": "A", "detail_b": "B",
+                "output_shape_a": "Output A", "output_shape_b": "Output B",
+                "params_a": st.column_config.NumberColumn("Params A", format="localized"),
+                "params_b": st.column_config.NumberColumn("Params B", format="localized"),
+                "params_change": st.column_config.NumberColumn("Δ params", format="localized"),
+                "macs_change": st.column_config.NumberColumn("Δ MACs", format="localized"),
+            },
+        )
+        if diff.empty:
+            st.caption("The two networks are identical layer by layer.")
+
+device_banner()
