@@ -80,7 +80,7 @@ def _escape(text: str) -> str:
     return text.replace("\\", "\\\\").replace('"', '\\"')
 
 
-def network_dot(table: pd.DataFrame, rankdir: str = "LR") -> str:
+def network_dot(table: pd.DataFrame, rankdir: str = "TB") -> str:
     """Graphviz DOT source of the network, one box per block (conv/dense + its norm, pool...).
 
     Normalisation, activation, pooling and dropout fold into the box of the layer they follow,
@@ -109,11 +109,12 @@ def network_dot(table: pd.DataFrame, rankdir: str = "LR") -> str:
                 continue
             label = {"BatchNormalization": "BatchNorm", "LocalResponseNormalization": "LRN",
                      "MaxPooling2D": "max-pool", "ReLU": "ReLU", "Dropout": "dropout"}.get(row.type, row.type)
-            lines[block].append(f"{label} {row.detail}".strip())
+            detail = "" if row.type == "LocalResponseNormalization" else row.detail
+            lines[block].append(f"{label} {detail}".strip())
         shapes[owner[row.name]] = row.output_shape
     out = [
         "digraph alexnet {",
-        f'  rankdir={rankdir}; nodesep=0.25; ranksep=0.3; bgcolor="transparent";',
+        f'  rankdir={rankdir}; nodesep=0.3; ranksep=0.25; bgcolor="transparent";',
         '  node [shape=box, style="rounded,filled", fontname="Helvetica", fontsize=10, margin="0.12,0.06"];',
         '  edge [color="#888888", arrowsize=0.6];',
     ]

@@ -5,8 +5,9 @@ import streamlit as st
 from alexnet_core.anatomy import compare_tables, totals
 from alexnet_core.charts import activation_memory, network_dot, params_and_macs
 from alexnet_core.variants import NORMS, get_arch, list_variants
-from pages.common import device_banner, format_bytes, shape_text, variant_table
+from pages.common import page_setup, device_banner, format_bytes, shape_text, variant_table
 
+page_setup()
 st.title("Architecture")
 st.caption("Pick a variant, flip the paper's design switches, and see what each layer costs.")
 
@@ -60,7 +61,7 @@ m[0].metric("Parameters", f"{sums['total_params']:,}")
 m[1].metric("Trainable", f"{sums['trainable_params']:,}")
 m[2].metric("MACs per image", f"{sums['total_macs'] / 1e6:,.1f} M")
 m[3].metric("Activations per image", format_bytes(sums["activation_bytes"]))
-m[4].metric("Input", shape_text(table["output_shape"].iloc[0]))
+m[4].metric("Input", "×".join(map(str, table["output_shape"].iloc[0])))
 
 at_defaults = switches == {k: v for k, v in arch.switches().items()}
 published = arch.published
@@ -74,7 +75,7 @@ tab_table, tab_charts, tab_diagram, tab_compare = st.tabs(
     ["Layer table", "Parameters and compute", "Diagram", "Compare"])
 
 with tab_table:
-    shown = table.drop(columns=["inputs"]).assign(
+    shown = table.drop(columns=["inputs", "trainable_params"]).assign(
         output_shape=table["output_shape"].map(shape_text),
         activation_kib=table["activation_bytes"] / 1024,
     ).drop(columns=["activation_bytes"])
@@ -83,7 +84,6 @@ with tab_table:
         column_config={
             "name": "Layer", "type": "Type", "detail": "Configuration", "output_shape": "Output",
             "params": st.column_config.NumberColumn("Params", format="localized"),
-            "trainable_params": st.column_config.NumberColumn("Trainable", format="localized"),
             "non_trainable_params": st.column_config.NumberColumn("Non-trainable", format="localized"),
             "macs": st.column_config.NumberColumn("MACs", format="localized"),
             "activation_kib": st.column_config.NumberColumn("Activations (KiB)", format="%.1f"),
@@ -102,7 +102,7 @@ with tab_charts:
     st.plotly_chart(activation_memory(table), width="stretch", key="arch_memory")
 
 with tab_diagram:
-    st.graphviz_chart(network_dot(table), width="stretch")
+    st.graphviz_chart(network_dot(table), width="content")
 
 with tab_compare:
     st.markdown("Compare the network above (**A**) with another variant or other switches (**B**).")

@@ -9,6 +9,23 @@ import pandas as pd
 import streamlit as st
 
 
+def page_setup() -> None:
+    """First call of every page.
+
+    Streamlit treats an app with a `pages/` folder as a legacy multipage app until
+    `st.navigation` has run once in the server process, so a deep link opened first
+    after a restart would run the page without app.py's navigation. Leave that mode
+    and rerun through app.py.
+    """
+    try:
+        from streamlit.runtime.pages_manager import PagesManager
+    except ImportError:  # pragma: no cover - a Streamlit without the legacy mode
+        return
+    if PagesManager.uses_pages_directory:
+        PagesManager.uses_pages_directory = False
+        st.rerun()
+
+
 @st.cache_resource(show_spinner=False)
 def device_info() -> dict:
     from alexnet_core.devices import describe

@@ -1,7 +1,8 @@
 import streamlit as st
 
-from pages.common import device_banner, device_info, format_bytes
+from pages.common import page_setup, device_banner, device_info, format_bytes
 
+page_setup()
 st.title("AlexNet Explorer")
 st.markdown(
     "See, train and question AlexNet, the network that won ImageNet 2012, in every published "

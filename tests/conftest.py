@@ -1,0 +1,12 @@
+import os
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+os.environ.setdefault("CUDA_VISIBLE_DEVICES", "-1") if os.environ.get("ALEXNET_TEST_GPU") is None else None
+
+import pytest  # noqa: E402
+
+
+@pytest.fixture(autouse=True)
+def _isolated_runs_dir(tmp_path, monkeypatch):
+    """No test reads or writes the user's ./runs."""
+    monkeypatch.setenv("ALEXNET_RUNS_DIR", str(tmp_path / "runs"))

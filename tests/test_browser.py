@@ -1,0 +1,122 @@
+"""End to end: `streamlit run app.py` on a loopback port, every page in headless Chromium."""
+
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+
+import pytest
+
+pytestmark = pytest.mark.browser
+
+CHROMIUM = shutil.which("chromium") or ("/usr/bin/chromium" if os.path.exists("/usr/bin/chromium") else None)
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking",
+                 "--disable-component-update", "--disable-sync"]
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def _require_browser():
+    missing = []
+    if CHROMIUM is None:
+        missing.append("Chromium (apt-get install -y chromium)")
+    try:
+        import playwright  # noqa: F401
+    except ImportError:
+        missing.append("Playwright (pip install -r requirements-dev.txt)")
+    if missing:
+        message = "browser tests need " + " and ".join(missing)
+        if os.environ.get("CI") == "true":
+            pytest.fail(message)
+        pytest.skip(message)
+
+
+def _free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    _require_browser()
+    port = _free_port()
+    env = {**os.environ, "ALEXNET_RUNS_DIR": str(tmp_path_factory.mktemp("runs"))}
+    log = open(tmp_path_factory.mktemp("log") / "streamlit.log", "w+")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "streamlit", "run", "app.py", "--server.headless", "true",
+         "--server.port", str(port), "--server.address", "127.0.0.1", "--browser.gatherUsageStats", "false"],
+        cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
+    )
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.time() + 90
+    while time.time() < deadline:
+        try:
+            if urllib.request.urlopen(f"{url}/_stcore/health", timeout=2).read() == b"ok":
+                break
+        except OSError:
+            time.sleep(0.5)
+    else:
+        proc.kill()
+        log.seek(0)
+        pytest.fail("streamlit did not start:\n" + log.read())
+    yield url
+    proc.terminate()
+    proc.wait(timeout=20)
+
+
+@pytest.fixture(scope="module")
+def browser(server):
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        b = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        yield b
+        b.close()
+
+
+def settle(page, timeout=120_000):
+    """Wait until the script run has finished (the running indicator is gone)."""
+    page.wait_for_timeout(800)
+    page.wait_for_function("!document.querySelector('[data-testid=\"stStatusWidget\"]')", timeout=timeout)
+    page.wait_for_timeout(500)
+
+
+def assert_no_errors(page, where):
+    problems = page.locator('[data-testid="stException"], [data-testid="stAlertContentError"]')
+    texts = [problems.nth(i).inner_text() for i in range(problems.count())]
+    assert not texts, f"{where} shows an error: {texts}"
+
+
+def test_every_page_renders_without_errors(server, browser):
+    page = browser.new_page(viewport={"width": 1400, "height": 1000})
+    page.goto(server)
+    page.wait_for_selector("h1", timeout=60_000)
+    settle(page)
+    links = page.locator('[data-testid="stSidebarNavLink"]')
+    hrefs = [links.nth(i).get_attribute("href") for i in range(links.count())]
+    assert len(hrefs) >= 2, "the sidebar should list every page"
+    for href in hrefs:
+        page.goto(href if href.startswith("http") else server + "/" + href.lstrip("/"))
+        page.wait_for_selector("h1", timeout=60_000)
+        settle(page)
+        assert_no_errors(page, href)
+        assert page.locator("h1").first.inner_text().strip()
+    page.close()
+
+
+def test_architecture_page_in_the_browser(server, browser):
+    page = browser.new_page(viewport={"width": 1400, "height": 1000})
+    page.goto(server + "/architecture")
+    page.wait_for_selector("h1:has-text('Architecture')", timeout=60_000)
+    settle(page)
+    assert page.locator('[data-testid="stMetricValue"]').first.inner_text().strip() == "60,965,224"
+    page.get_by_role("tab", name="Diagram").click()
+    page.wait_for_selector('[data-testid="stGraphVizChart"] svg', timeout=30_000)
+    assert page.locator('[data-testid="stGraphVizChart"] svg g.node').count() >= 10
+    page.get_by_role("tab", name="Parameters and compute").click()
+    page.wait_for_selector(".js-plotly-plot", timeout=30_000)
+    assert_no_errors(page, "architecture")
+    page.close()
