@@ -80,6 +80,83 @@ def cmd_summary(args) -> int:
     return 0
 
 
+def _train_config(args):
+    from .training import TrainConfig
+
+    fields = {
+        "variant": args.variant, "data": args.data, "epochs": args.epochs, "batch_size": args.batch_size,
+        "optimizer": args.optimizer, "learning_rate": args.learning_rate, "weight_decay": args.weight_decay,
+        "schedule": args.schedule, "warmup_epochs": args.warmup_epochs, "label_smoothing": args.label_smoothing,
+        "augment": args.augment, "val_split": args.val_split, "seed": args.seed,
+        "mixed_precision": args.mixed_precision, "steps_per_epoch": args.steps_per_epoch,
+        "log_every": args.log_every, "input_size": args.input_size,
+    }
+    switches = {k: v for k, v in switches_from_args(args).items() if v is not None and k not in
+                ("num_classes", "input_size")}
+    return TrainConfig(**{k: v for k, v in fields.items() if v is not None}, switches=switches)
+
+
+def cmd_train(args) -> int:
+    from dataclasses import asdict
+    from pathlib import Path
+
+    from . import runs
+    from .launcher import ActiveRunError, check_no_active_run
+    from .training import TrainConfig, configure_threads, run_training
+
+    if args.resume:
+        run_dir = Path(args.resume)
+        try:
+            config = TrainConfig.from_dict(runs.read_config(run_dir))
+        except ValueError as exc:
+            raise UsageError(f"Cannot resume {run_dir}: {exc}") from exc
+        status = runs.read_status(run_dir)
+        if status.get("state") in runs.ACTIVE_STATES and status.get("pid") not in (None, os.getpid()):
+            raise UsageError(f"Run {run_dir.name} is already training (pid {status.get('pid')})")
+        if runs.is_read_only(run_dir):
+            raise UsageError(f"{run_dir} is bundled with the app and cannot be resumed")
+    else:
+        if not args.variant or not args.data:
+            raise UsageError("train needs --variant and --data (or --resume RUN_DIR)")
+        try:
+            config = _train_config(args)
+        except ValueError as exc:
+            raise UsageError(str(exc)) from exc
+        root = runs.runs_root(args.runs_dir)
+        if not args.allow_parallel:
+            try:
+                check_no_active_run(root)
+            except ActiveRunError as exc:
+                raise UsageError(str(exc)) from exc
+        root.mkdir(parents=True, exist_ok=True)
+        try:
+            run_dir = runs.create_run(root, args.run_id or runs.new_run_id(config.variant, config.data),
+                                      asdict(config))
+        except (runs.RunError, OSError) as exc:
+            raise UsageError(str(exc)) from exc
+        print(f"run folder: {run_dir}", file=sys.stderr, flush=True)
+    configure_threads()
+    code = run_training(config, run_dir)
+    if not args.json:
+        print(run_dir)
+    else:
+        print(json.dumps({"run_dir": str(run_dir), **runs.read_status(run_dir)}))
+    return code
+
+
+def cmd_stop(args) -> int:
+    from pathlib import Path
+
+    from . import runs
+
+    run_dir = Path(args.run_dir)
+    if not (run_dir / runs.CONFIG).exists():
+        raise UsageError(f"{run_dir} is not a run folder (no {runs.CONFIG})")
+    runs.request_stop(run_dir)
+    print(f"Stop requested: {run_dir.name} stops after its current batch.", file=sys.stderr)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m alexnet_core",
                                      description="AlexNet Explorer on the command line.")
@@ -94,6 +171,35 @@ def build_parser() -> argparse.ArgumentParser:
     _switch_args(p)
     p.add_argument("--json", action="store_true", help="print one JSON document")
     p.set_defaults(func=cmd_summary)
+
+    p = sub.add_parser("train", help="train a variant into a run folder")
+    p.add_argument("--variant", help="a variant name (see `variants`)")
+    p.add_argument("--data", help="cifar10, sample, or PATH to an image folder")
+    p.add_argument("--epochs", type=int)
+    p.add_argument("--batch-size", type=int)
+    p.add_argument("--optimizer", choices=["sgd", "adam", "adamw"])
+    p.add_argument("--learning-rate", type=float)
+    p.add_argument("--weight-decay", type=float)
+    p.add_argument("--schedule", choices=["constant", "step", "plateau", "cosine"])
+    p.add_argument("--warmup-epochs", type=float)
+    p.add_argument("--label-smoothing", type=float)
+    p.add_argument("--augment", choices=["none", "keras-seed", "paper", "cifar"])
+    p.add_argument("--val-split", type=float, help="fraction of each class held out (last files by name)")
+    p.add_argument("--seed", type=int)
+    p.add_argument("--mixed-precision", choices=["auto", "on", "off"])
+    p.add_argument("--steps-per-epoch", type=int, help="cap the steps of each epoch")
+    p.add_argument("--log-every", type=int, help="steps between rows of steps.csv")
+    p.add_argument("--runs-dir", help="runs root (default ./runs or $ALEXNET_RUNS_DIR)")
+    p.add_argument("--run-id", help="name of the run folder")
+    p.add_argument("--resume", metavar="RUN_DIR", help="continue a stopped or interrupted run")
+    p.add_argument("--allow-parallel", action="store_true", help="start even if another run is training")
+    p.add_argument("--json", action="store_true", help="print the final status as one JSON document")
+    _switch_args(p)
+    p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("stop", help="ask a training run to stop after its current batch")
+    p.add_argument("run_dir")
+    p.set_defaults(func=cmd_stop)
     return parser
 
 

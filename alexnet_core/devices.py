@@ -72,3 +72,43 @@ def describe() -> dict:
         }
     return {"kind": "CPU", "name": _cpu_name(), "count": 1, "memory_bytes": _ram_bytes(),
             "cores": os.cpu_count()}
+
+
+def use_mixed_precision(setting: str = "auto") -> bool:
+    """Set Keras' global dtype policy: mixed_float16 on a GPU when `auto`, else float32."""
+    import keras
+    import tensorflow as tf
+
+    if setting not in ("auto", "on", "off"):
+        raise ValueError(f"mixed_precision must be auto, on or off, got {setting!r}")
+    on = setting == "on" or (setting == "auto" and bool(tf.config.list_physical_devices("GPU")))
+    keras.mixed_precision.set_global_policy("mixed_float16" if on else "float32")
+    return on
+
+
+def strategy():
+    """The tf.distribute strategy for this process.
+
+    TF_CONFIG set -> MultiWorkerMirroredStrategy (one process per worker); several GPUs ->
+    MirroredStrategy; otherwise the default (single-device) strategy.
+    """
+    import tensorflow as tf
+
+    if os.environ.get("TF_CONFIG"):
+        return tf.distribute.MultiWorkerMirroredStrategy()
+    gpus = tf.config.list_logical_devices("GPU")
+    if len(gpus) > 1:
+        return tf.distribute.MirroredStrategy()
+    cpus = tf.config.list_logical_devices("CPU")
+    if os.environ.get("ALEXNET_MIRROR_CPUS") and len(cpus) > 1:
+        # For testing the distributed path on one machine: mirror over logical CPUs.
+        return tf.distribute.MirroredStrategy([d.name for d in cpus])
+    return tf.distribute.get_strategy()
+
+
+def split_cpu(n: int = 2) -> None:
+    """Expose the CPU as `n` logical devices (before TensorFlow initialises)."""
+    import tensorflow as tf
+
+    cpu = tf.config.list_physical_devices("CPU")[0]
+    tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * n)

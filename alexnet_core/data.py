@@ -1,0 +1,253 @@
+"""Data sources -> tf.data pipelines.
+
+SOURCE is `cifar10` (keras.datasets, downloaded once and cached), `sample` (the bundled
+sample in assets/) or a folder laid out as PATH/<class>/* or PATH/{train,val,test}/<class>/*.
+Folders stream from disk; decoded images are cached in memory only when they fit the budget.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+ASSETS = Path(__file__).resolve().parent.parent / "assets"
+SAMPLE_DIR = ASSETS / "sample"
+CIFAR10_CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
+SPLITS = ("train", "val", "test")
+CACHE_BUDGET_BYTES = 2 * 2**30  # decoded float32 images kept in memory up to this size
+
+# File signatures of the formats TensorFlow decodes in a pipeline.
+_SIGNATURES = ((b"\xff\xd8\xff", "JPEG"), (b"\x89PNG\r\n\x1a\n", "PNG"), (b"GIF87a", "GIF"),
+               (b"GIF89a", "GIF"), (b"BM", "BMP"))
+
+
+class DataError(ValueError):
+    """Data that cannot be trained or evaluated on; the message says what to fix."""
+
+
+@dataclass
+class Split:
+    """Either file paths or in-memory uint8 images, with integer labels."""
+
+    labels: np.ndarray
+    paths: list[str] | None = None
+    images: np.ndarray | None = None
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+
+@dataclass
+class DataSource:
+    name: str
+    class_names: list[str]
+    train: Split | None = None
+    val: Split | None = None
+    test: Split | None = None
+    skipped: dict[str, int] = field(default_factory=dict)  # unreadable files per split
+    description: str = ""
+
+    def split(self, name: str) -> Split:
+        if name == "all":
+            parts = [s for s in (self.train, self.val, self.test) if s is not None]
+            if all(p.paths is not None for p in parts):
+                return Split(np.concatenate([p.labels for p in parts]), paths=sum((p.paths for p in parts), []))
+            return Split(np.concatenate([p.labels for p in parts]), images=np.concatenate([p.images for p in parts]))
+        part = getattr(self, name, None)
+        if part is None or len(part) == 0:
+            available = [s for s in SPLITS if getattr(self, s) is not None and len(getattr(self, s))]
+            raise DataError(f"{self.name} has no {name!r} split. Available: {', '.join(available) or 'none'}")
+        return part
+
+
+def image_kind(path: str | os.PathLike) -> str | None:
+    """The image format by file signature, or None for anything we cannot decode."""
+    try:
+        with open(path, "rb") as fh:
+            head = fh.read(16)
+    except OSError:
+        return None
+    for signature, kind in _SIGNATURES:
+        if head.startswith(signature):
+            return kind
+    if head[:4] == b"RIFF" and head[8:12] == b"WEBP":
+        return "WEBP"
+    return None
+
+
+def _class_dirs(path: Path) -> list[Path]:
+    return sorted(p for p in path.iterdir() if p.is_dir() and not p.name.startswith("."))
+
+
+def _scan(path: Path) -> tuple[dict[str, list[str]], int]:
+    """{class: sorted readable image files} of PATH/<class>/*, and the number skipped."""
+    classes, skipped = {}, 0
+    for folder in _class_dirs(path):
+        files = sorted(f for f in folder.iterdir() if f.is_file() and not f.name.startswith("."))
+        readable = [str(f) for f in files if image_kind(f)]
+        skipped += len(files) - len(readable)
+        if not readable:
+            raise DataError(
+                f"Class folder '{folder}' has no readable images ({len(files)} files, none of them "
+                "JPEG, PNG, GIF, BMP or WebP). Add images to it or remove the folder.")
+        classes[folder.name] = readable
+    return classes, skipped
+
+
+def _split_tail(files_by_class: dict[str, list[str]], class_names: list[str], fraction: float):
+    """Deterministic per-class split: the last `fraction` of each class's files in name order."""
+    train_paths, train_labels, val_paths, val_labels = [], [], [], []
+    for label, name in enumerate(class_names):
+        files = files_by_class[name]
+        n_val = int(round(len(files) * fraction)) if fraction > 0 else 0
+        if fraction > 0 and len(files) >= 2:
+            n_val = min(max(n_val, 1), len(files) - 1)
+        cut = len(files) - n_val
+        train_paths += files[:cut]
+        train_labels += [label] * cut
+        val_paths += files[cut:]
+        val_labels += [label] * n_val
+    return (Split(np.array(train_labels, dtype=np.int32), paths=train_paths),
+            Split(np.array(val_labels, dtype=np.int32), paths=val_paths))
+
+
+def _labelled(files_by_class, class_names, where: Path) -> Split:
+    unknown = sorted(set(files_by_class) - set(class_names))
+    if unknown:
+        raise DataError(f"'{where}' has class folders not in train/: {', '.join(unknown)}. "
+                        f"The classes are: {', '.join(class_names)}")
+    paths, labels = [], []
+    for name, files in files_by_class.items():
+        paths += files
+        labels += [class_names.index(name)] * len(files)
+    return Split(np.array(labels, dtype=np.int32), paths=paths)
+
+
+def load_folder(path: str | os.PathLike, val_split: float = 0.1, name: str | None = None) -> DataSource:
+    path = Path(path).expanduser()
+    if not path.exists():
+        raise DataError(f"Data folder '{path}' does not exist. Give a folder laid out as "
+                        "PATH/<class>/<image> or PATH/train/<class>/<image>.")
+    if not path.is_dir():
+        raise DataError(f"'{path}' is a file; give a folder laid out as PATH/<class>/<image>.")
+    split_layout = (path / "train").is_dir()
+    root = path / "train" if split_layout else path
+    if not _class_dirs(root):
+        raise DataError(f"'{root}' has no class folders. Lay images out as {path}/<class>/<image> "
+                        f"(or {path}/train/<class>/<image> with optional val/ and test/).")
+    files, skipped_train = _scan(root)
+    class_names = sorted(files)
+    if len(class_names) < 2:
+        raise DataError(f"Found only one class ({class_names[0]!r}) in '{root}'; training needs at "
+                        "least two class folders.")
+    source = DataSource(name=name or str(path), class_names=class_names, skipped={"train": skipped_train})
+    if split_layout and (path / "val").is_dir():
+        val_files, source.skipped["val"] = _scan(path / "val")
+        source.val = _labelled(val_files, class_names, path / "val")
+        source.train = _labelled(files, class_names, root)
+    else:
+        source.train, source.val = _split_tail(files, class_names, val_split)
+    if split_layout and (path / "test").is_dir():
+        test_files, source.skipped["test"] = _scan(path / "test")
+        source.test = _labelled(test_files, class_names, path / "test")
+    return source
+
+
+def _cifar10_cached() -> bool:
+    keras_home = Path(os.environ.get("KERAS_HOME", Path.home() / ".keras"))
+    return (keras_home / "datasets" / "cifar-10-batches-py").is_dir()
+
+
+def cifar10_available() -> bool:
+    return _cifar10_cached()
+
+
+def load_cifar10(val_split: float = 0.1) -> DataSource:
+    import keras
+
+    try:
+        (x_train, y_train), (x_test, y_test) = keras.datasets.cifar10.load_data()
+    except Exception as exc:  # no network, proxy, corrupt cache: all end here
+        raise DataError(
+            "CIFAR-10 is not cached on this machine and could not be downloaded "
+            f"({type(exc).__name__}: {str(exc)[:200]}). Without a network, train on an image folder "
+            "instead: --data PATH where PATH/<class>/<image> (e.g. a CIFAR-10 export), or on the "
+            "bundled sample: --data sample.") from exc
+    y_train, y_test = y_train.reshape(-1).astype(np.int32), y_test.reshape(-1).astype(np.int32)
+    train_idx, val_idx = [], []
+    for label in range(10):
+        idx = np.flatnonzero(y_train == label)
+        n_val = int(round(len(idx) * val_split))
+        train_idx.append(idx[: len(idx) - n_val])
+        val_idx.append(idx[len(idx) - n_val:])
+    tr, va = np.concatenate(train_idx), np.concatenate(val_idx)
+    return DataSource(
+        name="cifar10", class_names=list(CIFAR10_CLASSES),
+        train=Split(y_train[tr], images=x_train[tr]), val=Split(y_train[va], images=x_train[va]),
+        test=Split(y_test, images=x_test), description="CIFAR-10 (keras.datasets)")
+
+
+def load_source(source: str, val_split: float = 0.1) -> DataSource:
+    """Resolve SOURCE (cifar10 | sample | PATH) to its splits; DataError on bad data."""
+    if not 0.0 <= val_split < 1.0:
+        raise DataError(f"val_split must be in [0, 1), got {val_split}")
+    if source == "cifar10":
+        return load_cifar10(val_split)
+    if source == "sample":
+        if not SAMPLE_DIR.is_dir():
+            raise DataError(f"The bundled sample is missing ({SAMPLE_DIR}); reinstall the app.")
+        return load_folder(SAMPLE_DIR, val_split, name="sample")
+    return load_folder(source, val_split)
+
+
+def decode_file(path, size: int):
+    """Read and decode one image file to float32 0..255 RGB at size x size."""
+    import tensorflow as tf
+
+    from .preprocess import resize
+
+    image = tf.io.decode_image(tf.io.read_file(path), channels=3, expand_animations=False)
+    image.set_shape([None, None, 3])
+    return resize(image, size)
+
+
+def make_dataset(split: Split, num_classes: int, input_size: int, batch_size: int, training: bool = False,
+                 augment=None, seed: int = 0, cache_budget: int = CACHE_BUDGET_BYTES):
+    """A batched tf.data pipeline of (standardised images, one-hot labels).
+
+    Training shuffles every epoch and applies `augment` (a Keras layer on 0..255 batches).
+    Files that fail to decode are dropped (and logged by tf.data) instead of stopping a run.
+    """
+    import tensorflow as tf
+
+    from .preprocess import normalize, resize
+
+    autotune = tf.data.AUTOTUNE
+    n = len(split)
+    fits = n * input_size * input_size * 3 * 4 <= cache_budget
+    if split.images is not None:
+        ds = tf.data.Dataset.from_tensor_slices((split.images, split.labels))
+        ds = ds.map(lambda x, y: (resize(x, input_size), y), num_parallel_calls=autotune)
+        ds = ds.cache() if fits else ds
+    else:
+        ds = tf.data.Dataset.from_tensor_slices((np.array(split.paths, dtype=str), split.labels))
+        if training and not fits:
+            ds = ds.shuffle(n, seed=seed, reshuffle_each_iteration=True)
+        ds = ds.map(lambda p, y: (decode_file(p, input_size), y), num_parallel_calls=autotune)
+        ds = ds.ignore_errors(log_warning=True)
+        ds = ds.cache() if fits else ds
+    if training and fits:
+        ds = ds.shuffle(min(n, 50_000), seed=seed, reshuffle_each_iteration=True)
+    ds = ds.batch(batch_size, drop_remainder=False)
+    if training and augment is not None:
+        ds = ds.map(lambda x, y: (augment(x, training=True), y), num_parallel_calls=autotune)
+    ds = ds.map(lambda x, y: (normalize(x), tf.one_hot(y, num_classes)), num_parallel_calls=autotune)
+    return ds.prefetch(autotune)
+
+
+def steps_for(split: Split, batch_size: int) -> int:
+    return max(1, math.ceil(len(split) / batch_size))

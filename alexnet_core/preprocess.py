@@ -1,0 +1,32 @@
+"""The one way an image becomes model input, shared by training, evaluation and classification.
+
+Pixels (uint8 or float in 0..255, any size, RGB) -> resized to the model's input with
+antialiased bilinear resampling -> scaled to 0..1 and standardised per channel.
+"""
+
+from __future__ import annotations
+
+import tensorflow as tf
+
+# ImageNet statistics: a fixed, dataset-independent standardisation.
+MEAN = (0.485, 0.456, 0.406)
+STD = (0.229, 0.224, 0.225)
+
+
+def resize(images, size: int):
+    """Resize an image (HWC) or a batch (NHWC) to size x size; float32 in 0..255."""
+    images = tf.cast(images, tf.float32)
+    height, width = images.shape[-3], images.shape[-2]
+    if height == size and width == size:
+        return images
+    return tf.image.resize(images, (size, size), method="bilinear", antialias=True)
+
+
+def normalize(images):
+    """0..255 float pixels -> standardised network input."""
+    images = tf.cast(images, tf.float32) / 255.0
+    return (images - tf.constant(MEAN)) / tf.constant(STD)
+
+
+def preprocess(images, size: int):
+    return normalize(resize(images, size))
