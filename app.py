@@ -7,6 +7,8 @@ st.set_page_config(page_title="AlexNet Explorer", page_icon=":material/neurology
 PAGES = [
     st.Page("pages/home.py", title="Home", icon=":material/home:", default=True),
     st.Page("pages/architecture.py", title="Architecture", icon=":material/account_tree:"),
+    st.Page("pages/train.py", title="Train", icon=":material/model_training:"),
+    st.Page("pages/runs.py", title="Runs", icon=":material/folder_open:"),
 ]
 
 st.navigation(PAGES).run()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
@@ -126,3 +127,71 @@ def network_dot(table: pd.DataFrame, rankdir: str = "TB") -> str:
         out.append(f'  "{a}" -> "{b}";')
     out.append("}")
     return "\n".join(out)
+
+
+# --- Training curves ----------------------------------------------------------------------
+
+MAX_STEP_POINTS = 1500
+PALETTE = ("#2a7ab0", "#e4572e", "#4b8f29", "#8e44ad", "#f0a202", "#17becf", "#7f7f7f", "#bcbd22")
+
+
+def smooth_steps(steps: pd.DataFrame, steps_per_epoch: int | None, max_points: int = MAX_STEP_POINTS) -> pd.DataFrame:
+    """Per-step rows -> (fractional epoch, EMA-smoothed loss/accuracy), at most `max_points` rows."""
+    if steps.empty or "step" not in steps:
+        return pd.DataFrame(columns=["epoch", "loss", "accuracy"])
+    frame = steps.sort_values("step").drop_duplicates("step", keep="last")
+    span = max(5, len(frame) // 50)
+    out = pd.DataFrame({
+        "epoch": frame["step"] / steps_per_epoch if steps_per_epoch else frame["epoch"],
+        "loss": frame["loss"].ewm(span=span).mean(),
+        "accuracy": frame["accuracy"].ewm(span=span).mean() if "accuracy" in frame else float("nan"),
+    })
+    if len(out) > max_points:
+        out = out.iloc[:: int(np.ceil(len(out) / max_points))]
+    return out
+
+
+def training_curves(metrics: pd.DataFrame, steps: pd.DataFrame | None = None,
+                    steps_per_epoch: int | None = None) -> go.Figure:
+    """Loss and accuracy of one run: per-epoch train/validation, and the smoothed per-step loss."""
+    fig = make_subplots(rows=1, cols=2, subplot_titles=("Loss", "Accuracy"), horizontal_spacing=0.08)
+    train_c, val_c = PALETTE[0], PALETTE[1]
+    if steps is not None and not steps.empty:
+        s = smooth_steps(steps, steps_per_epoch)
+        fig.add_trace(go.Scatter(x=s["epoch"], y=s["loss"], name="train (per step, smoothed)", mode="lines",
+                                 line=dict(color=train_c, width=1), opacity=0.45, legendgroup="steps"), 1, 1)
+        fig.add_trace(go.Scatter(x=s["epoch"], y=s["accuracy"], name="train (per step, smoothed)", mode="lines",
+                                 line=dict(color=train_c, width=1), opacity=0.45, legendgroup="steps",
+                                 showlegend=False), 1, 2)
+    if not metrics.empty:
+        for col, (key, label, color, dash) in enumerate([("loss", "train", train_c, None),
+                                                         ("val_loss", "validation", val_c, None)]):
+            if key in metrics:
+                fig.add_trace(go.Scatter(x=metrics["epoch"], y=metrics[key], name=label, mode="lines+markers",
+                                         line=dict(color=color, dash=dash), legendgroup=label), 1, 1)
+        for key, label, color in [("accuracy", "train", train_c), ("val_accuracy", "validation", val_c)]:
+            if key in metrics:
+                fig.add_trace(go.Scatter(x=metrics["epoch"], y=metrics[key], name=label, mode="lines+markers",
+                                         line=dict(color=color), legendgroup=label, showlegend=False), 1, 2)
+        if "val_top5_accuracy" in metrics:
+            fig.add_trace(go.Scatter(x=metrics["epoch"], y=metrics["val_top5_accuracy"], name="validation top-5",
+                                     mode="lines", line=dict(color=val_c, dash="dot")), 1, 2)
+    fig.update_xaxes(title_text="epoch", rangemode="tozero")
+    fig.update_yaxes(tickformat=".0%", row=1, col=2)
+    fig.update_layout(height=380, margin=dict(l=10, r=10, t=40, b=10),
+                      legend=dict(orientation="h", y=-0.2), uirevision="curves")
+    return fig
+
+
+def compare_curves(curves: dict[str, pd.DataFrame], metric: str = "val_accuracy") -> go.Figure:
+    """One line per run of an epoch metric (runs overlaid)."""
+    fig = go.Figure()
+    for i, (label, metrics) in enumerate(curves.items()):
+        if metric in metrics:
+            fig.add_trace(go.Scatter(x=metrics["epoch"], y=metrics[metric], name=label, mode="lines+markers",
+                                     line=dict(color=PALETTE[i % len(PALETTE)])))
+    fig.update_layout(height=360, margin=dict(l=10, r=10, t=30, b=10), xaxis_title="epoch",
+                      yaxis_title=metric.replace("_", " "), legend=dict(orientation="h", y=-0.25))
+    if "accuracy" in metric:
+        fig.update_yaxes(tickformat=".0%")
+    return fig

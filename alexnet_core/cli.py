@@ -7,6 +7,7 @@ Exit codes: 0 success, 2 bad usage or bad input (a message, no traceback).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import sys
@@ -135,8 +136,13 @@ def cmd_train(args) -> int:
         except (runs.RunError, OSError) as exc:
             raise UsageError(str(exc)) from exc
         print(f"run folder: {run_dir}", file=sys.stderr, flush=True)
+    if os.environ.get("ALEXNET_LOGICAL_CPUS"):
+        from .devices import split_cpu
+
+        split_cpu(int(os.environ["ALEXNET_LOGICAL_CPUS"]))
     configure_threads()
-    code = run_training(config, run_dir)
+    with contextlib.redirect_stdout(sys.stderr):  # Keras' progress lines are logs: stdout stays for results
+        code = run_training(config, run_dir)
     if not args.json:
         print(run_dir)
     else:

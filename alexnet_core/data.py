@@ -216,11 +216,12 @@ def decode_file(path, size: int):
 
 
 def make_dataset(split: Split, num_classes: int, input_size: int, batch_size: int, training: bool = False,
-                 augment=None, seed: int = 0, cache_budget: int = CACHE_BUDGET_BYTES):
+                 augment=None, seed: int = 0, cache_budget: int = CACHE_BUDGET_BYTES, drop_remainder: bool = False):
     """A batched tf.data pipeline of (standardised images, one-hot labels).
 
     Training shuffles every epoch and applies `augment` (a Keras layer on 0..255 batches).
     Files that fail to decode are dropped (and logged by tf.data) instead of stopping a run.
+    Training datasets repeat forever (the trainer counts steps), so every batch is full.
     """
     import tensorflow as tf
 
@@ -242,7 +243,9 @@ def make_dataset(split: Split, num_classes: int, input_size: int, batch_size: in
         ds = ds.cache() if fits else ds
     if training and fits:
         ds = ds.shuffle(min(n, 50_000), seed=seed, reshuffle_each_iteration=True)
-    ds = ds.batch(batch_size, drop_remainder=False)
+    if training:
+        ds = ds.repeat()
+    ds = ds.batch(batch_size, drop_remainder=drop_remainder)
     if training and augment is not None:
         ds = ds.map(lambda x, y: (augment(x, training=True), y), num_parallel_calls=autotune)
     ds = ds.map(lambda x, y: (normalize(x), tf.one_hot(y, num_classes)), num_parallel_calls=autotune)

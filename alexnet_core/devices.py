@@ -8,6 +8,10 @@ import shutil
 import subprocess
 
 
+class MultiWorkerUnsupported(ValueError):
+    """TF_CONFIG asks for multi-worker training, which Keras 3's fit cannot do."""
+
+
 def configure_gpus() -> list:
     """Turn on memory growth on every GPU so several processes can share a card.
 
@@ -89,19 +93,23 @@ def use_mixed_precision(setting: str = "auto") -> bool:
 def strategy():
     """The tf.distribute strategy for this process.
 
-    TF_CONFIG set -> MultiWorkerMirroredStrategy (one process per worker); several GPUs ->
-    MirroredStrategy; otherwise the default (single-device) strategy.
+    Several GPUs -> MirroredStrategy; otherwise the default (single-device) strategy.
+    TF_CONFIG (several workers) is refused with a message: Keras 3's model.fit cannot consume
+    MultiWorkerMirroredStrategy's per-replica batches (keras-team/keras#20585).
     """
     import tensorflow as tf
 
     if os.environ.get("TF_CONFIG"):
-        return tf.distribute.MultiWorkerMirroredStrategy()
+        raise MultiWorkerUnsupported(
+            "TF_CONFIG is set, but multi-worker training is not available: Keras 3's model.fit does not "
+            "support MultiWorkerMirroredStrategy (keras-team/keras#20585). Train on one machine (all its "
+            "GPUs are used through MirroredStrategy) and unset TF_CONFIG.")
     gpus = tf.config.list_logical_devices("GPU")
     if len(gpus) > 1:
         return tf.distribute.MirroredStrategy()
     cpus = tf.config.list_logical_devices("CPU")
-    if os.environ.get("ALEXNET_MIRROR_CPUS") and len(cpus) > 1:
-        # For testing the distributed path on one machine: mirror over logical CPUs.
+    if len(cpus) > 1:
+        # Only when asked for (ALEXNET_LOGICAL_CPUS): the distributed path, tested on one CPU.
         return tf.distribute.MirroredStrategy([d.name for d in cpus])
     return tf.distribute.get_strategy()
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import threading
 from dataclasses import asdict
 from pathlib import Path
 
@@ -40,6 +41,8 @@ def _spawn(run_dir: Path) -> int:
             stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env,
             start_new_session=True,  # detached: survives the app's restart
         )
+    # Reap the trainer when it exits so it never lingers as a zombie of the app's process.
+    threading.Thread(target=proc.wait, name=f"reap-{proc.pid}", daemon=True).start()
     runs.write_status(run_dir, state="starting", pid=proc.pid, host=os.uname().nodename,
                       message="Starting the trainer")
     return proc.pid

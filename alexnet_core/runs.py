@@ -125,6 +125,11 @@ def _trainer_alive(status: dict) -> bool:
             return False
         except (PermissionError, ValueError, OSError):
             pass
+        try:  # a zombie (exited, not yet reaped) answers signal 0 but is gone
+            if Path(f"/proc/{int(pid)}/stat").read_text().split(")")[-1].split()[0] == "Z":
+                return False
+        except (PermissionError, ValueError, OSError):
+            pass
     return True
 
 

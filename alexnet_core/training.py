@@ -300,19 +300,27 @@ def train(config: TrainConfig, run_dir: Path, log=print) -> dict:
     train_split = source.split("train")
     steps = min(steps_for(train_split, batch), config.steps_per_epoch or 10**12)
     budget = config.cache_budget_mb * 2**20
+    strat = strategy()
+    log(f"{type(strat).__name__} with {strat.num_replicas_in_sync} replica(s); "
+        f"mixed precision {'on' if mixed else 'off'}")
+    # Training data repeats and the trainer counts steps: the file count is known even when
+    # tf.data cannot tell (undecodable files are dropped on the fly).
     train_ds = make_dataset(train_split, num_classes, size, batch, training=True,
                             augment=build_augment(config.augment, size, config.seed), seed=config.seed,
                             cache_budget=budget)
-    # Repeat and count steps ourselves: the file count is known even when tf.data cannot tell.
-    train_ds = train_ds.repeat()
-    val_ds = make_dataset(source.val, num_classes, size, batch, cache_budget=budget) if source.val and len(source.val) else None
+    # Several replicas need equal shares of every batch: full batches only, a multiple of the replicas.
+    replicas = strat.num_replicas_in_sync
+    n_val = len(source.val) if source.val else 0
+    val_batch = batch if replicas == 1 else min(batch, n_val // replicas * replicas)
+    val_ds = (make_dataset(source.val, num_classes, size, val_batch, cache_budget=budget, drop_remainder=replicas > 1)
+              if val_batch > 0 and n_val else None)
     skipped = sum(source.skipped.values())
     log(f"{source.name}: {len(train_split)} training and {len(source.val) if source.val else 0} validation "
         f"images, {num_classes} classes" + (f"; skipped {skipped} unreadable files" if skipped else ""))
 
     state = runs.read_json(run_dir / runs.CHECKPOINTS / STATE, {}) or {}
     initial_epoch = int(state.get("completed_epochs", 0))
-    with strategy().scope():
+    with strat.scope():
         if initial_epoch and (run_dir / runs.CHECKPOINTS / LAST).exists():
             model = keras.models.load_model(run_dir / runs.CHECKPOINTS / LAST, safe_mode=True)
             log(f"Resuming after epoch {initial_epoch} of {config.epochs}")
@@ -369,3 +377,24 @@ def run_training(config: TrainConfig, run_dir: Path, log=None) -> int:
         return 1
     log(status.get("message", ""))
     return 0 if status["state"] in ("finished", "stopped") else 1
+
+
+def estimate_epoch_seconds(config: TrainConfig, num_classes: int, num_images: int, steps: int = 3) -> float:
+    """Seconds per epoch measured from a few training steps on random data (after one warm-up)."""
+    import keras
+    import numpy as np
+
+    from .variants import build_model
+
+    model = build_model(config.variant, num_classes=num_classes, input_size=config.input_size, **config.switches)
+    compile_model(model, config, max(1, num_images // config.batch_size), num_classes)
+    size = model.input_shape[1]
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((config.batch_size, size, size, 3), dtype=np.float32)
+    y = keras.utils.to_categorical(rng.integers(0, num_classes, config.batch_size), num_classes)
+    model.train_on_batch(x, y)
+    start = time.perf_counter()
+    for _ in range(steps):
+        model.train_on_batch(x, y)
+    per_step = (time.perf_counter() - start) / steps
+    return per_step * math.ceil(num_images / config.batch_size)

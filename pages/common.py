@@ -68,3 +68,58 @@ def variant_table(variant: str, switches_json: str) -> pd.DataFrame:
 
 def shape_text(shape) -> str:
     return " × ".join(str(s) for s in shape)
+
+
+def runs_root():
+    from alexnet_core.runs import runs_root as root
+
+    return root()
+
+
+def bundled_runs() -> list:
+    """Run folders shipped with the app (read-only)."""
+    from alexnet_core.data import ASSETS
+
+    return [p for p in sorted((ASSETS / "runs").glob("*")) if (p / "config.json").exists()]
+
+
+def all_runs() -> list[dict]:
+    from alexnet_core.runs import list_runs
+
+    return list_runs(runs_root(), extra=bundled_runs())
+
+
+def run_dir_of(run_id: str):
+    """The folder of a run id from the user (URL or widget), validated; None if unknown."""
+    from alexnet_core.runs import RunError, resolve_run
+
+    for path in bundled_runs():
+        if path.name == run_id:
+            return path
+    try:
+        path = resolve_run(runs_root(), run_id)
+    except RunError:
+        return None
+    return path if (path / "config.json").exists() else None
+
+
+STATE_BADGES = {
+    "running": ("blue", ":material/sprint:"), "starting": ("blue", ":material/hourglass_top:"),
+    "finished": ("green", ":material/check_circle:"), "stopped": ("orange", ":material/pause_circle:"),
+    "interrupted": ("orange", ":material/warning:"), "failed": ("red", ":material/error:"),
+    "diverged": ("red", ":material/trending_up:"),
+}
+
+
+def state_badge(state: str) -> None:
+    color, icon = STATE_BADGES.get(state, ("gray", ":material/help:"))
+    st.badge(state, color=color, icon=icon)
+
+
+def format_duration(seconds) -> str:
+    if seconds is None or seconds != seconds:
+        return "-"
+    seconds = int(seconds)
+    h, rem = divmod(seconds, 3600)
+    m, s = divmod(rem, 60)
+    return f"{h}h {m:02d}m" if h else f"{m}m {s:02d}s"

@@ -1,0 +1,111 @@
+import json
+from datetime import datetime
+
+import pandas as pd
+import streamlit as st
+
+from alexnet_core import runs
+from alexnet_core.charts import compare_curves
+from pages.common import all_runs, device_banner, format_duration, page_setup, run_dir_of, runs_root
+
+page_setup()
+st.title("Runs")
+st.caption(f"Every training run in `{runs_root()}`, plus the bundled demo run. Select rows to compare them.")
+
+rows = all_runs()
+if not rows:
+    st.info("No runs yet. Start one on the Train page.", icon=":material/info:")
+    st.page_link("pages/train.py", label="Go to Train", icon=":material/model_training:")
+    device_banner()
+    st.stop()
+
+table = pd.DataFrame(rows)
+table["progress"] = [f"{r['epochs_done']}/{r['epochs'] or '?'}" for r in rows]
+table["duration"] = [format_duration(r["duration_s"]) for r in rows]
+table["started"] = [datetime.fromtimestamp(r["started"]) if r["started"] else None for r in rows]
+wanted = st.query_params.get("run")
+if wanted is not None and run_dir_of(wanted) is None:
+    st.warning(f"There is no run {wanted!r}.")
+event = st.dataframe(
+    table[["run_id", "state", "variant", "data", "progress", "best_val_accuracy", "duration", "started"]],
+    hide_index=True, width="stretch", on_select="rerun", selection_mode="multi-row", key="runs_table",
+    column_config={
+        "run_id": "Run", "state": "State", "variant": "Variant", "data": "Data", "progress": "Epochs",
+        "best_val_accuracy": st.column_config.ProgressColumn("Best val. accuracy", format="percent",
+                                                             min_value=0.0, max_value=1.0),
+        "duration": "Duration",
+        "started": st.column_config.DatetimeColumn("Started", format="YYYY-MM-DD HH:mm"),
+    },
+)
+selected = [rows[i] for i in event.selection.rows] if event and event.selection.rows else []
+if not selected and wanted and run_dir_of(wanted) is not None:
+    selected = [r for r in rows if r["run_id"] == wanted]
+if not selected:
+    st.caption("Select one or more runs above to see their curves, settings, downloads and actions.")
+    device_banner()
+    st.stop()
+
+curves = {r["run_id"]: runs.read_metrics(run_dir_of(r["run_id"])) for r in selected}
+c1, c2 = st.columns(2)
+c1.markdown("**Validation accuracy**")
+c1.plotly_chart(compare_curves(curves, "val_accuracy"), width="stretch", key="runs_val_acc")
+c2.markdown("**Validation loss**")
+c2.plotly_chart(compare_curves(curves, "val_loss"), width="stretch", key="runs_val_loss")
+
+configs = {r["run_id"]: runs.read_json(run_dir_of(r["run_id"]) / runs.CONFIG, {}) or {} for r in selected}
+
+
+def flat(config: dict) -> dict:
+    out = {}
+    for key, value in config.items():
+        if key in ("environment", "class_names"):
+            continue
+        if isinstance(value, dict):
+            out.update({f"{key}.{k}": v for k, v in value.items()})
+        else:
+            out[key] = value
+    return out
+
+
+settings = pd.DataFrame({run_id: flat(c) for run_id, c in configs.items()}).astype(str)
+if len(selected) > 1:
+    differs = settings.nunique(axis=1) > 1
+    only = st.toggle("Only settings that differ", value=True, key="runs_only_diff")
+    st.markdown("**Settings**")
+    st.dataframe(settings[differs] if only else settings, width="stretch")
+else:
+    with st.expander("Settings", icon=":material/settings:"):
+        st.dataframe(settings, width="stretch")
+
+for r in selected:
+    run_dir = run_dir_of(r["run_id"])
+    with st.container(border=True):
+        st.markdown(f"**{r['run_id']}**: {r['state']}. {r['message']}")
+        b = st.columns(4)
+        metrics_path = run_dir / runs.METRICS
+        if metrics_path.exists():
+            b[0].download_button("Metrics (CSV)", metrics_path.read_bytes(), f"{r['run_id']}-metrics.csv",
+                                 mime="text/csv", icon=":material/download:", key=f"dl_metrics_{r['run_id']}")
+        if (run_dir / runs.MODEL).exists():
+            b[1].download_button("Model (.keras)", (run_dir / runs.MODEL).read_bytes(), f"{r['run_id']}.keras",
+                                 icon=":material/download:", key=f"dl_model_{r['run_id']}")
+        b[2].download_button("Settings (JSON)", json.dumps(configs[r["run_id"]], indent=2),
+                             f"{r['run_id']}-config.json", mime="application/json",
+                             icon=":material/download:", key=f"dl_config_{r['run_id']}")
+        if r["read_only"]:
+            b[3].caption("Bundled with the app: read-only")
+        elif r["state"] in runs.ACTIVE_STATES:
+            b[3].caption("Training: stop it before deleting")
+        else:
+            with b[3].popover("Delete", icon=":material/delete:"):
+                st.markdown(f"Delete **{r['run_id']}** and everything in its folder? This cannot be undone.")
+                if st.button("Delete for good", type="primary", key=f"delete_{r['run_id']}"):
+                    try:
+                        runs.delete_run(runs_root(), r["run_id"])
+                    except runs.RunError as exc:
+                        st.error(str(exc))
+                    else:
+                        st.query_params.pop("run", None)
+                        st.rerun()
+
+device_banner()

@@ -1,0 +1,21 @@
+"""Small image folders written by the tests themselves (tests never need ../shared)."""
+
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+COLORS = [(220, 40, 40), (40, 200, 40), (40, 40, 220), (220, 220, 40)]
+
+
+def make_image_folder(root, classes=3, per_class=12, size=(20, 24), fmt="png", seed=0):
+    """root/<class>/<nnn>.<fmt>: noisy images of one colour per class (learnable in a few steps)."""
+    rng = np.random.default_rng(seed)
+    root = Path(root)
+    for c in range(classes):
+        folder = root / f"class{c}"
+        folder.mkdir(parents=True, exist_ok=True)
+        for i in range(per_class):
+            pixels = np.clip(rng.normal(COLORS[c % len(COLORS)], 30, (size[0], size[1], 3)), 0, 255)
+            Image.fromarray(pixels.astype(np.uint8)).save(folder / f"{i:03d}.{fmt}")
+    return root

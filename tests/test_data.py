@@ -1,0 +1,118 @@
+import numpy as np
+import pytest
+from PIL import Image
+
+from alexnet_core.augment import PRESETS, build as build_augment
+from alexnet_core.data import DataError, load_source, make_dataset
+from alexnet_core.preprocess import MEAN, STD, preprocess
+from tests.helpers import make_image_folder
+
+
+def test_folder_with_deterministic_tail_split(tmp_path):
+    make_image_folder(tmp_path, classes=3, per_class=10)
+    data = load_source(str(tmp_path), val_split=0.2)
+    assert data.class_names == ["class0", "class1", "class2"]
+    assert len(data.train) == 24 and len(data.val) == 6
+    assert [p.split("/")[-1] for p in data.val.paths[:2]] == ["008.png", "009.png"]  # last files by name
+    assert load_source(str(tmp_path), val_split=0.2).val.paths == data.val.paths
+
+
+def test_train_val_test_layout(tmp_path):
+    for split, n in (("train", 6), ("val", 2), ("test", 3)):
+        make_image_folder(tmp_path / split, classes=2, per_class=n)
+    data = load_source(str(tmp_path))
+    assert (len(data.train), len(data.val), len(data.test)) == (12, 4, 6)
+
+
+def test_val_folder_with_unknown_class(tmp_path):
+    make_image_folder(tmp_path / "train", classes=2, per_class=3)
+    make_image_folder(tmp_path / "val", classes=3, per_class=1)
+    with pytest.raises(DataError, match="class folders not in train/: class2"):
+        load_source(str(tmp_path))
+
+
+@pytest.mark.parametrize("setup, message", [
+    (lambda p: None, "does not exist"),
+    (lambda p: p.mkdir(), "has no class folders"),
+    (lambda p: make_image_folder(p, classes=1, per_class=3), "only one class ('class0')"),
+])
+def test_bad_folders(tmp_path, setup, message):
+    path = tmp_path / "data"
+    setup(path)
+    with pytest.raises(DataError, match=message.replace("(", r"\(").replace(")", r"\)")):
+        load_source(str(path))
+
+
+def test_class_folder_without_images(tmp_path):
+    make_image_folder(tmp_path, classes=2, per_class=3)
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "notes").mkdir()
+    (tmp_path / "notes" / "readme.txt").write_text("not an image")
+    with pytest.raises(DataError, match="has no readable images"):
+        load_source(str(tmp_path))
+
+
+def test_unreadable_files_are_skipped_and_counted(tmp_path):
+    make_image_folder(tmp_path, classes=2, per_class=4)
+    (tmp_path / "class0" / "fake.jpg").write_text("this is text, not a JPEG")
+    (tmp_path / "class1" / "empty.png").write_bytes(b"")
+    data = load_source(str(tmp_path), val_split=0.0)
+    assert data.skipped["train"] == 2 and len(data.train) == 8
+
+
+def test_mixed_sizes_and_modes_are_resized_and_converted(tmp_path):
+    make_image_folder(tmp_path, classes=2, per_class=2)
+    Image.new("L", (50, 10), 128).save(tmp_path / "class0" / "gray.png")
+    Image.new("RGBA", (7, 33), (1, 2, 3, 4)).save(tmp_path / "class1" / "rgba.png")
+    Image.new("P", (12, 12)).save(tmp_path / "class1" / "palette.gif")
+    Image.new("RGB", (9, 9), (9, 9, 9)).save(tmp_path / "class1" / "small.bmp")
+    Image.new("RGB", (16, 16), (255, 0, 0)).save(tmp_path / "class0" / "photo.jpg")
+    data = load_source(str(tmp_path), val_split=0.0)
+    ds = make_dataset(data.train, 2, 16, batch_size=64)
+    images, labels = next(iter(ds))
+    assert images.shape == (len(data.train), 16, 16, 3) and labels.shape == (len(data.train), 2)
+    assert np.isfinite(images.numpy()).all()
+
+
+def test_corrupt_image_body_is_dropped_not_fatal(tmp_path):
+    make_image_folder(tmp_path, classes=2, per_class=3, fmt="jpg")
+    good = (tmp_path / "class0" / "000.jpg").read_bytes()
+    (tmp_path / "class0" / "truncated.jpg").write_bytes(good[:40])
+    data = load_source(str(tmp_path), val_split=0.0)
+    count = sum(int(x.shape[0]) for x, _ in make_dataset(data.train, 2, 8, batch_size=4))
+    assert count == 6  # the truncated file is dropped by the pipeline
+
+
+def test_pipeline_uses_the_shared_preprocessing(tmp_path):
+    make_image_folder(tmp_path, classes=2, per_class=1, size=(32, 32))
+    data = load_source(str(tmp_path), val_split=0.0)
+    images, _ = next(iter(make_dataset(data.train, 2, 32, batch_size=2)))
+    raw = np.asarray(Image.open(data.train.paths[0]).convert("RGB"), dtype=np.float32)
+    np.testing.assert_allclose(images[0].numpy(), preprocess(raw, 32).numpy(), atol=1e-5)
+    manual = (raw / 255.0 - np.array(MEAN)) / np.array(STD)
+    np.testing.assert_allclose(images[0].numpy(), manual, atol=1e-5)
+
+
+@pytest.mark.parametrize("preset", PRESETS)
+def test_augmentation_presets_keep_shape(preset):
+    layer = build_augment(preset, 24, seed=1)
+    x = np.random.default_rng(0).uniform(0, 255, (4, 24, 24, 3)).astype(np.float32)
+    if preset == "none":
+        assert layer is None
+        return
+    y = np.asarray(layer(x, training=True))
+    assert y.shape == x.shape
+    assert not np.allclose(y, x)  # it changes the images
+    with pytest.raises(ValueError, match="Unknown augmentation"):
+        build_augment("mixup", 24)
+
+
+def test_cifar10_offline_message(monkeypatch):
+    import keras
+
+    def offline():
+        raise OSError("network is unreachable")
+
+    monkeypatch.setattr(keras.datasets.cifar10, "load_data", offline)
+    with pytest.raises(DataError, match="not cached on this machine.*image folder"):
+        load_source("cifar10")

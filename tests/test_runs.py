@@ -1,0 +1,76 @@
+import os
+import time
+
+import pytest
+
+from alexnet_core import runs
+
+
+@pytest.mark.parametrize("bad", ["..", "../escape", "a/b", "", "x y", "/abs", "run;rm", "."])
+def test_run_ids_cannot_escape(tmp_path, bad):
+    with pytest.raises(runs.RunError, match="Invalid run id"):
+        runs.resolve_run(tmp_path, bad)
+
+
+def test_resolve_and_create(tmp_path):
+    path = runs.create_run(tmp_path, "20261121-1-compact-sample", {"variant": "compact"})
+    assert path == (tmp_path / "20261121-1-compact-sample").resolve()
+    assert runs.read_status(path)["state"] == "starting"
+    with pytest.raises(runs.RunError, match="already exists"):
+        runs.create_run(tmp_path, "20261121-1-compact-sample", {})
+
+
+def test_new_run_id_is_valid():
+    run_id = runs.new_run_id("paper", "/data/my images!/")
+    assert runs.RUN_ID.match(run_id) and run_id.endswith("paper-my-images")
+
+
+def test_readers_tolerate_a_half_written_line(tmp_path):
+    (tmp_path / runs.METRICS).write_text("epoch,loss,val_accuracy\n0,1.5,0.3\n1,1.2,0.4\n2,1.")
+    frame = runs.read_metrics(tmp_path)
+    assert list(frame["epoch"]) == [1, 2] and list(frame["val_accuracy"]) == [0.3, 0.4]
+    (tmp_path / runs.STATUS).write_text('{"state": "runn')
+    assert runs.read_status(tmp_path) == {}
+
+
+def test_truncate_metrics_drops_epochs_to_be_rerun(tmp_path):
+    (tmp_path / runs.METRICS).write_text("epoch,loss\n0,1.0\n1,0.9\n2,0.8\n")
+    runs.truncate_metrics(tmp_path, 2)
+    assert list(runs.read_metrics(tmp_path)["epoch"]) == [1, 2]
+
+
+def test_stale_heartbeat_reads_as_interrupted(tmp_path):
+    path = runs.create_run(tmp_path, "r", {})
+    runs.write_status(path, state="running", pid=os.getpid())
+    assert runs.read_status(path)["state"] == "running"
+    status = runs.read_json(path / runs.STATUS)
+    status["heartbeat"] = time.time() - 10 * runs.STALE_AFTER_S
+    runs.write_json_atomic(path / runs.STATUS, status)
+    assert runs.read_status(path)["state"] == "interrupted"
+
+
+def test_dead_pid_reads_as_interrupted(tmp_path):
+    path = runs.create_run(tmp_path, "r", {})
+    runs.write_status(path, state="running", pid=2**22 + 12345)
+    assert runs.read_status(path)["state"] == "interrupted"
+
+
+def test_list_and_delete(tmp_path):
+    a = runs.create_run(tmp_path, "a", {"variant": "compact", "data": "sample", "epochs": 2})
+    runs.write_status(a, state="finished", started=1.0)
+    (a / runs.METRICS).write_text("epoch,val_accuracy\n0,0.5\n1,0.7\n")
+    b = runs.create_run(tmp_path, "b", {"variant": "paper", "data": "x", "epochs": 1})
+    runs.write_status(b, state="running", pid=os.getpid(), started=2.0)
+    rows = runs.list_runs(tmp_path)
+    assert [r["run_id"] for r in rows] == ["b", "a"]
+    assert rows[1]["best_val_accuracy"] == 0.7 and rows[1]["epochs_done"] == 2
+    with pytest.raises(runs.RunError, match="still training"):
+        runs.delete_run(tmp_path, "b")
+    (a / runs.READ_ONLY).write_text("")
+    with pytest.raises(runs.RunError, match="cannot be deleted"):
+        runs.delete_run(tmp_path, "a")
+    (a / runs.READ_ONLY).unlink()
+    runs.delete_run(tmp_path, "a")
+    assert not a.exists()
+    with pytest.raises(runs.RunError):
+        runs.delete_run(tmp_path, "../a")

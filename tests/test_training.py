@@ -1,0 +1,160 @@
+"""The trainer end to end on tiny folders the tests write: run folders, stop, kill, resume, NaN."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from alexnet_core import runs
+from alexnet_core.launcher import ActiveRunError, resume, start
+from alexnet_core.training import TrainConfig
+from tests.helpers import make_image_folder
+
+TINY = ["--variant", "compact", "--width", "0.25", "--input-size", "16", "--batch-size", "8"]
+TINY_SWITCHES = {"width": 0.25}
+
+
+def cli(*args, env=None, timeout=300):
+    return subprocess.run([sys.executable, "-m", "alexnet_core", *args], capture_output=True, text=True,
+                          timeout=timeout, env={**os.environ, **(env or {})})
+
+
+@pytest.fixture
+def folder(tmp_path):
+    return make_image_folder(tmp_path / "data", classes=3, per_class=12)
+
+
+def wait_for(predicate, timeout=180, what="condition"):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(0.3)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def epochs_logged(run_dir):
+    return list(runs.read_metrics(run_dir)["epoch"])
+
+
+def test_cli_train_writes_a_complete_run_folder(folder, tmp_path):
+    result = cli("train", *TINY, "--data", str(folder), "--epochs", "2", "--augment", "cifar", "--log-every", "1",
+                 "--runs-dir", str(tmp_path / "runs"), "--run-id", "tiny", "--json")
+    assert result.returncode == 0, result.stderr[-3000:]
+    run_dir = tmp_path / "runs" / "tiny"
+    final = json.loads(result.stdout)
+    assert final["state"] == "finished" and final["run_dir"] == str(run_dir)
+    for name in (runs.CONFIG, runs.STATUS, runs.METRICS, runs.STEPS, runs.MODEL, runs.CHECKPOINTS, runs.TENSORBOARD):
+        assert (run_dir / name).exists(), name
+    assert epochs_logged(run_dir) == [1, 2]
+    metrics = runs.read_metrics(run_dir)
+    assert {"loss", "accuracy", "top5_accuracy", "val_loss", "val_accuracy"} <= set(metrics.columns)
+    assert len(runs.read_steps(run_dir)) >= 2
+    config = runs.read_config(run_dir)
+    assert config["class_names"] == ["class0", "class1", "class2"]
+    assert config["environment"]["tensorflow"]
+    assert TrainConfig.from_dict(config).epochs == 2  # the run can be rebuilt from config.json alone
+
+    import keras
+
+    model = keras.models.load_model(run_dir / runs.MODEL, safe_mode=True)
+    assert model.output_shape == (None, 3)
+
+
+def test_stop_then_resume_continues_without_duplicate_epochs(folder, tmp_path):
+    config = TrainConfig(variant="compact", data=str(folder), epochs=3, batch_size=8, input_size=16,
+                         switches=TINY_SWITCHES, steps_per_epoch=400, log_every=5)
+    run_dir = start(config, tmp_path / "runs")
+    wait_for(lambda: runs.read_status(run_dir).get("state") == "running" and
+             (runs.read_status(run_dir).get("step") or 0) > 0, what="the run to start stepping")
+    runs.request_stop(run_dir)
+    status = wait_for(lambda: (s := runs.read_status(run_dir))["state"] not in runs.ACTIVE_STATES and s,
+                      what="the run to stop")
+    assert status["state"] == "stopped", status
+    done = status["completed_epochs"]
+    assert 1 <= done < 3 and epochs_logged(run_dir) == list(range(1, done + 1))
+    assert (run_dir / runs.MODEL).exists()
+    resume(run_dir)
+    status = wait_for(lambda: (s := runs.read_status(run_dir))["state"] not in runs.ACTIVE_STATES and s,
+                      what="the resumed run to finish")
+    assert status["state"] == "finished", (run_dir / runs.LOG).read_text()[-2000:]
+    assert epochs_logged(run_dir) == [1, 2, 3]
+
+
+def test_sigkill_loses_at_most_one_epoch_and_resumes(folder, tmp_path):
+    config = TrainConfig(variant="compact", data=str(folder), epochs=3, batch_size=8, input_size=16,
+                         switches=TINY_SWITCHES, steps_per_epoch=300, log_every=5)
+    run_dir = start(config, tmp_path / "runs")
+    wait_for(lambda: (runs.read_json(run_dir / "checkpoints" / "state.json", {}) or {}).get("completed_epochs", 0) >= 1,
+             what="the first epoch")
+    pid = runs.read_json(run_dir / runs.STATUS)["pid"]
+    os.killpg(pid, signal.SIGKILL)
+    wait_for(lambda: runs.read_status(run_dir)["state"] == "interrupted", timeout=30, what="interrupted state")
+    kept = len(epochs_logged(run_dir))
+    assert kept >= 1
+    resume(run_dir)
+    status = wait_for(lambda: (s := runs.read_status(run_dir))["state"] not in runs.ACTIVE_STATES and s,
+                      what="the resumed run")
+    assert status["state"] == "finished", (run_dir / runs.LOG).read_text()[-2000:]
+    assert epochs_logged(run_dir) == [1, 2, 3]  # every epoch once, in order
+    assert "Resuming after epoch" in (run_dir / runs.LOG).read_text()
+
+
+def test_nan_loss_marks_the_run_diverged(folder, tmp_path):
+    # Plain SGD at learning rate 10 without normalisation blows up within a few steps.
+    result = cli("train", *TINY, "--data", str(folder), "--epochs", "2", "--learning-rate", "10", "--norm", "none",
+                 "--runs-dir", str(tmp_path / "runs"), "--json")
+    assert result.returncode == 1
+    status = json.loads(result.stdout)
+    assert status["state"] == "diverged"
+    assert "NaN" in status["message"] and "lower learning rate" in status["message"]
+    assert runs.read_status(status["run_dir"])["state"] == "diverged"
+
+
+def test_bad_data_fails_before_training(tmp_path):
+    make_image_folder(tmp_path / "one", classes=1, per_class=3)
+    result = cli("train", *TINY, "--data", str(tmp_path / "one"), "--runs-dir", str(tmp_path / "runs"))
+    assert result.returncode == 2
+    assert "only one class" in result.stderr and "Traceback" not in result.stderr
+    run = next((tmp_path / "runs").iterdir())
+    assert runs.read_status(run)["state"] == "failed"
+    assert not (run / runs.METRICS).exists()
+
+
+def test_bad_settings_are_usage_errors(folder, tmp_path):
+    result = cli("train", *TINY, "--data", str(folder), "--epochs", "0", "--runs-dir", str(tmp_path))
+    assert result.returncode == 2 and "epochs must be 1..10000, got 0" in result.stderr
+    result = cli("train", "--variant", "paper", "--data", str(folder), "--input-size", "32", "--runs-dir", str(tmp_path))
+    assert result.returncode == 2 and "input_size must be >= 67" in result.stderr
+
+
+def test_second_start_names_the_active_run(folder, tmp_path):
+    root = tmp_path / "runs"
+    run_dir = runs.create_run(root, "busy", {"variant": "compact", "data": "x", "epochs": 1})
+    runs.write_status(run_dir, state="running", pid=os.getpid(), message="Epoch 1 of 1")
+    config = TrainConfig(variant="compact", data=str(folder), epochs=1, switches=TINY_SWITCHES)
+    with pytest.raises(ActiveRunError, match="Run busy is already training.*stop"):
+        start(config, root)
+    result = cli("train", *TINY, "--data", str(folder), "--runs-dir", str(root))
+    assert result.returncode == 2 and "busy" in result.stderr
+
+
+def test_mirrored_strategy_on_two_logical_cpus(folder, tmp_path):
+    result = cli("train", *TINY, "--data", str(folder), "--epochs", "1", "--runs-dir", str(tmp_path / "runs"),
+                 "--run-id", "mirrored", env={"ALEXNET_LOGICAL_CPUS": "2"})
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "MirroredStrategy with 2 replica(s)" in result.stderr
+    assert epochs_logged(tmp_path / "runs" / "mirrored") == [1]
+
+
+def test_multi_worker_request_gets_a_clear_message(folder, tmp_path):
+    tf_config = json.dumps({"cluster": {"worker": ["127.0.0.1:1", "127.0.0.1:2"]}, "task": {"type": "worker", "index": 0}})
+    result = cli("train", *TINY, "--data", str(folder), "--epochs", "1", "--runs-dir", str(tmp_path / "runs"),
+                 env={"TF_CONFIG": tf_config})
+    assert result.returncode == 2
+    assert "multi-worker training is not available" in result.stderr and "Traceback" not in result.stderr
