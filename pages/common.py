@@ -23,7 +23,10 @@ def page_setup() -> None:
         return
     if PagesManager.uses_pages_directory:
         PagesManager.uses_pages_directory = False
-        st.rerun()
+        if not st.session_state.get("_navigation_restored"):
+            # Once per session: a second rerun would swallow the widget event that caused it.
+            st.session_state["_navigation_restored"] = True
+            st.rerun()
 
 
 @st.cache_resource(show_spinner=False)

@@ -129,10 +129,8 @@ def live_view(run_id: str) -> None:
     config = runs.read_json(run_dir / runs.CONFIG, {}) or {}
     metrics = runs.read_metrics(run_dir)
     steps = runs.read_steps(run_dir)
-    head = st.columns([3, 1])
-    with head[0]:
-        state_badge(state)
-        st.markdown(f"**{run_id}**: {config.get('variant')} on {config.get('data')}. {status.get('message', '')}")
+    state_badge(state)
+    st.markdown(f"**{run_id}**: {config.get('variant')} on {config.get('data')}. {status.get('message', '')}")
     epochs = int(config.get("epochs") or 1)
     per_epoch = int(status.get("steps_per_epoch") or 1)
     epoch = int(status.get("epoch") or 0)
@@ -159,22 +157,6 @@ def live_view(run_id: str) -> None:
         st.plotly_chart(training_curves(metrics, steps, per_epoch), width="stretch", key=f"curves_{run_id}")
     else:
         st.caption("Curves appear after the first logged steps.")
-    with head[1]:
-        if runs.is_read_only(run_dir):
-            st.caption("Bundled run (read-only)")
-        elif state in runs.ACTIVE_STATES:
-            if st.button("Stop", icon=":material/stop:", key="train_stop", width="stretch"):
-                runs.request_stop(run_dir)
-                st.toast("Stop requested: the run stops after its current batch and saves a checkpoint.")
-        elif state in ("stopped", "interrupted", "failed") and done < epochs:
-            if st.button("Resume", icon=":material/play_arrow:", key="train_resume", type="primary",
-                         width="stretch"):
-                try:
-                    resume(run_dir)
-                except (ActiveRunError, runs.RunError) as exc:
-                    st.error(str(exc))
-                else:
-                    st.rerun()
     if state == "failed" and (run_dir / runs.LOG).exists():
         with st.expander("Trainer log"):
             st.code((run_dir / runs.LOG).read_text(errors="replace")[-4000:])
@@ -182,6 +164,30 @@ def live_view(run_id: str) -> None:
     st.session_state["train_was_active"] = state in runs.ACTIVE_STATES
     if was_active and state not in runs.ACTIVE_STATES:
         st.rerun()  # the run ended: redraw the page and stop polling
+
+
+def run_actions(run_id: str) -> None:
+    """Stop / Resume for the selected run (outside the polling fragment; a finished run reruns the page)."""
+    run_dir = run_dir_of(run_id)
+    if run_dir is None:
+        return
+    status = runs.read_status(run_dir)
+    state = status.get("state")
+    epochs = int((runs.read_json(run_dir / runs.CONFIG, {}) or {}).get("epochs") or 1)
+    if runs.is_read_only(run_dir):
+        st.caption(":material/lock: Bundled with the app: read-only.")
+    elif state in runs.ACTIVE_STATES:
+        if st.button("Stop", icon=":material/stop:", key="train_stop"):
+            runs.request_stop(run_dir)
+            st.toast("Stop requested: the run stops after its current batch and saves a checkpoint.")
+    elif state in ("stopped", "interrupted", "failed") and len(runs.read_metrics(run_dir)) < epochs:
+        if st.button("Resume", icon=":material/play_arrow:", key="train_resume", type="primary"):
+            try:
+                resume(run_dir)
+            except (ActiveRunError, runs.RunError) as exc:
+                st.error(str(exc))
+            else:
+                st.rerun()
 
 
 rows = all_runs()
@@ -198,9 +204,11 @@ if ids:
     st.subheader("Run")
     run_id = st.selectbox("Run", ids, key="train_run", label_visibility="collapsed",
                           format_func=lambda r: f"{r} ({next(x['state'] for x in rows if x['run_id'] == r)})")
-    st.query_params["run"] = run_id
+    if st.query_params.get("run") != run_id:
+        st.query_params["run"] = run_id
     polling = next(x["state"] for x in rows if x["run_id"] == run_id) in runs.ACTIVE_STATES
     st.session_state["train_was_active"] = polling
+    run_actions(run_id)
     st.fragment(live_view, run_every=2.0 if polling else None)(run_id)
 
 with st.expander("Start a new run", expanded=not active, icon=":material/add_circle:"):

@@ -69,3 +69,80 @@ def test_architecture_compare():
     table = at.dataframe[-1].value
     assert set(table["name"]) == {"conv2", "conv4", "conv5"}
     assert set(table["status"]) == {"changed"}
+
+
+# --- Train and Runs -----------------------------------------------------------------------
+
+import os  # noqa: E402
+
+from alexnet_core import runs  # noqa: E402
+
+
+def fake_run(root, run_id, state="finished", epochs=3, pid=None, done=None):
+    run_dir = runs.create_run(root, run_id, {"variant": "compact", "data": "sample", "epochs": epochs,
+                                             "optimizer": "sgd", "learning_rate": 0.05 if run_id.endswith("a") else 0.1})
+    rows = "".join(f"{e},{1.5 - 0.3 * e},{0.4 + 0.1 * e},{1.6 - 0.3 * e},{0.35 + 0.1 * e}\n" for e in range(epochs if done is None else done))
+    (run_dir / runs.METRICS).write_text("epoch,loss,accuracy,val_loss,val_accuracy\n" + rows)
+    (run_dir / runs.STEPS).write_text("step,epoch,loss,accuracy,learning_rate\n" +
+                                      "".join(f"{s},{s // 10 + 1},{2 - s / 40},{s / 60},0.01\n" for s in range(1, 30)))
+    runs.write_status(run_dir, state=state, pid=pid, started=1.0 + len(run_id), steps_per_epoch=10,
+                      message=f"{state} run")
+    return run_dir
+
+
+def test_train_page_without_runs_offers_the_form(tmp_path):
+    at = run_page("pages/train.py")
+    assert at.radio(key="train_data_kind").value == "sample"  # CIFAR-10 is not cached in tests
+    assert any("2,000 training and 1,000 validation images in 10 classes" in c.value for c in at.caption)
+    assert any(b.label == "Start training" for b in at.button)
+    at.radio(key="train_data_kind").set_value("folder").run()
+    at.text_input(key="train_folder").set_value(str(tmp_path / "missing")).run()
+    assert not at.exception
+    assert "does not exist" in at.error[0].value
+
+
+def test_train_page_shows_a_run_and_stops_it(tmp_path):
+    root = runs.runs_root()
+    fake_run(root, "old-run-a")
+    active = fake_run(root, "live-run-b", state="running", epochs=5, pid=os.getpid())
+    at = run_page("pages/train.py")
+    assert at.selectbox(key="train_run").value == "live-run-b"  # the active run first
+    assert metric(at, "Best validation accuracy") == "75.0%"
+    assert len(at.get("plotly_chart")) == 1
+    next(b for b in at.button if b.label == "Stop").click().run()
+    assert runs.stop_requested(active)
+    at.selectbox(key="train_run").select("old-run-a").run()
+    assert not at.exception and metric(at, "Epochs done") == "3 / 3"
+
+
+def test_train_page_offers_resume_for_interrupted_runs():
+    root = runs.runs_root()
+    run_dir = fake_run(root, "cut-a", state="running", epochs=5, pid=2**22 + 7, done=2)  # a pid that is gone
+    at = run_page("pages/train.py")
+    assert runs.read_status(run_dir)["state"] == "interrupted"
+    assert any(b.label == "Resume" for b in at.button)
+
+
+def test_runs_page_lists_compares_and_deletes():
+    root = runs.runs_root()
+    fake_run(root, "first-a")
+    fake_run(root, "second-b")
+    at = run_page("pages/runs.py")
+    table = at.dataframe[0].value
+    assert set(table["run_id"]) == {"first-a", "second-b"}
+    at.query_params["run"] = "first-a"
+    at.run()
+    assert not at.exception
+    assert len(at.get("plotly_chart")) == 2
+    at.button(key="delete_first-a").click().run()
+    assert not (root / "first-a").exists() and (root / "second-b").exists()
+
+
+def test_runs_page_rejects_path_escapes_from_the_url():
+    fake_run(runs.runs_root(), "only-a")
+    at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=TIMEOUT)
+    at.switch_page("pages/runs.py")
+    at.query_params["run"] = "../../etc"
+    at.run()
+    assert not at.exception
+    assert any("There is no run '../../etc'" in w.value for w in at.warning)
