@@ -203,7 +203,7 @@ if ids:
         st.session_state["train_run"] = default
     st.subheader("Run")
     run_id = st.selectbox("Run", ids, key="train_run", label_visibility="collapsed",
-                          format_func=lambda r: f"{r} ({next(x['state'] for x in rows if x['run_id'] == r)})")
+                          format_func=lambda r: f"{r} ({next(x['variant'] for x in rows if x['run_id'] == r)})")
     if st.query_params.get("run") != run_id:
         st.query_params["run"] = run_id
     polling = next(x["state"] for x in rows if x["run_id"] == run_id) in runs.ACTIVE_STATES

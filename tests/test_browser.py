@@ -120,3 +120,22 @@ def test_architecture_page_in_the_browser(server, browser):
     page.wait_for_selector(".js-plotly-plot", timeout=30_000)
     assert_no_errors(page, "architecture")
     page.close()
+
+
+def test_start_a_run_from_the_train_page_and_see_its_curves(server, browser):
+    page = browser.new_page(viewport={"width": 1400, "height": 1100})
+    page.goto(server + "/train")
+    page.wait_for_selector("h1:has-text('Train')", timeout=60_000)
+    settle(page)
+    epochs = page.get_by_label("Epochs", exact=True)
+    epochs.fill("2")
+    epochs.press("Enter")
+    settle(page)
+    page.get_by_role("button", name="Start training").click()
+    # The live view polls the run folder: the curves appear while the detached trainer runs.
+    page.wait_for_selector(".js-plotly-plot", timeout=240_000)
+    page.wait_for_selector("text=finished", timeout=300_000)
+    settle(page)
+    assert_no_errors(page, "train")
+    assert page.locator('[data-testid="stMetricValue"]').filter(has_text="2 / 2").count() == 1
+    page.close()
