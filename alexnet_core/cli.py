@@ -163,6 +163,61 @@ def cmd_stop(args) -> int:
     return 0
 
 
+def _load(spec: str):
+    from .inference import ModelLoadError, load_model
+
+    try:
+        return load_model(spec)
+    except ModelLoadError as exc:
+        raise UsageError(str(exc)) from exc
+
+
+def _progress_bar(done: int, total: int) -> None:
+    width = 30
+    filled = int(width * done / max(total, 1))
+    end = "\n" if done >= total else ""
+    print(f"\revaluating [{'#' * filled}{'.' * (width - filled)}] {done}/{total}", end=end, file=sys.stderr,
+          flush=True)
+
+
+def cmd_evaluate(args) -> int:
+    from .data import DataError
+    from .evaluation import evaluate
+
+    loaded = _load(args.model)
+    try:
+        result = evaluate(loaded, args.data, args.split, flip=args.flip, progress=_progress_bar)
+    except DataError as exc:
+        raise UsageError(str(exc)) from exc
+    doc = result.summary()
+    if args.json:
+        print(json.dumps(doc))
+        return 0
+    print(f"{doc['n']} images ({args.data}, {result.split}): accuracy {doc['accuracy']:.2%}, "
+          f"top-5 {doc['top5_accuracy']:.2%}")
+    print(result.report().to_string(index=False, float_format=lambda v: f"{v:.3f}"))
+    return 0
+
+
+def cmd_predict(args) -> int:
+    from .inference import predict_files
+
+    if args.top_k < 1:
+        raise UsageError(f"--top-k must be >= 1, got {args.top_k}")
+    loaded = _load(args.model)
+    results = predict_files(loaded, args.images, args.top_k)
+    if args.json:
+        print(json.dumps(results))
+    else:
+        for r in results:
+            if r["error"]:
+                print(f"{r['image']}: error: {r['error']}")
+                continue
+            top = ", ".join(f"{p['label']} {p['probability']:.1%}" for p in r["predictions"])
+            print(f"{r['image']}: {top}")
+    return 2 if all(r["error"] for r in results) else 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m alexnet_core",
                                      description="AlexNet Explorer on the command line.")
@@ -202,6 +257,22 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print the final status as one JSON document")
     _switch_args(p)
     p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("evaluate", help="accuracy and confusion matrix of a model on a data split")
+    p.add_argument("model", help="a run folder, a .keras file, or demo")
+    p.add_argument("--data", required=True, help="cifar10, sample, or PATH to an image folder")
+    p.add_argument("--split", choices=["test", "val", "train", "all"],
+                   help="default: test if the data has one, else val")
+    p.add_argument("--flip", action="store_true", help="average with the horizontally flipped image")
+    p.add_argument("--json", action="store_true", help="print one JSON document")
+    p.set_defaults(func=cmd_evaluate)
+
+    p = sub.add_parser("predict", help="top-k classes of image files")
+    p.add_argument("model", help="a run folder, a .keras file, or demo")
+    p.add_argument("images", nargs="+", metavar="IMAGE")
+    p.add_argument("--top-k", type=int, default=5)
+    p.add_argument("--json", action="store_true", help="print one JSON document")
+    p.set_defaults(func=cmd_predict)
 
     p = sub.add_parser("stop", help="ask a training run to stop after its current batch")
     p.add_argument("run_dir")

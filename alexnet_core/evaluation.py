@@ -1,0 +1,190 @@
+"""Evaluation: predictions, confusion matrix, per-class report, top-k, mistakes.
+
+Results are cached in the run's eval/ folder (or, for a read-only bundled run, under the
+runs root) keyed by the model file and the data, so reopening a page is instant.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from . import runs
+from .data import DataError, DataSource, Split, load_source
+from .inference import LoadedModel
+
+BATCH = 256
+
+
+@dataclass
+class Evaluation:
+    classes: list[str]  # the model's classes: axes of the confusion matrix
+    probs: np.ndarray  # (n, classes)
+    labels: np.ndarray  # (n,) index into classes
+    paths: list[str] | None  # image files, when the data came from a folder
+    source: str
+    split: str
+
+    @property
+    def n(self) -> int:
+        return int(len(self.labels))
+
+    @property
+    def predicted(self) -> np.ndarray:
+        return self.probs.argmax(axis=1)
+
+    @property
+    def confidence(self) -> np.ndarray:
+        return self.probs.max(axis=1)
+
+    def accuracy(self) -> float:
+        return float((self.predicted == self.labels).mean()) if self.n else float("nan")
+
+    def top_k_accuracy(self, k: int = 5) -> float:
+        if not self.n:
+            return float("nan")
+        top = np.argsort(-self.probs, axis=1)[:, :k]
+        return float((top == self.labels[:, None]).any(axis=1).mean())
+
+    def confusion_matrix(self) -> np.ndarray:
+        from sklearn.metrics import confusion_matrix
+
+        return confusion_matrix(self.labels, self.predicted, labels=list(range(len(self.classes))))
+
+    def report(self):
+        """Per-class precision, recall, F1 and support (scikit-learn), for classes in the data."""
+        import pandas as pd
+        from sklearn.metrics import precision_recall_fscore_support
+
+        present = sorted(set(self.labels.tolist()))
+        p, r, f, s = precision_recall_fscore_support(self.labels, self.predicted, labels=present, zero_division=0)
+        return pd.DataFrame({"class": [self.classes[i] for i in present], "precision": p, "recall": r,
+                             "f1": f, "support": s})
+
+    def cell(self, true: int, predicted: int) -> np.ndarray:
+        """Indices of the images of one confusion-matrix cell, most confident first."""
+        idx = np.flatnonzero((self.labels == true) & (self.predicted == predicted))
+        return idx[np.argsort(-self.confidence[idx])]
+
+    def mistakes(self, limit: int = 24) -> np.ndarray:
+        idx = np.flatnonzero(self.labels != self.predicted)
+        return idx[np.argsort(-self.confidence[idx])][:limit]
+
+    def summary(self) -> dict:
+        """The `evaluate --json` document (DESIGN.md contract)."""
+        return {"n": self.n, "accuracy": self.accuracy(), "top5_accuracy": self.top_k_accuracy(5),
+                "classes": list(self.classes), "confusion_matrix": self.confusion_matrix().tolist()}
+
+
+def default_split(source: DataSource) -> str:
+    if source.test is not None and len(source.test):
+        return "test"
+    return "val" if source.val is not None and len(source.val) else "train"
+
+
+def map_labels(data_classes: list[str], model_classes: list[str], labels: np.ndarray) -> np.ndarray:
+    """Folder class names -> the model's class indices, by name (never by position)."""
+    unknown = [c for c in data_classes if c not in model_classes]
+    if unknown:
+        raise DataError(f"The model does not know the class{'es' if len(unknown) > 1 else ''} "
+                        f"{', '.join(repr(c) for c in unknown)}. It knows: {', '.join(model_classes)}")
+    lookup = np.array([model_classes.index(c) for c in data_classes], dtype=np.int64)
+    return lookup[labels]
+
+
+def _cache_key(loaded: LoadedModel, source: str, split: Split, split_name: str, flip: bool) -> str:
+    stat = loaded.path.stat()
+    h = hashlib.sha1()
+    h.update(json.dumps([str(loaded.path.resolve()), stat.st_size, int(stat.st_mtime), source, split_name, flip,
+                         len(split), split.paths[:3] + split.paths[-3:] if split.paths else None]).encode())
+    return h.hexdigest()[:16]
+
+
+def cache_dir_for(loaded: LoadedModel) -> Path:
+    if loaded.run_dir is not None and not runs.is_read_only(loaded.run_dir) and os.access(loaded.run_dir, os.W_OK):
+        return loaded.run_dir / runs.EVAL
+    return runs.runs_root() / ".cache" / "eval"
+
+
+def _predict(loaded: LoadedModel, split: Split, flip: bool, progress=None):
+    """Probabilities for every readable image; returns (probs, kept indices)."""
+    import tensorflow as tf
+
+    from .data import decode_file
+    from .preprocess import normalize, resize
+
+    size = loaded.input_size
+    model = loaded.model
+    n = len(split)
+    if split.images is not None:
+        ds = tf.data.Dataset.from_tensor_slices((np.arange(n), split.images))
+        ds = ds.map(lambda i, x: (i, resize(x, size)), num_parallel_calls=tf.data.AUTOTUNE)
+    else:
+        ds = tf.data.Dataset.from_tensor_slices((np.arange(n), np.array(split.paths, dtype=str)))
+        ds = ds.map(lambda i, p: (i, decode_file(p, size)), num_parallel_calls=tf.data.AUTOTUNE)
+        ds = ds.ignore_errors(log_warning=True)
+    ds = ds.batch(BATCH).prefetch(tf.data.AUTOTUNE)
+
+    @tf.function(reduce_retracing=True)
+    def forward(x):
+        x = normalize(x)
+        probs = model(x, training=False)
+        if flip:
+            probs = (probs + model(tf.reverse(x, axis=[2]), training=False)) / 2
+        return probs
+
+    probs, kept, done = [], [], 0
+    for idx, images in ds:
+        probs.append(forward(images).numpy())
+        kept.append(idx.numpy())
+        done += len(idx)
+        if progress:
+            progress(done, n)
+    if not probs:
+        return np.zeros((0, len(loaded.class_names)), np.float32), np.zeros(0, np.int64)
+    return np.concatenate(probs), np.concatenate(kept)
+
+
+def evaluate(loaded: LoadedModel, source: str, split: str | None = None, flip: bool = False,
+             val_split: float = 0.1, progress=None, use_cache: bool = True) -> Evaluation:
+    data = load_source(source, val_split)
+    split_name = split or default_split(data)
+    part = data.split(split_name)
+    labels = map_labels(data.class_names, loaded.class_names, part.labels)
+    key = _cache_key(loaded, source, part, split_name, flip)
+    cache = cache_dir_for(loaded) / f"{key}.npz"
+    if use_cache and cache.exists():
+        try:
+            with np.load(cache) as saved:
+                probs, kept = saved["probs"], saved["kept"]
+            return Evaluation(loaded.class_names, probs, labels[kept],
+                              [part.paths[i] for i in kept] if part.paths else None, source, split_name)
+        except (OSError, ValueError, KeyError):
+            pass  # a damaged cache is recomputed
+    probs, kept = _predict(loaded, part, flip, progress)
+    if use_cache:
+        try:
+            cache.parent.mkdir(parents=True, exist_ok=True)
+            tmp = cache.with_suffix(".tmp.npz")
+            np.savez_compressed(tmp, probs=probs, kept=kept)
+            os.replace(tmp, cache)
+        except OSError:
+            pass  # a read-only disk only loses the cache
+    return Evaluation(loaded.class_names, probs, labels[kept],
+                      [part.paths[i] for i in kept] if part.paths else None, source, split_name)
+
+
+def split_images(source: str, split: str, indices, val_split: float = 0.1) -> list[np.ndarray]:
+    """The original pixels of some images of a split (for display)."""
+    from .inference import read_image
+
+    data = load_source(source, val_split)
+    part = data.split(split)
+    if part.images is not None:
+        return [part.images[i] for i in indices]
+    return [read_image(part.paths[i]) for i in indices]

@@ -1,0 +1,117 @@
+"""What the network looked at: Grad-CAM, conv1 filters, activation maps, fc7 neighbours."""
+
+from __future__ import annotations
+
+import numpy as np
+
+
+def last_feature_layer(model) -> str:
+    """The last layer with a spatial (4-D) output before the classifier: Grad-CAM's target."""
+    name = None
+    for layer in model.layers:
+        shape = layer.output.shape
+        if len(shape) == 4 and type(layer).__name__ not in ("InputLayer", "ZeroPadding2D"):
+            name = layer.name
+    if name is None:
+        raise ValueError("The model has no convolutional feature map")
+    return name
+
+
+def gradcam(model, image: np.ndarray, class_index: int | None = None, layer: str | None = None) -> tuple[np.ndarray, int]:
+    """Grad-CAM (Selvaraju et al. 2017) heat map in [0, 1] at the input's size, and the class used.
+
+    `image` is one preprocessed input (H, W, 3).
+    """
+    import keras
+    import tensorflow as tf
+
+    layer = layer or last_feature_layer(model)
+    grad_model = keras.Model(model.inputs, [model.get_layer(layer).output, model.output])
+    x = tf.convert_to_tensor(image[None].astype(np.float32))
+    with tf.GradientTape() as tape:
+        features, probs = grad_model(x, training=False)
+        if class_index is None:
+            class_index = int(tf.argmax(probs[0]))
+        score = tf.math.log(probs[:, class_index] + 1e-12)
+    grads = tape.gradient(score, features)[0]
+    weights = tf.reduce_mean(tf.cast(grads, tf.float32), axis=(0, 1))
+    cam = tf.nn.relu(tf.reduce_sum(tf.cast(features[0], tf.float32) * weights, axis=-1))
+    cam = cam.numpy()
+    if cam.max() > 0:
+        cam = cam / cam.max()
+    size = image.shape[:2]
+    cam = tf.image.resize(cam[..., None], size, method="bilinear").numpy()[..., 0]
+    return np.clip(cam, 0.0, 1.0), class_index
+
+
+def overlay(image: np.ndarray, heat: np.ndarray, alpha: float = 0.45) -> np.ndarray:
+    """Heat map (jet-like colours) blended over an RGB uint8 image of any size."""
+    from PIL import Image
+
+    h, w = image.shape[:2]
+    heat = np.asarray(Image.fromarray((heat * 255).astype(np.uint8)).resize((w, h), Image.BILINEAR)) / 255.0
+    colour = np.stack([np.clip(1.5 - abs(4 * heat - 3), 0, 1), np.clip(1.5 - abs(4 * heat - 2), 0, 1),
+                       np.clip(1.5 - abs(4 * heat - 1), 0, 1)], axis=-1)
+    return (image * (1 - alpha) + colour * 255 * alpha).clip(0, 255).astype(np.uint8)
+
+
+def conv1_filters(model, layer: str = "conv1") -> np.ndarray:
+    """conv1's kernels as one RGB image grid (the paper's figure 3), uint8."""
+    names = [l.name for l in model.layers if l.name == layer or l.name.startswith(layer + "_")]
+    kernels = np.concatenate([np.asarray(model.get_layer(n).kernel) for n in names], axis=-1)  # kh, kw, 3, F
+    k = kernels.transpose(3, 0, 1, 2)
+    lo, hi = k.min(axis=(1, 2, 3), keepdims=True), k.max(axis=(1, 2, 3), keepdims=True)
+    k = (k - lo) / np.maximum(hi - lo, 1e-8)
+    n, kh, kw, _ = k.shape
+    cols = int(np.ceil(np.sqrt(n * 2)))
+    rows = int(np.ceil(n / cols))
+    pad = 1
+    grid = np.ones((rows * (kh + pad) + pad, cols * (kw + pad) + pad, 3))
+    for i in range(n):
+        r, c = divmod(i, cols)
+        grid[pad + r * (kh + pad): pad + r * (kh + pad) + kh, pad + c * (kw + pad): pad + c * (kw + pad) + kw] = k[i]
+    return (grid * 255).astype(np.uint8)
+
+
+def feature_layers(model) -> list[str]:
+    """Layers whose activations are worth showing (conv blocks and pools)."""
+    return [l.name for l in model.layers if len(l.output.shape) == 4 and type(l).__name__ in
+            ("ReLU", "MaxPooling2D", "LocalResponseNormalization", "Concatenate")]
+
+
+def activations(model, image: np.ndarray, layer: str, limit: int = 32) -> np.ndarray:
+    """The first `limit` channels of a layer's output for one preprocessed image: (C, H, W) in [0, 1]."""
+    import keras
+
+    sub = keras.Model(model.inputs, model.get_layer(layer).output)
+    out = np.asarray(sub(image[None].astype(np.float32), training=False))[0]
+    maps = out[..., :limit].transpose(2, 0, 1).astype(np.float32)
+    top = maps.max(axis=(1, 2), keepdims=True)
+    return np.where(top > 0, maps / np.maximum(top, 1e-8), 0.0)
+
+
+def embedding_layer(model) -> str:
+    """fc7's activation (the paper's figure 4 feature), or the last hidden dense output."""
+    names = [l.name for l in model.layers]
+    for candidate in ("relu7", "fc7"):
+        if candidate in names:
+            return candidate
+    dense = [l.name for l in model.layers if type(l).__name__ == "Dense"]
+    return dense[-2] if len(dense) > 1 else dense[-1]
+
+
+def embeddings(model, images: np.ndarray, batch: int = 256) -> np.ndarray:
+    """fc7 features of preprocessed images, L2-normalised."""
+    import keras
+
+    sub = keras.Model(model.inputs, model.get_layer(embedding_layer(model)).output)
+    feats = np.concatenate([np.asarray(sub(images[i:i + batch], training=False))
+                            for i in range(0, len(images), batch)])
+    return feats / np.maximum(np.linalg.norm(feats, axis=1, keepdims=True), 1e-8)
+
+
+def nearest(query: np.ndarray, bank: np.ndarray, k: int = 8) -> tuple[np.ndarray, np.ndarray]:
+    """Indices and cosine similarities of the k rows of `bank` nearest to `query`."""
+    sims = bank @ query
+    order = np.argsort(-sims)[:k]
+    return order, sims[order]
