@@ -8,6 +8,8 @@ PAGES = [
     st.Page("pages/home.py", title="Home", icon=":material/home:", default=True),
     st.Page("pages/architecture.py", title="Architecture", icon=":material/account_tree:"),
     st.Page("pages/train.py", title="Train", icon=":material/model_training:"),
+    st.Page("pages/evaluate.py", title="Evaluate", icon=":material/grid_on:"),
+    st.Page("pages/classify.py", title="Classify", icon=":material/image_search:"),
     st.Page("pages/runs.py", title="Runs", icon=":material/folder_open:"),
 ]
 

@@ -195,3 +195,63 @@ def compare_curves(curves: dict[str, pd.DataFrame], metric: str = "val_accuracy"
     if "accuracy" in metric:
         fig.update_yaxes(tickformat=".0%")
     return fig
+
+
+# --- Evaluation -----------------------------------------------------------------------------
+
+
+def confusion_figure(cm: np.ndarray, classes: list[str], normalize: bool = False) -> go.Figure:
+    """Confusion matrix drawn as square scatter markers (rows: true, columns: predicted).
+
+    Markers rather than a heatmap, so a click selects a cell (Streamlit's plotly selection
+    reports points of scatter traces); hover shows true, predicted, count and row percent.
+    """
+    cm = np.asarray(cm)
+    n = len(classes)
+    row_sums = cm.sum(axis=1, keepdims=True)
+    share = np.divide(cm, row_sums, out=np.zeros(cm.shape, dtype=float), where=row_sums > 0)
+    values = share if normalize else cm
+    true_idx, pred_idx = np.meshgrid(range(n), range(n), indexing="ij")
+    true_idx, pred_idx = true_idx.ravel(), pred_idx.ravel()
+    flat = values.ravel()
+    size = max(6, min(44, int(560 / max(n, 1))))
+    text = [f"{share.ravel()[i]:.0%}" if normalize else f"{cm.ravel()[i]}" for i in range(n * n)] if n <= 20 else None
+    fig = go.Figure(go.Scatter(
+        x=[classes[j] for j in pred_idx], y=[classes[i] for i in true_idx], mode="markers+text" if text else "markers",
+        marker=dict(symbol="square", size=size, color=flat, colorscale="Blues", showscale=True,
+                    cmin=0, cmax=float(values.max()) if values.size and values.max() > 0 else 1,
+                    line=dict(width=0.5, color="#d0d7de"), colorbar=dict(title="share" if normalize else "count")),
+        text=text, textfont=dict(size=max(7, min(12, size // 3)),
+                                 color=["white" if v > 0.6 * (values.max() or 1) else "#1f2a36" for v in flat]),
+        customdata=np.stack([true_idx, pred_idx, cm.ravel(), 100 * share.ravel()], axis=1),
+        hovertemplate="true: %{y}<br>predicted: %{x}<br>count: %{customdata[2]:.0f} "
+                      "(%{customdata[3]:.1f}% of the row)<extra></extra>",
+    ))
+    side = max(360, min(900, size * n + 160))
+    fig.update_layout(height=side, margin=dict(l=10, r=10, t=30, b=10), clickmode="event+select")
+    fig.update_xaxes(title_text="predicted", categoryorder="array", categoryarray=classes, tickangle=-45,
+                     showgrid=False, side="top")
+    fig.update_yaxes(title_text="true", categoryorder="array", categoryarray=classes[::-1], showgrid=False)
+    return fig
+
+
+def per_class_bars(report: pd.DataFrame) -> go.Figure:
+    fig = go.Figure()
+    for key, color in (("precision", PALETTE[0]), ("recall", PALETTE[1]), ("f1", PALETTE[2])):
+        fig.add_trace(go.Bar(x=report["class"], y=report[key], name=key, marker_color=color))
+    fig.update_layout(barmode="group", height=340, margin=dict(l=10, r=10, t=30, b=10), yaxis_tickformat=".0%",
+                      yaxis_range=[0, 1], legend=dict(orientation="h", y=1.12))
+    return fig
+
+
+def topk_bars(predictions: list[dict], height: int = 200) -> go.Figure:
+    """Horizontal bars of a top-k list [{'label', 'probability'}], best on top."""
+    labels = [p["label"] for p in predictions]
+    probs = [p["probability"] for p in predictions]
+    fig = go.Figure(go.Bar(x=probs, y=labels, orientation="h", text=[f"{p:.1%}" for p in probs],
+                           textposition="auto", marker_color=[PALETTE[0]] + [PALETTE[6]] * (len(probs) - 1),
+                           hovertemplate="%{y}: %{x:.2%}<extra></extra>"))
+    fig.update_yaxes(autorange="reversed")
+    fig.update_xaxes(range=[0, 1], tickformat=".0%")
+    fig.update_layout(height=height, margin=dict(l=10, r=10, t=10, b=10))
+    return fig

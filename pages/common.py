@@ -126,3 +126,59 @@ def format_duration(seconds) -> str:
     h, rem = divmod(seconds, 3600)
     m, s = divmod(rem, 60)
     return f"{h}h {m:02d}m" if h else f"{m}m {s:02d}s"
+
+
+# --- Models -------------------------------------------------------------------------------
+
+
+def model_choices() -> dict[str, str]:
+    """{spec: label} of the models a user can question: the bundled demo, then finished runs."""
+    from alexnet_core.inference import DEMO_RUN
+
+    choices = {}
+    if (DEMO_RUN / "model.keras").exists():
+        choices["demo"] = "Bundled demo model (compact, CIFAR-10)"
+    for row in all_runs():
+        if row["has_model"] and row["path"] != str(DEMO_RUN) and row["state"] not in ("starting", "running"):
+            choices[row["path"]] = f"{row['run_id']} ({row['variant']}, {row['state']})"
+    return choices
+
+
+def _model_stamp(spec: str) -> float:
+    from alexnet_core.inference import resolve_model_path
+
+    try:
+        return resolve_model_path(spec)[0].stat().st_mtime
+    except Exception:
+        return 0.0
+
+
+@st.cache_resource(show_spinner="Loading the model...", max_entries=4)
+def _loaded_model(spec: str, stamp: float):
+    from alexnet_core.inference import Predictor, load_model
+
+    loaded = load_model(spec)
+    return loaded, Predictor(loaded)
+
+
+def loaded_model(spec: str):
+    """(LoadedModel, Predictor), cached per model file version; shared read-only by all sessions."""
+    return _loaded_model(spec, _model_stamp(spec))
+
+
+def data_choices() -> dict[str, str]:
+    from alexnet_core.data import cifar10_available
+
+    choices = {"sample": "Bundled sample (CIFAR-10 validation images)"}
+    if cifar10_available():
+        choices["cifar10"] = "CIFAR-10 (downloaded)"
+    choices["folder"] = "An image folder..."
+    return choices
+
+
+def pick_model(key: str) -> str | None:
+    choices = model_choices()
+    if not choices:
+        st.info("No trained model yet: train one on the Train page.", icon=":material/info:")
+        return None
+    return st.selectbox("Model", list(choices), format_func=choices.get, key=key)

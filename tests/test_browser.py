@@ -80,7 +80,7 @@ def browser(server):
 def settle(page, timeout=120_000):
     """Wait until the script run has finished (the running indicator is gone)."""
     page.wait_for_timeout(800)
-    page.wait_for_function("!document.querySelector('[data-testid=\"stStatusWidget\"]')", timeout=timeout)
+    page.wait_for_function("document.querySelector('[data-testid=\"stApp\"]')?.getAttribute('data-test-script-state') === 'notRunning'", timeout=timeout)
     page.wait_for_timeout(500)
 
 

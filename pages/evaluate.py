@@ -1,0 +1,130 @@
+import numpy as np
+import pandas as pd
+import streamlit as st
+
+from alexnet_core.charts import confusion_figure, per_class_bars, topk_bars
+from alexnet_core.data import DataError
+from alexnet_core.evaluation import evaluate, split_images
+from alexnet_core.explain import gradcam, overlay
+from alexnet_core.inference import ImageDecodeError, top_k
+from alexnet_core.preprocess import preprocess
+from pages.common import data_choices, device_banner, loaded_model, page_setup, pick_model
+
+page_setup()
+st.title("Evaluate")
+st.caption("Which classes does the network confuse, on which images? Click a cell of the matrix to see them.")
+
+c1, c2, c3 = st.columns([2, 2, 1])
+with c1:
+    spec = pick_model("eval_model")
+if spec is None:
+    device_banner()
+    st.stop()
+choices = data_choices()
+data = c2.selectbox("Data", list(choices), format_func=choices.get, key="eval_data")
+if data == "folder":
+    data = c2.text_input("Folder", placeholder="/path/to/images (class folders inside)", key="eval_folder").strip()
+split = c3.selectbox("Split", ["auto", "test", "val", "train", "all"], key="eval_split",
+                     help="auto: test if the data has one, else validation")
+flip = c3.toggle("Flip averaging", key="eval_flip", help="Average each prediction with its mirror image")
+if not data:
+    st.info("Enter the path of an image folder laid out as PATH/<class>/<image>.")
+    device_banner()
+    st.stop()
+
+
+def run_evaluation(spec: str, data: str, split: str | None, flip: bool):
+    """Evaluate with a progress bar; remembered per session (and cached on disk across sessions)."""
+    from pages.common import _model_stamp
+
+    key = (spec, _model_stamp(spec), data, split, flip)
+    memo = st.session_state.setdefault("eval_results", {})
+    if key not in memo:
+        loaded, _ = loaded_model(spec)
+        bar = st.progress(0.0, text="Evaluating...")
+        result = evaluate(loaded, data, split, flip=flip, progress=lambda done, total: bar.progress(
+            min(1.0, done / max(total, 1)), text=f"Evaluating {done:,}/{total:,} images"))
+        bar.empty()
+        memo.clear()
+        memo[key] = result
+    return memo[key]
+
+
+try:
+    loaded, predictor = loaded_model(spec)
+    result = run_evaluation(spec, data, None if split == "auto" else split, flip)
+except (DataError, ValueError) as exc:
+    st.error(str(exc), icon=":material/error:")
+    device_banner()
+    st.stop()
+
+m = st.columns(4)
+m[0].metric("Accuracy", f"{result.accuracy():.1%}")
+m[1].metric("Top-5 accuracy", f"{result.top_k_accuracy(5):.1%}")
+m[2].metric("Images", f"{result.n:,}")
+m[3].metric("Split", result.split)
+
+cm = result.confusion_matrix()
+normalize = st.toggle("Row-normalised (share of each true class)", key="eval_normalize")
+fig = confusion_figure(cm, result.classes, normalize)
+event = st.plotly_chart(fig, on_select="rerun", selection_mode="points", key="eval_cm", width="stretch",
+                        config={"displayModeBar": False})
+st.download_button("Download the matrix (CSV)", pd.DataFrame(cm, index=result.classes, columns=result.classes)
+                   .to_csv(index_label="true \\ predicted"), "confusion_matrix.csv", mime="text/csv",
+                   icon=":material/download:")
+
+points = (event.selection.get("points") if event and event.selection else None) or []
+if points:
+    # Points are laid out row by row: index = true * classes + predicted.
+    true_i, pred_i = divmod(int(points[0]["point_index"]), len(result.classes))
+    st.session_state["eval_cell"] = (true_i, pred_i)
+cell = st.session_state.get("eval_cell")
+
+
+def image_grid(indices, caption_for, key):
+    show_cam = st.toggle("Show Grad-CAM (what the network looked at)", key=f"{key}_cam")
+    if not len(indices):
+        st.caption("No images here.")
+        return
+    try:
+        images = split_images(data, result.split, indices)
+    except (DataError, ImageDecodeError) as exc:
+        st.error(str(exc))
+        return
+    cols = st.columns(6)
+    for n, (i, image) in enumerate(zip(indices, images)):
+        with cols[n % 6]:
+            shown = image
+            if show_cam:
+                heat, _ = gradcam(loaded.model, preprocess(image, loaded.input_size).numpy(), int(result.predicted[i]))
+                shown = overlay(image, heat)
+            st.image(shown, caption=caption_for(i), width="stretch")
+            st.plotly_chart(topk_bars(top_k(result.probs[i], result.classes, 5), height=150),
+                            key=f"{key}_bars_{i}", config={"displayModeBar": False})
+
+
+if cell:
+    true_i, pred_i = cell
+    indices = result.cell(true_i, pred_i)
+    st.subheader(f"True {result.classes[true_i]}, predicted {result.classes[pred_i]}: {len(indices)} images")
+    limit = st.slider("Images to show", 6, 60, 12, 6, key="eval_cell_limit") if len(indices) > 12 else 12
+    image_grid(indices[:limit], lambda i: f"{result.confidence[i]:.0%} {result.classes[result.predicted[i]]}",
+               "cell")
+else:
+    st.info("Click a cell of the matrix to see the images behind it, most confident first.",
+            icon=":material/touch_app:")
+
+st.subheader("Per-class metrics")
+report = result.report()
+left, right = st.columns([2, 3])
+left.dataframe(report, hide_index=True, width="stretch", column_config={
+    k: st.column_config.NumberColumn(k.capitalize() if k != "f1" else "F1", format="percent")
+    for k in ("precision", "recall", "f1")})
+right.plotly_chart(per_class_bars(report), width="stretch", key="eval_per_class")
+
+st.subheader("Most confident mistakes")
+mistakes = result.mistakes(12)
+image_grid(mistakes, lambda i: f"{result.classes[result.labels[i]]} → {result.classes[result.predicted[i]]} "
+           f"({result.confidence[i]:.0%})", "mistakes")
+
+device_banner()
