@@ -139,3 +139,44 @@ def test_start_a_run_from_the_train_page_and_see_its_curves(server, browser):
     assert_no_errors(page, "train")
     assert page.locator('[data-testid="stMetricValue"]').filter(has_text="2 / 2").count() == 1
     page.close()
+
+
+def test_click_a_confusion_matrix_cell_and_see_its_images(server, browser):
+    page = browser.new_page(viewport={"width": 1400, "height": 1000})
+    page.goto(server + "/evaluate")
+    points = '[data-testid="stPlotlyChart"] .scatterlayer .points path'
+    page.wait_for_selector(points, timeout=120_000)
+    settle(page)
+    assert page.locator(points).count() == 100  # 10 x 10 cells
+    # Click the cell (true cat, predicted dog): points are laid out row by row.
+    box = page.locator(points).nth(3 * 10 + 5).bounding_box()
+    page.mouse.click(box["x"] + box["width"] / 2, box["y"] + box["height"] / 2)
+    heading = page.locator("h3").filter(has_text="True cat, predicted dog")
+    heading.wait_for(timeout=60_000)
+    settle(page)
+    count = int(heading.inner_text().split(":")[1].split()[0])
+    if count:
+        assert page.locator('[data-testid="stImage"]').count() >= min(count, 12)
+    assert_no_errors(page, "evaluate")
+    page.close()
+
+
+def test_upload_an_image_on_classify_and_see_top_k(server, browser, tmp_path):
+    from PIL import Image
+
+    good = tmp_path / "plane.png"
+    Image.new("RGB", (64, 48), (120, 160, 220)).save(good)
+    bad = tmp_path / "fake.jpg"
+    bad.write_text("<html>not an image</html>")
+    page = browser.new_page(viewport={"width": 1400, "height": 1000})
+    page.goto(server + "/classify")
+    page.wait_for_selector("h1:has-text('Classify')", timeout=60_000)
+    settle(page)
+    page.locator('[data-testid="stFileUploaderDropzoneInput"]').set_input_files([str(good), str(bad)])
+    page.get_by_text("fake.jpg: not an image").wait_for(timeout=60_000)
+    settle(page)
+    page.get_by_text("Try the examples").click()  # examples off: only the uploads remain
+    settle(page)
+    assert page.get_by_text("plane.png (64×48)").count() == 1
+    assert page.locator('[data-testid="stPlotlyChart"]').count() == 1  # top-k bars of the good image
+    page.close()

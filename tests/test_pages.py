@@ -146,3 +146,57 @@ def test_runs_page_rejects_path_escapes_from_the_url():
     at.run()
     assert not at.exception
     assert any("There is no run '../../etc'" in w.value for w in at.warning)
+
+
+# --- Evaluate and Classify (on the bundled demo model and sample) ----------------------------
+
+import io  # noqa: E402
+
+from PIL import Image  # noqa: E402
+
+
+def test_evaluate_page_on_the_demo_model():
+    at = run_page("pages/evaluate.py")
+    assert at.selectbox(key="eval_model").value == "demo"
+    assert metric(at, "Images") == "1,000" and metric(at, "Split") == "val"
+    accuracy = float(metric(at, "Accuracy").rstrip("%"))
+    assert 10 < accuracy <= 100
+    assert any("Click a cell" in i.value for i in at.info)
+    at.session_state["eval_cell"] = (3, 5)  # what a click on (true cat, predicted dog) stores
+    at.run()
+    assert not at.exception
+    assert any(s.value.startswith("True cat, predicted dog") for s in at.subheader)
+
+
+def test_evaluate_page_names_an_unknown_class(tmp_path):
+    from tests.helpers import make_image_folder
+
+    folder = make_image_folder(tmp_path / "pets", classes=2, per_class=3)
+    at = run_page("pages/evaluate.py")
+    at.selectbox(key="eval_data").select("folder").run()
+    at.text_input(key="eval_folder").set_value(str(folder)).run()
+    assert not at.exception
+    assert "does not know the classes 'class0', 'class1'" in at.error[0].value
+
+
+def png(color=(200, 30, 30), size=(40, 30)):
+    buf = io.BytesIO()
+    Image.new("RGB", size, color).save(buf, "PNG")
+    return buf.getvalue()
+
+
+def test_classify_page_examples_and_uploads():
+    at = run_page("pages/classify.py")
+    assert at.toggle(key="classify_examples").value is True
+    assert len(at.get("plotly_chart")) == 6  # one top-k chart per example
+    at.toggle(key="classify_examples").set_value(False)
+    at.get("file_uploader")[0].set_value([("red.png", png(), "image/png"),
+                                          ("notes.jpg", b"just text", "image/jpeg"),
+                                          ("empty.png", b"", "image/png")])
+    at.run()
+    assert not at.exception
+    errors = [e.value for e in at.error]
+    assert any("notes.jpg: not an image" in e for e in errors)
+    assert any("empty.png: the file is empty" in e for e in errors)
+    assert len(at.get("plotly_chart")) == 1  # the good image is still classified
+    assert at.selectbox(key="classify_cam_red.png").value in at.selectbox(key="classify_cam_red.png").options
