@@ -24,6 +24,11 @@ UPLOAD_TYPES = ["jpg", "jpeg", "png", "webp", "bmp", "gif", "tif", "tiff"]
 DEMO_RUN = ASSETS / "runs" / "demo-compact-cifar10"
 
 
+# Keras warns when a model restored from disk is called with a bare tensor instead of a one-element
+# list; the call is correct either way.
+warnings.filterwarnings("ignore", message="The structure of `inputs` doesn't match the expected structure")
+
+
 class ImageDecodeError(ValueError):
     """An image that cannot be classified; the message says what is wrong with it."""
 

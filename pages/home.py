@@ -1,26 +1,50 @@
 import streamlit as st
 
-from pages.common import page_setup, device_banner, device_info, format_bytes
+from alexnet_core import runs
+from alexnet_core.inference import DEMO_RUN
+from pages.common import device_banner, device_info, format_bytes, page_setup
 
 page_setup()
 st.title("AlexNet Explorer")
 st.markdown(
     "See, train and question AlexNet, the network that won ImageNet 2012, in every published "
-    "variant. Inspect each layer's shape, parameters and compute, and compare the paper's "
-    "design choices side by side."
+    "variant. Everything runs on this machine, offline: a trained model and sample images come with the app."
 )
 
 info = device_info()
-cols = st.columns(3)
+cols = st.columns(4)
 cols[0].metric("Device", info["kind"])
 cols[1].metric("Name", info["name"])
 cols[2].metric("Memory", format_bytes(info["memory_bytes"]))
+metrics = runs.read_metrics(DEMO_RUN)
+if "val_accuracy" in metrics and len(metrics):
+    cols[3].metric("Bundled model", f"{metrics['val_accuracy'].max():.1%}",
+                   help="Validation accuracy of the bundled compact AlexNet on 5,000 held-out CIFAR-10 images")
 if info["kind"] == "CPU":
     st.caption("No GPU found: everything works on the CPU; the `compact` variant is sized for it.")
 
-st.subheader("Where to go")
-st.page_link("pages/architecture.py", label="**Architecture**: every AlexNet variant layer by "
-             "layer, with parameter and compute counts, a diagram and comparisons",
-             icon=":material/account_tree:")
+st.subheader("A short tour")
+TOUR = [
+    ("pages/architecture.py", "Architecture", ":material/account_tree:",
+     "Every AlexNet variant layer by layer: parameters, compute, receptive fields, a diagram, and "
+     "the paper's design choices switched on and off side by side."),
+    ("pages/train.py", "Train", ":material/model_training:",
+     "Train on CIFAR-10, your own image folders or the bundled sample, and watch the curves live. Runs "
+     "survive reloads and restarts; stop and resume them at will."),
+    ("pages/evaluate.py", "Evaluate", ":material/grid_on:",
+     "Which classes does the model confuse? Click a cell of the confusion matrix to see the images "
+     "behind it, and the most confident mistakes."),
+    ("pages/classify.py", "Classify", ":material/image_search:",
+     "Upload a photo (or try the examples): top-5 predictions, where the network looked (Grad-CAM), "
+     "its first-layer filters and the most similar images."),
+    ("pages/runs.py", "Runs", ":material/folder_open:",
+     "Every training run: compare curves and settings, download models and metrics."),
+]
+for i in range(0, len(TOUR), 3):
+    row = st.columns(3)
+    for col, (page, label, icon, text) in zip(row, TOUR[i:i + 3]):
+        with col.container(border=True, height="stretch"):
+            st.page_link(page, label=f"**{label}**", icon=icon)
+            st.caption(text)
 
 device_banner()

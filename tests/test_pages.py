@@ -30,8 +30,10 @@ def test_app_navigation_runs_home():
 def test_home_shows_device_and_links():
     at = run_page("pages/home.py")
     assert metric(at, "Device") in ("CPU", "GPU")
-    links = at.get("page_link")
-    assert any("Architecture" in link.proto.label for link in links)
+    labels = " ".join(link.proto.label for link in at.get("page_link"))
+    for page in ("Architecture", "Train", "Evaluate", "Classify", "Runs"):
+        assert page in labels
+    assert metric(at, "Bundled model").endswith("%")
 
 
 def test_architecture_defaults_reproduce_the_paper():
