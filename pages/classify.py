@@ -27,8 +27,9 @@ loaded, predictor = loaded_model(spec)
 uploads = st.file_uploader("Images (JPEG, PNG, WebP, BMP, GIF, TIFF)", type=UPLOAD_TYPES,
                            accept_multiple_files=True, key="classify_uploads")
 c1, c2 = st.columns(2)
-use_examples = c1.toggle("Try the examples", value=not uploads, key="classify_examples",
-                         help=f"{len(EXAMPLES)} images from the CIFAR-10 validation split")
+use_examples = c1.toggle("Try the examples", value=True, key="classify_examples", disabled=bool(uploads),
+                         help=f"{len(EXAMPLES)} images from the CIFAR-10 validation split; hidden while "
+                              "you have uploads")
 if c2.toggle("Take a photo", key="classify_camera_on"):
     photo = st.camera_input("Camera", key="classify_camera")
 else:
@@ -37,7 +38,7 @@ else:
 items = [(f.name, f.getvalue()) for f in uploads or []]
 if photo is not None:
     items.append(("camera photo", photo.getvalue()))
-if use_examples:
+if use_examples and not items:
     items += [(p.name, p.read_bytes()) for p in EXAMPLES]
 if not items:
     st.info("Upload images above, take a photo, or switch on the examples.", icon=":material/upload:")

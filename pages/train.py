@@ -114,7 +114,7 @@ def new_run_form():
         except (ActiveRunError, runs.RunError, OSError) as exc:
             st.error(str(exc), icon=":material/block:")
             return
-        st.session_state["train_run"] = run_dir.name
+        st.session_state["train_show_next"] = run_dir.name  # selected before the picker is drawn
         st.query_params["run"] = run_dir.name
         st.rerun()
 
@@ -199,6 +199,8 @@ if wanted and wanted not in ids:
     wanted = None
 if ids:
     default = wanted or (active[0] if active else ids[0])
+    if st.session_state.get("train_show_next") in ids:
+        st.session_state["train_run"] = st.session_state.pop("train_show_next")
     if st.session_state.get("train_run") not in ids:
         st.session_state["train_run"] = default
     st.subheader("Run")

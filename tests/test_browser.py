@@ -90,6 +90,15 @@ def assert_no_errors(page, where):
     assert not texts, f"{where} shows an error: {texts}"
 
 
+def open_page(browser, server, path, title, height=1000):
+    """A new tab on `path`, once the page titled `title` has finished its script run."""
+    page = browser.new_page(viewport={"width": 1400, "height": height})
+    page.goto(server + path)
+    page.wait_for_selector(f"h1:has-text('{title}')", timeout=60_000)
+    settle(page)
+    return page
+
+
 def test_every_page_renders_without_errors(server, browser):
     page = browser.new_page(viewport={"width": 1400, "height": 1000})
     page.goto(server)
@@ -108,10 +117,8 @@ def test_every_page_renders_without_errors(server, browser):
 
 
 def test_architecture_page_in_the_browser(server, browser):
-    page = browser.new_page(viewport={"width": 1400, "height": 1000})
-    page.goto(server + "/architecture")
-    page.wait_for_selector("h1:has-text('Architecture')", timeout=60_000)
-    settle(page)
+    page = open_page(browser, server, "/architecture", "Architecture")
+    page.locator('[data-testid="stMetricValue"]').filter(has_text="60,965,224").wait_for(timeout=60_000)
     assert page.locator('[data-testid="stMetricValue"]').first.inner_text().strip() == "60,965,224"
     page.get_by_role("tab", name="Diagram").click()
     page.wait_for_selector('[data-testid="stGraphVizChart"] svg', timeout=30_000)
@@ -123,10 +130,7 @@ def test_architecture_page_in_the_browser(server, browser):
 
 
 def test_start_a_run_from_the_train_page_and_see_its_curves(server, browser):
-    page = browser.new_page(viewport={"width": 1400, "height": 1100})
-    page.goto(server + "/train")
-    page.wait_for_selector("h1:has-text('Train')", timeout=60_000)
-    settle(page)
+    page = open_page(browser, server, "/train", "Train", height=1100)
     epochs = page.get_by_label("Epochs", exact=True)
     epochs.fill("2")
     epochs.press("Enter")
@@ -134,7 +138,8 @@ def test_start_a_run_from_the_train_page_and_see_its_curves(server, browser):
     page.get_by_role("button", name="Start training").click()
     # The live view polls the run folder: the curves appear while the detached trainer runs.
     page.wait_for_selector(".js-plotly-plot", timeout=240_000)
-    page.wait_for_selector("text=finished", timeout=300_000)
+    page.locator('[data-testid="stMetricValue"]').filter(has_text="2 / 2").wait_for(timeout=300_000)
+    page.get_by_text("Finished 2 epochs").wait_for(timeout=60_000)
     settle(page)
     assert_no_errors(page, "train")
     assert page.locator('[data-testid="stMetricValue"]').filter(has_text="2 / 2").count() == 1
@@ -142,8 +147,7 @@ def test_start_a_run_from_the_train_page_and_see_its_curves(server, browser):
 
 
 def test_click_a_confusion_matrix_cell_and_see_its_images(server, browser):
-    page = browser.new_page(viewport={"width": 1400, "height": 1000})
-    page.goto(server + "/evaluate")
+    page = open_page(browser, server, "/evaluate", "Evaluate")
     points = '[data-testid="stPlotlyChart"] .scatterlayer .points path'
     page.wait_for_selector(points, timeout=120_000)
     settle(page)
@@ -168,15 +172,11 @@ def test_upload_an_image_on_classify_and_see_top_k(server, browser, tmp_path):
     Image.new("RGB", (64, 48), (120, 160, 220)).save(good)
     bad = tmp_path / "fake.jpg"
     bad.write_text("<html>not an image</html>")
-    page = browser.new_page(viewport={"width": 1400, "height": 1000})
-    page.goto(server + "/classify")
-    page.wait_for_selector("h1:has-text('Classify')", timeout=60_000)
-    settle(page)
+    page = open_page(browser, server, "/classify", "Classify")
     page.locator('[data-testid="stFileUploaderDropzoneInput"]').set_input_files([str(good), str(bad)])
     page.get_by_text("fake.jpg: not an image").wait_for(timeout=60_000)
     settle(page)
-    page.get_by_text("Try the examples").click()  # examples off: only the uploads remain
-    settle(page)
+    settle(page)  # with uploads, the examples step aside
     assert page.get_by_text("plane.png (64×48)").count() == 1
     assert page.locator('[data-testid="stPlotlyChart"]').count() == 1  # top-k bars of the good image
     page.close()
