@@ -218,6 +218,45 @@ def cmd_predict(args) -> int:
     return 2 if all(r["error"] for r in results) else 0
 
 
+def cmd_export(args) -> int:
+    """A compact, read-only copy of a run: settings, curves, status and the model without its
+    optimizer state; optionally with its accuracy on a data source recorded in status.json."""
+    import shutil
+    import time
+    from pathlib import Path
+
+    import keras
+
+    from . import runs
+    from .evaluation import evaluate
+    from .inference import load_model
+
+    src, dest = Path(args.run_dir), Path(args.dest)
+    if not (src / runs.CONFIG).exists():
+        raise UsageError(f"{src} is not a run folder (no {runs.CONFIG})")
+    if runs.read_status(src).get("state") in runs.ACTIVE_STATES:
+        raise UsageError(f"{src.name} is still training: stop it or wait for it to finish")
+    if dest.exists():
+        raise UsageError(f"{dest} already exists")
+    loaded = _load(str(src))
+    dest.mkdir(parents=True)
+    for name in (runs.CONFIG, runs.METRICS, runs.STEPS):
+        if (src / name).exists():
+            shutil.copyfile(src / name, dest / name)
+    keras.models.load_model(loaded.path, safe_mode=True, compile=False).save(dest / runs.MODEL)
+    status = runs.read_json(src / runs.STATUS, {}) or {}
+    status.update(pid=None, host=None, exported_from=str(src), exported=time.time())
+    if args.evaluate:
+        result = evaluate(load_model(str(dest / runs.MODEL)), args.evaluate, args.split, use_cache=False)
+        status["evaluations"] = [{"data": args.evaluate, "split": result.split, "n": result.n,
+                                  "accuracy": result.accuracy(), "top5_accuracy": result.top_k_accuracy(5)}]
+    runs.write_json_atomic(dest / runs.STATUS, status)
+    if args.read_only:
+        (dest / runs.READ_ONLY).write_text("bundled run: the app shows it but never changes it\n")
+    print(dest)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m alexnet_core",
                                      description="AlexNet Explorer on the command line.")
@@ -273,6 +312,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--top-k", type=int, default=5)
     p.add_argument("--json", action="store_true", help="print one JSON document")
     p.set_defaults(func=cmd_predict)
+
+    p = sub.add_parser("export", help="copy a finished run into a compact (optionally read-only) folder")
+    p.add_argument("run_dir")
+    p.add_argument("dest")
+    p.add_argument("--evaluate", metavar="SOURCE", help="record the model's accuracy on this data")
+    p.add_argument("--split", help="the split of SOURCE to evaluate (default: test, else val)")
+    p.add_argument("--read-only", action="store_true", help="mark the copy read-only in the app")
+    p.set_defaults(func=cmd_export)
 
     p = sub.add_parser("stop", help="ask a training run to stop after its current batch")
     p.add_argument("run_dir")

@@ -8,7 +8,7 @@ from alexnet_core.data import ASSETS, DataError, load_source
 from alexnet_core.explain import activations, conv1_filters, embeddings, feature_layers, gradcam, nearest, overlay
 from alexnet_core.inference import UPLOAD_TYPES, ImageDecodeError, decode_image, read_image
 from alexnet_core.preprocess import preprocess
-from pages.common import device_banner, loaded_model, page_setup, pick_model
+from pages.common import device_banner, loaded_model, model_stamp, page_setup, pick_model
 
 page_setup()
 st.title("Classify")
@@ -102,9 +102,7 @@ def sample_bank(spec: str, stamp: float):
 with tab_neighbours:
     which = st.selectbox("Image", names, key="classify_nn_image")
     try:
-        from pages.common import _model_stamp
-
-        bank, paths = sample_bank(spec, _model_stamp(spec))
+        bank, paths = sample_bank(spec, model_stamp(spec))
     except (DataError, ImageDecodeError) as exc:
         st.error(str(exc))
     else:

@@ -144,7 +144,7 @@ def model_choices() -> dict[str, str]:
     return choices
 
 
-def _model_stamp(spec: str) -> float:
+def model_stamp(spec: str) -> float:
     from alexnet_core.inference import resolve_model_path
 
     try:
@@ -163,7 +163,7 @@ def _loaded_model(spec: str, stamp: float):
 
 def loaded_model(spec: str):
     """(LoadedModel, Predictor), cached per model file version; shared read-only by all sessions."""
-    return _loaded_model(spec, _model_stamp(spec))
+    return _loaded_model(spec, model_stamp(spec))
 
 
 def data_choices() -> dict[str, str]:

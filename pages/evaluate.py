@@ -8,7 +8,7 @@ from alexnet_core.evaluation import evaluate, split_images
 from alexnet_core.explain import gradcam, overlay
 from alexnet_core.inference import ImageDecodeError, top_k
 from alexnet_core.preprocess import preprocess
-from pages.common import data_choices, device_banner, loaded_model, page_setup, pick_model
+from pages.common import data_choices, device_banner, loaded_model, model_stamp, page_setup, pick_model
 
 page_setup()
 st.title("Evaluate")
@@ -35,9 +35,7 @@ if not data:
 
 def run_evaluation(spec: str, data: str, split: str | None, flip: bool):
     """Evaluate with a progress bar; remembered per session (and cached on disk across sessions)."""
-    from pages.common import _model_stamp
-
-    key = (spec, _model_stamp(spec), data, split, flip)
+    key = (spec, model_stamp(spec), data, split, flip)
     memo = st.session_state.setdefault("eval_results", {})
     if key not in memo:
         loaded, _ = loaded_model(spec)
@@ -51,7 +49,7 @@ def run_evaluation(spec: str, data: str, split: str | None, flip: bool):
 
 
 try:
-    loaded, predictor = loaded_model(spec)
+    loaded, _ = loaded_model(spec)
     result = run_evaluation(spec, data, None if split == "auto" else split, flip)
 except (DataError, ValueError) as exc:
     st.error(str(exc), icon=":material/error:")

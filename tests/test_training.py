@@ -65,6 +65,15 @@ def test_cli_train_writes_a_complete_run_folder(folder, tmp_path):
     model = keras.models.load_model(run_dir / runs.MODEL, safe_mode=True)
     assert model.output_shape == (None, 3)
 
+    exported = cli("export", str(run_dir), str(tmp_path / "shared-copy"), "--evaluate", str(folder), "--split", "val",
+                   "--read-only")
+    assert exported.returncode == 0, exported.stderr[-2000:]
+    copy = tmp_path / "shared-copy"
+    assert runs.is_read_only(copy) and epochs_logged(copy) == [1, 2]
+    record = runs.read_json(copy / runs.STATUS)["evaluations"][0]
+    assert record["n"] == 3 and 0.0 <= record["accuracy"] <= 1.0
+    assert keras.models.load_model(copy / runs.MODEL, safe_mode=True).optimizer is None  # weights only
+
 
 def test_stop_then_resume_continues_without_duplicate_epochs(folder, tmp_path):
     config = TrainConfig(variant="compact", data=str(folder), epochs=3, batch_size=8, input_size=16,

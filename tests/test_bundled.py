@@ -1,0 +1,42 @@
+"""The bundled demo run and sample: present, loadable safely, as accurate as recorded, small."""
+
+from pathlib import Path
+
+import keras
+import pytest
+
+from alexnet_core import runs
+from alexnet_core.data import SAMPLE_DIR, load_source
+from alexnet_core.evaluation import evaluate
+from alexnet_core.inference import DEMO_RUN, load_model
+
+MAX_MODEL_BYTES = 25 * 2**20
+MAX_SAMPLE_BYTES = 5 * 2**20
+
+
+def test_demo_run_is_a_complete_read_only_run():
+    for name in (runs.CONFIG, runs.STATUS, runs.METRICS, runs.MODEL, runs.READ_ONLY):
+        assert (DEMO_RUN / name).exists(), name
+    assert runs.read_status(DEMO_RUN)["state"] == "finished"
+    metrics = runs.read_metrics(DEMO_RUN)
+    assert len(metrics) == runs.read_config(DEMO_RUN)["epochs"]
+    assert metrics["val_accuracy"].max() >= 0.85  # the required validation accuracy
+    assert (DEMO_RUN / runs.MODEL).stat().st_size <= MAX_MODEL_BYTES
+
+
+def test_demo_model_loads_safely_and_reproduces_its_recorded_sample_accuracy():
+    keras.models.load_model(DEMO_RUN / runs.MODEL, safe_mode=True)
+    recorded = runs.read_json(DEMO_RUN / runs.STATUS)["evaluations"][0]
+    assert recorded["data"] == "sample" and recorded["split"] == "val"
+    result = evaluate(load_model("demo"), "sample", "val", use_cache=False)
+    assert result.n == recorded["n"] == 1000
+    assert result.accuracy() == pytest.approx(recorded["accuracy"], abs=1e-9)
+    assert result.top_k_accuracy(5) == pytest.approx(recorded["top5_accuracy"], abs=1e-9)
+
+
+def test_sample_is_small_and_from_the_validation_files():
+    data = load_source("sample")
+    assert len(data.class_names) == 10 and len(data.val) == 1000 and len(data.train) == 2000
+    assert all(4500 <= int(Path(p).stem) <= 4999 for p in data.val.paths)  # never the model's training files
+    size = sum(p.stat().st_size for p in SAMPLE_DIR.rglob("*") if p.is_file())
+    assert size <= MAX_SAMPLE_BYTES
