@@ -21,7 +21,7 @@ from .data import ASSETS
 
 ACCEPTED_FORMATS = {"JPEG", "MPO", "PNG", "WEBP", "BMP", "GIF", "TIFF"}
 UPLOAD_TYPES = ["jpg", "jpeg", "png", "webp", "bmp", "gif", "tif", "tiff"]
-DEMO_RUN = ASSETS / "runs" / "demo-compact-cifar10"
+DEMO_RUN = ASSETS / "runs" / "demo"
 
 
 # Keras warns when a model restored from disk is called with a bare tensor instead of a one-element

@@ -230,12 +230,14 @@ def run_summary(run_dir: Path) -> dict:
 
 
 def list_runs(root: str | os.PathLike | None = None, extra: list[Path] | None = None) -> list[dict]:
-    """Every run folder under `root` (newest first), plus `extra` folders (the bundled run)."""
+    """Every run folder under `root` (newest first), then `extra` folders (the bundled runs)
+    whose ids no run under `root` has taken."""
     root = runs_root(root)
     folders = [p for p in root.iterdir() if p.is_dir() and (p / CONFIG).exists()] if root.is_dir() else []
     rows = [run_summary(p) for p in folders]
     rows.sort(key=lambda r: r["started"] or 0, reverse=True)
-    return rows + [run_summary(p) for p in (extra or []) if (Path(p) / CONFIG).exists()]
+    taken = {r["run_id"] for r in rows}
+    return rows + [run_summary(p) for p in (extra or []) if (Path(p) / CONFIG).exists() and Path(p).name not in taken]
 
 
 def active_runs(root: str | os.PathLike | None = None) -> list[dict]:

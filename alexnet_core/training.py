@@ -253,17 +253,19 @@ def _on_sigterm(signum, frame):
 
 
 def configure_threads() -> None:
-    """Pin TensorFlow's thread pools to the cores we have.
+    """Cap TensorFlow's thread pools at $ALEXNET_THREADS when set (to share a machine).
 
-    tf.data, inter-op and intra-op pools each default to one thread per core; on a small
-    machine they oversubscribe the cores and the spin-waiting shows up as system time.
+    Left alone otherwise: on this project's 2-core reference machine TensorFlow's defaults
+    (one thread per core) spend 1-3% of training time in system calls (bench/train_throughput.py).
     """
     import tensorflow as tf
 
-    cores = int(os.environ.get("ALEXNET_THREADS", os.cpu_count() or 1))
+    threads = os.environ.get("ALEXNET_THREADS")
+    if not threads:
+        return
     try:
-        tf.config.threading.set_intra_op_parallelism_threads(cores)
-        tf.config.threading.set_inter_op_parallelism_threads(min(2, cores))
+        tf.config.threading.set_intra_op_parallelism_threads(int(threads))
+        tf.config.threading.set_inter_op_parallelism_threads(min(2, int(threads)))
     except RuntimeError:  # already initialised (e.g. inside a test process)
         pass
 

@@ -87,6 +87,7 @@ def bundled_runs() -> list:
 
 
 def all_runs() -> list[dict]:
+    """The user's runs, then the bundled ones (a user run with the same id wins)."""
     from alexnet_core.runs import list_runs
 
     return list_runs(runs_root(), extra=bundled_runs())
@@ -96,14 +97,13 @@ def run_dir_of(run_id: str):
     """The folder of a run id from the user (URL or widget), validated; None if unknown."""
     from alexnet_core.runs import RunError, resolve_run
 
-    for path in bundled_runs():
-        if path.name == run_id:
-            return path
     try:
         path = resolve_run(runs_root(), run_id)
     except RunError:
         return None
-    return path if (path / "config.json").exists() else None
+    if (path / "config.json").exists():
+        return path
+    return next((p for p in bundled_runs() if p.name == run_id), None)
 
 
 STATE_BADGES = {

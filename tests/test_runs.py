@@ -74,3 +74,12 @@ def test_list_and_delete(tmp_path):
     assert not a.exists()
     with pytest.raises(runs.RunError):
         runs.delete_run(tmp_path, "../a")
+
+
+def test_a_users_run_shadows_a_bundled_run_of_the_same_id(tmp_path):
+    bundled = runs.create_run(tmp_path / "assets", "demo", {"variant": "compact"})
+    other = runs.create_run(tmp_path / "assets", "extra", {"variant": "compact"})
+    mine = runs.create_run(tmp_path / "runs", "demo", {"variant": "paper"})
+    rows = runs.list_runs(tmp_path / "runs", extra=[bundled, other])
+    assert [(r["run_id"], r["variant"]) for r in rows] == [("demo", "paper"), ("extra", "compact")]
+    assert rows[0]["path"] == str(mine)
