@@ -77,7 +77,7 @@ def test_cli_train_writes_a_complete_run_folder(folder, tmp_path):
 
 def test_stop_then_resume_continues_without_duplicate_epochs(folder, tmp_path):
     config = TrainConfig(variant="compact", data=str(folder), epochs=3, batch_size=8, input_size=16,
-                         switches=TINY_SWITCHES, steps_per_epoch=400, log_every=5)
+                         switches=TINY_SWITCHES, steps_per_epoch=1500, log_every=5)
     run_dir = start(config, tmp_path / "runs")
     wait_for(lambda: runs.read_status(run_dir).get("state") == "running" and
              (runs.read_status(run_dir).get("step") or 0) > 0, what="the run to start stepping")
@@ -97,7 +97,7 @@ def test_stop_then_resume_continues_without_duplicate_epochs(folder, tmp_path):
 
 def test_sigkill_loses_at_most_one_epoch_and_resumes(folder, tmp_path):
     config = TrainConfig(variant="compact", data=str(folder), epochs=3, batch_size=8, input_size=16,
-                         switches=TINY_SWITCHES, steps_per_epoch=300, log_every=5)
+                         switches=TINY_SWITCHES, steps_per_epoch=1000, log_every=5)
     run_dir = start(config, tmp_path / "runs")
     wait_for(lambda: (runs.read_json(run_dir / "checkpoints" / "state.json", {}) or {}).get("completed_epochs", 0) >= 1,
              what="the first epoch")
