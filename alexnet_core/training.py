@@ -146,7 +146,8 @@ def _current_lr(model) -> float:
         return float("nan")
 
 
-def make_callbacks(run_dir: Path, config: TrainConfig, steps_per_epoch: int, batch_size: int, has_val: bool):
+def make_callbacks(run_dir: Path, config: TrainConfig, steps_per_epoch: int, batch_size: int, has_val: bool,
+                   best_so_far: float | None = None):
     import keras
 
     class RunMonitor(keras.callbacks.Callback):
@@ -232,7 +233,8 @@ def make_callbacks(run_dir: Path, config: TrainConfig, steps_per_epoch: int, bat
         Checkpoint(),
         keras.callbacks.ModelCheckpoint(str(run_dir / runs.CHECKPOINTS / BEST),
                                         monitor="val_accuracy" if has_val else "accuracy",
-                                        mode="max", save_best_only=True),
+                                        mode="max", save_best_only=True,
+                                        initial_value_threshold=best_so_far),  # a resumed run keeps its best
         keras.callbacks.TensorBoard(str(run_dir / runs.TENSORBOARD), update_freq="epoch",
                                     profile_batch=0, write_graph=False),
     ]
@@ -273,7 +275,6 @@ def configure_threads() -> None:
 def train(config: TrainConfig, run_dir: Path, log=print) -> dict:
     """Train into `run_dir` (fresh or resumed) and return the final status."""
     import keras
-    import tensorflow as tf
 
     from .data import load_source, make_dataset, steps_for
     from .augment import build as build_augment
@@ -332,7 +333,10 @@ def train(config: TrainConfig, run_dir: Path, log=print) -> dict:
                                 **config.switches)
             compile_model(model, config, steps, num_classes)
     runs.truncate_metrics(run_dir, initial_epoch)
-    callbacks, monitor = make_callbacks(run_dir, config, steps, batch, val_ds is not None)
+    kept = runs.read_metrics(run_dir)
+    monitored = "val_accuracy" if val_ds is not None else "accuracy"
+    best_so_far = float(kept[monitored].max()) if initial_epoch and monitored in kept and len(kept) else None
+    callbacks, monitor = make_callbacks(run_dir, config, steps, batch, val_ds is not None, best_so_far)
     runs.write_status(run_dir, state="running", epoch=initial_epoch, steps_per_epoch=steps, skipped_files=skipped,
                       mixed_precision=mixed, message=f"Training from epoch {initial_epoch + 1}")
     if initial_epoch < config.epochs:
