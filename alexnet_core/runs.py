@@ -64,6 +64,7 @@ def resolve_run(root: str | os.PathLike, run_id: str) -> Path:
 def write_json_atomic(path: Path, data) -> None:
     path = Path(path)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.chmod(tmp, 0o644)  # mkstemp's 0600 would hide a shared run's files from other users
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as fh:
             json.dump(data, fh, indent=2, default=str)
