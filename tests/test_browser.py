@@ -118,7 +118,7 @@ def test_every_page_renders_without_errors(server, browser):
 
 def test_architecture_page_in_the_browser(server, browser):
     page = open_page(browser, server, "/architecture", "Architecture")
-    page.locator('[data-testid="stMetricValue"]').filter(has_text="60,965,224").wait_for(timeout=60_000)
+    page.locator('[data-testid="stMetricValue"]').filter(has_text="60,965,224").first.wait_for(timeout=60_000)
     assert page.locator('[data-testid="stMetricValue"]').first.inner_text().strip() == "60,965,224"
     page.get_by_role("tab", name="Diagram").click()
     page.wait_for_selector('[data-testid="stGraphVizChart"] svg', timeout=30_000)

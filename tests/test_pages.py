@@ -131,13 +131,18 @@ def test_runs_page_lists_compares_and_deletes():
     fake_run(root, "second-b")
     at = run_page("pages/runs.py")
     table = at.dataframe[0].value
-    assert set(table["run_id"]) == {"first-a", "second-b"}
+    assert list(table["run_id"]) == ["second-b", "first-a", "demo"]  # newest first, then the bundled run
     at.query_params["run"] = "first-a"
     at.run()
     assert not at.exception
     assert len(at.get("plotly_chart")) == 2
     at.button(key="delete_first-a").click().run()
     assert not (root / "first-a").exists() and (root / "second-b").exists()
+    at.query_params["run"] = "demo"
+    at.run()
+    assert not at.exception
+    assert not any(b.key == "delete_demo" for b in at.button)  # the bundled run is read-only
+    assert any("read-only" in c.value for c in at.caption)
 
 
 def test_runs_page_rejects_path_escapes_from_the_url():
