@@ -258,7 +258,7 @@ def configure_threads() -> None:
     """Cap TensorFlow's thread pools at $ALEXNET_THREADS when set (to share a machine).
 
     Left alone otherwise: on this project's 2-core reference machine TensorFlow's defaults
-    (one thread per core) spend 1-3% of training time in system calls (bench/train_throughput.py).
+    (one thread per core) spend about 3% of training time in system calls (bench/train_throughput.py).
     """
     import tensorflow as tf
 
