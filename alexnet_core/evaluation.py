@@ -75,6 +75,19 @@ class Evaluation:
         idx = np.flatnonzero(self.labels != self.predicted)
         return idx[np.argsort(-self.confidence[idx])][:limit]
 
+    def images(self, indices, val_split: float = 0.1) -> list[np.ndarray]:
+        """The original pixels of some evaluated images (for display).
+
+        Indices are positions in this evaluation, which skips files the pipeline could not
+        decode, so images come from `paths`, never from the split's file list.
+        """
+        from .inference import read_image
+
+        if self.paths is not None:
+            return [read_image(self.paths[i]) for i in indices]
+        images = load_source(self.source, val_split).split(self.split).images  # in memory: nothing skipped
+        return [images[i] for i in indices]
+
     def summary(self) -> dict:
         """The `evaluate --json` document (DESIGN.md contract)."""
         return {"n": self.n, "accuracy": self.accuracy(), "top5_accuracy": self.top_k_accuracy(5),
@@ -177,14 +190,3 @@ def evaluate(loaded: LoadedModel, source: str, split: str | None = None, flip: b
             pass  # a read-only disk only loses the cache
     return Evaluation(loaded.class_names, probs, labels[kept],
                       [part.paths[i] for i in kept] if part.paths else None, source, split_name)
-
-
-def split_images(source: str, split: str, indices, val_split: float = 0.1) -> list[np.ndarray]:
-    """The original pixels of some images of a split (for display)."""
-    from .inference import read_image
-
-    data = load_source(source, val_split)
-    part = data.split(split)
-    if part.images is not None:
-        return [part.images[i] for i in indices]
-    return [read_image(part.paths[i]) for i in indices]

@@ -3,7 +3,7 @@ import streamlit as st
 
 from alexnet_core.charts import confusion_figure, per_class_bars, topk_bars
 from alexnet_core.data import DataError
-from alexnet_core.evaluation import evaluate, split_images
+from alexnet_core.evaluation import evaluate
 from alexnet_core.explain import gradcam, overlay
 from alexnet_core.inference import ImageDecodeError, top_k
 from alexnet_core.preprocess import preprocess
@@ -84,7 +84,7 @@ def image_grid(indices, caption_for, key):
         st.caption("No images here.")
         return
     try:
-        images = split_images(data, result.split, indices)
+        images = result.images(indices)
     except (DataError, ImageDecodeError) as exc:
         st.error(str(exc))
         return

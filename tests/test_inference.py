@@ -255,3 +255,14 @@ def test_evaluate_cli_json(tmp_path):
     bad = subprocess.run([sys.executable, "-m", "alexnet_core", "evaluate", str(model), "--data",
                           str(tmp_path / "none")], capture_output=True, text=True, timeout=300)
     assert bad.returncode == 2 and "does not exist" in bad.stderr and "Traceback" not in bad.stderr
+
+
+def test_images_of_an_evaluation_skip_what_the_pipeline_dropped(tmp_path):
+    model = load_model(str(colour_model(tmp_path)))
+    data = colour_folder(tmp_path / "data")
+    good = png_bytes(Image.effect_noise((64, 64), 50).convert("RGB"), "JPEG")
+    (data / "red" / "00-broken.jpg").write_bytes(good[: len(good) // 2])  # sorts first, dropped by tf.data
+    result = evaluate(model, str(data), "all")
+    assert result.n == 12 and not any("broken" in p for p in result.paths)
+    for i, image in zip(range(result.n), result.images(range(result.n))):
+        assert int(image.reshape(-1, 3).mean(axis=0).argmax()) == result.labels[i]
