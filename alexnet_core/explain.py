@@ -2,7 +2,18 @@
 
 from __future__ import annotations
 
+import functools
+
 import numpy as np
+
+
+@functools.lru_cache(maxsize=32)
+def _tap(model, layer: str, with_predictions: bool = False):
+    """A model that outputs `layer`'s activations (and the predictions), built once per model."""
+    import keras
+
+    outputs = model.get_layer(layer).output
+    return keras.Model(model.inputs, [outputs, model.output] if with_predictions else outputs)
 
 
 def last_feature_layer(model) -> str:
@@ -22,11 +33,10 @@ def gradcam(model, image: np.ndarray, class_index: int | None = None, layer: str
 
     `image` is one preprocessed input (H, W, 3).
     """
-    import keras
     import tensorflow as tf
 
     layer = layer or last_feature_layer(model)
-    grad_model = keras.Model(model.inputs, [model.get_layer(layer).output, model.output])
+    grad_model = _tap(model, layer, with_predictions=True)
     x = tf.convert_to_tensor(image[None].astype(np.float32))
     with tf.GradientTape() as tape:
         features, probs = grad_model(x, training=False)
@@ -81,10 +91,7 @@ def feature_layers(model) -> list[str]:
 
 def activations(model, image: np.ndarray, layer: str, limit: int = 32) -> np.ndarray:
     """The first `limit` channels of a layer's output for one preprocessed image: (C, H, W) in [0, 1]."""
-    import keras
-
-    sub = keras.Model(model.inputs, model.get_layer(layer).output)
-    out = np.asarray(sub(image[None].astype(np.float32), training=False))[0]
+    out = np.asarray(_tap(model, layer)(image[None].astype(np.float32), training=False))[0]
     maps = out[..., :limit].transpose(2, 0, 1).astype(np.float32)
     top = maps.max(axis=(1, 2), keepdims=True)
     return np.where(top > 0, maps / np.maximum(top, 1e-8), 0.0)
@@ -102,9 +109,7 @@ def embedding_layer(model) -> str:
 
 def embeddings(model, images: np.ndarray, batch: int = 256) -> np.ndarray:
     """fc7 features of preprocessed images, L2-normalised."""
-    import keras
-
-    sub = keras.Model(model.inputs, model.get_layer(embedding_layer(model)).output)
+    sub = _tap(model, embedding_layer(model))
     feats = np.concatenate([np.asarray(sub(images[i:i + batch], training=False))
                             for i in range(0, len(images), batch)])
     return feats / np.maximum(np.linalg.norm(feats, axis=1, keepdims=True), 1e-8)
