@@ -1,3 +1,5 @@
+from pathlib import Path
+
 import streamlit as st
 
 from alexnet_core import runs
@@ -166,21 +168,17 @@ def live_view(run_id: str) -> None:
         st.rerun()  # the run ended: redraw the page and stop polling
 
 
-def run_actions(run_id: str) -> None:
+def run_actions(row: dict) -> None:
     """Stop / Resume for the selected run (outside the polling fragment; a finished run reruns the page)."""
-    run_dir = run_dir_of(run_id)
-    if run_dir is None:
-        return
-    status = runs.read_status(run_dir)
-    state = status.get("state")
-    epochs = int((runs.read_json(run_dir / runs.CONFIG, {}) or {}).get("epochs") or 1)
-    if runs.is_read_only(run_dir):
+    run_dir = Path(row["path"])
+    state = row["state"]
+    if row["read_only"]:
         st.caption(":material/lock: Bundled with the app: read-only.")
     elif state in runs.ACTIVE_STATES:
         if st.button("Stop", icon=":material/stop:", key="train_stop"):
             runs.request_stop(run_dir)
             st.toast("Stop requested: the run stops after its current batch and saves a checkpoint.")
-    elif state in ("stopped", "interrupted", "failed") and len(runs.read_metrics(run_dir)) < epochs:
+    elif state in ("stopped", "interrupted", "failed") and row["epochs_done"] < int(row["epochs"] or 1):
         if st.button("Resume", icon=":material/play_arrow:", key="train_resume", type="primary"):
             try:
                 resume(run_dir)
@@ -191,7 +189,8 @@ def run_actions(run_id: str) -> None:
 
 
 rows = all_runs()
-ids = [r["run_id"] for r in rows]
+by_id = {r["run_id"]: r for r in rows}
+ids = list(by_id)
 active = [r["run_id"] for r in rows if r["state"] in runs.ACTIVE_STATES]
 wanted = st.query_params.get("run")
 if wanted and wanted not in ids:
@@ -205,12 +204,12 @@ if ids:
         st.session_state["train_run"] = default
     st.subheader("Run")
     run_id = st.selectbox("Run", ids, key="train_run", label_visibility="collapsed",
-                          format_func=lambda r: f"{r} ({next(x['variant'] for x in rows if x['run_id'] == r)})")
+                          format_func=lambda r: f"{r} ({by_id[r]['variant']})")
     if st.query_params.get("run") != run_id:
         st.query_params["run"] = run_id
-    polling = next(x["state"] for x in rows if x["run_id"] == run_id) in runs.ACTIVE_STATES
+    polling = by_id[run_id]["state"] in runs.ACTIVE_STATES
     st.session_state["train_was_active"] = polling
-    run_actions(run_id)
+    run_actions(by_id[run_id])
     st.fragment(live_view, run_every=2.0 if polling else None)(run_id)
 
 with st.expander("Start a new run", expanded=not active, icon=":material/add_circle:"):
