@@ -131,7 +131,7 @@ def totals(table: pd.DataFrame) -> dict:
 
 
 def summary(model, variant: str) -> dict:
-    """The `summary --json` document (DESIGN.md contract)."""
+    """The `summary --json` document (contract in docs/ARCHITECTURE.md)."""
     table = layer_table(model)
     sums = totals(table)
     return {

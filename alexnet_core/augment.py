@@ -5,14 +5,9 @@ from __future__ import annotations
 import keras
 import tensorflow as tf
 
-PRESETS = ("none", "keras-seed", "paper", "cifar")
-DESCRIPTIONS = {
-    "none": "No augmentation.",
-    "keras-seed": "Rotation up to 2 degrees, horizontal flip, zoom 10% (the Keras seed's ImageDataGenerator).",
-    "paper": "Random crops from a 256/224-larger resize, horizontal flip, PCA lighting noise (std 0.1), "
-             "as in the paper.",
-    "cifar": "4-pixel zero padding + random crop, horizontal flip (the standard CIFAR recipe).",
-}
+from .config import AUGMENTATIONS
+
+PRESETS = tuple(AUGMENTATIONS)  # names and descriptions live in config.py
 
 # ImageNet RGB eigenvalues/eigenvectors (Krizhevsky et al. 2012, as used by fb.resnet.torch)
 _EIGVAL = (0.2175, 0.0188, 0.0045)

@@ -1,4 +1,4 @@
-"""Command line: `python -m alexnet_core COMMAND ...` (contract in DESIGN.md).
+"""Command line: `python -m alexnet_core COMMAND ...` (contract in docs/ARCHITECTURE.md).
 
 Results go to stdout (`--json`: exactly one JSON document), logs to stderr.
 Exit codes: 0 success, 2 bad usage or bad input (a message, no traceback).
@@ -13,16 +13,20 @@ import os
 import sys
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+LAUNCHED_ENV = "ALEXNET_LAUNCHED_RUN"  # set by the launcher for the trainer it starts
 
 
 class UsageError(Exception):
     """Bad usage or bad input: reported on stderr with exit code 2."""
 
 
-def _switch_args(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--num-classes", type=int, help="number of output classes")
+def _switch_args(parser: argparse.ArgumentParser, num_classes: bool = True) -> None:
+    from .variants import NORMS
+
+    if num_classes:  # training takes the number of classes from its data
+        parser.add_argument("--num-classes", type=int, help="number of output classes")
     parser.add_argument("--input-size", type=int, help="input image side in pixels")
-    parser.add_argument("--norm", choices=["lrn", "batchnorm", "none"], help="normalisation layers")
+    parser.add_argument("--norm", choices=NORMS, help="normalisation layers")
     parser.add_argument("--groups", action=argparse.BooleanOptionalAction, default=None,
                         help="the paper's two-GPU grouped convolutions on conv2/4/5")
     parser.add_argument("--overlapping-pool", action=argparse.BooleanOptionalAction, default=None,
@@ -33,7 +37,7 @@ def _switch_args(parser: argparse.ArgumentParser) -> None:
 
 def switches_from_args(args) -> dict:
     return {
-        "num_classes": args.num_classes,
+        "num_classes": getattr(args, "num_classes", None),
         "input_size": args.input_size,
         "norm": args.norm,
         "groups": args.groups,
@@ -82,7 +86,7 @@ def cmd_summary(args) -> int:
 
 
 def _train_config(args):
-    from .training import TrainConfig
+    from .config import TrainConfig
 
     fields = {
         "variant": args.variant, "data": args.data, "epochs": args.epochs, "batch_size": args.batch_size,
@@ -98,44 +102,29 @@ def _train_config(args):
 
 
 def cmd_train(args) -> int:
-    from dataclasses import asdict
+    """Validate everything (settings, data, the one-run rule) before a run folder exists, then train."""
     from pathlib import Path
 
     from . import runs
-    from .launcher import ActiveRunError, check_no_active_run
-    from .training import TrainConfig, configure_threads, run_training
+    from .config import ConfigError
+    from .data import DataError
+    from .training import configure_threads, run_training
 
-    if args.resume:
-        run_dir = Path(args.resume)
-        try:
-            config = TrainConfig.from_dict(runs.read_config(run_dir))
-        except ValueError as exc:
-            raise UsageError(f"Cannot resume {run_dir}: {exc}") from exc
-        status = runs.read_status(run_dir)
-        if status.get("state") in runs.ACTIVE_STATES and status.get("pid") not in (None, os.getpid()):
-            raise UsageError(f"Run {run_dir.name} is already training (pid {status.get('pid')})")
-        if runs.is_read_only(run_dir):
-            raise UsageError(f"{run_dir} is bundled with the app and cannot be resumed")
-    else:
-        if not args.variant or not args.data:
-            raise UsageError("train needs --variant and --data (or --resume RUN_DIR)")
-        try:
+    try:
+        if args.resume:
+            run_dir = Path(args.resume)
+            config = runs.check_resumable(run_dir, allow_parallel=args.allow_parallel,
+                                          launching=os.environ.get(LAUNCHED_ENV) == str(run_dir))
+        else:
+            if not args.variant or not args.data:
+                raise UsageError("train needs --variant and --data (or --resume RUN_DIR)")
             config = _train_config(args)
-        except ValueError as exc:
-            raise UsageError(str(exc)) from exc
-        root = runs.runs_root(args.runs_dir)
-        if not args.allow_parallel:
-            try:
-                check_no_active_run(root)
-            except ActiveRunError as exc:
-                raise UsageError(str(exc)) from exc
-        root.mkdir(parents=True, exist_ok=True)
-        try:
-            run_dir = runs.create_run(root, args.run_id or runs.new_run_id(config.variant, config.data),
-                                      asdict(config))
-        except (runs.RunError, OSError) as exc:
-            raise UsageError(str(exc)) from exc
-        print(f"run folder: {run_dir}", file=sys.stderr, flush=True)
+            run_dir = runs.new_run(config, args.runs_dir, args.run_id, allow_parallel=args.allow_parallel)
+            print(f"run folder: {run_dir}", file=sys.stderr, flush=True)
+    except (ConfigError, DataError, runs.RunError) as exc:  # each names the bad value
+        raise UsageError(str(exc)) from exc
+    except OSError as exc:
+        raise UsageError(f"Cannot create the run folder: {exc}") from exc
     if os.environ.get("ALEXNET_LOGICAL_CPUS"):
         from .devices import split_cpu
 
@@ -219,47 +208,26 @@ def cmd_predict(args) -> int:
 
 
 def cmd_export(args) -> int:
-    """A compact, read-only copy of a run: settings, curves, status and the model without its
-    optimizer state; optionally with its accuracy on a data source recorded in status.json."""
-    import shutil
-    import time
-    from pathlib import Path
-
-    import keras
-
     from . import runs
-    from .evaluation import evaluate
-    from .inference import load_model
+    from .data import DataError
+    from .inference import ModelLoadError
 
-    src, dest = Path(args.run_dir), Path(args.dest)
-    if not (src / runs.CONFIG).exists():
-        raise UsageError(f"{src} is not a run folder (no {runs.CONFIG})")
-    if runs.read_status(src).get("state") in runs.ACTIVE_STATES:
-        raise UsageError(f"{src.name} is still training: stop it or wait for it to finish")
-    if dest.exists():
-        raise UsageError(f"{dest} already exists")
-    loaded = _load(str(src))
-    dest.mkdir(parents=True)
-    for name in (runs.CONFIG, runs.METRICS, runs.STEPS):
-        if (src / name).exists():
-            shutil.copyfile(src / name, dest / name)
-    keras.models.load_model(loaded.path, safe_mode=True, compile=False).save(dest / runs.MODEL)
-    status = runs.read_json(src / runs.STATUS, {}) or {}
-    status.update(pid=None, host=None, exported_from=str(src), exported=time.time())
-    if args.evaluate:
-        result = evaluate(load_model(str(dest / runs.MODEL)), args.evaluate, args.split, use_cache=False)
-        status["evaluations"] = [{"data": args.evaluate, "split": result.split, "n": result.n,
-                                  "accuracy": result.accuracy(), "top5_accuracy": result.top_k_accuracy(5)}]
-    runs.write_json_atomic(dest / runs.STATUS, status)
-    if args.read_only:
-        (dest / runs.READ_ONLY).write_text("bundled run: the app shows it but never changes it\n")
+    try:
+        dest = runs.export_run(args.run_dir, args.dest, evaluate_on=args.evaluate, split=args.split,
+                               read_only=args.read_only)
+    except (runs.RunError, ModelLoadError, DataError) as exc:
+        raise UsageError(str(exc)) from exc
     print(dest)
     return 0
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from . import __version__
+    from .config import AUGMENTATIONS, MIXED_PRECISION, OPTIMIZERS, SCHEDULES
+
     parser = argparse.ArgumentParser(prog="python -m alexnet_core",
                                      description="AlexNet Explorer on the command line.")
+    parser.add_argument("--version", action="version", version=f"alexnet_core {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("variants", help="list the AlexNet variants")
@@ -277,16 +245,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data", help="cifar10, sample, or PATH to an image folder")
     p.add_argument("--epochs", type=int)
     p.add_argument("--batch-size", type=int)
-    p.add_argument("--optimizer", choices=["sgd", "adam", "adamw"])
+    p.add_argument("--optimizer", choices=OPTIMIZERS)
     p.add_argument("--learning-rate", type=float)
     p.add_argument("--weight-decay", type=float)
-    p.add_argument("--schedule", choices=["constant", "step", "plateau", "cosine"])
+    p.add_argument("--schedule", choices=SCHEDULES)
     p.add_argument("--warmup-epochs", type=float)
     p.add_argument("--label-smoothing", type=float)
-    p.add_argument("--augment", choices=["none", "keras-seed", "paper", "cifar"])
+    p.add_argument("--augment", choices=list(AUGMENTATIONS))
     p.add_argument("--val-split", type=float, help="fraction of each class held out (last files by name)")
     p.add_argument("--seed", type=int)
-    p.add_argument("--mixed-precision", choices=["auto", "on", "off"])
+    p.add_argument("--mixed-precision", choices=MIXED_PRECISION)
     p.add_argument("--steps-per-epoch", type=int, help="cap the steps of each epoch")
     p.add_argument("--log-every", type=int, help="steps between rows of steps.csv")
     p.add_argument("--runs-dir", help="runs root (default ./runs or $ALEXNET_RUNS_DIR)")
@@ -294,7 +262,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--resume", metavar="RUN_DIR", help="continue a stopped or interrupted run")
     p.add_argument("--allow-parallel", action="store_true", help="start even if another run is training")
     p.add_argument("--json", action="store_true", help="print the final status as one JSON document")
-    _switch_args(p)
+    _switch_args(p, num_classes=False)
     p.set_defaults(func=cmd_train)
 
     p = sub.add_parser("evaluate", help="accuracy and confusion matrix of a model on a data split")

@@ -226,7 +226,11 @@ def make_dataset(split: Split, num_classes: int, input_size: int, batch_size: in
                  augment=None, seed: int = 0, cache_budget: int = CACHE_BUDGET_BYTES, drop_remainder: bool = False):
     """A batched tf.data pipeline of (standardised images, one-hot labels).
 
-    Training shuffles every epoch and applies `augment` (a Keras layer on 0..255 batches).
+    Training shuffles the whole split every epoch, deterministically for a seed: decoded images
+    that fit `cache_budget` are cached and shuffled with a buffer as large as the split;
+    otherwise the paths (or in-memory images) are shuffled with a full buffer *before*
+    decoding or resizing, which costs one small element each. Sources arrive sorted by class,
+    so anything less than a full shuffle would feed one class at a time.
     Files that fail to decode are dropped (and logged by tf.data) instead of stopping a run.
     Training datasets repeat forever (the trainer counts steps), so every batch is full.
     """
@@ -237,19 +241,23 @@ def make_dataset(split: Split, num_classes: int, input_size: int, batch_size: in
     autotune = tf.data.AUTOTUNE
     n = len(split)
     fits = n * input_size * input_size * 3 * 4 <= cache_budget
+
+    def shuffled(ds):
+        return ds.shuffle(max(n, 1), seed=seed, reshuffle_each_iteration=True) if training else ds
+
     if split.images is not None:
         ds = tf.data.Dataset.from_tensor_slices((split.images, split.labels))
+        if not fits:
+            ds = shuffled(ds)
         ds = ds.map(lambda x, y: (resize(x, input_size), y), num_parallel_calls=autotune)
-        ds = ds.cache() if fits else ds
     else:
         ds = tf.data.Dataset.from_tensor_slices((np.array(split.paths, dtype=str), split.labels))
-        if training and not fits:
-            ds = ds.shuffle(n, seed=seed, reshuffle_each_iteration=True)
+        if not fits:
+            ds = shuffled(ds)
         ds = ds.map(lambda p, y: (decode_file(p, input_size), y), num_parallel_calls=autotune)
         ds = ds.ignore_errors(log_warning=True)
-        ds = ds.cache() if fits else ds
-    if training and fits:
-        ds = ds.shuffle(min(n, 50_000), seed=seed, reshuffle_each_iteration=True)
+    if fits:
+        ds = shuffled(ds.cache())
     if training:
         ds = ds.repeat()
     ds = ds.batch(batch_size, drop_remainder=drop_remainder)

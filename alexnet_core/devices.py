@@ -8,7 +8,10 @@ import shutil
 import subprocess
 
 
-class MultiWorkerUnsupported(ValueError):
+from .config import ConfigError
+
+
+class MultiWorkerUnsupported(ConfigError):
     """TF_CONFIG asks for multi-worker training, which Keras 3's fit cannot do."""
 
 
@@ -83,8 +86,10 @@ def use_mixed_precision(setting: str = "auto") -> bool:
     import keras
     import tensorflow as tf
 
-    if setting not in ("auto", "on", "off"):
-        raise ValueError(f"mixed_precision must be auto, on or off, got {setting!r}")
+    from .config import MIXED_PRECISION
+
+    if setting not in MIXED_PRECISION:
+        raise ConfigError(f"mixed_precision must be {', '.join(MIXED_PRECISION)}, got {setting!r}")
     on = setting == "on" or (setting == "auto" and bool(tf.config.list_physical_devices("GPU")))
     keras.mixed_precision.set_global_policy("mixed_float16" if on else "float32")
     return on

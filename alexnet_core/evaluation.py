@@ -89,7 +89,7 @@ class Evaluation:
         return [images[i] for i in indices]
 
     def summary(self) -> dict:
-        """The `evaluate --json` document (DESIGN.md contract)."""
+        """The `evaluate --json` document (contract in docs/ARCHITECTURE.md)."""
         return {"n": self.n, "accuracy": self.accuracy(), "top5_accuracy": self.top_k_accuracy(5),
                 "classes": list(self.classes), "confusion_matrix": self.confusion_matrix().tolist()}
 

@@ -118,7 +118,7 @@ def resolve_model_path(spec: str) -> tuple[Path, Path | None]:
     path = Path(spec).expanduser()
     if path.is_dir():
         # A finished run's model, else the best checkpoint so far of a run still training.
-        for candidate in (path / runs.MODEL, path / runs.CHECKPOINTS / "best.keras", path / runs.CHECKPOINTS / "last.keras"):
+        for candidate in (path / runs.MODEL, path / runs.CHECKPOINTS / runs.BEST, path / runs.CHECKPOINTS / runs.LAST):
             if candidate.exists():
                 return candidate, path
         raise ModelLoadError(f"{path} has no model yet: the run has not finished an epoch")

@@ -13,6 +13,14 @@ MEAN = (0.485, 0.456, 0.406)
 STD = (0.229, 0.224, 0.225)
 
 
+RESIZE = "bilinear, antialiased"
+
+
+def describe(size: int) -> dict:
+    """What a model needs to turn pixels into its input; saved with every run and exported model."""
+    return {"input_size": int(size), "mean": list(MEAN), "std": list(STD), "resize": RESIZE, "scale": 255.0}
+
+
 def resize(images, size: int):
     """Resize an image (HWC) or a batch (NHWC) to size x size; float32 in 0..255."""
     images = tf.cast(images, tf.float32)

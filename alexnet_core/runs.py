@@ -1,18 +1,23 @@
-"""Run folders (contract in DESIGN.md): create, list, read status and metrics, request stop.
+"""Run folders: the one home of their files, their lifecycle and the rules about them.
 
-Every file a reader polls is written so that a reader never sees half of it: JSON by temp
-file + rename, CSVs appended a line at a time (readers drop a half-written last line).
+Contracts in docs/ARCHITECTURE.md. Every file a reader polls is written so that a reader never
+sees half of it: whole files by temp file + fsync + rename (`atomic_write`), steps.csv appended
+a line at a time (readers drop a half-written last line). Which runs are active, which can be
+resumed, where the bundled runs live and how a run is created, resumed, exported or deleted is
+decided here and nowhere else: the command line, the launcher and the pages only call it.
 """
 
 from __future__ import annotations
 
-import csv
+import contextlib
+import errno
+import fcntl
 import io
 import json
 import os
 import re
 import shutil
-import tempfile
+import signal
 import time
 from datetime import datetime
 from pathlib import Path
@@ -22,25 +27,41 @@ STATUS = "status.json"
 METRICS = "metrics.csv"
 STEPS = "steps.csv"
 CHECKPOINTS = "checkpoints"
+LAST = "last.keras"  # checkpoints/: the latest completed epoch, model + optimizer
+BEST = "best.keras"  # checkpoints/: the best epoch so far
+STATE = "state.json"  # checkpoints/: the commit record, written last at every epoch end
 MODEL = "model.keras"
 EVAL = "eval"
 TENSORBOARD = "tensorboard"
 LOG = "train.log"
 STOP_REQUEST = "stop.request"
+LOCK = "trainer.lock"  # held (flock) by the one trainer of a run for its whole life
+RESERVE = ".reserve"  # a little disk space the trainer frees to record a disk-full failure
 READ_ONLY = ".read-only"  # marks a bundled run the app must not delete or resume
+BUNDLED_DIR = Path(__file__).resolve().parent.parent / "assets" / "runs"
 
 RUN_ID = re.compile(r"^[A-Za-z0-9._-]+$")
-STALE_AFTER_S = 90  # a running trainer writes a heartbeat every few seconds
+STALE_AFTER_S = 60  # a trainer on another host writes a heartbeat every 2 s
+STARTING_GRACE_S = 60  # a launched trainer takes its lock within a second or two of starting
 ACTIVE_STATES = ("starting", "running")
-STATES = ("starting", "running", "finished", "stopped", "failed", "diverged")
+RESUMABLE_STATES = ("created", "stopped", "interrupted", "failed", "diverged")
+STATES = ("created", "starting", "running", "finished", "stopped", "failed", "diverged")
+DISK_ERRORS = (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM)
 
 
 class RunError(ValueError):
     """A run id or folder that cannot be used; the message says why."""
 
 
+class ActiveRunError(RunError):
+    """Another trainer is busy (on this run, or on this machine)."""
+
+
 def runs_root(path: str | os.PathLike | None = None) -> Path:
-    return Path(path or os.environ.get("ALEXNET_RUNS_DIR") or "runs").expanduser()
+    root = Path(path or os.environ.get("ALEXNET_RUNS_DIR") or "runs").expanduser()
+    if root.exists() and not root.is_dir():
+        raise RunError(f"The runs folder {root} is a file: point ALEXNET_RUNS_DIR or --runs-dir at a folder")
+    return root
 
 
 def new_run_id(variant: str, data: str, now: datetime | None = None) -> str:
@@ -61,19 +82,133 @@ def resolve_run(root: str | os.PathLike, run_id: str) -> Path:
     return path
 
 
-def write_json_atomic(path: Path, data) -> None:
+# --- Writing: atomic files, the fault hook, the disk reserve --------------------------------------
+
+_FAULT_COUNTS: dict[str, int] = {}
+
+
+def _fault_point(label: str, tmp: Path) -> None:
+    """Test hook: ALEXNET_FAULT="kill@LABEL#N" or "enospc@LABEL#N" fails the N-th atomic write
+    of LABEL (a file name) just before its rename: `kill` cuts the temp file in half and SIGKILLs
+    this process (a kill mid-write), `enospc` raises the disk-full error. Unset in normal use."""
+    spec = os.environ.get("ALEXNET_FAULT")
+    if not spec:
+        return
+    action, _, target = spec.partition("@")
+    name, _, nth = target.partition("#")
+    if name != label:
+        return
+    _FAULT_COUNTS[label] = _FAULT_COUNTS.get(label, 0) + 1
+    if _FAULT_COUNTS[label] != int(nth or 1):
+        return
+    if action == "enospc":
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(tmp))
+    if action == "kill":
+        if tmp.stat().st_nlink == 1:  # a hard link is made whole or not at all: nothing to cut
+            with open(tmp, "r+b") as fh:
+                fh.truncate(tmp.stat().st_size // 2)
+        os.kill(os.getpid(), signal.SIGKILL)
+
+
+def fsync_dir(path: Path) -> None:
+    with contextlib.suppress(OSError):
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+
+@contextlib.contextmanager
+def atomic_write(path: str | os.PathLike, label: str | None = None, suffix: str = ""):
+    """Yield a temp path beside `path` (ending in `suffix`: Keras saves only to `.keras` names);
+    once the block has written it, fsync it and rename it over `path`. Readers see the old file
+    or the new one, never half of one; on any error the temp file is removed and `path` is
+    untouched."""
     path = Path(path)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.chmod(tmp, 0o644)  # mkstemp's 0600 would hide a shared run's files from other users
+    tmp = path.parent / f".{path.name}.{os.getpid()}.tmp{suffix}"
     try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            json.dump(data, fh, indent=2, default=str)
-            fh.flush()
+        yield tmp
+        with open(tmp, "rb") as fh:
             os.fsync(fh.fileno())
+        os.chmod(tmp, 0o644)
+        _fault_point(label or path.name, tmp)
         os.replace(tmp, path)
     except BaseException:
-        Path(tmp).unlink(missing_ok=True)
+        tmp.unlink(missing_ok=True)
         raise
+    fsync_dir(path.parent)
+
+
+def write_json_atomic(path: Path, data) -> None:
+    with atomic_write(path) as tmp:
+        tmp.write_text(json.dumps(data, indent=2, default=str), encoding="utf-8")
+
+
+def write_text_atomic(path: Path, text: str) -> None:
+    with atomic_write(path) as tmp:
+        tmp.write_text(text, encoding="utf-8")
+
+
+def link_or_copy(src: Path, dest: Path) -> None:
+    """Make `dest` the same bytes as `src`, atomically: a hard link where the filesystem has
+    them (no extra space), else a copy."""
+    with contextlib.suppress(OSError):
+        if os.path.samefile(src, dest):  # renaming a link over its twin would leave the temp name behind
+            return
+    with atomic_write(dest) as tmp:
+        try:
+            os.link(src, tmp)
+        except OSError:
+            shutil.copyfile(src, tmp)
+
+
+def remove_leftovers(folder: Path) -> list[str]:
+    """Delete temp files that interrupted writes left in `folder`; return their names."""
+    removed = []
+    for path in [*Path(folder).glob(".*.tmp"), *Path(folder).glob(".*.tmp.keras")]:
+        with contextlib.suppress(OSError):
+            path.unlink()
+            removed.append(path.name)
+    return removed
+
+
+def is_disk_error(exc: BaseException) -> bool:
+    return isinstance(exc, OSError) and exc.errno in DISK_ERRORS
+
+
+def disk_message(exc: OSError, folder: Path, needed_bytes: int) -> str:
+    """What a user reads when a run cannot write its folder: what, where, how much to free."""
+    free = shutil.disk_usage(folder).free if Path(folder).exists() else 0
+    what = Path(exc.filename).name if exc.filename else "a file"
+    mib = 2**20
+    if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        return (f"The disk is full: could not write {what} in {folder} ({free / mib:.0f} MiB free). "
+                f"Free at least {max(needed_bytes - free, needed_bytes // 2) / mib:.0f} MiB there and resume: "
+                "the last completed epoch is saved and intact.")
+    return (f"Cannot write {what} in {folder} ({os.strerror(exc.errno)}). Make the folder writable and "
+            "resume: the last completed epoch is saved and intact.")
+
+
+class Reserve:
+    """A small file the trainer deletes on a disk-full error, so that it can still record why."""
+
+    SIZE = 256 * 1024
+
+    def __init__(self, run_dir: Path):
+        self.path = Path(run_dir) / RESERVE
+
+    def claim(self) -> None:
+        with contextlib.suppress(OSError):
+            with open(self.path, "wb") as fh:
+                fh.write(b"\0" * self.SIZE)
+
+    def release(self) -> None:
+        with contextlib.suppress(OSError):
+            self.path.unlink()
+
+
+# --- Reading -------------------------------------------------------------------------------------
 
 
 def read_json(path: Path, default=None):
@@ -84,54 +219,10 @@ def read_json(path: Path, default=None):
         return default
 
 
-def create_run(root: str | os.PathLike, run_id: str, config: dict) -> Path:
-    path = resolve_run(root, run_id)
-    if path.exists():
-        raise RunError(f"Run {run_id!r} already exists in {path.parent}")
-    (path / CHECKPOINTS).mkdir(parents=True)
-    write_json_atomic(path / CONFIG, config)
-    write_status(path, state="starting", message="Waiting for the trainer to start", epoch=0)
-    return path
-
-
-def write_status(run_dir: Path, **fields) -> dict:
-    """Merge `fields` into status.json (atomically) with a fresh heartbeat."""
-    status = read_json(Path(run_dir) / STATUS, {}) or {}
-    status.update(fields)
-    status["heartbeat"] = time.time()
-    write_json_atomic(Path(run_dir) / STATUS, status)
-    return status
-
-
-def read_status(run_dir: Path) -> dict:
-    """status.json with `state` turned into `interrupted` when its trainer has gone."""
-    status = dict(read_json(Path(run_dir) / STATUS, {}) or {})
-    state = status.get("state", "unknown")
-    if state in ACTIVE_STATES and not _trainer_alive(status):
-        status["state"] = "interrupted"
-        status["message"] = ("The trainer stopped without finishing (killed or crashed). "
-                             "Resume continues from the last completed epoch.")
-    return status
-
-
-def _trainer_alive(status: dict) -> bool:
-    beat = status.get("heartbeat", 0)
-    if time.time() - beat > STALE_AFTER_S:
-        return False
-    pid = status.get("pid")
-    if pid and status.get("host", os.uname().nodename) == os.uname().nodename:
-        try:
-            os.kill(int(pid), 0)
-        except ProcessLookupError:
-            return False
-        except (PermissionError, ValueError, OSError):
-            pass
-        try:  # a zombie (exited, not yet reaped) answers signal 0 but is gone
-            if Path(f"/proc/{int(pid)}/stat").read_text().split(")")[-1].split()[0] == "Z":
-                return False
-        except (PermissionError, ValueError, OSError):
-            pass
-    return True
+def read_object(path: Path) -> dict:
+    """A JSON object from `path`, or {} when it is missing, unreadable or not an object."""
+    value = read_json(path, {})
+    return value if isinstance(value, dict) else {}
 
 
 def read_config(run_dir: Path) -> dict:
@@ -146,7 +237,7 @@ def _read_csv(path: Path):
 
     try:
         text = Path(path).read_text(encoding="utf-8")
-    except OSError:
+    except (OSError, UnicodeDecodeError):
         return pd.DataFrame()
     if not text.endswith("\n"):  # a writer is mid-line: drop the partial last line
         text = text[: text.rfind("\n") + 1]
@@ -159,10 +250,14 @@ def _read_csv(path: Path):
 
 
 def read_metrics(run_dir: Path):
-    """metrics.csv as a DataFrame (one row per epoch; `epoch` counts from 1)."""
+    """metrics.csv as a DataFrame (one row per completed epoch; `epoch` counts from 1)."""
+    import pandas as pd
+
     frame = _read_csv(Path(run_dir) / METRICS)
     if "epoch" in frame:
-        frame["epoch"] = frame["epoch"].astype(int) + 1  # CSVLogger counts from 0
+        frame["epoch"] = pd.to_numeric(frame["epoch"], errors="coerce")
+        frame = frame.dropna(subset=["epoch"])
+        frame["epoch"] = frame["epoch"].astype(int) + 1  # stored from 0, as Keras' CSVLogger
     return frame
 
 
@@ -170,27 +265,152 @@ def read_steps(run_dir: Path):
     return _read_csv(Path(run_dir) / STEPS)
 
 
-def truncate_metrics(run_dir: Path, completed_epochs: int) -> None:
-    """Keep rows of epochs < completed_epochs (0-based), so a resumed epoch is never logged twice."""
-    path = Path(run_dir) / METRICS
-    if not path.exists():
+def metrics_csv(rows: list[dict]) -> str:
+    """metrics.csv text for committed epoch rows: `epoch` first (from 0), then sorted columns."""
+    columns = sorted({k for row in rows for k in row} - {"epoch"})
+    lines = [",".join(["epoch", *columns])]
+    for row in rows:
+        lines.append(",".join([str(row["epoch"]), *(_csv_value(row.get(c)) for c in columns)]))
+    return "\n".join(lines) + "\n"
+
+
+def _csv_value(value) -> str:
+    if value is None:
+        return ""
+    return f"{value:.10g}" if isinstance(value, float) else str(value)
+
+
+def truncate_steps(run_dir: Path, last_step: int) -> None:
+    """Keep the rows of steps.csv up to `last_step` (a resumed run redoes the steps after it)."""
+    path = Path(run_dir) / STEPS
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines(keepends=True)
+    except (OSError, UnicodeDecodeError):
         return
-    lines = path.read_text(encoding="utf-8").splitlines(keepends=True)
     if not lines:
         return
-    header, kept = lines[0], []
+    kept = [lines[0]]
     for line in lines[1:]:
-        if not line.endswith("\n"):
-            continue
-        try:
-            epoch = int(next(csv.reader([line]))[0])
-        except (ValueError, IndexError, StopIteration):
-            continue
-        if epoch < completed_epochs:
+        head = line.split(",", 1)[0]
+        if line.endswith("\n") and head.isdigit() and int(head) <= last_step:
             kept.append(line)
-    tmp = path.with_suffix(".csv.tmp")
-    tmp.write_text(header + "".join(kept), encoding="utf-8")
-    os.replace(tmp, path)
+    if len(kept) != len(lines):
+        write_text_atomic(path, "".join(kept))
+
+
+# --- Liveness: one trainer per run --------------------------------------------------------------
+
+
+class TrainerLock:
+    """An exclusive flock on <run>/trainer.lock held for the trainer's whole life.
+
+    The kernel drops it when the process dies however it dies, so a held lock means a live
+    trainer and a free one means none, with no stale state to clean up.
+    """
+
+    def __init__(self, run_dir: Path):
+        self.path = Path(run_dir) / LOCK
+        self.fd = None
+
+    def acquire(self, wait_s: float = 3.0) -> "TrainerLock":
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        deadline = time.monotonic() + wait_s
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:  # held: by a trainer, or for an instant by a reader's check
+                if time.monotonic() > deadline:
+                    os.close(fd)
+                    status = read_object(self.path.parent / STATUS)
+                    raise ActiveRunError(f"Run {self.path.parent.name} is already being trained by another "
+                                         f"process (pid {status.get('pid', '?')}); one trainer per run.") from None
+                time.sleep(0.05)
+            except OSError as exc:
+                if exc.errno != errno.ENOLCK:  # a filesystem without locks: heartbeats only
+                    os.close(fd)
+                    raise
+                break
+        self.fd = fd
+        return self
+
+    def release(self) -> None:
+        if self.fd is not None:
+            os.close(self.fd)
+            self.fd = None
+
+
+def lock_held(run_dir: Path) -> bool | None:
+    """True if a trainer holds the run's lock, False if none does, None if it cannot be told."""
+    try:
+        fd = os.open(Path(run_dir) / LOCK, os.O_RDONLY)
+    except FileNotFoundError:
+        return False
+    except OSError:
+        return None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        return False
+    except BlockingIOError:
+        return True
+    except OSError:
+        return None
+    finally:
+        os.close(fd)
+
+
+def _pid_alive(pid) -> bool:
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, ValueError, TypeError, OverflowError, OSError):
+        return True
+    try:  # a zombie (exited, not yet reaped) answers signal 0 but is gone
+        return Path(f"/proc/{int(pid)}/stat").read_text().split(")")[-1].split()[0] != "Z"
+    except (OSError, ValueError, IndexError):
+        return True
+
+
+def trainer_alive(run_dir: Path, status: dict) -> bool:
+    """Is a trainer working on this run? On this host the lock decides (a live trainer holds it
+    even through a long validation pass); a just-launched trainer gets a short grace period to
+    take it; a run trained on another host counts as alive while its heartbeat is fresh."""
+    beat = status.get("heartbeat")
+    age = time.time() - beat if isinstance(beat, (int, float)) else float("inf")
+    host = status.get("host")
+    if host in (None, os.uname().nodename):
+        held = lock_held(run_dir)
+        if held is not None:
+            if held:
+                return True
+            pid = status.get("pid")
+            if status.get("state") != "starting" or age > STARTING_GRACE_S:
+                return False
+            return _pid_alive(pid) if pid else age < 10  # launched: the pid is recorded within milliseconds
+    return age < STALE_AFTER_S
+
+
+def read_status(run_dir: Path) -> dict:
+    """status.json with `state` turned into `interrupted` when its trainer has gone."""
+    status = read_object(Path(run_dir) / STATUS)
+    state = status.get("state", "unknown")
+    if state in ACTIVE_STATES and not trainer_alive(run_dir, status):
+        status["state"] = "interrupted"
+        status["message"] = ("The trainer stopped without finishing (killed or crashed). "
+                             "Resume continues from the last completed epoch.")
+    return status
+
+
+def write_status(run_dir: Path, **fields) -> dict:
+    """Merge `fields` into status.json (atomically) with a fresh heartbeat. For writers other
+    than the trainer (which owns status.json while it runs, see monitor.StatusWriter)."""
+    status = read_object(Path(run_dir) / STATUS)
+    status.update(fields)
+    status["heartbeat"] = time.time()
+    write_json_atomic(Path(run_dir) / STATUS, status)
+    return status
 
 
 def request_stop(run_dir: Path) -> None:
@@ -205,14 +425,36 @@ def is_read_only(run_dir: Path) -> bool:
     return (Path(run_dir) / READ_ONLY).exists()
 
 
+# --- The runs table and the rules about a run ----------------------------------------------------
+
+
+def is_active(row: dict) -> bool:
+    return row.get("state") in ACTIVE_STATES
+
+
+def can_resume(row: dict) -> bool:
+    """A run can be resumed when it has epochs left, is not bundled, and no trainer holds it."""
+    epochs = row.get("epochs")
+    left = not isinstance(epochs, int) or row.get("epochs_done", 0) < epochs
+    return not row.get("read_only") and row.get("state") in RESUMABLE_STATES and left
+
+
 def run_summary(run_dir: Path) -> dict:
     """One line of the runs table."""
     run_dir = Path(run_dir)
-    config = read_json(run_dir / CONFIG, {}) or {}
+    config = read_object(run_dir / CONFIG)
     status = read_status(run_dir)
     metrics = read_metrics(run_dir)
-    best = float(metrics["val_accuracy"].max()) if "val_accuracy" in metrics and len(metrics) else None
-    started, beat = status.get("started"), status.get("heartbeat")
+    best = None
+    if "val_accuracy" in metrics and len(metrics):
+        values = metrics["val_accuracy"].astype(float, errors="ignore")
+        best = float(values.max()) if values.notna().any() else None
+    started = status.get("started") if isinstance(status.get("started"), (int, float)) else None
+    elapsed = status.get("elapsed_s")
+    if not isinstance(elapsed, (int, float)):
+        end = status.get("finished") or status.get("heartbeat")
+        elapsed = end - started if started and isinstance(end, (int, float)) else None
+    epochs = config.get("epochs")
     return {
         "run_id": run_dir.name,
         "path": str(run_dir),
@@ -220,14 +462,19 @@ def run_summary(run_dir: Path) -> dict:
         "variant": config.get("variant"),
         "data": config.get("data"),
         "epochs_done": int(len(metrics)),
-        "epochs": config.get("epochs"),
+        "epochs": epochs if isinstance(epochs, int) else None,
         "best_val_accuracy": best,
-        "duration_s": (status.get("finished") or beat or 0) - started if started else None,
+        "duration_s": elapsed,
         "started": started,
         "read_only": is_read_only(run_dir),
         "has_model": (run_dir / MODEL).exists(),
-        "message": status.get("message", ""),
+        "message": str(status.get("message", "")),
     }
+
+
+def bundled_runs() -> list[Path]:
+    """Run folders shipped with the app (read-only)."""
+    return [p for p in sorted(BUNDLED_DIR.glob("*")) if (p / CONFIG).exists()] if BUNDLED_DIR.is_dir() else []
 
 
 def list_runs(root: str | os.PathLike | None = None, extra: list[Path] | None = None) -> list[dict]:
@@ -241,8 +488,86 @@ def list_runs(root: str | os.PathLike | None = None, extra: list[Path] | None = 
     return rows + [run_summary(p) for p in (extra or []) if (Path(p) / CONFIG).exists() and Path(p).name not in taken]
 
 
+def all_runs(root: str | os.PathLike | None = None) -> list[dict]:
+    """The user's runs, then the bundled ones (a user run with the same id wins)."""
+    return list_runs(root, extra=bundled_runs())
+
+
+def find_run(run_id: str, root: str | os.PathLike | None = None) -> Path | None:
+    """The folder of a run id from the user (URL, widget): a run under the root, else a bundled run."""
+    try:
+        path = resolve_run(runs_root(root), run_id)
+    except RunError:
+        return None
+    if (path / CONFIG).exists():
+        return path
+    return next((p for p in bundled_runs() if p.name == run_id), None)
+
+
 def active_runs(root: str | os.PathLike | None = None) -> list[dict]:
-    return [r for r in list_runs(root) if r["state"] in ACTIVE_STATES]
+    return [r for r in list_runs(root) if is_active(r)]
+
+
+def check_no_active_run(root, except_run: Path | None = None) -> None:
+    """One run trains at a time on a machine: the same rule for `train`, `train --resume` and the app."""
+    for run in active_runs(root):
+        if except_run is not None and Path(run["path"]).resolve() == Path(except_run).resolve():
+            continue
+        raise ActiveRunError(
+            f"Run {run['run_id']} is already training ({run['message'] or run['state']}). One run trains at "
+            f"a time: stop it on the Train page or with `python -m alexnet_core stop {run['path']}`, or wait "
+            "for it to finish.")
+
+
+def create_run(root: str | os.PathLike, run_id: str, config: dict) -> Path:
+    root = runs_root(root)
+    path = resolve_run(root, run_id)
+    if path.exists():
+        raise RunError(f"Run {run_id!r} already exists in {path.parent}")
+    (path / CHECKPOINTS).mkdir(parents=True)
+    write_json_atomic(path / CONFIG, config)
+    write_status(path, state="created", message="Created; training has not started yet.", epoch=0,
+                 started=time.time())
+    return path
+
+
+def new_run(config, root=None, run_id: str | None = None, allow_parallel: bool = False) -> Path:
+    """Create the folder of a new run for a validated TrainConfig once its data has been read
+    and the one-run rule checked; on any refusal nothing is created."""
+    from dataclasses import asdict
+
+    from .data import load_source
+
+    load_source(config.data, config.val_split)  # DataError names what is wrong with the data
+    root = runs_root(root)
+    if not allow_parallel:
+        check_no_active_run(root)
+    root.mkdir(parents=True, exist_ok=True)
+    return create_run(root, run_id or new_run_id(config.variant, config.data), asdict(config))
+
+
+def check_resumable(run_dir: Path, allow_parallel: bool = False, launching: bool = False):
+    """The TrainConfig of a run that may be resumed now, or RunError saying why not.
+
+    `launching`: the caller is the trainer that the app's launcher just started for this run.
+    """
+    from .config import ConfigError, TrainConfig
+
+    run_dir = Path(run_dir)
+    if not (run_dir / CONFIG).exists():
+        raise RunError(f"{run_dir} is not a run folder (no {CONFIG})")
+    if is_read_only(run_dir):
+        raise RunError(f"{run_dir.name} is bundled with the app and cannot be resumed")
+    try:
+        config = TrainConfig.from_dict(read_config(run_dir))
+    except (ConfigError, TypeError) as exc:
+        raise RunError(f"Cannot resume {run_dir}: its {CONFIG} is not usable ({exc})") from exc
+    status = read_status(run_dir)
+    if status.get("state") in ACTIVE_STATES and not launching:
+        raise ActiveRunError(f"Run {run_dir.name} is still training (pid {status.get('pid', '?')})")
+    if not allow_parallel:
+        check_no_active_run(run_dir.parent, except_run=run_dir)
+    return config
 
 
 def delete_run(root: str | os.PathLike, run_id: str) -> None:
@@ -254,3 +579,39 @@ def delete_run(root: str | os.PathLike, run_id: str) -> None:
     if read_status(path).get("state") in ACTIVE_STATES:
         raise RunError(f"Run {run_id!r} is still training: stop it first")
     shutil.rmtree(path)
+
+
+def export_run(src: Path, dest: Path, evaluate_on: str | None = None, split: str | None = None,
+               read_only: bool = False) -> Path:
+    """A compact, read-only copy of a run: settings, curves, status and the model without its
+    optimizer state; optionally with its accuracy on a data source recorded in status.json."""
+    import keras
+
+    from .evaluation import evaluate
+    from .inference import load_model
+
+    src, dest = Path(src), Path(dest)
+    if not (src / CONFIG).exists():
+        raise RunError(f"{src} is not a run folder (no {CONFIG})")
+    if read_status(src).get("state") in ACTIVE_STATES:
+        raise RunError(f"{src.name} is still training: stop it or wait for it to finish")
+    if dest.exists():
+        raise RunError(f"{dest} already exists")
+    loaded = load_model(str(src))
+    dest.mkdir(parents=True)
+    for name in (CONFIG, METRICS, STEPS):
+        if (src / name).exists():
+            shutil.copyfile(src / name, dest / name)
+    model = keras.models.load_model(loaded.path, safe_mode=True, compile=False)
+    with atomic_write(dest / MODEL, suffix=".keras") as tmp:
+        model.save(tmp)
+    status = read_object(src / STATUS)
+    status.update(pid=None, host=None, exported_from=str(src), exported=time.time())
+    if evaluate_on:
+        result = evaluate(load_model(str(dest / MODEL)), evaluate_on, split, use_cache=False)
+        status["evaluations"] = [{"data": evaluate_on, "split": result.split, "n": result.n,
+                                  "accuracy": result.accuracy(), "top5_accuracy": result.top_k_accuracy(5)}]
+    write_json_atomic(dest / STATUS, status)
+    if read_only:
+        (dest / READ_ONLY).write_text("bundled run: the app shows it but never changes it\n")
+    return dest

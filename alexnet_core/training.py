@@ -1,115 +1,57 @@
-"""Training: a TrainConfig dataclass and train(config, run_dir) via model.fit + Keras callbacks.
+"""The training loop: one `tf.function` step run through `strategy.run`, under any strategy.
 
-A run can be rebuilt from config.json alone. Resume loads checkpoints/last.keras, which holds
-the model *and* the optimizer (momentum, step count and so the learning-rate schedule), and
-continues at the next epoch; metrics of an epoch that was cut short are dropped first.
+`train(config, run_dir)` trains a run folder, fresh or resumed, and returns its final status.
+Every epoch ends with a commit (checkpoints.py); an epoch is recorded only when all its steps
+ran, so a stop or a kill mid-epoch loses that epoch's partial progress and nothing else: the
+resumed run redoes it from the last commit, and the optimizer's step count always equals
+completed epochs x steps per epoch.
+
+Losses are averaged over the global batch (`tf.nn.compute_average_loss`) and the metrics are
+sums reduced over every replica, so they are the same on one device or many.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import math
 import os
 import platform
 import signal
 import sys
+import threading
 import time
 import traceback
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict
 from pathlib import Path
 
 from . import runs
+from .checkpoints import CheckpointStore
+from .config import ConfigError, TrainConfig
+from .monitor import Monitor, Progress, StatusWriter, StepLog, identity
 
-OPTIMIZERS = ("sgd", "adam", "adamw")
-SCHEDULES = ("constant", "step", "plateau", "cosine")
-LAST = "last.keras"
-BEST = "best.keras"
-STATE = "state.json"
-
-
-@dataclass
-class TrainConfig:
-    variant: str = "compact"
-    data: str = "sample"
-    switches: dict = field(default_factory=dict)  # norm, groups, overlapping_pool, dropout, width
-    input_size: int | None = None  # None: the variant's own
-    epochs: int = 10
-    batch_size: int = 128
-    optimizer: str = "sgd"  # sgd: momentum 0.9 + weight decay, as the paper; adam: as the Keras seed
-    learning_rate: float | None = None  # None: 0.01 for sgd (the paper), 1e-3 for adam/adamw
-    weight_decay: float = 5e-4  # the paper's; decoupled (Keras' weight_decay)
-    schedule: str = "cosine"  # step: /10 on plateau (paper); plateau: ReduceLROnPlateau (Keras seed)
-    warmup_epochs: float = 0.0
-    label_smoothing: float = 0.0
-    augment: str = "none"
-    val_split: float = 0.1
-    seed: int = 0
-    mixed_precision: str = "auto"  # auto: on a GPU only
-    steps_per_epoch: int | None = None  # cap per epoch (quick experiments)
-    log_every: int = 10  # steps between rows of steps.csv
-    cache_budget_mb: int = 2048  # decoded images held in memory up to this size, else stream
-
-    def __post_init__(self):
-        self.validate()
-
-    def validate(self) -> None:
-        from .augment import PRESETS
-        from .variants import get_arch
-
-        get_arch(self.variant, input_size=self.input_size, **self.switches)
-        checks = [
-            (self.optimizer in OPTIMIZERS, f"optimizer must be one of {', '.join(OPTIMIZERS)}, got {self.optimizer!r}"),
-            (self.schedule in SCHEDULES, f"schedule must be one of {', '.join(SCHEDULES)}, got {self.schedule!r}"),
-            (self.augment in PRESETS, f"augment must be one of {', '.join(PRESETS)}, got {self.augment!r}"),
-            (isinstance(self.epochs, int) and 1 <= self.epochs <= 10_000, f"epochs must be 1..10000, got {self.epochs!r}"),
-            (isinstance(self.batch_size, int) and 1 <= self.batch_size <= 8192,
-             f"batch_size must be 1..8192, got {self.batch_size!r}"),
-            (self.learning_rate is None or (0 < self.learning_rate <= 10),
-             f"learning_rate must be in (0, 10], got {self.learning_rate!r}"),
-            (0 <= self.weight_decay < 1, f"weight_decay must be in [0, 1), got {self.weight_decay!r}"),
-            (0 <= self.label_smoothing < 1, f"label_smoothing must be in [0, 1), got {self.label_smoothing!r}"),
-            (0 <= self.val_split < 1, f"val_split must be in [0, 1), got {self.val_split!r}"),
-            (0 <= self.warmup_epochs < self.epochs or self.warmup_epochs == 0,
-             f"warmup_epochs must be below epochs ({self.epochs}), got {self.warmup_epochs!r}"),
-            (self.mixed_precision in ("auto", "on", "off"),
-             f"mixed_precision must be auto, on or off, got {self.mixed_precision!r}"),
-            (self.steps_per_epoch is None or self.steps_per_epoch >= 1,
-             f"steps_per_epoch must be >= 1, got {self.steps_per_epoch!r}"),
-            (self.log_every >= 1, f"log_every must be >= 1, got {self.log_every!r}"),
-        ]
-        for ok, message in checks:
-            if not ok:
-                raise ValueError(message)
-
-    @property
-    def lr(self) -> float:
-        if self.learning_rate is not None:
-            return self.learning_rate
-        return 0.01 if self.optimizer == "sgd" else 1e-3
-
-    @classmethod
-    def from_dict(cls, data: dict) -> "TrainConfig":
-        names = {f.name for f in dataclasses.fields(cls)}
-        return cls(**{k: v for k, v in data.items() if k in names})
+EXPLODE_FACTOR = 50.0  # a loss this many times its starting value has diverged
+PLATEAU = {  # Keras ReduceLROnPlateau's settings for the two schedules that react to a plateau
+    "step": {"factor": 0.1, "patience": 3, "mode": "max"},  # the paper: /10 when validation stalls
+    "plateau": {"factor": 0.5, "patience": 2, "mode": "min"},  # the Keras seed: halve on a loss plateau
+}
+MIN_LR = 1e-6
+MIN_DELTA = 1e-4
 
 
-def environment() -> dict:
+def environment(strategy=None) -> dict:
     import keras
     import tensorflow as tf
 
     from . import __version__
     from .devices import describe
 
-    return {"alexnet_core": __version__, "tensorflow": tf.__version__, "keras": keras.__version__,
-            "python": platform.python_version(), "device": describe()}
+    env = {"alexnet_core": __version__, "tensorflow": tf.__version__, "keras": keras.__version__,
+           "python": platform.python_version(), "device": describe()}
+    if strategy is not None:
+        env.update(strategy=type(strategy).__name__, replicas=int(strategy.num_replicas_in_sync))
+    return env
 
 
-def run_document(config: TrainConfig, class_names: list[str]) -> dict:
-    """What config.json holds: the whole config, class names, versions and device."""
-    return {**asdict(config), "class_names": list(class_names), "environment": environment()}
-
-
-def _optimizer(config: TrainConfig, steps_per_epoch: int):
+def build_optimizer(config: TrainConfig, steps_per_epoch: int):
     import keras
 
     total = max(1, config.epochs * steps_per_epoch)
@@ -126,132 +68,349 @@ def _optimizer(config: TrainConfig, steps_per_epoch: int):
     return keras.optimizers.Adam(lr)
 
 
-def compile_model(model, config: TrainConfig, steps_per_epoch: int, num_classes: int) -> None:
+def plateau_learning_rate(config: TrainConfig, history: list[dict], monitor: str) -> float:
+    """The learning rate of the next epoch under `step`/`plateau`, from the metrics so far.
+
+    The same rule as keras.callbacks.ReduceLROnPlateau (cooldown 0), computed from the committed
+    history instead of kept in a callback, so it survives stops, kills and resumes exactly.
+    """
+    rule = PLATEAU[config.schedule]
+    lr, best, wait = config.lr, None, 0
+    for row in history:
+        value = row.get(monitor)
+        if value is None or not math.isfinite(value):
+            continue
+        improved = best is None or (value > best + MIN_DELTA if rule["mode"] == "max" else value < best - MIN_DELTA)
+        if improved:
+            best, wait = value, 0
+            continue
+        wait += 1
+        if wait >= rule["patience"]:
+            if lr > MIN_LR:
+                lr = max(lr * rule["factor"], MIN_LR)
+            wait = 0
+    return lr
+
+
+def divergence(loss: float, initial: float | None) -> str | None:
+    """Why the loss counts as diverged, or None."""
+    if not math.isfinite(loss):
+        return "became NaN" if math.isnan(loss) else "became infinite"
+    if initial is not None and loss > EXPLODE_FACTOR * max(initial, 1.0):
+        return f"exploded to {loss:.3g} (it started at {initial:.3g})"
+    return None
+
+
+def make_steps(model, optimizer, strategy, loss_fn, global_batch: int, top_k: int):
+    """(train_step(iterator), eval_step(batch)): one compiled step each, run on every replica;
+    each returns the batch's loss sum, correct, top-k correct and count summed over replicas."""
+    import tensorflow as tf
+
+    def sums(y, probs, per_example):
+        labels = tf.argmax(y, axis=-1, output_type=tf.int32)
+        probs = tf.cast(probs, tf.float32)
+        hit = tf.equal(tf.argmax(probs, axis=-1, output_type=tf.int32), labels)
+        return {"loss": tf.reduce_sum(per_example),
+                "correct": tf.reduce_sum(tf.cast(hit, tf.float32)),
+                "top5": tf.reduce_sum(tf.cast(tf.math.in_top_k(labels, probs, top_k), tf.float32)),
+                "count": tf.cast(tf.shape(y)[0], tf.float32)}
+
+    def replica_train(x, y):
+        with tf.GradientTape() as tape:
+            probs = model(x, training=True)
+            per_example = loss_fn(y, probs)
+            loss = tf.nn.compute_average_loss(per_example, global_batch_size=global_batch)
+            if model.losses:
+                loss += tf.nn.scale_regularization_loss(tf.add_n(model.losses))
+            scaled = optimizer.scale_loss(loss)
+        grads = tape.gradient(scaled, model.trainable_variables)
+        optimizer.apply_gradients(zip(grads, model.trainable_variables))
+        return sums(y, probs, per_example)
+
+    def replica_eval(x, y):
+        probs = model(x, training=False)
+        return sums(y, probs, loss_fn(y, probs))
+
+    def reduce(per_replica):
+        return {k: strategy.reduce(tf.distribute.ReduceOp.SUM, v, axis=None) for k, v in per_replica.items()}
+
+    @tf.function
+    def train_step(iterator):
+        x, y = next(iterator)
+        return reduce(strategy.run(replica_train, args=(x, y)))
+
+    @tf.function(reduce_retracing=True)
+    def eval_step(batch):
+        x, y = batch
+        return reduce(strategy.run(replica_eval, args=(x, y)))
+
+    return train_step, eval_step
+
+
+def loss_function(config: TrainConfig):
     import keras
 
-    model.compile(
-        optimizer=_optimizer(config, steps_per_epoch),
-        loss=keras.losses.CategoricalCrossentropy(label_smoothing=config.label_smoothing),
-        metrics=[keras.metrics.CategoricalAccuracy(name="accuracy"),
-                 keras.metrics.TopKCategoricalAccuracy(k=min(5, num_classes), name="top5_accuracy")],
-    )
+    return keras.losses.CategoricalCrossentropy(label_smoothing=config.label_smoothing, reduction=None)
 
 
-def _current_lr(model) -> float:
-    opt = model.optimizer
-    lr = opt.learning_rate
+def _learning_rate(optimizer) -> float:
     try:
-        return float(lr(opt.iterations)) if callable(lr) else float(lr.numpy() if hasattr(lr, "numpy") else lr)
-    except Exception:
+        return float(optimizer.learning_rate)
+    except (TypeError, ValueError):
         return float("nan")
 
 
-def make_callbacks(run_dir: Path, config: TrainConfig, steps_per_epoch: int, batch_size: int, has_val: bool,
-                   best_so_far: float | None = None):
-    import keras
-
-    class RunMonitor(keras.callbacks.Callback):
-        """Heartbeat and progress in status.json, per-step rows in steps.csv, stop requests."""
-
-        def __init__(self):
-            super().__init__()
-            self.last_beat = 0.0
-            self.last_stop_check = 0.0
-            self.stop_reason = None
-            self.diverged = None
-            self.global_step = 0
-            self.window_start = time.time()
-            self.window_images = 0
-            self.images_per_sec = None
-            self.steps_file = None
-
-        def on_train_begin(self, logs=None):
-            new = not (run_dir / runs.STEPS).exists()
-            self.steps_file = open(run_dir / runs.STEPS, "a", encoding="utf-8", buffering=1)
-            if new:
-                self.steps_file.write("step,epoch,loss,accuracy,learning_rate\n")
-            self.global_step = int(self.model.optimizer.iterations.numpy())
-
-        def on_epoch_begin(self, epoch, logs=None):
-            self.epoch = epoch
-            self.epoch_start = time.time()
-            runs.write_status(run_dir, state="running", epoch=epoch + 1, step=0,
-                              steps_per_epoch=steps_per_epoch, message=f"Epoch {epoch + 1} of {config.epochs}")
-
-        def on_train_batch_end(self, batch, logs=None):
-            logs = logs or {}
-            self.global_step += 1
-            self.window_images += batch_size
-            loss = logs.get("loss")
-            if loss is not None and not math.isfinite(float(loss)):
-                self.diverged = (self.epoch + 1, batch + 1)
-                self.model.stop_training = True
-                return
-            if self.global_step % config.log_every == 0:
-                self.steps_file.write(f"{self.global_step},{self.epoch + 1},{float(loss):.6g},"
-                                      f"{float(logs.get('accuracy', float('nan'))):.6g},"
-                                      f"{_current_lr(self.model):.6g}\n")
-            now = time.time()
-            if now - self.last_stop_check > 0.5:
-                self.last_stop_check = now
-                if runs.stop_requested(run_dir) or STOP_SIGNAL["set"]:
-                    self.stop_reason = "Stopped on request"
-                    self.model.stop_training = True
-            if now - self.last_beat > 2.0:
-                elapsed = now - self.window_start
-                if elapsed > 0:
-                    self.images_per_sec = self.window_images / elapsed
-                self.window_start, self.window_images = now, 0
-                remaining = (config.epochs - self.epoch - 1) * steps_per_epoch + (steps_per_epoch - batch - 1)
-                eta = remaining * batch_size / self.images_per_sec if self.images_per_sec else None
-                runs.write_status(run_dir, state="running", epoch=self.epoch + 1, step=batch + 1,
-                                  steps_per_epoch=steps_per_epoch, images_per_sec=self.images_per_sec,
-                                  eta_seconds=eta, learning_rate=_current_lr(self.model))
-                self.last_beat = now
-
-        def on_train_end(self, logs=None):
-            if self.steps_file:
-                self.steps_file.close()
-
-    class Checkpoint(keras.callbacks.Callback):
-        """checkpoints/last.keras (model + optimizer) and state.json after every epoch, atomically."""
-
-        def on_epoch_end(self, epoch, logs=None):
-            if monitor.diverged:
-                return
-            tmp = run_dir / runs.CHECKPOINTS / f".{LAST}.tmp.keras"
-            self.model.save(tmp)
-            os.replace(tmp, run_dir / runs.CHECKPOINTS / LAST)
-            runs.write_json_atomic(run_dir / runs.CHECKPOINTS / STATE, {"completed_epochs": epoch + 1})
-            runs.write_status(run_dir, epoch=epoch + 1, completed_epochs=epoch + 1)
-
-    monitor = RunMonitor()
-    callbacks = [
-        monitor,
-        keras.callbacks.TerminateOnNaN(),
-        keras.callbacks.CSVLogger(str(run_dir / runs.METRICS), append=True),
-        Checkpoint(),
-        keras.callbacks.ModelCheckpoint(str(run_dir / runs.CHECKPOINTS / BEST),
-                                        monitor="val_accuracy" if has_val else "accuracy",
-                                        mode="max", save_best_only=True,
-                                        initial_value_threshold=best_so_far),  # a resumed run keeps its best
-        keras.callbacks.TensorBoard(str(run_dir / runs.TENSORBOARD), update_freq="epoch",
-                                    profile_batch=0, write_graph=False),
-    ]
-    if config.schedule == "step":
-        callbacks.append(keras.callbacks.ReduceLROnPlateau(monitor="val_accuracy", mode="max", factor=0.1,
-                                                           patience=3, min_lr=1e-6))
-    elif config.schedule == "plateau":
-        callbacks.append(keras.callbacks.ReduceLROnPlateau(monitor="val_loss", factor=0.5, patience=2,
-                                                           min_lr=1e-6))
-    return callbacks, monitor
+def _numbers(out: dict) -> dict:
+    return {k: float(v) for k, v in out.items()}
 
 
-STOP_SIGNAL = {"set": False}
+class Trainer:
+    """Trains one run folder. `run()` returns the final status; bad input raises
+    DataError / ConfigError / RunError, anything else is an internal error."""
+
+    def __init__(self, config: TrainConfig, run_dir: Path, log=print):
+        self.config, self.run_dir, self.log = config, Path(run_dir), log
+        self.stop = threading.Event()
+        self.store = CheckpointStore(self.run_dir)
+        self.checkpoint_bytes = 64 * 2**20
+
+    def run(self) -> dict:
+        lock = runs.TrainerLock(self.run_dir).acquire()
+        reserve = runs.Reserve(self.run_dir)
+        reserve.claim()
+        self.status = StatusWriter(self.run_dir)
+        self.monitor = self.steplog = None
+        self._install_signals()
+        try:
+            return self._train()
+        except OSError as exc:
+            if not runs.is_disk_error(exc):
+                raise
+            reserve.release()
+            runs.remove_leftovers(self.run_dir / runs.CHECKPOINTS)
+            runs.remove_leftovers(self.run_dir)
+            message = runs.disk_message(exc, self.run_dir, 2 * self.checkpoint_bytes + 16 * 2**20)
+            self.log(f"error: {message}")
+            try:
+                return self._end("failed", message, reason="disk")
+            except OSError:
+                return {"state": "failed", "message": message, "reason": "disk"}
+        finally:
+            if self.monitor:
+                self.monitor.close()
+            if self.steplog:
+                self.steplog.close()
+            reserve.release()
+            lock.release()
+
+    def _install_signals(self) -> None:
+        if threading.current_thread() is not threading.main_thread():
+            return
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(sig, lambda *_: self.stop.set())
+
+    def _end(self, state: str, message: str, **fields) -> dict:
+        if self.monitor:
+            self.monitor.close()
+        model = self.store.publish_model() if self.store.record else None
+        return self.status.update(state=state, message=message, finished=time.time(), phase=None,
+                                  completed_epochs=self.store.completed_epochs,
+                                  has_model=model is not None, **fields)
+
+    def _train(self) -> dict:
+        import keras
+
+        from .augment import build as build_augment
+        from .data import load_source, make_dataset, steps_for
+        from .devices import configure_gpus, strategy as pick_strategy, use_mixed_precision
+        from .preprocess import describe as describe_preprocessing
+        from .variants import build_model, get_arch
+
+        config, run_dir = self.config, self.run_dir
+        (run_dir / runs.STOP_REQUEST).unlink(missing_ok=True)
+        status = self.status.status
+        self.status.update(state="starting", message="Loading data", finished=None, phase="loading",
+                           started=status.get("started") or time.time(), **identity())
+        record = self.store.recover()
+        progress = Progress(config.epochs, 0, config.batch_size)
+        progress.epoch = self.store.completed_epochs
+        self.monitor = Monitor(self.status, progress, self.stop, run_dir)
+        self.monitor.start()  # heartbeats from here on, however long loading the data takes
+        configure_gpus()
+        mixed = use_mixed_precision(config.mixed_precision)
+        strategy = pick_strategy()
+        keras.utils.set_random_seed(config.seed + self.store.completed_epochs)
+
+        source = load_source(config.data, config.val_split)
+        stored = runs.read_object(run_dir / runs.CONFIG)
+        if stored.get("class_names") and stored["class_names"] != source.class_names:
+            raise runs.RunError(f"The data's classes {source.class_names} differ from the run's "
+                                f"{stored['class_names']}: resume with the data the run started with.")
+        arch = get_arch(config.variant, input_size=config.input_size, **config.switches)
+        size, num_classes, batch = arch.input_size, len(source.class_names), config.batch_size
+        replicas = strategy.num_replicas_in_sync
+        if batch % replicas:
+            raise ConfigError(f"batch_size {batch} must be a multiple of the {replicas} replicas")
+        train_split = source.split("train")
+        steps = min(steps_for(train_split, batch), config.steps_per_epoch or 10**12)
+        has_val = bool(source.val is not None and len(source.val))
+        best_monitor = "val_accuracy" if has_val else "accuracy"
+        schedule_monitor = config.monitor(has_val)
+        budget = config.cache_budget_mb * 2**20
+        done = self.store.completed_epochs
+        train_ds = make_dataset(train_split, num_classes, size, batch, training=True, seed=config.seed + done,
+                                augment=build_augment(config.augment, size, config.seed + done),
+                                cache_budget=budget, drop_remainder=True)
+        val_ds = make_dataset(source.val, num_classes, size, batch, cache_budget=budget) if has_val else None
+        runs.write_json_atomic(run_dir / runs.CONFIG, {
+            **asdict(config), "class_names": list(source.class_names),
+            "environment": environment(strategy),
+            "preprocessing": describe_preprocessing(size),
+            "steps_per_epoch": steps,
+            "monitor": {"best_checkpoint": best_monitor, "schedule": schedule_monitor,
+                        "schedule_note": None if schedule_monitor is None or has_val else
+                        "no validation set: the schedule watches the training metric instead"},
+        })
+        skipped = sum(source.skipped.values())
+        self.log(f"{type(strategy).__name__} with {replicas} replica(s); mixed precision {'on' if mixed else 'off'}")
+        self.log(f"{source.name}: {len(train_split)} training and {len(source.val) if has_val else 0} validation "
+                 f"images, {num_classes} classes" + (f"; skipped {skipped} unreadable files" if skipped else ""))
+
+        with strategy.scope():
+            if done:
+                model = keras.models.load_model(self.store.latest_path(), safe_mode=True)
+                optimizer = model.optimizer
+                self.log(f"Resuming after epoch {done} of {config.epochs}")
+            else:
+                model = build_model(config.variant, num_classes=num_classes, input_size=config.input_size,
+                                    **config.switches)
+                optimizer = build_optimizer(config, steps)
+                if mixed:
+                    optimizer = keras.optimizers.LossScaleOptimizer(optimizer)
+                model.compile(optimizer=optimizer)  # attaches the optimizer, so checkpoints carry it
+        iterations = int(optimizer.iterations.numpy())
+        if record.get("iterations") is not None and iterations != record["iterations"]:
+            raise runs.RunError(f"{self.store.latest_path()} has taken {iterations} optimizer steps but the commit "
+                                f"record says {record['iterations']}: the checkpoint is damaged. Start a new run.")
+        if done and iterations != done * steps:
+            self.log(f"note: the data now gives {steps} steps per epoch; the checkpoint has {iterations} steps "
+                     f"for {done} epochs")
+        self.checkpoint_bytes = max(model.count_params() * 4 * 3, 2**20)
+        runs.truncate_steps(run_dir, iterations)
+
+        self.steplog = StepLog(run_dir, config.log_every)
+        progress.steps_per_epoch = steps
+        train_step, eval_step = make_steps(model, optimizer, strategy, loss_function(config), batch,
+                                           min(5, num_classes))
+        iterator = iter(strategy.experimental_distribute_dataset(train_ds))
+        dist_val = strategy.experimental_distribute_dataset(val_ds) if val_ds is not None else None
+        initial_loss = record.get("initial_loss")
+        writers = self._tensorboard()
+        self.status.update(state="running", steps_per_epoch=steps, skipped_files=skipped, mixed_precision=mixed,
+                           completed_epochs=done, message=f"Training from epoch {done + 1}")
+
+        for epoch in range(done + 1, config.epochs + 1):
+            if self.stop.is_set():
+                return self._stopped(epoch, 0, steps)
+            if schedule_monitor:
+                optimizer.learning_rate = plateau_learning_rate(config, self.store.metrics, schedule_monitor)
+            progress.begin_epoch(epoch)
+            self.status.update(epoch=epoch, step=0, phase="training", message=f"Epoch {epoch} of {config.epochs}")
+            started = time.perf_counter()
+            total = dict.fromkeys(("loss", "correct", "top5", "count"), 0.0)
+            for step in range(1, steps + 1):
+                if self.monitor.error:
+                    raise self.monitor.error
+                out = _numbers(train_step(iterator))
+                for key in total:
+                    total[key] += out[key]
+                loss = out["loss"] / max(out["count"], 1.0)
+                initial_loss = loss if initial_loss is None else initial_loss
+                why = divergence(loss, initial_loss)
+                if why:
+                    return self._diverged(epoch, step, why)
+                progress.stepped()
+                global_step = (epoch - 1) * steps + step
+                if global_step % config.log_every == 0:
+                    self.steplog.log(global_step, epoch, loss, out["correct"] / max(out["count"], 1.0),
+                                     _learning_rate(optimizer))
+                if self.stop.is_set() and step < steps:
+                    return self._stopped(epoch, step, steps)
+            row = {"epoch": epoch - 1, "loss": total["loss"] / total["count"],
+                   "accuracy": total["correct"] / total["count"], "top5_accuracy": total["top5"] / total["count"],
+                   "learning_rate": _learning_rate(optimizer)}
+            why = divergence(row["loss"], initial_loss)
+            if why:
+                return self._diverged(epoch, steps, why)
+            if dist_val is not None:
+                progress.phase = "validating"
+                self.status.update(phase="validating", message=f"Epoch {epoch} of {config.epochs}: validating")
+                row.update(self._validate(eval_step, dist_val))
+            row["epoch_seconds"] = time.perf_counter() - started
+            progress.phase = "saving"
+            self.status.update(phase="saving", step=steps, message=f"Epoch {epoch} of {config.epochs}: saving checkpoint")
+            self.store.commit(model, epoch, row, best_monitor, "max", int(optimizer.iterations.numpy()),
+                              extra={"initial_loss": initial_loss, "steps_per_epoch": steps})
+            self.status.update(completed_epochs=epoch, phase="training")
+            self._write_tensorboard(writers, epoch, row)
+            self.log(f"epoch {epoch}/{config.epochs}: " + ", ".join(
+                f"{k} {v:.4f}" for k, v in row.items() if k not in ("epoch", "epoch_seconds")))
+        return self._end("finished", f"Finished {config.epochs} epochs")
+
+    def _validate(self, eval_step, dist_val) -> dict:
+        total = dict.fromkeys(("loss", "correct", "top5", "count"), 0.0)
+        for batch in dist_val:
+            out = _numbers(eval_step(batch))
+            for key in total:
+                total[key] += out[key]
+        n = max(total["count"], 1.0)
+        return {"val_loss": total["loss"] / n, "val_accuracy": total["correct"] / n, "val_top5_accuracy": total["top5"] / n}
+
+    def _stopped(self, epoch: int, step: int, steps: int) -> dict:
+        total = self.config.epochs
+        if step == 0:
+            message = f"Stopped after epoch {epoch - 1} of {total}; resume to continue."
+        else:
+            message = (f"Stopped during epoch {epoch} of {total}, after {step} of its {steps} steps. An epoch is "
+                       f"saved only when it is complete, so the run is kept as it was after epoch {epoch - 1}; "
+                       f"resume redoes epoch {epoch} from its start.")
+            if self.steplog:  # the curves show only steps that stay part of the run
+                self.steplog.close()
+                self.steplog = None
+            runs.truncate_steps(self.run_dir, self.store.iterations)
+        return self._end("stopped", message)
+
+    def _diverged(self, epoch: int, step: int, why: str) -> dict:
+        kept = self.store.completed_epochs
+        message = (f"The training loss {why} at epoch {epoch}, step {step}: the learning rate {self.config.lr:g} is "
+                   "too high for this setup. Start a new run with a lower learning rate (e.g. a tenth) or "
+                   "warm-up epochs." + (f" The model of epoch {kept} is kept." if kept else ""))
+        return self._end("diverged", message)
+
+    def _tensorboard(self):
+        import tensorflow as tf
+
+        folder = self.run_dir / runs.TENSORBOARD
+        return {"train": tf.summary.create_file_writer(str(folder / "train")),
+                "validation": tf.summary.create_file_writer(str(folder / "validation"))}
+
+    @staticmethod
+    def _write_tensorboard(writers, epoch: int, row: dict) -> None:
+        import tensorflow as tf
+
+        for key, value in row.items():
+            if key == "epoch":
+                continue
+            side = "validation" if key.startswith("val_") else "train"
+            with writers[side].as_default():
+                tf.summary.scalar(f"epoch_{key.removeprefix('val_')}", value, step=epoch)
+        for writer in writers.values():
+            writer.flush()
 
 
-def _on_sigterm(signum, frame):
-    STOP_SIGNAL["set"] = True
+def train(config: TrainConfig, run_dir: Path, log=print) -> dict:
+    """Train into `run_dir` (fresh or resumed) and return the final status."""
+    return Trainer(config, run_dir, log).run()
 
 
 def configure_threads() -> None:
@@ -272,135 +431,80 @@ def configure_threads() -> None:
         pass
 
 
-def train(config: TrainConfig, run_dir: Path, log=print) -> dict:
-    """Train into `run_dir` (fresh or resumed) and return the final status."""
-    import keras
-
-    from .data import load_source, make_dataset, steps_for
-    from .augment import build as build_augment
-    from .devices import configure_gpus, strategy, use_mixed_precision
-    from .variants import build_model, get_arch
-
-    run_dir = Path(run_dir)
-    signal.signal(signal.SIGTERM, _on_sigterm)
-    STOP_SIGNAL["set"] = False
-    (run_dir / runs.STOP_REQUEST).unlink(missing_ok=True)
-    configure_gpus()
-    runs.write_status(run_dir, state="starting", pid=os.getpid(), host=platform.node(),
-                      started=runs.read_json(run_dir / runs.STATUS, {}).get("started") or time.time(),
-                      message="Loading data", finished=None)
-    mixed = use_mixed_precision(config.mixed_precision)
-    keras.utils.set_random_seed(config.seed)
-
-    source = load_source(config.data, config.val_split)
-    stored = runs.read_json(run_dir / runs.CONFIG, {}) or {}
-    if stored.get("class_names") and stored["class_names"] != source.class_names:
-        raise ValueError(f"The data's classes {source.class_names} differ from the run's {stored['class_names']}")
-    runs.write_json_atomic(run_dir / runs.CONFIG, run_document(config, source.class_names))
-    arch = get_arch(config.variant, input_size=config.input_size, **config.switches)
-    size, num_classes = arch.input_size, len(source.class_names)
-    batch = config.batch_size
-    train_split = source.split("train")
-    steps = min(steps_for(train_split, batch), config.steps_per_epoch or 10**12)
-    budget = config.cache_budget_mb * 2**20
-    strat = strategy()
-    log(f"{type(strat).__name__} with {strat.num_replicas_in_sync} replica(s); "
-        f"mixed precision {'on' if mixed else 'off'}")
-    # Training data repeats and the trainer counts steps: the file count is known even when
-    # tf.data cannot tell (undecodable files are dropped on the fly).
-    train_ds = make_dataset(train_split, num_classes, size, batch, training=True,
-                            augment=build_augment(config.augment, size, config.seed), seed=config.seed,
-                            cache_budget=budget)
-    # Several replicas need equal shares of every batch: full batches only, a multiple of the replicas.
-    replicas = strat.num_replicas_in_sync
-    n_val = len(source.val) if source.val else 0
-    val_batch = batch if replicas == 1 else min(batch, n_val // replicas * replicas)
-    val_ds = (make_dataset(source.val, num_classes, size, val_batch, cache_budget=budget, drop_remainder=replicas > 1)
-              if val_batch > 0 and n_val else None)
-    skipped = sum(source.skipped.values())
-    log(f"{source.name}: {len(train_split)} training and {len(source.val) if source.val else 0} validation "
-        f"images, {num_classes} classes" + (f"; skipped {skipped} unreadable files" if skipped else ""))
-
-    state = runs.read_json(run_dir / runs.CHECKPOINTS / STATE, {}) or {}
-    initial_epoch = int(state.get("completed_epochs", 0))
-    with strat.scope():
-        if initial_epoch and (run_dir / runs.CHECKPOINTS / LAST).exists():
-            model = keras.models.load_model(run_dir / runs.CHECKPOINTS / LAST, safe_mode=True)
-            log(f"Resuming after epoch {initial_epoch} of {config.epochs}")
-        else:
-            initial_epoch = 0
-            model = build_model(config.variant, num_classes=num_classes, input_size=config.input_size,
-                                **config.switches)
-            compile_model(model, config, steps, num_classes)
-    runs.truncate_metrics(run_dir, initial_epoch)
-    kept = runs.read_metrics(run_dir)
-    monitored = "val_accuracy" if val_ds is not None else "accuracy"
-    best_so_far = float(kept[monitored].max()) if initial_epoch and monitored in kept and len(kept) else None
-    callbacks, monitor = make_callbacks(run_dir, config, steps, batch, val_ds is not None, best_so_far)
-    runs.write_status(run_dir, state="running", epoch=initial_epoch, steps_per_epoch=steps, skipped_files=skipped,
-                      mixed_precision=mixed, message=f"Training from epoch {initial_epoch + 1}")
-    if initial_epoch < config.epochs:
-        model.fit(train_ds, validation_data=val_ds, epochs=config.epochs, initial_epoch=initial_epoch,
-                  steps_per_epoch=steps, callbacks=callbacks, verbose=2, shuffle=False)
-
-    if monitor.diverged:
-        epoch, step = monitor.diverged
-        return runs.write_status(
-            run_dir, state="diverged", finished=time.time(),
-            message=(f"The loss became NaN at epoch {epoch}, step {step}: the learning rate "
-                     f"{config.lr:g} is too high for this setup. Start a new run with a lower learning "
-                     "rate (e.g. a tenth) or warm-up epochs."))
-    completed = int((runs.read_json(run_dir / runs.CHECKPOINTS / STATE, {}) or {}).get("completed_epochs", 0))
-    best = run_dir / runs.CHECKPOINTS / BEST
-    final = best if best.exists() else run_dir / runs.CHECKPOINTS / LAST
-    if final.exists():
-        tmp = run_dir / f".{runs.MODEL}.tmp"
-        tmp.write_bytes(final.read_bytes())
-        os.replace(tmp, run_dir / runs.MODEL)
-    if monitor.stop_reason and completed < config.epochs:
-        return runs.write_status(run_dir, state="stopped", finished=time.time(), completed_epochs=completed,
-                                 message=f"Stopped after epoch {completed} of {config.epochs}; resume to continue.")
-    return runs.write_status(run_dir, state="finished", finished=time.time(), completed_epochs=completed,
-                             message=f"Finished {completed} epochs")
+BAD_INPUT_EXIT = 2
+INTERNAL_EXIT = 1
 
 
 def run_training(config: TrainConfig, run_dir: Path, log=None) -> int:
-    """train() with failures recorded in status.json; returns a process exit code."""
+    """train() with every ending recorded in status.json; returns a process exit code:
+    0 finished or stopped, 1 diverged, failed or an internal error (traceback in train.log),
+    2 bad input (a message naming it), 130 interrupted."""
+    from .data import DataError
+
     log = log or (lambda m: print(m, file=sys.stderr, flush=True))
     try:
         status = train(config, run_dir, log=log)
-    except KeyboardInterrupt:
-        runs.write_status(run_dir, state="stopped", finished=time.time(), message="Interrupted; resume to continue.")
-        return 130
+    except runs.ActiveRunError as exc:  # another trainer owns this run: leave its status alone
+        log(f"error: {exc}")
+        return BAD_INPUT_EXIT
+    except (DataError, ConfigError, runs.RunError) as exc:
+        _record_failure(run_dir, str(exc))
+        log(f"error: {exc}")
+        return BAD_INPUT_EXIT
     except Exception as exc:
-        from .data import DataError
-
-        runs.write_status(run_dir, state="failed", finished=time.time(), message=f"{type(exc).__name__}: {exc}")
-        if isinstance(exc, (DataError, ValueError)):
-            log(f"error: {exc}")
-            return 2
-        traceback.print_exc()
-        return 1
+        _record_failure(run_dir, f"Internal error: {type(exc).__name__}: {exc} (details in {runs.LOG})")
+        _log_traceback(run_dir)
+        log(f"error: internal error: {type(exc).__name__}: {exc}; the traceback is in {Path(run_dir) / runs.LOG}")
+        return INTERNAL_EXIT
     log(status.get("message", ""))
-    return 0 if status["state"] in ("finished", "stopped") else 1
+    return 0 if status["state"] in ("finished", "stopped") else INTERNAL_EXIT
+
+
+def _record_failure(run_dir: Path, message: str) -> None:
+    try:
+        runs.write_status(run_dir, state="failed", finished=time.time(), phase=None, message=message)
+    except OSError:
+        pass
+
+
+def _log_traceback(run_dir: Path) -> None:
+    """The traceback goes to train.log (once: the launcher already sends stderr there)."""
+    text = traceback.format_exc()
+    path = Path(run_dir) / runs.LOG
+    try:
+        same = path.exists() and os.path.samestat(os.fstat(2), path.stat())
+    except OSError:
+        same = False
+    if same:
+        print(text, file=sys.stderr, flush=True)
+        return
+    try:
+        with open(path, "a", encoding="utf-8") as fh:
+            fh.write(text)
+    except OSError:
+        print(text, file=sys.stderr, flush=True)
 
 
 def estimate_epoch_seconds(config: TrainConfig, num_classes: int, num_images: int, steps: int = 3) -> float:
-    """Seconds per epoch measured from a few training steps on random data (after one warm-up)."""
-    import keras
+    """Seconds per epoch, timed on the real training step with random data (after one warm-up)."""
     import numpy as np
+    import tensorflow as tf
 
     from .variants import build_model
 
+    strategy = tf.distribute.get_strategy()
     model = build_model(config.variant, num_classes=num_classes, input_size=config.input_size, **config.switches)
-    compile_model(model, config, max(1, num_images // config.batch_size), num_classes)
+    optimizer = build_optimizer(config, max(1, num_images // config.batch_size))
     size = model.input_shape[1]
     rng = np.random.default_rng(0)
     x = rng.standard_normal((config.batch_size, size, size, 3), dtype=np.float32)
-    y = keras.utils.to_categorical(rng.integers(0, num_classes, config.batch_size), num_classes)
-    model.train_on_batch(x, y)
+    y = np.eye(num_classes, dtype=np.float32)[rng.integers(0, num_classes, config.batch_size)]
+    iterator = iter(tf.data.Dataset.from_tensors((x, y)).repeat())
+    train_step, _ = make_steps(model, optimizer, strategy, loss_function(config), config.batch_size,
+                               min(5, num_classes))
+    _numbers(train_step(iterator))
     start = time.perf_counter()
     for _ in range(steps):
-        model.train_on_batch(x, y)
+        _numbers(train_step(iterator))
     per_step = (time.perf_counter() - start) / steps
     return per_step * math.ceil(num_images / config.batch_size)

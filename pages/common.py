@@ -79,35 +79,22 @@ def runs_root():
     return root()
 
 
-def bundled_runs() -> list:
-    """Run folders shipped with the app (read-only)."""
-    from alexnet_core.data import ASSETS
-
-    return [p for p in sorted((ASSETS / "runs").glob("*")) if (p / "config.json").exists()]
-
-
 def all_runs() -> list[dict]:
     """The user's runs, then the bundled ones (a user run with the same id wins)."""
-    from alexnet_core.runs import list_runs
+    from alexnet_core.runs import all_runs as rows
 
-    return list_runs(runs_root(), extra=bundled_runs())
+    return rows(runs_root())
 
 
 def run_dir_of(run_id: str):
     """The folder of a run id from the user (URL or widget), validated; None if unknown."""
-    from alexnet_core.runs import RunError, resolve_run
+    from alexnet_core.runs import find_run
 
-    try:
-        path = resolve_run(runs_root(), run_id)
-    except RunError:
-        return None
-    if (path / "config.json").exists():
-        return path
-    return next((p for p in bundled_runs() if p.name == run_id), None)
+    return find_run(run_id, runs_root())
 
 
 STATE_BADGES = {
-    "running": ("blue", ":material/sprint:"), "starting": ("blue", ":material/hourglass_top:"),
+    "created": ("gray", ":material/schedule:"), "running": ("blue", ":material/sprint:"), "starting": ("blue", ":material/hourglass_top:"),
     "finished": ("green", ":material/check_circle:"), "stopped": ("orange", ":material/pause_circle:"),
     "interrupted": ("orange", ":material/warning:"), "failed": ("red", ":material/error:"),
     "diverged": ("red", ":material/trending_up:"),
@@ -134,12 +121,13 @@ def format_duration(seconds) -> str:
 def model_choices() -> dict[str, str]:
     """{spec: label} of the models a user can question: the bundled demo, then finished runs."""
     from alexnet_core.inference import DEMO_RUN
+    from alexnet_core.runs import MODEL, is_active
 
     choices = {}
-    if (DEMO_RUN / "model.keras").exists():
+    if (DEMO_RUN / MODEL).exists():
         choices["demo"] = "Bundled demo model (compact, CIFAR-10)"
     for row in all_runs():
-        if row["has_model"] and row["path"] != str(DEMO_RUN) and row["state"] not in ("starting", "running"):
+        if row["has_model"] and row["path"] != str(DEMO_RUN) and not is_active(row):
             choices[row["path"]] = f"{row['run_id']} ({row['variant']}, {row['state']})"
     return choices
 
@@ -166,12 +154,14 @@ def loaded_model(spec: str):
     return _loaded_model(spec, model_stamp(spec))
 
 
-def data_choices() -> dict[str, str]:
+def data_choices(with_download: bool = False) -> dict[str, str]:
+    """{source: label} of the data sources; CIFAR-10 only when it is downloaded, unless
+    `with_download` (training may download it)."""
     from alexnet_core.data import cifar10_available
 
     choices = {"sample": "Bundled sample (CIFAR-10 validation images)"}
-    if cifar10_available():
-        choices["cifar10"] = "CIFAR-10 (downloaded)"
+    if with_download or cifar10_available():
+        choices["cifar10"] = "CIFAR-10" if with_download else "CIFAR-10 (downloaded)"
     choices["folder"] = "An image folder..."
     return choices
 

@@ -94,7 +94,7 @@ for r in selected:
                              icon=":material/download:", key=f"dl_config_{r['run_id']}")
         if r["read_only"]:
             b[3].caption("Bundled with the app: read-only")
-        elif r["state"] in runs.ACTIVE_STATES:
+        elif runs.is_active(r):
             b[3].caption("Training: stop it before deleting")
         else:
             with b[3].popover("Delete", icon=":material/delete:"):

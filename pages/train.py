@@ -3,14 +3,15 @@ from pathlib import Path
 import streamlit as st
 
 from alexnet_core import runs
-from alexnet_core.augment import DESCRIPTIONS as AUGMENTS
 from alexnet_core.charts import training_curves
+from alexnet_core.config import (AUGMENTATIONS, DEFAULT_AUGMENT, DEFAULT_SCHEDULE, MIXED_PRECISION, OPTIMIZERS,
+                                 SCHEDULES, TrainConfig, default_learning_rate)
 from alexnet_core.data import DataError, cifar10_available, load_source
-from alexnet_core.launcher import ActiveRunError, resume, start
-from alexnet_core.training import OPTIMIZERS, SCHEDULES, TrainConfig, estimate_epoch_seconds
-from alexnet_core.variants import NORMS, get_arch, list_variants
-from pages.common import (all_runs, device_banner, device_info, format_duration, page_setup, run_dir_of,
-                          runs_root, state_badge)
+from alexnet_core.launcher import resume, start
+from alexnet_core.training import estimate_epoch_seconds
+from alexnet_core.variants import NORMS, WIDTHS, get_arch, list_variants
+from pages.common import (all_runs, data_choices, device_banner, device_info, format_duration, page_setup,
+                          run_dir_of, runs_root, state_badge)
 
 page_setup()
 st.title("Train")
@@ -44,10 +45,10 @@ def new_run_form():
     if info["kind"] == "CPU" and variant != "compact":
         c1.caption(":material/info: On a CPU, `compact` trains in minutes; ImageNet-sized variants take hours.")
     cached = cifar10_available()
-    choices = ["sample", "cifar10", "folder"]
-    labels = {"sample": "Bundled sample", "cifar10": "CIFAR-10", "folder": "Image folder"}
-    kind = c2.radio("Data", choices, index=1 if cached else 0, format_func=labels.get, horizontal=True,
-                    key="train_data_kind")
+    labels = data_choices(with_download=True)
+    choices = list(labels)
+    kind = c2.radio("Data", choices, index=choices.index("cifar10" if cached else "sample"), format_func=labels.get,
+                    horizontal=True, key="train_data_kind")
     if not cached:
         c2.caption("CIFAR-10 is not downloaded on this machine, so the bundled sample is selected. Picking "
                    "CIFAR-10 downloads it once (170 MB).")
@@ -61,13 +62,14 @@ def new_run_form():
     batch = c3.select_slider("Batch size", [16, 32, 64, 128, 256, 512], 128, key="train_batch")
     optimizer = c1.selectbox("Optimizer", OPTIMIZERS, key="train_optimizer",
                              help="sgd: momentum 0.9 and weight decay, as the paper; adam: as the Keras seed")
-    lr = c1.number_input("Learning rate", 1e-6, 10.0, 0.01 if optimizer == "sgd" else 1e-3, format="%g",
+    lr = c1.number_input("Learning rate", 1e-6, 10.0, default_learning_rate(optimizer), format="%g",
                          key=f"train_lr_{optimizer}")
-    schedule = c1.selectbox("Schedule", SCHEDULES, index=SCHEDULES.index("cosine"), key="train_schedule",
+    schedule = c1.selectbox("Schedule", SCHEDULES, index=SCHEDULES.index(DEFAULT_SCHEDULE), key="train_schedule",
                             help="step: divide by 10 when validation stalls (paper); plateau: halve when the "
                                  "validation loss stalls (Keras seed); cosine: smooth decay to zero")
-    augment = c3.selectbox("Augmentation", list(AUGMENTS), index=3, key="train_augment")
-    c3.caption(AUGMENTS[augment])
+    augments = list(AUGMENTATIONS)
+    augment = c3.selectbox("Augmentation", augments, index=augments.index(DEFAULT_AUGMENT), key="train_augment")
+    c3.caption(AUGMENTATIONS[augment])
     with st.expander("More settings", icon=":material/tune:"):
         m = st.columns(4)
         warmup = m[0].number_input("Warm-up epochs", 0.0, 100.0, 0.0, 0.5, key="train_warmup")
@@ -77,8 +79,8 @@ def new_run_form():
         arch = get_arch(variant)
         norm = m[2].selectbox("Normalisation", NORMS, index=NORMS.index(arch.norm), key=f"train_norm_{variant}")
         dropout = m[2].slider("Dropout", 0.0, 0.9, float(arch.dropout), 0.05, key=f"train_dropout_{variant}")
-        width = m[3].select_slider("Width", [0.25, 0.5, 0.75, 1.0, 1.5, 2.0], arch.width, key=f"train_width_{variant}")
-        mixed = m[3].selectbox("Mixed precision", ["auto", "on", "off"], key="train_mixed",
+        width = m[3].select_slider("Width", WIDTHS, arch.width, key=f"train_width_{variant}")
+        mixed = m[3].selectbox("Mixed precision", MIXED_PRECISION, key="train_mixed",
                                help="auto: float16 compute on a GPU, float32 on a CPU")
     if kind == "folder" and not data:
         st.info("Enter the path of an image folder: PATH/<class>/<image> or PATH/train/<class>/<image>.")
@@ -113,7 +115,7 @@ def new_run_form():
     if st.button("Start training", type="primary", icon=":material/play_arrow:", key="train_start"):
         try:
             run_dir = start(config, runs_root())
-        except (ActiveRunError, runs.RunError, OSError) as exc:
+        except (runs.RunError, DataError, OSError) as exc:
             st.error(str(exc), icon=":material/block:")
             return
         st.session_state["train_show_next"] = run_dir.name  # selected before the picker is drawn
@@ -138,10 +140,11 @@ def live_view(run_id: str) -> None:
     epoch = int(status.get("epoch") or 0)
     step = int(status.get("step") or 0)
     done = len(metrics)
-    if state in runs.ACTIVE_STATES:
+    if runs.is_active(status):
         fraction = min(1.0, (max(epoch - 1, 0) + step / per_epoch) / epochs)
         speed = status.get("images_per_sec")
-        st.progress(fraction, text=f"epoch {epoch}/{epochs}, step {step}/{per_epoch}"
+        phase = {"validating": ", validating", "saving": ", saving checkpoint"}.get(status.get("phase"), "")
+        st.progress(fraction, text=f"epoch {epoch}/{epochs}, step {step}/{per_epoch}{phase}"
                     + (f", {speed:,.0f} images/s, about {format_duration(status.get('eta_seconds'))} left"
                        if speed else ""))
     else:
@@ -163,26 +166,26 @@ def live_view(run_id: str) -> None:
         with st.expander("Trainer log"):
             st.code((run_dir / runs.LOG).read_text(errors="replace")[-4000:])
     was_active = st.session_state.get("train_was_active")
-    st.session_state["train_was_active"] = state in runs.ACTIVE_STATES
-    if was_active and state not in runs.ACTIVE_STATES:
+    st.session_state["train_was_active"] = runs.is_active(status)
+    if was_active and not runs.is_active(status):
         st.rerun()  # the run ended: redraw the page and stop polling
 
 
 def run_actions(row: dict) -> None:
     """Stop / Resume for the selected run (outside the polling fragment; a finished run reruns the page)."""
     run_dir = Path(row["path"])
-    state = row["state"]
     if row["read_only"]:
         st.caption(":material/lock: Bundled with the app: read-only.")
-    elif state in runs.ACTIVE_STATES:
+    elif runs.is_active(row):
         if st.button("Stop", icon=":material/stop:", key="train_stop"):
             runs.request_stop(run_dir)
-            st.toast("Stop requested: the run stops after its current batch and saves a checkpoint.")
-    elif state in ("stopped", "interrupted", "failed") and row["epochs_done"] < int(row["epochs"] or 1):
+            st.toast("Stop requested: the run stops after its current step. Completed epochs are saved; "
+                     "an unfinished epoch is redone from its start when you resume.")
+    elif runs.can_resume(row):
         if st.button("Resume", icon=":material/play_arrow:", key="train_resume", type="primary"):
             try:
                 resume(run_dir)
-            except (ActiveRunError, runs.RunError) as exc:
+            except runs.RunError as exc:
                 st.error(str(exc))
             else:
                 st.rerun()
@@ -191,7 +194,7 @@ def run_actions(row: dict) -> None:
 rows = all_runs()
 by_id = {r["run_id"]: r for r in rows}
 ids = list(by_id)
-active = [r["run_id"] for r in rows if r["state"] in runs.ACTIVE_STATES]
+active = [r["run_id"] for r in rows if runs.is_active(r)]
 wanted = st.query_params.get("run")
 if wanted and wanted not in ids:
     st.warning(f"There is no run {wanted!r}; showing the latest instead.")
@@ -207,7 +210,7 @@ if ids:
                           format_func=lambda r: f"{r} ({by_id[r]['variant']})")
     if st.query_params.get("run") != run_id:
         st.query_params["run"] = run_id
-    polling = by_id[run_id]["state"] in runs.ACTIVE_STATES
+    polling = runs.is_active(by_id[run_id])
     st.session_state["train_was_active"] = polling
     run_actions(by_id[run_id])
     st.fragment(live_view, run_every=2.0 if polling else None)(run_id)

@@ -15,7 +15,7 @@ def test_run_ids_cannot_escape(tmp_path, bad):
 def test_resolve_and_create(tmp_path):
     path = runs.create_run(tmp_path, "20261121-1-compact-sample", {"variant": "compact"})
     assert path == (tmp_path / "20261121-1-compact-sample").resolve()
-    assert runs.read_status(path)["state"] == "starting"
+    assert runs.read_status(path)["state"] == "created"
     with pytest.raises(runs.RunError, match="already exists"):
         runs.create_run(tmp_path, "20261121-1-compact-sample", {})
 
@@ -33,19 +33,35 @@ def test_readers_tolerate_a_half_written_line(tmp_path):
     assert runs.read_status(tmp_path) == {}
 
 
-def test_truncate_metrics_drops_epochs_to_be_rerun(tmp_path):
-    (tmp_path / runs.METRICS).write_text("epoch,loss\n0,1.0\n1,0.9\n2,0.8\n")
-    runs.truncate_metrics(tmp_path, 2)
-    assert list(runs.read_metrics(tmp_path)["epoch"]) == [1, 2]
+def test_truncate_steps_drops_steps_to_be_redone(tmp_path):
+    (tmp_path / runs.STEPS).write_text("step,epoch,loss\n5,1,1.0\n10,2,0.9\n15,3,0.8\n20,3,0.")
+    runs.truncate_steps(tmp_path, 10)
+    assert list(runs.read_steps(tmp_path)["step"]) == [5, 10]
 
 
-def test_stale_heartbeat_reads_as_interrupted(tmp_path):
+def test_a_held_lock_means_alive_and_a_stale_heartbeat_matters_only_off_host(tmp_path):
     path = runs.create_run(tmp_path, "r", {})
     runs.write_status(path, state="running", pid=os.getpid())
-    assert runs.read_status(path)["state"] == "running"
-    status = runs.read_json(path / runs.STATUS)
-    status["heartbeat"] = time.time() - 10 * runs.STALE_AFTER_S
-    runs.write_json_atomic(path / runs.STATUS, status)
+    assert runs.read_status(path)["state"] == "interrupted"  # no trainer holds the lock
+    lock = runs.TrainerLock(path).acquire()
+    try:
+        status = runs.read_json(path / runs.STATUS)
+        status["heartbeat"] = time.time() - 10 * runs.STALE_AFTER_S
+        runs.write_json_atomic(path / runs.STATUS, status)
+        assert runs.read_status(path)["state"] == "running"  # the lock beats a stale heartbeat
+        runs.write_json_atomic(path / runs.STATUS, {**status, "host": "elsewhere"})
+        assert runs.read_status(path)["state"] == "interrupted"  # another host: the heartbeat decides
+        runs.write_json_atomic(path / runs.STATUS, {**status, "host": "elsewhere", "heartbeat": time.time()})
+        assert runs.read_status(path)["state"] == "running"
+    finally:
+        lock.release()
+
+
+def test_a_launched_trainer_gets_a_grace_period_to_take_its_lock(tmp_path):
+    path = runs.create_run(tmp_path, "r", {})
+    runs.write_status(path, state="starting", pid=os.getpid())
+    assert runs.read_status(path)["state"] == "starting"
+    runs.write_status(path, state="starting", pid=2**22 + 12345)  # the launched process died
     assert runs.read_status(path)["state"] == "interrupted"
 
 
@@ -61,11 +77,13 @@ def test_list_and_delete(tmp_path):
     (a / runs.METRICS).write_text("epoch,val_accuracy\n0,0.5\n1,0.7\n")
     b = runs.create_run(tmp_path, "b", {"variant": "paper", "data": "x", "epochs": 1})
     runs.write_status(b, state="running", pid=os.getpid(), started=2.0)
+    lock = runs.TrainerLock(b).acquire()
     rows = runs.list_runs(tmp_path)
     assert [r["run_id"] for r in rows] == ["b", "a"]
     assert rows[1]["best_val_accuracy"] == 0.7 and rows[1]["epochs_done"] == 2
     with pytest.raises(runs.RunError, match="still training"):
         runs.delete_run(tmp_path, "b")
+    lock.release()
     (a / runs.READ_ONLY).write_text("")
     with pytest.raises(runs.RunError, match="cannot be deleted"):
         runs.delete_run(tmp_path, "a")

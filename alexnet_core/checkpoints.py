@@ -1,0 +1,142 @@
+"""Checkpoints committed atomically: one commit record per epoch.
+
+At the end of epoch N the trainer
+  1. saves the model and its optimizer to checkpoints/epoch-N.keras (temp file, fsync, rename);
+  2. writes checkpoints/state.json, the commit record: completed epochs, the optimizer's step
+     count, every epoch's metrics, and which epoch files are `last` and `best`. Renaming this one
+     small file over the old one is the commit: before it, epoch N does not exist;
+  3. publishes the commit: last.keras and best.keras (hard links, else copies, each renamed into
+     place), metrics.csv rewritten from the record, epoch files no longer named removed.
+
+A kill at any instant leaves either the old commit or the new one, and `recover()` (run by
+every trainer before it starts) deletes temp files and redoes step 3, so last.keras, best.keras,
+metrics.csv and model.keras always match the record.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+from . import runs
+
+FORMAT = 2
+
+
+def epoch_file(epoch: int) -> str:
+    return f"epoch-{epoch:05d}.keras"
+
+
+class CheckpointStore:
+    def __init__(self, run_dir: Path):
+        self.run_dir = Path(run_dir)
+        self.dir = self.run_dir / runs.CHECKPOINTS
+        self.record = {}
+
+    # --- reading --------------------------------------------------------------------------------
+
+    @property
+    def completed_epochs(self) -> int:
+        return int(self.record.get("completed_epochs", 0))
+
+    @property
+    def metrics(self) -> list[dict]:
+        return list(self.record.get("metrics", []))
+
+    @property
+    def iterations(self) -> int:
+        return int(self.record.get("iterations") or 0)
+
+    def latest_path(self) -> Path | None:
+        name = self.record.get("last")
+        return self.dir / name if name and (self.dir / name).exists() else None
+
+    def recover(self) -> dict:
+        """Read the last commit, clear what interrupted writes left, and make every published file
+        match the commit again. Returns the record ({} for a run with no completed epoch)."""
+        self.dir.mkdir(parents=True, exist_ok=True)
+        runs.remove_leftovers(self.dir)
+        runs.remove_leftovers(self.run_dir)
+        record = runs.read_object(self.dir / runs.STATE)
+        if record and record.get("format") != FORMAT:
+            record = self._from_legacy(record)
+        if record and not self.latest_path_for(record):
+            raise runs.RunError(f"{self.dir / runs.STATE} names {record.get('last')!r}, which is missing: "
+                                "the run's checkpoints are damaged. Start a new run.")
+        self.record = record
+        if record:
+            self.publish()
+        return record
+
+    def latest_path_for(self, record: dict) -> Path | None:
+        name = record.get("last")
+        return self.dir / name if name and (self.dir / name).exists() else None
+
+    def _from_legacy(self, old: dict) -> dict:
+        """A run written by the fit()-based trainer: last.keras + {"completed_epochs": N}."""
+        done = int(old.get("completed_epochs", 0) or 0)
+        if not done or not (self.dir / runs.LAST).exists():
+            return {}
+        frame = runs.read_metrics(self.run_dir)
+        rows = []
+        for row in frame.to_dict("records")[:done]:
+            rows.append({**row, "epoch": int(row["epoch"]) - 1})
+        return {"format": FORMAT, "completed_epochs": done, "iterations": None, "last": runs.LAST,
+                "best": runs.BEST if (self.dir / runs.BEST).exists() else runs.LAST,
+                "metrics": rows, "committed": time.time()}
+
+    # --- writing --------------------------------------------------------------------------------
+
+    def commit(self, model, epoch: int, row: dict, monitor: str, mode: str, iterations: int, extra=None) -> bool:
+        """Commit completed epoch `epoch` (from 1) with its metrics `row`; True if it is the best."""
+        name = epoch_file(epoch)
+        with runs.atomic_write(self.dir / name, label="checkpoint", suffix=".keras") as tmp:
+            model.save(tmp)
+        value = row.get(monitor)
+        best_value = self.record.get("best_value")
+        better = value is not None and (best_value is None or (value > best_value if mode == "max" else value < best_value))
+        record = {
+            "format": FORMAT,
+            "completed_epochs": epoch,
+            "iterations": int(iterations),
+            "last": name,
+            "best": name if better else self.record.get("best", name),
+            "best_epoch": epoch if better else self.record.get("best_epoch", epoch),
+            "best_value": value if better else best_value,
+            "monitor": monitor,
+            "metrics": [*self.metrics, row],
+            "committed": time.time(),
+            **(extra or {}),
+        }
+        with runs.atomic_write(self.dir / runs.STATE, label="state") as tmp:
+            tmp.write_text(json.dumps(record, indent=1, default=float), encoding="utf-8")
+        self.record = record
+        self.publish()
+        return better
+
+    def publish(self) -> None:
+        """Make last.keras, best.keras and metrics.csv match the commit; drop unnamed epoch files."""
+        record = self.record
+        last, best = self.dir / record["last"], self.dir / record.get("best", record["last"])
+        if not best.exists():
+            best = last
+        if record["last"] != runs.LAST:
+            runs.link_or_copy(last, self.dir / runs.LAST)
+        if best.name != runs.BEST:
+            runs.link_or_copy(best, self.dir / runs.BEST)
+        with runs.atomic_write(self.run_dir / runs.METRICS, label="metrics") as tmp:
+            tmp.write_text(runs.metrics_csv(record.get("metrics", [])), encoding="utf-8")
+        keep = {last.name, best.name, runs.LAST, runs.BEST}
+        for path in self.dir.glob("epoch-*.keras"):
+            if path.name not in keep:
+                path.unlink(missing_ok=True)
+
+    def publish_model(self) -> Path | None:
+        """model.keras := the best checkpoint (or the last), atomically. None before any commit."""
+        if not self.record:
+            return None
+        best = self.dir / self.record.get("best", self.record["last"])
+        source = best if best.exists() else self.dir / self.record["last"]
+        runs.link_or_copy(source, self.run_dir / runs.MODEL)
+        return self.run_dir / runs.MODEL

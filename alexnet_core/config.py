@@ -1,0 +1,131 @@
+"""Training settings: the TrainConfig dataclass and every enumeration the CLI, pages and core share.
+
+A run can be rebuilt from config.json alone (`TrainConfig.from_dict`). This module imports no
+TensorFlow, so the app and the command line can validate settings instantly.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass, field
+
+OPTIMIZERS = ("sgd", "adam", "adamw")
+SCHEDULES = ("constant", "step", "plateau", "cosine")
+MIXED_PRECISION = ("auto", "on", "off")
+AUGMENTATIONS = {
+    "none": "No augmentation.",
+    "keras-seed": "Rotation up to 2 degrees, horizontal flip, zoom 10% (the Keras seed's ImageDataGenerator).",
+    "paper": "Random crops from a 256/224-larger resize, horizontal flip, PCA lighting noise (std 0.1), "
+             "as in the paper.",
+    "cifar": "4-pixel zero padding + random crop, horizontal flip (the standard CIFAR recipe).",
+}
+DEFAULT_AUGMENT = "cifar"
+DEFAULT_SCHEDULE = "cosine"
+
+# What the schedules that react to a plateau watch, and what they fall back to without a
+# validation set (recorded in config.json as `monitor`).
+SCHEDULE_MONITOR = {"step": ("val_accuracy", "accuracy"), "plateau": ("val_loss", "loss")}
+
+
+class ConfigError(ValueError):
+    """A training setting that cannot be used; the message names the setting and the bad value."""
+
+
+def default_learning_rate(optimizer: str) -> float:
+    """0.01 for SGD (the paper), 1e-3 for Adam and AdamW (the Keras seed)."""
+    return 0.01 if optimizer == "sgd" else 1e-3
+
+
+def _is_int(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_number(value) -> bool:
+    return (isinstance(value, (int, float)) and not isinstance(value, bool)) and math.isfinite(value)
+
+
+@dataclass
+class TrainConfig:
+    variant: str = "compact"
+    data: str = "sample"
+    switches: dict = field(default_factory=dict)  # norm, groups, overlapping_pool, dropout, width
+    input_size: int | None = None  # None: the variant's own
+    epochs: int = 10
+    batch_size: int = 128
+    optimizer: str = "sgd"  # sgd: momentum 0.9 + weight decay, as the paper; adam: as the Keras seed
+    learning_rate: float | None = None  # None: default_learning_rate(optimizer)
+    weight_decay: float = 5e-4  # the paper's; decoupled (Keras' weight_decay)
+    schedule: str = DEFAULT_SCHEDULE  # step: /10 when validation stalls (paper); plateau: halve (Keras seed)
+    warmup_epochs: float = 0.0
+    label_smoothing: float = 0.0
+    augment: str = "none"
+    val_split: float = 0.1
+    seed: int = 0
+    mixed_precision: str = "auto"  # auto: on a GPU only
+    steps_per_epoch: int | None = None  # cap per epoch (quick experiments)
+    log_every: int = 10  # steps between rows of steps.csv
+    cache_budget_mb: int = 2048  # decoded images held in memory up to this size, else stream
+
+    def __post_init__(self):
+        self.validate()
+
+    def validate(self) -> None:
+        """Raise ConfigError naming the first bad setting; never touches the disk or TensorFlow."""
+        from .variants import get_arch
+
+        checks = [
+            (isinstance(self.variant, str), f"variant must be a name, got {self.variant!r}"),
+            (isinstance(self.data, str) and self.data.strip() != "", f"data must be a source, got {self.data!r}"),
+            (isinstance(self.switches, dict), f"switches must be a mapping, got {self.switches!r}"),
+            (self.input_size is None or _is_int(self.input_size), f"input_size must be a whole number, got {self.input_size!r}"),
+            (self.optimizer in OPTIMIZERS, f"optimizer must be one of {', '.join(OPTIMIZERS)}, got {self.optimizer!r}"),
+            (self.schedule in SCHEDULES, f"schedule must be one of {', '.join(SCHEDULES)}, got {self.schedule!r}"),
+            (self.augment in AUGMENTATIONS,
+             f"augment must be one of {', '.join(AUGMENTATIONS)}, got {self.augment!r}"),
+            (_is_int(self.epochs) and 1 <= self.epochs <= 10_000, f"epochs must be 1..10000, got {self.epochs!r}"),
+            (_is_int(self.batch_size) and 1 <= self.batch_size <= 8192,
+             f"batch_size must be 1..8192, got {self.batch_size!r}"),
+            (self.learning_rate is None or (_is_number(self.learning_rate) and 0 < self.learning_rate <= 10),
+             f"learning_rate must be in (0, 10], got {self.learning_rate!r}"),
+            (_is_number(self.weight_decay) and 0 <= self.weight_decay < 1,
+             f"weight_decay must be in [0, 1), got {self.weight_decay!r}"),
+            (_is_number(self.label_smoothing) and 0 <= self.label_smoothing < 1,
+             f"label_smoothing must be in [0, 1), got {self.label_smoothing!r}"),
+            (_is_number(self.val_split) and 0 <= self.val_split < 1, f"val_split must be in [0, 1), got {self.val_split!r}"),
+            (_is_number(self.warmup_epochs) and (0 <= self.warmup_epochs < self.epochs or self.warmup_epochs == 0),
+             f"warmup_epochs must be in [0, epochs) ({self.epochs}), got {self.warmup_epochs!r}"),
+            (_is_int(self.seed) and 0 <= self.seed < 2**32, f"seed must be 0..{2**32 - 1}, got {self.seed!r}"),
+            (self.mixed_precision in MIXED_PRECISION,
+             f"mixed_precision must be {', '.join(MIXED_PRECISION)}, got {self.mixed_precision!r}"),
+            (self.steps_per_epoch is None or (_is_int(self.steps_per_epoch) and self.steps_per_epoch >= 1),
+             f"steps_per_epoch must be >= 1, got {self.steps_per_epoch!r}"),
+            (_is_int(self.log_every) and self.log_every >= 1, f"log_every must be >= 1, got {self.log_every!r}"),
+            (_is_int(self.cache_budget_mb) and self.cache_budget_mb >= 0,
+             f"cache_budget_mb must be >= 0, got {self.cache_budget_mb!r}"),
+        ]
+        for ok, message in checks:
+            if not ok:
+                raise ConfigError(message)
+        try:
+            get_arch(self.variant, input_size=self.input_size, **self.switches)
+        except (TypeError, ValueError) as exc:
+            raise ConfigError(str(exc)) from exc
+
+    @property
+    def lr(self) -> float:
+        return self.learning_rate if self.learning_rate is not None else default_learning_rate(self.optimizer)
+
+    def monitor(self, has_validation: bool) -> str | None:
+        """The metric a plateau schedule watches: validation if there is any, else training."""
+        if self.schedule not in SCHEDULE_MONITOR:
+            return None
+        with_val, without = SCHEDULE_MONITOR[self.schedule]
+        return with_val if has_validation else without
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "TrainConfig":
+        if not isinstance(data, dict):
+            raise ConfigError(f"settings must be a JSON object, got {type(data).__name__}")
+        names = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{k: v for k, v in data.items() if k in names})
