@@ -63,21 +63,26 @@ def _detail(layer) -> str:
         if layer.groups > 1:
             text += f", groups {layer.groups}"
         return text
-    if kind in ("MaxPooling2D", "AveragePooling2D"):
-        return f"{layer.pool_size[0]}x{layer.pool_size[1]} /{layer.strides[0]}"
-    if kind == "Dense":
-        return f"{layer.units} units"
-    if kind == "LocalResponseNormalization":
-        return f"n={2 * layer.depth_radius + 1}, k={layer.bias:g}, alpha={layer.alpha:g}, beta={layer.beta:g}"
-    if kind == "Dropout":
-        return f"rate {layer.rate:g}"
-    if kind == "ZeroPadding2D":
-        return f"pad {layer.padding[0][0]}"
-    if kind == "AdaptiveAveragePooling2D":
-        return f"to {layer.output_size}x{layer.output_size}"
-    if kind == "Activation":
-        return getattr(layer.activation, "__name__", "")
-    return ""
+    formatter = _CONFIGURATION.get(kind)
+    return formatter(layer) if formatter else ""
+
+
+def _pool_text(layer) -> str:
+    return f"{layer.pool_size[0]}x{layer.pool_size[1]} /{layer.strides[0]}"
+
+
+# How each other kind of layer describes its configuration in the layer table.
+_CONFIGURATION = {
+    "MaxPooling2D": _pool_text,
+    "AveragePooling2D": _pool_text,
+    "Dense": lambda layer: f"{layer.units} units",
+    "LocalResponseNormalization": lambda layer: (f"n={2 * layer.depth_radius + 1}, k={layer.bias:g}, "
+                                                 f"alpha={layer.alpha:g}, beta={layer.beta:g}"),
+    "Dropout": lambda layer: f"rate {layer.rate:g}",
+    "ZeroPadding2D": lambda layer: f"pad {layer.padding[0][0]}",
+    "AdaptiveAveragePooling2D": lambda layer: f"to {layer.output_size}x{layer.output_size}",
+    "Activation": lambda layer: getattr(layer.activation, "__name__", ""),
+}
 
 
 def layer_table(model) -> pd.DataFrame:

@@ -164,8 +164,7 @@ def training_curves(metrics: pd.DataFrame, steps: pd.DataFrame | None = None,
                                  line=dict(color=train_c, width=1), opacity=0.45, legendgroup="steps",
                                  showlegend=False), 1, 2)
     if not metrics.empty:
-        for col, (key, label, color, dash) in enumerate([("loss", "train", train_c, None),
-                                                         ("val_loss", "validation", val_c, None)]):
+        for key, label, color, dash in [("loss", "train", train_c, None), ("val_loss", "validation", val_c, None)]:
             if key in metrics:
                 fig.add_trace(go.Scatter(x=metrics["epoch"], y=metrics[key], name=label, mode="lines+markers",
                                          line=dict(color=color, dash=dash), legendgroup=label), 1, 1)

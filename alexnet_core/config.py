@@ -124,7 +124,7 @@ class TrainConfig:
         return with_val if has_validation else without
 
     @classmethod
-    def from_dict(cls, data: dict) -> "TrainConfig":
+    def from_dict(cls, data: dict) -> TrainConfig:
         if not isinstance(data, dict):
             raise ConfigError(f"settings must be a JSON object, got {type(data).__name__}")
         names = {f.name for f in dataclasses.fields(cls)}

@@ -7,7 +7,6 @@ import platform
 import shutil
 import subprocess
 
-
 from .config import ConfigError
 
 

@@ -129,10 +129,10 @@ def _predict(loaded: LoadedModel, split: Split, flip: bool, progress=None):
     import tensorflow as tf
 
     from .data import decode_file
-    from .preprocess import normalize, resize
+    from .inference import make_forward
+    from .preprocess import resize
 
     size = loaded.input_size
-    model = loaded.model
     n = len(split)
     if split.images is not None:
         ds = tf.data.Dataset.from_tensor_slices((np.arange(n), split.images))
@@ -143,14 +143,7 @@ def _predict(loaded: LoadedModel, split: Split, flip: bool, progress=None):
         ds = ds.ignore_errors(log_warning=True)
     ds = ds.batch(BATCH).prefetch(tf.data.AUTOTUNE)
 
-    @tf.function(reduce_retracing=True)
-    def forward(x):
-        x = normalize(x)
-        probs = model(x, training=False)
-        if flip:
-            probs = (probs + model(tf.reverse(x, axis=[2]), training=False)) / 2
-        return probs
-
+    forward = make_forward(loaded, flip)
     probs, kept, done = [], [], 0
     for idx, images in ds:
         probs.append(forward(images).numpy())
@@ -171,16 +164,16 @@ def evaluate(loaded: LoadedModel, source: str, split: str | None = None, flip: b
     labels = map_labels(data.class_names, loaded.class_names, part.labels)
     key = _cache_key(loaded, source, part, split_name, flip)
     cache = cache_dir_for(loaded) / f"{key}.npz"
+    probs = None
     if use_cache and cache.exists():
         try:
             with np.load(cache) as saved:
                 probs, kept = saved["probs"], saved["kept"]
-            return Evaluation(loaded.class_names, probs, labels[kept],
-                              [part.paths[i] for i in kept] if part.paths else None, source, split_name)
         except (OSError, ValueError, KeyError):
-            pass  # a damaged cache is recomputed
-    probs, kept = _predict(loaded, part, flip, progress)
-    if use_cache:
+            probs = None  # a damaged cache is recomputed
+    if probs is None:
+        probs, kept = _predict(loaded, part, flip, progress)
+    if use_cache and not cache.exists():
         try:
             cache.parent.mkdir(parents=True, exist_ok=True)
             tmp = cache.with_suffix(".tmp.npz")

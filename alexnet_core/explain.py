@@ -2,51 +2,74 @@
 
 from __future__ import annotations
 
-import functools
+import weakref
 
 import numpy as np
 
+_TAPS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
-@functools.lru_cache(maxsize=32)
-def _tap(model, layer: str, with_predictions: bool = False):
-    """A model that outputs `layer`'s activations (and the predictions), built once per model."""
+
+def _tap(model, layers: tuple[str, ...] | str, with_predictions: bool = False):
+    """A model that outputs the activations of `layers` (and the predictions), built once per
+    model and dropped with it: the cache holds the model weakly, so a model the app's cache has
+    let go of is freed together with its taps."""
     import keras
 
-    outputs = model.get_layer(layer).output
-    return keras.Model(model.inputs, [outputs, model.output] if with_predictions else outputs)
+    names = (layers,) if isinstance(layers, str) else tuple(layers)
+    taps = _TAPS.setdefault(model, {})
+    key = (names, with_predictions)
+    if key not in taps:
+        outputs = [model.get_layer(n).output for n in names]
+        if with_predictions:
+            outputs.append(model.output)
+        taps[key] = keras.Model(model.inputs, outputs if len(outputs) > 1 else outputs[0])
+    return taps[key]
 
 
-def last_feature_layer(model) -> str:
-    """The last layer with a spatial (4-D) output before the classifier: Grad-CAM's target."""
-    name = None
-    for layer in model.layers:
-        shape = layer.output.shape
-        if len(shape) == 4 and type(layer).__name__ not in ("InputLayer", "ZeroPadding2D"):
-            name = layer.name
-    if name is None:
+def gradcam_layers(model) -> list[str]:
+    """The activations of the last convolution (of each tower): Grad-CAM's usual target, at the
+    finest resolution that still sees the whole network's features (before pool5)."""
+    import keras
+
+    convs = [i for i, layer in enumerate(model.layers) if isinstance(layer, keras.layers.Conv2D)]
+    if not convs:
         raise ValueError("The model has no convolutional feature map")
-    return name
+    names = []
+    for layer in model.layers[convs[-1] + 1:]:
+        if len(layer.output.shape) != 4:
+            break
+        if isinstance(layer, keras.layers.Conv2D):
+            continue
+        if isinstance(layer, (keras.layers.ReLU, keras.layers.Activation)):
+            names.append(layer.name)
+        elif isinstance(layer, keras.layers.MaxPooling2D) or "pool" in layer.name:
+            break
+    if not names:  # convolutions with a built-in activation
+        names = [model.layers[i].name for i in convs if i >= convs[-1] - 1
+                 and model.layers[i].output.shape[1:3] == model.layers[convs[-1]].output.shape[1:3]]
+    return names
 
 
-def gradcam(model, image: np.ndarray, class_index: int | None = None, layer: str | None = None) -> tuple[np.ndarray, int]:
+def gradcam(model, image: np.ndarray, class_index: int | None = None, layers: list[str] | None = None) -> tuple[np.ndarray, int]:
     """Grad-CAM (Selvaraju et al. 2017) heat map in [0, 1] at the input's size, and the class used.
 
-    `image` is one preprocessed input (H, W, 3).
+    `image` is one preprocessed input (H, W, 3). Towers (two-tower) add their maps.
     """
     import tensorflow as tf
 
-    layer = layer or last_feature_layer(model)
-    grad_model = _tap(model, layer, with_predictions=True)
+    layers = tuple(layers or gradcam_layers(model))
+    grad_model = _tap(model, layers, with_predictions=True)
     x = tf.convert_to_tensor(image[None].astype(np.float32))
     with tf.GradientTape() as tape:
-        features, probs = grad_model(x, training=False)
+        *features, probs = grad_model(x, training=False)
         if class_index is None:
             class_index = int(tf.argmax(probs[0]))
         score = tf.math.log(probs[:, class_index] + 1e-12)
-    grads = tape.gradient(score, features)[0]
-    weights = tf.reduce_mean(tf.cast(grads, tf.float32), axis=(0, 1))
-    cam = tf.nn.relu(tf.reduce_sum(tf.cast(features[0], tf.float32) * weights, axis=-1))
-    cam = cam.numpy()
+    cam = 0.0
+    for feature, grads in zip(features, tape.gradient(score, features)):
+        weights = tf.reduce_mean(tf.cast(grads[0], tf.float32), axis=(0, 1))
+        cam += tf.nn.relu(tf.reduce_sum(tf.cast(feature[0], tf.float32) * weights, axis=-1))
+    cam = np.asarray(cam)
     if cam.max() > 0:
         cam = cam / cam.max()
     size = image.shape[:2]

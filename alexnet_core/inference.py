@@ -10,7 +10,7 @@ import io
 import json
 import os
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -103,10 +103,38 @@ class LoadedModel:
     source: str  # what the user named
     path: Path  # the .keras file
     run_dir: Path | None
+    preprocessing: dict = field(default_factory=dict)  # recorded with the model (preprocess.describe)
 
     @property
     def input_size(self) -> int:
         return int(self.model.input_shape[1])
+
+    def preprocess(self, image: np.ndarray) -> np.ndarray:
+        """One image (0..255 RGB, any size) -> this model's input, with its own preprocessing."""
+        from .preprocess import preprocess
+
+        p = self.preprocessing
+        return preprocess(image, self.input_size, p.get("mean"), p.get("std")).numpy()
+
+
+def make_forward(loaded: LoadedModel, flip: bool = False):
+    """The one compiled forward pass of classification and evaluation alike: a batch of 0..255
+    pixels at the model's input size -> probabilities, averaged with the mirror image if `flip`."""
+    import tensorflow as tf
+
+    from .preprocess import normalize
+
+    model, mean, std = loaded.model, loaded.preprocessing["mean"], loaded.preprocessing["std"]
+
+    @tf.function(reduce_retracing=True)
+    def forward(batch):
+        x = normalize(batch, mean, std)
+        probs = model(x, training=False)
+        if flip:
+            probs = (probs + model(tf.reverse(x, axis=[2]), training=False)) / 2
+        return probs
+
+    return forward
 
 
 def resolve_model_path(spec: str) -> tuple[Path, Path | None]:
@@ -129,13 +157,20 @@ def resolve_model_path(spec: str) -> tuple[Path, Path | None]:
     return path, path.parent if (path.parent / runs.CONFIG).exists() else None
 
 
-def class_names_for(model_path: Path, run_dir: Path | None, num_classes: int) -> list[str]:
+def model_record(model_path: Path, run_dir: Path | None) -> dict:
+    """What travels with a model: its run's config.json, else the `.json` sidecar of a bare .keras file."""
     for candidate in ([run_dir / runs.CONFIG] if run_dir else []) + [model_path.with_suffix(".json")]:
-        data = runs.read_json(candidate)
-        if isinstance(data, dict) and isinstance(data.get("class_names"), list):
-            names = [str(n) for n in data["class_names"]]
-            if len(names) == num_classes:
-                return names
+        data = runs.read_object(candidate)
+        if data:
+            return data
+    return {}
+
+
+def class_names_for(record: dict, num_classes: int) -> list[str]:
+    if isinstance(record.get("class_names"), list):
+        names = [str(n) for n in record["class_names"]]
+        if len(names) == num_classes:
+            return names
     return [f"class {i}" for i in range(num_classes)]
 
 
@@ -151,31 +186,19 @@ def load_model(spec: str) -> LoadedModel:
     except Exception as exc:
         raise ModelLoadError(f"{path} is not a Keras model this app can load safely ({type(exc).__name__}: "
                              f"{str(exc)[:300]})") from exc
-    names = class_names_for(path, run_dir, int(model.output_shape[-1]))
-    return LoadedModel(model, names, spec, path, run_dir)
+    from .preprocess import recorded
+
+    record = model_record(path, run_dir)
+    names = class_names_for(record, int(model.output_shape[-1]))
+    return LoadedModel(model, names, spec, path, run_dir, recorded(record, int(model.input_shape[1])))
 
 
 class Predictor:
     """Top-k for images through one compiled function (no per-call model.predict overhead)."""
 
     def __init__(self, loaded: LoadedModel, flip: bool = False):
-        import tensorflow as tf
-
-        from .preprocess import preprocess
-
         self.loaded = loaded
-        size = loaded.input_size
-        model = loaded.model
-
-        @tf.function(reduce_retracing=True)
-        def forward(batch):
-            x = preprocess(batch, size)
-            probs = model(x, training=False)
-            if flip:
-                probs = (probs + model(tf.reverse(x, axis=[2]), training=False)) / 2
-            return probs
-
-        self._forward = forward
+        self._forward = make_forward(loaded, flip)
 
     def probabilities(self, images: list[np.ndarray] | np.ndarray) -> np.ndarray:
         """uint8/float 0..255 RGB images (any sizes) -> (n, classes) probabilities."""
@@ -211,6 +234,7 @@ def predict_files(loaded: LoadedModel, paths: list[str], k: int = 5) -> list[dic
     return results
 
 
-def write_class_names(model_path: Path, class_names: list[str]) -> None:
-    """Sidecar for a bare .keras file, so it keeps its class names outside a run folder."""
-    model_path.with_suffix(".json").write_text(json.dumps({"class_names": class_names}))
+def write_class_names(model_path: Path, class_names: list[str], preprocessing: dict | None = None) -> None:
+    """Sidecar for a bare .keras file, so it keeps its class names and preprocessing outside a run folder."""
+    document = {"class_names": class_names, **({"preprocessing": preprocessing} if preprocessing else {})}
+    model_path.with_suffix(".json").write_text(json.dumps(document))

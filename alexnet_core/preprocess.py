@@ -30,11 +30,27 @@ def resize(images, size: int):
     return tf.image.resize(images, (size, size), method="bilinear", antialias=True)
 
 
-def normalize(images):
+def normalize(images, mean=MEAN, std=STD):
     """0..255 float pixels -> standardised network input."""
     images = tf.cast(images, tf.float32) / 255.0
-    return (images - tf.constant(MEAN)) / tf.constant(STD)
+    return (images - tf.constant(mean, tf.float32)) / tf.constant(std, tf.float32)
 
 
-def preprocess(images, size: int):
-    return normalize(resize(images, size))
+def preprocess(images, size: int, mean=MEAN, std=STD):
+    return normalize(resize(images, size), mean, std)
+
+
+def recorded(document: dict | None, size: int) -> dict:
+    """The preprocessing a run or model file recorded, else this module's (the same values: every
+    model before the record existed was trained with them)."""
+    record = (document or {}).get("preprocessing") if isinstance(document, dict) else None
+    default = describe(size)
+    if not isinstance(record, dict):
+        return default
+    try:
+        mean, std = [float(v) for v in record["mean"]], [float(v) for v in record["std"]]
+    except (KeyError, TypeError, ValueError):
+        return default
+    if len(mean) != 3 or len(std) != 3 or min(std) <= 0:
+        return default
+    return {**default, "mean": mean, "std": std}

@@ -312,7 +312,7 @@ class TrainerLock:
         self.path = Path(run_dir) / LOCK
         self.fd = None
 
-    def acquire(self, wait_s: float = 3.0) -> "TrainerLock":
+    def acquire(self, wait_s: float = 3.0) -> TrainerLock:
         fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
         deadline = time.monotonic() + wait_s
         while True:

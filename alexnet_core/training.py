@@ -222,7 +222,8 @@ class Trainer:
 
         from .augment import build as build_augment
         from .data import load_source, make_dataset, steps_for
-        from .devices import configure_gpus, strategy as pick_strategy, use_mixed_precision
+        from .devices import configure_gpus, use_mixed_precision
+        from .devices import strategy as pick_strategy
         from .preprocess import describe as describe_preprocessing
         from .variants import build_model, get_arch
 

@@ -11,13 +11,13 @@ from __future__ import annotations
 
 import dataclasses
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable, Union
 
 NORMS = ("lrn", "batchnorm", "none")
 WIDTHS = (0.25, 0.5, 0.75, 1.0, 1.5, 2.0)  # width multipliers the pages offer
 MAX_INPUT_SIZE = 1024
-Padding = Union[str, int]  # "valid", "same" or explicit zero padding in pixels
+Padding = str | int  # "valid", "same" or explicit zero padding in pixels
 
 
 @dataclass(frozen=True)

@@ -4,8 +4,8 @@ import streamlit as st
 
 from alexnet_core.anatomy import compare_tables, totals
 from alexnet_core.charts import activation_memory, network_dot, params_and_macs
-from alexnet_core.variants import NORMS, get_arch, list_variants
-from pages.common import page_setup, device_banner, format_bytes, shape_text, variant_table
+from alexnet_core.variants import NORMS, WIDTHS, get_arch, list_variants
+from pages.common import device_banner, format_bytes, page_setup, shape_text, variant_table
 
 page_setup()
 st.title("Architecture")
@@ -29,7 +29,7 @@ def switch_form(variant: str, prefix: str) -> dict:
     overlapping = c[1].toggle("Overlapping pooling", value=d.overlapping_pool, key=f"{k}_pool",
                               help="3x3 windows with stride 2 (paper) instead of 2x2")
     dropout = c[2].slider("Dropout", 0.0, 0.9, float(d.dropout), 0.05, key=f"{k}_dropout")
-    width = c[2].select_slider("Width multiplier", [0.25, 0.5, 0.75, 1.0, 1.5, 2.0],
+    width = c[2].select_slider("Width multiplier", WIDTHS,
                                value=d.width, key=f"{k}_width")
     input_size = c[3].number_input("Input size (px)", 1, 1024, d.input_size, key=f"{k}_size")
     num_classes = c[3].number_input("Classes", 0, 100_000, d.num_classes, key=f"{k}_classes")

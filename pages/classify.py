@@ -6,8 +6,7 @@ import streamlit as st
 from alexnet_core.charts import topk_bars
 from alexnet_core.data import ASSETS, DataError, load_source
 from alexnet_core.explain import activations, conv1_filters, embeddings, feature_layers, gradcam, nearest, overlay
-from alexnet_core.inference import UPLOAD_TYPES, ImageDecodeError, decode_image, read_image
-from alexnet_core.preprocess import preprocess
+from alexnet_core.inference import UPLOAD_TYPES, ImageDecodeError, decode_image, read_image, top_k
 from pages.common import device_banner, loaded_model, model_stamp, page_setup, pick_model
 
 page_setup()
@@ -64,12 +63,12 @@ for (name, image), p in zip(decoded, probs):
         order = np.argsort(-p)
         cols = st.columns([1, 2, 1])
         cols[0].image(image, caption=f"{name} ({image.shape[1]}×{image.shape[0]})", width="stretch")
-        predictions = [{"label": classes[i], "probability": float(p[i])} for i in order[:k]]
-        cols[1].markdown(f"**{classes[order[0]]}** ({p[order[0]]:.1%})")
+        predictions = top_k(p, classes, k)
+        cols[1].markdown(f"**{predictions[0]['label']}** ({predictions[0]['probability']:.1%})")
         cols[1].plotly_chart(topk_bars(predictions, height=40 + 28 * len(predictions)), width="stretch",
                              key=f"classify_bars_{name}", config={"displayModeBar": False})
         target = cols[2].selectbox("Grad-CAM for", [classes[i] for i in order], key=f"classify_cam_{name}")
-        heat, _ = gradcam(loaded.model, preprocess(image, loaded.input_size).numpy(), classes.index(target))
+        heat, _ = gradcam(loaded.model, loaded.preprocess(image), classes.index(target))
         cols[2].image(overlay(image, heat), caption=f"where it looked for '{target}'", width="stretch")
 
 st.subheader("Explain further")
@@ -83,7 +82,7 @@ with tab_maps:
     layers = feature_layers(loaded.model)
     layer = b.selectbox("Layer", layers, key="classify_map_layer")
     image = dict(decoded)[which]
-    maps = activations(loaded.model, preprocess(image, loaded.input_size).numpy(), layer, limit=32)
+    maps = activations(loaded.model, loaded.preprocess(image), layer, limit=32)
     cols = st.columns(8)
     for i, fmap in enumerate(maps):
         cols[i % 8].image((fmap * 255).astype(np.uint8), caption=f"{layer}:{i}", width="stretch")
@@ -95,7 +94,7 @@ def sample_bank(spec: str, stamp: float):
     paths = data.val.paths
     images = np.stack([read_image(p) for p in paths])
     model, _ = loaded_model(spec)
-    feats = embeddings(model.model, preprocess(images, model.input_size).numpy())
+    feats = embeddings(model.model, model.preprocess(images))
     return feats, paths
 
 
@@ -107,7 +106,7 @@ with tab_neighbours:
         st.error(str(exc))
     else:
         image = dict(decoded)[which]
-        query = embeddings(loaded.model, preprocess(image[None], loaded.input_size).numpy())[0]
+        query = embeddings(loaded.model, loaded.preprocess(image[None]))[0]
         order, sims = nearest(query, bank, k=8)
         st.caption("The sample's validation images whose fc7 features are closest to this one "
                    "(the paper's figure 4).")

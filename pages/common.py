@@ -10,12 +10,19 @@ import streamlit as st
 
 
 def page_setup() -> None:
-    """First call of every page.
+    """First call of every page."""
+    leave_legacy_pages_mode()
+
+
+def leave_legacy_pages_mode() -> None:
+    """The one workaround for Streamlit's legacy multipage mode (streamlit/streamlit#10276).
 
     Streamlit treats an app with a `pages/` folder as a legacy multipage app until
-    `st.navigation` has run once in the server process, so a deep link opened first
-    after a restart would run the page without app.py's navigation. Leave that mode
-    and rerun through app.py.
+    `st.navigation` has run once in the server process (it then sets the private class flag
+    `PagesManager.uses_pages_directory` to False). A deep link opened first after a restart
+    would run the page without app.py's navigation, so the page clears the flag itself and
+    reruns through app.py. tests/test_pages.py::test_streamlit_still_has_the_legacy_pages_flag
+    fails if an upgrade removes or renames the flag.
     """
     try:
         from streamlit.runtime.pages_manager import PagesManager

@@ -6,7 +6,6 @@ from alexnet_core.data import DataError
 from alexnet_core.evaluation import evaluate
 from alexnet_core.explain import gradcam, overlay
 from alexnet_core.inference import ImageDecodeError, top_k
-from alexnet_core.preprocess import preprocess
 from pages.common import data_choices, device_banner, loaded_model, model_stamp, page_setup, pick_model
 
 page_setup()
@@ -93,7 +92,7 @@ def image_grid(indices, caption_for, key):
         with cols[n % 6]:
             shown = image
             if show_cam:
-                heat, _ = gradcam(loaded.model, preprocess(image, loaded.input_size).numpy(), int(result.predicted[i]))
+                heat, _ = gradcam(loaded.model, loaded.preprocess(image), int(result.predicted[i]))
                 shown = overlay(image, heat)
             st.image(shown, caption=caption_for(i), width="stretch")
             st.plotly_chart(topk_bars(top_k(result.probs[i], result.classes, 5), height=150),

@@ -4,14 +4,31 @@ import streamlit as st
 
 from alexnet_core import runs
 from alexnet_core.charts import training_curves
-from alexnet_core.config import (AUGMENTATIONS, DEFAULT_AUGMENT, DEFAULT_SCHEDULE, MIXED_PRECISION, OPTIMIZERS,
-                                 SCHEDULES, TrainConfig, default_learning_rate)
+from alexnet_core.config import (
+    AUGMENTATIONS,
+    DEFAULT_AUGMENT,
+    DEFAULT_SCHEDULE,
+    MIXED_PRECISION,
+    OPTIMIZERS,
+    SCHEDULES,
+    TrainConfig,
+    default_learning_rate,
+)
 from alexnet_core.data import DataError, cifar10_available, load_source
 from alexnet_core.launcher import resume, start
 from alexnet_core.training import estimate_epoch_seconds
 from alexnet_core.variants import NORMS, WIDTHS, get_arch, list_variants
-from pages.common import (all_runs, data_choices, device_banner, device_info, format_duration, page_setup,
-                          run_dir_of, runs_root, state_badge)
+from pages.common import (
+    all_runs,
+    data_choices,
+    device_banner,
+    device_info,
+    format_duration,
+    page_setup,
+    run_dir_of,
+    runs_root,
+    state_badge,
+)
 
 page_setup()
 st.title("Train")

@@ -2,7 +2,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from alexnet_core.augment import PRESETS, build as build_augment
+from alexnet_core.augment import PRESETS
+from alexnet_core.augment import build as build_augment
 from alexnet_core.data import DataError, load_source, make_dataset
 from alexnet_core.preprocess import MEAN, STD, preprocess
 from tests.helpers import make_image_folder

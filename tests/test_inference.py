@@ -14,8 +14,15 @@ from PIL import Image
 from alexnet_core.data import DataError
 from alexnet_core.evaluation import evaluate, map_labels
 from alexnet_core.explain import conv1_filters, gradcam, nearest, overlay
-from alexnet_core.inference import (ImageDecodeError, ModelLoadError, Predictor, decode_image, load_model,
-                                    predict_files, write_class_names)
+from alexnet_core.inference import (
+    ImageDecodeError,
+    ModelLoadError,
+    Predictor,
+    decode_image,
+    load_model,
+    predict_files,
+    write_class_names,
+)
 from alexnet_core.preprocess import preprocess
 from tests.helpers import make_image_folder
 

@@ -107,12 +107,17 @@ def test_train_page_shows_a_run_and_stops_it(tmp_path):
     root = runs.runs_root()
     fake_run(root, "old-run-a")
     active = fake_run(root, "live-run-b", state="running", epochs=5, pid=os.getpid())
-    at = run_page("pages/train.py")
-    assert at.selectbox(key="train_run").value == "live-run-b"  # the active run first
-    assert metric(at, "Best validation accuracy") == "75.0%"
-    assert len(at.get("plotly_chart")) == 1
-    next(b for b in at.button if b.label == "Stop").click().run()
-    assert runs.stop_requested(active)
+    lock = runs.TrainerLock(active).acquire()  # held by a live trainer
+    try:
+        at = run_page("pages/train.py")
+        assert at.selectbox(key="train_run").value == "live-run-b"  # the active run first
+        assert metric(at, "Best validation accuracy") == "75.0%"
+        assert len(at.get("plotly_chart")) == 1
+        assert not any(b.label == "Resume" for b in at.button)  # the buttons match the state
+        next(b for b in at.button if b.label == "Stop").click().run()
+        assert runs.stop_requested(active)
+    finally:
+        lock.release()
     at.selectbox(key="train_run").select("old-run-a").run()
     assert not at.exception and metric(at, "Epochs done") == "3 / 3"
 
@@ -206,3 +211,24 @@ def test_classify_page_examples_and_uploads():
     assert any("empty.png: the file is empty" in e for e in errors)
     assert len(at.get("plotly_chart")) == 1  # the good image is still classified; examples step aside
     assert at.selectbox(key="classify_cam_red.png").value in at.selectbox(key="classify_cam_red.png").options
+
+
+def test_streamlit_still_has_the_legacy_pages_flag(tmp_path):
+    """pages/common.leave_legacy_pages_mode relies on this private flag and on how Streamlit sets
+    it; if an upgrade changes either, this fails instead of deep links silently losing navigation."""
+    import inspect
+
+    from streamlit.commands import navigation
+    from streamlit.runtime.pages_manager import PagesManager
+
+    assert "uses_pages_directory" in vars(PagesManager), "Streamlit removed PagesManager.uses_pages_directory"
+    (tmp_path / "pages").mkdir()
+    (tmp_path / "app.py").write_text("")
+    saved = PagesManager.uses_pages_directory
+    try:
+        PagesManager.uses_pages_directory = None
+        PagesManager(str(tmp_path / "app.py"))
+        assert PagesManager.uses_pages_directory is True  # a pages/ folder means legacy mode...
+        assert "PagesManager.uses_pages_directory = False" in inspect.getsource(navigation)  # ...until st.navigation
+    finally:
+        PagesManager.uses_pages_directory = saved
