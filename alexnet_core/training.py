@@ -289,6 +289,7 @@ class Trainer:
                 if mixed:
                     optimizer = keras.optimizers.LossScaleOptimizer(optimizer)
                 model.compile(optimizer=optimizer)  # attaches the optimizer, so checkpoints carry it
+                optimizer.build(model.trainable_variables)  # its slots, created here (mirrored), not in the step
         iterations = int(optimizer.iterations.numpy())
         if record.get("iterations") is not None and iterations != record["iterations"]:
             raise runs.RunError(f"{self.store.latest_path()} has taken {iterations} optimizer steps but the commit "

@@ -1,10 +1,11 @@
 """Training throughput, measured side by side in one process.
 
-  (a) plain model.fit on cached in-memory tensors (no callbacks): the baseline
-  (b) the same model and data with our trainer's callbacks (status, steps.csv, CSVLogger,
-      checkpoints, TensorBoard, stop checks)
-  (c) our full pipeline from disk: image folder -> decode -> cache -> cifar augmentation ->
-      normalise, with the callbacks
+  (a) plain model.fit on cached in-memory tensors: the baseline
+  (b) our training step (training.make_steps: strategy.run, sums reduced over replicas, read
+      back every step as the trainer does) on the same tensors
+  (c) our whole trainer (training.Trainer: run folder, heartbeat thread, steps.csv, stop checks)
+      on the image folder: decode, in-memory cache, cifar augmentation, normalise; the second
+      epoch is timed (the first fills the cache and compiles)
   (d) as (c) but streaming from disk every epoch (no in-memory cache)
 
 Prints images/s, user/system CPU seconds and the ratios (b)/(a), (c)/(a), (d)/(a).
@@ -33,9 +34,9 @@ import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
 from alexnet_core import runs  # noqa: E402
-from alexnet_core.augment import build as build_augment  # noqa: E402
+from alexnet_core.config import TrainConfig  # noqa: E402
 from alexnet_core.data import SAMPLE_DIR, Split, load_folder, make_dataset  # noqa: E402
-from alexnet_core.training import TrainConfig, compile_model, make_callbacks  # noqa: E402
+from alexnet_core.training import Trainer, build_optimizer, loss_function, make_steps  # noqa: E402
 from alexnet_core.variants import build_model  # noqa: E402
 
 SHARED = Path(__file__).resolve().parent.parent.parent / "shared" / "datasets" / "cifar10" / "train"
@@ -46,19 +47,46 @@ def cpu_times():
     return usage.ru_utime, usage.ru_stime
 
 
-def measure(name, model_fn, dataset, steps, warmup, batch, callbacks_fn=None):
-    model = model_fn()
-    callbacks = callbacks_fn() if callbacks_fn else []
-    model.fit(dataset, epochs=1, steps_per_epoch=warmup, verbose=0, callbacks=callbacks)  # compile + cache fill
-    u0, s0 = cpu_times()
-    start = time.perf_counter()
-    model.fit(dataset, epochs=2, initial_epoch=1, steps_per_epoch=steps, verbose=0, callbacks=callbacks)
-    wall = time.perf_counter() - start
-    u1, s1 = cpu_times()
-    rate = steps * batch / wall
-    print(f"{name:<52} {rate:8.1f} img/s   user {u1 - u0:6.1f}s  sys {s1 - s0:5.1f}s  ({(s1 - s0) / max(wall, 1e-9):.0%} of wall in sys)",
-          flush=True)
+def report(name, rate, cpu0, cpu1, wall):
+    user, system = cpu1[0] - cpu0[0], cpu1[1] - cpu0[1]
+    print(f"{name:<60} {rate:8.1f} img/s   user {user:6.1f}s  sys {system:5.1f}s  ({system / max(wall, 1e-9):.0%} "
+          "of wall in sys)", flush=True)
     return rate
+
+
+def measure_fit(name, model, dataset, steps, warmup, batch):
+    model.fit(dataset, epochs=1, steps_per_epoch=warmup, verbose=0)  # compile
+    cpu0, start = cpu_times(), time.perf_counter()
+    model.fit(dataset, epochs=2, initial_epoch=1, steps_per_epoch=steps, verbose=0)
+    wall = time.perf_counter() - start
+    return report(name, steps * batch / wall, cpu0, cpu_times(), wall)
+
+
+def measure_step(name, model, optimizer, config, dataset, steps, warmup, batch, classes):
+    train_step, _ = make_steps(model, optimizer, tf.distribute.get_strategy(), loss_function(config), batch,
+                               min(5, classes))
+    iterator = iter(dataset)
+    for _ in range(warmup):
+        {k: float(v) for k, v in train_step(iterator).items()}
+    cpu0, start = cpu_times(), time.perf_counter()
+    for _ in range(steps):
+        {k: float(v) for k, v in train_step(iterator).items()}  # read back every step, as the trainer
+    wall = time.perf_counter() - start
+    return report(name, steps * batch / wall, cpu0, cpu_times(), wall)
+
+
+def measure_trainer(name, config, root, batch):
+    run_dir = runs.new_run(config, root)
+    cpu0, start = cpu_times(), time.perf_counter()
+    status = Trainer(config, run_dir, log=lambda m: None).run()
+    assert status["state"] == "finished", status
+    record = runs.read_object(run_dir / runs.CHECKPOINTS / runs.STATE)
+    epoch = record["metrics"][-1]
+    wall = epoch["epoch_seconds"]
+    cpu1 = cpu_times()  # the whole run's CPU; only the timed epoch's images/s is compared
+    steps = record["steps_per_epoch"]
+    print(f"    (timed epoch: {steps} steps in {wall:.1f} s; whole run {time.perf_counter() - start:.1f} s)")
+    return report(name, steps * batch / wall, cpu0, cpu1, time.perf_counter() - start)
 
 
 def main():
@@ -88,33 +116,31 @@ def main():
     x = np.concatenate([xb.numpy() for xb, _ in plain])
     y = np.concatenate([yb.numpy() for _, yb in plain])
     cached = (tf.data.Dataset.from_tensor_slices((x, y)).cache().shuffle(n, seed=0).repeat()
-              .batch(batch).prefetch(tf.data.AUTOTUNE))
+              .batch(batch, drop_remainder=True).prefetch(tf.data.AUTOTUNE))
 
-    config = TrainConfig(variant="compact", data=args.data, switches={"width": args.width}, batch_size=batch,
-                         epochs=2, log_every=10)
+    # The same images as a folder of links, for the trainer (one epoch = one pass over them).
+    tmp = Path(tempfile.mkdtemp(prefix="bench-train-"))
+    for path, label in zip(split.paths, split.labels):
+        folder = tmp / "data" / source.class_names[label]
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / Path(path).name).symlink_to(Path(path).resolve())
+    config = TrainConfig(variant="compact", data=str(tmp / "data"), switches={"width": args.width},
+                         batch_size=batch, epochs=2, log_every=10, val_split=0.0, augment="cifar",
+                         mixed_precision="off")
 
-    def model_fn():
+    def fresh():
         tf.keras.utils.set_random_seed(0)
         model = build_model("compact", num_classes=classes, width=args.width)
-        compile_model(model, config, warmup, classes)
-        return model
+        optimizer = build_optimizer(config, warmup)
+        model.compile(optimizer=optimizer, loss=loss_function(config))
+        return model, optimizer
 
-    tmp = Path(tempfile.mkdtemp(prefix="bench-runs-"))
-
-    def callbacks_fn():
-        run_dir = runs.create_run(tmp, f"run{len(list(tmp.iterdir()))}", {})
-        return make_callbacks(run_dir, config, args.steps, batch, has_val=False)[0]
-
-    augment = build_augment("cifar", size, seed=0)
-    from_disk = make_dataset(split, classes, size, batch, training=True, augment=augment, seed=0)
-    streaming = make_dataset(split, classes, size, batch, training=True, augment=augment, seed=0, cache_budget=0)
-
-    a = measure("(a) model.fit, cached tensors, no callbacks", model_fn, cached, args.steps, warmup, batch)
-    b = measure("(b) + our callbacks", model_fn, cached, args.steps, warmup, batch, callbacks_fn)
-    c = measure("(c) + folder pipeline (cached) + cifar augmentation", model_fn, from_disk, args.steps, warmup, batch,
-                callbacks_fn)
-    d = measure("(d) + folder pipeline streaming from disk + cifar aug.", model_fn, streaming, args.steps, warmup,
-                batch, callbacks_fn)
+    a = measure_fit("(a) model.fit, cached tensors", fresh()[0], cached, args.steps, warmup, batch)
+    b = measure_step("(b) our training step, cached tensors", *fresh(), config, cached, args.steps, warmup,
+                     batch, classes)
+    c = measure_trainer("(c) our trainer: folder, cached, cifar augmentation", config, tmp / "runs", batch)
+    streaming = TrainConfig(**{**config.__dict__, "cache_budget_mb": 0})
+    d = measure_trainer("(d) our trainer: folder streamed from disk, cifar aug.", streaming, tmp / "runs", batch)
     print(f"ratios: (b)/(a) = {b / a:.3f}   (c)/(a) = {c / a:.3f}   (d)/(a) = {d / a:.3f}   (goal >= 0.95)")
 
 
