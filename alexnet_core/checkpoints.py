@@ -28,6 +28,19 @@ def epoch_file(epoch: int) -> str:
     return f"epoch-{epoch:05d}.keras"
 
 
+def _well_formed(record) -> bool:
+    if not isinstance(record, dict):
+        return False
+    if not record:
+        return True
+    if record.get("format") != FORMAT:  # an older trainer's {"completed_epochs": N}
+        return isinstance(record.get("completed_epochs"), int)
+    return (isinstance(record.get("completed_epochs"), int) and isinstance(record.get("last"), str)
+            and "/" not in record["last"] and isinstance(record.get("metrics"), list)
+            and all(isinstance(row, dict) for row in record["metrics"])
+            and isinstance(record.get("iterations"), int))
+
+
 class CheckpointStore:
     def __init__(self, run_dir: Path):
         self.run_dir = Path(run_dir)
@@ -58,7 +71,11 @@ class CheckpointStore:
         self.dir.mkdir(parents=True, exist_ok=True)
         runs.remove_leftovers(self.dir)
         runs.remove_leftovers(self.run_dir)
-        record = runs.read_object(self.dir / runs.STATE)
+        path = self.dir / runs.STATE
+        record = runs.read_json(path, None) if path.exists() else {}
+        if not _well_formed(record):
+            raise runs.RunError(f"{path} (the record of completed epochs) is damaged, so this run cannot be resumed "
+                                f"safely. Start a new run; its {runs.MODEL} and checkpoints stay usable.")
         if record and record.get("format") != FORMAT:
             record = self._from_legacy(record)
         if record and not self.latest_path_for(record):

@@ -20,6 +20,26 @@ from . import runs
 from .data import ASSETS
 
 ACCEPTED_FORMATS = {"JPEG", "MPO", "PNG", "WEBP", "BMP", "GIF", "TIFF"}
+
+
+def _limit(name: str, default: int) -> int:
+    try:
+        return max(1, int(os.environ.get(name, default)))
+    except ValueError:
+        return default
+
+
+# Limits on what one image may cost (set the environment variables to change them).
+MAX_PIXELS = _limit("ALEXNET_MAX_IMAGE_PIXELS", 50_000_000)  # a 48-megapixel phone photo fits
+MAX_IMAGE_BYTES = _limit("ALEXNET_MAX_IMAGE_BYTES", 64 * 2**20)
+# Larger images are decoded at reduced size (JPEG: in the decoder, others: Image.reduce) to a
+# longest side of at least REDUCED_SIDE; smaller ones are decoded whole, pixel for pixel as
+# training and evaluation decode them.
+REDUCE_ABOVE = 2048
+REDUCED_SIDE = 1024
+# What one batch of uploads may hold on the Classify page.
+MAX_UPLOAD_FILES = _limit("ALEXNET_MAX_UPLOAD_FILES", 20)
+MAX_UPLOAD_BYTES = _limit("ALEXNET_MAX_UPLOAD_BYTES", 200 * 2**20)
 UPLOAD_TYPES = ["jpg", "jpeg", "png", "webp", "bmp", "gif", "tif", "tiff"]
 DEMO_RUN = ASSETS / "runs" / "demo"
 
@@ -55,13 +75,30 @@ def _to_rgb(image: Image.Image) -> Image.Image:
     return image.convert("RGB")
 
 
+def _reduce(image: Image.Image) -> Image.Image:
+    """Decode a large image at reduced size: JPEG through the decoder's DCT scaling (draft), the
+    rest loaded whole and box-reduced. Images with sides up to REDUCE_ABOVE are left alone."""
+    side = max(image.size)
+    if side <= REDUCE_ABOVE:
+        return image
+    scale = REDUCED_SIDE / side
+    if image.format in ("JPEG", "MPO"):
+        image.draft("RGB", (max(1, int(image.width * scale) + 1), max(1, int(image.height * scale) + 1)))
+    image.load()
+    factor = max(image.size) // REDUCED_SIDE
+    return image.reduce(factor) if factor > 1 else image
+
+
 def decode_image(data: bytes, name: str = "image") -> np.ndarray:
-    """Bytes of an uploaded or read file -> HxWx3 uint8 RGB (EXIF orientation applied)."""
+    """Bytes of an uploaded or read file -> HxWx3 uint8 RGB (EXIF orientation applied); images
+    over REDUCE_ABOVE pixels a side come back reduced to about REDUCED_SIDE."""
     if not data:
         raise ImageDecodeError(f"{name}: the file is empty (0 bytes)")
     head = data[:256].lstrip().lower()
     if head.startswith(b"<svg") or (head.startswith(b"<?xml") and b"<svg" in data[:2048].lower()):
         raise ImageDecodeError(f"{name}: SVG drawings are not supported; export it as PNG or JPEG")
+    too_big = (f"{name}: refused: more than the {MAX_PIXELS / 1e6:.0f}-megapixel limit for one image (a "
+               "possible decompression bomb). Downscale it first, or raise ALEXNET_MAX_IMAGE_PIXELS.")
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
@@ -71,28 +108,49 @@ def decode_image(data: bytes, name: str = "image") -> np.ndarray:
                                        "WebP, BMP, GIF or TIFF")
             if image.width == 0 or image.height == 0:
                 raise ImageDecodeError(f"{name}: the image has no pixels ({image.width}x{image.height})")
+            if image.width * image.height > MAX_PIXELS:
+                raise ImageDecodeError(f"{name}: {image.width}x{image.height} pixels is "
+                                       f"{image.width * image.height / 1e6:.0f} megapixels, over the "
+                                       f"{MAX_PIXELS / 1e6:.0f}-megapixel limit for one image. Downscale it first, "
+                                       "or raise ALEXNET_MAX_IMAGE_PIXELS.")
             image.seek(0)  # GIF/TIFF: the first frame
+            image = _reduce(image)
             image.load()
             image = ImageOps.exif_transpose(image)
             return np.asarray(_to_rgb(image), dtype=np.uint8)
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
-        raise ImageDecodeError(f"{name}: refused as a possible decompression bomb (more pixels than the "
-                               f"{Image.MAX_IMAGE_PIXELS:,}-pixel safety limit): {exc}") from exc
+        raise ImageDecodeError(too_big) from exc
     except UnidentifiedImageError as exc:
         raise ImageDecodeError(f"{name}: not an image (the contents are not JPEG, PNG, WebP, BMP, GIF or "
                                "TIFF, whatever the file name says)") from exc
     except ImageDecodeError:
         raise
+    except MemoryError as exc:
+        raise ImageDecodeError(too_big) from exc
     except (OSError, ValueError, SyntaxError, EOFError) as exc:
         raise ImageDecodeError(f"{name}: the image is damaged or truncated ({exc})") from exc
 
 
 def read_image(path: str | os.PathLike) -> np.ndarray:
+    """An image file -> decode_image. Only regular files are read (never a FIFO, a device or a
+    folder, which could block or never end), and at most MAX_IMAGE_BYTES of them."""
+    import stat
+
     path = Path(path)
     try:
-        data = path.read_bytes()
+        info = path.stat()
+        if not stat.S_ISREG(info.st_mode):
+            kind = "a folder" if stat.S_ISDIR(info.st_mode) else "not a regular file (a pipe, device or socket)"
+            raise ImageDecodeError(f"{path}: {kind}; give an image file")
+        if info.st_size > MAX_IMAGE_BYTES:
+            raise ImageDecodeError(f"{path}: {info.st_size / 2**20:.0f} MiB is over the "
+                                   f"{MAX_IMAGE_BYTES / 2**20:.0f} MiB limit for one image file")
+        with open(path, "rb") as fh:
+            data = fh.read(MAX_IMAGE_BYTES + 1)
     except OSError as exc:
         raise ImageDecodeError(f"{path}: cannot read the file ({exc.strerror or exc})") from exc
+    if len(data) > MAX_IMAGE_BYTES:
+        raise ImageDecodeError(f"{path}: over the {MAX_IMAGE_BYTES / 2**20:.0f} MiB limit for one image file")
     return decode_image(data, str(path))
 
 
@@ -174,20 +232,107 @@ def class_names_for(record: dict, num_classes: int) -> list[str]:
     return [f"class {i}" for i in range(num_classes)]
 
 
+MAX_MODEL_BYTES = _limit("ALEXNET_MAX_MODEL_BYTES", 2 * 2**30)  # declared weights, float32
+MAX_MODEL_CONFIG_BYTES = 16 * 2**20  # config.json inside a .keras archive
+_PARAMS = {  # parameters of a layer from its config and its input's channels (the last axis)
+    "Dense": lambda c, n: n * c["units"] + (c["units"] if c.get("use_bias", True) else 0),
+    "Conv2D": lambda c, n: (c["kernel_size"][0] * c["kernel_size"][1] * (n // c.get("groups", 1)) * c["filters"]
+                            + (c["filters"] if c.get("use_bias", True) else 0)),
+    "BatchNormalization": lambda c, n: 4 * n,
+}
+
+
+def _declared_parameters(layers) -> int:
+    total = 0
+    for layer in layers if isinstance(layers, list) else []:
+        if not isinstance(layer, dict):
+            continue
+        config = layer.get("config") if isinstance(layer.get("config"), dict) else {}
+        if isinstance(config.get("layers"), list):  # a nested model
+            total += _declared_parameters(config["layers"])
+        shape = (layer.get("build_config") or {}).get("input_shape") if isinstance(layer.get("build_config"), dict) else None
+        count = _PARAMS.get(layer.get("class_name"))
+        if count and isinstance(shape, list) and shape and isinstance(shape[-1], int):
+            try:
+                total += int(count(config, shape[-1]))
+            except (KeyError, TypeError, ValueError, ZeroDivisionError, IndexError):
+                continue
+    return total
+
+
+def check_model_file(path: Path) -> None:
+    """Refuse, before Keras builds anything, a .keras file that is not an archive, whose config is
+    oversized, or whose declared weights exceed MAX_MODEL_BYTES or what the file holds."""
+    import zipfile
+
+    try:
+        archive = zipfile.ZipFile(path)
+    except (zipfile.BadZipFile, OSError) as exc:
+        raise ModelLoadError(f"{path.name} is not a Keras model file (a .keras file is a zip archive): {exc}") from exc
+    with archive:
+        members = {info.filename: info for info in archive.infolist()}
+        config = members.get("config.json")
+        if config is None:
+            raise ModelLoadError(f"{path.name} has no config.json inside: not a Keras model file")
+        if config.file_size > MAX_MODEL_CONFIG_BYTES:
+            raise ModelLoadError(f"{path.name}: its config.json is {config.file_size / 2**20:.0f} MiB, over the "
+                                 f"{MAX_MODEL_CONFIG_BYTES // 2**20} MiB limit; not loaded")
+        try:
+            document = json.loads(archive.read("config.json"))
+        except (ValueError, zipfile.BadZipFile, OSError) as exc:
+            raise ModelLoadError(f"{path.name}: its config.json is damaged ({exc})") from exc
+        layers = (document.get("config") or {}).get("layers") if isinstance(document, dict) and isinstance(
+            document.get("config"), dict) else None
+        declared = 4 * _declared_parameters(layers)
+        stored = sum(info.file_size for name, info in members.items() if name.endswith(".h5"))
+    if declared > MAX_MODEL_BYTES:
+        raise ModelLoadError(f"{path.name} declares {declared / 2**30:.1f} GiB of weights, over the "
+                             f"{MAX_MODEL_BYTES / 2**30:.1f} GiB limit (ALEXNET_MAX_MODEL_BYTES); not loaded")
+    if declared > 1.1 * stored + 2**20:
+        raise ModelLoadError(f"{path.name} declares {declared / 2**20:.0f} MiB of weights but holds "
+                             f"{stored / 2**20:.0f} MiB: the file is damaged or not what it claims; not loaded")
+
+
+def check_classifier(model, name: str) -> None:
+    """Refuse a model that does not map one square RGB image to class probabilities."""
+    import numpy as np
+
+    inputs, output = model.inputs, model.output_shape
+    shape = tuple(inputs[0].shape) if len(inputs) == 1 else None
+    expected = "one RGB image (height x width x 3, fixed and square) in and class probabilities out"
+    if (shape is None or len(shape) != 4 or shape[3] != 3 or not isinstance(shape[1], int)
+            or shape[1] != shape[2] or shape[1] < 8):
+        raise ModelLoadError(f"{name} takes input of shape {[tuple(i.shape) for i in inputs]}; this app needs "
+                             f"{expected}.")
+    if not (isinstance(output, tuple) and len(output) == 2 and isinstance(output[1], int) and output[1] >= 2):
+        raise ModelLoadError(f"{name} gives output of shape {output}; this app needs {expected}.")
+    probs = np.asarray(model(np.zeros((1, *shape[1:]), np.float32), training=False), dtype=np.float64)
+    if not (np.all(probs >= -1e-6) and abs(probs.sum() - 1.0) < 1e-3):
+        raise ModelLoadError(f"{name} gives scores that are not probabilities (they do not sum to 1; its last "
+                             f"layer is not a softmax); this app needs {expected}.")
+
+
 def load_model(spec: str) -> LoadedModel:
-    """Load with Keras safe_mode=True: no arbitrary code (lambdas, pickles) is ever run."""
+    """Load with Keras safe_mode=True (no arbitrary code: lambdas, pickles), after checking the
+    file's size and declared weights, and only if it is an image classifier this app can use."""
     import keras
 
     from . import layers  # noqa: F401  (registers the custom layers)
+    from .preprocess import recorded
 
     path, run_dir = resolve_model_path(spec)
+    if run_dir is not None and run_dir != DEMO_RUN:
+        problems = runs.read_checked(run_dir / runs.CONFIG, runs.CONFIG_SCHEMA)[1]
+        if problems:
+            raise ModelLoadError(f"{run_dir.name}: {'; '.join(problems)}. Its class names are unknown, so its "
+                                 "predictions could not be named.")
+    check_model_file(path)
     try:
         model = keras.models.load_model(path, safe_mode=True, compile=False)
     except Exception as exc:
-        raise ModelLoadError(f"{path} is not a Keras model this app can load safely ({type(exc).__name__}: "
+        raise ModelLoadError(f"{path.name} is not a Keras model this app can load safely ({type(exc).__name__}: "
                              f"{str(exc)[:300]})") from exc
-    from .preprocess import recorded
-
+    check_classifier(model, path.name)
     record = model_record(path, run_dir)
     names = class_names_for(record, int(model.output_shape[-1]))
     return LoadedModel(model, names, spec, path, run_dir, recorded(record, int(model.input_shape[1])))

@@ -12,7 +12,6 @@ from __future__ import annotations
 import contextlib
 import errno
 import fcntl
-import io
 import json
 import os
 import re
@@ -58,10 +57,13 @@ class ActiveRunError(RunError):
 
 
 def runs_root(path: str | os.PathLike | None = None) -> Path:
-    root = Path(path or os.environ.get("ALEXNET_RUNS_DIR") or "runs").expanduser()
+    """The runs folder: `path`, else $ALEXNET_RUNS_DIR, else ./runs (it may not exist yet)."""
+    return Path(path or os.environ.get("ALEXNET_RUNS_DIR") or "runs").expanduser()
+
+
+def check_runs_root(root: Path) -> None:
     if root.exists() and not root.is_dir():
         raise RunError(f"The runs folder {root} is a file: point ALEXNET_RUNS_DIR or --runs-dir at a folder")
-    return root
 
 
 def new_run_id(variant: str, data: str, now: datetime | None = None) -> str:
@@ -71,15 +73,19 @@ def new_run_id(variant: str, data: str, now: datetime | None = None) -> str:
     return f"{stamp}-{slug}"[:120]
 
 
+def valid_run_id(run_id) -> bool:
+    """Any name a folder can have is a run id; nothing that could name another folder."""
+    return (isinstance(run_id, str) and run_id not in ("", ".", "..") and "/" not in run_id and "\0" not in run_id
+            and len(run_id.encode("utf-8", "surrogateescape")) <= 255)
+
+
 def resolve_run(root: str | os.PathLike, run_id: str) -> Path:
-    """The folder of `run_id` under `root`; refuses ids that could leave the runs folder."""
-    if not isinstance(run_id, str) or not RUN_ID.match(run_id) or run_id in (".", ".."):
-        raise RunError(f"Invalid run id {run_id!r}: use letters, digits, '.', '_' and '-' only")
-    root = Path(root).resolve()
-    path = (root / run_id).resolve()
-    if path.parent != root:
-        raise RunError(f"Invalid run id {run_id!r}: it points outside {root}")
-    return path
+    """The folder of `run_id` directly under `root` (a link is not followed here); refuses ids
+    that could leave the runs folder. New runs get ids matching RUN_ID; any folder name works."""
+    if not valid_run_id(run_id):
+        shown = run_id[:80] + "..." if isinstance(run_id, str) and len(run_id) > 80 else run_id
+        raise RunError(f"Invalid run id {shown!r}: give the name of a folder in the runs folder")
+    return Path(root).resolve() / run_id
 
 
 # --- Writing: atomic files, the fault hook, the disk reserve --------------------------------------
@@ -225,44 +231,139 @@ def read_object(path: Path) -> dict:
     return value if isinstance(value, dict) else {}
 
 
+# The fields the app and the CLI read, with the types they need. A field of the wrong type is
+# dropped and reported; unknown fields are kept.
+_NUMBER, _TEXT, _INT, _LIST, _OBJECT = "a number", "text", "a whole number", "a list", "an object"
+CONFIG_SCHEMA = {
+    "variant": _TEXT, "data": _TEXT, "epochs": _INT, "batch_size": _INT, "class_names": _LIST,
+    "switches": _OBJECT, "environment": _OBJECT, "preprocessing": _OBJECT, "steps_per_epoch": _INT,
+    "monitor": _OBJECT, "optimizer": _TEXT, "schedule": _TEXT, "augment": _TEXT, "seed": _INT,
+}
+STATUS_SCHEMA = {
+    "state": _TEXT, "message": _TEXT, "pid": _INT, "host": _TEXT, "heartbeat": _NUMBER, "started": _NUMBER,
+    "finished": _NUMBER, "epoch": _INT, "step": _INT, "steps_per_epoch": _INT, "completed_epochs": _INT,
+    "images_per_sec": _NUMBER, "eta_seconds": _NUMBER, "elapsed_s": _NUMBER, "phase": _TEXT,
+    "evaluations": _LIST, "has_model": bool,
+}
+
+
+def _fits(value, kind) -> bool:
+    if value is None:
+        return True  # "not known (yet)" is always allowed
+    if kind is bool:
+        return isinstance(value, bool)
+    if isinstance(value, bool):
+        return False
+    return {_NUMBER: lambda v: isinstance(v, (int, float)) and v == v and abs(v) != float("inf"),
+            _INT: lambda v: isinstance(v, int),
+            _TEXT: lambda v: isinstance(v, str),
+            _LIST: lambda v: isinstance(v, list),
+            _OBJECT: lambda v: isinstance(v, dict)}[kind](value)
+
+
+def _short(value) -> str:
+    text = json.dumps(value, default=str)
+    return text if len(text) <= 40 else text[:37] + "..."
+
+
+def read_checked(path: Path, schema: dict) -> tuple[dict, list[str]]:
+    """A JSON object checked against `schema`: (the usable fields, what was wrong, as
+    "file: what"). A missing file gives ({}, [])."""
+    path = Path(path)
+    try:
+        with open(path, "rb") as fh:
+            raw = fh.read(MAX_JSON_BYTES + 1)
+    except FileNotFoundError:
+        return {}, []
+    except OSError as exc:
+        return {}, [f"{path.name}: cannot be read ({exc.strerror or exc})"]
+    if len(raw) > MAX_JSON_BYTES:
+        return {}, [f"{path.name}: larger than {MAX_JSON_BYTES // 2**20} MiB, not read"]
+    try:
+        data = json.loads(raw.decode("utf-8"))
+    except (UnicodeDecodeError, ValueError):
+        return {}, [f"{path.name}: not valid JSON"]
+    if not isinstance(data, dict):
+        return {}, [f"{path.name}: holds {type(data).__name__}, expected a JSON object"]
+    problems = []
+    for key, kind in schema.items():
+        if key in data and not _fits(data[key], kind):
+            problems.append(f"{path.name}: {key} is {_short(data.pop(key))}, expected "
+                            f"{'true/false' if kind is bool else kind}")
+    if "state" in data and schema is STATUS_SCHEMA and data["state"] not in STATES:
+        problems.append(f"{path.name}: state is {_short(data.pop('state'))}, expected one of {', '.join(STATES)}")
+    if isinstance(data.get("class_names"), list) and not all(isinstance(c, str) for c in data["class_names"]):
+        problems.append(f"{path.name}: class_names holds something other than names")
+        data.pop("class_names")
+    return data, problems
+
+
 def read_config(run_dir: Path) -> dict:
-    config = read_json(Path(run_dir) / CONFIG)
-    if not isinstance(config, dict):
-        raise RunError(f"{Path(run_dir) / CONFIG} is missing or unreadable: this is not a run folder")
+    """config.json, for code that needs a usable one: RunError naming the file and the problem."""
+    path = Path(run_dir) / CONFIG
+    if not path.exists():
+        raise RunError(f"{path} is missing: this is not a run folder")
+    config, problems = read_checked(path, CONFIG_SCHEMA)
+    if problems:
+        raise RunError(f"{path} is damaged: {'; '.join(p.split(': ', 1)[1] for p in problems)}")
     return config
 
 
-def _read_csv(path: Path):
+MAX_JSON_BYTES = 16 * 2**20
+MAX_CSV_BYTES = 64 * 2**20
+
+
+def read_csv_checked(path: Path, integer: str) -> tuple[object, int]:
+    """A numeric CSV as a DataFrame, and how many damaged rows were skipped (wrong length, text
+    where a number belongs, NUL bytes, a non-integer `integer` column). A half-written last line
+    (no newline yet: a writer is mid-line) is dropped without counting."""
     import pandas as pd
 
     try:
-        text = Path(path).read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError):
-        return pd.DataFrame()
-    if not text.endswith("\n"):  # a writer is mid-line: drop the partial last line
-        text = text[: text.rfind("\n") + 1]
-    if not text.strip():
-        return pd.DataFrame()
-    try:
-        return pd.read_csv(io.StringIO(text))
-    except (ValueError, pd.errors.ParserError):
-        return pd.DataFrame()
+        with open(path, "rb") as fh:
+            raw = fh.read(MAX_CSV_BYTES)
+    except OSError:
+        return pd.DataFrame(), 0
+    text = raw.decode("utf-8", errors="replace")
+    tail = text[text.rfind("\n") + 1:]
+    text = text[: text.rfind("\n") + 1]
+    damaged_tail = int("\0" in tail or "\ufffd" in tail)  # not a writer mid-line: garbage, e.g. after a power loss
+    lines = text.splitlines()
+    if not lines:
+        return pd.DataFrame(), damaged_tail
+    header = [h.strip() for h in lines[0].split(",")]
+    if integer not in header or any(not h or "\0" in h or "\ufffd" in h for h in header):
+        return pd.DataFrame(), len(lines)
+    rows, skipped = [], 0
+    for line in lines[1:]:
+        cells = line.split(",")
+        try:
+            if len(cells) != len(header) or "\0" in line:
+                raise ValueError
+            row = [float(c) if c.strip() else float("nan") for c in cells]
+            key = row[header.index(integer)]
+            if key != int(key):
+                raise ValueError
+        except (ValueError, OverflowError):
+            skipped += 1
+            continue
+        rows.append(row)
+    frame = pd.DataFrame(rows, columns=header)
+    if len(frame):
+        frame[integer] = frame[integer].astype(int)
+    return frame, skipped + damaged_tail
 
 
 def read_metrics(run_dir: Path):
     """metrics.csv as a DataFrame (one row per completed epoch; `epoch` counts from 1)."""
-    import pandas as pd
-
-    frame = _read_csv(Path(run_dir) / METRICS)
+    frame, _ = read_csv_checked(Path(run_dir) / METRICS, "epoch")
     if "epoch" in frame:
-        frame["epoch"] = pd.to_numeric(frame["epoch"], errors="coerce")
-        frame = frame.dropna(subset=["epoch"])
-        frame["epoch"] = frame["epoch"].astype(int) + 1  # stored from 0, as Keras' CSVLogger
+        frame["epoch"] = frame["epoch"] + 1  # stored from 0, as Keras' CSVLogger
     return frame
 
 
 def read_steps(run_dir: Path):
-    return _read_csv(Path(run_dir) / STEPS)
+    return read_csv_checked(Path(run_dir) / STEPS, "step")[0]
 
 
 def metrics_csv(rows: list[dict]) -> str:
@@ -393,8 +494,9 @@ def trainer_alive(run_dir: Path, status: dict) -> bool:
 
 
 def read_status(run_dir: Path) -> dict:
-    """status.json with `state` turned into `interrupted` when its trainer has gone."""
-    status = read_object(Path(run_dir) / STATUS)
+    """status.json (fields of the wrong type dropped) with `state` turned into `interrupted`
+    when its trainer has gone."""
+    status, _ = read_checked(Path(run_dir) / STATUS, STATUS_SCHEMA)
     state = status.get("state", "unknown")
     if state in ACTIVE_STATES and not trainer_alive(run_dir, status):
         status["state"] = "interrupted"
@@ -422,7 +524,32 @@ def stop_requested(run_dir: Path) -> bool:
 
 
 def is_read_only(run_dir: Path) -> bool:
-    return (Path(run_dir) / READ_ONLY).exists()
+    """Bundled runs, and runs linked into the runs folder from elsewhere: shown, never written."""
+    return Path(run_dir).is_symlink() or (Path(run_dir) / READ_ONLY).exists()
+
+
+def safe_file(run_dir: Path, name: str) -> Path | None:
+    """`name` in the run folder if it is a regular file there (not a link, not elsewhere), else None."""
+    path = Path(run_dir) / name
+    try:
+        if path.is_symlink() or not path.is_file():
+            return None
+        return path if path.resolve().parent == Path(run_dir).resolve() / Path(name).parent else None
+    except OSError:
+        return None
+
+
+def model_problem(run_dir: Path) -> str | None:
+    """Why model.keras cannot be a Keras model (a .keras file is a zip archive), or None."""
+    import zipfile
+
+    path = Path(run_dir) / MODEL
+    if not path.exists():
+        return None
+    try:
+        return None if zipfile.is_zipfile(path) else f"{MODEL}: not a Keras model file"
+    except OSError as exc:
+        return f"{MODEL}: cannot be read ({exc.strerror or exc})"
 
 
 # --- The runs table and the rules about a run ----------------------------------------------------
@@ -439,22 +566,43 @@ def can_resume(row: dict) -> bool:
     return not row.get("read_only") and row.get("state") in RESUMABLE_STATES and left
 
 
-def run_summary(run_dir: Path) -> dict:
+def read_run(run_dir: Path) -> dict:
+    """Everything the pages show of a run, read defensively: {"config", "status", "metrics",
+    "steps", "problems"}, where problems are "file: what" for every damaged file."""
+    run_dir = Path(run_dir)
+    config, problems = read_checked(run_dir / CONFIG, CONFIG_SCHEMA)
+    status, status_problems = read_checked(run_dir / STATUS, STATUS_SCHEMA)
+    problems += status_problems
+    if status.get("state") in ACTIVE_STATES and not trainer_alive(run_dir, status):
+        status = {**status, "state": "interrupted", "message": "The trainer stopped without finishing (killed or "
+                  "crashed). Resume continues from the last completed epoch."}
+    metrics, bad_rows = read_csv_checked(run_dir / METRICS, "epoch")
+    if "epoch" in metrics:
+        metrics["epoch"] = metrics["epoch"] + 1
+    if bad_rows:
+        problems.append(f"{METRICS}: {bad_rows} damaged row{'s' if bad_rows > 1 else ''} skipped")
+    steps, bad_steps = read_csv_checked(run_dir / STEPS, "step")
+    if bad_steps:
+        problems.append(f"{STEPS}: {bad_steps} damaged row{'s' if bad_steps > 1 else ''} skipped")
+    if model_problem(run_dir):
+        problems.append(model_problem(run_dir))
+    return {"config": config, "status": status, "metrics": metrics, "steps": steps, "problems": problems}
+
+
+def run_summary(run_dir: Path, run: dict | None = None) -> dict:
     """One line of the runs table."""
     run_dir = Path(run_dir)
-    config = read_object(run_dir / CONFIG)
-    status = read_status(run_dir)
-    metrics = read_metrics(run_dir)
+    run = run or read_run(run_dir)
+    config, status, metrics = run["config"], run["status"], run["metrics"]
     best = None
-    if "val_accuracy" in metrics and len(metrics):
-        values = metrics["val_accuracy"].astype(float, errors="ignore")
-        best = float(values.max()) if values.notna().any() else None
-    started = status.get("started") if isinstance(status.get("started"), (int, float)) else None
+    if "val_accuracy" in metrics and metrics["val_accuracy"].notna().any():
+        best = float(metrics["val_accuracy"].max())
+    started = status.get("started")
     elapsed = status.get("elapsed_s")
-    if not isinstance(elapsed, (int, float)):
+    if elapsed is None:
         end = status.get("finished") or status.get("heartbeat")
-        elapsed = end - started if started and isinstance(end, (int, float)) else None
-    epochs = config.get("epochs")
+        elapsed = end - started if started and end else None
+    link = os.readlink(run_dir) if run_dir.is_symlink() else None
     return {
         "run_id": run_dir.name,
         "path": str(run_dir),
@@ -462,13 +610,16 @@ def run_summary(run_dir: Path) -> dict:
         "variant": config.get("variant"),
         "data": config.get("data"),
         "epochs_done": int(len(metrics)),
-        "epochs": epochs if isinstance(epochs, int) else None,
+        "epochs": config.get("epochs"),
         "best_val_accuracy": best,
         "duration_s": elapsed,
         "started": started,
         "read_only": is_read_only(run_dir),
-        "has_model": (run_dir / MODEL).exists(),
-        "message": str(status.get("message", "")),
+        "link": link,
+        "has_model": (run_dir / MODEL).exists() and model_problem(run_dir) is None,
+        "message": status.get("message", ""),
+        "problems": run["problems"],
+        "damaged": "; ".join(f"damaged: {p}" for p in run["problems"]),
     }
 
 
@@ -481,7 +632,14 @@ def list_runs(root: str | os.PathLike | None = None, extra: list[Path] | None = 
     """Every run folder under `root` (newest first), then `extra` folders (the bundled runs)
     whose ids no run under `root` has taken."""
     root = runs_root(root)
-    folders = [p for p in root.iterdir() if p.is_dir() and (p / CONFIG).exists()] if root.is_dir() else []
+    folders = []
+    if root.is_dir():
+        for path in root.iterdir():
+            try:
+                if path.is_dir() and (path / CONFIG).exists():
+                    folders.append(path)
+            except OSError:  # a name the filesystem cannot stat (too long, a broken link loop)
+                continue
     rows = [run_summary(p) for p in folders]
     rows.sort(key=lambda r: r["started"] or 0, reverse=True)
     taken = {r["run_id"] for r in rows}
@@ -497,10 +655,10 @@ def find_run(run_id: str, root: str | os.PathLike | None = None) -> Path | None:
     """The folder of a run id from the user (URL, widget): a run under the root, else a bundled run."""
     try:
         path = resolve_run(runs_root(root), run_id)
-    except RunError:
+        if (path / CONFIG).exists():
+            return path
+    except (RunError, OSError):
         return None
-    if (path / CONFIG).exists():
-        return path
     return next((p for p in bundled_runs() if p.name == run_id), None)
 
 
@@ -521,6 +679,7 @@ def check_no_active_run(root, except_run: Path | None = None) -> None:
 
 def create_run(root: str | os.PathLike, run_id: str, config: dict) -> Path:
     root = runs_root(root)
+    check_runs_root(root)
     path = resolve_run(root, run_id)
     if path.exists():
         raise RunError(f"Run {run_id!r} already exists in {path.parent}")
@@ -540,6 +699,7 @@ def new_run(config, root=None, run_id: str | None = None, allow_parallel: bool =
 
     load_source(config.data, config.val_split)  # DataError names what is wrong with the data
     root = runs_root(root)
+    check_runs_root(root)
     if not allow_parallel:
         check_no_active_run(root)
     root.mkdir(parents=True, exist_ok=True)
@@ -556,6 +716,8 @@ def check_resumable(run_dir: Path, allow_parallel: bool = False, launching: bool
     run_dir = Path(run_dir)
     if not (run_dir / CONFIG).exists():
         raise RunError(f"{run_dir} is not a run folder (no {CONFIG})")
+    if run_dir.is_symlink():
+        raise RunError(f"{run_dir.name} is a link to {os.readlink(run_dir)}: resume it where it lives")
     if is_read_only(run_dir):
         raise RunError(f"{run_dir.name} is bundled with the app and cannot be resumed")
     try:
@@ -572,6 +734,9 @@ def check_resumable(run_dir: Path, allow_parallel: bool = False, launching: bool
 
 def delete_run(root: str | os.PathLike, run_id: str) -> None:
     path = resolve_run(runs_root(root), run_id)
+    if path.is_symlink():  # a run linked in from elsewhere: remove the link, never what it points to
+        path.unlink()
+        return
     if not (path / CONFIG).exists():
         raise RunError(f"No run {run_id!r} in {path.parent}")
     if is_read_only(path):

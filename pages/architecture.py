@@ -5,7 +5,7 @@ import streamlit as st
 from alexnet_core.anatomy import compare_tables, totals
 from alexnet_core.charts import activation_memory, network_dot, params_and_macs
 from alexnet_core.variants import NORMS, WIDTHS, get_arch, list_variants
-from pages.common import device_banner, format_bytes, page_setup, shape_text, variant_table
+from pages.common import device_banner, format_bytes, page_setup, plain, shape_text, variant_table
 
 page_setup()
 st.title("Architecture")
@@ -42,7 +42,7 @@ def load(variant: str, switches: dict):
     try:
         get_arch(variant, **switches)
     except ValueError as exc:
-        st.error(f"{exc}. Change the setting above to build this network.", icon=":material/error:")
+        st.error(f"{plain(exc, 400)}. Change the setting above to build this network.", icon=":material/error:")
         return None
     return variant_table(variant, json.dumps(switches, sort_keys=True))
 

@@ -6,8 +6,25 @@ import streamlit as st
 from alexnet_core.charts import topk_bars
 from alexnet_core.data import ASSETS, DataError, load_source
 from alexnet_core.explain import activations, conv1_filters, embeddings, feature_layers, gradcam, nearest, overlay
-from alexnet_core.inference import UPLOAD_TYPES, ImageDecodeError, decode_image, read_image, top_k
-from pages.common import device_banner, loaded_model, model_stamp, page_setup, pick_model
+from alexnet_core.inference import (
+    MAX_UPLOAD_BYTES,
+    MAX_UPLOAD_FILES,
+    UPLOAD_TYPES,
+    ImageDecodeError,
+    decode_image,
+    read_image,
+    top_k,
+)
+from pages.common import (
+    device_banner,
+    fit_for_display,
+    loaded_model,
+    loaded_model_or_stop,
+    model_stamp,
+    page_setup,
+    pick_model,
+    plain,
+)
 
 page_setup()
 st.title("Classify")
@@ -21,7 +38,7 @@ if spec is None:
     device_banner()
     st.stop()
 k = top[1].slider("Top-k", 1, 10, 5, key="classify_k")
-loaded, predictor = loaded_model(spec)
+loaded, predictor = loaded_model_or_stop(spec)
 
 uploads = st.file_uploader("Images (JPEG, PNG, WebP, BMP, GIF, TIFF)", type=UPLOAD_TYPES,
                            accept_multiple_files=True, key="classify_uploads")
@@ -34,7 +51,18 @@ if c2.toggle("Take a photo", key="classify_camera_on"):
 else:
     photo = None
 
-items = [(f.name, f.getvalue()) for f in uploads or []]
+items = []  # (name shown, bytes); names are made unique, since two uploads may share one
+kept_bytes, dropped = 0, 0
+for upload in uploads or []:
+    if len(items) >= MAX_UPLOAD_FILES or kept_bytes + upload.size > MAX_UPLOAD_BYTES:
+        dropped += 1
+        continue
+    kept_bytes += upload.size
+    items.append((upload.name, upload.getvalue()))
+if dropped:
+    st.warning(f"Classified the first {len(items)} of {len(items) + dropped} images: one batch takes at most "
+               f"{MAX_UPLOAD_FILES} images and {MAX_UPLOAD_BYTES // 2**20} MB. Remove some to see the rest.",
+               icon=":material/filter_list:")
 if photo is not None:
     items.append(("camera photo", photo.getvalue()))
 if use_examples and not items:
@@ -43,6 +71,10 @@ if not items:
     st.info("Upload images above, take a photo, or switch on the examples.", icon=":material/upload:")
     device_banner()
     st.stop()
+seen = {}
+for i, (name, data) in enumerate(items):
+    seen[name] = seen.get(name, 0) + 1
+    items[i] = (f"{name} ({seen[name]})" if seen[name] > 1 else name, data)
 
 decoded, problems = [], []
 for name, data in items:
@@ -50,26 +82,29 @@ for name, data in items:
         decoded.append((name, decode_image(data, name)))
     except ImageDecodeError as exc:
         problems.append(str(exc))
+    del data
+items = None  # the uploaded bytes are not needed past decoding
 for problem in problems:
-    st.error(problem, icon=":material/broken_image:")
+    st.error(plain(problem, 400), icon=":material/broken_image:")
 if not decoded:
     device_banner()
     st.stop()
 
 probs = predictor.probabilities([image for _, image in decoded])
 classes = loaded.class_names
-for (name, image), p in zip(decoded, probs):
+for index, ((name, image), p) in enumerate(zip(decoded, probs)):
     with st.container(border=True):
         order = np.argsort(-p)
         cols = st.columns([1, 2, 1])
-        cols[0].image(image, caption=f"{name} ({image.shape[1]}×{image.shape[0]})", width="stretch")
+        shown = fit_for_display(image)
+        cols[0].image(shown, caption=f"{name} ({image.shape[1]}×{image.shape[0]})", width="stretch")
         predictions = top_k(p, classes, k)
-        cols[1].markdown(f"**{predictions[0]['label']}** ({predictions[0]['probability']:.1%})")
+        cols[1].markdown(f"**{plain(predictions[0]['label'])}** ({predictions[0]['probability']:.1%})")
         cols[1].plotly_chart(topk_bars(predictions, height=40 + 28 * len(predictions)), width="stretch",
-                             key=f"classify_bars_{name}", config={"displayModeBar": False})
-        target = cols[2].selectbox("Grad-CAM for", [classes[i] for i in order], key=f"classify_cam_{name}")
+                             key=f"classify_bars_{index}", config={"displayModeBar": False})
+        target = cols[2].selectbox("Grad-CAM for", [classes[i] for i in order], key=f"classify_cam_{index}")
         heat, _ = gradcam(loaded.model, loaded.preprocess(image), classes.index(target))
-        cols[2].image(overlay(image, heat), caption=f"where it looked for '{target}'", width="stretch")
+        cols[2].image(fit_for_display(overlay(image, heat)), caption=f"where it looked for '{target}'", width="stretch")
 
 st.subheader("Explain further")
 tab_filters, tab_maps, tab_neighbours = st.tabs(["conv1 filters", "Activation maps", "Nearest neighbours (fc7)"])
@@ -103,7 +138,7 @@ with tab_neighbours:
     try:
         bank, paths = sample_bank(spec, model_stamp(spec))
     except (DataError, ImageDecodeError) as exc:
-        st.error(str(exc))
+        st.error(plain(exc, 400))
     else:
         image = dict(decoded)[which]
         query = embeddings(loaded.model, loaded.preprocess(image[None]))[0]

@@ -4,9 +4,37 @@ from __future__ import annotations
 
 import gc
 import json
+import re
 
 import pandas as pd
 import streamlit as st
+
+_MARKDOWN = re.compile(r"([\\`*_{}\[\]()#+\-.!|<>~$:=])")
+
+
+def _short_paths(text: str) -> str:
+    """Server folders in a message named the way the app names them, not as absolute paths."""
+    from pathlib import Path
+
+    from alexnet_core.data import ASSETS
+
+    try:
+        places = {str(runs_root().resolve()): "runs", str(ASSETS.parent): ".", str(Path.home()): "~"}
+    except Exception:  # a broken runs folder setting must not break every message
+        places = {str(ASSETS.parent): ".", str(Path.home()): "~"}
+    for place in sorted(places, key=len, reverse=True):
+        if len(place) > 1:
+            text = text.replace(place, places[place])
+    return text
+
+
+def plain(text, limit: int = 200) -> str:
+    """Text from a user, a file or a folder name, safe inside Markdown: server folders shortened,
+    special characters escaped (no links, images, icons or colours), one line, cut to `limit`."""
+    text = _short_paths(" ".join(str(text).split()))
+    if len(text) > limit:
+        text = text[: limit - 1] + "…"
+    return _MARKDOWN.sub(r"\\\1", text)
 
 
 def page_setup() -> None:
@@ -159,6 +187,34 @@ def _loaded_model(spec: str, stamp: float):
 def loaded_model(spec: str):
     """(LoadedModel, Predictor), cached per model file version; shared read-only by all sessions."""
     return _loaded_model(spec, model_stamp(spec))
+
+
+def loaded_model_or_stop(spec: str):
+    """loaded_model(spec), or a message saying why the model cannot be used and the page stops."""
+    from alexnet_core.inference import ModelLoadError
+
+    try:
+        return loaded_model(spec)
+    except ModelLoadError as exc:
+        st.error(f"This model cannot be used: {plain(exc, 600)}", icon=":material/error:")
+        device_banner()
+        st.stop()
+
+
+def fit_for_display(image, max_side: int = 768, max_ratio: float = 2.0):
+    """An image to show: at most `max_side` pixels a side, and padded (white) to at most
+    `max_ratio` tall, so a 20x900 strip cannot stretch the page."""
+    import numpy as np
+    from PIL import Image
+
+    picture = Image.fromarray(image)
+    picture.thumbnail((max_side, max_side))
+    w, h = picture.size
+    if h > max_ratio * w:
+        canvas = Image.new("RGB", (int(np.ceil(h / max_ratio)), h), (255, 255, 255))
+        canvas.paste(picture, ((canvas.width - w) // 2, 0))
+        picture = canvas
+    return np.asarray(picture)
 
 
 def data_choices(with_download: bool = False) -> dict[str, str]:

@@ -6,7 +6,16 @@ from alexnet_core.data import DataError
 from alexnet_core.evaluation import evaluate
 from alexnet_core.explain import gradcam, overlay
 from alexnet_core.inference import ImageDecodeError, top_k
-from pages.common import data_choices, device_banner, loaded_model, model_stamp, page_setup, pick_model
+from pages.common import (
+    data_choices,
+    device_banner,
+    loaded_model,
+    loaded_model_or_stop,
+    model_stamp,
+    page_setup,
+    pick_model,
+    plain,
+)
 
 page_setup()
 st.title("Evaluate")
@@ -46,11 +55,11 @@ def run_evaluation(spec: str, data: str, split: str | None, flip: bool):
     return memo[key]
 
 
+loaded, _ = loaded_model_or_stop(spec)
 try:
-    loaded, _ = loaded_model(spec)
     result = run_evaluation(spec, data, None if split == "auto" else split, flip)
 except (DataError, ValueError) as exc:
-    st.error(str(exc), icon=":material/error:")
+    st.error(plain(exc, 600), icon=":material/error:")
     device_banner()
     st.stop()
 
@@ -85,7 +94,7 @@ def image_grid(indices, caption_for, key):
     try:
         images = result.images(indices)
     except (DataError, ImageDecodeError) as exc:
-        st.error(str(exc))
+        st.error(plain(exc, 400))
         return
     cols = st.columns(6)
     for n, (i, image) in enumerate(zip(indices, images)):

@@ -1,16 +1,18 @@
 import json
 from datetime import datetime
+from pathlib import Path
 
 import pandas as pd
 import streamlit as st
 
 from alexnet_core import runs
 from alexnet_core.charts import compare_curves
-from pages.common import all_runs, device_banner, format_duration, page_setup, run_dir_of, runs_root
+from pages.common import all_runs, device_banner, format_duration, page_setup, plain, run_dir_of, runs_root
 
 page_setup()
 st.title("Runs")
-st.caption(f"Every training run in `{runs_root()}`, plus the bundled demo run. Select rows to compare them.")
+st.caption(f"Every training run in the runs folder ({plain(runs_root().name)}), plus the bundled demo run. "
+           "Select rows to compare them.")
 
 rows = all_runs()
 if not rows:
@@ -23,11 +25,13 @@ table = pd.DataFrame(rows)
 table["progress"] = [f"{r['epochs_done']}/{r['epochs'] or '?'}" for r in rows]
 table["duration"] = [format_duration(r["duration_s"]) for r in rows]
 table["started"] = [datetime.fromtimestamp(r["started"]) if r["started"] else None for r in rows]
+table["notes"] = [r["damaged"] or (f"link to {r['link']}" if r["link"] else "") for r in rows]
 wanted = st.query_params.get("run")
 if wanted is not None and run_dir_of(wanted) is None:
-    st.warning(f"There is no run {wanted!r}.")
+    st.warning(f"There is no run named {plain(wanted, 80)}.")
+columns = ["run_id", "state", "variant", "data", "progress", "best_val_accuracy", "duration", "started"]
 event = st.dataframe(
-    table[["run_id", "state", "variant", "data", "progress", "best_val_accuracy", "duration", "started"]],
+    table[columns + (["notes"] if table["notes"].any() else [])],
     hide_index=True, width="stretch", on_select="rerun", selection_mode="multi-row", key="runs_table",
     column_config={
         "run_id": "Run", "state": "State", "variant": "Variant", "data": "Data", "progress": "Epochs",
@@ -35,6 +39,7 @@ event = st.dataframe(
                                                              min_value=0.0, max_value=1.0),
         "duration": "Duration",
         "started": st.column_config.DatetimeColumn("Started", format="YYYY-MM-DD HH:mm"),
+        "notes": st.column_config.TextColumn("Problems", help="Damaged files are skipped; the run stays deletable"),
     },
 )
 selected = [rows[i] for i in event.selection.rows] if event and event.selection.rows else []
@@ -45,14 +50,14 @@ if not selected:
     device_banner()
     st.stop()
 
-curves = {r["run_id"]: runs.read_metrics(run_dir_of(r["run_id"])) for r in selected}
+curves = {r["run_id"]: runs.read_metrics(Path(r["path"])) for r in selected}
 c1, c2 = st.columns(2)
 c1.markdown("**Validation accuracy**")
 c1.plotly_chart(compare_curves(curves, "val_accuracy"), width="stretch", key="runs_val_acc")
 c2.markdown("**Validation loss**")
 c2.plotly_chart(compare_curves(curves, "val_loss"), width="stretch", key="runs_val_loss")
 
-configs = {r["run_id"]: runs.read_json(run_dir_of(r["run_id"]) / runs.CONFIG, {}) or {} for r in selected}
+configs = {r["run_id"]: runs.read_checked(Path(r["path"]) / runs.CONFIG, runs.CONFIG_SCHEMA)[0] for r in selected}
 
 
 def flat(config: dict) -> dict:
@@ -78,32 +83,44 @@ else:
         st.dataframe(settings, width="stretch")
 
 for r in selected:
-    run_dir = run_dir_of(r["run_id"])
+    run_dir = Path(r["path"])
+    run_key = r["run_id"]  # unique in the table (a user run shadows a bundled one of the same id)
     with st.container(border=True):
-        st.markdown(f"**{r['run_id']}**: {r['state']}. {r['message']}")
+        st.markdown(f"**{plain(r['run_id'], 120)}**: {plain(r['state'])}. {plain(r['message'], 600)}")
+        for problem in r["problems"]:
+            st.warning(f"Damaged: {plain(problem, 300)}", icon=":material/report:")
         b = st.columns(4)
-        metrics_path = run_dir / runs.METRICS
-        if metrics_path.exists():
+        metrics_path = runs.safe_file(run_dir, runs.METRICS)
+        if metrics_path:
             b[0].download_button("Metrics (CSV)", metrics_path.read_bytes(), f"{r['run_id']}-metrics.csv",
-                                 mime="text/csv", icon=":material/download:", key=f"dl_metrics_{r['run_id']}")
-        if (run_dir / runs.MODEL).exists():
-            b[1].download_button("Model (.keras)", (run_dir / runs.MODEL).read_bytes(), f"{r['run_id']}.keras",
-                                 icon=":material/download:", key=f"dl_model_{r['run_id']}")
+                                 mime="text/csv", icon=":material/download:", key=f"dl_metrics_{run_key}")
+        model_path = runs.safe_file(run_dir, runs.MODEL)
+        if model_path and r["has_model"]:
+            b[1].download_button("Model (.keras)", model_path.read_bytes(), f"{r['run_id']}.keras",
+                                 icon=":material/download:", key=f"dl_model_{run_key}")
         b[2].download_button("Settings (JSON)", json.dumps(configs[r["run_id"]], indent=2),
                              f"{r['run_id']}-config.json", mime="application/json",
-                             icon=":material/download:", key=f"dl_config_{r['run_id']}")
-        if r["read_only"]:
+                             icon=":material/download:", key=f"dl_config_{run_key}")
+        if r["link"]:
+            with b[3].popover("Remove link", icon=":material/link_off:"):
+                st.markdown(f"**{plain(r['run_id'], 120)}** is a link to a run elsewhere. Remove the link? "
+                            "The run it points to is kept.")
+                if st.button("Remove the link", type="primary", key=f"delete_{run_key}"):
+                    runs.delete_run(runs_root(), r["run_id"])
+                    st.query_params.pop("run", None)
+                    st.rerun()
+        elif r["read_only"]:
             b[3].caption("Bundled with the app: read-only")
         elif runs.is_active(r):
             b[3].caption("Training: stop it before deleting")
         else:
             with b[3].popover("Delete", icon=":material/delete:"):
-                st.markdown(f"Delete **{r['run_id']}** and everything in its folder? This cannot be undone.")
-                if st.button("Delete for good", type="primary", key=f"delete_{r['run_id']}"):
+                st.markdown(f"Delete **{plain(r['run_id'], 120)}** and everything in its folder? This cannot be undone.")
+                if st.button("Delete for good", type="primary", key=f"delete_{run_key}"):
                     try:
                         runs.delete_run(runs_root(), r["run_id"])
                     except runs.RunError as exc:
-                        st.error(str(exc))
+                        st.error(plain(exc, 400))
                     else:
                         st.query_params.pop("run", None)
                         st.rerun()

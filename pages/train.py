@@ -25,6 +25,7 @@ from pages.common import (
     device_info,
     format_duration,
     page_setup,
+    plain,
     run_dir_of,
     runs_root,
     state_badge,
@@ -110,11 +111,11 @@ def new_run_form():
                              seed=int(seed), mixed_precision=mixed,
                              switches={"norm": norm, "dropout": float(dropout), "width": float(width)})
     except ValueError as exc:
-        st.error(f"{exc}. Change the setting above.", icon=":material/error:")
+        st.error(f"{plain(exc, 400)}. Change the setting above.", icon=":material/error:")
         return
     described = None if data == "cifar10" and not cached else describe_source(data, float(val_split))
     if isinstance(described, str):
-        st.error(described, icon=":material/folder_off:")
+        st.error(plain(described, 600), icon=":material/folder_off:")
         return
     b1, b2 = st.columns([1, 3])
     if described:
@@ -133,7 +134,7 @@ def new_run_form():
         try:
             run_dir = start(config, runs_root())
         except (runs.RunError, DataError, OSError) as exc:
-            st.error(str(exc), icon=":material/block:")
+            st.error(plain(exc, 600), icon=":material/block:")
             return
         st.session_state["train_show_next"] = run_dir.name  # selected before the picker is drawn
         st.query_params["run"] = run_dir.name
@@ -143,15 +144,16 @@ def new_run_form():
 def live_view(run_id: str) -> None:
     run_dir = run_dir_of(run_id)
     if run_dir is None:
-        st.warning(f"No run named {run_id!r}.")
+        st.warning(f"There is no run named {plain(run_id, 80)}.")
         return
-    status = runs.read_status(run_dir)
+    run = runs.read_run(run_dir)
+    status, config, metrics, steps = run["status"], run["config"], run["metrics"], run["steps"]
     state = status.get("state", "unknown")
-    config = runs.read_json(run_dir / runs.CONFIG, {}) or {}
-    metrics = runs.read_metrics(run_dir)
-    steps = runs.read_steps(run_dir)
     state_badge(state)
-    st.markdown(f"**{run_id}**: {config.get('variant')} on {config.get('data')}. {status.get('message', '')}")
+    st.markdown(f"**{plain(run_id, 120)}**: {plain(config.get('variant', '?'))} on {plain(config.get('data', '?'))}. "
+                f"{plain(status.get('message', ''), 600)}")
+    for problem in run["problems"]:
+        st.warning(f"Damaged: {plain(problem, 300)}", icon=":material/report:")
     epochs = int(config.get("epochs") or 1)
     per_epoch = int(status.get("steps_per_epoch") or 1)
     epoch = int(status.get("epoch") or 0)
@@ -179,9 +181,10 @@ def live_view(run_id: str) -> None:
         st.plotly_chart(training_curves(metrics, steps, per_epoch), width="stretch", key=f"curves_{run_id}")
     else:
         st.caption("Curves appear after the first logged steps.")
-    if state == "failed" and (run_dir / runs.LOG).exists():
-        with st.expander("Trainer log"):
-            st.code((run_dir / runs.LOG).read_text(errors="replace")[-4000:])
+    log = runs.safe_file(run_dir, runs.LOG)
+    if state == "failed" and log is not None:
+        st.download_button("Trainer log (train.log)", log.read_bytes()[-1_000_000:], f"{run_id}-train.log",
+                           mime="text/plain", icon=":material/download:", key="train_log")
     was_active = st.session_state.get("train_was_active")
     st.session_state["train_was_active"] = runs.is_active(status)
     if was_active and not runs.is_active(status):
@@ -203,7 +206,7 @@ def run_actions(row: dict) -> None:
             try:
                 resume(run_dir)
             except runs.RunError as exc:
-                st.error(str(exc))
+                st.error(plain(exc, 600))
             else:
                 st.rerun()
 
@@ -214,7 +217,7 @@ ids = list(by_id)
 active = [r["run_id"] for r in rows if runs.is_active(r)]
 wanted = st.query_params.get("run")
 if wanted and wanted not in ids:
-    st.warning(f"There is no run {wanted!r}; showing the latest instead.")
+    st.warning(f"There is no run named {plain(wanted, 80)}; showing the latest instead.")
     wanted = None
 if ids:
     default = wanted or (active[0] if active else ids[0])

@@ -210,7 +210,7 @@ def test_classify_page_examples_and_uploads():
     assert any("notes.jpg: not an image" in e for e in errors)
     assert any("empty.png: the file is empty" in e for e in errors)
     assert len(at.get("plotly_chart")) == 1  # the good image is still classified; examples step aside
-    assert at.selectbox(key="classify_cam_red.png").value in at.selectbox(key="classify_cam_red.png").options
+    assert at.selectbox(key="classify_cam_0").value in at.selectbox(key="classify_cam_0").options
 
 
 def test_streamlit_still_has_the_legacy_pages_flag(tmp_path):

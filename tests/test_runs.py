@@ -6,10 +6,19 @@ import pytest
 from alexnet_core import runs
 
 
-@pytest.mark.parametrize("bad", ["..", "../escape", "a/b", "", "x y", "/abs", "run;rm", "."])
+@pytest.mark.parametrize("bad", ["..", "../escape", "a/b", "", "/abs", ".", "x" * 300, "a\0b", None, ["a"]])
 def test_run_ids_cannot_escape(tmp_path, bad):
     with pytest.raises(runs.RunError, match="Invalid run id"):
         runs.resolve_run(tmp_path, bad)
+
+
+@pytest.mark.parametrize("name", ["my run (copy)", "x y", "run;rm", "été", "[x](http://example.com)"])
+def test_any_folder_name_is_a_usable_run_id(tmp_path, name):
+    path = runs.create_run(tmp_path, name, {"variant": "compact", "data": "sample", "epochs": 1})
+    assert runs.find_run(name, tmp_path) == path and path.parent == tmp_path.resolve()
+    assert [r["run_id"] for r in runs.list_runs(tmp_path)] == [name]
+    runs.delete_run(tmp_path, name)
+    assert not path.exists()
 
 
 def test_resolve_and_create(tmp_path):
