@@ -24,6 +24,7 @@ from pages.common import (
     page_setup,
     pick_model,
     plain,
+    thumbnail,
 )
 
 page_setup()
@@ -38,7 +39,7 @@ if spec is None:
     device_banner()
     st.stop()
 k = top[1].slider("Top-k", 1, 10, 5, key="classify_k")
-loaded, predictor = loaded_model_or_stop(spec)
+loaded, _ = loaded_model_or_stop(spec)
 
 uploads = st.file_uploader("Images (JPEG, PNG, WebP, BMP, GIF, TIFF)", type=UPLOAD_TYPES,
                            accept_multiple_files=True, key="classify_uploads")
@@ -76,51 +77,53 @@ for i, (name, data) in enumerate(items):
     seen[name] = seen.get(name, 0) + 1
     items[i] = (f"{name} ({seen[name]})" if seen[name] > 1 else name, data)
 
-decoded, problems = [], []
-for name, data in items:
+@st.cache_data(max_entries=64, ttl=3600, show_spinner=False)
+def analyse(spec: str, stamp: float, data: bytes, name: str):
+    """Decode one image and predict it (cached: the examples, or an image sent twice, cost nothing):
+    (thumbnail to show, (width, height) decoded, the model's input, probabilities), or the error."""
     try:
-        decoded.append((name, decode_image(data, name)))
+        image = decode_image(data, name)
     except ImageDecodeError as exc:
-        problems.append(str(exc))
-    del data
-items = None  # the uploaded bytes are not needed past decoding
+        return str(exc)
+    model, predictor = loaded_model(spec)
+    return thumbnail(image), (image.shape[1], image.shape[0]), model.preprocess(image), \
+        predictor.probabilities([image])[0]
+
+
+@st.cache_data(max_entries=256, ttl=3600, show_spinner=False)
+def heat_map(spec: str, stamp: float, model_input: np.ndarray, class_index: int) -> np.ndarray:
+    model, _ = loaded_model(spec)
+    return gradcam(model.model, model_input, class_index)[0]
+
+
+stamp = model_stamp(spec)
+results, problems = [], []
+for name, data in items:
+    outcome = analyse(spec, stamp, data, name)
+    if isinstance(outcome, str):
+        problems.append(outcome)
+    else:
+        results.append((name, *outcome))
+items = None  # the uploaded bytes are not needed past this point
 for problem in problems:
     st.error(plain(problem, 400), icon=":material/broken_image:")
-if not decoded:
+if not results:
     device_banner()
     st.stop()
 
-probs = predictor.probabilities([image for _, image in decoded])
 classes = loaded.class_names
-for index, ((name, image), p) in enumerate(zip(decoded, probs)):
+for index, (name, small, size, model_input, p) in enumerate(results):
     with st.container(border=True):
         order = np.argsort(-p)
         cols = st.columns([1, 2, 1])
-        shown = fit_for_display(image)
-        cols[0].image(shown, caption=f"{name} ({image.shape[1]}×{image.shape[0]})", width="stretch")
+        cols[0].image(fit_for_display(small), caption=f"{name} ({size[0]}×{size[1]})", width="stretch")
         predictions = top_k(p, classes, k)
         cols[1].markdown(f"**{plain(predictions[0]['label'])}** ({predictions[0]['probability']:.1%})")
         cols[1].plotly_chart(topk_bars(predictions, height=40 + 28 * len(predictions)), width="stretch",
                              key=f"classify_bars_{index}", config={"displayModeBar": False})
         target = cols[2].selectbox("Grad-CAM for", [classes[i] for i in order], key=f"classify_cam_{index}")
-        heat, _ = gradcam(loaded.model, loaded.preprocess(image), classes.index(target))
-        cols[2].image(fit_for_display(overlay(image, heat)), caption=f"where it looked for '{target}'", width="stretch")
-
-st.subheader("Explain further")
-tab_filters, tab_maps, tab_neighbours = st.tabs(["conv1 filters", "Activation maps", "Nearest neighbours (fc7)"])
-with tab_filters:
-    st.image(conv1_filters(loaded.model), caption="The first layer's kernels (the paper's figure 3)", width=420)
-names = [n for n, _ in decoded]
-with tab_maps:
-    a, b = st.columns(2)
-    which = a.selectbox("Image", names, key="classify_map_image")
-    layers = feature_layers(loaded.model)
-    layer = b.selectbox("Layer", layers, key="classify_map_layer")
-    image = dict(decoded)[which]
-    maps = activations(loaded.model, loaded.preprocess(image), layer, limit=32)
-    cols = st.columns(8)
-    for i, fmap in enumerate(maps):
-        cols[i % 8].image((fmap * 255).astype(np.uint8), caption=f"{layer}:{i}", width="stretch")
+        heat = heat_map(spec, stamp, model_input, classes.index(target))
+        cols[2].image(fit_for_display(overlay(small, heat)), caption=f"where it looked for '{target}'", width="stretch")
 
 
 @st.cache_data(show_spinner="Computing fc7 features of the sample...", max_entries=4)
@@ -133,20 +136,36 @@ def sample_bank(spec: str, stamp: float):
     return feats, paths
 
 
-with tab_neighbours:
-    which = st.selectbox("Image", names, key="classify_nn_image")
+st.subheader("Explain further")
+EXPLAIN = {"filters": "conv1 filters", "maps": "Activation maps", "neighbours": "Nearest neighbours (fc7)"}
+explain = st.segmented_control("Explain further", list(EXPLAIN), format_func=EXPLAIN.get, key="classify_explain",
+                               label_visibility="collapsed")
+inputs = {name: model_input for name, _, _, model_input, _ in results}
+if explain is None:
+    st.caption("Pick one: the first layer's filters, what each layer responds to, or the most similar images.")
+elif explain == "filters":
+    st.image(conv1_filters(loaded.model), caption="The first layer's kernels (the paper's figure 3)", width=420)
+elif explain == "maps":
+    a, b = st.columns(2)
+    which = a.selectbox("Image", list(inputs), key="classify_map_image")
+    layer = b.selectbox("Layer", feature_layers(loaded.model), key="classify_map_layer")
+    maps = activations(loaded.model, inputs[which], layer, limit=32)
+    cols = st.columns(8)
+    for i, fmap in enumerate(maps):
+        cols[i % 8].image((fmap * 255).astype(np.uint8), caption=f"{layer}:{i}", width="stretch")
+else:
+    which = st.selectbox("Image", list(inputs), key="classify_nn_image")
     try:
-        bank, paths = sample_bank(spec, model_stamp(spec))
+        bank, paths = sample_bank(spec, stamp)
     except (DataError, ImageDecodeError) as exc:
         st.error(plain(exc, 400))
     else:
-        image = dict(decoded)[which]
-        query = embeddings(loaded.model, loaded.preprocess(image[None]))[0]
+        query = embeddings(loaded.model, inputs[which][None])[0]
         order, sims = nearest(query, bank, k=8)
         st.caption("The sample's validation images whose fc7 features are closest to this one "
                    "(the paper's figure 4).")
         cols = st.columns(8)
-        for col, i, s in zip(cols, order, sims):
-            col.image(read_image(paths[i]), caption=f"{Path(paths[i]).parent.name} ({s:.2f})", width="stretch")
+        for col, i, sim in zip(cols, order, sims):
+            col.image(read_image(paths[i]), caption=f"{Path(paths[i]).parent.name} ({sim:.2f})", width="stretch")
 
 device_banner()

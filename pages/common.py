@@ -201,14 +201,23 @@ def loaded_model_or_stop(spec: str):
         st.stop()
 
 
+def thumbnail(image, max_side: int = 768):
+    """`image` shrunk to at most `max_side` pixels a side (what the page shows and overlays on)."""
+    import numpy as np
+    from PIL import Image
+
+    picture = Image.fromarray(image)
+    picture.thumbnail((max_side, max_side))
+    return np.asarray(picture)
+
+
 def fit_for_display(image, max_side: int = 768, max_ratio: float = 2.0):
     """An image to show: at most `max_side` pixels a side, and padded (white) to at most
     `max_ratio` tall, so a 20x900 strip cannot stretch the page."""
     import numpy as np
     from PIL import Image
 
-    picture = Image.fromarray(image)
-    picture.thumbnail((max_side, max_side))
+    picture = Image.fromarray(thumbnail(image, max_side))
     w, h = picture.size
     if h > max_ratio * w:
         canvas = Image.new("RGB", (int(np.ceil(h / max_ratio)), h), (255, 255, 255))

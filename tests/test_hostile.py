@@ -225,6 +225,9 @@ def test_two_uploads_with_the_same_name_both_classify():
     at.run()
     assert not at.exception
     assert len(at.get("plotly_chart")) == 2
+    at.session_state["classify_explain"] = "maps"
+    at.run()
+    assert not at.exception
     assert at.selectbox(key="classify_map_image").options == ["IMG_0001.jpg", "IMG_0001.jpg (2)"]
 
 
