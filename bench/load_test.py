@@ -42,8 +42,15 @@ async def open_classify(context, port: int):
     return page
 
 
+_UPLOADS = iter(range(10**9))
+
+
 async def classify(page, path: Path) -> float:
-    """Upload `path`, wait for its result; seconds taken. Raises on an error or a time-out."""
+    """Upload `path`, wait for its result; seconds taken. Raises on an error or a time-out.
+    Each upload gets a fresh name (a hard link): a browser does not re-send a file it sent before."""
+    fresh = path.with_name(f"{path.stem}-{next(_UPLOADS)}{path.suffix}")
+    os.link(path, fresh)
+    path = fresh
     start = time.perf_counter()
     await page.locator("input[type=file]").set_input_files(str(path), timeout=120_000)
     # Done when this upload's result is the only one on the page (the examples step aside), or failed.
@@ -55,17 +62,18 @@ async def classify(page, path: Path) -> float:
     if await page.locator("[data-testid=stException]").count():
         raise RuntimeError("the page shows an exception")
     elapsed = time.perf_counter() - start
-    await clear_uploads(page)
+    await clear_uploads(page, path.name)
     return elapsed
 
 
-async def clear_uploads(page):
-    """Remove the uploaded files as a user does (the x beside each), so the next upload is alone."""
+async def clear_uploads(page, name: str):
+    """Remove the uploaded file as a user does (the x beside it), and wait until its result is gone."""
     buttons = page.locator("[data-testid=stFileUploader] button[aria-label^='Remove ']")
     while await buttons.count():
         await buttons.first.click()
         await page.wait_for_timeout(200)
-    await page.wait_for_function("() => !document.querySelector('[data-testid=stStatusWidget]')", timeout=120_000)
+    await page.wait_for_function("name => !document.body.innerText.includes(name + ' (')", arg=name,
+                                 timeout=120_000)
 
 
 async def run(args, server_pid: int, port: int, images: list[Path], large: Path):
@@ -80,11 +88,8 @@ async def run(args, server_pid: int, port: int, images: list[Path], large: Path)
         page = await open_classify(context, port)
         await classify(page, images[0])
         before = rss(server_pid)
-        for i in range(args.large):  # a new name each time: a browser does not re-send the same file
-            copy = large.with_name(f"large{i}.jpg")
-            if not copy.exists():
-                os.link(large, copy)
-            await classify(page, copy)
+        for _ in range(args.large):
+            await classify(page, large)
         await asyncio.sleep(5)
         after = rss(server_pid)
         await context.close()
