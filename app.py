@@ -2,7 +2,8 @@
 
 import streamlit as st
 
-st.set_page_config(page_title="AlexNet Explorer", page_icon=":material/neurology:", layout="wide")
+# An emoji, not a Material icon: a Material page icon is fetched from a font server, and the app works offline.
+st.set_page_config(page_title="AlexNet Explorer", page_icon="🧠", layout="wide")
 
 PAGES = [
     st.Page("pages/home.py", title="Home", icon=":material/home:", default=True),

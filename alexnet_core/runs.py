@@ -235,7 +235,7 @@ def read_object(path: Path) -> dict:
 # dropped and reported; unknown fields are kept.
 _NUMBER, _TEXT, _INT, _LIST, _OBJECT = "a number", "text", "a whole number", "a list", "an object"
 CONFIG_SCHEMA = {
-    "variant": _TEXT, "data": _TEXT, "epochs": _INT, "batch_size": _INT, "class_names": _LIST,
+    "variant": _TEXT, "data": _TEXT, "data_description": _TEXT, "epochs": _INT, "batch_size": _INT, "class_names": _LIST,
     "switches": _OBJECT, "environment": _OBJECT, "preprocessing": _OBJECT, "steps_per_epoch": _INT,
     "monitor": _OBJECT, "optimizer": _TEXT, "schedule": _TEXT, "augment": _TEXT, "seed": _INT,
 }
@@ -608,7 +608,7 @@ def run_summary(run_dir: Path, run: dict | None = None) -> dict:
         "path": str(run_dir),
         "state": status.get("state", "unknown"),
         "variant": config.get("variant"),
-        "data": config.get("data"),
+        "data": config.get("data_description") or config.get("data"),
         "epochs_done": int(len(metrics)),
         "epochs": config.get("epochs"),
         "best_val_accuracy": best,
@@ -621,6 +621,14 @@ def run_summary(run_dir: Path, run: dict | None = None) -> dict:
         "problems": run["problems"],
         "damaged": "; ".join(f"damaged: {p}" for p in run["problems"]),
     }
+
+
+def headline_accuracy(run_dir: Path) -> dict | None:
+    """The one accuracy a run is quoted by (its `headline` evaluation, with what it was measured
+    on), else its first recorded evaluation, else None."""
+    evaluations = [e for e in read_status(run_dir).get("evaluations") or [] if isinstance(e, dict)
+                   and isinstance(e.get("accuracy"), (int, float))]
+    return next((e for e in evaluations if e.get("headline")), evaluations[0] if evaluations else None)
 
 
 def bundled_runs() -> list[Path]:

@@ -1,5 +1,6 @@
 import json
 
+import pandas as pd
 import streamlit as st
 
 from alexnet_core.anatomy import compare_tables, totals
@@ -33,8 +34,15 @@ def switch_form(variant: str, prefix: str) -> dict:
                                value=d.width, key=f"{k}_width")
     input_size = c[3].number_input("Input size (px)", 1, 1024, d.input_size, key=f"{k}_size")
     num_classes = c[3].number_input("Classes", 0, 100_000, d.num_classes, key=f"{k}_classes")
+    c[0].button("Reset to the published settings", key=f"{k}_reset", icon=":material/restart_alt:",
+                on_click=lambda: [st.session_state.pop(f"{k}_{name}", None)
+                                  for name in ("norm", "groups", "pool", "dropout", "width", "size", "classes")])
     return {"norm": norm, "groups": groups, "overlapping_pool": overlapping, "dropout": dropout,
             "width": width, "input_size": int(input_size), "num_classes": int(num_classes)}
+
+
+def arch_input(table) -> int:
+    return int(table["output_shape"].iloc[0][0])
 
 
 def load(variant: str, switches: dict):
@@ -74,25 +82,45 @@ st.info(f"**{arch.title}**. {arch.note}  \n*Source: {arch.source}*", icon=":mate
 tab_table, tab_charts, tab_diagram, tab_compare = st.tabs(
     ["Layer table", "Parameters and compute", "Diagram", "Compare"])
 
+LABELS = {"name": "Layer", "type": "Type", "detail": "Configuration", "output_shape": "Output", "params": "Params",
+          "non_trainable_params": "Non-trainable params", "macs": "MACs", "activation_kib": "Activations (KiB)",
+          "receptive_field": "Receptive field (px)", "cumulative_stride": "Stride (px)"}
+
+
+def spatial(value) -> str:
+    """A receptive field or stride, or a dash where a layer has none (dense layers have no stride)."""
+    return "—" if pd.isna(value) else f"{int(value)}"
+
+
 with tab_table:
     shown = table.drop(columns=["inputs", "trainable_params"]).assign(
         output_shape=table["output_shape"].map(shape_text),
         activation_kib=table["activation_bytes"] / 1024,
+        receptive_field=table["receptive_field"].map(spatial),
+        cumulative_stride=table["cumulative_stride"].map(spatial),
     ).drop(columns=["activation_bytes"])
     st.dataframe(
         shown, hide_index=True, width="stretch", height=min(36 * len(shown) + 40, 720),
         column_config={
-            "name": "Layer", "type": "Type", "detail": "Configuration", "output_shape": "Output",
-            "params": st.column_config.NumberColumn("Params", format="localized"),
-            "non_trainable_params": st.column_config.NumberColumn("Non-trainable", format="localized"),
-            "macs": st.column_config.NumberColumn("MACs", format="localized"),
-            "activation_kib": st.column_config.NumberColumn("Activations (KiB)", format="%.1f"),
-            "receptive_field": st.column_config.NumberColumn("Receptive field (px)"),
-            "cumulative_stride": st.column_config.NumberColumn("Stride (px)"),
+            "name": st.column_config.TextColumn(LABELS["name"], width="small"),
+            "type": LABELS["type"],
+            "detail": st.column_config.TextColumn(LABELS["detail"], width="large"),
+            "output_shape": LABELS["output_shape"],
+            "params": st.column_config.NumberColumn(LABELS["params"], format="localized", width="medium"),
+            "non_trainable_params": st.column_config.NumberColumn(LABELS["non_trainable_params"], format="localized"),
+            "macs": st.column_config.NumberColumn(LABELS["macs"], format="localized", width="medium"),
+            "activation_kib": st.column_config.NumberColumn(LABELS["activation_kib"], format="%.1f"),
+            "receptive_field": st.column_config.TextColumn(LABELS["receptive_field"]),
+            "cumulative_stride": st.column_config.TextColumn(LABELS["cumulative_stride"]),
         },
     )
-    st.download_button("Download the table (CSV)", shown.to_csv(index=False), f"{variant}-layers.csv",
-                       mime="text/csv", icon=":material/download:")
+    st.caption("Receptive field: how many input pixels one unit of the layer sees. It can exceed the input "
+               f"({int(pd.to_numeric(table['receptive_field'], errors='coerce').max())} px on a "
+               f"{arch_input(table)} px image here) "
+               "because it counts the zero padding around the image. Dense layers see the whole image and "
+               "have no stride (a dash).")
+    st.download_button("Download the table (CSV)", shown.rename(columns=LABELS).to_csv(index=False),
+                       f"{variant}-layers.csv", mime="text/csv", icon=":material/download:")
 
 with tab_charts:
     st.plotly_chart(params_and_macs(table), width="stretch", key="arch_bars")

@@ -2,7 +2,7 @@ import streamlit as st
 
 from alexnet_core import runs
 from alexnet_core.inference import DEMO_RUN
-from pages.common import device_banner, device_info, format_bytes, page_setup
+from pages.common import device_banner, device_info, format_bytes, page_setup, plain
 
 page_setup()
 st.title("AlexNet Explorer")
@@ -16,10 +16,12 @@ cols = st.columns(4)
 cols[0].metric("Device", info["kind"])
 cols[1].metric("Name", info["name"])
 cols[2].metric("Memory", format_bytes(info["memory_bytes"]))
-metrics = runs.read_metrics(DEMO_RUN)
-if "val_accuracy" in metrics and len(metrics):
-    cols[3].metric("Bundled model", f"{metrics['val_accuracy'].max():.1%}",
-                   help="Validation accuracy of the bundled compact AlexNet on 5,000 held-out CIFAR-10 images")
+headline = runs.headline_accuracy(DEMO_RUN)
+if headline:
+    cols[3].metric("Bundled model accuracy", f"{headline['accuracy']:.1%}",
+                   help=f"The bundled compact AlexNet on {headline.get('description') or headline['data']}")
+    st.caption(f"The bundled model's accuracy, {headline['accuracy']:.1%}, is measured on "
+               f"{plain(headline.get('description') or headline['data'])}.")
 if info["kind"] == "CPU":
     st.caption("No GPU found: everything works on the CPU; the `compact` variant is sized for it.")
 

@@ -58,10 +58,18 @@ def test_architecture_impossible_setting_shows_message():
     at = run_page("pages/architecture.py")
     at.number_input(key="arch_paper_size").set_value(32).run()
     assert not at.exception
-    assert "input_size must be >= 67 for 'paper', got 32" in at.error[0].value
+    assert "input_size must be >= 67 for 'paper', got 32" in at.error[0].value.replace("\\", "")
     at.number_input(key="arch_paper_size").set_value(227)
     at.number_input(key="arch_paper_classes").set_value(0).run()
-    assert "num_classes must be >= 2, got 0" in at.error[0].value
+    assert "num_classes must be >= 2, got 0" in at.error[0].value.replace("\\", "")
+    at.button(key="arch_paper_reset").click().run()  # back to the published network
+    assert not at.exception and not at.error
+    assert at.number_input(key="arch_paper_classes").value == 1000
+    assert any("Published figures reproduced" in s.value for s in at.success)
+    table = at.dataframe[0].value
+    assert "None" not in table.astype(str).to_numpy().ravel().tolist()
+    assert table.loc[table["name"] == "fc6", "cumulative_stride"].item() == "—"
+    assert any("counts the zero padding" in c.value for c in at.caption)
 
 
 def test_architecture_compare():
