@@ -15,31 +15,21 @@ from alexnet_core.inference import (
     read_image,
     top_k,
 )
-from pages.common import (
-    device_banner,
-    fit_for_display,
-    loaded_model,
-    loaded_model_or_stop,
-    model_stamp,
-    page_setup,
-    pick_model,
-    plain,
-    thumbnail,
-)
+from pages import common
 
-page_setup()
+common.page_setup()
 st.title("Classify")
 st.caption("Upload images and see what the network predicts, and where it looked.")
 
 EXAMPLES = sorted((ASSETS / "examples").glob("*.jpg"))
 top = st.columns([2, 1])
 with top[0]:
-    spec = pick_model("classify_model")
+    spec = common.pick_model("classify_model")
 if spec is None:
-    device_banner()
+    common.device_banner()
     st.stop()
 k = top[1].slider("Top-k", 1, 10, 5, key="classify_k")
-loaded, _ = loaded_model_or_stop(spec)
+loaded, _ = common.loaded_model_or_stop(spec)
 
 uploads = st.file_uploader("Images (JPEG, PNG, WebP, BMP, GIF, TIFF)", type=UPLOAD_TYPES,
                            accept_multiple_files=True, key="classify_uploads")
@@ -70,7 +60,7 @@ if use_examples and not items:
     items += [(p.name, p.read_bytes()) for p in EXAMPLES]
 if not items:
     st.info("Upload images above, take a photo, or switch on the examples.", icon=":material/upload:")
-    device_banner()
+    common.device_banner()
     st.stop()
 seen = {}
 for i, (name, data) in enumerate(items):
@@ -85,18 +75,18 @@ def analyse(spec: str, stamp: float, data: bytes, name: str):
         image = decode_image(data, name)
     except ImageDecodeError as exc:
         return str(exc)
-    model, predictor = loaded_model(spec)
-    return thumbnail(image), (image.shape[1], image.shape[0]), model.preprocess(image), \
+    model, predictor = common.loaded_model(spec)
+    return common.thumbnail(image), (image.shape[1], image.shape[0]), model.preprocess(image), \
         predictor.probabilities([image])[0]
 
 
 @st.cache_data(max_entries=256, ttl=3600, show_spinner=False)
 def heat_map(spec: str, stamp: float, model_input: np.ndarray, class_index: int) -> np.ndarray:
-    model, _ = loaded_model(spec)
+    model, _ = common.loaded_model(spec)
     return gradcam(model.model, model_input, class_index)[0]
 
 
-stamp = model_stamp(spec)
+stamp = common.model_stamp(spec)
 results, problems = [], []
 for name, data in items:
     outcome = analyse(spec, stamp, data, name)
@@ -106,9 +96,9 @@ for name, data in items:
         results.append((name, *outcome))
 items = None  # the uploaded bytes are not needed past this point
 for problem in problems:
-    st.error(plain(problem, 400), icon=":material/broken_image:")
+    st.error(common.plain(problem, 400), icon=":material/broken_image:")
 if not results:
-    device_banner()
+    common.device_banner()
     st.stop()
 
 classes = loaded.class_names
@@ -116,14 +106,14 @@ for index, (name, small, size, model_input, p) in enumerate(results):
     with st.container(border=True):
         order = np.argsort(-p)
         cols = st.columns([1, 2, 1])
-        cols[0].image(fit_for_display(small), caption=f"{name} ({size[0]}×{size[1]})", width="stretch")
+        cols[0].image(common.fit_for_display(small), caption=f"{name} ({size[0]}×{size[1]})", width="stretch")
         predictions = top_k(p, classes, k)
-        cols[1].markdown(f"**{plain(predictions[0]['label'])}** ({predictions[0]['probability']:.1%})")
+        cols[1].markdown(f"**{common.plain(predictions[0]['label'])}** ({predictions[0]['probability']:.1%})")
         cols[1].plotly_chart(topk_bars(predictions, height=40 + 28 * len(predictions)), width="stretch",
                              key=f"classify_bars_{index}", config={"displayModeBar": False})
         target = cols[2].selectbox("Grad-CAM for", [classes[i] for i in order], key=f"classify_cam_{index}")
         heat = heat_map(spec, stamp, model_input, classes.index(target))
-        cols[2].image(fit_for_display(overlay(small, heat)), caption=f"where it looked for '{target}'", width="stretch")
+        cols[2].image(common.fit_for_display(overlay(small, heat)), caption=f"where it looked for '{target}'", width="stretch")
 
 
 @st.cache_data(show_spinner="Computing fc7 features of the sample...", max_entries=4)
@@ -131,7 +121,7 @@ def sample_bank(spec: str, stamp: float):
     data = load_source("sample")
     paths = data.val.paths
     images = np.stack([read_image(p) for p in paths])
-    model, _ = loaded_model(spec)
+    model, _ = common.loaded_model(spec)
     feats = embeddings(model.model, model.preprocess(images))
     return feats, paths
 
@@ -158,7 +148,7 @@ else:
     try:
         bank, paths = sample_bank(spec, stamp)
     except (DataError, ImageDecodeError) as exc:
-        st.error(plain(exc, 400))
+        st.error(common.plain(exc, 400))
     else:
         query = embeddings(loaded.model, inputs[which][None])[0]
         order, sims = nearest(query, bank, k=8)
@@ -168,4 +158,4 @@ else:
         for col, i, sim in zip(cols, order, sims):
             col.image(read_image(paths[i]), caption=f"{Path(paths[i]).parent.name} ({sim:.2f})", width="stretch")
 
-device_banner()
+common.device_banner()

@@ -40,6 +40,12 @@ if not data:
     st.stop()
 
 
+def pick_label(spec: str) -> str:
+    from pages.common import model_choices
+
+    return model_choices().get(spec, spec)
+
+
 def run_evaluation(spec: str, data: str, split: str | None, flip: bool):
     """Evaluate with a progress bar; remembered per session (and cached on disk across sessions)."""
     key = (spec, model_stamp(spec), data, split, flip)
@@ -68,6 +74,10 @@ m[0].metric("Accuracy", f"{result.accuracy():.1%}")
 m[1].metric("Top-5 accuracy", f"{result.top_k_accuracy(5):.1%}")
 m[2].metric("Images", f"{result.n:,}")
 m[3].metric("Split", result.split)
+source_words = {"sample": "the bundled sample", "cifar10": "CIFAR-10"}.get(data, "the folder " + plain(data, 80))
+st.caption(f"Every figure on this page: {plain(pick_label(spec))} on the {result.split} split of {source_words} "
+           f"({result.n:,} images){', averaged with mirror images' if flip else ''}. A model's headline accuracy "
+           "(Home, Runs) can differ: it is measured on its own, usually larger, validation set.")
 
 cm = result.confusion_matrix()
 normalize = st.toggle("Row-normalised (share of each true class)", key="eval_normalize")
