@@ -606,7 +606,7 @@ def run_summary(run_dir: Path, run: dict | None = None) -> dict:
     return {
         "run_id": run_dir.name,
         "path": str(run_dir),
-        "state": status.get("state", "unknown"),
+        "state": status.get("state") or ("damaged" if run["problems"] else "unknown"),
         "variant": config.get("variant"),
         "data": config.get("data_description") or config.get("data"),
         "epochs_done": int(len(metrics)),

@@ -132,7 +132,7 @@ STATE_BADGES = {
     "created": ("gray", ":material/schedule:"), "running": ("blue", ":material/sprint:"), "starting": ("blue", ":material/hourglass_top:"),
     "finished": ("green", ":material/check_circle:"), "stopped": ("orange", ":material/pause_circle:"),
     "interrupted": ("orange", ":material/warning:"), "failed": ("red", ":material/error:"),
-    "diverged": ("red", ":material/trending_up:"),
+    "diverged": ("red", ":material/trending_up:"), "damaged": ("red", ":material/report:"),
 }
 
 

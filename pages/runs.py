@@ -29,9 +29,10 @@ table["notes"] = [r["damaged"] or (f"link to {r['link']}" if r["link"] else "") 
 wanted = st.query_params.get("run")
 if wanted is not None and run_dir_of(wanted) is None:
     st.warning(f"There is no run named {plain(wanted, 80)}.")
-columns = ["run_id", "state", "variant", "data", "progress", "best_val_accuracy", "duration", "started"]
+columns = ["run_id", "state", *(["notes"] if table["notes"].any() else []), "variant", "data", "progress",
+           "best_val_accuracy", "duration", "started"]
 event = st.dataframe(
-    table[columns + (["notes"] if table["notes"].any() else [])],
+    table[columns],
     hide_index=True, width="stretch", on_select="rerun", selection_mode="multi-row", key="runs_table",
     column_config={
         "run_id": "Run", "state": "State", "variant": "Variant", "data": "Data", "progress": "Epochs",
