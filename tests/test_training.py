@@ -59,6 +59,8 @@ def test_cli_train_writes_a_complete_run_folder(folder, tmp_path):
     config = runs.read_config(run_dir)
     assert config["class_names"] == ["class0", "class1", "class2"]
     assert config["environment"]["tensorflow"]
+    assert config["preprocessing"]["input_size"] == 16 and len(config["preprocessing"]["mean"]) == 3
+    assert config["environment"]["replicas"] == 1 and config["monitor"]["best_checkpoint"] == "val_accuracy"
     assert TrainConfig.from_dict(config).epochs == 2  # the run can be rebuilt from config.json alone
 
     import keras
