@@ -33,7 +33,8 @@ def test_home_shows_device_and_links():
     labels = " ".join(link.proto.label for link in at.get("page_link"))
     for page in ("Architecture", "Train", "Evaluate", "Classify", "Runs"):
         assert page in labels
-    assert metric(at, "Bundled model").endswith("%")
+    assert metric(at, "Bundled model accuracy") == "84.6%"
+    assert any("5,000 held-out CIFAR-10 images" in c.value.replace("\\", "") for c in at.caption)  # with its split
 
 
 def test_architecture_defaults_reproduce_the_paper():
@@ -165,7 +166,7 @@ def test_runs_page_rejects_path_escapes_from_the_url():
     at.query_params["run"] = "../../etc"
     at.run()
     assert not at.exception
-    assert any("There is no run '../../etc'" in w.value for w in at.warning)
+    assert any("There is no run named ../../etc" in w.value.replace("\\", "") for w in at.warning)
 
 
 # --- Evaluate and Classify (on the bundled demo model and sample) ----------------------------

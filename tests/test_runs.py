@@ -12,7 +12,7 @@ def test_run_ids_cannot_escape(tmp_path, bad):
         runs.resolve_run(tmp_path, bad)
 
 
-@pytest.mark.parametrize("name", ["my run (copy)", "x y", "run;rm", "été", "[x](http://example.com)"])
+@pytest.mark.parametrize("name", ["my run (copy)", "x y", "run;rm", "été", "[x](example)"])
 def test_any_folder_name_is_a_usable_run_id(tmp_path, name):
     path = runs.create_run(tmp_path, name, {"variant": "compact", "data": "sample", "epochs": 1})
     assert runs.find_run(name, tmp_path) == path and path.parent == tmp_path.resolve()
