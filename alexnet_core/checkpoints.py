@@ -61,8 +61,9 @@ class CheckpointStore:
     def iterations(self) -> int:
         return int(self.record.get("iterations") or 0)
 
-    def latest_path(self) -> Path | None:
-        name = self.record.get("last")
+    def latest_path(self, record: dict | None = None) -> Path | None:
+        """The checkpoint of the last commit (of `record`, else the store's), if it exists."""
+        name = (self.record if record is None else record).get("last")
         return self.dir / name if name and (self.dir / name).exists() else None
 
     def recover(self) -> dict:
@@ -78,17 +79,13 @@ class CheckpointStore:
                                 f"safely. Start a new run; its {runs.MODEL} and checkpoints stay usable.")
         if record and record.get("format") != FORMAT:
             record = self._from_legacy(record)
-        if record and not self.latest_path_for(record):
+        if record and not self.latest_path(record):
             raise runs.RunError(f"{self.dir / runs.STATE} names {record.get('last')!r}, which is missing: "
                                 "the run's checkpoints are damaged. Start a new run.")
         self.record = record
         if record:
             self.publish()
         return record
-
-    def latest_path_for(self, record: dict) -> Path | None:
-        name = record.get("last")
-        return self.dir / name if name and (self.dir / name).exists() else None
 
     def _from_legacy(self, old: dict) -> dict:
         """A run written by the fit()-based trainer: last.keras + {"completed_epochs": N}."""

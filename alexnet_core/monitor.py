@@ -70,9 +70,9 @@ class Progress:
         now = time.perf_counter()
         self.steps_timed += 1
         if self.steps_timed == WARMUP_STEPS:
-            self.timer_start, self.timed_from = now, self.steps_timed
+            self.timer_start = now
         elif self.steps_timed > WARMUP_STEPS:
-            self.seconds_per_step = (now - self.timer_start) / (self.steps_timed - self.timed_from)
+            self.seconds_per_step = (now - self.timer_start) / (self.steps_timed - WARMUP_STEPS)
 
     def fields(self) -> dict:
         images_per_sec = self.batch_size / self.seconds_per_step if self.seconds_per_step else None

@@ -354,12 +354,16 @@ def read_csv_checked(path: Path, integer: str) -> tuple[object, int]:
     return frame, skipped + damaged_tail
 
 
-def read_metrics(run_dir: Path):
-    """metrics.csv as a DataFrame (one row per completed epoch; `epoch` counts from 1)."""
-    frame, _ = read_csv_checked(Path(run_dir) / METRICS, "epoch")
+def _read_metrics_checked(run_dir: Path):
+    frame, skipped = read_csv_checked(Path(run_dir) / METRICS, "epoch")
     if "epoch" in frame:
         frame["epoch"] = frame["epoch"] + 1  # stored from 0, as Keras' CSVLogger
-    return frame
+    return frame, skipped
+
+
+def read_metrics(run_dir: Path):
+    """metrics.csv as a DataFrame (one row per completed epoch; `epoch` counts from 1)."""
+    return _read_metrics_checked(run_dir)[0]
 
 
 def read_steps(run_dir: Path):
@@ -493,16 +497,17 @@ def trainer_alive(run_dir: Path, status: dict) -> bool:
     return age < STALE_AFTER_S
 
 
-def read_status(run_dir: Path) -> dict:
-    """status.json (fields of the wrong type dropped) with `state` turned into `interrupted`
-    when its trainer has gone."""
-    status, _ = read_checked(Path(run_dir) / STATUS, STATUS_SCHEMA)
-    state = status.get("state", "unknown")
-    if state in ACTIVE_STATES and not trainer_alive(run_dir, status):
-        status["state"] = "interrupted"
-        status["message"] = ("The trainer stopped without finishing (killed or crashed). "
-                             "Resume continues from the last completed epoch.")
+def with_liveness(run_dir: Path, status: dict) -> dict:
+    """`status` with an active state turned into `interrupted` when its trainer has gone."""
+    if status.get("state") in ACTIVE_STATES and not trainer_alive(run_dir, status):
+        return {**status, "state": "interrupted", "message": "The trainer stopped without finishing (killed or "
+                "crashed). Resume continues from the last completed epoch."}
     return status
+
+
+def read_status(run_dir: Path) -> dict:
+    """status.json (fields of the wrong type dropped), read through `with_liveness`."""
+    return with_liveness(run_dir, read_checked(Path(run_dir) / STATUS, STATUS_SCHEMA)[0])
 
 
 def write_status(run_dir: Path, **fields) -> dict:
@@ -573,20 +578,18 @@ def read_run(run_dir: Path) -> dict:
     config, problems = read_checked(run_dir / CONFIG, CONFIG_SCHEMA)
     status, status_problems = read_checked(run_dir / STATUS, STATUS_SCHEMA)
     problems += status_problems
-    if status.get("state") in ACTIVE_STATES and not trainer_alive(run_dir, status):
-        status = {**status, "state": "interrupted", "message": "The trainer stopped without finishing (killed or "
-                  "crashed). Resume continues from the last completed epoch."}
-    metrics, bad_rows = read_csv_checked(run_dir / METRICS, "epoch")
-    if "epoch" in metrics:
-        metrics["epoch"] = metrics["epoch"] + 1
+    status = with_liveness(run_dir, status)
+    metrics, bad_rows = _read_metrics_checked(run_dir)
     if bad_rows:
         problems.append(f"{METRICS}: {bad_rows} damaged row{'s' if bad_rows > 1 else ''} skipped")
     steps, bad_steps = read_csv_checked(run_dir / STEPS, "step")
     if bad_steps:
         problems.append(f"{STEPS}: {bad_steps} damaged row{'s' if bad_steps > 1 else ''} skipped")
-    if model_problem(run_dir):
-        problems.append(model_problem(run_dir))
-    return {"config": config, "status": status, "metrics": metrics, "steps": steps, "problems": problems}
+    bad_model = model_problem(run_dir)
+    if bad_model:
+        problems.append(bad_model)
+    return {"config": config, "status": status, "metrics": metrics, "steps": steps, "problems": problems,
+            "model_ok": (run_dir / MODEL).exists() and bad_model is None}
 
 
 def run_summary(run_dir: Path, run: dict | None = None) -> dict:
@@ -616,7 +619,7 @@ def run_summary(run_dir: Path, run: dict | None = None) -> dict:
         "started": started,
         "read_only": is_read_only(run_dir),
         "link": link,
-        "has_model": (run_dir / MODEL).exists() and model_problem(run_dir) is None,
+        "has_model": run["model_ok"],
         "message": status.get("message", ""),
         "problems": run["problems"],
         "damaged": "; ".join(f"damaged: {p}" for p in run["problems"]),
