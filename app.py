@@ -1,17 +1,30 @@
-"""AlexNet Explorer: `streamlit run app.py`."""
+"""AlexNet Explorer: `streamlit run app.py`.
+
+Streamlit runs this file twice over: imported once as the module `app` (it finds `app`, the
+web server, below) and run as the page script `__main__` for every browser session.
+"""
 
 import streamlit as st
 
-# An emoji, not a Material icon: a Material page icon is fetched from a font server, and the app works offline.
-st.set_page_config(page_title="AlexNet Explorer", page_icon="🧠", layout="wide")
+if __name__ == "__main__":
+    # An emoji, not a Material icon: a Material page icon is fetched from a font server, and the app works offline.
+    st.set_page_config(page_title="AlexNet Explorer", page_icon="🧠", layout="wide")
 
-PAGES = [
-    st.Page("pages/home.py", title="Home", icon=":material/home:", default=True),
-    st.Page("pages/architecture.py", title="Architecture", icon=":material/account_tree:"),
-    st.Page("pages/train.py", title="Train", icon=":material/model_training:"),
-    st.Page("pages/evaluate.py", title="Evaluate", icon=":material/grid_on:"),
-    st.Page("pages/classify.py", title="Classify", icon=":material/image_search:"),
-    st.Page("pages/runs.py", title="Runs", icon=":material/folder_open:"),
-]
+    PAGES = [
+        st.Page("pages/home.py", title="Home", icon=":material/home:", default=True),
+        st.Page("pages/architecture.py", title="Architecture", icon=":material/account_tree:"),
+        st.Page("pages/train.py", title="Train", icon=":material/model_training:"),
+        st.Page("pages/evaluate.py", title="Evaluate", icon=":material/grid_on:"),
+        st.Page("pages/classify.py", title="Classify", icon=":material/image_search:"),
+        st.Page("pages/runs.py", title="Runs", icon=":material/folder_open:"),
+    ]
 
-st.navigation(PAGES).run()
+    st.navigation(PAGES).run()
+else:
+    from starlette.middleware import Middleware
+
+    from pages.server import BaseUrlHint, keep_keras_state, warm_up
+
+    app = st.App(__file__, middleware=[Middleware(BaseUrlHint)])
+    keep_keras_state()
+    warming = warm_up()

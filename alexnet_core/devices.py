@@ -48,34 +48,49 @@ def _ram_bytes() -> int | None:
         return None
 
 
-def _nvidia_memory() -> list[int]:
+def _visible(indices: list[int]) -> list[int]:
+    """The GPU indices CUDA_VISIBLE_DEVICES leaves to TensorFlow (all when unset)."""
+    setting = os.environ.get("CUDA_VISIBLE_DEVICES")
+    if setting is None:
+        return indices
+    wanted = [part.strip() for part in setting.split(",") if part.strip()]
+    if not wanted or wanted[0].startswith("-"):
+        return []
+    return [i for i in indices if str(i) in wanted]
+
+
+def nvidia_gpus() -> list[dict]:
+    """[{'index', 'name', 'memory_bytes'}] of the NVIDIA GPUs this process may use, from
+    `nvidia-smi` (no TensorFlow import: the app's sidebar asks on every start)."""
     if not shutil.which("nvidia-smi"):
         return []
     try:
         out = subprocess.run(
-            ["nvidia-smi", "--query-gpu=memory.total", "--format=csv,noheader,nounits"],
+            ["nvidia-smi", "--query-gpu=index,name,memory.total", "--format=csv,noheader,nounits"],
             capture_output=True, text=True, timeout=10, check=True,
         ).stdout
-        return [int(float(v)) * 1024 * 1024 for v in out.split()]
-    except (OSError, subprocess.SubprocessError, ValueError):
+    except (OSError, subprocess.SubprocessError):
         return []
+    gpus = {}
+    for line in out.splitlines():
+        parts = [p.strip() for p in line.split(",")]
+        if len(parts) != 3:
+            continue
+        try:
+            gpus[int(parts[0])] = {"index": int(parts[0]), "name": parts[1],
+                                   "memory_bytes": int(float(parts[2])) * 1024 * 1024}
+        except ValueError:
+            continue
+    return [gpus[i] for i in _visible(sorted(gpus))]
 
 
 def describe() -> dict:
-    """{'kind': 'GPU'|'CPU', 'name', 'count', 'memory_bytes', 'cores'} of the training device."""
-    import tensorflow as tf
-
-    gpus = configure_gpus()
+    """{'kind': 'GPU'|'CPU', 'name', 'count', 'memory_bytes', 'cores'} of the training device,
+    without importing TensorFlow."""
+    gpus = nvidia_gpus()
     if gpus:
-        details = tf.config.experimental.get_device_details(gpus[0])
-        memory = _nvidia_memory()
-        return {
-            "kind": "GPU",
-            "name": details.get("device_name", gpus[0].name),
-            "count": len(gpus),
-            "memory_bytes": memory[0] if memory else None,
-            "cores": os.cpu_count(),
-        }
+        return {"kind": "GPU", "name": gpus[0]["name"], "count": len(gpus),
+                "memory_bytes": gpus[0]["memory_bytes"], "cores": os.cpu_count()}
     return {"kind": "CPU", "name": _cpu_name(), "count": 1, "memory_bytes": _ram_bytes(),
             "cores": os.cpu_count()}
 

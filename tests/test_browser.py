@@ -99,14 +99,29 @@ def open_page(browser, server, path, title, height=1000):
     return page
 
 
-def test_every_page_renders_without_errors(server, browser):
+def test_every_page_renders_offline_without_errors(server, browser):
+    """A tour by the sidebar and by direct links (bookmarks, reloads): no exception, no request to
+    another host, no failed request, no console error."""
+    from urllib.parse import urlparse
+
     page = browser.new_page(viewport={"width": 1400, "height": 1000})
+    hosts, failed, console = set(), [], []
+    page.on("request", lambda r: hosts.add(urlparse(r.url).netloc))
+    page.on("response", lambda r: failed.append(f"{r.status} {r.url}") if r.status >= 400 else None)
+    page.on("console", lambda m: console.append(m.text) if m.type == "error" else None)
+    page.on("pageerror", lambda e: console.append(str(e)))
     page.goto(server)
     page.wait_for_selector("h1", timeout=60_000)
     settle(page)
     links = page.locator('[data-testid="stSidebarNavLink"]')
     hrefs = [links.nth(i).get_attribute("href") for i in range(links.count())]
-    assert len(hrefs) >= 2, "the sidebar should list every page"
+    assert len(hrefs) == 6, "the sidebar should list every page"
+    for href in hrefs:
+        page.locator(f'[data-testid="stSidebarNavLink"][href="{href}"]').click()
+        page.wait_for_timeout(300)
+        page.wait_for_selector("h1", timeout=60_000)
+        settle(page)
+        assert_no_errors(page, href)
     for href in hrefs:
         page.goto(href if href.startswith("http") else server + "/" + href.lstrip("/"))
         page.wait_for_selector("h1", timeout=60_000)
@@ -114,6 +129,9 @@ def test_every_page_renders_without_errors(server, browser):
         assert_no_errors(page, href)
         assert page.locator("h1").first.inner_text().strip()
     page.close()
+    assert hosts == {urlparse(server).netloc}, f"requests to other hosts: {hosts}"
+    assert not failed, failed
+    assert not console, console
 
 
 def test_architecture_page_in_the_browser(server, browser):
