@@ -194,7 +194,7 @@ def cmd_predict(args) -> int:
     if args.top_k < 1:
         raise UsageError(f"--top-k must be >= 1, got {args.top_k}")
     loaded = _load(args.model)
-    results = predict_files(loaded, args.images, args.top_k)
+    results = predict_files(loaded, args.images, args.top_k, args.framing)
     if args.json:
         print(json.dumps(results))
     else:
@@ -203,7 +203,7 @@ def cmd_predict(args) -> int:
                 print(f"{r['image']}: error: {r['error']}")
                 continue
             top = ", ".join(f"{p['label']} {p['probability']:.1%}" for p in r["predictions"])
-            print(f"{r['image']}: {top}")
+            print(f"{r['image']}: {top}" + ("" if r["sure"] else f" (unsure: {r['unsure_because']})"))
     return 2 if all(r["error"] for r in results) else 0
 
 
@@ -278,6 +278,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("model", help="a run folder, a .keras file, or demo")
     p.add_argument("images", nargs="+", metavar="IMAGE")
     p.add_argument("--top-k", type=int, default=5)
+    p.add_argument("--framing", choices=["crop", "fit"], default="crop",
+                   help="images that are not square: centre crop (default) or the whole image on a square")
     p.add_argument("--json", action="store_true", help="print one JSON document")
     p.set_defaults(func=cmd_predict)
 

@@ -83,9 +83,19 @@ def overlay(image: np.ndarray, heat: np.ndarray, alpha: float = 0.45) -> np.ndar
 
     h, w = image.shape[:2]
     heat = np.asarray(Image.fromarray((heat * 255).astype(np.uint8)).resize((w, h), Image.BILINEAR)) / 255.0
-    colour = np.stack([np.clip(1.5 - abs(4 * heat - 3), 0, 1), np.clip(1.5 - abs(4 * heat - 2), 0, 1),
-                       np.clip(1.5 - abs(4 * heat - 1), 0, 1)], axis=-1)
-    return (image * (1 - alpha) + colour * 255 * alpha).clip(0, 255).astype(np.uint8)
+    return (image * (1 - alpha) + heat_colours(heat) * 255 * alpha).clip(0, 255).astype(np.uint8)
+
+
+def heat_colours(heat: np.ndarray) -> np.ndarray:
+    """Values in 0..1 -> RGB in 0..1: dark blue (0, looked at least), cyan, yellow, dark red (1, most)."""
+    return np.stack([np.clip(1.5 - abs(4 * heat - 3), 0, 1), np.clip(1.5 - abs(4 * heat - 2), 0, 1),
+                     np.clip(1.5 - abs(4 * heat - 1), 0, 1)], axis=-1)
+
+
+def heat_legend(width: int = 256, height: int = 14) -> np.ndarray:
+    """The overlay's colour scale as a uint8 strip, least attention on the left."""
+    ramp = np.tile(np.linspace(0.0, 1.0, width), (height, 1))
+    return (heat_colours(ramp) * 255).astype(np.uint8)
 
 
 def conv1_filters(model, layer: str = "conv1") -> np.ndarray:

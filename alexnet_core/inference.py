@@ -338,22 +338,79 @@ def load_model(spec: str) -> LoadedModel:
     return LoadedModel(model, names, spec, path, run_dir, recorded(record, int(model.input_shape[1])))
 
 
+# How a photo of any shape becomes the network's square input.
+FRAMINGS = {
+    "crop": "Centre crop: the largest centred square, as the model saw its training images",
+    "fit": "Whole image: all of it, fitted into the square, the border filled with its mean colour",
+}
+DEFAULT_FRAMING = "crop"
+# A prediction is "unsure" below these: top-1 probability, and its lead over the second class.
+SURE_PROBABILITY = 0.5
+SURE_MARGIN = 0.2
+
+
+def frame(image: np.ndarray, framing: str = DEFAULT_FRAMING) -> np.ndarray:
+    """A square image from `image` (uint8 HxWx3): its centre square, or all of it on a square
+    canvas of its mean colour. Already square images come back unchanged."""
+    if framing not in FRAMINGS:
+        raise ValueError(f"framing must be one of {', '.join(FRAMINGS)}, got {framing!r}")
+    height, width = image.shape[:2]
+    if height == width:
+        return image
+    side = min(height, width) if framing == "crop" else max(height, width)
+    if framing == "crop":
+        top, left = (height - side) // 2, (width - side) // 2
+        return image[top:top + side, left:left + side]
+    canvas = np.empty((side, side, 3), dtype=image.dtype)
+    canvas[:] = image.reshape(-1, 3).mean(axis=0).astype(image.dtype)
+    top, left = (side - height) // 2, (side - width) // 2
+    canvas[top:top + height, left:left + width] = image
+    return canvas
+
+
+def network_view(image: np.ndarray, size: int, framing: str = DEFAULT_FRAMING) -> np.ndarray:
+    """Exactly the pixels the network gets (before standardisation): framed, resized to size x size,
+    uint8."""
+    from .preprocess import resize
+
+    square = frame(image, framing)
+    return np.clip(np.rint(resize(square, size).numpy()), 0, 255).astype(np.uint8)
+
+
+def verdict(probs: np.ndarray, sure_probability: float = SURE_PROBABILITY, sure_margin: float = SURE_MARGIN) -> dict:
+    """{'sure': bool, 'top1', 'margin', 'reason'}: unsure when the top class has less than
+    `sure_probability`, or leads the second by less than `sure_margin`."""
+    ordered = np.sort(np.asarray(probs, dtype=float))[::-1]
+    top1 = float(ordered[0])
+    margin = float(ordered[0] - ordered[1]) if len(ordered) > 1 else top1
+    reasons = []
+    if top1 < sure_probability:
+        reasons.append(f"the top class has {top1:.0%}, below the {sure_probability:.0%} needed")
+    if margin < sure_margin:
+        reasons.append(f"it leads the next class by {margin:.0%}, less than the {sure_margin:.0%} needed")
+    return {"sure": not reasons, "top1": top1, "margin": margin, "reason": "; ".join(reasons)}
+
+
 class Predictor:
     """Top-k for images through one compiled function (no per-call model.predict overhead)."""
 
-    def __init__(self, loaded: LoadedModel, flip: bool = False):
+    def __init__(self, loaded: LoadedModel, flip: bool = False, framing: str = DEFAULT_FRAMING):
+        if framing not in FRAMINGS:
+            raise ValueError(f"framing must be one of {', '.join(FRAMINGS)}, got {framing!r}")
         self.loaded = loaded
+        self.framing = framing
         self._forward = make_forward(loaded, flip)
 
     def probabilities(self, images: list[np.ndarray] | np.ndarray) -> np.ndarray:
-        """uint8/float 0..255 RGB images (any sizes) -> (n, classes) probabilities."""
+        """uint8/float 0..255 RGB images (any sizes) -> (n, classes) probabilities; images that are
+        not square are framed first (`framing`)."""
         from .preprocess import resize
 
         size = self.loaded.input_size
         if isinstance(images, np.ndarray) and images.ndim == 4 and images.shape[1:3] == (size, size):
             batch = images.astype(np.float32)
         else:
-            batch = np.stack([resize(img, size).numpy() for img in images]).astype(np.float32)
+            batch = np.stack([resize(frame(img, self.framing), size).numpy() for img in images]).astype(np.float32)
         return self._forward(batch).numpy()
 
     def top_k(self, image: np.ndarray, k: int = 5) -> list[dict]:
@@ -365,9 +422,9 @@ def top_k(probs: np.ndarray, class_names: list[str], k: int = 5) -> list[dict]:
     return [{"label": class_names[i], "probability": float(probs[i])} for i in order]
 
 
-def predict_files(loaded: LoadedModel, paths: list[str], k: int = 5) -> list[dict]:
+def predict_files(loaded: LoadedModel, paths: list[str], k: int = 5, framing: str = DEFAULT_FRAMING) -> list[dict]:
     """The `predict --json` document: one entry per file; unreadable files get an error, not a crash."""
-    predictor = Predictor(loaded)
+    predictor = Predictor(loaded, framing=framing)
     results = []
     for path in paths:
         try:
@@ -375,7 +432,10 @@ def predict_files(loaded: LoadedModel, paths: list[str], k: int = 5) -> list[dic
         except ImageDecodeError as exc:
             results.append({"image": str(path), "predictions": [], "error": str(exc)})
             continue
-        results.append({"image": str(path), "predictions": predictor.top_k(image, k), "error": None})
+        probs = predictor.probabilities([image])[0]
+        judged = verdict(probs)
+        results.append({"image": str(path), "predictions": top_k(probs, loaded.class_names, k), "error": None,
+                        "sure": judged["sure"], "unsure_because": judged["reason"] or None})
     return results
 
 

@@ -1,3 +1,4 @@
+import hashlib
 from pathlib import Path
 
 import numpy as np
@@ -7,13 +8,20 @@ from alexnet_core.charts import topk_bars
 from alexnet_core.data import ASSETS, DataError, load_source
 from alexnet_core.explain import activations, conv1_filters, embeddings, feature_layers, gradcam, nearest, overlay
 from alexnet_core.inference import (
+    DEFAULT_FRAMING,
+    FRAMINGS,
     MAX_UPLOAD_BYTES,
     MAX_UPLOAD_FILES,
+    SURE_MARGIN,
+    SURE_PROBABILITY,
     UPLOAD_TYPES,
     ImageDecodeError,
     decode_image,
+    frame,
+    network_view,
     read_image,
     top_k,
+    verdict,
 )
 from pages import common
 
@@ -30,6 +38,24 @@ if spec is None:
     st.stop()
 k = top[1].slider("Top-k", 1, 10, 5, key="classify_k")
 loaded, _ = common.loaded_model_or_stop(spec)
+classes = loaded.class_names
+size = loaded.input_size
+shown = ", ".join(classes) if len(classes) <= 12 else ", ".join(classes[:10]) + f" and {len(classes) - 10} more"
+st.info(f"**What this model can say.** It knows {len(classes)} classes ({common.plain(shown, 400)}) and sees "
+        f"every image as {size}×{size} pixels. Anything else in a photo still gets one of these labels, so a "
+        "low score, or two close ones, means the model is not sure.", icon=":material/lightbulb:")
+
+settings = st.columns([1, 1, 1])
+framing = settings[0].segmented_control(
+    "Images that are not square", list(FRAMINGS), default=DEFAULT_FRAMING, key="classify_framing",
+    format_func=lambda f: {"crop": "Centre crop", "fit": "Whole image"}[f], help="\n\n".join(FRAMINGS.values()),
+) or DEFAULT_FRAMING
+sure_probability = settings[1].slider(
+    "Sure from (top class)", 0.2, 0.95, SURE_PROBABILITY, 0.05, format="%.2f", key="classify_sure_p",
+    help="Below this probability for the top class, the answer is shown as unsure.")
+sure_margin = settings[2].slider(
+    "Sure from (lead over the second)", 0.0, 0.8, SURE_MARGIN, 0.05, format="%.2f", key="classify_sure_margin",
+    help="If the top class leads the second by less than this, the answer is shown as unsure.")
 
 uploads = st.file_uploader("Images (JPEG, PNG, WebP, BMP, GIF, TIFF)", type=UPLOAD_TYPES,
                            accept_multiple_files=True, key="classify_uploads")
@@ -68,16 +94,28 @@ for i, (name, data) in enumerate(items):
     items[i] = (f"{name} ({seen[name]})" if seen[name] > 1 else name, data)
 
 @st.cache_data(max_entries=64, ttl=3600, show_spinner=False)
-def analyse(spec: str, stamp: float, data: bytes, name: str):
+def analyse(spec: str, stamp: float, data: bytes, name: str, framing: str):
     """Decode one image and predict it (cached: the examples, or an image sent twice, cost nothing):
-    (thumbnail to show, (width, height) decoded, the model's input, probabilities), or the error."""
+    (a digest of the bytes (the key of this image's widgets), thumbnail of the original, of the framed square, (width, height) decoded, the exact pixels the
+    network gets, its standardised input, probabilities), or the error."""
     try:
         image = decode_image(data, name)
     except ImageDecodeError as exc:
         return str(exc)
     model, predictor = common.loaded_model(spec)
-    return common.thumbnail(image), (image.shape[1], image.shape[0]), model.preprocess(image), \
-        predictor.probabilities([image])[0]
+    view = network_view(image, model.input_size, framing)
+    probs = predictor.probabilities(view[None])[0]
+    return (hashlib.sha1(data).hexdigest()[:12], common.thumbnail(image), common.thumbnail(frame(image, framing)),
+            (image.shape[1], image.shape[0]), view, model.preprocess(view), probs)
+
+
+def enlarged(view: np.ndarray, side: int = 224) -> np.ndarray:
+    """The network's input made big enough to see, each pixel a block (nearest neighbour)."""
+    from PIL import Image
+
+    scale = max(1, side // view.shape[0])
+    return np.asarray(Image.fromarray(view).resize((view.shape[1] * scale, view.shape[0] * scale),
+                                                   Image.Resampling.NEAREST))
 
 
 @st.cache_data(max_entries=256, ttl=3600, show_spinner=False)
@@ -89,7 +127,7 @@ def heat_map(spec: str, stamp: float, model_input: np.ndarray, class_index: int)
 stamp = common.model_stamp(spec)
 results, problems = [], []
 for name, data in items:
-    outcome = analyse(spec, stamp, data, name)
+    outcome = analyse(spec, stamp, data, name, framing)
     if isinstance(outcome, str):
         problems.append(outcome)
     else:
@@ -101,19 +139,29 @@ if not results:
     common.device_banner()
     st.stop()
 
-classes = loaded.class_names
-for index, (name, small, size, model_input, p) in enumerate(results):
+for index, (name, digest, small, square, dims, view, model_input, p) in enumerate(results):
     with st.container(border=True):
         order = np.argsort(-p)
-        cols = st.columns([1, 2, 1])
-        cols[0].image(common.fit_for_display(small), caption=f"{name} ({size[0]}×{size[1]})", width="stretch")
+        cols = st.columns([1, 1, 2, 1])
+        cols[0].image(common.fit_for_display(small), caption=f"{common.plain(name, 80)} ({dims[0]}×{dims[1]})",
+                      width="stretch")
+        cols[1].image(enlarged(view), width="stretch",
+                      caption=f"What the network sees: {size}×{size} pixels, enlarged")
         predictions = top_k(p, classes, k)
-        cols[1].markdown(f"**{common.plain(predictions[0]['label'])}** ({predictions[0]['probability']:.1%})")
-        cols[1].plotly_chart(topk_bars(predictions, height=40 + 28 * len(predictions)), width="stretch",
-                             key=f"classify_bars_{index}", config={"displayModeBar": False})
-        target = cols[2].selectbox("Grad-CAM for", [classes[i] for i in order], key=f"classify_cam_{index}")
+        judged = verdict(p, sure_probability, sure_margin)
+        best = f"{common.plain(predictions[0]['label'])} ({predictions[0]['probability']:.1%})"
+        if judged["sure"]:
+            cols[2].markdown(f":material/check_circle: **{best}**")
+        else:
+            cols[2].markdown(f":orange-badge[:material/help: Unsure] best guess **{best}**")
+            cols[2].caption(f"Unsure because {judged['reason']}.")
+        cols[2].plotly_chart(topk_bars(predictions, height=40 + 28 * len(predictions)), width="stretch",
+                             key=f"classify_bars_{index}_{digest}", config={"displayModeBar": False})
+        target = cols[3].selectbox("Grad-CAM for", [classes[i] for i in order], key=f"classify_cam_{digest}")
         heat = heat_map(spec, stamp, model_input, classes.index(target))
-        cols[2].image(common.fit_for_display(overlay(small, heat)), caption=f"where it looked for '{target}'", width="stretch")
+        cols[3].image(common.fit_for_display(overlay(square, heat)), width="stretch",
+                      caption=f"Where it looked for '{common.plain(target, 60)}'")
+common.heat_legend(st.columns([3, 1])[1])
 
 
 @st.cache_data(show_spinner="Computing fc7 features of the sample...", max_entries=4)
@@ -130,7 +178,7 @@ st.subheader("Explain further")
 EXPLAIN = {"filters": "conv1 filters", "maps": "Activation maps", "neighbours": "Nearest neighbours (fc7)"}
 explain = st.segmented_control("Explain further", list(EXPLAIN), format_func=EXPLAIN.get, key="classify_explain",
                                label_visibility="collapsed")
-inputs = {name: model_input for name, _, _, model_input, _ in results}
+inputs = {name: model_input for name, _, _, _, _, _, model_input, _ in results}
 if explain is None:
     st.caption("Pick one: the first layer's filters, what each layer responds to, or the most similar images.")
 elif explain == "filters":

@@ -226,6 +226,16 @@ def fit_for_display(image, max_side: int = 768, max_ratio: float = 2.0):
     return np.asarray(picture)
 
 
+def heat_legend(container=None) -> None:
+    """The Grad-CAM colour scale, with what its ends mean."""
+    from alexnet_core.explain import heat_legend as strip
+
+    where = container or st
+    where.image(strip(), width="stretch")
+    where.caption("Grad-CAM colours: :blue[**blue**] where the network looked least, through cyan and yellow, "
+                  "to :red[**red**] where it looked most for the chosen class.")
+
+
 def data_choices(with_download: bool = False) -> dict[str, str]:
     """{source: label} of the data sources; CIFAR-10 only when it is downloaded, unless
     `with_download` (training may download it)."""

@@ -273,3 +273,48 @@ def test_images_of_an_evaluation_skip_what_the_pipeline_dropped(tmp_path):
     assert result.n == 12 and not any("broken" in p for p in result.paths)
     for i, image in zip(range(result.n), result.images(range(result.n))):
         assert int(image.reshape(-1, 3).mean(axis=0).argmax()) == result.labels[i]
+
+
+def test_framing_crops_the_centre_or_fits_the_whole_image():
+    from alexnet_core.inference import frame, network_view
+
+    image = np.zeros((20, 60, 3), np.uint8)
+    image[:, :20] = (255, 0, 0)  # red left third, green middle, blue right third
+    image[:, 20:40] = (0, 255, 0)
+    image[:, 40:] = (0, 0, 255)
+    crop = frame(image, "crop")
+    assert crop.shape == (20, 20, 3) and (crop == (0, 255, 0)).all()  # only the middle third
+    fit = frame(image, "fit")
+    assert fit.shape == (60, 60, 3)
+    assert (fit[20:40] == image).all()  # all of it, centred
+    assert (fit[0, 0] == image.reshape(-1, 3).mean(axis=0).astype(np.uint8)).all()  # border: mean colour
+    square = np.full((8, 8, 3), 7, np.uint8)
+    assert frame(square, "crop") is square and frame(square, "fit") is square
+    view = network_view(image, 32, "crop")
+    assert view.shape == (32, 32, 3) and view.dtype == np.uint8 and (view == (0, 255, 0)).all()
+    with pytest.raises(ValueError, match="framing"):
+        frame(image, "stretch")
+
+
+def test_verdict_is_unsure_below_either_threshold():
+    from alexnet_core.inference import verdict
+
+    assert verdict(np.array([0.8, 0.1, 0.1]))["sure"]
+    low = verdict(np.array([0.45, 0.1, 0.45]))
+    assert not low["sure"] and "45%" in low["reason"] and "50%" in low["reason"]
+    close = verdict(np.array([0.55, 0.4, 0.05]))
+    assert not close["sure"] and "15%" in close["reason"] and "20%" in close["reason"]
+    assert verdict(np.array([0.55, 0.4, 0.05]), sure_margin=0.1)["sure"]
+
+
+def test_cli_predict_reports_framing_and_sureness(tmp_path):
+    from alexnet_core.inference import load_model, predict_files
+
+    wide = tmp_path / "wide.png"
+    Image.fromarray(np.tile(np.linspace(0, 255, 90, dtype=np.uint8)[None, :, None], (30, 1, 3))).save(wide)
+    loaded = load_model("demo")
+    crop, fit = predict_files(loaded, [str(wide)], 3, "crop")[0], predict_files(loaded, [str(wide)], 3, "fit")[0]
+    for result in (crop, fit):
+        assert isinstance(result["sure"], bool)
+        assert (result["unsure_because"] is None) == result["sure"]
+    assert crop["predictions"] != fit["predictions"]  # a different square reaches the network

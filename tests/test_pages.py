@@ -219,7 +219,42 @@ def test_classify_page_examples_and_uploads():
     assert any("notes.jpg: not an image" in e for e in errors)
     assert any("empty.png: the file is empty" in e for e in errors)
     assert len(at.get("plotly_chart")) == 1  # the good image is still classified; examples step aside
-    assert at.selectbox(key="classify_cam_0").value in at.selectbox(key="classify_cam_0").options
+    cams = [box for box in at.selectbox if box.key.startswith("classify_cam_")]
+    assert len(cams) == 1 and cams[0].value == cams[0].options[0]  # Grad-CAM starts on the top class
+
+
+def test_classify_is_honest_about_what_the_model_sees():
+    from alexnet_core.data import ASSETS
+
+    at = run_page("pages/classify.py")
+    note = next(i.value for i in at.info if "What this model can say" in i.value)
+    assert "10 classes" in note and "32×32 pixels" in note
+    def image_captions():
+        return [img.caption for element in at.get("image") for img in element.proto.imgs]
+
+    # Each example: the original, the network's input, Grad-CAM; then the Grad-CAM legend.
+    assert sum(c == "What the network sees: 32×32 pixels, enlarged" for c in image_captions()) == 6
+    assert len(image_captions()) == 6 * 3 + 1
+    assert any("Grad-CAM colours" in c.value for c in at.caption)
+    example = sorted((ASSETS / "examples").glob("*.jpg"))[0]
+    wide = io.BytesIO()
+    Image.open(example).convert("RGB").resize((96, 32)).save(wide, "PNG")
+    at.get("file_uploader")[0].set_value([("wide.png", wide.getvalue(), "image/png")])
+    at.run()
+    assert not at.exception
+    assert at.segmented_control(key="classify_framing").value == "crop"
+    at.slider(key="classify_sure_p").set_value(0.95).run()
+    unsure = [m.value for m in at.markdown if "Unsure" in m.value]
+    reasons = [c.value for c in at.caption if c.value.startswith("Unsure because")]
+    if len(unsure) == 0:  # the model was at least 95% sure of this image: demand a bigger lead
+        at.slider(key="classify_sure_margin").set_value(0.8).run()
+        unsure = [m.value for m in at.markdown if "Unsure" in m.value]
+        reasons = [c.value for c in at.caption if c.value.startswith("Unsure because")]
+    assert len(unsure) == 1 and len(reasons) == 1
+    assert "needed" in reasons[0] and ("95%" in reasons[0] or "80%" in reasons[0])
+    at.segmented_control(key="classify_framing").set_value("fit").run()
+    assert not at.exception
+    assert "What the network sees: 32×32 pixels, enlarged" in image_captions()
 
 
 def test_streamlit_still_has_the_legacy_pages_flag(tmp_path):
