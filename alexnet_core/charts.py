@@ -199,11 +199,14 @@ def compare_curves(curves: dict[str, pd.DataFrame], metric: str = "val_accuracy"
 # --- Evaluation -----------------------------------------------------------------------------
 
 
-def confusion_figure(cm: np.ndarray, classes: list[str], normalize: bool = False) -> go.Figure:
+def confusion_figure(cm: np.ndarray, classes: list[str], normalize: bool = False,
+                     selected: tuple[int, int] | None = None) -> go.Figure:
     """Confusion matrix drawn as square scatter markers (rows: true, columns: predicted).
 
     Markers rather than a heatmap, so a click selects a cell (Streamlit's plotly selection
     reports points of scatter traces); hover shows true, predicted, count and row percent.
+    Every cell stays at full strength after a click; the `selected` (true, predicted) cell is
+    outlined instead.
     """
     cm = np.asarray(cm)
     n = len(classes)
@@ -225,7 +228,13 @@ def confusion_figure(cm: np.ndarray, classes: list[str], normalize: bool = False
         customdata=np.stack([true_idx, pred_idx, cm.ravel(), 100 * share.ravel()], axis=1),
         hovertemplate="true: %{y}<br>predicted: %{x}<br>count: %{customdata[2]:.0f} "
                       "(%{customdata[3]:.1f}% of the row)<extra></extra>",
+        selected=dict(marker=dict(opacity=1)), unselected=dict(marker=dict(opacity=1)),
     ))
+    if selected is not None and 0 <= selected[0] < n and 0 <= selected[1] < n:
+        # Categories sit at 0..n-1 along each axis; the y axis lists the classes bottom-up.
+        x, y = selected[1], n - 1 - selected[0]
+        fig.add_shape(type="rect", x0=x - 0.5, x1=x + 0.5, y0=y - 0.5, y1=y + 0.5, xref="x", yref="y",
+                      line=dict(color="#e8590c", width=3), fillcolor="rgba(0,0,0,0)", layer="above")
     side = max(360, min(900, size * n + 160))
     fig.update_layout(height=side, margin=dict(l=10, r=10, t=30, b=10), clickmode="event+select")
     fig.update_xaxes(title_text="predicted", categoryorder="array", categoryarray=classes, tickangle=-45,

@@ -50,6 +50,15 @@ class DataSource:
     test: Split | None = None
     skipped: dict[str, int] = field(default_factory=dict)  # unreadable files per split
     description: str = ""
+    empty_classes: list[str] = field(default_factory=list)  # class folders left out: no readable image
+
+    def empty_note(self) -> str:
+        """A sentence about the class folders left out, or ''."""
+        if not self.empty_classes:
+            return ""
+        names = ", ".join(f"'{n}'" for n in self.empty_classes[:8]) + (" ..." if len(self.empty_classes) > 8 else "")
+        return (f"Left out {len(self.empty_classes)} class folder{'s' if len(self.empty_classes) > 1 else ''} "
+                f"with no readable image ({names}): add JPEG, PNG, GIF, BMP or WebP images to include them.")
 
     def split(self, name: str) -> Split:
         if name == "all":
@@ -83,19 +92,19 @@ def _class_dirs(path: Path) -> list[Path]:
     return sorted(p for p in path.iterdir() if p.is_dir() and not p.name.startswith("."))
 
 
-def _scan(path: Path) -> tuple[dict[str, list[str]], int]:
-    """{class: sorted readable image files} of PATH/<class>/*, and the number skipped."""
-    classes, skipped = {}, 0
+def _scan(path: Path) -> tuple[dict[str, list[str]], int, list[str]]:
+    """{class: sorted readable image files} of PATH/<class>/*, the number of unreadable files
+    skipped, and the class folders left out because they have no readable image."""
+    classes, skipped, empty = {}, 0, []
     for folder in _class_dirs(path):
         files = sorted(f for f in folder.iterdir() if f.is_file() and not f.name.startswith("."))
         readable = [str(f) for f in files if image_kind(f)]
         skipped += len(files) - len(readable)
-        if not readable:
-            raise DataError(
-                f"Class folder '{folder}' has no readable images ({len(files)} files, none of them "
-                "JPEG, PNG, GIF, BMP or WebP). Add images to it or remove the folder.")
-        classes[folder.name] = readable
-    return classes, skipped
+        if readable:
+            classes[folder.name] = readable
+        else:
+            empty.append(folder.name)
+    return classes, skipped, empty
 
 
 def _split_tail(files_by_class: dict[str, list[str]], class_names: list[str], fraction: float):
@@ -139,20 +148,25 @@ def load_folder(path: str | os.PathLike, val_split: float = 0.1, name: str | Non
     if not _class_dirs(root):
         raise DataError(f"'{root}' has no class folders. Lay images out as {path}/<class>/<image> "
                         f"(or {path}/train/<class>/<image> with optional val/ and test/).")
-    files, skipped_train = _scan(root)
+    files, skipped_train, empty = _scan(root)
     class_names = sorted(files)
     if len(class_names) < 2:
-        raise DataError(f"Found only one class ({class_names[0]!r}) in '{root}'; training needs at "
-                        "least two class folders.")
-    source = DataSource(name=name or str(path), class_names=class_names, skipped={"train": skipped_train})
+        found = f"only one class with images ({class_names[0]!r})" if class_names else "no class with images"
+        left_out = f"; {len(empty)} class folder(s) have no readable image" if empty else ""
+        raise DataError(f"Found {found} in '{root}'{left_out}. Training and evaluation need at least two class "
+                        "folders of JPEG, PNG, GIF, BMP or WebP images.")
+    source = DataSource(name=name or str(path), class_names=class_names, skipped={"train": skipped_train},
+                        empty_classes=empty)
     if split_layout and (path / "val").is_dir():
-        val_files, source.skipped["val"] = _scan(path / "val")
+        val_files, source.skipped["val"], empty_val = _scan(path / "val")
+        source.empty_classes += [n for n in empty_val if n not in source.empty_classes and n not in class_names]
         source.val = _labelled(val_files, class_names, path / "val")
         source.train = _labelled(files, class_names, root)
     else:
         source.train, source.val = _split_tail(files, class_names, val_split)
     if split_layout and (path / "test").is_dir():
-        test_files, source.skipped["test"] = _scan(path / "test")
+        test_files, source.skipped["test"], empty_test = _scan(path / "test")
+        source.empty_classes += [n for n in empty_test if n not in source.empty_classes and n not in class_names]
         source.test = _labelled(test_files, class_names, path / "test")
     return source
 

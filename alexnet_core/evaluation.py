@@ -29,6 +29,7 @@ class Evaluation:
     paths: list[str] | None  # image files, when the data came from a folder
     source: str
     split: str
+    note: str = ""  # what the data loader left out (empty class folders)
 
     @property
     def n(self) -> int:
@@ -182,4 +183,4 @@ def evaluate(loaded: LoadedModel, source: str, split: str | None = None, flip: b
         except OSError:
             pass  # a read-only disk only loses the cache
     return Evaluation(loaded.class_names, probs, labels[kept],
-                      [part.paths[i] for i in kept] if part.paths else None, source, split_name)
+                      [part.paths[i] for i in kept] if part.paths else None, source, split_name, data.empty_note())

@@ -276,6 +276,8 @@ class Trainer:
         self.log(f"{type(strategy).__name__} with {replicas} replica(s); mixed precision {'on' if mixed else 'off'}")
         self.log(f"{source.name}: {len(train_split)} training and {len(source.val) if has_val else 0} validation "
                  f"images, {num_classes} classes" + (f"; skipped {skipped} unreadable files" if skipped else ""))
+        if source.empty_classes:
+            self.log(source.empty_note())
 
         with strategy.scope():
             if done:

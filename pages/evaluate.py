@@ -9,6 +9,7 @@ from alexnet_core.inference import ImageDecodeError, top_k
 from pages.common import (
     data_choices,
     device_banner,
+    heat_legend,
     loaded_model,
     loaded_model_or_stop,
     model_stamp,
@@ -79,25 +80,34 @@ st.caption(f"Every figure on this page: {plain(pick_label(spec))} on the {result
            f"({result.n:,} images){', averaged with mirror images' if flip else ''}. A model's headline accuracy "
            "(Home, Runs) can differ: it is measured on its own, usually larger, validation set.")
 
+if result.note:
+    st.info(plain(result.note, 600), icon=":material/folder_off:")
+
 cm = result.confusion_matrix()
 normalize = st.toggle("Row-normalised (share of each true class)", key="eval_normalize")
-fig = confusion_figure(cm, result.classes, normalize)
-event = st.plotly_chart(fig, on_select="rerun", selection_mode="points", key="eval_cm", width="stretch",
-                        config={"displayModeBar": False})
+# The click of the previous run (the chart's state), read before the chart is drawn, so the
+# chart can outline the clicked cell.
+event = st.session_state.get("eval_cm") or {}
+points = (event.get("selection") or {}).get("points") or []
+if points:
+    # Points are laid out row by row: index = true * classes + predicted.
+    st.session_state["eval_cell"] = divmod(int(points[0]["point_index"]), len(result.classes))
+cell = st.session_state.get("eval_cell")
+if cell and not (0 <= cell[0] < len(result.classes) and 0 <= cell[1] < len(result.classes)):
+    cell = None  # left over from a model with more classes
+fig = confusion_figure(cm, result.classes, normalize, selected=cell)
+st.plotly_chart(fig, on_select="rerun", selection_mode="points", key="eval_cm", width="stretch",
+                config={"displayModeBar": False})
 st.download_button("Download the matrix (CSV)", pd.DataFrame(cm, index=result.classes, columns=result.classes)
                    .to_csv(index_label="true \\ predicted"), "confusion_matrix.csv", mime="text/csv",
                    icon=":material/download:")
 
-points = (event.selection.get("points") if event and event.selection else None) or []
-if points:
-    # Points are laid out row by row: index = true * classes + predicted.
-    true_i, pred_i = divmod(int(points[0]["point_index"]), len(result.classes))
-    st.session_state["eval_cell"] = (true_i, pred_i)
-cell = st.session_state.get("eval_cell")
 
 
 def image_grid(indices, caption_for, key):
     show_cam = st.toggle("Show Grad-CAM (what the network looked at)", key=f"{key}_cam")
+    if show_cam:
+        heat_legend(st.columns([1, 2])[0])
     if not len(indices):
         st.caption("No images here.")
         return

@@ -35,7 +35,7 @@ def test_val_folder_with_unknown_class(tmp_path):
 @pytest.mark.parametrize("setup, message", [
     (lambda p: None, "does not exist"),
     (lambda p: p.mkdir(), "has no class folders"),
-    (lambda p: make_image_folder(p, classes=1, per_class=3), "only one class ('class0')"),
+    (lambda p: make_image_folder(p, classes=1, per_class=3), "only one class with images ('class0')"),
 ])
 def test_bad_folders(tmp_path, setup, message):
     path = tmp_path / "data"
@@ -44,12 +44,22 @@ def test_bad_folders(tmp_path, setup, message):
         load_source(str(path))
 
 
-def test_class_folder_without_images(tmp_path):
+def test_class_folders_without_images_are_left_out_with_a_note(tmp_path):
     make_image_folder(tmp_path, classes=2, per_class=3)
     (tmp_path / "empty").mkdir()
     (tmp_path / "notes").mkdir()
     (tmp_path / "notes" / "readme.txt").write_text("not an image")
-    with pytest.raises(DataError, match="has no readable images"):
+    data = load_source(str(tmp_path))
+    assert data.class_names == ["class0", "class1"]
+    assert data.empty_classes == ["empty", "notes"]
+    assert "Left out 2 class folders with no readable image ('empty', 'notes')" in data.empty_note()
+    assert data.skipped["train"] == 1  # readme.txt
+
+
+def test_fewer_than_two_classes_with_images_is_refused(tmp_path):
+    make_image_folder(tmp_path, classes=1, per_class=3)
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(DataError, match=r"only one class with images \('class0'\) in .*; 1 class folder"):
         load_source(str(tmp_path))
 
 

@@ -172,6 +172,7 @@ def test_runs_page_rejects_path_escapes_from_the_url():
 # --- Evaluate and Classify (on the bundled demo model and sample) ----------------------------
 
 import io  # noqa: E402
+import json  # noqa: E402
 
 from PIL import Image  # noqa: E402
 
@@ -187,6 +188,31 @@ def test_evaluate_page_on_the_demo_model():
     at.run()
     assert not at.exception
     assert any(s.value.startswith("True cat, predicted dog") for s in at.subheader)
+    chart = json.loads(at.get("plotly_chart")[0].proto.spec)
+    outline = chart["layout"]["shapes"]
+    assert len(outline) == 1 and (outline[0]["x0"], outline[0]["y0"]) == (4.5, 5.5)  # dog column, cat row
+    assert chart["data"][0]["unselected"]["marker"]["opacity"] == 1  # the other cells stay readable
+    at.toggle(key="cell_cam").set_value(True).run()
+    assert any("Grad-CAM colours" in c.value for c in at.caption)
+
+
+def test_evaluate_page_leaves_out_empty_class_folders_with_a_note(tmp_path):
+    import shutil
+
+    from alexnet_core.data import SAMPLE_DIR
+
+    folder = tmp_path / "cifar"
+    for name in ("cat", "dog"):
+        shutil.copytree(SAMPLE_DIR / "val" / name, folder / name)
+    (folder / "horse").mkdir()
+    at = run_page("pages/evaluate.py")
+    at.selectbox(key="eval_data").select("folder").run()
+    at.text_input(key="eval_folder").set_value(str(folder)).run()
+    at.selectbox(key="eval_split").select("all").run()
+    assert not at.exception and not at.error
+    assert any("Left out 1 class folder with no readable image ('horse')" in i.value.replace("\\", "")
+               for i in at.info)
+    assert metric(at, "Images") == f"{sum(1 for _ in folder.rglob('*.png')) + sum(1 for _ in folder.rglob('*.jpg')):,}"
 
 
 def test_evaluate_page_names_an_unknown_class(tmp_path):
