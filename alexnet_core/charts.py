@@ -153,8 +153,11 @@ def smooth_steps(steps: pd.DataFrame, steps_per_epoch: int | None, max_points: i
 
 def training_curves(metrics: pd.DataFrame, steps: pd.DataFrame | None = None,
                     steps_per_epoch: int | None = None) -> go.Figure:
-    """Loss and accuracy of one run: per-epoch train/validation, and the smoothed per-step loss."""
-    fig = make_subplots(rows=1, cols=2, subplot_titles=("Loss", "Accuracy"), horizontal_spacing=0.08)
+    """Loss, accuracy and learning rate of one run: per-epoch train/validation, the smoothed
+    per-step training curves, and the learning rate of every logged step. Accuracy is drawn on
+    0-100% and loss from 0, so a curve's first points do not rescale the axes."""
+    fig = make_subplots(rows=1, cols=3, subplot_titles=("Loss", "Accuracy", "Learning rate"),
+                        horizontal_spacing=0.07, column_widths=[0.37, 0.37, 0.26])
     train_c, val_c = PALETTE[0], PALETTE[1]
     if steps is not None and not steps.empty:
         s = smooth_steps(steps, steps_per_epoch)
@@ -175,8 +178,17 @@ def training_curves(metrics: pd.DataFrame, steps: pd.DataFrame | None = None,
         if "val_top5_accuracy" in metrics:
             fig.add_trace(go.Scatter(x=metrics["epoch"], y=metrics["val_top5_accuracy"], name="validation top-5",
                                      mode="lines", line=dict(color=val_c, dash="dot")), 1, 2)
+    if steps is not None and not steps.empty and "learning_rate" in steps and "step" in steps:
+        lr = steps.sort_values("step").drop_duplicates("step", keep="last")
+        lr = lr.iloc[:: max(1, int(np.ceil(len(lr) / MAX_STEP_POINTS)))]
+        x = lr["step"] / steps_per_epoch if steps_per_epoch else lr["epoch"]
+        fig.add_trace(go.Scatter(x=x, y=lr["learning_rate"], name="learning rate", mode="lines",
+                                 line=dict(color=PALETTE[2], width=1.5), showlegend=False,
+                                 hovertemplate="epoch %{x:.2f}: %{y:.3g}<extra></extra>"), 1, 3)
     fig.update_xaxes(title_text="epoch", rangemode="tozero")
-    fig.update_yaxes(tickformat=".0%", row=1, col=2)
+    fig.update_yaxes(rangemode="tozero", row=1, col=1)
+    fig.update_yaxes(tickformat=".0%", range=[0, 1.02], row=1, col=2)
+    fig.update_yaxes(rangemode="tozero", exponentformat="e", row=1, col=3)
     fig.update_layout(height=380, margin=dict(l=10, r=10, t=40, b=10),
                       legend=dict(orientation="h", y=-0.2), uirevision="curves")
     return fig
@@ -192,7 +204,9 @@ def compare_curves(curves: dict[str, pd.DataFrame], metric: str = "val_accuracy"
     fig.update_layout(height=360, margin=dict(l=10, r=10, t=30, b=10), xaxis_title="epoch",
                       yaxis_title=metric.replace("_", " "), legend=dict(orientation="h", y=-0.25))
     if "accuracy" in metric:
-        fig.update_yaxes(tickformat=".0%")
+        fig.update_yaxes(tickformat=".0%", range=[0, 1.02])
+    else:
+        fig.update_yaxes(rangemode="tozero")
     return fig
 
 

@@ -63,6 +63,22 @@ def cmd_variants(args) -> int:
     return 0
 
 
+def cmd_recipes(args) -> int:
+    from .recipes import list_recipes
+
+    rows = list_recipes()
+    if args.json:
+        print(json.dumps(rows, indent=2))
+        return 0
+    for row in rows:
+        settings = row["settings"]
+        print(f"{row['name']:<11} {row['title']}: {settings['variant']}, {settings['epochs']} epochs, "
+              f"{settings['optimizer']} lr {settings['learning_rate']:g}, {settings['schedule']}, batch "
+              f"{settings['batch_size']}; made for {row['made_for']}")
+    print("\npython -m alexnet_core train --recipe NAME [--data PATH] [any flag to override the recipe]")
+    return 0
+
+
 def cmd_summary(args) -> int:
     from .anatomy import summary
     from .variants import build_model
@@ -87,6 +103,7 @@ def cmd_summary(args) -> int:
 
 def _train_config(args):
     from .config import TrainConfig
+    from .recipes import get_recipe
 
     fields = {
         "variant": args.variant, "data": args.data, "epochs": args.epochs, "batch_size": args.batch_size,
@@ -98,6 +115,8 @@ def _train_config(args):
     }
     switches = {k: v for k, v in switches_from_args(args).items() if v is not None and k not in
                 ("num_classes", "input_size")}
+    if args.recipe:  # explicit flags override the recipe's settings
+        return get_recipe(args.recipe).config(**fields, switches=switches)
     return TrainConfig(**{k: v for k, v in fields.items() if v is not None}, switches=switches)
 
 
@@ -116,8 +135,9 @@ def cmd_train(args) -> int:
             config = runs.check_resumable(run_dir, allow_parallel=args.allow_parallel,
                                           launching=os.environ.get(LAUNCHED_ENV) == str(run_dir))
         else:
-            if not args.variant or not args.data:
-                raise UsageError("train needs --variant and --data (or --resume RUN_DIR)")
+            if not args.recipe and (not args.variant or not args.data):
+                raise UsageError("train needs --recipe NAME, or --variant and --data (or --resume RUN_DIR); "
+                                 "`recipes` lists the recipes")
             config = _train_config(args)
             run_dir = runs.new_run(config, args.runs_dir, args.run_id, allow_parallel=args.allow_parallel)
             print(f"run folder: {run_dir}", file=sys.stderr, flush=True)
@@ -234,6 +254,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print one JSON document")
     p.set_defaults(func=cmd_variants)
 
+    p = sub.add_parser("recipes", help="list the training recipes (presets of every setting)")
+    p.add_argument("--json", action="store_true", help="print one JSON document")
+    p.set_defaults(func=cmd_recipes)
+
     p = sub.add_parser("summary", help="layer table, parameters and MACs of a variant")
     p.add_argument("variant")
     _switch_args(p)
@@ -241,6 +265,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_summary)
 
     p = sub.add_parser("train", help="train a variant into a run folder")
+    p.add_argument("--recipe", help="start from a named recipe (see `recipes`); other flags override it")
     p.add_argument("--variant", help="a variant name (see `variants`)")
     p.add_argument("--data", help="cifar10, sample, or PATH to an image folder")
     p.add_argument("--epochs", type=int)

@@ -66,6 +66,7 @@ class TrainConfig:
     steps_per_epoch: int | None = None  # cap per epoch (quick experiments)
     log_every: int = 10  # steps between rows of steps.csv
     cache_budget_mb: int = 2048  # decoded images held in memory up to this size, else stream
+    recipe: str | None = None  # the recipe these settings started from (alexnet_core.recipes), if any
 
     def __post_init__(self):
         self.validate()
@@ -103,6 +104,7 @@ class TrainConfig:
             (_is_int(self.log_every) and self.log_every >= 1, f"log_every must be >= 1, got {self.log_every!r}"),
             (_is_int(self.cache_budget_mb) and self.cache_budget_mb >= 0,
              f"cache_budget_mb must be >= 0, got {self.cache_budget_mb!r}"),
+            (self.recipe is None or isinstance(self.recipe, str), f"recipe must be a name, got {self.recipe!r}"),
         ]
         for ok, message in checks:
             if not ok:

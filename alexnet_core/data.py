@@ -176,8 +176,23 @@ def _cifar10_cached() -> bool:
     return (keras_home / "datasets" / "cifar-10-batches-py").is_dir()
 
 
+CIFAR10_HOST = "www.cs.toronto.edu"  # where keras.datasets.cifar10 downloads from (HTTPS)
+
+
 def cifar10_available() -> bool:
+    """CIFAR-10 is on this machine (Keras' cache)."""
     return _cifar10_cached()
+
+
+def cifar10_reachable(timeout: float = 2.0) -> bool:
+    """Whether CIFAR-10's download server answers from here (a TCP connection, nothing sent)."""
+    import socket
+
+    try:
+        with socket.create_connection((CIFAR10_HOST, 443), timeout=timeout):
+            return True
+    except OSError:
+        return False
 
 
 def load_cifar10(val_split: float = 0.1) -> DataSource:
@@ -188,9 +203,9 @@ def load_cifar10(val_split: float = 0.1) -> DataSource:
     except Exception as exc:  # no network, proxy, corrupt cache: all end here
         raise DataError(
             "CIFAR-10 is not cached on this machine and could not be downloaded "
-            f"({type(exc).__name__}: {str(exc)[:200]}). Without a network, train on an image folder "
-            "instead: --data PATH where PATH/<class>/<image> (e.g. a CIFAR-10 export), or on the "
-            "bundled sample: --data sample.") from exc
+            f"({type(exc).__name__}: {str(exc)[:200]}). Connect this machine to the internet once "
+            "(the download is 170 MB and is kept), or use other data: an image folder laid out as "
+            "PATH/<class>/<image> (for example a CIFAR-10 export) or the bundled sample.") from exc
     y_train, y_test = y_train.reshape(-1).astype(np.int32), y_test.reshape(-1).astype(np.int32)
     train_idx, val_idx = [], []
     for label in range(10):

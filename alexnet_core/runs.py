@@ -37,6 +37,9 @@ STOP_REQUEST = "stop.request"
 LOCK = "trainer.lock"  # held (flock) by the one trainer of a run for its whole life
 RESERVE = ".reserve"  # a little disk space the trainer frees to record a disk-full failure
 READ_ONLY = ".read-only"  # marks a bundled run the app must not delete or resume
+LABEL = "label.json"  # the user's name and notes for a run: {"name", "notes"}
+MAX_NAME = 80
+MAX_NOTES = 4000
 BUNDLED_DIR = Path(__file__).resolve().parent.parent / "assets" / "runs"
 
 RUN_ID = re.compile(r"^[A-Za-z0-9._-]+$")
@@ -243,8 +246,9 @@ STATUS_SCHEMA = {
     "state": _TEXT, "message": _TEXT, "pid": _INT, "host": _TEXT, "heartbeat": _NUMBER, "started": _NUMBER,
     "finished": _NUMBER, "epoch": _INT, "step": _INT, "steps_per_epoch": _INT, "completed_epochs": _INT,
     "images_per_sec": _NUMBER, "eta_seconds": _NUMBER, "elapsed_s": _NUMBER, "phase": _TEXT,
-    "evaluations": _LIST, "has_model": bool,
+    "evaluations": _LIST, "has_model": bool, "reason": _TEXT,
 }
+LABEL_SCHEMA = {"name": _TEXT, "notes": _TEXT}
 
 
 def _fits(value, kind) -> bool:
@@ -564,11 +568,17 @@ def is_active(row: dict) -> bool:
     return row.get("state") in ACTIVE_STATES
 
 
+# Failures that the same settings on the same data would repeat: resuming cannot help.
+UNFIXABLE_BY_RESUME = ("data", "settings")
+
+
 def can_resume(row: dict) -> bool:
-    """A run can be resumed when it has epochs left, is not bundled, and no trainer holds it."""
+    """A run can be resumed when it has epochs left, is not bundled, no trainer holds it, and it
+    did not fail on its data or settings (those need a new run: the same run would fail again)."""
     epochs = row.get("epochs")
     left = not isinstance(epochs, int) or row.get("epochs_done", 0) < epochs
-    return not row.get("read_only") and row.get("state") in RESUMABLE_STATES and left
+    repeat = row.get("state") == "failed" and row.get("reason") in UNFIXABLE_BY_RESUME
+    return not row.get("read_only") and row.get("state") in RESUMABLE_STATES and left and not repeat
 
 
 def read_run(run_dir: Path) -> dict:
@@ -592,6 +602,38 @@ def read_run(run_dir: Path) -> dict:
             "model_ok": (run_dir / MODEL).exists() and bad_model is None}
 
 
+def read_label(run_dir: Path) -> dict:
+    """{"name", "notes"} the user gave a run ('' when none, or when label.json is damaged)."""
+    label, _ = read_checked(Path(run_dir) / LABEL, LABEL_SCHEMA)
+    return {"name": " ".join(str(label.get("name") or "").split())[:MAX_NAME],
+            "notes": str(label.get("notes") or "")[:MAX_NOTES]}
+
+
+def write_label(run_dir: Path, name: str, notes: str) -> dict:
+    """Give a run a name and notes (stored in its folder, atomically); returns what was stored.
+    Bundled (read-only) runs cannot be labelled."""
+    run_dir = Path(run_dir)
+    if is_read_only(run_dir):
+        raise RunError(f"{run_dir.name} is bundled with the app and read-only: its name cannot change.")
+    if not (run_dir / CONFIG).exists():
+        raise RunError(f"{run_dir.name} is not a run folder (no {CONFIG})")
+    name = " ".join(str(name or "").split())
+    if len(name) > MAX_NAME:
+        raise RunError(f"A run name is at most {MAX_NAME} characters; this one has {len(name)}.")
+    notes = str(notes or "").strip()
+    if len(notes) > MAX_NOTES:
+        raise RunError(f"Notes are at most {MAX_NOTES} characters; these have {len(notes)}.")
+    label = {"name": name, "notes": notes}
+    write_json_atomic(run_dir / LABEL, label)
+    return label
+
+
+def display_name(row: dict) -> str:
+    """How a run is named on screen: its label and id, or its id alone."""
+    name = row.get("name") or ""
+    return f"{name} ({row['run_id']})" if name else row["run_id"]
+
+
 def run_summary(run_dir: Path, run: dict | None = None) -> dict:
     """One line of the runs table."""
     run_dir = Path(run_dir)
@@ -606,8 +648,11 @@ def run_summary(run_dir: Path, run: dict | None = None) -> dict:
         end = status.get("finished") or status.get("heartbeat")
         elapsed = end - started if started and end else None
     link = os.readlink(run_dir) if run_dir.is_symlink() else None
+    label = read_label(run_dir)
     return {
         "run_id": run_dir.name,
+        "name": label["name"],
+        "notes": label["notes"],
         "path": str(run_dir),
         "state": status.get("state") or ("damaged" if run["problems"] else "unknown"),
         "variant": config.get("variant"),
@@ -621,6 +666,7 @@ def run_summary(run_dir: Path, run: dict | None = None) -> dict:
         "link": link,
         "has_model": run["model_ok"],
         "message": status.get("message", ""),
+        "reason": status.get("reason"),
         "problems": run["problems"],
         "damaged": "; ".join(f"damaged: {p}" for p in run["problems"]),
     }
@@ -775,7 +821,7 @@ def export_run(src: Path, dest: Path, evaluate_on: str | None = None, split: str
         raise RunError(f"{dest} already exists")
     loaded = load_model(str(src))
     dest.mkdir(parents=True)
-    for name in (CONFIG, METRICS, STEPS):
+    for name in (CONFIG, METRICS, STEPS, LABEL):
         if (src / name).exists():
             shutil.copyfile(src / name, dest / name)
     model = keras.models.load_model(loaded.path, safe_mode=True, compile=False)

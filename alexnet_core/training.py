@@ -452,11 +452,11 @@ def run_training(config: TrainConfig, run_dir: Path, log=None) -> int:
         log(f"error: {exc}")
         return BAD_INPUT_EXIT
     except (DataError, ConfigError, runs.RunError) as exc:
-        _record_failure(run_dir, str(exc))
+        _record_failure(run_dir, str(exc), "data" if isinstance(exc, DataError) else "settings")
         log(f"error: {exc}")
         return BAD_INPUT_EXIT
     except Exception as exc:
-        _record_failure(run_dir, f"Internal error: {type(exc).__name__}: {exc} (details in {runs.LOG})")
+        _record_failure(run_dir, f"Internal error: {type(exc).__name__}: {exc} (details in {runs.LOG})", "internal")
         _log_traceback(run_dir)
         log(f"error: internal error: {type(exc).__name__}: {exc}; the traceback is in {Path(run_dir) / runs.LOG}")
         return INTERNAL_EXIT
@@ -464,9 +464,11 @@ def run_training(config: TrainConfig, run_dir: Path, log=None) -> int:
     return 0 if status["state"] in ("finished", "stopped") else INTERNAL_EXIT
 
 
-def _record_failure(run_dir: Path, message: str) -> None:
+def _record_failure(run_dir: Path, message: str, reason: str) -> None:
+    """status.json says failed, why in words (`message`) and in one word (`reason`: data,
+    settings, internal; disk failures are recorded by the trainer itself)."""
     try:
-        runs.write_status(run_dir, state="failed", finished=time.time(), phase=None, message=message)
+        runs.write_status(run_dir, state="failed", finished=time.time(), phase=None, message=message, reason=reason)
     except OSError:
         pass
 

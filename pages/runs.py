@@ -7,7 +7,16 @@ import streamlit as st
 
 from alexnet_core import runs
 from alexnet_core.charts import compare_curves
-from pages.common import all_runs, device_banner, format_duration, page_setup, plain, run_dir_of, runs_root
+from pages.common import (
+    all_runs,
+    clone_settings,
+    device_banner,
+    format_duration,
+    page_setup,
+    plain,
+    run_dir_of,
+    runs_root,
+)
 
 page_setup()
 st.title("Runs")
@@ -21,6 +30,13 @@ if not rows:
     device_banner()
     st.stop()
 
+ids = [r["run_id"] for r in rows]
+# The selection follows runs, not row numbers: after a delete, the runs still selected stay selected.
+if "runs_select_next" in st.session_state:
+    keep = st.session_state.pop("runs_select_next")
+    st.session_state["runs_table"] = {"selection": {"rows": [ids.index(i) for i in keep if i in ids],
+                                                    "columns": []}}
+
 table = pd.DataFrame(rows)
 table["progress"] = [f"{r['epochs_done']}/{r['epochs'] or '?'}" for r in rows]
 table["duration"] = [format_duration(r["duration_s"]) for r in rows]
@@ -29,14 +45,19 @@ table["notes"] = [r["damaged"] or (f"link to {r['link']}" if r["link"] else "") 
 wanted = st.query_params.get("run")
 if wanted is not None and run_dir_of(wanted) is None:
     st.warning(f"There is no run named {plain(wanted, 80)}.")
-columns = ["run_id", "state", *(["notes"] if table["notes"].any() else []), "variant", "data", "progress",
-           "best_val_accuracy", "duration", "started"]
+table["label"] = [r["name"] for r in rows]
+table["about"] = [" ".join(r["notes"].split())[:120] for r in rows]
+columns = ["run_id", *(["label"] if table["label"].any() else []), "state",
+           *(["notes"] if table["notes"].any() else []), "variant", "data", "progress", "best_val_accuracy",
+           "duration", "started", *(["about"] if table["about"].any() else [])]
 event = st.dataframe(
     table[columns],
     hide_index=True, width="stretch", on_select="rerun", selection_mode="multi-row", key="runs_table",
     column_config={
-        "run_id": "Run", "state": "State", "variant": "Variant", "data": "Data", "progress": "Epochs",
-        "best_val_accuracy": st.column_config.ProgressColumn("Best val. accuracy", format="percent",
+        "run_id": "Run", "label": "Name", "about": "Notes", "state": "State", "variant": "Variant", "data": "Data", "progress": "Epochs",
+        "best_val_accuracy": st.column_config.ProgressColumn(
+            "Best epoch (val.)", format="percent", help="The best validation accuracy of an epoch, logged during "
+            "training",
                                                              min_value=0.0, max_value=1.0),
         "duration": "Duration",
         "started": st.column_config.DatetimeColumn("Started", format="YYYY-MM-DD HH:mm"),
@@ -83,14 +104,38 @@ else:
     with st.expander("Settings", icon=":material/settings:"):
         st.dataframe(settings, width="stretch")
 
+def forget(run_id: str) -> None:
+    """After `run_id` is gone: the other selected runs stay selected, and the URL forgets it."""
+    st.session_state["runs_select_next"] = [r["run_id"] for r in selected if r["run_id"] != run_id]
+    if st.query_params.get("run") == run_id:
+        st.query_params.pop("run", None)
+
+
+def label_editor(r: dict, run_dir: Path, run_key: str, where) -> None:
+    with where.popover("Name and notes", icon=":material/edit:"):
+        name = st.text_input("Name", r["name"], max_chars=runs.MAX_NAME, key=f"label_name_{run_key}",
+                             placeholder="e.g. baseline, lr 0.05")
+        notes = st.text_area("Notes", r["notes"], max_chars=runs.MAX_NOTES, key=f"label_notes_{run_key}",
+                             placeholder="What you tried and what you saw")
+        if st.button("Save", type="primary", key=f"label_save_{run_key}"):
+            try:
+                runs.write_label(run_dir, name, notes)
+            except (runs.RunError, OSError) as exc:
+                st.error(plain(exc, 400))
+            else:
+                st.rerun()
+
+
 for r in selected:
     run_dir = Path(r["path"])
     run_key = r["run_id"]  # unique in the table (a user run shadows a bundled one of the same id)
     with st.container(border=True):
-        st.markdown(f"**{plain(r['run_id'], 120)}**: {plain(r['state'])}. {plain(r['message'], 600)}")
+        st.markdown(f"**{plain(runs.display_name(r), 160)}**: {plain(r['state'])}. {plain(r['message'], 600)}")
+        if r["notes"]:
+            st.caption(plain(r["notes"], 600))
         for problem in r["problems"]:
             st.warning(f"Damaged: {plain(problem, 300)}", icon=":material/report:")
-        b = st.columns(4)
+        b = st.columns(6)
         metrics_path = runs.safe_file(run_dir, runs.METRICS)
         if metrics_path:
             b[0].download_button("Metrics (CSV)", metrics_path.read_bytes(), f"{r['run_id']}-metrics.csv",
@@ -102,20 +147,27 @@ for r in selected:
         b[2].download_button("Settings (JSON)", json.dumps(configs[r["run_id"]], indent=2),
                              f"{r['run_id']}-config.json", mime="application/json",
                              icon=":material/download:", key=f"dl_config_{run_key}")
+        if configs[r["run_id"]]:
+            if b[3].button("Clone settings", icon=":material/content_copy:", key=f"clone_{run_key}",
+                           help="A new run on the Train page, with this run's settings filled in"):
+                clone_settings(configs[r["run_id"]], r["run_id"])
+                st.switch_page("pages/train.py")
+        if not r["read_only"]:
+            label_editor(r, run_dir, run_key, b[4])
         if r["link"]:
-            with b[3].popover("Remove link", icon=":material/link_off:"):
+            with b[5].popover("Remove link", icon=":material/link_off:"):
                 st.markdown(f"**{plain(r['run_id'], 120)}** is a link to a run elsewhere. Remove the link? "
                             "The run it points to is kept.")
                 if st.button("Remove the link", type="primary", key=f"delete_{run_key}"):
                     runs.delete_run(runs_root(), r["run_id"])
-                    st.query_params.pop("run", None)
+                    forget(r["run_id"])
                     st.rerun()
         elif r["read_only"]:
-            b[3].caption("Bundled with the app: read-only")
+            b[5].caption("Bundled with the app: read-only")
         elif runs.is_active(r):
-            b[3].caption("Training: stop it before deleting")
+            b[5].caption("Training: stop it before deleting")
         else:
-            with b[3].popover("Delete", icon=":material/delete:"):
+            with b[5].popover("Delete", icon=":material/delete:"):
                 st.markdown(f"Delete **{plain(r['run_id'], 120)}** and everything in its folder? This cannot be undone.")
                 if st.button("Delete for good", type="primary", key=f"delete_{run_key}"):
                     try:
@@ -123,7 +175,7 @@ for r in selected:
                     except runs.RunError as exc:
                         st.error(plain(exc, 400))
                     else:
-                        st.query_params.pop("run", None)
+                        forget(r["run_id"])
                         st.rerun()
 
 device_banner()

@@ -6,23 +6,27 @@ from alexnet_core import runs
 from alexnet_core.charts import training_curves
 from alexnet_core.config import (
     AUGMENTATIONS,
-    DEFAULT_AUGMENT,
-    DEFAULT_SCHEDULE,
     MIXED_PRECISION,
     OPTIMIZERS,
     SCHEDULES,
     TrainConfig,
     default_learning_rate,
 )
-from alexnet_core.data import DataError, cifar10_available, load_source
+from alexnet_core.data import DataError, cifar10_available, cifar10_reachable, load_source
 from alexnet_core.launcher import resume, start
+from alexnet_core.recipes import RECIPES
 from alexnet_core.training import estimate_epoch_seconds
 from alexnet_core.variants import NORMS, WIDTHS, get_arch, list_variants
 from pages.common import (
+    BATCH_SIZES,
+    DEFAULT_RECIPE,
     all_runs,
+    apply_recipe,
+    clone_settings,
     data_choices,
     device_banner,
     device_info,
+    form_state,
     format_duration,
     page_setup,
     plain,
@@ -47,57 +51,122 @@ def epoch_estimate(config_json: str, num_classes: int, num_images: int) -> float
 
 @st.cache_data(show_spinner="Checking the data...", ttl=60)
 def describe_source(source: str, val_split: float):
-    """(classes, train count, val count, skipped) or the error message."""
+    """(classes, train count, val count, skipped, note on empty class folders) or the error message."""
     try:
         data = load_source(source, val_split)
     except DataError as exc:
         return str(exc)
-    return (data.class_names, len(data.train), len(data.val) if data.val else 0, sum(data.skipped.values()))
+    return (data.class_names, len(data.train), len(data.val) if data.val else 0, sum(data.skipped.values()),
+            data.empty_note())
+
+
+@st.cache_data(show_spinner="Checking whether CIFAR-10 can be downloaded...", ttl=60)
+def cifar10_can_download() -> bool:
+    return cifar10_reachable()
+
+
+def on_variant_change() -> None:
+    """A new variant starts from its own published switches."""
+    arch = get_arch(st.session_state["train_variant"])
+    st.session_state.update({"train_norm": arch.norm, "train_dropout": float(arch.dropout),
+                             "train_width": float(arch.width)})
+
+
+def on_optimizer_change() -> None:
+    st.session_state["train_lr"] = float(default_learning_rate(st.session_state["train_optimizer"]))
+
+
+def recipe_label(name: str) -> str:
+    if name == "custom":
+        return "Custom: your own settings"
+    recipe = RECIPES[name]
+    return f"{recipe.title} ({name}): {recipe.settings['variant']}, {recipe.settings['epochs']} epochs"
+
+
+def changed_from(recipe, state: dict) -> list[str]:
+    """The settings that differ from `recipe`'s, as 'epochs 4 → 10'."""
+    wanted = form_state(recipe.settings)
+    names = {"train_variant": "variant", "train_epochs": "epochs", "train_batch": "batch size",
+             "train_optimizer": "optimizer", "train_lr": "learning rate", "train_schedule": "schedule",
+             "train_augment": "augmentation", "train_warmup": "warm-up epochs", "train_smoothing": "label smoothing",
+             "train_decay": "weight decay", "train_seed": "seed", "train_val_split": "validation fraction",
+             "train_mixed": "mixed precision", "train_norm": "normalisation", "train_dropout": "dropout",
+             "train_width": "width"}
+    return [f"{names[k]} {wanted[k]:g} → {state.get(k):g}" if isinstance(wanted[k], float)
+            and isinstance(state.get(k), (int, float)) else f"{names[k]} {wanted[k]} → {state.get(k)}"
+            for k in names if k in state and state.get(k) != wanted[k]]
 
 
 def new_run_form():
+    if "train_variant" not in st.session_state:  # first visit: the default recipe fills the form
+        st.session_state.setdefault("train_recipe", DEFAULT_RECIPE)
+        st.session_state.update(form_state(RECIPES[DEFAULT_RECIPE].settings))
+    problem = st.session_state.pop("train_clone_problem", None)
+    if problem:
+        st.error(f"That run's settings cannot be reused: {plain(problem, 400)}", icon=":material/error:")
+    cloned = st.session_state.pop("train_cloned_from", None)
+    if cloned:
+        st.success(f"Settings and data of {plain(cloned, 80)} filled in below: change what you like, then "
+                   "start.", icon=":material/content_copy:")
+    recipes = [*RECIPES, "custom"]
+    recipe_name = st.selectbox("Recipe", recipes, key="train_recipe", format_func=recipe_label,
+                               on_change=apply_recipe,
+                               help="A recipe sets every setting below at once; change any of them afterwards.")
+    recipe = RECIPES.get(recipe_name)
+    if recipe is not None:
+        st.caption(f"{recipe.description} Made for {recipe.made_for}. {recipe.result}")
+        differences = changed_from(recipe, st.session_state)
+        if differences:
+            st.caption(":material/edit: Changed from the recipe: " + "; ".join(differences) + ".")
+
     c1, c2, c3 = st.columns(3)
-    variants = list_variants()
-    variant = c1.selectbox("Variant", variants, index=variants.index("compact"), key="train_variant",
+    variant = c1.selectbox("Variant", list_variants(), key="train_variant", on_change=on_variant_change,
                            format_func=lambda n: f"{n}: {get_arch(n).title}")
     if info["kind"] == "CPU" and variant != "compact":
         c1.caption(":material/info: On a CPU, `compact` trains in minutes; ImageNet-sized variants take hours.")
     cached = cifar10_available()
     labels = data_choices(with_download=True)
-    choices = list(labels)
-    kind = c2.radio("Data", choices, index=choices.index("cifar10" if cached else "sample"), format_func=labels.get,
-                    horizontal=True, key="train_data_kind")
     if not cached:
-        c2.caption("CIFAR-10 is not downloaded on this machine, so the bundled sample is selected. Picking "
-                   "CIFAR-10 downloads it once (170 MB).")
+        labels["cifar10"] = "CIFAR-10 (download, 170 MB)"
+    st.session_state.setdefault("train_data_kind", "cifar10" if cached else "sample")
+    kind = c2.radio("Data", list(labels), format_func=labels.get, horizontal=True, key="train_data_kind")
     data = kind
+    cifar_blocked = False
+    if kind == "cifar10" and not cached:
+        if cifar10_can_download():
+            c2.caption("CIFAR-10 is not on this machine yet: the run downloads it first (170 MB, once).")
+        else:
+            cifar_blocked = True
+            c2.warning("CIFAR-10 is not on this machine, and its download server cannot be reached from here. "
+                       "Connect this machine to the internet and pick CIFAR-10 again (it downloads once, "
+                       "170 MB), or train on the bundled sample or on a folder of your own images.",
+                       icon=":material/cloud_off:")
     if kind == "folder":
         data = c2.text_input("Folder", placeholder="/path/to/images (class folders inside)",
                              key="train_folder").strip()
-    val_split = c2.slider("Validation fraction", 0.0, 0.5, 0.1, 0.05, key="train_val_split",
+    val_split = c2.slider("Validation fraction", 0.0, 0.5, step=0.05, key="train_val_split",
                           help="Used when the folder has no val/ subfolder: the last files of each class")
-    epochs = c3.number_input("Epochs", 1, 1000, 10, key="train_epochs")
-    batch = c3.select_slider("Batch size", [16, 32, 64, 128, 256, 512], 128, key="train_batch")
-    optimizer = c1.selectbox("Optimizer", OPTIMIZERS, key="train_optimizer",
+    epochs = c3.number_input("Epochs", 1, 10_000, key="train_epochs")
+    batch_options = sorted({*BATCH_SIZES, int(st.session_state["train_batch"])})
+    batch = c3.select_slider("Batch size", batch_options, key="train_batch")
+    optimizer = c1.selectbox("Optimizer", OPTIMIZERS, key="train_optimizer", on_change=on_optimizer_change,
                              help="sgd: momentum 0.9 and weight decay, as the paper; adam: as the Keras seed")
-    lr = c1.number_input("Learning rate", 1e-6, 10.0, default_learning_rate(optimizer), format="%g",
-                         key=f"train_lr_{optimizer}")
-    schedule = c1.selectbox("Schedule", SCHEDULES, index=SCHEDULES.index(DEFAULT_SCHEDULE), key="train_schedule",
+    lr = c1.number_input("Learning rate", 1e-6, 10.0, format="%g", key="train_lr")
+    schedule = c1.selectbox("Schedule", SCHEDULES, key="train_schedule",
                             help="step: divide by 10 when validation stalls (paper); plateau: halve when the "
                                  "validation loss stalls (Keras seed); cosine: smooth decay to zero")
-    augments = list(AUGMENTATIONS)
-    augment = c3.selectbox("Augmentation", augments, index=augments.index(DEFAULT_AUGMENT), key="train_augment")
+    augment = c3.selectbox("Augmentation", list(AUGMENTATIONS), key="train_augment")
     c3.caption(AUGMENTATIONS[augment])
     with st.expander("More settings", icon=":material/tune:"):
         m = st.columns(4)
-        warmup = m[0].number_input("Warm-up epochs", 0.0, 100.0, 0.0, 0.5, key="train_warmup")
-        smoothing = m[0].number_input("Label smoothing", 0.0, 0.5, 0.0, 0.05, key="train_smoothing")
-        decay = m[1].number_input("Weight decay", 0.0, 0.1, 5e-4, format="%g", key="train_decay")
-        seed = m[1].number_input("Seed", 0, 2**31 - 1, 0, key="train_seed")
-        arch = get_arch(variant)
-        norm = m[2].selectbox("Normalisation", NORMS, index=NORMS.index(arch.norm), key=f"train_norm_{variant}")
-        dropout = m[2].slider("Dropout", 0.0, 0.9, float(arch.dropout), 0.05, key=f"train_dropout_{variant}")
-        width = m[3].select_slider("Width", WIDTHS, arch.width, key=f"train_width_{variant}")
+        warmup = m[0].number_input("Warm-up epochs", 0.0, 100.0, step=0.5, key="train_warmup")
+        smoothing = m[0].number_input("Label smoothing", 0.0, 0.5, step=0.05, key="train_smoothing")
+        decay = m[1].number_input("Weight decay", 0.0, 0.1, format="%g", key="train_decay")
+        seed = m[1].number_input("Seed", 0, 2**31 - 1, key="train_seed")
+        norm = m[2].selectbox("Normalisation", NORMS, key="train_norm")
+        dropout = m[2].slider("Dropout", 0.0, 0.9, step=0.05, key="train_dropout")
+        widths = sorted({*WIDTHS, float(st.session_state["train_width"])})
+        width = m[3].select_slider("Width", widths, key="train_width")
         mixed = m[3].selectbox("Mixed precision", MIXED_PRECISION, key="train_mixed",
                                help="auto: float16 compute on a GPU, float32 on a CPU")
     if kind == "folder" and not data:
@@ -108,7 +177,7 @@ def new_run_form():
                              optimizer=optimizer, learning_rate=float(lr), schedule=schedule,
                              warmup_epochs=float(warmup), label_smoothing=float(smoothing),
                              weight_decay=float(decay), augment=augment, val_split=float(val_split),
-                             seed=int(seed), mixed_precision=mixed,
+                             seed=int(seed), mixed_precision=mixed, recipe=recipe.name if recipe else None,
                              switches={"norm": norm, "dropout": float(dropout), "width": float(width)})
     except ValueError as exc:
         st.error(f"{plain(exc, 400)}. Change the setting above.", icon=":material/error:")
@@ -119,9 +188,10 @@ def new_run_form():
         return
     b1, b2 = st.columns([1, 3])
     if described:
-        classes, n_train, n_val, skipped = described
+        classes, n_train, n_val, skipped, note = described
         b2.caption(f"{n_train:,} training and {n_val:,} validation images in {len(classes)} classes"
-                   + (f"; {skipped} unreadable files will be skipped" if skipped else ""))
+                   + (f"; {skipped} unreadable files will be skipped" if skipped else "")
+                   + (f". {plain(note, 300)}" if note else ""))
         if b1.button("Estimate time per epoch", icon=":material/timer:", key="train_estimate"):
             import json
             from dataclasses import asdict
@@ -130,13 +200,15 @@ def new_run_form():
             b2.info(f"About **{format_duration(seconds)} per epoch** on this {info['kind']} "
                     f"({format_duration(seconds * config.epochs)} for {config.epochs} epochs), "
                     "measured from a few training steps.", icon=":material/timer:")
-    if st.button("Start training", type="primary", icon=":material/play_arrow:", key="train_start"):
+    if st.button("Start training", type="primary", icon=":material/play_arrow:", key="train_start",
+                 disabled=cifar_blocked):
         try:
             run_dir = start(config, runs_root())
         except (runs.RunError, DataError, OSError) as exc:
             st.error(plain(exc, 600), icon=":material/block:")
             return
         st.session_state["train_show_next"] = run_dir.name  # selected before the picker is drawn
+        st.session_state["train_form_open"] = False
         st.query_params["run"] = run_dir.name
         st.rerun()
 
@@ -148,10 +220,16 @@ def live_view(run_id: str) -> None:
         return
     run = runs.read_run(run_dir)
     status, config, metrics, steps = run["status"], run["config"], run["metrics"], run["steps"]
+    row = runs.run_summary(run_dir, run)
     state = status.get("state", "unknown")
-    state_badge(state)
-    st.markdown(f"**{plain(run_id, 120)}**: {plain(config.get('variant', '?'))} on {plain(config.get('data', '?'))}. "
-                f"{plain(status.get('message', ''), 600)}")
+    top = st.columns([3, 1])
+    with top[0]:
+        state_badge(state)
+    with top[1]:
+        run_actions(row, config)  # here, inside the polling view, so the buttons always match the state
+    data_words = config.get("data_description") or config.get("data", "?")
+    st.markdown(f"**{plain(runs.display_name(row), 160)}**: {plain(config.get('variant', '?'))} on "
+                f"{plain(data_words)}. {plain(status.get('message', ''), 600)}")
     for problem in run["problems"]:
         st.warning(f"Damaged: {plain(problem, 300)}", icon=":material/report:")
     epochs = int(config.get("epochs") or 1)
@@ -160,6 +238,8 @@ def live_view(run_id: str) -> None:
     step = int(status.get("step") or 0)
     done = len(metrics)
     if runs.is_active(status):
+        if status.get("phase") in ("validating", "saving"):
+            step = per_epoch  # every step of this epoch has run
         fraction = min(1.0, (max(epoch - 1, 0) + step / per_epoch) / epochs)
         speed = status.get("images_per_sec")
         phase = {"validating": ", validating", "saving": ", saving checkpoint"}.get(status.get("phase"), "")
@@ -169,7 +249,13 @@ def live_view(run_id: str) -> None:
     else:
         st.progress(min(1.0, done / epochs), text=f"{done} of {epochs} epochs")
     m = st.columns(4)
-    if "val_accuracy" in metrics and done:
+    headline = runs.headline_accuracy(run_dir)
+    if headline:  # the model's own accuracy, measured after training: the one figure it is quoted by
+        m[0].metric("Model accuracy", f"{headline['accuracy']:.1%}",
+                    help=f"Measured on {headline.get('description') or headline.get('data')}")
+        st.caption(f"Model accuracy: the saved model on {plain(headline.get('description') or headline.get('data'))}. "
+                   "The curves below are the per-epoch figures logged during training.")
+    elif "val_accuracy" in metrics and done:
         m[0].metric("Best validation accuracy", f"{metrics['val_accuracy'].max():.1%}")
         m[1].metric("Last validation accuracy", f"{metrics['val_accuracy'].iloc[-1]:.1%}",
                     delta=f"{metrics['val_accuracy'].iloc[-1] - metrics['val_accuracy'].iloc[-2]:+.1%}"
@@ -177,10 +263,13 @@ def live_view(run_id: str) -> None:
     if "loss" in metrics and done:
         m[2].metric("Training loss", f"{metrics['loss'].iloc[-1]:.3f}")
     m[3].metric("Epochs done", f"{done} / {epochs}")
-    if done or not steps.empty:
+    if done or len(steps) >= 2:
         st.plotly_chart(training_curves(metrics, steps, per_epoch), width="stretch", key=f"curves_{run_id}")
+    elif runs.is_active(status):
+        st.info(f"Waiting for the first steps: the curves start after {int(config.get('log_every') or 10) * 2} "
+                "training steps.", icon=":material/hourglass_top:")
     else:
-        st.caption("Curves appear after the first logged steps.")
+        st.caption("This run logged no training steps.")
     log = runs.safe_file(run_dir, runs.LOG)
     if state == "failed" and log is not None:
         st.download_button("Trainer log (train.log)", log.read_bytes()[-1_000_000:], f"{run_id}-train.log",
@@ -191,24 +280,39 @@ def live_view(run_id: str) -> None:
         st.rerun()  # the run ended: redraw the page and stop polling
 
 
-def run_actions(row: dict) -> None:
-    """Stop / Resume for the selected run (outside the polling fragment; a finished run reruns the page)."""
+def run_actions(row: dict, config: dict) -> None:
+    """The one action that fits the run's state: Stop, Resume, or a new run with its settings."""
     run_dir = Path(row["path"])
     if row["read_only"]:
         st.caption(":material/lock: Bundled with the app: read-only.")
-    elif runs.is_active(row):
-        if st.button("Stop", icon=":material/stop:", key="train_stop"):
+        return
+    if runs.is_active(row):
+        if st.button("Stop", icon=":material/stop:", key="train_stop", width="stretch"):
             runs.request_stop(run_dir)
             st.toast("Stop requested: the run stops after its current step. Completed epochs are saved; "
                      "an unfinished epoch is redone from its start when you resume.")
     elif runs.can_resume(row):
-        if st.button("Resume", icon=":material/play_arrow:", key="train_resume", type="primary"):
+        if st.button("Resume", icon=":material/play_arrow:", key="train_resume", type="primary", width="stretch"):
             try:
                 resume(run_dir)
             except runs.RunError as exc:
                 st.error(plain(exc, 600))
             else:
                 st.rerun()
+    if runs.is_active(row) or not config:
+        return
+    failed = row["state"] in ("failed", "diverged") and not runs.can_resume(row)
+    if st.button("New run with these settings" if failed else "Clone settings", icon=":material/content_copy:",
+                 key="train_clone", type="primary" if failed else "secondary", width="stretch",
+                 help="Fill the form below with this run's settings and data"):
+        clone_settings(config, row["run_id"])
+        st.rerun(scope="app")
+    advice = {"data": "Its data could not be used: fix the data or pick other data, then start a new run.",
+              "settings": "A setting could not be used: change it in a new run.",
+              "diverged": "The loss blew up: a new run with a smaller learning rate should work."}
+    why = "diverged" if row["state"] == "diverged" else row.get("reason")
+    if row["state"] in ("failed", "diverged") and why in advice:
+        st.caption(advice[why])
 
 
 rows = all_runs()
@@ -227,15 +331,16 @@ if ids:
         st.session_state["train_run"] = default
     st.subheader("Run")
     run_id = st.selectbox("Run", ids, key="train_run", label_visibility="collapsed",
-                          format_func=lambda r: f"{r} ({by_id[r]['variant']})")
+                          format_func=lambda r: f"{runs.display_name(by_id[r])}: {by_id[r]['variant']}, "
+                                                f"{by_id[r]['state']}")
     if st.query_params.get("run") != run_id:
         st.query_params["run"] = run_id
     polling = runs.is_active(by_id[run_id])
     st.session_state["train_was_active"] = polling
-    run_actions(by_id[run_id])
     st.fragment(live_view, run_every=2.0 if polling else None)(run_id)
 
-with st.expander("Start a new run", expanded=not active, icon=":material/add_circle:"):
+with st.expander("Start a new run", expanded=st.session_state.get("train_form_open", not active),
+                 icon=":material/add_circle:"):
     new_run_form()
 
 device_banner()

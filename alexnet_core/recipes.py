@@ -1,0 +1,108 @@
+"""Named presets of every training setting: `train --recipe NAME`, the Train page's first choice.
+
+A recipe is a complete TrainConfig minus what only the user knows (where their data is, when the
+recipe is not made for CIFAR-10). Explicit settings always win over the recipe's. No TensorFlow.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+
+from .config import ConfigError, TrainConfig
+
+
+@dataclass(frozen=True)
+class Recipe:
+    name: str
+    title: str
+    description: str
+    made_for: str  # the data it was made for, in words
+    settings: dict = field(default_factory=dict)  # TrainConfig fields
+    result: str = ""  # what it reached, where it was measured
+
+    def config(self, **overrides) -> TrainConfig:
+        """The recipe's TrainConfig with `overrides` (None values are ignored) applied on top."""
+        settings = {**self.settings, **{k: v for k, v in overrides.items() if v is not None}}
+        switches = {**self.settings.get("switches", {}), **(overrides.get("switches") or {})}
+        settings["switches"] = switches
+        settings["recipe"] = self.name
+        if not settings.get("data"):
+            raise ConfigError(f"recipe '{self.name}' needs data: it is made for {self.made_for}. "
+                              "Give --data PATH (or pick the data on the Train page).")
+        return TrainConfig(**settings)
+
+    def as_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+RECIPES: dict[str, Recipe] = {}
+
+
+def _add(recipe: Recipe) -> None:
+    TrainConfig(**{**recipe.settings, "data": recipe.settings.get("data") or "sample"})  # valid as written
+    RECIPES[recipe.name] = recipe
+
+
+_add(Recipe(
+    name="demo",
+    title="Bundled model",
+    description="The bundled demo model's recipe: compact AlexNet, SGD with momentum 0.9 and weight decay 5e-4, "
+                "learning rate 0.05 on a cosine schedule with one warm-up epoch, label smoothing 0.1, CIFAR "
+                "augmentation (padding + random crop, flip), batch 128, 30 epochs.",
+    made_for="CIFAR-10 (32x32 images, 10 classes)",
+    settings={"variant": "compact", "data": "cifar10", "epochs": 30, "batch_size": 128, "optimizer": "sgd",
+              "learning_rate": 0.05, "weight_decay": 5e-4, "schedule": "cosine", "warmup_epochs": 1.0,
+              "label_smoothing": 0.1, "augment": "cifar", "val_split": 0.1, "seed": 0},
+    result="84.6% validation accuracy (5,000 held-out CIFAR-10 training images) after 30 epochs, about 70 minutes "
+           "on a 2-core CPU.",
+))
+_add(Recipe(
+    name="quick",
+    title="Quick",
+    description="A short run that gets most of the way: compact AlexNet, AdamW (learning rate 3e-3, weight decay "
+                "0.05) on a cosine schedule with half an epoch of warm-up, label smoothing 0.1, CIFAR "
+                "augmentation, batch 256, 4 epochs.",
+    made_for="CIFAR-10 (32x32 images, 10 classes)",
+    settings={"variant": "compact", "data": "cifar10", "epochs": 4, "batch_size": 256, "optimizer": "adamw",
+              "learning_rate": 3e-3, "weight_decay": 0.05, "schedule": "cosine", "warmup_epochs": 0.5,
+              "label_smoothing": 0.1, "augment": "cifar", "val_split": 0.1, "seed": 0},
+    result="See docs/BENCHMARKS.md for its measured time and accuracy.",
+))
+_add(Recipe(
+    name="paper",
+    title="The 2012 paper",
+    description="Krizhevsky et al.'s ImageNet recipe: the grouped network with LRN, SGD with momentum 0.9, "
+                "learning rate 0.01 divided by 10 when the validation accuracy stalls, weight decay 5e-4, "
+                "batch 128, 90 epochs, random 224 crops of a larger resize with flips and PCA lighting.",
+    made_for="ImageNet-style folders of photos (PATH/train/<class>/<image>)",
+    settings={"variant": "paper", "data": "", "epochs": 90, "batch_size": 128, "optimizer": "sgd",
+              "learning_rate": 0.01, "weight_decay": 5e-4, "schedule": "step", "augment": "paper",
+              "val_split": 0.1, "seed": 0},
+    result="The paper reports 40.7% top-1 error (single model, ILSVRC-2012 validation) after about 90 epochs "
+           "on two GTX 580 GPUs; hours per epoch on a CPU.",
+))
+_add(Recipe(
+    name="keras-seed",
+    title="Keras seed",
+    description="The Keras CIFAR-10 AlexNet's setup: the cifar-bn network, Adam at 1e-3 without weight decay, "
+                "the learning rate halved when the validation loss stalls, rotation/flip/zoom augmentation, "
+                "batch 64, 50 epochs.",
+    made_for="CIFAR-10 (32x32 images, 10 classes)",
+    settings={"variant": "cifar-bn", "data": "cifar10", "epochs": 50, "batch_size": 64, "optimizer": "adam",
+              "learning_rate": 1e-3, "weight_decay": 0.0, "schedule": "plateau", "augment": "keras-seed",
+              "val_split": 0.1, "seed": 0},
+    result="The Keras seed reported 64.8% on CIFAR-10's test split.",
+))
+
+
+def get_recipe(name: str) -> Recipe:
+    try:
+        return RECIPES[name]
+    except KeyError:
+        raise ConfigError(f"Unknown recipe {name!r}. Available: {', '.join(RECIPES)}") from None
+
+
+def list_recipes() -> list[dict]:
+    """The `recipes --json` document."""
+    return [recipe.as_dict() for recipe in RECIPES.values()]

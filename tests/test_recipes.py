@@ -1,0 +1,207 @@
+"""Recipes (CLI and Train page), cloning a run's settings, failed runs that offer what would fix
+them, CIFAR-10 known to be unreachable before Start, run names and notes, a stable selection."""
+
+import json
+
+import pytest
+import streamlit as st
+from streamlit.testing.v1 import AppTest
+
+from alexnet_core import data as data_module
+from alexnet_core import runs
+from alexnet_core.cli import main
+from alexnet_core.config import ConfigError, TrainConfig
+from alexnet_core.recipes import RECIPES, get_recipe
+from tests.helpers import make_image_folder
+from tests.test_cli import run_cli
+from tests.test_pages import ROOT, TIMEOUT, fake_run, run_page
+
+
+def test_the_recipes_the_app_promises():
+    assert {"demo", "quick", "paper", "keras-seed"} <= set(RECIPES)
+    paper = RECIPES["paper"].settings
+    assert (paper["optimizer"], paper["learning_rate"], paper["weight_decay"], paper["batch_size"],
+            paper["epochs"], paper["schedule"], paper["augment"]) == ("sgd", 0.01, 5e-4, 128, 90, "step", "paper")
+    demo = json.loads((ROOT / "assets" / "runs" / "demo" / "config.json").read_text())
+    for key, value in RECIPES["demo"].settings.items():  # demo reproduces the bundled model
+        if key != "data":
+            assert demo[key] == value, key
+
+
+def test_explicit_settings_override_the_recipe():
+    config = get_recipe("quick").config(data="sample", epochs=1, learning_rate=None, switches={"width": 0.25})
+    assert (config.epochs, config.lr, config.optimizer, config.recipe) == (1, 3e-3, "adamw", "quick")
+    assert config.switches == {"width": 0.25}
+    with pytest.raises(ConfigError, match="recipe 'paper' needs data"):
+        get_recipe("paper").config()
+    with pytest.raises(ConfigError, match="Unknown recipe 'fast'. Available: demo, quick"):
+        get_recipe("fast")
+
+
+def test_recipes_command(capsys):
+    assert main(["recipes", "--json"]) == 0
+    listed = json.loads(capsys.readouterr().out)
+    assert [r["name"] for r in listed] == list(RECIPES)
+    assert all(r["settings"]["variant"] and r["description"] and r["made_for"] for r in listed)
+    assert main(["recipes"]) == 0
+    assert "train --recipe NAME" in capsys.readouterr().out
+
+
+def test_train_with_a_recipe_and_an_override(tmp_path):
+    folder = make_image_folder(tmp_path / "pets", classes=2, per_class=6, size=(32, 32))
+    done = run_cli("train", "--recipe", "quick", "--data", str(folder), "--epochs", "1", "--steps-per-epoch", "1",
+                   "--batch-size", "4", "--width", "0.25", "--runs-dir", str(tmp_path / "runs"), "--run-id", "r")
+    assert done.returncode == 0, done.stderr
+    config = json.loads((tmp_path / "runs" / "r" / "config.json").read_text())
+    assert (config["recipe"], config["optimizer"], config["learning_rate"], config["epochs"],
+            config["batch_size"]) == ("quick", "adamw", 3e-3, 1, 4)
+    refused = run_cli("train", "--recipe", "paper", "--runs-dir", str(tmp_path / "runs"))
+    assert refused.returncode == 2 and "recipe 'paper' needs data" in refused.stderr
+    assert sorted(p.name for p in (tmp_path / "runs").iterdir()) == ["r"]  # nothing left behind
+
+
+def test_train_page_starts_from_a_recipe_and_says_what_changed():
+    at = run_page("pages/train.py")
+    assert at.selectbox(key="train_recipe").value == "quick"
+    assert at.number_input(key="train_epochs").value == RECIPES["quick"].settings["epochs"]
+    assert at.selectbox(key="train_optimizer").value == "adamw"
+    at.selectbox(key="train_recipe").select("demo").run()
+    assert (at.number_input(key="train_epochs").value, at.number_input(key="train_lr").value,
+            at.selectbox(key="train_optimizer").value) == (30, 0.05, "sgd")
+    assert at.radio(key="train_data_kind").value == "sample"  # the data stays the user's choice
+    at.number_input(key="train_epochs").set_value(5).run()
+    assert not at.exception
+    assert any("Changed from the recipe: epochs 30 → 5" in c.value for c in at.caption)
+
+
+def test_cifar10_unreachable_is_known_before_start(monkeypatch):
+    st.cache_data.clear()
+    monkeypatch.setattr(data_module, "cifar10_reachable", lambda timeout=2.0: False)
+    at = run_page("pages/train.py")
+    at.radio(key="train_data_kind").set_value("cifar10").run()
+    assert not at.exception
+    assert any("download server cannot be reached" in w.value for w in at.warning)
+    assert at.button(key="train_start").disabled
+    assert not any("--data" in w.value for w in at.warning)  # the app's words, not a flag
+    st.cache_data.clear()
+    monkeypatch.setattr(data_module, "cifar10_reachable", lambda timeout=2.0: True)
+    at.run()
+    assert not at.button(key="train_start").disabled
+    assert any("downloads it first" in c.value for c in at.caption)
+    st.cache_data.clear()
+
+
+def test_a_run_that_failed_on_its_data_offers_a_new_run_not_resume():
+    root = runs.runs_root()
+    run_dir = fake_run(root, "offline-a", state="failed", epochs=5, done=0)
+    config = json.loads((run_dir / runs.CONFIG).read_text())
+    config.update({"data": "cifar10", "epochs": 7})
+    (run_dir / runs.CONFIG).write_text(json.dumps(config))
+    runs.write_status(run_dir, state="failed", reason="data", message="CIFAR-10 could not be downloaded")
+    row = runs.run_summary(run_dir)
+    assert not runs.can_resume(row)
+    at = run_page("pages/train.py")
+    assert not any(b.label == "Resume" for b in at.button)
+    assert any("fix the data or pick other data" in c.value for c in at.caption), [c.value for c in at.caption]
+    at.button(key="train_clone").click().run()
+    assert not at.exception
+    assert any("Settings and data of offline-a filled in" in s.value.replace("\\", "") for s in at.success)
+    assert at.number_input(key="train_epochs").value == 7
+    assert at.radio(key="train_data_kind").value == "cifar10"
+    assert at.selectbox(key="train_recipe").value == "custom"
+
+
+def test_resume_stays_for_runs_a_resume_can_fix():
+    root = runs.runs_root()
+    for reason, resumable in (("disk", True), ("internal", True), ("data", False), ("settings", False)):
+        run_dir = fake_run(root, f"r-{reason}", state="failed", epochs=5, done=1)
+        runs.write_status(run_dir, state="failed", reason=reason)
+        assert runs.can_resume(runs.run_summary(run_dir)) is resumable, reason
+
+
+def test_runs_can_be_named_and_the_name_is_shown_everywhere():
+    root = runs.runs_root()
+    run_dir = fake_run(root, "plain-a")
+    at = run_page("pages/runs.py")
+    at.query_params["run"] = "plain-a"
+    at.run()
+    at.text_input(key="label_name_plain-a").set_value("  Baseline,   lr 0.05 ")
+    at.text_area(key="label_notes_plain-a").set_value("First try.\nFlip only.")
+    at.button(key="label_save_plain-a").click().run()
+    assert not at.exception
+    assert runs.read_label(run_dir) == {"name": "Baseline, lr 0.05", "notes": "First try.\nFlip only."}
+    table = at.dataframe[0].value
+    assert table.loc[table["run_id"] == "plain-a", "label"].item() == "Baseline, lr 0.05"
+    train = run_page("pages/train.py")
+    assert any("Baseline, lr 0.05 (plain-a)" in o for o in train.selectbox(key="train_run").options)
+    with pytest.raises(runs.RunError, match="read-only"):
+        runs.write_label(runs.BUNDLED_DIR / "demo", "mine", "")
+    with pytest.raises(runs.RunError, match="at most 80 characters"):
+        runs.write_label(run_dir, "x" * 81, "")
+    (run_dir / runs.LABEL).write_text("{damaged")
+    assert runs.read_label(run_dir) == {"name": "", "notes": ""}  # a damaged label is no name, not a crash
+
+
+def test_selection_stays_on_the_same_runs_after_a_delete():
+    root = runs.runs_root()
+    for name in ("one-a", "two-b", "three-c"):
+        fake_run(root, name)
+    at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=TIMEOUT)
+    at.switch_page("pages/runs.py")
+    at.run()
+    ids = list(at.dataframe[0].value["run_id"])
+    at.session_state["runs_table"] = {"selection": {"rows": [ids.index("one-a"), ids.index("three-c")],
+                                                    "columns": []}}
+    at.run()
+    assert not at.exception
+    at.button(key="delete_three-c").click().run()
+    at.run()
+    assert not (root / "three-c").exists()
+    shown = [m.value.replace("\\", "") for m in at.markdown if m.value.startswith("**")]
+    assert any("one-a" in m for m in shown) and not any("two-b" in m for m in shown)
+
+
+def test_train_config_records_the_recipe():
+    assert TrainConfig(recipe="quick").recipe == "quick"
+    with pytest.raises(ConfigError, match="recipe must be a name"):
+        TrainConfig(recipe=3)
+
+
+def test_curves_have_fixed_axes_and_a_learning_rate_panel():
+    import pandas as pd
+
+    from alexnet_core.charts import compare_curves, training_curves
+
+    metrics = pd.DataFrame({"epoch": [0], "loss": [2.0], "accuracy": [0.18], "val_loss": [2.1],
+                            "val_accuracy": [0.17]})
+    steps = pd.DataFrame({"step": [10, 20, 30], "epoch": [1, 1, 1], "loss": [2.3, 2.2, 2.1],
+                          "accuracy": [0.1, 0.15, 0.18], "learning_rate": [1e-3, 2e-3, 3e-3]})
+    fig = training_curves(metrics, steps, 30)
+    assert [a.text for a in fig.layout.annotations] == ["Loss", "Accuracy", "Learning rate"]
+    assert list(fig.layout.yaxis2.range) == [0, 1.02]  # accuracy: 0-100% whatever the data
+    lr = next(t for t in fig.data if t.name == "learning rate")
+    assert list(lr.y) == [1e-3, 2e-3, 3e-3]
+    compare = compare_curves({"a": metrics}, "val_accuracy")
+    assert list(compare.layout.yaxis.range) == [0, 1.02]  # no "18%, 18%, 17%" ticks for one point
+
+
+def test_live_view_waits_for_the_first_steps_instead_of_an_empty_chart(tmp_path):
+    import os
+
+    root = runs.runs_root()
+    run_dir = runs.create_run(root, "fresh-a", {"variant": "compact", "data": "sample", "epochs": 2})
+    runs.write_status(run_dir, state="running", pid=os.getpid(), epoch=1, step=0, steps_per_epoch=16,
+                      phase="training")
+    lock = runs.TrainerLock(run_dir).acquire()
+    try:
+        at = run_page("pages/train.py")
+        assert any("Waiting for the first steps" in i.value for i in at.info)
+        assert not at.get("plotly_chart")
+        assert any(b.label == "Stop" for b in at.button) and not any(b.label == "Resume" for b in at.button)
+        runs.write_status(run_dir, state="running", epoch=1, step=13, steps_per_epoch=16, phase="saving",
+                          images_per_sec=100.0, eta_seconds=5.0)
+        at.run()
+        bar = at.get("progress")[0]
+        assert "step 16/16, saving checkpoint" in bar.proto.text
+    finally:
+        lock.release()
