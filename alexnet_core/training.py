@@ -491,11 +491,16 @@ def _log_traceback(run_dir: Path) -> None:
         print(text, file=sys.stderr, flush=True)
 
 
-def estimate_epoch_seconds(config: TrainConfig, num_classes: int, num_images: int, steps: int = 3) -> float:
-    """Seconds per epoch, timed on the real training step with random data (after one warm-up)."""
+def estimate_epoch_seconds(config: TrainConfig, num_classes: int, num_images: int, steps: int = 5,
+                           num_val: int = 0) -> float:
+    """Seconds per epoch: the real training step fed by the real input pipeline (augmentation,
+    standardisation, prefetch) from decoded images in memory, timed after two warm-up steps,
+    plus the validation pass over `num_val` images, timed the same way."""
     import numpy as np
     import tensorflow as tf
 
+    from .augment import build as build_augment
+    from .data import Split, make_dataset
     from .variants import build_model
 
     strategy = tf.distribute.get_strategy()
@@ -503,14 +508,25 @@ def estimate_epoch_seconds(config: TrainConfig, num_classes: int, num_images: in
     optimizer = build_optimizer(config, max(1, num_images // config.batch_size))
     size = model.input_shape[1]
     rng = np.random.default_rng(0)
-    x = rng.standard_normal((config.batch_size, size, size, 3), dtype=np.float32)
-    y = np.eye(num_classes, dtype=np.float32)[rng.integers(0, num_classes, config.batch_size)]
-    iterator = iter(tf.data.Dataset.from_tensors((x, y)).repeat())
-    train_step, _ = make_steps(model, optimizer, strategy, loss_function(config), config.batch_size,
-                               min(5, num_classes))
-    _numbers(train_step(iterator))
+    count = config.batch_size * 4
+    split = Split(rng.integers(0, num_classes, count).astype(np.int32),
+                  images=rng.integers(0, 256, (count, size, size, 3), dtype=np.uint8))
+    train = make_dataset(split, num_classes, size, config.batch_size, training=True, drop_remainder=True,
+                         augment=build_augment(config.augment, size, config.seed))
+    iterator = iter(train)
+    train_step, eval_step = make_steps(model, optimizer, strategy, loss_function(config), config.batch_size,
+                                       min(5, num_classes))
+    for _ in range(2):
+        _numbers(train_step(iterator))
     start = time.perf_counter()
     for _ in range(steps):
         _numbers(train_step(iterator))
-    per_step = (time.perf_counter() - start) / steps
-    return per_step * math.ceil(num_images / config.batch_size)
+    seconds = (time.perf_counter() - start) / steps * math.ceil(num_images / config.batch_size)
+    if num_val:
+        batches = list(make_dataset(split, num_classes, size, config.batch_size).take(2))
+        _numbers(eval_step(batches[0]))
+        start = time.perf_counter()
+        for batch in batches:
+            _numbers(eval_step(batch))
+        seconds += (time.perf_counter() - start) / len(batches) * math.ceil(num_val / config.batch_size)
+    return seconds

@@ -157,7 +157,7 @@ for index, (name, digest, small, square, dims, view, model_input, p) in enumerat
             cols[2].caption(f"Unsure because {judged['reason']}.")
         cols[2].plotly_chart(topk_bars(predictions, height=40 + 28 * len(predictions)), width="stretch",
                              key=f"classify_bars_{index}_{digest}", config={"displayModeBar": False})
-        target = cols[3].selectbox("Grad-CAM for", [classes[i] for i in order], key=f"classify_cam_{digest}")
+        target = cols[3].selectbox("Grad-CAM for", [classes[i] for i in order], key=f"classify_cam_{index}_{digest}")
         heat = heat_map(spec, stamp, model_input, classes.index(target))
         cols[3].image(common.fit_for_display(overlay(square, heat)), width="stretch",
                       caption=f"Where it looked for '{common.plain(target, 60)}'")

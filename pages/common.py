@@ -155,6 +155,7 @@ def format_duration(seconds) -> str:
 
 def model_choices() -> dict[str, str]:
     """{spec: label} of the models a user can question: the bundled demo, then finished runs."""
+    from alexnet_core import runs
     from alexnet_core.inference import DEMO_RUN
     from alexnet_core.runs import MODEL, is_active
 
@@ -163,7 +164,7 @@ def model_choices() -> dict[str, str]:
         choices["demo"] = "Bundled demo model (compact, CIFAR-10)"
     for row in all_runs():
         if row["has_model"] and row["path"] != str(DEMO_RUN) and not is_active(row):
-            choices[row["path"]] = f"{row['run_id']} ({row['variant']}, {row['state']})"
+            choices[row["path"]] = f"{runs.display_name(row)} ({row['variant']}, {row['state']})"
     return choices
 
 

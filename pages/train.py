@@ -43,10 +43,11 @@ info = device_info()
 
 
 @st.cache_data(show_spinner="Timing a few training steps...", max_entries=32)
-def epoch_estimate(config_json: str, num_classes: int, num_images: int) -> float:
+def epoch_estimate(config_json: str, num_classes: int, num_images: int, num_val: int) -> float:
     import json
 
-    return estimate_epoch_seconds(TrainConfig.from_dict(json.loads(config_json)), num_classes, num_images)
+    return estimate_epoch_seconds(TrainConfig.from_dict(json.loads(config_json)), num_classes, num_images,
+                                  num_val=num_val)
 
 
 @st.cache_data(show_spinner="Checking the data...", ttl=60)
@@ -196,10 +197,10 @@ def new_run_form():
             import json
             from dataclasses import asdict
 
-            seconds = epoch_estimate(json.dumps(asdict(config), sort_keys=True), len(classes), n_train)
+            seconds = epoch_estimate(json.dumps(asdict(config), sort_keys=True), len(classes), n_train, n_val)
             b2.info(f"About **{format_duration(seconds)} per epoch** on this {info['kind']} "
                     f"({format_duration(seconds * config.epochs)} for {config.epochs} epochs), "
-                    "measured from a few training steps.", icon=":material/timer:")
+                    "measured from a few training and validation steps.", icon=":material/timer:")
     if st.button("Start training", type="primary", icon=":material/play_arrow:", key="train_start",
                  disabled=cifar_blocked):
         try:
