@@ -45,8 +45,13 @@ def main() -> int:
         estimate_cost = time.perf_counter() - start
         root = Path(tempfile.mkdtemp(prefix="estimate-"))
         run_dir = runs.new_run(config, root, f"estimate-{name}", allow_parallel=True)
+        wall = time.perf_counter()
         run_training(config, run_dir, log=lambda m: None)
+        wall = time.perf_counter() - wall
         record = json.loads((run_dir / runs.CHECKPOINTS / runs.STATE).read_text())
+        last = record["metrics"][-1]
+        print(f"{name}: {len(record['metrics'])} epochs in {wall / 60:.1f} min (start to saved model), final "
+              f"validation accuracy {last.get('val_accuracy', float('nan')):.2%}", flush=True)
         seconds = [row["epoch_seconds"] for row in record["metrics"]]
         real = statistics.median(seconds[1:]) if len(seconds) > 1 else seconds[0]
         rows.append((name, estimate, real, estimate / real - 1, estimate_cost, seconds))

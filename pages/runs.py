@@ -112,7 +112,7 @@ def forget(run_id: str) -> None:
 
 
 def label_editor(r: dict, run_dir: Path, run_key: str, where) -> None:
-    with where.popover("Name and notes", icon=":material/edit:"):
+    with where.popover("Name and notes", icon=":material/edit:", width="stretch"):
         name = st.text_input("Name", r["name"], max_chars=runs.MAX_NAME, key=f"label_name_{run_key}",
                              placeholder="e.g. baseline, lr 0.05")
         notes = st.text_area("Notes", r["notes"], max_chars=runs.MAX_NOTES, key=f"label_notes_{run_key}",
@@ -135,27 +135,28 @@ for r in selected:
             st.caption(plain(r["notes"], 600))
         for problem in r["problems"]:
             st.warning(f"Damaged: {plain(problem, 300)}", icon=":material/report:")
-        b = st.columns(6)
-        metrics_path = runs.safe_file(run_dir, runs.METRICS)
-        if metrics_path:
-            b[0].download_button("Metrics (CSV)", metrics_path.read_bytes(), f"{r['run_id']}-metrics.csv",
-                                 mime="text/csv", icon=":material/download:", key=f"dl_metrics_{run_key}")
-        model_path = runs.safe_file(run_dir, runs.MODEL)
-        if model_path and r["has_model"]:
-            b[1].download_button("Model (.keras)", model_path.read_bytes(), f"{r['run_id']}.keras",
-                                 icon=":material/download:", key=f"dl_model_{run_key}")
-        b[2].download_button("Settings (JSON)", json.dumps(configs[r["run_id"]], indent=2),
-                             f"{r['run_id']}-config.json", mime="application/json",
-                             icon=":material/download:", key=f"dl_config_{run_key}")
+        b = st.columns(4)
+        with b[0].popover("Download", icon=":material/download:", width="stretch"):
+            metrics_path = runs.safe_file(run_dir, runs.METRICS)
+            if metrics_path:
+                st.download_button("Metrics (CSV)", metrics_path.read_bytes(), f"{r['run_id']}-metrics.csv",
+                                   mime="text/csv", icon=":material/table:", key=f"dl_metrics_{run_key}")
+            model_path = runs.safe_file(run_dir, runs.MODEL)
+            if model_path and r["has_model"]:
+                st.download_button("Model (.keras)", model_path.read_bytes(), f"{r['run_id']}.keras",
+                                   icon=":material/model_training:", key=f"dl_model_{run_key}")
+            st.download_button("Settings (JSON)", json.dumps(configs[r["run_id"]], indent=2),
+                               f"{r['run_id']}-config.json", mime="application/json",
+                               icon=":material/settings:", key=f"dl_config_{run_key}")
         if configs[r["run_id"]]:
-            if b[3].button("Clone settings", icon=":material/content_copy:", key=f"clone_{run_key}",
+            if b[1].button("Clone settings", icon=":material/content_copy:", key=f"clone_{run_key}", width="stretch",
                            help="A new run on the Train page, with this run's settings filled in"):
                 clone_settings(configs[r["run_id"]], r["run_id"])
                 st.switch_page("pages/train.py")
         if not r["read_only"]:
-            label_editor(r, run_dir, run_key, b[4])
+            label_editor(r, run_dir, run_key, b[2])
         if r["link"]:
-            with b[5].popover("Remove link", icon=":material/link_off:"):
+            with b[3].popover("Remove link", icon=":material/link_off:", width="stretch"):
                 st.markdown(f"**{plain(r['run_id'], 120)}** is a link to a run elsewhere. Remove the link? "
                             "The run it points to is kept.")
                 if st.button("Remove the link", type="primary", key=f"delete_{run_key}"):
@@ -163,11 +164,11 @@ for r in selected:
                     forget(r["run_id"])
                     st.rerun()
         elif r["read_only"]:
-            b[5].caption("Bundled with the app: read-only")
+            b[3].caption("Bundled with the app: read-only")
         elif runs.is_active(r):
-            b[5].caption("Training: stop it before deleting")
+            b[3].caption("Training: stop it before deleting")
         else:
-            with b[5].popover("Delete", icon=":material/delete:"):
+            with b[3].popover("Delete", icon=":material/delete:", width="stretch"):
                 st.markdown(f"Delete **{plain(r['run_id'], 120)}** and everything in its folder? This cannot be undone.")
                 if st.button("Delete for good", type="primary", key=f"delete_{run_key}"):
                     try:
