@@ -23,8 +23,7 @@ if __name__ == "__main__":
 else:
     from starlette.middleware import Middleware
 
-    from pages.server import BaseUrlHint, keep_keras_state, warm_up
+    from pages.server import BaseUrlHint, keep_keras_state, warm_up_after_start
 
-    app = st.App(__file__, middleware=[Middleware(BaseUrlHint)])
+    app = st.App(__file__, middleware=[Middleware(BaseUrlHint)], lifespan=warm_up_after_start)
     keep_keras_state()
-    warming = warm_up()

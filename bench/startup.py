@@ -31,23 +31,12 @@ CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-b
                  "--disable-component-update", "--disable-sync"]
 FINISHED = ("document.querySelector('[data-testid=\"stApp\"]')?.getAttribute('data-test-script-state') "
             "=== 'notRunning' && document.querySelector('h1') !== null")
-# Records the app's script-state changes with the page's own clock.
-OBSERVE = """window.__runs = [];
-new MutationObserver(() => window.__runs.push([performance.now(),
-    document.querySelector('[data-testid="stApp"]').getAttribute('data-test-script-state')]))
-  .observe(document.body, {attributes: true, subtree: true, attributeFilter: ['data-test-script-state']});"""
-# The click's script run has finished: a running -> notRunning change was seen (a very short
-# run can skip the running state on screen; then 1 s of quiet counts as finished).
-SWITCHED = """(() => {
+# The clicked page is shown (its title) and its script run has finished.
+SWITCHED = """(title) => {
   const state = document.querySelector('[data-testid="stApp"]')?.getAttribute('data-test-script-state');
-  if (state !== 'notRunning' || !document.querySelector('h1')) return false;
-  const seen = window.__runs.some(r => r[1] === 'running');
-  return seen || performance.now() - window.__clicked > 1000;
-})()"""
-SWITCH_SECONDS = """(() => {
-  const done = window.__runs.filter(r => r[1] === 'notRunning');
-  return ((done.length ? done[done.length - 1][0] : window.__clicked) - window.__clicked) / 1000;
-})()"""
+  const h1 = document.querySelector('h1');
+  return state === 'notRunning' && h1 !== null && h1.innerText.trim() === title;
+}"""
 # Pages that load no model (the others load the bundled model on first use).
 NO_MODEL = {"Home", "Architecture", "Train", "Runs"}
 
@@ -105,15 +94,15 @@ def tour(browser, url: str) -> dict:
     hrefs = [links.nth(i).get_attribute("href") for i in range(links.count())]
     link_of = dict(zip(names, hrefs))
     exceptions = []
-    page.evaluate(OBSERVE)
     rounds = {}
     for _ in range(4):  # rounds after the first are what a user sees once each page has been opened
         for name in names[1:] + names[:1]:
             page.wait_for_timeout(1500)  # a user looks at a page before the next click
-            page.evaluate("window.__runs = []; window.__clicked = performance.now()")
+            title = "AlexNet Explorer" if name == "Home" else name
+            start = time.perf_counter()
             page.locator(f'[data-testid="stSidebarNavLink"][href="{link_of[name]}"]').click()
-            page.wait_for_function(SWITCHED, timeout=120_000, polling=20)
-            rounds.setdefault(name, []).append(page.evaluate(SWITCH_SECONDS))
+            page.wait_for_function(SWITCHED, arg=title, timeout=120_000, polling=20)
+            rounds.setdefault(name, []).append(time.perf_counter() - start)
             if page.locator('[data-testid="stException"]').count():
                 exceptions.append(name)
     switches = {name: statistics.median(times[1:]) for name, times in rounds.items()}

@@ -9,6 +9,7 @@ the page defines it; `BaseUrlHint` writes that line into every page the server s
 
 from __future__ import annotations
 
+import contextlib
 import json
 
 _HEAD = b"<head>"
@@ -81,6 +82,13 @@ class BaseUrlHint:
             await send({"type": "http.response.body", "body": content})
 
         await self.app(scope, receive, hold)
+
+
+@contextlib.asynccontextmanager
+async def warm_up_after_start(app):
+    """st.App lifespan: the warm-up starts once the server is up, while browsers load the frontend."""
+    warm_up()
+    yield None
 
 
 def warm_up():

@@ -96,12 +96,25 @@ def test_streamlit_run_serves_the_app_module_with_its_fixes(monkeypatch):
     sys.modules.pop("app", None)
     try:
         module = importlib.import_module("app")
-        module.warming.join(timeout=120)
         assert isinstance(module.app, st.App)
         assert script_runner._clean_problem_modules is not saved  # Keras is no longer cleared per run
     finally:
         script_runner._clean_problem_modules = saved
         sys.modules.pop("app", None)
+
+
+def test_imports_are_warmed_once_the_server_is_up():
+    import threading
+
+    async def start_and_stop():
+        async with server.warm_up_after_start(None):
+            return [t for t in threading.enumerate() if t.name == "warm-up"]
+
+    threads = asyncio.run(start_and_stop())
+    assert threads
+    for thread in threads:
+        thread.join(timeout=120)
+    assert "pages.common" in sys.modules and "alexnet_core.runs" in sys.modules
 
 
 def test_streamlit_still_clears_keras_after_each_run_unless_told_not_to():
