@@ -62,12 +62,13 @@ _add(Recipe(
     title="Quick",
     description="A short run that gets most of the way: compact AlexNet, AdamW (learning rate 3e-3, weight decay "
                 "0.05) on a cosine schedule with half an epoch of warm-up, label smoothing 0.1, CIFAR "
-                "augmentation, batch 256, 4 epochs.",
+                "augmentation, batch 256, 7 epochs.",
     made_for="CIFAR-10 (32x32 images, 10 classes)",
-    settings={"variant": "compact", "data": "cifar10", "epochs": 4, "batch_size": 256, "optimizer": "adamw",
+    settings={"variant": "compact", "data": "cifar10", "epochs": 7, "batch_size": 256, "optimizer": "adamw",
               "learning_rate": 3e-3, "weight_decay": 0.05, "schedule": "cosine", "warmup_epochs": 0.5,
               "label_smoothing": 0.1, "augment": "cifar", "val_split": 0.1, "seed": 0},
-    result="See docs/BENCHMARKS.md for its measured time and accuracy.",
+    result="77.3% validation accuracy (5,000 held-out CIFAR-10 images) in 7.7 minutes from start to saved "
+           "model on a 2-core CPU.",
 ))
 _add(Recipe(
     name="paper",
