@@ -387,7 +387,8 @@ def verdict(probs: np.ndarray, sure_probability: float = SURE_PROBABILITY, sure_
     if top1 < sure_probability:
         reasons.append(f"the top class has {top1:.0%}, below the {sure_probability:.0%} needed")
     if margin < sure_margin:
-        reasons.append(f"it leads the next class by {margin:.0%}, less than the {sure_margin:.0%} needed")
+        reasons.append(f"it leads the next class by {margin * 100:.0f} points, fewer than the "
+                       f"{sure_margin * 100:.0f} needed")
     return {"sure": not reasons, "top1": top1, "margin": margin, "reason": "; ".join(reasons)}
 
 

@@ -51,11 +51,12 @@ framing = settings[0].segmented_control(
     format_func=lambda f: {"crop": "Centre crop", "fit": "Whole image"}[f], help="\n\n".join(FRAMINGS.values()),
 ) or DEFAULT_FRAMING
 sure_probability = settings[1].slider(
-    "Sure from (top class)", 0.2, 0.95, SURE_PROBABILITY, 0.05, format="%.2f", key="classify_sure_p",
-    help="Below this probability for the top class, the answer is shown as unsure.")
+    "Sure when the top class has at least", 20, 95, round(SURE_PROBABILITY * 100), 5, format="%d%%",
+    key="classify_sure_p", help="Below this probability for the top class, the answer is shown as unsure.") / 100
 sure_margin = settings[2].slider(
-    "Sure from (lead over the second)", 0.0, 0.8, SURE_MARGIN, 0.05, format="%.2f", key="classify_sure_margin",
-    help="If the top class leads the second by less than this, the answer is shown as unsure.")
+    "...and leads the next class by at least", 0, 80, round(SURE_MARGIN * 100), 5, format="%d points",
+    key="classify_sure_margin",
+    help="If the top class leads the second by fewer percentage points, the answer is shown as unsure.") / 100
 
 uploads = st.file_uploader("Images (JPEG, PNG, WebP, BMP, GIF, TIFF)", type=UPLOAD_TYPES,
                            accept_multiple_files=True, key="classify_uploads")
