@@ -205,3 +205,21 @@ def test_live_view_waits_for_the_first_steps_instead_of_an_empty_chart(tmp_path)
         assert "step 16/16, saving checkpoint" in bar.proto.text
     finally:
         lock.release()
+
+
+def test_duration_adds_up_across_resumes(tmp_path, monkeypatch):
+    """A resumed run's duration is its first session plus the new one, not the new one alone."""
+    from alexnet_core import monitor
+
+    run_dir = runs.create_run(tmp_path, "twice", {"variant": "compact", "data": "sample", "epochs": 4})
+    clock = [1000.0]
+    monkeypatch.setattr(monitor.time, "time", lambda: clock[0])
+    first = monitor.StatusWriter(run_dir)
+    clock[0] += 300  # five minutes of training, then a stop
+    first.update(state="stopped")
+    clock[0] += 3600  # an hour later, resumed
+    second = monitor.StatusWriter(run_dir)
+    clock[0] += 28
+    second.update(state="finished")
+    assert runs.read_status(run_dir)["elapsed_s"] == pytest.approx(328)
+    assert runs.run_summary(run_dir)["duration_s"] == pytest.approx(328)
