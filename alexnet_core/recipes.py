@@ -20,6 +20,7 @@ class Recipe:
     made_for: str  # the data it was made for, in words
     settings: dict = field(default_factory=dict)  # TrainConfig fields
     result: str = ""  # what it reached, where it was measured
+    reached: str = ""  # the accuracy in a few words, for "... in about N minutes on this machine"
 
     def config(self, **overrides) -> TrainConfig:
         """The recipe's TrainConfig with `overrides` (None values are ignored) applied on top."""
@@ -56,6 +57,7 @@ _add(Recipe(
               "label_smoothing": 0.1, "augment": "cifar", "val_split": 0.1, "seed": 0},
     result="84.6% validation accuracy (5,000 held-out CIFAR-10 training images) after 30 epochs, about 70 minutes "
            "on a 2-core CPU.",
+    reached="84.6% validation accuracy on CIFAR-10",
 ))
 _add(Recipe(
     name="quick",
@@ -69,6 +71,7 @@ _add(Recipe(
               "label_smoothing": 0.1, "augment": "cifar", "val_split": 0.1, "seed": 0},
     result="77.3% validation accuracy (5,000 held-out CIFAR-10 images) in 7.7 minutes from start to saved "
            "model on a 2-core CPU.",
+    reached="77.3% validation accuracy on CIFAR-10",
 ))
 _add(Recipe(
     name="paper",

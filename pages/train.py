@@ -198,9 +198,13 @@ def new_run_form():
             from dataclasses import asdict
 
             seconds = epoch_estimate(json.dumps(asdict(config), sort_keys=True), len(classes), n_train, n_val)
+            same = recipe is not None and recipe.reached and not changed_from(recipe, st.session_state)
+            reach = (f" With these settings the {recipe.name} recipe reached {recipe.reached}: about "
+                     f"{format_duration(seconds * config.epochs)} on this machine." if same and data == "cifar10"
+                     else "")
             b2.info(f"About **{format_duration(seconds)} per epoch** on this {info['kind']} "
                     f"({format_duration(seconds * config.epochs)} for {config.epochs} epochs), "
-                    "measured from a few training and validation steps.", icon=":material/timer:")
+                    f"measured from a few training and validation steps.{reach}", icon=":material/timer:")
     if st.button("Start training", type="primary", icon=":material/play_arrow:", key="train_start",
                  disabled=cifar_blocked):
         try:

@@ -223,3 +223,27 @@ def test_duration_adds_up_across_resumes(tmp_path, monkeypatch):
     second.update(state="finished")
     assert runs.read_status(run_dir)["elapsed_s"] == pytest.approx(328)
     assert runs.run_summary(run_dir)["duration_s"] == pytest.approx(328)
+
+
+def test_the_quick_recipe_says_how_long_it_takes_here(monkeypatch):
+    import numpy as np
+
+    from alexnet_core import training
+    from alexnet_core.data import DataSource, Split
+
+    st.cache_data.clear()
+    fake = DataSource("cifar10", [f"c{i}" for i in range(10)], train=Split(np.zeros(45_000, np.int32)),
+                      val=Split(np.zeros(5_000, np.int32)))
+    monkeypatch.setattr(data_module, "cifar10_available", lambda: True)
+    monkeypatch.setattr(data_module, "load_source", lambda source, val_split=0.1: fake)
+    monkeypatch.setattr(training, "estimate_epoch_seconds", lambda *a, **k: 60.0)
+    at = run_page("pages/train.py")
+    assert at.radio(key="train_data_kind").value == "cifar10"
+    at.button(key="train_estimate").click().run()
+    text = next(i.value for i in at.info if "per epoch" in i.value)
+    epochs = RECIPES["quick"].settings["epochs"]
+    assert f"the quick recipe reached {RECIPES['quick'].reached}: about {epochs}m 00s on this machine" in text
+    at.number_input(key="train_epochs").set_value(epochs + 1).run()
+    at.button(key="train_estimate").click().run()
+    assert not any("recipe reached" in i.value for i in at.info)  # changed settings: no promise
+    st.cache_data.clear()
