@@ -87,8 +87,7 @@ class BaseUrlHint:
 @contextlib.asynccontextmanager
 async def warm_up_after_start(app):
     """st.App lifespan: the warm-up starts once the server is up, while browsers load the frontend."""
-    warm_up()
-    yield None
+    yield {"warm_up": warm_up()}
 
 
 def warm_up():

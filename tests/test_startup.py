@@ -104,16 +104,14 @@ def test_streamlit_run_serves_the_app_module_with_its_fixes(monkeypatch):
 
 
 def test_imports_are_warmed_once_the_server_is_up():
-    import threading
-
     async def start_and_stop():
-        async with server.warm_up_after_start(None):
-            return [t for t in threading.enumerate() if t.name == "warm-up"]
+        async with server.warm_up_after_start(None) as state:
+            return state["warm_up"]
 
-    threads = asyncio.run(start_and_stop())
-    assert threads
-    for thread in threads:
-        thread.join(timeout=120)
+    thread = asyncio.run(start_and_stop())
+    assert thread.name == "warm-up"
+    thread.join(timeout=120)
+    assert not thread.is_alive()
     assert "pages.common" in sys.modules and "alexnet_core.runs" in sys.modules
 
 
