@@ -12,7 +12,9 @@ from dataclasses import dataclass, field
 
 OPTIMIZERS = ("sgd", "adam", "adamw")
 SCHEDULES = ("constant", "step", "plateau", "cosine")
-MIXED_PRECISION = ("auto", "on", "off")
+# auto: float16 on a GPU, float32 on a CPU; on: float16 with loss scaling; bf16: bfloat16 (no loss
+# scaling needed; fast on CPUs with AVX512_BF16/AMX and on recent GPUs); off: float32.
+MIXED_PRECISION = ("auto", "on", "bf16", "off")
 AUGMENTATIONS = {
     "none": "No augmentation.",
     "keras-seed": "Rotation up to 2 degrees, horizontal flip, zoom 10% (the Keras seed's ImageDataGenerator).",

@@ -96,7 +96,8 @@ def describe() -> dict:
 
 
 def use_mixed_precision(setting: str = "auto") -> bool:
-    """Set Keras' global dtype policy: mixed_float16 on a GPU when `auto`, else float32."""
+    """Set Keras' global dtype policy: mixed_float16 on a GPU when `auto` (or `on`),
+    mixed_bfloat16 for `bf16`, else float32. True when float16 needs loss scaling."""
     import keras
     import tensorflow as tf
 
@@ -104,6 +105,9 @@ def use_mixed_precision(setting: str = "auto") -> bool:
 
     if setting not in MIXED_PRECISION:
         raise ConfigError(f"mixed_precision must be {', '.join(MIXED_PRECISION)}, got {setting!r}")
+    if setting == "bf16":
+        keras.mixed_precision.set_global_policy("mixed_bfloat16")
+        return False
     on = setting == "on" or (setting == "auto" and bool(tf.config.list_physical_devices("GPU")))
     keras.mixed_precision.set_global_policy("mixed_float16" if on else "float32")
     return on

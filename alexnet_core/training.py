@@ -273,7 +273,8 @@ class Trainer:
                         "no validation set: the schedule watches the training metric instead"},
         })
         skipped = sum(source.skipped.values())
-        self.log(f"{type(strategy).__name__} with {replicas} replica(s); mixed precision {'on' if mixed else 'off'}")
+        precision = {"bf16": "bfloat16"}.get(config.mixed_precision, "float16 with loss scaling" if mixed else "float32")
+        self.log(f"{type(strategy).__name__} with {replicas} replica(s); compute in {precision}")
         self.log(f"{source.name}: {len(train_split)} training and {len(source.val) if has_val else 0} validation "
                  f"images, {num_classes} classes" + (f"; skipped {skipped} unreadable files" if skipped else ""))
         if source.empty_classes:
@@ -310,7 +311,8 @@ class Trainer:
         dist_val = strategy.experimental_distribute_dataset(val_ds) if val_ds is not None else None
         initial_loss = record.get("initial_loss")
         writers = self._tensorboard()
-        self.status.update(state="running", steps_per_epoch=steps, skipped_files=skipped, mixed_precision=mixed,
+        self.status.update(state="running", steps_per_epoch=steps, skipped_files=skipped,
+                           mixed_precision=mixed or config.mixed_precision == "bf16",
                            completed_epochs=done, message=f"Training from epoch {done + 1}")
 
         for epoch in range(done + 1, config.epochs + 1):

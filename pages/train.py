@@ -169,7 +169,8 @@ def new_run_form():
         widths = sorted({*WIDTHS, float(st.session_state["train_width"])})
         width = m[3].select_slider("Width", widths, key="train_width")
         mixed = m[3].selectbox("Mixed precision", MIXED_PRECISION, key="train_mixed",
-                               help="auto: float16 compute on a GPU, float32 on a CPU")
+                               help="auto: float16 compute on a GPU, float32 on a CPU; bf16: bfloat16, faster on CPUs "
+                                    "with AVX512-BF16 or AMX and on recent GPUs")
     if kind == "folder" and not data:
         st.info("Enter the path of an image folder: PATH/<class>/<image> or PATH/train/<class>/<image>.")
         return

@@ -247,3 +247,16 @@ def test_the_quick_recipe_says_how_long_it_takes_here(monkeypatch):
     at.button(key="train_estimate").click().run()
     assert not any("recipe reached" in i.value for i in at.info)  # changed settings: no promise
     st.cache_data.clear()
+
+
+def test_bfloat16_training_and_its_model(tmp_path):
+    folder = make_image_folder(tmp_path / "pets", classes=2, per_class=6, size=(32, 32))
+    done = run_cli("train", "--variant", "compact", "--data", str(folder), "--epochs", "1", "--steps-per-epoch", "2",
+                   "--batch-size", "4", "--width", "0.25", "--mixed-precision", "bf16",
+                   "--runs-dir", str(tmp_path / "runs"), "--run-id", "bf")
+    assert done.returncode == 0, done.stderr
+    assert "compute in bfloat16" in done.stderr
+    image = next(folder.rglob("*.png"))
+    predicted = run_cli("predict", str(tmp_path / "runs" / "bf"), str(image), "--json")
+    assert predicted.returncode == 0, predicted.stderr
+    assert json.loads(predicted.stdout)[0]["predictions"]
