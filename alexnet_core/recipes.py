@@ -62,16 +62,17 @@ _add(Recipe(
 _add(Recipe(
     name="quick",
     title="Quick",
-    description="A short run that gets most of the way: compact AlexNet, AdamW (learning rate 3e-3, weight decay "
-                "0.05) on a cosine schedule with half an epoch of warm-up, label smoothing 0.1, CIFAR "
-                "augmentation, batch 256, 7 epochs.",
+    description="80% on CIFAR-10 in under 8 minutes on a 2-core CPU: compact AlexNet, AdamW (learning rate 3e-3, "
+                "weight decay 0.05) on a cosine schedule with half an epoch of warm-up, label smoothing 0.1, CIFAR "
+                "augmentation, batch 256, 10 epochs, computed in bfloat16 (fast on CPUs with AVX512-BF16 or AMX "
+                "and on recent GPUs; on other CPUs set mixed precision to off).",
     made_for="CIFAR-10 (32x32 images, 10 classes)",
-    settings={"variant": "compact", "data": "cifar10", "epochs": 7, "batch_size": 256, "optimizer": "adamw",
+    settings={"variant": "compact", "data": "cifar10", "epochs": 10, "batch_size": 256, "optimizer": "adamw",
               "learning_rate": 3e-3, "weight_decay": 0.05, "schedule": "cosine", "warmup_epochs": 0.5,
-              "label_smoothing": 0.1, "augment": "cifar", "val_split": 0.1, "seed": 0},
-    result="77.3% validation accuracy (5,000 held-out CIFAR-10 images) in 7.7 minutes from start to saved "
-           "model on a 2-core CPU.",
-    reached="77.3% validation accuracy on CIFAR-10",
+              "label_smoothing": 0.1, "augment": "cifar", "val_split": 0.1, "seed": 0, "mixed_precision": "bf16"},
+    result="80.2% validation accuracy (5,000 held-out CIFAR-10 images) in 7.5 minutes from start to saved "
+           "model on a 2-core CPU with AVX512-BF16.",
+    reached="80.2% validation accuracy on CIFAR-10",
 ))
 _add(Recipe(
     name="paper",
