@@ -71,10 +71,7 @@ def cmd_recipes(args) -> int:
         print(json.dumps(rows, indent=2))
         return 0
     for row in rows:
-        settings = row["settings"]
-        print(f"{row['name']:<11} {row['title']}: {settings['variant']}, {settings['epochs']} epochs, "
-              f"{settings['optimizer']} lr {settings['learning_rate']:g}, {settings['schedule']}, batch "
-              f"{settings['batch_size']}; made for {row['made_for']}")
+        print(f"{row['name']:<11} {row['title']}: {row['summary']}; made for {row['made_for']}")
     print("\npython -m alexnet_core train --recipe NAME [--data PATH] [any flag to override the recipe]")
     return 0
 

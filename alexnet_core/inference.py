@@ -349,11 +349,16 @@ SURE_PROBABILITY = 0.5
 SURE_MARGIN = 0.2
 
 
+def check_framing(framing: str) -> str:
+    if framing not in FRAMINGS:
+        raise ValueError(f"framing must be one of {', '.join(FRAMINGS)}, got {framing!r}")
+    return framing
+
+
 def frame(image: np.ndarray, framing: str = DEFAULT_FRAMING) -> np.ndarray:
     """A square image from `image` (uint8 HxWx3): its centre square, or all of it on a square
     canvas of its mean colour. Already square images come back unchanged."""
-    if framing not in FRAMINGS:
-        raise ValueError(f"framing must be one of {', '.join(FRAMINGS)}, got {framing!r}")
+    check_framing(framing)
     height, width = image.shape[:2]
     if height == width:
         return image
@@ -396,10 +401,8 @@ class Predictor:
     """Top-k for images through one compiled function (no per-call model.predict overhead)."""
 
     def __init__(self, loaded: LoadedModel, flip: bool = False, framing: str = DEFAULT_FRAMING):
-        if framing not in FRAMINGS:
-            raise ValueError(f"framing must be one of {', '.join(FRAMINGS)}, got {framing!r}")
         self.loaded = loaded
-        self.framing = framing
+        self.framing = check_framing(framing)
         self._forward = make_forward(loaded, flip)
 
     def probabilities(self, images: list[np.ndarray] | np.ndarray) -> np.ndarray:

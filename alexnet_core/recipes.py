@@ -33,11 +33,23 @@ class Recipe:
                               "Give --data PATH (or pick the data on the Train page).")
         return TrainConfig(**settings)
 
+    def summary(self) -> str:
+        """Its settings in one line, written from `settings` (so the words cannot drift from them)."""
+        s = self.settings
+        decay = f", weight decay {s['weight_decay']:g}" if s.get("weight_decay") else ""
+        warmup = f" after {s['warmup_epochs']:g} warm-up epoch(s)" if s.get("warmup_epochs") else ""
+        smoothing = f", label smoothing {s['label_smoothing']:g}" if s.get("label_smoothing") else ""
+        precision = f", {s['mixed_precision']} compute" if s.get("mixed_precision", "auto") != "auto" else ""
+        return (f"{s['variant']}, {s['epochs']} epochs, batch {s['batch_size']}, {s['optimizer']} at "
+                f"{s['learning_rate']:g}{decay}, {s['schedule']} schedule{warmup}{smoothing}, "
+                f"{s['augment']} augmentation{precision}")
+
     def as_dict(self) -> dict:
-        return dataclasses.asdict(self)
+        return {**dataclasses.asdict(self), "summary": self.summary()}
 
 
 RECIPES: dict[str, Recipe] = {}
+CIFAR10 = "CIFAR-10 (32x32 images, 10 classes)"
 
 
 def _add(recipe: Recipe) -> None:
@@ -48,10 +60,9 @@ def _add(recipe: Recipe) -> None:
 _add(Recipe(
     name="demo",
     title="Bundled model",
-    description="The bundled demo model's recipe: compact AlexNet, SGD with momentum 0.9 and weight decay 5e-4, "
-                "learning rate 0.05 on a cosine schedule with one warm-up epoch, label smoothing 0.1, CIFAR "
-                "augmentation (padding + random crop, flip), batch 128, 30 epochs.",
-    made_for="CIFAR-10 (32x32 images, 10 classes)",
+    description="The bundled demo model's recipe: the paper's SGD (momentum 0.9, weight decay) with a cosine "
+                "schedule, label smoothing and the standard CIFAR augmentation (padding + random crop, flip).",
+    made_for=CIFAR10,
     settings={"variant": "compact", "data": "cifar10", "epochs": 30, "batch_size": 128, "optimizer": "sgd",
               "learning_rate": 0.05, "weight_decay": 5e-4, "schedule": "cosine", "warmup_epochs": 1.0,
               "label_smoothing": 0.1, "augment": "cifar", "val_split": 0.1, "seed": 0},
@@ -62,11 +73,10 @@ _add(Recipe(
 _add(Recipe(
     name="quick",
     title="Quick",
-    description="80% on CIFAR-10 in under 8 minutes on a 2-core CPU: compact AlexNet, AdamW (learning rate 3e-3, "
-                "weight decay 0.05) on a cosine schedule with half an epoch of warm-up, label smoothing 0.1, CIFAR "
-                "augmentation, batch 256, 10 epochs, computed in bfloat16 (fast on CPUs with AVX512-BF16 or AMX "
-                "and on recent GPUs; on other CPUs set mixed precision to off).",
-    made_for="CIFAR-10 (32x32 images, 10 classes)",
+    description="80% on CIFAR-10 in under 8 minutes on a 2-core CPU: AdamW with a short cosine schedule and a "
+                "large batch, computed in bfloat16 (fast on CPUs with AVX512-BF16 or AMX and on recent GPUs; on "
+                "other CPUs set mixed precision to off).",
+    made_for=CIFAR10,
     settings={"variant": "compact", "data": "cifar10", "epochs": 10, "batch_size": 256, "optimizer": "adamw",
               "learning_rate": 3e-3, "weight_decay": 0.05, "schedule": "cosine", "warmup_epochs": 0.5,
               "label_smoothing": 0.1, "augment": "cifar", "val_split": 0.1, "seed": 0, "mixed_precision": "bf16"},
@@ -77,9 +87,9 @@ _add(Recipe(
 _add(Recipe(
     name="paper",
     title="The 2012 paper",
-    description="Krizhevsky et al.'s ImageNet recipe: the grouped network with LRN, SGD with momentum 0.9, "
-                "learning rate 0.01 divided by 10 when the validation accuracy stalls, weight decay 5e-4, "
-                "batch 128, 90 epochs, random 224 crops of a larger resize with flips and PCA lighting.",
+    description="Krizhevsky et al.'s ImageNet recipe: the grouped network with LRN, SGD with momentum 0.9, the "
+                "learning rate divided by 10 when the validation accuracy stalls (the step schedule), random "
+                "crops of a larger resize with flips and PCA lighting.",
     made_for="ImageNet-style folders of photos (PATH/train/<class>/<image>)",
     settings={"variant": "paper", "data": "", "epochs": 90, "batch_size": 128, "optimizer": "sgd",
               "learning_rate": 0.01, "weight_decay": 5e-4, "schedule": "step", "augment": "paper",
@@ -90,10 +100,10 @@ _add(Recipe(
 _add(Recipe(
     name="keras-seed",
     title="Keras seed",
-    description="The Keras CIFAR-10 AlexNet's setup: the cifar-bn network, Adam at 1e-3 without weight decay, "
-                "the learning rate halved when the validation loss stalls, rotation/flip/zoom augmentation, "
-                "batch 64, 50 epochs.",
-    made_for="CIFAR-10 (32x32 images, 10 classes)",
+    description="The Keras CIFAR-10 AlexNet's setup: the cifar-bn network, Adam without weight decay, the "
+                "learning rate halved when the validation loss stalls (the plateau schedule), rotation/flip/zoom "
+                "augmentation.",
+    made_for=CIFAR10,
     settings={"variant": "cifar-bn", "data": "cifar10", "epochs": 50, "batch_size": 64, "optimizer": "adam",
               "learning_rate": 1e-3, "weight_decay": 0.0, "schedule": "plateau", "augment": "keras-seed",
               "val_split": 0.1, "seed": 0},

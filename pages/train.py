@@ -114,9 +114,9 @@ def new_run_form():
                                on_change=apply_recipe,
                                help="A recipe sets every setting below at once; change any of them afterwards.")
     recipe = RECIPES.get(recipe_name)
+    differences = changed_from(recipe, st.session_state) if recipe is not None else []
     if recipe is not None:
-        st.caption(f"{recipe.description} Made for {recipe.made_for}. {recipe.result}")
-        differences = changed_from(recipe, st.session_state)
+        st.caption(f"{recipe.description} Settings: {recipe.summary()}. Made for {recipe.made_for}. {recipe.result}")
         if differences:
             st.caption(":material/edit: Changed from the recipe: " + "; ".join(differences) + ".")
 
@@ -199,7 +199,7 @@ def new_run_form():
             from dataclasses import asdict
 
             seconds = epoch_estimate(json.dumps(asdict(config), sort_keys=True), len(classes), n_train, n_val)
-            same = recipe is not None and recipe.reached and not changed_from(recipe, st.session_state)
+            same = recipe is not None and recipe.reached and not differences
             reach = (f" With these settings the {recipe.name} recipe reached {recipe.reached}: about "
                      f"{format_duration(seconds * config.epochs)} on this machine." if same and data == "cifar10"
                      else "")
@@ -233,9 +233,8 @@ def live_view(run_id: str) -> None:
         state_badge(state)
     with top[1]:
         run_actions(row, config)  # here, inside the polling view, so the buttons always match the state
-    data_words = config.get("data_description") or config.get("data", "?")
-    st.markdown(f"**{plain(runs.display_name(row), 160)}**: {plain(config.get('variant', '?'))} on "
-                f"{plain(data_words)}. {plain(status.get('message', ''), 600)}")
+    st.markdown(f"**{plain(runs.display_name(row), 160)}**: {plain(row['variant'] or '?')} on "
+                f"{plain(row['data'] or '?')}. {plain(status.get('message', ''), 600)}")
     for problem in run["problems"]:
         st.warning(f"Damaged: {plain(problem, 300)}", icon=":material/report:")
     epochs = int(config.get("epochs") or 1)

@@ -43,6 +43,8 @@ def test_recipes_command(capsys):
     listed = json.loads(capsys.readouterr().out)
     assert [r["name"] for r in listed] == list(RECIPES)
     assert all(r["settings"]["variant"] and r["description"] and r["made_for"] for r in listed)
+    for r in listed:  # the one-line summary is written from the settings themselves
+        assert f"{r['settings']['epochs']} epochs, batch {r['settings']['batch_size']}" in r["summary"]
     assert main(["recipes"]) == 0
     assert "train --recipe NAME" in capsys.readouterr().out
 
