@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import platform
 import shutil
@@ -111,6 +112,19 @@ def use_mixed_precision(setting: str = "auto") -> bool:
     on = setting == "on" or (setting == "auto" and bool(tf.config.list_physical_devices("GPU")))
     keras.mixed_precision.set_global_policy("mixed_float16" if on else "float32")
     return on
+
+
+@contextlib.contextmanager
+def precision_policy(setting: str = "auto"):
+    """use_mixed_precision(setting) for a block (yields whether float16 loss scaling is needed),
+    then Keras' previous global policy again: for work inside a long-lived process (the app)."""
+    import keras
+
+    previous = keras.mixed_precision.global_policy()
+    try:
+        yield use_mixed_precision(setting)
+    finally:
+        keras.mixed_precision.set_global_policy(previous)
 
 
 def strategy():

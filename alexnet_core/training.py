@@ -51,7 +51,8 @@ def environment(strategy=None) -> dict:
     return env
 
 
-def build_optimizer(config: TrainConfig, steps_per_epoch: int):
+def build_optimizer(config: TrainConfig, steps_per_epoch: int, loss_scaling: bool = False):
+    """The configured optimizer and learning-rate schedule; wrapped for float16 loss scaling if asked."""
     import keras
 
     total = max(1, config.epochs * steps_per_epoch)
@@ -62,10 +63,12 @@ def build_optimizer(config: TrainConfig, steps_per_epoch: int):
             initial_learning_rate=lr / 100 if warmup else lr, decay_steps=max(1, total - warmup), alpha=0.0,
             warmup_target=lr if warmup else None, warmup_steps=warmup)
     if config.optimizer == "sgd":
-        return keras.optimizers.SGD(lr, momentum=0.9, weight_decay=config.weight_decay or None)
-    if config.optimizer == "adamw":
-        return keras.optimizers.AdamW(lr, weight_decay=config.weight_decay)
-    return keras.optimizers.Adam(lr)
+        optimizer = keras.optimizers.SGD(lr, momentum=0.9, weight_decay=config.weight_decay or None)
+    elif config.optimizer == "adamw":
+        optimizer = keras.optimizers.AdamW(lr, weight_decay=config.weight_decay)
+    else:
+        optimizer = keras.optimizers.Adam(lr)
+    return keras.optimizers.LossScaleOptimizer(optimizer) if loss_scaling else optimizer
 
 
 def plateau_learning_rate(config: TrainConfig, history: list[dict], monitor: str) -> float:
@@ -288,9 +291,7 @@ class Trainer:
             else:
                 model = build_model(config.variant, num_classes=num_classes, input_size=config.input_size,
                                     **config.switches)
-                optimizer = build_optimizer(config, steps)
-                if mixed:
-                    optimizer = keras.optimizers.LossScaleOptimizer(optimizer)
+                optimizer = build_optimizer(config, steps, loss_scaling=mixed)
                 model.compile(optimizer=optimizer)  # attaches the optimizer, so checkpoints carry it
                 optimizer.build(model.trainable_variables)  # its slots, created here (mirrored), not in the step
         iterations = int(optimizer.iterations.numpy())
@@ -497,7 +498,15 @@ def estimate_epoch_seconds(config: TrainConfig, num_classes: int, num_images: in
                            num_val: int = 0) -> float:
     """Seconds per epoch: the real training step fed by the real input pipeline (augmentation,
     standardisation, prefetch) from decoded images in memory, timed after two warm-up steps,
-    plus the validation pass over `num_val` images, timed the same way."""
+    plus the validation pass over `num_val` images, timed the same way, in the run's precision."""
+    from .devices import precision_policy
+
+    with precision_policy(config.mixed_precision) as loss_scaling:
+        return _estimate_epoch_seconds(config, num_classes, num_images, steps, num_val, loss_scaling)
+
+
+def _estimate_epoch_seconds(config: TrainConfig, num_classes: int, num_images: int, steps: int, num_val: int,
+                            loss_scaling: bool) -> float:
     import numpy as np
     import tensorflow as tf
 
@@ -507,7 +516,7 @@ def estimate_epoch_seconds(config: TrainConfig, num_classes: int, num_images: in
 
     strategy = tf.distribute.get_strategy()
     model = build_model(config.variant, num_classes=num_classes, input_size=config.input_size, **config.switches)
-    optimizer = build_optimizer(config, max(1, num_images // config.batch_size))
+    optimizer = build_optimizer(config, max(1, num_images // config.batch_size), loss_scaling=loss_scaling)
     size = model.input_shape[1]
     rng = np.random.default_rng(0)
     count = config.batch_size * 4

@@ -262,3 +262,24 @@ def test_bfloat16_training_and_its_model(tmp_path):
     predicted = run_cli("predict", str(tmp_path / "runs" / "bf"), str(image), "--json")
     assert predicted.returncode == 0, predicted.stderr
     assert json.loads(predicted.stdout)[0]["predictions"]
+
+
+def test_the_epoch_estimate_runs_in_the_recipes_precision_and_leaves_the_app_as_it_was(monkeypatch):
+    import keras
+
+    from alexnet_core import training
+
+    seen = []
+    real = training._estimate_epoch_seconds
+
+    def spy(config, *args):
+        seen.append(keras.mixed_precision.global_policy().name)
+        return real(config, *args)
+
+    monkeypatch.setattr(training, "_estimate_epoch_seconds", spy)
+    config = get_recipe("quick").config(data="sample", batch_size=8, switches={"width": 0.25})
+    assert config.mixed_precision == "bf16"
+    before = keras.mixed_precision.global_policy().name
+    assert training.estimate_epoch_seconds(config, 10, 64, steps=1, num_val=16) > 0
+    assert seen == ["mixed_bfloat16"]
+    assert keras.mixed_precision.global_policy().name == before
