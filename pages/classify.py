@@ -104,9 +104,10 @@ def analyse(spec: str, stamp: float, data: bytes, name: str, framing: str):
     except ImageDecodeError as exc:
         return str(exc)
     model, predictor = common.loaded_model(spec)
-    view = network_view(image, model.input_size, framing)
+    square = frame(image, framing)
+    view = network_view(square, model.input_size, framing)  # already square: framed once
     probs = predictor.probabilities(view[None])[0]
-    return (hashlib.sha1(data).hexdigest()[:12], common.thumbnail(image), common.thumbnail(frame(image, framing)),
+    return (hashlib.sha1(data).hexdigest()[:12], common.thumbnail(image), common.thumbnail(square),
             (image.shape[1], image.shape[0]), view, model.preprocess(view), probs)
 
 
