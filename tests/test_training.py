@@ -40,7 +40,8 @@ def wait_for(predicate, timeout=180, what="condition"):
 
 
 def epochs_logged(run_dir):
-    return list(runs.read_metrics(run_dir)["epoch"])
+    metrics = runs.read_metrics(run_dir)
+    return list(metrics["epoch"]) if "epoch" in metrics else []
 
 
 def test_cli_train_writes_a_complete_run_folder(folder, tmp_path):
@@ -102,8 +103,10 @@ def test_sigkill_loses_at_most_one_epoch_and_resumes(folder, tmp_path):
     config = TrainConfig(variant="compact", data=str(folder), epochs=3, batch_size=8, input_size=16,
                          switches=TINY_SWITCHES, steps_per_epoch=1000, log_every=5)
     run_dir = start(config, tmp_path / "runs")
-    wait_for(lambda: (runs.read_json(run_dir / "checkpoints" / "state.json", {}) or {}).get("completed_epochs", 0) >= 1,
-             what="the first epoch")
+    # An epoch is committed (state.json) and then published (metrics.csv): kill after both, since
+    # what survives is read from metrics.csv below (a kill in between is recovered on the next start).
+    wait_for(lambda: (runs.read_json(run_dir / "checkpoints" / "state.json", {}) or {}).get("completed_epochs", 0) >= 1
+             and len(epochs_logged(run_dir)) >= 1, what="the first epoch")
     pid = runs.read_json(run_dir / runs.STATUS)["pid"]
     os.killpg(pid, signal.SIGKILL)
     wait_for(lambda: runs.read_status(run_dir)["state"] == "interrupted", timeout=30, what="interrupted state")
