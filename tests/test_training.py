@@ -102,6 +102,7 @@ def test_stop_from_the_app_then_resume_continues_without_duplicate_epochs(folder
 def test_sigkill_loses_at_most_one_epoch_and_resumes(folder, tmp_path):
     config = TrainConfig(variant="compact", data=str(folder), epochs=3, batch_size=8, input_size=16,
                          switches=TINY_SWITCHES, steps_per_epoch=1000, log_every=5)
+    epochs_logged(tmp_path)  # load the CSV reader now: the polls below must be quick, epochs here take 0.3 s
     run_dir = start(config, tmp_path / "runs")
     # An epoch is committed (state.json) and then published (metrics.csv): kill after both, since
     # what survives is read from metrics.csv below (a kill in between is recovered on the next start).
