@@ -7,7 +7,7 @@ from __future__ import annotations
 import math
 
 import keras
-import tensorflow as tf
+from keras import ops
 
 
 @keras.saving.register_keras_serializable(package="alexnet_core")
@@ -18,7 +18,8 @@ class LocalResponseNormalization(keras.layers.Layer):
 
     The paper's k=2, n=5, alpha=1e-4, beta=0.75 are depth_radius=2, bias=2,
     alpha=1e-4, beta=0.75 here. Computed in float32 so mixed precision cannot
-    overflow the squared sum.
+    overflow the squared sum. The same sum as tf.nn.local_response_normalization: channels
+    beyond the edges count as zero (tests/test_layers_backend.py compares the two).
     """
 
     def __init__(self, depth_radius=2, bias=2.0, alpha=1e-4, beta=0.75, **kwargs):
@@ -29,11 +30,18 @@ class LocalResponseNormalization(keras.layers.Layer):
         self.beta = float(beta)
 
     def call(self, inputs):
-        x = tf.cast(inputs, tf.float32)
-        y = tf.nn.local_response_normalization(
-            x, depth_radius=self.depth_radius, bias=self.bias, alpha=self.alpha, beta=self.beta
-        )
-        return tf.cast(y, inputs.dtype)
+        x = ops.cast(inputs, "float32")
+        squared = ops.square(x)
+        r, channels = self.depth_radius, x.shape[-1]
+        if r > 0:
+            padded = ops.pad(squared, [[0, 0]] * (len(x.shape) - 1) + [[r, r]])
+            window = padded[..., 0:channels]
+            for k in range(1, 2 * r + 1):
+                window = window + padded[..., k:k + channels]
+        else:
+            window = squared
+        y = x / ops.power(self.bias + self.alpha * window, self.beta)
+        return ops.cast(y, inputs.dtype)
 
     def compute_output_shape(self, input_shape):
         return input_shape
@@ -71,11 +79,11 @@ class AdaptiveAveragePooling2D(keras.layers.Layer):
         rows = []
         for r0, r1 in self._bins(height, self.output_size):
             cols = [
-                tf.reduce_mean(inputs[:, r0:r1, c0:c1, :], axis=[1, 2])
+                ops.mean(inputs[:, r0:r1, c0:c1, :], axis=(1, 2))
                 for c0, c1 in self._bins(width, self.output_size)
             ]
-            rows.append(tf.stack(cols, axis=1))
-        return tf.stack(rows, axis=1)
+            rows.append(ops.stack(cols, axis=1))
+        return ops.stack(rows, axis=1)
 
     def compute_output_shape(self, input_shape):
         return (input_shape[0], self.output_size, self.output_size, input_shape[3])
