@@ -33,7 +33,7 @@ class PCALighting(keras.layers.Layer):
         batch = tf.shape(images)[0]
         alpha = keras.random.normal((batch, 3), stddev=self.std, seed=self._rng)
         rgb = tf.matmul(alpha * tf.constant(_EIGVAL), tf.constant(_EIGVEC), transpose_b=True)
-        return images + 255.0 * rgb[:, None, None, :]
+        return images + tf.cast(255.0 * rgb[:, None, None, :], images.dtype)  # bf16/fp16 under mixed precision
 
     def get_config(self):
         return {**super().get_config(), "std": self.std, "seed": self.seed}

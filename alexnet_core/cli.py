@@ -108,7 +108,7 @@ def _train_config(args):
         "schedule": args.schedule, "warmup_epochs": args.warmup_epochs, "label_smoothing": args.label_smoothing,
         "augment": args.augment, "val_split": args.val_split, "seed": args.seed,
         "mixed_precision": args.mixed_precision, "steps_per_epoch": args.steps_per_epoch,
-        "log_every": args.log_every, "input_size": args.input_size,
+        "log_every": args.log_every, "input_size": args.input_size, "jit": args.jit,
     }
     switches = {k: v for k, v in switches_from_args(args).items() if v is not None and k not in
                 ("num_classes", "input_size")}
@@ -127,7 +127,11 @@ def cmd_train(args) -> int:
     from .training import configure_threads, run_training
 
     try:
-        if args.resume:
+        place = _join_cluster(args)
+        if place is not None and not place.is_chief:
+            # Another worker of a multi-worker run: it reads the run folder the chief writes, never writes it.
+            config, run_dir = _worker_config(args)
+        elif args.resume:
             run_dir = Path(args.resume)
             config = runs.check_resumable(run_dir, allow_parallel=args.allow_parallel,
                                           launching=os.environ.get(LAUNCHED_ENV) == str(run_dir))
@@ -154,6 +158,40 @@ def cmd_train(args) -> int:
     else:
         print(json.dumps({"run_dir": str(run_dir), **runs.read_status(run_dir)}))
     return code
+
+
+def _join_cluster(args):
+    """This process's place in a multi-worker run: `--workers`/`--worker-index` become TF_CONFIG
+    (TensorFlow's own setting), which is then read like one set by hand. None: it trains alone."""
+    from .devices import cluster, workers_tf_config
+
+    if args.workers is not None or args.worker_index is not None:
+        if args.workers is None or args.worker_index is None:
+            raise UsageError("--workers and --worker-index go together (or set TF_CONFIG instead)")
+        if os.environ.get("TF_CONFIG"):
+            raise UsageError("TF_CONFIG is already set: give either it or --workers/--worker-index, not both")
+        os.environ["TF_CONFIG"] = workers_tf_config(args.workers, args.worker_index)
+    return cluster()
+
+
+def _worker_config(args):
+    """(config, run folder) for a worker other than the chief, which gets the chief's arguments."""
+    from pathlib import Path
+
+    from . import runs
+    from .config import TrainConfig
+
+    if args.resume:
+        run_dir = Path(args.resume)
+        try:
+            return TrainConfig.from_dict(runs.read_config(run_dir)), run_dir
+        except (OSError, ValueError, TypeError) as exc:
+            raise UsageError(f"Cannot resume {run_dir}: {exc}. Every worker must read the run folder the chief "
+                             "writes (shared storage)") from exc
+    if not args.recipe and (not args.variant or not args.data):
+        raise UsageError("train needs --recipe NAME, or --variant and --data (or --resume RUN_DIR)")
+    config = _train_config(args)
+    return config, runs.runs_root(args.runs_dir) / (args.run_id or "unnamed")
 
 
 def cmd_stop(args) -> int:
@@ -283,6 +321,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--run-id", help="name of the run folder")
     p.add_argument("--resume", metavar="RUN_DIR", help="continue a stopped or interrupted run")
     p.add_argument("--allow-parallel", action="store_true", help="start even if another run is training")
+    p.add_argument("--jit", action="store_true", default=None, help="compile the training step with XLA")
+    p.add_argument("--workers", metavar="HOST:PORT,...",
+                   help="every worker of a multi-worker run, the chief first (sets TF_CONFIG)")
+    p.add_argument("--worker-index", type=int, metavar="I", help="this worker's place in --workers (0: the chief)")
     p.add_argument("--json", action="store_true", help="print the final status as one JSON document")
     _switch_args(p, num_classes=False)
     p.set_defaults(func=cmd_train)

@@ -65,6 +65,7 @@ class TrainConfig:
     val_split: float = 0.1
     seed: int = 0
     mixed_precision: str = "auto"  # auto: on a GPU only
+    jit: bool = False  # compile the training step with XLA (helps on GPUs; slower on small CPUs)
     steps_per_epoch: int | None = None  # cap per epoch (quick experiments)
     log_every: int = 10  # steps between rows of steps.csv
     cache_budget_mb: int = 2048  # decoded images held in memory up to this size, else stream
@@ -101,6 +102,7 @@ class TrainConfig:
             (_is_int(self.seed) and 0 <= self.seed < 2**32, f"seed must be 0..{2**32 - 1}, got {self.seed!r}"),
             (self.mixed_precision in MIXED_PRECISION,
              f"mixed_precision must be {', '.join(MIXED_PRECISION)}, got {self.mixed_precision!r}"),
+            (isinstance(self.jit, bool), f"jit must be true or false, got {self.jit!r}"),
             (self.steps_per_epoch is None or (_is_int(self.steps_per_epoch) and self.steps_per_epoch >= 1),
              f"steps_per_epoch must be >= 1, got {self.steps_per_epoch!r}"),
             (_is_int(self.log_every) and self.log_every >= 1, f"log_every must be >= 1, got {self.log_every!r}"),

@@ -252,7 +252,8 @@ def decode_file(path, size: int):
 
 
 def make_dataset(split: Split, num_classes: int, input_size: int, batch_size: int, training: bool = False,
-                 augment=None, seed: int = 0, cache_budget: int = CACHE_BUDGET_BYTES, drop_remainder: bool = False):
+                 augment=None, seed: int = 0, cache_budget: int = CACHE_BUDGET_BYTES, drop_remainder: bool = False,
+                 shard: tuple[int, int] | None = None):
     """A batched tf.data pipeline of (standardised images, one-hot labels).
 
     Training shuffles the whole split every epoch, deterministically for a seed: decoded images
@@ -262,25 +263,28 @@ def make_dataset(split: Split, num_classes: int, input_size: int, batch_size: in
     so anything less than a full shuffle would feed one class at a time.
     Files that fail to decode are dropped (and logged by tf.data) instead of stopping a run.
     Training datasets repeat forever (the trainer counts steps), so every batch is full.
+    `shard=(count, index)` keeps every count-th file from the index-th on, before anything is
+    read: each worker of a multi-worker run decodes only its own disjoint part.
     """
     import tensorflow as tf
 
     from .preprocess import normalize, resize
 
     autotune = tf.data.AUTOTUNE
-    n = len(split)
+    count, index = shard or (1, 0)
+    n = len(range(index, len(split), count))
     fits = n * input_size * input_size * 3 * 4 <= cache_budget
 
     def shuffled(ds):
         return ds.shuffle(max(n, 1), seed=seed, reshuffle_each_iteration=True) if training else ds
 
     if split.images is not None:
-        ds = tf.data.Dataset.from_tensor_slices((split.images, split.labels))
+        ds = tf.data.Dataset.from_tensor_slices((split.images, split.labels)).shard(count, index)
         if not fits:
             ds = shuffled(ds)
         ds = ds.map(lambda x, y: (resize(x, input_size), y), num_parallel_calls=autotune)
     else:
-        ds = tf.data.Dataset.from_tensor_slices((np.array(split.paths, dtype=str), split.labels))
+        ds = tf.data.Dataset.from_tensor_slices((np.array(split.paths, dtype=str), split.labels)).shard(count, index)
         if not fits:
             ds = shuffled(ds)
         ds = ds.map(lambda p, y: (decode_file(p, input_size), y), num_parallel_calls=autotune)

@@ -3,16 +3,111 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import platform
+import re
 import shutil
 import subprocess
+from dataclasses import dataclass
 
 from .config import ConfigError
 
+ADDRESS = re.compile(r"^(?:[A-Za-z0-9.-]+|\[[0-9A-Fa-f:]+\]):(\d{1,5})$")
 
-class MultiWorkerUnsupported(ConfigError):
-    """TF_CONFIG asks for multi-worker training, which Keras 3's fit cannot do."""
+
+@dataclass(frozen=True)
+class Cluster:
+    """This process's place in a multi-worker job, read from TF_CONFIG."""
+
+    workers: tuple[str, ...]  # every task's address, the chief first
+    position: int  # this task's index in `workers`
+    has_chief: bool  # a separate "chief" job (else worker 0 is the chief)
+
+    @property
+    def is_chief(self) -> bool:
+        return self.position == 0
+
+    @property
+    def size(self) -> int:
+        return len(self.workers)
+
+    def name(self, position: int) -> str:
+        """How messages name a task: 'worker 1 (host:port)'."""
+        if not 0 <= position < self.size:
+            return f"task {position}"
+        return f"{self._label(position)} ({self.workers[position]})"
+
+    def _label(self, position: int) -> str:
+        if self.has_chief:
+            return "the chief" if position == 0 else f"worker {position - 1}"
+        return f"worker {position}"
+
+    def lost_task(self, message: str) -> str | None:
+        """The task an error message from TensorFlow's collectives or RPCs names, in our words."""
+        for job, task in re.findall(r"/job:(chief|worker)/replica:\d+/task:(\d+)", message):
+            position = int(task) + (1 if job == "worker" and self.has_chief else 0)
+            if position != self.position:
+                return self.name(position)
+        return None
+
+
+def _check_address(address, where: str) -> str:
+    if not isinstance(address, str) or not ADDRESS.match(address.strip()) or not 0 < int(address.rsplit(":", 1)[1]) < 65536:
+        raise ConfigError(f"{where}: {address!r} is not HOST:PORT (e.g. 10.0.0.2:12345)")
+    return address.strip()
+
+
+def parse_tf_config(text: str) -> Cluster | None:
+    """The cluster TF_CONFIG describes (TensorFlow's documented format), or None for one worker.
+
+    {"cluster": {"chief": ["host:port"], "worker": ["host:port", ...]}, "task": {"type": "worker", "index": 0}}
+    """
+    try:
+        spec = json.loads(text)
+    except ValueError as exc:
+        raise ConfigError(f"TF_CONFIG is not valid JSON ({exc}); see docs/DISTRIBUTED.md for its format") from exc
+    if not isinstance(spec, dict) or not isinstance(spec.get("cluster"), dict) or not isinstance(spec.get("task"), dict):
+        raise ConfigError('TF_CONFIG needs {"cluster": {"worker": [...]}, "task": {"type": ..., "index": ...}}')
+    cluster, task = spec["cluster"], spec["task"]
+    unknown = sorted(set(cluster) - {"chief", "worker"})
+    if unknown:
+        raise ConfigError(f"TF_CONFIG's cluster has {', '.join(unknown)} jobs; synchronous training uses only "
+                          "'chief' and 'worker' (parameter servers are not supported)")
+    chief, worker = cluster.get("chief", []), cluster.get("worker", [])
+    if not isinstance(chief, list) or not isinstance(worker, list) or len(chief) > 1:
+        raise ConfigError("TF_CONFIG's cluster needs a list of workers and at most one chief")
+    addresses = [_check_address(a, "TF_CONFIG") for a in chief + worker]
+    if not addresses:
+        raise ConfigError("TF_CONFIG's cluster lists no workers")
+    if len(set(addresses)) != len(addresses):
+        raise ConfigError("TF_CONFIG lists an address twice: every worker needs its own HOST:PORT")
+    kind, index = task.get("type"), task.get("index", 0)
+    jobs = {"chief": chief, "worker": worker}
+    if kind not in jobs or not isinstance(index, int) or not 0 <= index < len(jobs[kind]):
+        raise ConfigError(f"TF_CONFIG's task {task!r} is not in its cluster (type chief or worker, index from 0)")
+    position = index + (len(chief) if kind == "worker" else 0)
+    if len(addresses) == 1:
+        return None
+    return Cluster(tuple(addresses), position, bool(chief))
+
+
+def workers_tf_config(workers: str, index: int) -> str:
+    """TF_CONFIG for `--workers HOST:PORT,HOST:PORT,... --worker-index I` (worker 0 is the chief)."""
+    addresses = [_check_address(a, "--workers") for a in workers.split(",") if a.strip()]
+    if len(addresses) < 2:
+        raise ConfigError("--workers needs at least two HOST:PORT addresses, separated by commas")
+    if len(set(addresses)) != len(addresses):
+        raise ConfigError("--workers lists an address twice: every worker needs its own HOST:PORT")
+    if index is None or not 0 <= index < len(addresses):
+        raise ConfigError(f"--worker-index must be 0..{len(addresses) - 1} (this worker's place in --workers)")
+    return json.dumps({"cluster": {"worker": addresses}, "task": {"type": "worker", "index": index}})
+
+
+def cluster() -> Cluster | None:
+    """This process's cluster from $TF_CONFIG, or None when it trains alone."""
+    text = os.environ.get("TF_CONFIG", "").strip()
+    return parse_tf_config(text) if text else None
 
 
 def configure_gpus() -> list:
@@ -130,17 +225,17 @@ def precision_policy(setting: str = "auto"):
 def strategy():
     """The tf.distribute strategy for this process.
 
-    Several GPUs -> MirroredStrategy; otherwise the default (single-device) strategy.
-    TF_CONFIG (several workers) is refused with a message: Keras 3's model.fit cannot consume
-    MultiWorkerMirroredStrategy's per-replica batches (keras-team/keras#20585).
+    TF_CONFIG with several tasks -> MultiWorkerMirroredStrategy (every GPU of every worker, or
+    each worker's CPU); several local GPUs -> MirroredStrategy; otherwise the default
+    (single-device) strategy. The multi-worker strategy must be created before TensorFlow
+    runs any operation.
     """
     import tensorflow as tf
 
-    if os.environ.get("TF_CONFIG"):
-        raise MultiWorkerUnsupported(
-            "TF_CONFIG is set, but multi-worker training is not available: Keras 3's model.fit does not "
-            "support MultiWorkerMirroredStrategy (keras-team/keras#20585). Train on one machine (all its "
-            "GPUs are used through MirroredStrategy) and unset TF_CONFIG.")
+    if cluster() is not None:
+        options = tf.distribute.experimental.CommunicationOptions(
+            implementation=tf.distribute.experimental.CommunicationImplementation.AUTO)
+        return tf.distribute.MultiWorkerMirroredStrategy(communication_options=options)
     gpus = tf.config.list_logical_devices("GPU")
     if len(gpus) > 1:
         return tf.distribute.MirroredStrategy()

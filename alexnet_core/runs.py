@@ -649,6 +649,9 @@ def run_summary(run_dir: Path, run: dict | None = None) -> dict:
         elapsed = end - started if started and end else None
     link = os.readlink(run_dir) if run_dir.is_symlink() else None
     label = read_label(run_dir)
+    env = config.get("environment") if isinstance(config.get("environment"), dict) else {}
+    replicas = env.get("replicas")
+    workers = env.get("workers")
     return {
         "run_id": run_dir.name,
         "name": label["name"],
@@ -667,9 +670,24 @@ def run_summary(run_dir: Path, run: dict | None = None) -> dict:
         "has_model": run["model_ok"],
         "message": status.get("message", ""),
         "reason": status.get("reason"),
+        "strategy": env.get("strategy") if isinstance(env.get("strategy"), str) else None,
+        "replicas": replicas if isinstance(replicas, int) and not isinstance(replicas, bool) else None,
+        "workers": len(workers) if isinstance(workers, list) else 1,
         "problems": run["problems"],
         "damaged": "; ".join(f"damaged: {p}" for p in run["problems"]),
     }
+
+
+def trained_on(row: dict) -> str:
+    """Where a run trained, in words, from its summary row: '1 device', '2 replicas
+    (MirroredStrategy)', '2 workers, 2 replicas (MultiWorkerMirroredStrategy)'; '' if unrecorded."""
+    replicas, strategy, workers = row.get("replicas"), row.get("strategy"), row.get("workers") or 1
+    if not replicas:
+        return ""
+    if replicas == 1 and workers == 1:
+        return "1 device"
+    where = f"{workers} workers, " if workers > 1 else ""
+    return f"{where}{replicas} replicas" + (f" ({strategy})" if strategy else "")
 
 
 def headline_accuracy(run_dir: Path) -> dict | None:

@@ -8,6 +8,13 @@ completed epochs x steps per epoch.
 
 Losses are averaged over the global batch (`tf.nn.compute_average_loss`) and the metrics are
 sums reduced over every replica, so they are the same on one device or many.
+
+Under MultiWorkerMirroredStrategy (TF_CONFIG) every worker runs this same loop on its own shard
+of the data. The chief (worker 0) writes the run folder; every other worker reads it (to resume)
+and writes only a scratch folder of its own, removed when it ends. Every decision that ends an
+epoch early (a stop request, divergence) is taken from values reduced over all replicas, so all
+workers take it at the same step; a worker that dies makes the others' next collective fail, and
+they stop with a message naming it.
 """
 
 from __future__ import annotations
@@ -15,8 +22,11 @@ from __future__ import annotations
 import math
 import os
 import platform
+import re
+import shutil
 import signal
 import sys
+import tempfile
 import threading
 import time
 import traceback
@@ -37,7 +47,20 @@ MIN_LR = 1e-6
 MIN_DELTA = 1e-4
 
 
-def environment(strategy=None) -> dict:
+class WorkerLost(RuntimeError):
+    """Another worker of a multi-worker run stopped answering."""
+
+
+def strategy_name(strategy) -> str:
+    """The strategy's public name (MultiWorkerMirroredStrategy's class is CollectiveAllReduceStrategy)."""
+    import tensorflow as tf
+
+    if isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy):
+        return "MultiWorkerMirroredStrategy"
+    return type(strategy).__name__
+
+
+def environment(strategy=None, cluster=None) -> dict:
     import keras
     import tensorflow as tf
 
@@ -47,7 +70,9 @@ def environment(strategy=None) -> dict:
     env = {"alexnet_core": __version__, "tensorflow": tf.__version__, "keras": keras.__version__,
            "python": platform.python_version(), "device": describe()}
     if strategy is not None:
-        env.update(strategy=type(strategy).__name__, replicas=int(strategy.num_replicas_in_sync))
+        env.update(strategy=strategy_name(strategy), replicas=int(strategy.num_replicas_in_sync))
+    if cluster is not None:
+        env.update(workers=list(cluster.workers))
     return env
 
 
@@ -104,21 +129,24 @@ def divergence(loss: float, initial: float | None) -> str | None:
     return None
 
 
-def make_steps(model, optimizer, strategy, loss_fn, global_batch: int, top_k: int):
-    """(train_step(iterator), eval_step(batch)): one compiled step each, run on every replica;
-    each returns the batch's loss sum, correct, top-k correct and count summed over replicas."""
+def make_steps(model, optimizer, strategy, loss_fn, global_batch: int, top_k: int, jit: bool = False):
+    """(train_step(iterator, stop=None), eval_step(batch)): one compiled step each, run on every
+    replica; each returns the batch's loss sum, correct, top-k correct and count summed over
+    replicas. `stop` (a float scalar tensor, this worker's stop wish) comes back summed over every
+    replica as "stop", so all workers see the same answer after the same step. `jit` compiles
+    the training step with XLA."""
     import tensorflow as tf
 
     def sums(y, probs, per_example):
         labels = tf.argmax(y, axis=-1, output_type=tf.int32)
         probs = tf.cast(probs, tf.float32)
         hit = tf.equal(tf.argmax(probs, axis=-1, output_type=tf.int32), labels)
-        return {"loss": tf.reduce_sum(per_example),
+        return {"loss": tf.reduce_sum(tf.cast(per_example, tf.float32)),
                 "correct": tf.reduce_sum(tf.cast(hit, tf.float32)),
                 "top5": tf.reduce_sum(tf.cast(tf.math.in_top_k(labels, probs, top_k), tf.float32)),
                 "count": tf.cast(tf.shape(y)[0], tf.float32)}
 
-    def replica_train(x, y):
+    def replica_train(x, y, stop):
         with tf.GradientTape() as tape:
             probs = model(x, training=True)
             per_example = loss_fn(y, probs)
@@ -128,19 +156,31 @@ def make_steps(model, optimizer, strategy, loss_fn, global_batch: int, top_k: in
             scaled = optimizer.scale_loss(loss)
         grads = tape.gradient(scaled, model.trainable_variables)
         optimizer.apply_gradients(zip(grads, model.trainable_variables))
-        return sums(y, probs, per_example)
+        return {**sums(y, probs, per_example), "stop": tf.identity(stop)}  # one value per replica
 
     def replica_eval(x, y):
-        probs = model(x, training=False)
-        return sums(y, probs, loss_fn(y, probs))
+        def run():
+            probs = model(x, training=False)
+            return sums(y, probs, loss_fn(y, probs))
+
+        def nothing():  # a replica left without images at the end of an uneven split
+            return {key: tf.constant(0.0) for key in ("loss", "correct", "top5", "count")}
+
+        return tf.cond(tf.shape(x)[0] > 0, run, nothing)
 
     def reduce(per_replica):
         return {k: strategy.reduce(tf.distribute.ReduceOp.SUM, v, axis=None) for k, v in per_replica.items()}
 
+    # As Keras does: XLA compiles the per-replica step; reading the iterator stays outside it.
+    replica_step = tf.function(replica_train, jit_compile=True, reduce_retracing=True) if jit else replica_train
+
     @tf.function
-    def train_step(iterator):
+    def compiled_step(iterator, stop):
         x, y = next(iterator)
-        return reduce(strategy.run(replica_train, args=(x, y)))
+        return reduce(strategy.run(replica_step, args=(x, y, stop)))
+
+    def train_step(iterator, stop=None):
+        return compiled_step(iterator, tf.zeros((), tf.float32) if stop is None else stop)
 
     @tf.function(reduce_retracing=True)
     def eval_step(batch):
@@ -148,6 +188,33 @@ def make_steps(model, optimizer, strategy, loss_fn, global_batch: int, top_k: in
         return reduce(strategy.run(replica_eval, args=(x, y)))
 
     return train_step, eval_step
+
+
+def distributed_eval_dataset(strategy, split, num_classes: int, size: int, batch: int,
+                             cache_budget: int = 2**31):
+    """`split` in global batches of `batch`, each worker reading its own shard: for eval_step."""
+    from .data import make_dataset
+
+    def shard(context):
+        return make_dataset(split, num_classes, size, context.get_per_replica_batch_size(batch),
+                            cache_budget=cache_budget,
+                            shard=(context.num_input_pipelines, context.input_pipeline_id))
+
+    return strategy.distribute_datasets_from_function(shard)
+
+
+def evaluate_distributed(eval_step, dataset, prefix: str = "") -> dict:
+    """Loss, top-1 and top-k accuracy over a whole distributed dataset: sums reduced over every
+    replica (and worker) per batch, divided once at the end, so the numbers do not depend on how
+    many replicas shared the work or how unevenly the last batches fell."""
+    total = dict.fromkeys(("loss", "correct", "top5", "count"), 0.0)
+    for batch in dataset:
+        out = _numbers(eval_step(batch))
+        for key in total:
+            total[key] += out[key]
+    n = max(total["count"], 1.0)
+    return {f"{prefix}loss": total["loss"] / n, f"{prefix}accuracy": total["correct"] / n,
+            f"{prefix}top5_accuracy": total["top5"] / n, "images": int(total["count"])}
 
 
 def loss_function(config: TrainConfig):
@@ -172,12 +239,42 @@ class Trainer:
     DataError / ConfigError / RunError, anything else is an internal error."""
 
     def __init__(self, config: TrainConfig, run_dir: Path, log=print):
+        from .devices import cluster
+
         self.config, self.run_dir, self.log = config, Path(run_dir), log
+        self.shared_dir = self.run_dir  # the run folder; a worker other than the chief only reads it
+        self.cluster = cluster()
+        self.chief = self.cluster is None or self.cluster.is_chief
         self.stop = threading.Event()
         self.store = CheckpointStore(self.run_dir)
         self.checkpoint_bytes = 64 * 2**20
 
     def run(self) -> dict:
+        if not self.chief:
+            self.run_dir = self._scratch()
+            self.store = CheckpointStore(self.run_dir)
+        try:
+            return self._run()
+        finally:
+            if not self.chief:
+                shutil.rmtree(self.run_dir, ignore_errors=True)
+
+    def _scratch(self) -> Path:
+        """A private folder for a non-chief worker, holding a copy of the run's last commit (read
+        from the shared run folder, if this worker can see it) so it resumes where the chief does."""
+        scratch = Path(tempfile.mkdtemp(prefix=f"alexnet-worker{self.cluster.position}-"))
+        source = self.shared_dir / runs.CHECKPOINTS
+        record = runs.read_json(source / runs.STATE, None) if (source / runs.STATE).exists() else None
+        (scratch / runs.CHECKPOINTS).mkdir()
+        if isinstance(record, dict) and isinstance(record.get("last"), str) and "/" not in record["last"]:
+            if (source / record["last"]).exists():
+                shutil.copy2(source / record["last"], scratch / runs.CHECKPOINTS / record["last"])
+                shutil.copy2(source / runs.STATE, scratch / runs.CHECKPOINTS / runs.STATE)
+        if (self.shared_dir / runs.CONFIG).exists():
+            shutil.copy2(self.shared_dir / runs.CONFIG, scratch / runs.CONFIG)
+        return scratch
+
+    def _run(self) -> dict:
         lock = runs.TrainerLock(self.run_dir).acquire()
         reserve = runs.Reserve(self.run_dir)
         reserve.claim()
@@ -186,6 +283,8 @@ class Trainer:
         self._install_signals()
         try:
             return self._train()
+        except WorkerLost as exc:
+            return self._end("failed", str(exc), reason="cluster")
         except OSError as exc:
             if not runs.is_disk_error(exc):
                 raise
@@ -222,6 +321,7 @@ class Trainer:
 
     def _train(self) -> dict:
         import keras
+        import tensorflow as tf
 
         from .augment import build as build_augment
         from .data import load_source, make_dataset, steps_for
@@ -242,7 +342,7 @@ class Trainer:
         self.monitor.start()  # heartbeats from here on, however long loading the data takes
         configure_gpus()
         mixed = use_mixed_precision(config.mixed_precision)
-        strategy = pick_strategy()
+        strategy = self._join(pick_strategy) if self.cluster else pick_strategy()
         keras.utils.set_random_seed(config.seed + self.store.completed_epochs)
 
         source = load_source(config.data, config.val_split)
@@ -262,13 +362,17 @@ class Trainer:
         schedule_monitor = config.monitor(has_val)
         budget = config.cache_budget_mb * 2**20
         done = self.store.completed_epochs
-        train_ds = make_dataset(train_split, num_classes, size, batch, training=True, seed=config.seed + done,
+
+        def train_fn(context):  # each worker reads its own shard, in batches of one replica's share
+            return make_dataset(train_split, num_classes, size, context.get_per_replica_batch_size(batch),
+                                training=True, seed=config.seed + done,
                                 augment=build_augment(config.augment, size, config.seed + done),
-                                cache_budget=budget, drop_remainder=True)
-        val_ds = make_dataset(source.val, num_classes, size, batch, cache_budget=budget) if has_val else None
+                                cache_budget=budget, drop_remainder=True,
+                                shard=(context.num_input_pipelines, context.input_pipeline_id))
+
         runs.write_json_atomic(run_dir / runs.CONFIG, {
             **asdict(config), "class_names": list(source.class_names),
-            "environment": environment(strategy),
+            "environment": environment(strategy, self.cluster),
             "preprocessing": describe_preprocessing(size),
             "steps_per_epoch": steps,
             "monitor": {"best_checkpoint": best_monitor, "schedule": schedule_monitor,
@@ -277,7 +381,9 @@ class Trainer:
         })
         skipped = sum(source.skipped.values())
         precision = {"bf16": "bfloat16"}.get(config.mixed_precision, "float16 with loss scaling" if mixed else "float32")
-        self.log(f"{type(strategy).__name__} with {replicas} replica(s); compute in {precision}")
+        where = f" on {self.cluster.size} workers; this is {self.cluster.name(self.cluster.position)}" if self.cluster else ""
+        self.log(f"{strategy_name(strategy)} with {replicas} replica(s){where}; compute in {precision}"
+                 + ("; XLA" if config.jit else ""))
         self.log(f"{source.name}: {len(train_split)} training and {len(source.val) if has_val else 0} validation "
                  f"images, {num_classes} classes" + (f"; skipped {skipped} unreadable files" if skipped else ""))
         if source.empty_classes:
@@ -307,17 +413,34 @@ class Trainer:
         self.steplog = StepLog(run_dir, config.log_every)
         progress.steps_per_epoch = steps
         train_step, eval_step = make_steps(model, optimizer, strategy, loss_function(config), batch,
-                                           min(5, num_classes))
-        iterator = iter(strategy.experimental_distribute_dataset(train_ds))
-        dist_val = strategy.experimental_distribute_dataset(val_ds) if val_ds is not None else None
+                                           min(5, num_classes), jit=config.jit)
+        if self.cluster:
+            self._check_workers_agree(strategy, done)
+        iterator = iter(strategy.distribute_datasets_from_function(train_fn))
+        dist_val = distributed_eval_dataset(strategy, source.val, num_classes, size, batch, budget) if has_val else None
         initial_loss = record.get("initial_loss")
         writers = self._tensorboard()
         self.status.update(state="running", steps_per_epoch=steps, skipped_files=skipped,
                            mixed_precision=mixed or config.mixed_precision == "bf16",
                            completed_epochs=done, message=f"Training from epoch {done + 1}")
 
+        self.progress_epoch = done + 1
+        try:
+            return self._epochs(model, optimizer, train_step, eval_step, iterator, dist_val, progress, writers,
+                                steps, done, initial_loss, best_monitor, schedule_monitor)
+        except tf.errors.OpError as exc:
+            raise self._lost(exc, self.progress_epoch) from exc
+
+    def _epochs(self, model, optimizer, train_step, eval_step, iterator, dist_val, progress, writers, steps, done,
+                initial_loss, best_monitor, schedule_monitor) -> dict:
+        import tensorflow as tf
+
+        config = self.config
+        alone = self.cluster is None  # a worker of several decides to stop only from the reduced wish
+        stop_agreed = False
         for epoch in range(done + 1, config.epochs + 1):
-            if self.stop.is_set():
+            self.progress_epoch = epoch
+            if stop_agreed or (alone and self.stop.is_set()):
                 return self._stopped(epoch, 0, steps)
             if schedule_monitor:
                 optimizer.learning_rate = plateau_learning_rate(config, self.store.metrics, schedule_monitor)
@@ -328,7 +451,7 @@ class Trainer:
             for step in range(1, steps + 1):
                 if self.monitor.error:
                     raise self.monitor.error
-                out = _numbers(train_step(iterator))
+                out = _numbers(train_step(iterator, tf.constant(1.0 if self.stop.is_set() else 0.0)))
                 for key in total:
                     total[key] += out[key]
                 loss = out["loss"] / max(out["count"], 1.0)
@@ -341,7 +464,8 @@ class Trainer:
                 if global_step % config.log_every == 0:
                     self.steplog.log(global_step, epoch, loss, out["correct"] / max(out["count"], 1.0),
                                      _learning_rate(optimizer))
-                if self.stop.is_set() and step < steps:
+                stop_agreed = out["stop"] > 0 or (alone and self.stop.is_set())
+                if stop_agreed and step < steps:
                     return self._stopped(epoch, step, steps)
             row = {"epoch": epoch - 1, "loss": total["loss"] / total["count"],
                    "accuracy": total["correct"] / total["count"], "top5_accuracy": total["top5"] / total["count"],
@@ -352,7 +476,9 @@ class Trainer:
             if dist_val is not None:
                 progress.phase = "validating"
                 self.status.update(phase="validating", message=f"Epoch {epoch} of {config.epochs}: validating")
-                row.update(self._validate(eval_step, dist_val))
+                validation = evaluate_distributed(eval_step, dist_val, prefix="val_")
+                validation.pop("images")
+                row.update(validation)
             row["epoch_seconds"] = time.perf_counter() - started
             progress.phase = "saving"
             self.status.update(phase="saving", step=steps, message=f"Epoch {epoch} of {config.epochs}: saving checkpoint")
@@ -364,14 +490,65 @@ class Trainer:
                 f"{k} {v:.4f}" for k, v in row.items() if k not in ("epoch", "epoch_seconds")))
         return self._end("finished", f"Finished {config.epochs} epochs")
 
-    def _validate(self, eval_step, dist_val) -> dict:
-        total = dict.fromkeys(("loss", "correct", "top5", "count"), 0.0)
-        for batch in dist_val:
-            out = _numbers(eval_step(batch))
-            for key in total:
-                total[key] += out[key]
-        n = max(total["count"], 1.0)
-        return {"val_loss": total["loss"] / n, "val_accuracy": total["correct"] / n, "val_top5_accuracy": total["top5"] / n}
+    def _join(self, pick_strategy):
+        """MultiWorkerMirroredStrategy, created once every worker has joined.
+
+        TensorFlow waits for the other workers inside C++ without letting Python run, so no Python
+        signal handler can: Ctrl-C (SIGINT) gets its default meaning for the wait and ends a worker
+        waiting for peers that never come (SIGTERM is taken by TensorFlow's own preemption
+        watcher then). Nothing has been trained by then."""
+        self.status.update(message=f"Waiting for the other workers to join ({self.cluster.size} in all)")
+        main = threading.current_thread() is threading.main_thread()
+        if main:
+            signal.signal(signal.SIGINT, signal.SIG_DFL)
+        try:
+            strategy = pick_strategy()
+        finally:
+            if main:
+                self._install_signals()
+        self.log(f"All {self.cluster.size} workers joined")
+        return strategy
+
+    def _lost(self, exc, epoch: int) -> BaseException:
+        """WorkerLost naming the worker that a failed collective or RPC points to (multi-worker runs);
+        any other error as it is."""
+        import tensorflow as tf
+
+        who = self.cluster.lost_task(str(exc)) if self.cluster else None
+        cluster_error = isinstance(exc, (tf.errors.UnavailableError, tf.errors.CancelledError, tf.errors.AbortedError,
+                                         tf.errors.DeadlineExceededError))
+        if self.cluster is None or not (who or cluster_error):
+            return exc
+        text = str(exc)
+        grpc = re.search(r'grpc_message:"([^"]{1,200})"', text)
+        if "stopped sending heartbeats" in text:
+            detail = "it stopped sending heartbeats"
+        else:
+            detail = f"{type(exc).__name__}: {grpc.group(1)}" if grpc else type(exc).__name__
+        kept = self.store.completed_epochs
+        return WorkerLost(f"Lost contact with {who or 'another worker'} during epoch {epoch} "
+                          f"({detail}). The run is kept as it was after epoch {kept}; "
+                          "start every worker again with --resume to continue from there.")
+
+    def _check_workers_agree(self, strategy, done: int) -> None:
+        """Every worker must resume from the same epoch; a worker that cannot see the run folder
+        would start from scratch while the others resume."""
+        import tensorflow as tf
+
+        @tf.function
+        def gather():
+            wish = tf.constant([float(done), float(done) ** 2, 1.0])
+            return strategy.reduce(tf.distribute.ReduceOp.SUM, strategy.run(lambda: tf.identity(wish)), axis=None)
+
+        try:
+            total, squares, count = (float(v) for v in gather().numpy())
+        except tf.errors.OpError as exc:
+            raise self._lost(exc, done + 1) from exc
+        if abs(total * total - count * squares) > 1e-6 * max(1.0, squares * count):
+            raise runs.RunError(
+                f"The workers disagree on where this run stands: this one sees {done} completed epochs, the "
+                f"average over all of them is {total / count:g}. Every worker must read the same run folder "
+                f"({self.shared_dir}): put it on storage they all share, as docs/DISTRIBUTED.md says.")
 
     def _stopped(self, epoch: int, step: int, steps: int) -> dict:
         total = self.config.epochs
@@ -447,18 +624,30 @@ def run_training(config: TrainConfig, run_dir: Path, log=None) -> int:
     0 finished or stopped, 1 diverged, failed or an internal error (traceback in train.log),
     2 bad input (a message naming it), 130 interrupted."""
     from .data import DataError
+    from .devices import cluster
 
     log = log or (lambda m: print(m, file=sys.stderr, flush=True))
+    try:
+        place = cluster()
+    except ConfigError as exc:
+        log(f"error: {exc}")
+        return BAD_INPUT_EXIT
+    writes = place is None or place.is_chief  # only the chief writes the run folder
     try:
         status = train(config, run_dir, log=log)
     except runs.ActiveRunError as exc:  # another trainer owns this run: leave its status alone
         log(f"error: {exc}")
         return BAD_INPUT_EXIT
     except (DataError, ConfigError, runs.RunError) as exc:
-        _record_failure(run_dir, str(exc), "data" if isinstance(exc, DataError) else "settings")
+        if writes:
+            _record_failure(run_dir, str(exc), "data" if isinstance(exc, DataError) else "settings")
         log(f"error: {exc}")
         return BAD_INPUT_EXIT
     except Exception as exc:
+        if not writes:
+            log(traceback.format_exc())
+            log(f"error: internal error: {type(exc).__name__}: {exc}")
+            return INTERNAL_EXIT
         _record_failure(run_dir, f"Internal error: {type(exc).__name__}: {exc} (details in {runs.LOG})", "internal")
         _log_traceback(run_dir)
         log(f"error: internal error: {type(exc).__name__}: {exc}; the traceback is in {Path(run_dir) / runs.LOG}")

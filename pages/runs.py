@@ -47,9 +47,10 @@ if wanted is not None and run_dir_of(wanted) is None:
     st.warning(f"There is no run named {plain(wanted, 80)}.")
 table["label"] = [r["name"] for r in rows]
 table["about"] = [" ".join(r["notes"].split())[:120] for r in rows]
+table["trained_on"] = [runs.trained_on(r) for r in rows]
 columns = ["run_id", *(["label"] if table["label"].any() else []), "state",
            *(["notes"] if table["notes"].any() else []), "variant", "data", "progress", "best_val_accuracy",
-           "duration", "started", *(["about"] if table["about"].any() else [])]
+           *(["trained_on"] if (table["trained_on"] != "1 device").any() else []), "duration", "started", *(["about"] if table["about"].any() else [])]
 event = st.dataframe(
     table[columns],
     hide_index=True, width="stretch", on_select="rerun", selection_mode="multi-row", key="runs_table",
@@ -60,6 +61,9 @@ event = st.dataframe(
             "training",
                                                              min_value=0.0, max_value=1.0),
         "duration": "Duration",
+        "trained_on": st.column_config.TextColumn(
+            "Trained on", help="Devices that trained the run together: replicas (one per GPU or CPU) on one or "
+            "several workers (machines), and the tf.distribute strategy that joined them"),
         "started": st.column_config.DatetimeColumn("Started", format="YYYY-MM-DD HH:mm"),
         "notes": st.column_config.TextColumn("Problems", help="Damaged files are skipped; the run stays deletable"),
     },

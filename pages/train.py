@@ -233,8 +233,10 @@ def live_view(run_id: str) -> None:
         state_badge(state)
     with top[1]:
         run_actions(row, config)  # here, inside the polling view, so the buttons always match the state
+    where = runs.trained_on(row)
     st.markdown(f"**{plain(runs.display_name(row), 160)}**: {plain(row['variant'] or '?')} on "
-                f"{plain(row['data'] or '?')}. {plain(status.get('message', ''), 600)}")
+                f"{plain(row['data'] or '?')}" + (f", trained on {plain(where)}" if where else "")
+                + f". {plain(status.get('message', ''), 600)}")
     for problem in run["problems"]:
         st.warning(f"Damaged: {plain(problem, 300)}", icon=":material/report:")
     epochs = int(config.get("epochs") or 1)
@@ -314,7 +316,9 @@ def run_actions(row: dict, config: dict) -> None:
         st.rerun(scope="app")
     advice = {"data": "Its data could not be used: fix the data or pick other data, then start a new run.",
               "settings": "A setting could not be used: change it in a new run.",
-              "diverged": "The loss blew up: a new run with a smaller learning rate should work."}
+              "diverged": "The loss blew up: a new run with a smaller learning rate should work.",
+              "cluster": "A worker of this multi-worker run was lost. Start every worker again with --resume "
+                         "(docs/DISTRIBUTED.md), or resume it here to finish on this machine alone."}
     why = "diverged" if row["state"] == "diverged" else row.get("reason")
     if row["state"] in ("failed", "diverged") and why in advice:
         st.caption(advice[why])

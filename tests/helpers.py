@@ -1,5 +1,6 @@
 """Small image folders written by the tests themselves (tests never need ../shared)."""
 
+import time
 from pathlib import Path
 
 import numpy as np
@@ -19,3 +20,14 @@ def make_image_folder(root, classes=3, per_class=12, size=(20, 24), fmt="png", s
             pixels = np.clip(rng.normal(COLORS[c % len(COLORS)], 30, (size[0], size[1], 3)), 0, 255)
             Image.fromarray(pixels.astype(np.uint8)).save(folder / f"{i:03d}.{fmt}")
     return root
+
+
+def wait_for(predicate, timeout=180, what="condition"):
+    """The first true value of `predicate()`, polled every 0.2 s; AssertionError after `timeout` s."""
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(0.2)
+    raise AssertionError(f"timed out waiting for {what}")

@@ -127,3 +127,21 @@ def test_cifar10_offline_message(monkeypatch):
     monkeypatch.setattr(keras.datasets.cifar10, "load_data", offline)
     with pytest.raises(DataError, match="not cached on this machine.*image folder"):
         load_source("cifar10")
+
+
+@pytest.mark.parametrize("policy", ["mixed_bfloat16", "mixed_float16"])
+@pytest.mark.parametrize("preset", [p for p in PRESETS if p != "none"])
+def test_augmentation_presets_run_under_mixed_precision(preset, policy):
+    """The trainer builds the augmentation after setting the precision policy (the paper's colour
+    noise once added float32 to bfloat16 images and failed)."""
+    import keras
+
+    previous = keras.mixed_precision.global_policy()
+    keras.mixed_precision.set_global_policy(policy)
+    try:
+        layer = build_augment(preset, 24, seed=1)
+        x = np.random.default_rng(0).uniform(0, 255, (4, 24, 24, 3)).astype(np.float32)
+        y = np.asarray(layer(x, training=True), dtype=np.float32)
+    finally:
+        keras.mixed_precision.set_global_policy(previous)
+    assert y.shape == x.shape and np.isfinite(y).all()

@@ -5,7 +5,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 
 import pytest
 
@@ -13,7 +12,7 @@ from alexnet_core import runs
 from alexnet_core.config import TrainConfig
 from alexnet_core.launcher import resume, start
 from alexnet_core.runs import ActiveRunError
-from tests.helpers import make_image_folder
+from tests.helpers import make_image_folder, wait_for
 
 TINY = ["--variant", "compact", "--width", "0.25", "--input-size", "16", "--batch-size", "8"]
 TINY_SWITCHES = {"width": 0.25}
@@ -27,16 +26,6 @@ def cli(*args, env=None, timeout=300):
 @pytest.fixture
 def folder(tmp_path):
     return make_image_folder(tmp_path / "data", classes=3, per_class=12)
-
-
-def wait_for(predicate, timeout=180, what="condition"):
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.3)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def epochs_logged(run_dir):
@@ -149,11 +138,3 @@ def test_mirrored_strategy_on_two_logical_cpus(folder, tmp_path):
     assert result.returncode == 0, result.stderr[-3000:]
     assert "MirroredStrategy with 2 replica(s)" in result.stderr
     assert epochs_logged(tmp_path / "runs" / "mirrored") == [1]
-
-
-def test_multi_worker_request_gets_a_clear_message(folder, tmp_path):
-    tf_config = json.dumps({"cluster": {"worker": ["127.0.0.1:1", "127.0.0.1:2"]}, "task": {"type": "worker", "index": 0}})
-    result = cli("train", *TINY, "--data", str(folder), "--epochs", "1", "--runs-dir", str(tmp_path / "runs"),
-                 env={"TF_CONFIG": tf_config})
-    assert result.returncode == 2
-    assert "multi-worker training is not available" in result.stderr and "Traceback" not in result.stderr
