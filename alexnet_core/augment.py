@@ -14,45 +14,36 @@ _EIGVAL = (0.2175, 0.0188, 0.0045)
 _EIGVEC = ((-0.5675, 0.7192, 0.4009), (-0.5808, -0.0045, -0.8140), (-0.5836, -0.6948, 0.4203))
 
 
-@keras.saving.register_keras_serializable(package="alexnet_core")
-class PCALighting(keras.layers.Layer):
-    """The paper's 'fancy PCA' colour noise: add sum_i alpha_i * lambda_i * p_i to every pixel.
+def pca_shift(alpha):
+    """The RGB shift (0..255 scale) of the paper's 'fancy PCA' lighting, sum_i alpha_i * lambda_i * p_i,
+    for per-image weights alpha (N, 3), alpha_i ~ N(0, std)."""
+    return 255.0 * tf.matmul(alpha * tf.constant(_EIGVAL), tf.constant(_EIGVEC), transpose_b=True)
 
-    Works on 0..255 pixels; alpha_i ~ N(0, std) drawn per image.
-    """
 
-    def __init__(self, std=0.1, seed=None, **kwargs):
-        super().__init__(**kwargs)
-        self.std = float(std)
-        self.seed = seed
-        self._rng = keras.random.SeedGenerator(seed)
+def lighting(seed, std: float, count: int):
+    """PCA lighting shifts (count, 3) for `count` images, from a stateless seed pair: drawn many at
+    a time for the streamed crops, so each image pays for one add."""
+    return pca_shift(tf.random.stateless_normal((count, 3), seed, stddev=std))
 
-    def call(self, images, training=True):
-        if not training or self.std == 0:
-            return images
-        batch = tf.shape(images)[0]
-        alpha = keras.random.normal((batch, 3), stddev=self.std, seed=self._rng)
-        rgb = tf.matmul(alpha * tf.constant(_EIGVAL), tf.constant(_EIGVEC), transpose_b=True)
-        return images + tf.cast(255.0 * rgb[:, None, None, :], images.dtype)  # bf16/fp16 under mixed precision
 
-    def get_config(self):
-        return {**super().get_config(), "std": self.std, "seed": self.seed}
+# Presets whose augmentation is done per image while decoding (data.make_dataset's `crop` and
+# `lighting`): the crop from the image at its own resolution, a flip, and the PCA lighting std.
+CROPS = {"paper": ("paper", 0.1), "random-resized-crop": ("random-resized", 0.0)}
 
 
 def build(preset: str, input_size: int, seed: int | None = None) -> keras.Sequential | None:
-    """The augmentation for `preset` on 0..255 batches of input_size images, or None."""
+    """The augmentation for `preset` on 0..255 batches of input_size images, or None (also for the
+    presets in CROPS, done per image while decoding: data.make_dataset's `crop` and `lighting`)."""
     L = keras.layers
     if preset not in PRESETS:
         raise ValueError(f"Unknown augmentation {preset!r}. Available: {', '.join(PRESETS)}")
     if preset == "none":
         return None
+    if preset in CROPS:
+        return None  # all of it per image, while decoding
     if preset == "keras-seed":
         layers = [L.RandomRotation(2 / 360, fill_mode="nearest", seed=seed),
                   L.RandomFlip("horizontal", seed=seed), L.RandomZoom(0.1, fill_mode="nearest", seed=seed)]
-    elif preset == "paper":
-        larger = int(round(input_size * 256 / 224))
-        layers = [L.Resizing(larger, larger), L.RandomCrop(input_size, input_size, seed=seed),
-                  L.RandomFlip("horizontal", seed=seed), PCALighting(0.1, seed=seed)]
     else:  # cifar
         pad = max(1, round(input_size * 4 / 32))
         layers = [L.ZeroPadding2D(pad), L.RandomCrop(input_size, input_size, seed=seed),

@@ -268,7 +268,7 @@ def per_class_bars(report: pd.DataFrame) -> go.Figure:
 
 def topk_bars(predictions: list[dict], height: int = 200) -> go.Figure:
     """Horizontal bars of a top-k list [{'label', 'probability'}], best on top."""
-    labels = [p["label"] for p in predictions]
+    labels = [p.get("words") or p["label"] for p in predictions]  # ImageNet: "tench, Tinca tinca", not n01440764
     probs = [p["probability"] for p in predictions]
     fig = go.Figure(go.Bar(x=probs, y=labels, orientation="h", text=[f"{p:.1%}" for p in probs],
                            textposition="auto", marker_color=[PALETTE[0]] + [PALETTE[6]] * (len(probs) - 1),

@@ -257,7 +257,7 @@ def cmd_predict(args) -> int:
             if r["error"]:
                 print(f"{r['image']}: error: {r['error']}")
                 continue
-            top = ", ".join(f"{p['label']} {p['probability']:.1%}" for p in r["predictions"])
+            top = ", ".join(f"{p.get('words') or p['label']} {p['probability']:.1%}" for p in r["predictions"])
             print(f"{r['image']}: {top}" + ("" if r["sure"] else f" (unsure: {r['unsure_because']})"))
     return 2 if all(r["error"] for r in results) else 0
 

@@ -18,8 +18,10 @@ MIXED_PRECISION = ("auto", "on", "bf16", "off")
 AUGMENTATIONS = {
     "none": "No augmentation.",
     "keras-seed": "Rotation up to 2 degrees, horizontal flip, zoom 10% (the Keras seed's ImageDataGenerator).",
-    "paper": "Random crops from a 256/224-larger resize, horizontal flip, PCA lighting noise (std 0.1), "
-             "as in the paper.",
+    "paper": "Shorter side resized to 256/224 of the input (256 for 224), a random square crop of the input "
+             "size, horizontal flip, PCA lighting noise (std 0.1), as in the paper.",
+    "random-resized-crop": "A random crop of 8-100% of the image's area and 3:4-4:3 aspect, resized to the "
+                           "input, horizontal flip (the Inception/ResNet ImageNet recipe; decodes only the crop).",
     "cifar": "4-pixel zero padding + random crop, horizontal flip (the standard CIFAR recipe).",
 }
 DEFAULT_AUGMENT = "cifar"

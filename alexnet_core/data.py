@@ -51,6 +51,7 @@ class DataSource:
     skipped: dict[str, int] = field(default_factory=dict)  # unreadable files per split
     description: str = ""
     empty_classes: list[str] = field(default_factory=list)  # class folders left out: no readable image
+    class_words: dict[str, str] = field(default_factory=dict)  # folder name -> words (e.g. ImageNet's wnids)
 
     def empty_note(self) -> str:
         """A sentence about the class folders left out, or ''."""
@@ -136,6 +137,33 @@ def _labelled(files_by_class, class_names, where: Path) -> Split:
     return Split(np.array(labels, dtype=np.int32), paths=paths)
 
 
+# Files beside train/ that name the classes: "<folder> <words>" per line, as ILSVRC's
+# LOC_synset_mapping.txt ("n01440764 tench, Tinca tinca") and synset_words.txt.
+CLASS_WORDS_FILES = ("class_names.txt", "LOC_synset_mapping.txt", "synset_words.txt")
+MAX_CLASS_WORDS_BYTES = 4 * 2**20
+
+
+def read_class_words(root: Path, class_names: list[str]) -> dict[str, str]:
+    """{folder name: words} from the first class-names file in `root`, for the folders that
+    exist; lines that do not parse are skipped, and an unreadable file counts as none."""
+    for name in CLASS_WORDS_FILES:
+        path = root / name
+        try:
+            if not path.is_file() or path.stat().st_size > MAX_CLASS_WORDS_BYTES:
+                continue
+            text = path.read_text(encoding="utf-8", errors="replace")
+        except OSError:
+            continue
+        wanted, words = set(class_names), {}
+        for line in text.splitlines():
+            parts = line.strip().split(None, 1)
+            if len(parts) == 2 and parts[0] in wanted:
+                words[parts[0]] = " ".join(parts[1].split())[:200]
+        if words:
+            return words
+    return {}
+
+
 def load_folder(path: str | os.PathLike, val_split: float = 0.1, name: str | None = None) -> DataSource:
     path = Path(path).expanduser()
     if not path.exists():
@@ -156,7 +184,7 @@ def load_folder(path: str | os.PathLike, val_split: float = 0.1, name: str | Non
         raise DataError(f"Found {found} in '{root}'{left_out}. Training and evaluation need at least two class "
                         "folders of JPEG, PNG, GIF, BMP or WebP images.")
     source = DataSource(name=name or str(path), class_names=class_names, skipped={"train": skipped_train},
-                        empty_classes=empty)
+                        empty_classes=empty, class_words=read_class_words(path, class_names))
     if split_layout and (path / "val").is_dir():
         val_files, source.skipped["val"], empty_val = _scan(path / "val")
         source.empty_classes += [n for n in empty_val if n not in source.empty_classes and n not in class_names]
@@ -251,9 +279,76 @@ def decode_file(path, size: int):
     return resize(image, size)
 
 
+PAPER_RESIZE = 256 / 224  # the paper resizes to 256 and crops 224 (227 here)
+
+
+def _decode_any(data):
+    import tensorflow as tf
+
+    image = tf.cond(tf.io.is_jpeg(data), lambda: tf.io.decode_jpeg(data, channels=3),
+                    lambda: tf.io.decode_image(data, channels=3, expand_animations=False))
+    image.set_shape([None, None, 3])
+    return image
+
+
+def crop_window(shape, size: int, crop: str, seed):
+    """(begin, extent) of one training crop, in the pixels of an image of `shape` (H, W, ...).
+
+    paper: the paper resizes the shorter side to size*256/224 and takes a random size x size
+    square; that is the square of side shorter*224/256 at a random place here, resized alone,
+    which costs a fraction of resizing the whole image.
+    random-resized: a random box of 8-100% of the area, aspect 3:4 to 4:3.
+    `seed` is a stateless-random seed pair (one per image)."""
+    import tensorflow as tf
+
+    if crop == "paper":
+        hw = tf.cast(shape[:2], tf.float32)
+        side = tf.maximum(1.0, tf.floor(tf.reduce_min(hw) * size / round(size * PAPER_RESIZE)))
+        begin = tf.floor(tf.random.stateless_uniform([2], seed) * (hw - side + 1.0))
+        return tf.cast(begin, tf.int32), tf.cast(tf.stack([side, side]), tf.int32)
+    begin, extent, _ = tf.image.stateless_sample_distorted_bounding_box(
+        tf.concat([shape[:2], [3]], 0), bounding_boxes=tf.zeros([1, 0, 4]), seed=seed, area_range=(0.08, 1.0),
+        aspect_ratio_range=(3 / 4, 4 / 3), max_attempts=10, use_image_if_no_bounding_boxes=True)
+    return begin[:2], extent[:2]
+
+
+def _to_input(image, size: int, seed):
+    # A random horizontal flip (of the small decoded crop: cheaper than of the float input), then
+    # plain bilinear (no antialiasing filter) as the standard ImageNet training pipelines: a crop
+    # is shrunk by about 1.5x at most for `paper`, and antialiasing would triple the cost.
+    import tensorflow as tf
+
+    image = tf.image.stateless_random_flip_left_right(image, tf.reverse(seed, [0]))
+    return tf.image.resize(tf.cast(image, tf.float32), (size, size), method="bilinear")
+
+
+def crop_image(image, size: int, crop: str, seed):
+    """One training crop (crop_window) of a decoded HWC image, randomly flipped, as float32
+    0..255 at size x size."""
+    import tensorflow as tf
+
+    begin, extent = crop_window(tf.shape(image), size, crop, seed)
+    return _to_input(tf.slice(image, tf.concat([begin, [0]], 0), tf.concat([extent, [-1]], 0)), size, seed)
+
+
+def crop_file(path, size: int, crop: str, seed):
+    """crop_image of an image file; of a JPEG only the crop's blocks are decoded."""
+    import tensorflow as tf
+
+    data = tf.io.read_file(path)
+
+    def jpeg():
+        begin, extent = crop_window(tf.io.extract_jpeg_shape(data), size, crop, seed)
+        image = tf.io.decode_and_crop_jpeg(data, tf.concat([begin, extent], 0), channels=3)
+        image.set_shape([None, None, 3])
+        return _to_input(image, size, seed)
+
+    return tf.cond(tf.io.is_jpeg(data), jpeg, lambda: crop_image(_decode_any(data), size, crop, seed))
+
+
 def make_dataset(split: Split, num_classes: int, input_size: int, batch_size: int, training: bool = False,
                  augment=None, seed: int = 0, cache_budget: int = CACHE_BUDGET_BYTES, drop_remainder: bool = False,
-                 shard: tuple[int, int] | None = None):
+                 shard: tuple[int, int] | None = None, crop: str | None = None, lighting: float = 0.0):
     """A batched tf.data pipeline of (standardised images, one-hot labels).
 
     Training shuffles the whole split every epoch, deterministically for a seed: decoded images
@@ -265,9 +360,14 @@ def make_dataset(split: Split, num_classes: int, input_size: int, batch_size: in
     Training datasets repeat forever (the trainer counts steps), so every batch is full.
     `shard=(count, index)` keeps every count-th file from the index-th on, before anything is
     read: each worker of a multi-worker run decodes only its own disjoint part.
+    `crop` ("paper", "random-resized"; training only) takes each image's random crop (and a
+    random horizontal flip) from the decoded image at its own resolution, streamed (never
+    cached: every epoch crops afresh), with PCA lighting of std `lighting`, then `augment`; these
+    batches hold uint8 pixels, which the training step standardises (preprocess.as_input).
     """
     import tensorflow as tf
 
+    from .augment import lighting as colour_noise
     from .preprocess import normalize, resize
 
     autotune = tf.data.AUTOTUNE
@@ -277,6 +377,32 @@ def make_dataset(split: Split, num_classes: int, input_size: int, batch_size: in
 
     def shuffled(ds):
         return ds.shuffle(max(n, 1), seed=seed, reshuffle_each_iteration=True) if training else ds
+
+    if training and crop:
+        pixels = split.images if split.images is not None else np.array(split.paths, dtype=str)
+        ds = shuffled(tf.data.Dataset.from_tensor_slices((pixels, split.labels)).shard(count, index)).repeat()
+        pairs = tf.data.Dataset.random(seed=seed).batch(2)  # a seed pair per image
+        if lighting:  # colour shifts drawn 1,024 at a time; + 0.5 rounds when the pixels become bytes
+            shifts = (tf.data.Dataset.random(seed=seed + 1).batch(2)
+                      .map(lambda pair: 0.5 + colour_noise(pair, lighting, 1024)).unbatch())
+            ds = tf.data.Dataset.zip((ds, pairs, shifts))
+        else:  # no third stream: each zipped stream costs every image (10-15% here)
+            ds = tf.data.Dataset.zip((ds, pairs))
+        take = crop_image if split.images is not None else crop_file
+
+        def one(item, pair, shift=0.5):  # all of it per image: parallel maps scale better than on whole batches
+            image = take(item[0], input_size, crop, pair)
+            if augment is not None:
+                image = augment(image[None], training=True)[0]
+            # Back to bytes with the colour noise in the same pass (saturate_cast clips and truncates);
+            # the training step standardises them on its device: a quarter of the memory to batch
+            # and to copy to a GPU, and no float pass on the CPU for it.
+            return tf.saturate_cast(image + shift, tf.uint8), tf.one_hot(item[1], num_classes)
+
+        ds = ds.map(one, num_parallel_calls=autotune)
+        if split.images is None:
+            ds = ds.ignore_errors(log_warning=True)
+        return ds.batch(batch_size, drop_remainder=drop_remainder).prefetch(autotune)
 
     if split.images is not None:
         ds = tf.data.Dataset.from_tensor_slices((split.images, split.labels)).shard(count, index)

@@ -162,6 +162,7 @@ class LoadedModel:
     path: Path  # the .keras file
     run_dir: Path | None
     preprocessing: dict = field(default_factory=dict)  # recorded with the model (preprocess.describe)
+    class_words: dict = field(default_factory=dict)  # class name -> words, when the data named them
 
     @property
     def input_size(self) -> int:
@@ -335,7 +336,9 @@ def load_model(spec: str) -> LoadedModel:
     check_classifier(model, path.name)
     record = model_record(path, run_dir)
     names = class_names_for(record, int(model.output_shape[-1]))
-    return LoadedModel(model, names, spec, path, run_dir, recorded(record, int(model.input_shape[1])))
+    words = record.get("class_words") if isinstance(record.get("class_words"), dict) else {}
+    words = {n: str(words[n])[:200] for n in names if isinstance(words.get(n), str)}
+    return LoadedModel(model, names, spec, path, run_dir, recorded(record, int(model.input_shape[1])), words)
 
 
 # How a photo of any shape becomes the network's square input.
@@ -418,12 +421,14 @@ class Predictor:
         return self._forward(batch).numpy()
 
     def top_k(self, image: np.ndarray, k: int = 5) -> list[dict]:
-        return top_k(self.probabilities([image])[0], self.loaded.class_names, k)
+        return top_k(self.probabilities([image])[0], self.loaded.class_names, k, self.loaded.class_words)
 
 
-def top_k(probs: np.ndarray, class_names: list[str], k: int = 5) -> list[dict]:
+def top_k(probs: np.ndarray, class_names: list[str], k: int = 5, words: dict | None = None) -> list[dict]:
     order = np.argsort(-probs)[: max(1, min(k, len(probs)))]
-    return [{"label": class_names[i], "probability": float(probs[i])} for i in order]
+    words = words or {}
+    return [{"label": class_names[i], "probability": float(probs[i]),
+             **({"words": words[class_names[i]]} if class_names[i] in words else {})} for i in order]
 
 
 def predict_files(loaded: LoadedModel, paths: list[str], k: int = 5, framing: str = DEFAULT_FRAMING) -> list[dict]:
@@ -438,7 +443,7 @@ def predict_files(loaded: LoadedModel, paths: list[str], k: int = 5, framing: st
             continue
         probs = predictor.probabilities([image])[0]
         judged = verdict(probs)
-        results.append({"image": str(path), "predictions": top_k(probs, loaded.class_names, k), "error": None,
+        results.append({"image": str(path), "predictions": top_k(probs, loaded.class_names, k, loaded.class_words), "error": None,
                         "sure": judged["sure"], "unsure_because": judged["reason"] or None})
     return results
 

@@ -132,10 +132,12 @@ def divergence(loss: float, initial: float | None) -> str | None:
 def make_steps(model, optimizer, strategy, loss_fn, global_batch: int, top_k: int, jit: bool = False):
     """(train_step(iterator, stop=None), eval_step(batch)): one compiled step each, run on every
     replica; each returns the batch's loss sum, correct, top-k correct and count summed over
-    replicas. `stop` (a float scalar tensor, this worker's stop wish) comes back summed over every
+    replicas. Batches of uint8 pixels are standardised in the step (preprocess.as_input). `stop` (a float scalar tensor, this worker's stop wish) comes back summed over every
     replica as "stop", so all workers see the same answer after the same step. `jit` compiles
     the training step with XLA."""
     import tensorflow as tf
+
+    from .preprocess import as_input
 
     def sums(y, probs, per_example):
         labels = tf.argmax(y, axis=-1, output_type=tf.int32)
@@ -148,7 +150,7 @@ def make_steps(model, optimizer, strategy, loss_fn, global_batch: int, top_k: in
 
     def replica_train(x, y, stop):
         with tf.GradientTape() as tape:
-            probs = model(x, training=True)
+            probs = model(as_input(x), training=True)
             per_example = loss_fn(y, probs)
             loss = tf.nn.compute_average_loss(per_example, global_batch_size=global_batch)
             if model.losses:
@@ -160,7 +162,7 @@ def make_steps(model, optimizer, strategy, loss_fn, global_batch: int, top_k: in
 
     def replica_eval(x, y):
         def run():
-            probs = model(x, training=False)
+            probs = model(as_input(x), training=False)
             return sums(y, probs, loss_fn(y, probs))
 
         def nothing():  # a replica left without images at the end of an uneven split
@@ -323,6 +325,7 @@ class Trainer:
         import keras
         import tensorflow as tf
 
+        from .augment import CROPS
         from .augment import build as build_augment
         from .data import load_source, make_dataset, steps_for
         from .devices import configure_gpus, use_mixed_precision
@@ -363,15 +366,18 @@ class Trainer:
         budget = config.cache_budget_mb * 2**20
         done = self.store.completed_epochs
 
+        crop, lighting = CROPS.get(config.augment, (None, 0.0))
+
         def train_fn(context):  # each worker reads its own shard, in batches of one replica's share
             return make_dataset(train_split, num_classes, size, context.get_per_replica_batch_size(batch),
                                 training=True, seed=config.seed + done,
                                 augment=build_augment(config.augment, size, config.seed + done),
-                                cache_budget=budget, drop_remainder=True,
+                                cache_budget=budget, drop_remainder=True, crop=crop, lighting=lighting,
                                 shard=(context.num_input_pipelines, context.input_pipeline_id))
 
         runs.write_json_atomic(run_dir / runs.CONFIG, {
             **asdict(config), "class_names": list(source.class_names),
+            **({"class_words": source.class_words} if source.class_words else {}),
             "environment": environment(strategy, self.cluster),
             "preprocessing": describe_preprocessing(size),
             "steps_per_epoch": steps,
@@ -699,6 +705,7 @@ def _estimate_epoch_seconds(config: TrainConfig, num_classes: int, num_images: i
     import numpy as np
     import tensorflow as tf
 
+    from .augment import CROPS
     from .augment import build as build_augment
     from .data import Split, make_dataset
     from .variants import build_model
@@ -711,8 +718,9 @@ def _estimate_epoch_seconds(config: TrainConfig, num_classes: int, num_images: i
     count = config.batch_size * 4
     split = Split(rng.integers(0, num_classes, count).astype(np.int32),
                   images=rng.integers(0, 256, (count, size, size, 3), dtype=np.uint8))
+    crop, lighting = CROPS.get(config.augment, (None, 0.0))
     train = make_dataset(split, num_classes, size, config.batch_size, training=True, drop_remainder=True,
-                         augment=build_augment(config.augment, size, config.seed))
+                         augment=build_augment(config.augment, size, config.seed), crop=crop, lighting=lighting)
     iterator = iter(train)
     train_step, eval_step = make_steps(model, optimizer, strategy, loss_function(config), config.batch_size,
                                        min(5, num_classes))

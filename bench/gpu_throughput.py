@@ -43,9 +43,9 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import keras  # noqa: E402
-import numpy as np  # noqa: E402
 
 from alexnet_core.variants import build_model, get_arch  # noqa: E402
+from bench.synthetic import write_jpegs  # noqa: E402
 
 BACKEND = keras.backend.backend()
 GOAL = 10_000  # img/s for `paper` training in bf16 on an H100 (issue #9)
@@ -217,28 +217,13 @@ def tf_step_synthetic(variant, precision, batch, args, device):
 # --- TensorFlow: the real input pipeline -------------------------------------------------------
 
 
-def write_jpegs(root: Path, count: int, classes: int, width: int, height: int) -> Path:
-    """`count` photo-like JPEGs (smooth colour fields plus grain, quality 90) in `classes` folders."""
-    from PIL import Image
-
-    rng = np.random.default_rng(0)
-    for i in range(count):
-        folder = root / f"class_{i % classes:02d}"
-        folder.mkdir(parents=True, exist_ok=True)
-        coarse = Image.fromarray(rng.integers(0, 256, (height // 32 + 2, width // 32 + 2, 3), dtype=np.uint8))
-        smooth = np.asarray(coarse.resize((width, height), Image.BICUBIC), dtype=np.float32)
-        grain = rng.normal(0, 8, smooth.shape).astype(np.float32)
-        Image.fromarray(np.clip(smooth + grain, 0, 255).astype(np.uint8)).save(folder / f"{i:06d}.jpg", quality=90)
-    return root
-
-
 def pipeline(split, classes, size, batch, precision):
     from alexnet_core.augment import build as build_augment
     from alexnet_core.data import make_dataset
 
     set_precision(precision)  # before the augmentation is built, as the trainer
     return make_dataset(split, classes, size, batch, training=True, augment=build_augment("paper", size, 0),
-                        cache_budget=0, drop_remainder=True)
+                        cache_budget=0, drop_remainder=True, crop="paper", lighting=0.1)
 
 
 def tf_pipeline_alone(variant, batch, split, classes, args, device):

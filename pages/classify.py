@@ -149,9 +149,9 @@ for index, (name, digest, small, square, dims, view, model_input, p) in enumerat
                       width="stretch")
         cols[1].image(enlarged(view), width="stretch",
                       caption=f"What the network sees: {size}×{size} pixels, enlarged")
-        predictions = top_k(p, classes, k)
+        predictions = top_k(p, classes, k, loaded.class_words)
         judged = verdict(p, sure_probability, sure_margin)
-        best = f"{common.plain(predictions[0]['label'])} ({predictions[0]['probability']:.1%})"
+        best = f"{common.plain(predictions[0].get('words') or predictions[0]['label'])} ({predictions[0]['probability']:.1%})"
         if judged["sure"]:
             cols[2].markdown(f":material/check_circle: **{best}**")
         else:

@@ -31,3 +31,23 @@ def wait_for(predicate, timeout=180, what="condition"):
             return value
         time.sleep(0.2)
     raise AssertionError(f"timed out waiting for {what}")
+
+
+WNIDS = {"n01440764": "tench, Tinca tinca", "n01443537": "goldfish, Carassius auratus",
+         "n01484850": "great white shark, white shark"}
+
+
+def make_ilsvrc_folder(root, train=6, val=2, size=(30, 40)):
+    """root/{train,val}/<wnid>/*.JPEG and LOC_synset_mapping.txt, as ILSVRC is laid out."""
+    root = Path(root)
+    for split, n in (("train", train), ("val", val)):
+        for c, wnid in enumerate(WNIDS):
+            folder = root / split / wnid
+            folder.mkdir(parents=True, exist_ok=True)
+            rng = np.random.default_rng(c)
+            for i in range(n):
+                pixels = np.clip(rng.normal(COLORS[c], 30, (size[0], size[1], 3)), 0, 255).astype(np.uint8)
+                Image.fromarray(pixels).save(folder / f"{wnid}_{i}.JPEG", format="JPEG")
+    lines = [f"{wnid} {words}" for wnid, words in WNIDS.items()] + ["n99999999 not a class here", "garbage"]
+    (root / "LOC_synset_mapping.txt").write_text("\n".join(lines) + "\n")
+    return root

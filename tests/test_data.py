@@ -4,9 +4,9 @@ from PIL import Image
 
 from alexnet_core.augment import PRESETS
 from alexnet_core.augment import build as build_augment
-from alexnet_core.data import DataError, load_source, make_dataset
+from alexnet_core.data import DataError, Split, load_source, make_dataset
 from alexnet_core.preprocess import MEAN, STD, preprocess
-from tests.helpers import make_image_folder
+from tests.helpers import WNIDS, make_ilsvrc_folder, make_image_folder
 
 
 def test_folder_with_deterministic_tail_split(tmp_path):
@@ -108,8 +108,8 @@ def test_pipeline_uses_the_shared_preprocessing(tmp_path):
 def test_augmentation_presets_keep_shape(preset):
     layer = build_augment(preset, 24, seed=1)
     x = np.random.default_rng(0).uniform(0, 255, (4, 24, 24, 3)).astype(np.float32)
-    if preset == "none":
-        assert layer is None
+    if layer is None:  # nothing to do on batches: no augmentation, or all of it per image (data.crop_image)
+        assert preset in ("none", "paper", "random-resized-crop")
         return
     y = np.asarray(layer(x, training=True))
     assert y.shape == x.shape
@@ -130,10 +130,9 @@ def test_cifar10_offline_message(monkeypatch):
 
 
 @pytest.mark.parametrize("policy", ["mixed_bfloat16", "mixed_float16"])
-@pytest.mark.parametrize("preset", [p for p in PRESETS if p != "none"])
+@pytest.mark.parametrize("preset", ["keras-seed", "cifar"])
 def test_augmentation_presets_run_under_mixed_precision(preset, policy):
-    """The trainer builds the augmentation after setting the precision policy (the paper's colour
-    noise once added float32 to bfloat16 images and failed)."""
+    """The trainer builds the augmentation after setting the precision policy."""
     import keras
 
     previous = keras.mixed_precision.global_policy()
@@ -145,3 +144,63 @@ def test_augmentation_presets_run_under_mixed_precision(preset, policy):
     finally:
         keras.mixed_precision.set_global_policy(previous)
     assert y.shape == x.shape and np.isfinite(y).all()
+
+
+def test_ilsvrc_layout_with_class_words(tmp_path):
+    root = make_ilsvrc_folder(tmp_path / "ilsvrc")
+    data = load_source(str(root))
+    assert data.class_names == sorted(WNIDS) and (len(data.train), len(data.val)) == (18, 6)
+    assert data.class_words == WNIDS  # lines for other wnids and lines that do not parse are skipped
+    (root / "LOC_synset_mapping.txt").write_bytes(b"\xff\xfe\x00garbage\n" * 10)
+    assert load_source(str(root)).class_words == {}  # a damaged names file counts as none
+
+
+def first_batch(split, **kwargs):
+    images, labels = next(iter(make_dataset(split, 3, 16, len(split), **kwargs)))
+    return images.numpy(), labels.numpy()
+
+
+@pytest.mark.parametrize("crop, lighting", [("paper", 0.1), ("random-resized", 0.0)])
+def test_training_crops_come_from_the_full_image(tmp_path, crop, lighting):
+    """Each image of 30x120 with a black left and white right half: crops at 16 px see a part."""
+    folder = tmp_path / "wide"
+    for c in range(3):
+        (folder / f"c{c}").mkdir(parents=True)
+        pixels = np.zeros((30, 120, 3), np.uint8)
+        pixels[:, 60:] = 255
+        for i in range(4):
+            Image.fromarray(pixels).save(folder / f"c{c}" / f"{i}.jpg", quality=95)
+    split = load_source(str(folder), val_split=0.0).train
+    images, _ = first_batch(split, training=True, crop=crop, lighting=lighting, seed=0, drop_remainder=True)
+    assert images.shape == (12, 16, 16, 3) and images.dtype == np.uint8  # standardised in the training step
+    means = images.mean(axis=(1, 2, 3))
+    assert means.max() - means.min() > 50  # different crops of the same picture: some darker, some lighter
+    again, _ = first_batch(split, training=True, crop=crop, lighting=lighting, seed=0, drop_remainder=True)
+    np.testing.assert_allclose(again, images)  # the same seed gives the same crops
+    in_memory = Split(split.labels, images=np.stack([np.asarray(Image.open(p)) for p in split.paths]))
+    assert first_batch(in_memory, training=True, crop=crop, seed=0)[0].shape == (12, 16, 16, 3)
+
+
+def test_shards_are_disjoint_and_cover_the_split(tmp_path):
+    make_image_folder(tmp_path, classes=3, per_class=5)
+    split = load_source(str(tmp_path), val_split=0.0).train
+    whole = {tuple(np.round(x.ravel()[:12], 3)) for x in first_batch(split)[0]}
+    parts = [{tuple(np.round(x.ravel()[:12], 3)) for x in first_batch(split, shard=(2, i))[0]} for i in range(2)]
+    assert len(whole) == 15 and parts[0].isdisjoint(parts[1]) and parts[0] | parts[1] == whole
+    assert (len(parts[0]), len(parts[1])) == (8, 7)
+
+
+def test_pca_lighting_shifts_each_image_by_one_colour(tmp_path):
+    folder = tmp_path / "grey"
+    for c in range(2):
+        (folder / f"c{c}").mkdir(parents=True)
+        for i in range(4):
+            Image.fromarray(np.full((40, 40, 3), 128, np.uint8)).save(folder / f"c{c}" / f"{i}.png")
+    split = load_source(str(folder), val_split=0.0).train
+    plain, _ = first_batch(split, training=True, crop="paper", lighting=0.0, seed=0)
+    lit, _ = first_batch(split, training=True, crop="paper", lighting=0.1, seed=0)
+    shift = lit.astype(int) - plain.astype(int)
+    per_image = shift.reshape(len(shift), -1, 3)
+    assert np.abs(per_image).max() > 0  # the colours moved
+    assert (per_image.max(axis=1) - per_image.min(axis=1)).max() <= 1  # by one RGB shift per image (+-rounding)
+    assert len({tuple(p[0]) for p in per_image}) > 1  # drawn per image

@@ -12,7 +12,7 @@ from alexnet_core import runs
 from alexnet_core.config import TrainConfig
 from alexnet_core.launcher import resume, start
 from alexnet_core.runs import ActiveRunError
-from tests.helpers import make_image_folder, wait_for
+from tests.helpers import WNIDS, make_ilsvrc_folder, make_image_folder, wait_for
 
 TINY = ["--variant", "compact", "--width", "0.25", "--input-size", "16", "--batch-size", "8"]
 TINY_SWITCHES = {"width": 0.25}
@@ -138,3 +138,19 @@ def test_mirrored_strategy_on_two_logical_cpus(folder, tmp_path):
     assert result.returncode == 0, result.stderr[-3000:]
     assert "MirroredStrategy with 2 replica(s)" in result.stderr
     assert epochs_logged(tmp_path / "runs" / "mirrored") == [1]
+
+
+def test_ilsvrc_layout_trains_with_streamed_crops_and_predicts_words(tmp_path):
+    root = make_ilsvrc_folder(tmp_path / "ilsvrc", size=(40, 60))
+    result = cli("train", *TINY, "--data", str(root), "--epochs", "1", "--augment", "random-resized-crop",
+                 "--runs-dir", str(tmp_path / "runs"), "--run-id", "imagenet-like")
+    assert result.returncode == 0, result.stderr[-3000:]
+    run_dir = tmp_path / "runs" / "imagenet-like"
+    config = runs.read_config(run_dir)
+    assert config["class_names"] == sorted(WNIDS) and config["class_words"] == WNIDS
+    image = next((root / "val" / "n01443537").iterdir())
+    result = cli("predict", str(run_dir), str(image), "--json")
+    assert result.returncode == 0, result.stderr[-2000:]
+    predictions = json.loads(result.stdout)[0]["predictions"]
+    assert {p["label"] for p in predictions} == set(WNIDS)
+    assert all(p["words"] == WNIDS[p["label"]] for p in predictions)
