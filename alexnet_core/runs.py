@@ -678,14 +678,17 @@ def run_summary(run_dir: Path, run: dict | None = None) -> dict:
     }
 
 
-def trained_on(row: dict) -> str:
+def trained_on(row: dict, short: bool = False) -> str:
     """Where a run trained, in words, from its summary row: '1 device', '2 replicas
-    (MirroredStrategy)', '2 workers, 2 replicas (MultiWorkerMirroredStrategy)'; '' if unrecorded."""
+    (MirroredStrategy)', '2 workers, 2 replicas (MultiWorkerMirroredStrategy)'; '' if unrecorded.
+    `short` for a table: '1 device', '2 devices', '2 workers'."""
     replicas, strategy, workers = row.get("replicas"), row.get("strategy"), row.get("workers") or 1
     if not replicas:
         return ""
     if replicas == 1 and workers == 1:
         return "1 device"
+    if short:
+        return f"{workers} workers" if workers > 1 else f"{replicas} devices"
     where = f"{workers} workers, " if workers > 1 else ""
     return f"{where}{replicas} replicas" + (f" ({strategy})" if strategy else "")
 

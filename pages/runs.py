@@ -47,7 +47,7 @@ if wanted is not None and run_dir_of(wanted) is None:
     st.warning(f"There is no run named {plain(wanted, 80)}.")
 table["label"] = [r["name"] for r in rows]
 table["about"] = [" ".join(r["notes"].split())[:120] for r in rows]
-table["trained_on"] = [runs.trained_on(r) for r in rows]
+table["trained_on"] = [runs.trained_on(r, short=True) for r in rows]
 columns = ["run_id", *(["label"] if table["label"].any() else []), "state",
            *(["notes"] if table["notes"].any() else []), "variant", "data", "progress", "best_val_accuracy",
            *(["trained_on"] if (table["trained_on"] != "1 device").any() else []), "duration", "started", *(["about"] if table["about"].any() else [])]
@@ -55,15 +55,16 @@ event = st.dataframe(
     table[columns],
     hide_index=True, width="stretch", on_select="rerun", selection_mode="multi-row", key="runs_table",
     column_config={
-        "run_id": "Run", "label": "Name", "about": "Notes", "state": "State", "variant": "Variant", "data": "Data", "progress": "Epochs",
+        "run_id": "Run", "label": "Name", "about": "Notes", "state": "State", "variant": "Variant", "progress": "Epochs",
+        "data": st.column_config.TextColumn("Data", width="medium"),
         "best_val_accuracy": st.column_config.ProgressColumn(
             "Best epoch (val.)", format="percent", help="The best validation accuracy of an epoch, logged during "
             "training",
                                                              min_value=0.0, max_value=1.0),
         "duration": "Duration",
         "trained_on": st.column_config.TextColumn(
-            "Trained on", help="Devices that trained the run together: replicas (one per GPU or CPU) on one or "
-            "several workers (machines), and the tf.distribute strategy that joined them"),
+            "Trained on", help="What trained the run together: one device, several devices (GPUs) of one "
+            "machine, or several workers (machines). Select the run for its strategy and replicas"),
         "started": st.column_config.DatetimeColumn("Started", format="YYYY-MM-DD HH:mm"),
         "notes": st.column_config.TextColumn("Problems", help="Damaged files are skipped; the run stays deletable"),
     },
@@ -89,7 +90,7 @@ configs = {r["run_id"]: runs.read_checked(Path(r["path"]) / runs.CONFIG, runs.CO
 def flat(config: dict) -> dict:
     out = {}
     for key, value in config.items():
-        if key in ("environment", "class_names"):
+        if key in ("environment", "class_names", "class_words"):
             continue
         if isinstance(value, dict):
             out.update({f"{key}.{k}": v for k, v in value.items()})
@@ -98,7 +99,9 @@ def flat(config: dict) -> dict:
     return out
 
 
-settings = pd.DataFrame({run_id: flat(c) for run_id, c in configs.items()}).astype(str)
+trained_on = {r["run_id"]: runs.trained_on(r) or "not recorded" for r in selected}
+settings = pd.DataFrame({run_id: {"trained on": trained_on[run_id], **flat(c)}
+                         for run_id, c in configs.items()}).astype(str)
 if len(selected) > 1:
     differs = settings.nunique(axis=1) > 1
     only = st.toggle("Only settings that differ", value=True, key="runs_only_diff")

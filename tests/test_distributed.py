@@ -96,6 +96,8 @@ def test_two_workers_train_one_run_to_finished(folder, tmp_path):
     assert len(epochs[0]) == 3 and epochs[0] == epochs[1]
     summary = runs.run_summary(run_dir)
     assert summary["strategy"] == "MultiWorkerMirroredStrategy" and summary["replicas"] == 2
+    assert runs.trained_on(summary) == "2 workers, 2 replicas (MultiWorkerMirroredStrategy)"
+    assert runs.trained_on(summary, short=True) == "2 workers"
 
 
 def completed(run_dir):
