@@ -50,6 +50,28 @@ def params_and_macs(table: pd.DataFrame, title: str = "") -> go.Figure:
     return fig
 
 
+GROUP_NAMES = {"conv": "Convolutions", "dense": "Dense layers", "lrn": "Local response norm.",
+               "other": "Everything else (ReLU, pooling, batch norm, ...)"}
+
+
+def time_against_arithmetic(groups: dict) -> go.Figure:
+    """Share of the multiply-accumulates against share of the measured time, per kind of layer
+    (the `groups` of profile.profile): where the arithmetic is and where the time goes."""
+    names = [GROUP_NAMES[g] for g in groups]
+    fig = go.Figure()
+    for key, label, color in (("macs_share", "Share of the arithmetic (MACs)", PALETTE[6]),
+                              ("time_share", "Share of the measured time", PALETTE[0])):
+        values = [groups[g][key] for g in groups]
+        fig.add_trace(go.Bar(y=names, x=values, orientation="h", name=label, marker_color=color,
+                             text=[f"{v:.0%}" for v in values], textposition="auto",
+                             hovertemplate="%{y}: %{x:.1%}<extra>" + label + "</extra>"))
+    fig.update_yaxes(autorange="reversed")
+    fig.update_xaxes(range=[0, 1], tickformat=".0%")
+    fig.update_layout(barmode="group", height=110 + 70 * len(names), margin=dict(l=10, r=10, t=10, b=10),
+                      legend=dict(orientation="h", y=-0.15))
+    return fig
+
+
 def activation_memory(table: pd.DataFrame) -> go.Figure:
     """Activation memory per layer (float32, one image): where memory goes in a forward pass."""
     rows = table[table["type"].isin(["InputLayer", "Conv2D", "Dense"]) | table["name"].str.startswith("pool")]

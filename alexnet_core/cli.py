@@ -98,6 +98,28 @@ def cmd_summary(args) -> int:
     return 0
 
 
+def cmd_profile(args) -> int:
+    from .profile import profile
+
+    if not 1 <= args.batch_size <= 4096 or not 1 <= args.repeats <= 10_000:
+        raise UsageError("--batch-size must be 1..4096 and --repeats 1..10000")
+    try:
+        doc = profile(args.variant, batch_size=args.batch_size, repeats=args.repeats, **switches_from_args(args))
+    except ValueError as exc:
+        raise UsageError(str(exc)) from exc
+    if args.json:
+        print(json.dumps(doc, indent=2))
+        return 0
+    print(f"{doc['variant']} at {doc['input_size']} px, batch {doc['batch_size']}, on {doc['device']}: "
+          f"{doc['total_ms']:.2f} ms per forward pass (the layers alone add up to {doc['sum_ms']:.2f} ms)")
+    print(f"{'layer':<14}{'type':<28}{'MACs/image':>16}{'ms':>10}{'GFLOP/s':>10}")
+    for layer in doc["layers"]:
+        print(f"{layer['name']:<14}{layer['type']:<28}{layer['macs']:>16,}{layer['ms']:>10.3f}{layer['gflops']:>10.1f}")
+    for group, share in doc["groups"].items():
+        print(f"{group}: {share['macs_share']:.1%} of the arithmetic, {share['time_share']:.1%} of the time")
+    return 0
+
+
 def _train_config(args):
     from .config import TrainConfig
     from .recipes import get_recipe
@@ -298,6 +320,14 @@ def build_parser() -> argparse.ArgumentParser:
     _switch_args(p)
     p.add_argument("--json", action="store_true", help="print one JSON document")
     p.set_defaults(func=cmd_summary)
+
+    p = sub.add_parser("profile", help="measured forward time of every layer on this machine, beside its MACs")
+    p.add_argument("variant")
+    _switch_args(p)
+    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--repeats", type=int, default=20, help="timed calls per layer (the median is kept)")
+    p.add_argument("--json", action="store_true", help="print one JSON document")
+    p.set_defaults(func=cmd_profile)
 
     p = sub.add_parser("train", help="train a variant into a run folder")
     p.add_argument("--recipe", help="start from a named recipe (see `recipes`); other flags override it")

@@ -4,7 +4,7 @@ import pandas as pd
 import streamlit as st
 
 from alexnet_core.anatomy import compare_tables, totals
-from alexnet_core.charts import activation_memory, network_dot, params_and_macs
+from alexnet_core.charts import activation_memory, network_dot, params_and_macs, time_against_arithmetic
 from alexnet_core.variants import NORMS, WIDTHS, get_arch, list_variants
 from pages.common import device_banner, format_bytes, page_setup, plain, shape_text, variant_table
 
@@ -79,8 +79,8 @@ if at_defaults and published:
     st.success("Published figures reproduced: " + ", ".join(checks), icon=":material/verified:")
 st.info(f"**{arch.title}**. {arch.note}  \n*Source: {arch.source}*", icon=":material/menu_book:")
 
-tab_table, tab_charts, tab_diagram, tab_compare = st.tabs(
-    ["Layer table", "Parameters and compute", "Diagram", "Compare"])
+tab_table, tab_charts, tab_time, tab_diagram, tab_compare = st.tabs(
+    ["Layer table", "Parameters and compute", "Measured time", "Diagram", "Compare"])
 
 LABELS = {"name": "Layer", "type": "Type", "detail": "Configuration", "output_shape": "Output", "params": "Params",
           "non_trainable_params": "Non-trainable params", "macs": "MACs", "activation_kib": "Activations (KiB)",
@@ -128,6 +128,55 @@ with tab_charts:
                "most compute in the convolutions.")
     st.markdown("**Activation memory per layer** (float32, one image)")
     st.plotly_chart(activation_memory(table), width="stretch", key="arch_memory")
+
+@st.cache_data(show_spinner=False, max_entries=16)
+def measured(variant: str, switches_json: str, batch: int) -> dict:
+    from alexnet_core.profile import profile
+
+    return profile(variant, batch_size=batch, repeats=10, **json.loads(switches_json))
+
+
+with tab_time:
+    st.markdown("How long each layer takes on **this machine**, next to how much arithmetic it does: "
+                "the same network, run on a batch of random images, one layer at a time.")
+    c1, c2 = st.columns([1, 2], vertical_alignment="bottom")
+    batch = c1.selectbox("Images per batch", [1, 8, 32, 128], index=1, key="arch_profile_batch",
+                         help="Bigger batches use the hardware better; the paper trained with 128")
+    key = (variant, json.dumps(switches, sort_keys=True), batch)
+    if c2.button("Measure on this machine", icon=":material/timer:", key="arch_profile"):
+        with st.spinner("Timing every layer (a few seconds; the big variants take longer)..."):
+            st.session_state["arch_profile_result"] = (key, measured(*key))
+    result = st.session_state.get("arch_profile_result")
+    if not result or result[0] != key:
+        st.caption("Nothing measured yet for these settings: press the button.")
+    else:
+        doc = result[1]
+        t = st.columns(3)
+        t[0].metric("Forward pass", f"{doc['total_ms']:.1f} ms", help=f"A batch of {doc['batch_size']} on {doc['device']}")
+        t[1].metric("Images per second", f"{doc['batch_size'] / doc['total_ms'] * 1000:,.0f}",
+                    help="Inference only; training also runs the backward pass (about twice the work)")
+        achieved = 2 * sum(r["macs"] for r in doc["layers"]) * doc["batch_size"] / (doc["total_ms"] / 1000) / 1e9
+        t[2].metric("Achieved", f"{achieved:,.1f} GFLOP/s", help="2 x MACs per image x images, per second")
+        st.plotly_chart(time_against_arithmetic(doc["groups"]), width="stretch", key="arch_time_split")
+        lrn = doc["groups"].get("lrn")
+        if lrn:
+            st.caption(f"Local response normalisation does no multiply-accumulates worth counting, yet takes "
+                       f"{lrn['time_share']:.0%} of the time here: it reads and writes every activation of "
+                       "conv1 and conv2 several times. Later networks dropped it (batch norm, or nothing).")
+        st.caption(f"Measured on {plain(doc['device'])}, {doc['batch_size']} images of {doc['input_size']} px, the "
+                   f"median of 10 runs. Each layer's time leaves out the fixed cost of starting a call "
+                   f"({doc['overhead_ms']:.2f} ms here), which the whole network pays once; the layers add up to "
+                   f"{doc['sum_ms']:.1f} ms. Forward pass only, in float32. "
+                   "Also on the command line: `python -m alexnet_core profile VARIANT --json`.")
+        rows = pd.DataFrame(doc["layers"])[["name", "type", "macs", "ms", "gflops"]]
+        st.dataframe(rows, hide_index=True, width="stretch", height=min(36 * len(rows) + 40, 560),
+                     column_config={
+                         "name": "Layer", "type": "Type",
+                         "macs": st.column_config.NumberColumn("MACs per image", format="localized"),
+                         "ms": st.column_config.NumberColumn("Time (ms per batch)", format="%.3f"),
+                         "gflops": st.column_config.NumberColumn("GFLOP/s", format="%.1f",
+                                                                 help="Achieved: 2 x MACs x images / time"),
+                     })
 
 with tab_diagram:
     st.graphviz_chart(network_dot(table), width="content")

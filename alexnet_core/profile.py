@@ -1,0 +1,91 @@
+"""Measured forward time of every layer on this machine, next to its multiply-accumulates.
+
+Each layer is compiled on its own (`tf.function`) and fed the very tensor it receives inside the
+network for a batch of random images; the whole network is timed the same way, once, for
+`total_ms`, in the same rounds (one call of each per round). Every call also pays a fixed cost to launch (about 0.2 ms on a small CPU), measured
+on a call that does nothing (`overhead_ms`) and taken off each layer's time (`raw_ms` keeps
+it), so the layers add up to the network, which pays it once. Medians over `repeats` calls
+after warm-up. Only the forward pass: a backward pass cannot be split by layer without changing what
+is measured (gradients flow through every later layer).
+"""
+
+from __future__ import annotations
+
+import statistics
+import time
+
+GROUPS = {"Conv2D": "conv", "Dense": "dense", "LocalResponseNormalization": "lrn"}
+
+
+def _median_ms(calls: list, repeats: int, warmup: int) -> list[float]:
+    """Median milliseconds of each (function, argument) in `calls`, timed round-robin: one call of
+    each per round, so a machine that slows down or speeds up meanwhile affects all alike."""
+    import tensorflow as tf
+
+    gpu = bool(tf.config.list_logical_devices("GPU"))
+
+    def timed(function, argument) -> float:
+        start = time.perf_counter()
+        function(argument)
+        if gpu:
+            tf.experimental.sync_devices()  # GPU work is queued: wait for it before reading the clock
+        return time.perf_counter() - start
+
+    for function, argument in calls:
+        for _ in range(warmup):
+            timed(function, argument)
+    times = [[] for _ in calls]
+    for _ in range(repeats):
+        for k, (function, argument) in enumerate(calls):
+            times[k].append(timed(function, argument))
+    return [statistics.median(t) * 1000.0 for t in times]
+
+
+def profile(variant: str, batch_size: int = 32, repeats: int = 20, warmup: int = 3, **model_args) -> dict:
+    """The `profile --json` document: {"variant", "device", "batch_size", "input_size", "total_ms",
+    "overhead_ms", "sum_ms", "layers": [{"name", "type", "group", "macs", "params", "ms", "raw_ms",
+    "gflops"}], "groups"}.
+    `model_args` go to build_model (input_size, num_classes, the switches)."""
+    import keras
+    import tensorflow as tf
+
+    from .anatomy import layer_table
+    from .devices import describe
+    from .variants import build_model
+
+    model = build_model(variant, **{k: v for k, v in model_args.items() if v is not None})
+    table = layer_table(model).set_index("name")
+    layers = [layer for layer in model.layers if type(layer).__name__ != "InputLayer"]
+    images = tf.random.stateless_uniform([batch_size, *model.input_shape[1:]], [0, 1], -2.0, 2.0)
+    inputs = keras.Model(model.input, [layer.input for layer in layers])(images, training=False)
+    calls = [(tf.function(lambda x: model(x, training=False)), images), (tf.function(tf.identity), images)]
+    calls += [(tf.function(lambda x, layer=layer: layer(x, training=False)), given)
+              for layer, given in zip(layers, inputs)]
+    total_ms, overhead_ms, *raws = _median_ms(calls, repeats, warmup)
+    rows = []
+    for layer, raw in zip(layers, raws):
+        ms = max(raw - overhead_ms, 0.0)
+        macs = int(table.loc[layer.name, "macs"])
+        kind = type(layer).__name__
+        rows.append({"name": layer.name, "type": kind, "group": GROUPS.get(kind, "other"), "macs": macs,
+                     "params": int(table.loc[layer.name, "params"]), "ms": ms, "raw_ms": raw,
+                     "gflops": 2.0 * macs * batch_size / (ms / 1000.0) / 1e9 if ms > 0 else 0.0})
+    device = describe()
+    return {"variant": variant, "device": f"{device['kind']}: {device['name']}", "batch_size": batch_size,
+            "input_size": int(model.input_shape[1]), "total_ms": total_ms, "overhead_ms": overhead_ms,
+            "sum_ms": sum(r["ms"] for r in rows),
+            "layers": rows, "groups": split(rows)}
+
+
+def split(rows: list[dict]) -> dict:
+    """Share of the multiply-accumulates and of the measured time per group (conv, dense, lrn,
+    other): where the arithmetic is against where the time goes."""
+    macs = sum(r["macs"] for r in rows) or 1
+    ms = sum(r["ms"] for r in rows) or 1.0
+    out = {}
+    for group in ("conv", "dense", "lrn", "other"):
+        members = [r for r in rows if r["group"] == group]
+        if members:
+            out[group] = {"macs_share": sum(r["macs"] for r in members) / macs,
+                          "time_share": sum(r["ms"] for r in members) / ms, "ms": sum(r["ms"] for r in members)}
+    return out
