@@ -114,7 +114,8 @@ def cmd_profile(args) -> int:
           f"{doc['total_ms']:.2f} ms per forward pass (the layers alone add up to {doc['sum_ms']:.2f} ms)")
     print(f"{'layer':<14}{'type':<28}{'MACs/image':>16}{'ms':>10}{'GFLOP/s':>10}")
     for layer in doc["layers"]:
-        print(f"{layer['name']:<14}{layer['type']:<28}{layer['macs']:>16,}{layer['ms']:>10.3f}{layer['gflops']:>10.1f}")
+        rate = f"{layer['gflops']:.1f}" if layer["gflops"] is not None else "-"
+        print(f"{layer['name']:<14}{layer['type']:<28}{layer['macs']:>16,}{layer['ms']:>10.3f}{rate:>10}")
     for group, share in doc["groups"].items():
         print(f"{group}: {share['macs_share']:.1%} of the arithmetic, {share['time_share']:.1%} of the time")
     return 0

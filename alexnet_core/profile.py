@@ -1,12 +1,14 @@
 """Measured forward time of every layer on this machine, next to its multiply-accumulates.
 
-Each layer is compiled on its own (`tf.function`) and fed the very tensor it receives inside the
-network for a batch of random images; the whole network is timed the same way, once, for
-`total_ms`, in the same rounds (one call of each per round). Every call also pays a fixed cost to launch (about 0.2 ms on a small CPU), measured
-on a call that does nothing (`overhead_ms`) and taken off each layer's time (`raw_ms` keeps
-it), so the layers add up to the network, which pays it once. Medians over `repeats` calls
-after warm-up. Only the forward pass: a backward pass cannot be split by layer without changing what
-is measured (gradients flow through every later layer).
+A layer's time is what it adds to the network: the network cut after it minus the network cut
+before it, both compiled (`tf.function`) and run on the same batch of random images. So the
+layers add up to the whole network (`total_ms`) less the fixed cost of one call (`overhead_ms`,
+the empty network), and a layer that TensorFlow fuses into its neighbour (a ReLU after a
+convolution) costs what it really costs there: next to nothing. All the cuts are timed
+round-robin, one call of each per round, and each keeps its median over `repeats` rounds, so a
+machine that slows down meanwhile slows all of them alike; a difference below the noise is
+clamped at 0. Only the forward pass: a backward pass cannot be split by layer this way without
+changing what is measured.
 """
 
 from __future__ import annotations
@@ -43,8 +45,8 @@ def _median_ms(calls: list, repeats: int, warmup: int) -> list[float]:
 
 def profile(variant: str, batch_size: int = 32, repeats: int = 20, warmup: int = 3, **model_args) -> dict:
     """The `profile --json` document: {"variant", "device", "batch_size", "input_size", "total_ms",
-    "overhead_ms", "sum_ms", "layers": [{"name", "type", "group", "macs", "params", "ms", "raw_ms",
-    "gflops"}], "groups"}.
+    "overhead_ms", "sum_ms", "layers": [{"name", "type", "group", "macs", "params", "ms",
+    "cumulative_ms", "gflops"}], "groups"}.
     `model_args` go to build_model (input_size, num_classes, the switches)."""
     import keras
     import tensorflow as tf
@@ -57,19 +59,19 @@ def profile(variant: str, batch_size: int = 32, repeats: int = 20, warmup: int =
     table = layer_table(model).set_index("name")
     layers = [layer for layer in model.layers if type(layer).__name__ != "InputLayer"]
     images = tf.random.stateless_uniform([batch_size, *model.input_shape[1:]], [0, 1], -2.0, 2.0)
-    inputs = keras.Model(model.input, [layer.input for layer in layers])(images, training=False)
-    calls = [(tf.function(lambda x: model(x, training=False)), images), (tf.function(tf.identity), images)]
-    calls += [(tf.function(lambda x, layer=layer: layer(x, training=False)), given)
-              for layer, given in zip(layers, inputs)]
-    total_ms, overhead_ms, *raws = _median_ms(calls, repeats, warmup)
+    cuts = [keras.Model(model.input, layer.output) for layer in layers]
+    calls = [(tf.function(tf.identity), images)]  # the empty network: what any call costs
+    calls += [(tf.function(lambda x, cut=cut: cut(x, training=False)), images) for cut in cuts]
+    overhead_ms, *cumulative = _median_ms(calls, repeats, warmup)
+    total_ms = cumulative[-1]
     rows = []
-    for layer, raw in zip(layers, raws):
-        ms = max(raw - overhead_ms, 0.0)
+    for layer, before, after in zip(layers, [overhead_ms, *cumulative], cumulative):
+        ms = max(after - before, 0.0)
         macs = int(table.loc[layer.name, "macs"])
         kind = type(layer).__name__
         rows.append({"name": layer.name, "type": kind, "group": GROUPS.get(kind, "other"), "macs": macs,
-                     "params": int(table.loc[layer.name, "params"]), "ms": ms, "raw_ms": raw,
-                     "gflops": 2.0 * macs * batch_size / (ms / 1000.0) / 1e9 if ms > 0 else 0.0})
+                     "params": int(table.loc[layer.name, "params"]), "ms": ms, "cumulative_ms": after,
+                     "gflops": 2.0 * macs * batch_size / (ms / 1000.0) / 1e9 if ms > 0 and macs else None})
     device = describe()
     return {"variant": variant, "device": f"{device['kind']}: {device['name']}", "batch_size": batch_size,
             "input_size": int(model.input_shape[1]), "total_ms": total_ms, "overhead_ms": overhead_ms,

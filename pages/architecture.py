@@ -164,9 +164,10 @@ with tab_time:
                        f"{lrn['time_share']:.0%} of the time here: it reads and writes every activation of "
                        "conv1 and conv2 several times. Later networks dropped it (batch norm, or nothing).")
         st.caption(f"Measured on {plain(doc['device'])}, {doc['batch_size']} images of {doc['input_size']} px, the "
-                   f"median of 10 runs. Each layer's time leaves out the fixed cost of starting a call "
-                   f"({doc['overhead_ms']:.2f} ms here), which the whole network pays once; the layers add up to "
-                   f"{doc['sum_ms']:.1f} ms. Forward pass only, in float32. "
+                   "median of 10 runs. A layer's time is what it adds to the network: the network cut after it "
+                   "minus the network cut before it, so a ReLU that TensorFlow merges into the convolution before "
+                   f"it costs next to nothing. The layers add up to {doc['sum_ms']:.1f} ms; the rest is the fixed "
+                   f"cost of a call ({doc['overhead_ms']:.2f} ms here). Forward pass only, in float32. "
                    "Also on the command line: `python -m alexnet_core profile VARIANT --json`.")
         rows = pd.DataFrame(doc["layers"])[["name", "type", "macs", "ms", "gflops"]]
         st.dataframe(rows, hide_index=True, width="stretch", height=min(36 * len(rows) + 40, 560),
