@@ -121,6 +121,28 @@ def cmd_profile(args) -> int:
     return 0
 
 
+def cmd_export_model(args) -> int:
+    from .data import DataError
+    from .export_model import ExportError, export_model
+
+    try:
+        record = export_model(args.model, args.format, args.out, int8=args.int8,
+                              parity_data=args.parity_data)
+    except (ExportError, DataError) as exc:
+        raise UsageError(str(exc)) from exc
+    except OSError as exc:
+        raise UsageError(f"Cannot write the export: {exc}") from exc
+    if args.json:
+        print(json.dumps(record, indent=2))
+        return 0
+    parity, latency = record["parity"], record["latency_ms_per_image"]
+    print(f"{record['path']}: {record['format']}{' int8' if record['int8'] else ''}, {record['bytes'] / 2**20:.1f} MiB "
+          f"(the .keras file: {record['keras_bytes'] / 2**20:.1f} MiB)")
+    print(f"same top class as the Keras model on {parity['top1_agreement']:.1%} of {parity['images']} images "
+          f"({parity['data']}); one image in {latency['export']:.2f} ms (Keras: {latency['keras']:.2f} ms)")
+    return 0
+
+
 def _train_config(args):
     from .config import TrainConfig
     from .recipes import get_recipe
@@ -329,6 +351,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--repeats", type=int, default=20, help="timed calls per layer (the median is kept)")
     p.add_argument("--json", action="store_true", help="print one JSON document")
     p.set_defaults(func=cmd_profile)
+
+    p = sub.add_parser("export-model", help="a SavedModel or TensorFlow Lite file of a model, checked against it")
+    p.add_argument("model", help="a run folder, a .keras file, or demo")
+    p.add_argument("--format", required=True, choices=["savedmodel", "tflite"])
+    p.add_argument("--int8", action="store_true", help="quantise weights and activations to int8 (tflite)")
+    p.add_argument("--out", help="where to write it (default: exports/NAME...)")
+    p.add_argument("--parity-data", default="sample", help="images for the parity check (default: the sample)")
+    p.add_argument("--json", action="store_true", help="print one JSON document")
+    p.set_defaults(func=cmd_export_model)
 
     p = sub.add_parser("train", help="train a variant into a run folder")
     p.add_argument("--recipe", help="start from a named recipe (see `recipes`); other flags override it")
