@@ -118,6 +118,57 @@ def forget(run_id: str) -> None:
         st.query_params.pop("run", None)
 
 
+DEPLOY = {"tflite": "TensorFlow Lite", "int8": "TensorFlow Lite, int8 (4x smaller)", "savedmodel": "SavedModel (zip)"}
+
+
+@st.cache_data(show_spinner=False, max_entries=6)
+def deployable(model_path: str, stamp: float, kind: str) -> tuple[bytes, str, dict]:
+    """(file bytes, file name, export record) of a run's model; made in a temporary folder."""
+    import shutil
+    import tempfile
+
+    from alexnet_core.export_model import export_model
+
+    run_dir = Path(model_path).parent
+    with tempfile.TemporaryDirectory() as tmp:
+        fmt = "savedmodel" if kind == "savedmodel" else "tflite"
+        dest = Path(tmp) / (f"{run_dir.name}-savedmodel" if fmt == "savedmodel" else
+                            f"{run_dir.name}{'-int8' if kind == 'int8' else ''}.tflite")
+        record = export_model(str(run_dir), fmt, dest, int8=kind == "int8")
+        if fmt == "savedmodel":
+            archive = shutil.make_archive(str(dest), "zip", root_dir=dest)
+            return Path(archive).read_bytes(), Path(archive).name, record
+        return dest.read_bytes(), dest.name, record
+
+
+def deploy_download(r: dict, model_path: Path, run_key: str) -> None:
+    """Pick a deployable format, prepare it (a few seconds, checked against the model), download it."""
+    kind = st.selectbox("Deployable file", list(DEPLOY), format_func=DEPLOY.get, key=f"deploy_kind_{run_key}")
+    made = st.session_state.get(f"deploy_{run_key}")
+    if made and made[0] == kind:
+        data, name, record = made[1:]
+        st.download_button(f"{DEPLOY[kind]} ({len(data) / 2**20:.1f} MiB)", data, name,
+                           icon=":material/deployed_code:", key=f"dl_deploy_{run_key}")
+        parity = record["parity"]
+        names = record["class_names"]
+        shown = ", ".join(names[:12]) + (f" and {len(names) - 12} more" if len(names) > 12 else "")
+        st.caption(f"Checked: the same top class as the model on {parity['top1_agreement']:.1%} of "
+                   f"{parity['images']} sample images. The file holds the network only: its outputs are, in "
+                   f"order, {plain(shown, 400)}; it takes {record['preprocessing']['input_size']} px images "
+                   "standardised as the app does.")
+    elif st.button("Prepare", icon=":material/build:", key=f"deploy_go_{run_key}"):
+        from alexnet_core.export_model import ExportError
+
+        with st.spinner("Exporting and checking it against the model..."):
+            try:
+                made = (kind, *deployable(str(model_path), model_path.stat().st_mtime, kind))
+            except ExportError as exc:
+                st.error(plain(exc, 400))
+                return
+        st.session_state[f"deploy_{run_key}"] = made
+        st.rerun()
+
+
 def label_editor(r: dict, run_dir: Path, run_key: str, where) -> None:
     with where.popover("Name and notes", icon=":material/edit:", width="stretch"):
         name = st.text_input("Name", r["name"], max_chars=runs.MAX_NAME, key=f"label_name_{run_key}",
@@ -152,6 +203,7 @@ for r in selected:
             if model_path and r["has_model"]:
                 st.download_button("Model (.keras)", model_path.read_bytes(), f"{r['run_id']}.keras",
                                    icon=":material/model_training:", key=f"dl_model_{run_key}")
+                deploy_download(r, model_path, run_key)
             st.download_button("Settings (JSON)", json.dumps(configs[r["run_id"]], indent=2),
                                f"{r['run_id']}-config.json", mime="application/json",
                                icon=":material/settings:", key=f"dl_config_{run_key}")

@@ -159,6 +159,20 @@ def test_runs_page_lists_compares_and_deletes():
     assert any("read-only" in c.value for c in at.caption)
 
 
+def test_runs_page_prepares_a_deployable_file_of_the_bundled_model():
+    at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=TIMEOUT)
+    at.switch_page("pages/runs.py")
+    at.query_params["run"] = "demo"
+    at.run()
+    at.selectbox(key="deploy_kind_demo").select("int8").run()
+    at.button(key="deploy_go_demo").click().run()
+    assert not at.exception, at.exception
+    assert any("the same top class as the model on" in c.value and "airplane, automobile" in c.value
+               for c in at.caption)
+    assert at.session_state["deploy_demo"][0] == "int8" and at.session_state["deploy_demo"][2].endswith(".tflite")
+    assert len(at.session_state["deploy_demo"][1]) < 3 * 2**20  # the int8 file, not the 7.5 MiB model
+
+
 def test_runs_page_rejects_path_escapes_from_the_url():
     fake_run(runs.runs_root(), "only-a")
     at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=TIMEOUT)
