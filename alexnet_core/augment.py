@@ -31,6 +31,13 @@ def lighting(seed, std: float, count: int):
 CROPS = {"paper": ("paper", 0.1), "random-resized-crop": ("random-resized", 0.0)}
 
 
+def dataset_options(preset: str, input_size: int, seed: int | None = None) -> dict:
+    """make_dataset's augmentation arguments for `preset`: `augment` (on batches), `crop` and
+    `lighting` (per image, while decoding)."""
+    crop, lighting = CROPS.get(preset, (None, 0.0))
+    return {"augment": build(preset, input_size, seed), "crop": crop, "lighting": lighting}
+
+
 def build(preset: str, input_size: int, seed: int | None = None) -> keras.Sequential | None:
     """The augmentation for `preset` on 0..255 batches of input_size images, or None (also for the
     presets in CROPS, done per image while decoding: data.make_dataset's `crop` and `lighting`)."""

@@ -144,9 +144,13 @@ def cmd_export_model(args) -> int:
 
 
 def _train_config(args):
+    """The TrainConfig of a new run from the flags (a recipe, overridden by explicit flags)."""
     from .config import TrainConfig
     from .recipes import get_recipe
 
+    if not args.recipe and (not args.variant or not args.data):
+        raise UsageError("train needs --recipe NAME, or --variant and --data (or --resume RUN_DIR); "
+                         "`recipes` lists the recipes")
     fields = {
         "variant": args.variant, "data": args.data, "epochs": args.epochs, "batch_size": args.batch_size,
         "optimizer": args.optimizer, "learning_rate": args.learning_rate, "weight_decay": args.weight_decay,
@@ -181,9 +185,6 @@ def cmd_train(args) -> int:
             config = runs.check_resumable(run_dir, allow_parallel=args.allow_parallel,
                                           launching=os.environ.get(LAUNCHED_ENV) == str(run_dir))
         else:
-            if not args.recipe and (not args.variant or not args.data):
-                raise UsageError("train needs --recipe NAME, or --variant and --data (or --resume RUN_DIR); "
-                                 "`recipes` lists the recipes")
             config = _train_config(args)
             run_dir = runs.new_run(config, args.runs_dir, args.run_id, allow_parallel=args.allow_parallel)
             print(f"run folder: {run_dir}", file=sys.stderr, flush=True)
@@ -233,8 +234,6 @@ def _worker_config(args):
         except (OSError, ValueError, TypeError) as exc:
             raise UsageError(f"Cannot resume {run_dir}: {exc}. Every worker must read the run folder the chief "
                              "writes (shared storage)") from exc
-    if not args.recipe and (not args.variant or not args.data):
-        raise UsageError("train needs --recipe NAME, or --variant and --data (or --resume RUN_DIR)")
     config = _train_config(args)
     return config, runs.runs_root(args.runs_dir) / (args.run_id or "unnamed")
 

@@ -261,34 +261,33 @@ def load_source(source: str, val_split: float = 0.1) -> DataSource:
     return load_folder(source, val_split)
 
 
+def _decode_any(data, dct_method: str = ""):
+    """Decoded HWC uint8 RGB of an image file's bytes (JPEG, PNG, GIF, BMP, WebP)."""
+    import tensorflow as tf
+
+    image = tf.cond(
+        tf.io.is_jpeg(data),
+        lambda: tf.io.decode_jpeg(data, channels=3, dct_method=dct_method),
+        lambda: tf.io.decode_image(data, channels=3, expand_animations=False),
+    )
+    image.set_shape([None, None, 3])
+    return image
+
+
 def decode_file(path, size: int):
     """Read and decode one image file to float32 0..255 RGB at size x size."""
     import tensorflow as tf
 
     from .preprocess import resize
 
-    data = tf.io.read_file(path)
     # JPEGs with libjpeg's accurate integer DCT: pixel for pixel what Pillow decodes, so an image
     # gets the same probabilities in evaluation (tf.data) and classification (Pillow).
-    image = tf.cond(
-        tf.io.is_jpeg(data),
-        lambda: tf.io.decode_jpeg(data, channels=3, dct_method="INTEGER_ACCURATE"),
-        lambda: tf.io.decode_image(data, channels=3, expand_animations=False),
-    )
-    image.set_shape([None, None, 3])
-    return resize(image, size)
+    return resize(_decode_any(tf.io.read_file(path), "INTEGER_ACCURATE"), size)
 
 
 PAPER_RESIZE = 256 / 224  # the paper resizes to 256 and crops 224 (227 here)
 
 
-def _decode_any(data):
-    import tensorflow as tf
-
-    image = tf.cond(tf.io.is_jpeg(data), lambda: tf.io.decode_jpeg(data, channels=3),
-                    lambda: tf.io.decode_image(data, channels=3, expand_animations=False))
-    image.set_shape([None, None, 3])
-    return image
 
 
 def crop_window(shape, size: int, crop: str, seed):

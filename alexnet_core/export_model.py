@@ -29,15 +29,14 @@ class ExportError(ValueError):
 
 
 def _batches(source: str, size: int, limit: int):
-    """Standardised images of `source` (its validation split, else all), as numpy batches."""
+    """Up to `limit` standardised images of `source` (its validation split, else all of it)."""
+    import numpy as np
+
     from .data import load_source, make_dataset
 
     data = load_source(source, val_split=0.1)
     split = data.val if data.val is not None and len(data.val) else data.split("all")
-    images = [x.numpy() for x, _ in make_dataset(split, len(data.class_names), size, 100)]
-    import numpy as np
-
-    return np.concatenate(images)[:limit]
+    return np.concatenate([x.numpy() for x, _ in make_dataset(split, len(data.class_names), size, 100)])[:limit]
 
 
 class _Lite:
@@ -76,9 +75,10 @@ def _size(path: Path) -> int:
 
 
 def default_destination(spec: str, fmt: str, int8: bool) -> Path:
-    name = Path(spec).name if spec != "demo" else "demo"
-    name = Path(name).stem if name.endswith(".keras") else name
-    return Path("exports") / (f"{name}-int8.tflite" if int8 else f"{name}.tflite" if fmt == "tflite" else f"{name}-savedmodel")
+    name = Path(spec).name.removesuffix(".keras")
+    if fmt == "savedmodel":
+        return Path("exports") / f"{name}-savedmodel"
+    return Path("exports") / (f"{name}-int8.tflite" if int8 else f"{name}.tflite")
 
 
 def export_model(spec: str, fmt: str, dest: str | Path | None = None, int8: bool = False,

@@ -132,9 +132,10 @@ def divergence(loss: float, initial: float | None) -> str | None:
 def make_steps(model, optimizer, strategy, loss_fn, global_batch: int, top_k: int, jit: bool = False):
     """(train_step(iterator, stop=None), eval_step(batch)): one compiled step each, run on every
     replica; each returns the batch's loss sum, correct, top-k correct and count summed over
-    replicas. Batches of uint8 pixels are standardised in the step (preprocess.as_input). `stop` (a float scalar tensor, this worker's stop wish) comes back summed over every
-    replica as "stop", so all workers see the same answer after the same step. `jit` compiles
-    the training step with XLA."""
+    replicas. Batches of uint8 pixels are standardised in the step (preprocess.as_input).
+    `stop` (a float scalar tensor, this worker's stop wish) comes back summed over every replica
+    as "stop", so all workers see the same answer after the same step. `jit` compiles the
+    training step with XLA."""
     import tensorflow as tf
 
     from .preprocess import as_input
@@ -325,8 +326,7 @@ class Trainer:
         import keras
         import tensorflow as tf
 
-        from .augment import CROPS
-        from .augment import build as build_augment
+        from .augment import dataset_options
         from .data import load_source, make_dataset, steps_for
         from .devices import configure_gpus, use_mixed_precision
         from .devices import strategy as pick_strategy
@@ -366,13 +366,10 @@ class Trainer:
         budget = config.cache_budget_mb * 2**20
         done = self.store.completed_epochs
 
-        crop, lighting = CROPS.get(config.augment, (None, 0.0))
-
         def train_fn(context):  # each worker reads its own shard, in batches of one replica's share
             return make_dataset(train_split, num_classes, size, context.get_per_replica_batch_size(batch),
-                                training=True, seed=config.seed + done,
-                                augment=build_augment(config.augment, size, config.seed + done),
-                                cache_budget=budget, drop_remainder=True, crop=crop, lighting=lighting,
+                                training=True, seed=config.seed + done, cache_budget=budget, drop_remainder=True,
+                                **dataset_options(config.augment, size, config.seed + done),
                                 shard=(context.num_input_pipelines, context.input_pipeline_id))
 
         runs.write_json_atomic(run_dir / runs.CONFIG, {
@@ -430,12 +427,12 @@ class Trainer:
                            mixed_precision=mixed or config.mixed_precision == "bf16",
                            completed_epochs=done, message=f"Training from epoch {done + 1}")
 
-        self.progress_epoch = done + 1
         try:
             return self._epochs(model, optimizer, train_step, eval_step, iterator, dist_val, progress, writers,
                                 steps, done, initial_loss, best_monitor, schedule_monitor)
         except tf.errors.OpError as exc:
-            raise self._lost(exc, self.progress_epoch) from exc
+            self._raise_if_lost(exc)
+            raise
 
     def _epochs(self, model, optimizer, train_step, eval_step, iterator, dist_val, progress, writers, steps, done,
                 initial_loss, best_monitor, schedule_monitor) -> dict:
@@ -445,7 +442,6 @@ class Trainer:
         alone = self.cluster is None  # a worker of several decides to stop only from the reduced wish
         stop_agreed = False
         for epoch in range(done + 1, config.epochs + 1):
-            self.progress_epoch = epoch
             if stop_agreed or (alone and self.stop.is_set()):
                 return self._stopped(epoch, 0, steps)
             if schedule_monitor:
@@ -515,16 +511,16 @@ class Trainer:
         self.log(f"All {self.cluster.size} workers joined")
         return strategy
 
-    def _lost(self, exc, epoch: int) -> BaseException:
-        """WorkerLost naming the worker that a failed collective or RPC points to (multi-worker runs);
-        any other error as it is."""
+    def _raise_if_lost(self, exc) -> None:
+        """Raise WorkerLost naming the worker that a failed collective or RPC points to (multi-worker
+        runs; it failed during the epoch after the last commit); return for any other error."""
         import tensorflow as tf
 
         who = self.cluster.lost_task(str(exc)) if self.cluster else None
         cluster_error = isinstance(exc, (tf.errors.UnavailableError, tf.errors.CancelledError, tf.errors.AbortedError,
                                          tf.errors.DeadlineExceededError))
         if self.cluster is None or not (who or cluster_error):
-            return exc
+            return
         text = str(exc)
         grpc = re.search(r'grpc_message:"([^"]{1,200})"', text)
         if "stopped sending heartbeats" in text:
@@ -532,9 +528,9 @@ class Trainer:
         else:
             detail = f"{type(exc).__name__}: {grpc.group(1)}" if grpc else type(exc).__name__
         kept = self.store.completed_epochs
-        return WorkerLost(f"Lost contact with {who or 'another worker'} during epoch {epoch} "
-                          f"({detail}). The run is kept as it was after epoch {kept}; "
-                          "start every worker again with --resume to continue from there.")
+        raise WorkerLost(f"Lost contact with {who or 'another worker'} during epoch {kept + 1} "
+                         f"({detail}). The run is kept as it was after epoch {kept}; "
+                         "start every worker again with --resume to continue from there.") from exc
 
     def _check_workers_agree(self, strategy, done: int) -> None:
         """Every worker must resume from the same epoch; a worker that cannot see the run folder
@@ -549,7 +545,8 @@ class Trainer:
         try:
             total, squares, count = (float(v) for v in gather().numpy())
         except tf.errors.OpError as exc:
-            raise self._lost(exc, done + 1) from exc
+            self._raise_if_lost(exc)
+            raise
         if abs(total * total - count * squares) > 1e-6 * max(1.0, squares * count):
             raise runs.RunError(
                 f"The workers disagree on where this run stands: this one sees {done} completed epochs, the "
@@ -705,8 +702,7 @@ def _estimate_epoch_seconds(config: TrainConfig, num_classes: int, num_images: i
     import numpy as np
     import tensorflow as tf
 
-    from .augment import CROPS
-    from .augment import build as build_augment
+    from .augment import dataset_options
     from .data import Split, make_dataset
     from .variants import build_model
 
@@ -718,9 +714,8 @@ def _estimate_epoch_seconds(config: TrainConfig, num_classes: int, num_images: i
     count = config.batch_size * 4
     split = Split(rng.integers(0, num_classes, count).astype(np.int32),
                   images=rng.integers(0, 256, (count, size, size, 3), dtype=np.uint8))
-    crop, lighting = CROPS.get(config.augment, (None, 0.0))
     train = make_dataset(split, num_classes, size, config.batch_size, training=True, drop_remainder=True,
-                         augment=build_augment(config.augment, size, config.seed), crop=crop, lighting=lighting)
+                         **dataset_options(config.augment, size, config.seed))
     iterator = iter(train)
     train_step, eval_step = make_steps(model, optimizer, strategy, loss_function(config), config.batch_size,
                                        min(5, num_classes))

@@ -218,12 +218,12 @@ def tf_step_synthetic(variant, precision, batch, args, device):
 
 
 def pipeline(split, classes, size, batch, precision):
-    from alexnet_core.augment import build as build_augment
+    from alexnet_core.augment import dataset_options
     from alexnet_core.data import make_dataset
 
     set_precision(precision)  # before the augmentation is built, as the trainer
-    return make_dataset(split, classes, size, batch, training=True, augment=build_augment("paper", size, 0),
-                        cache_budget=0, drop_remainder=True, crop="paper", lighting=0.1)
+    return make_dataset(split, classes, size, batch, training=True, cache_budget=0, drop_remainder=True,
+                        **dataset_options("paper", size, 0))
 
 
 def tf_pipeline_alone(variant, batch, split, classes, args, device):

@@ -28,8 +28,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import tensorflow as tf  # noqa: E402
 
-from alexnet_core.augment import CROPS  # noqa: E402
-from alexnet_core.augment import build as build_augment  # noqa: E402
+from alexnet_core.augment import dataset_options  # noqa: E402
 from alexnet_core.data import load_folder, make_dataset  # noqa: E402
 from bench.synthetic import jpeg_folder  # noqa: E402
 
@@ -85,9 +84,7 @@ def main():
 
     def pipeline(preset):
         return make_dataset(split, len(source.class_names), args.size, args.batch_size, training=True,
-                            augment=build_augment(preset, args.size, 0), crop=CROPS[preset][0],
-                            lighting=CROPS[preset][1], cache_budget=0,
-                            drop_remainder=True)
+                            cache_budget=0, drop_remainder=True, **dataset_options(preset, args.size, 0))
 
     best = {"bare": 0.0, "paper": 0.0, "random-resized-crop": 0.0}
     for round_ in range(args.rounds):

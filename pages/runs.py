@@ -141,7 +141,7 @@ def deployable(model_path: str, stamp: float, kind: str) -> tuple[bytes, str, di
         return dest.read_bytes(), dest.name, record
 
 
-def deploy_download(r: dict, model_path: Path, run_key: str) -> None:
+def deploy_download(model_path: Path, run_key: str) -> None:
     """Pick a deployable format, prepare it (a few seconds, checked against the model), download it."""
     kind = st.selectbox("Deployable file", list(DEPLOY), format_func=DEPLOY.get, key=f"deploy_kind_{run_key}")
     made = st.session_state.get(f"deploy_{run_key}")
@@ -203,7 +203,7 @@ for r in selected:
             if model_path and r["has_model"]:
                 st.download_button("Model (.keras)", model_path.read_bytes(), f"{r['run_id']}.keras",
                                    icon=":material/model_training:", key=f"dl_model_{run_key}")
-                deploy_download(r, model_path, run_key)
+                deploy_download(model_path, run_key)
             st.download_button("Settings (JSON)", json.dumps(configs[r["run_id"]], indent=2),
                                f"{r['run_id']}-config.json", mime="application/json",
                                icon=":material/settings:", key=f"dl_config_{run_key}")
