@@ -124,11 +124,12 @@ def cmd_profile(args) -> int:
 def cmd_export_model(args) -> int:
     from .data import DataError
     from .export_model import ExportError, export_model
+    from .inference import ModelLoadError
 
     try:
         record = export_model(args.model, args.format, args.out, int8=args.int8,
                               parity_data=args.parity_data)
-    except (ExportError, DataError) as exc:
+    except (ExportError, DataError, ModelLoadError) as exc:
         raise UsageError(str(exc)) from exc
     except OSError as exc:
         raise UsageError(f"Cannot write the export: {exc}") from exc

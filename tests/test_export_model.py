@@ -56,3 +56,7 @@ def test_export_model_cli(tmp_path):
     assert again.returncode == 2 and "already exists" in again.stderr
     wrong = cli("--format", "savedmodel", "--int8", "--out", str(tmp_path / "x"))
     assert wrong.returncode == 2 and "--int8 quantises TensorFlow Lite exports only" in wrong.stderr
+    (tmp_path / "not-a-run").mkdir()
+    nothing = subprocess.run([sys.executable, "-m", "alexnet_core", "export-model", str(tmp_path / "not-a-run"),
+                              "--format", "tflite"], capture_output=True, text=True, timeout=120)
+    assert nothing.returncode == 2 and "Traceback" not in nothing.stderr and "not-a-run" in nothing.stderr
