@@ -28,6 +28,7 @@ def lighting(seed, std: float, count: int):
 
 # Presets whose augmentation is done per image while decoding (data.make_dataset's `crop` and
 # `lighting`): the crop from the image at its own resolution, a flip, and the PCA lighting std.
+ERASE_FILL = 120.0  # about the mean pixel of natural images: near zero once standardised
 CROPS = {"paper": ("paper", 0.1), "random-resized-crop": ("random-resized", 0.0)}
 
 
@@ -51,8 +52,10 @@ def build(preset: str, input_size: int, seed: int | None = None) -> keras.Sequen
     if preset == "keras-seed":
         layers = [L.RandomRotation(2 / 360, fill_mode="nearest", seed=seed),
                   L.RandomFlip("horizontal", seed=seed), L.RandomZoom(0.1, fill_mode="nearest", seed=seed)]
-    else:  # cifar
+    else:  # cifar, cifar-erasing
         pad = max(1, round(input_size * 4 / 32))
         layers = [L.ZeroPadding2D(pad), L.RandomCrop(input_size, input_size, seed=seed),
                   L.RandomFlip("horizontal", seed=seed)]
+        if preset == "cifar-erasing":  # factor 1.0: each image's chance is drawn from 0..1 (half on average)
+            layers.append(L.RandomErasing(factor=1.0, scale=(0.02, 0.25), fill_value=ERASE_FILL, seed=seed))
     return keras.Sequential(layers, name=f"augment_{preset.replace('-', '_')}")

@@ -23,6 +23,8 @@ AUGMENTATIONS = {
     "random-resized-crop": "A random crop of 8-100% of the image's area and 3:4-4:3 aspect, resized to the "
                            "input, horizontal flip (the Inception/ResNet ImageNet recipe; decodes only the crop).",
     "cifar": "4-pixel zero padding + random crop, horizontal flip (the standard CIFAR recipe).",
+    "cifar-erasing": "The cifar augmentation, then random erasing: about half the images get a grey patch of "
+                     "2-25% of their area (Zhong et al. 2017; Cutout). Helps long runs, slows short ones.",
 }
 DEFAULT_AUGMENT = "cifar"
 DEFAULT_SCHEDULE = "cosine"

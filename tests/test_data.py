@@ -204,3 +204,15 @@ def test_pca_lighting_shifts_each_image_by_one_colour(tmp_path):
     assert np.abs(per_image).max() > 0  # the colours moved
     assert (per_image.max(axis=1) - per_image.min(axis=1)).max() <= 1  # by one RGB shift per image (+-rounding)
     assert len({tuple(p[0]) for p in per_image}) > 1  # drawn per image
+
+
+def test_cifar_erasing_fills_a_patch_in_some_images():
+    from alexnet_core.augment import ERASE_FILL
+
+    layer = build_augment("cifar-erasing", 32, seed=3)
+    x = np.full((64, 32, 32, 3), 250.0, np.float32)  # no pixel equals the fill before
+    y = np.asarray(layer(x, training=True))
+    erased = (y == ERASE_FILL).all(axis=-1).mean(axis=(1, 2))  # fraction of each image erased
+    hit = erased[erased > 0]
+    assert 0.2 < len(hit) / len(x) < 0.8  # about half the images
+    assert hit.max() <= 0.3  # a patch, never the whole image
