@@ -74,6 +74,7 @@ class TrainConfig:
     log_every: int = 10  # steps between rows of steps.csv
     cache_budget_mb: int = 2048  # decoded images held in memory up to this size, else stream
     recipe: str | None = None  # the recipe these settings started from (alexnet_core.recipes), if any
+    snapshots: bool = True  # keep each epoch's validation predictions, conv1 and probe top-5 (snapshots.py)
 
     def __post_init__(self):
         self.validate()
@@ -113,6 +114,7 @@ class TrainConfig:
             (_is_int(self.cache_budget_mb) and self.cache_budget_mb >= 0,
              f"cache_budget_mb must be >= 0, got {self.cache_budget_mb!r}"),
             (self.recipe is None or isinstance(self.recipe, str), f"recipe must be a name, got {self.recipe!r}"),
+            (isinstance(self.snapshots, bool), f"snapshots must be true or false, got {self.snapshots!r}"),
         ]
         for ok, message in checks:
             if not ok:

@@ -98,13 +98,22 @@ def heat_legend(width: int = 256, height: int = 14) -> np.ndarray:
     return (heat_colours(ramp) * 255).astype(np.uint8)
 
 
-def conv1_filters(model, layer: str = "conv1") -> np.ndarray:
-    """conv1's kernels as one RGB image grid (the paper's figure 3), uint8."""
+def conv1_kernels(model, layer: str = "conv1") -> np.ndarray:
+    """conv1's kernels, both towers' side by side: kh x kw x 3 x filters, float32."""
     names = [l.name for l in model.layers if l.name == layer or l.name.startswith(layer + "_")]
-    kernels = np.concatenate([np.asarray(model.get_layer(n).kernel) for n in names], axis=-1)  # kh, kw, 3, F
-    k = kernels.transpose(3, 0, 1, 2)
+    return np.concatenate([np.asarray(model.get_layer(n).kernel, dtype=np.float32) for n in names], axis=-1)
+
+
+def kernel_grid(kernels: np.ndarray, scale: int = 1) -> np.ndarray:
+    """Kernels (kh x kw x 3 x filters) as one RGB uint8 image grid, as in the paper's figure 3:
+    each filter stretched to 0..255 on its own, enlarged `scale` times, 1-px white gaps."""
+    k = np.asarray(kernels, dtype=np.float32).transpose(3, 0, 1, 2)
+    if k.shape[-1] != 3:  # a grey or multi-channel input: the mean over channels
+        k = np.repeat(k.mean(axis=-1, keepdims=True), 3, axis=-1)
     lo, hi = k.min(axis=(1, 2, 3), keepdims=True), k.max(axis=(1, 2, 3), keepdims=True)
     k = (k - lo) / np.maximum(hi - lo, 1e-8)
+    if scale > 1:
+        k = k.repeat(scale, axis=1).repeat(scale, axis=2)
     n, kh, kw, _ = k.shape
     cols = int(np.ceil(np.sqrt(n * 2)))
     rows = int(np.ceil(n / cols))
@@ -114,6 +123,11 @@ def conv1_filters(model, layer: str = "conv1") -> np.ndarray:
         r, c = divmod(i, cols)
         grid[pad + r * (kh + pad): pad + r * (kh + pad) + kh, pad + c * (kw + pad): pad + c * (kw + pad) + kw] = k[i]
     return (grid * 255).astype(np.uint8)
+
+
+def conv1_filters(model, layer: str = "conv1") -> np.ndarray:
+    """conv1's kernels as one RGB image grid (the paper's figure 3), uint8."""
+    return kernel_grid(conv1_kernels(model, layer))
 
 
 def feature_layers(model) -> list[str]:

@@ -38,6 +38,7 @@ LOCK = "trainer.lock"  # held (flock) by the one trainer of a run for its whole 
 RESERVE = ".reserve"  # a little disk space the trainer frees to record a disk-full failure
 READ_ONLY = ".read-only"  # marks a bundled run the app must not delete or resume
 LABEL = "label.json"  # the user's name and notes for a run: {"name", "notes"}
+SNAPSHOTS = "snapshots"  # per-epoch snapshots (snapshots.py)
 MAX_NAME = 80
 MAX_NOTES = 4000
 BUNDLED_DIR = Path(__file__).resolve().parent.parent / "assets" / "runs"
@@ -845,6 +846,8 @@ def export_run(src: Path, dest: Path, evaluate_on: str | None = None, split: str
     for name in (CONFIG, METRICS, STEPS, LABEL):
         if (src / name).exists():
             shutil.copyfile(src / name, dest / name)
+    if (src / SNAPSHOTS).is_dir():
+        shutil.copytree(src / SNAPSHOTS, dest / SNAPSHOTS, ignore=shutil.ignore_patterns(".*"))
     model = keras.models.load_model(loaded.path, safe_mode=True, compile=False)
     with atomic_write(dest / MODEL, suffix=".keras") as tmp:
         model.save(tmp)

@@ -33,6 +33,8 @@ import traceback
 from dataclasses import asdict
 from pathlib import Path
 
+import numpy as np
+
 from . import runs
 from .checkpoints import CheckpointStore
 from .config import ConfigError, TrainConfig
@@ -129,6 +131,9 @@ def divergence(loss: float, initial: float | None) -> str | None:
     return None
 
 
+PER_IMAGE = ("label", "predicted")  # what eval_step returns per image, beside its sums
+
+
 def make_steps(model, optimizer, strategy, loss_fn, global_batch: int, top_k: int, jit: bool = False):
     """(train_step(iterator, stop=None), eval_step(batch)): one compiled step each, run on every
     replica; each returns the batch's loss sum, correct, top-k correct and count summed over
@@ -164,15 +169,19 @@ def make_steps(model, optimizer, strategy, loss_fn, global_batch: int, top_k: in
     def replica_eval(x, y):
         def run():
             probs = model(as_input(x), training=False)
-            return sums(y, probs, loss_fn(y, probs))
+            return {**sums(y, probs, loss_fn(y, probs)),
+                    "label": tf.argmax(y, axis=-1, output_type=tf.int32),
+                    "predicted": tf.argmax(tf.cast(probs, tf.float32), axis=-1, output_type=tf.int32)}
 
         def nothing():  # a replica left without images at the end of an uneven split
-            return {key: tf.constant(0.0) for key in ("loss", "correct", "top5", "count")}
+            return {**{key: tf.constant(0.0) for key in ("loss", "correct", "top5", "count")},
+                    "label": tf.zeros((0,), tf.int32), "predicted": tf.zeros((0,), tf.int32)}
 
         return tf.cond(tf.shape(x)[0] > 0, run, nothing)
 
-    def reduce(per_replica):
-        return {k: strategy.reduce(tf.distribute.ReduceOp.SUM, v, axis=None) for k, v in per_replica.items()}
+    def reduce(per_replica):  # sums over every replica; per-image values gathered from all of them
+        return {k: strategy.gather(v, axis=0) if k in PER_IMAGE else
+                strategy.reduce(tf.distribute.ReduceOp.SUM, v, axis=None) for k, v in per_replica.items()}
 
     # As Keras does: XLA compiles the per-replica step; reading the iterator stays outside it.
     replica_step = tf.function(replica_train, jit_compile=True, reduce_retracing=True) if jit else replica_train
@@ -209,15 +218,22 @@ def distributed_eval_dataset(strategy, split, num_classes: int, size: int, batch
 def evaluate_distributed(eval_step, dataset, prefix: str = "") -> dict:
     """Loss, top-1 and top-k accuracy over a whole distributed dataset: sums reduced over every
     replica (and worker) per batch, divided once at the end, so the numbers do not depend on how
-    many replicas shared the work or how unevenly the last batches fell."""
+    many replicas shared the work or how unevenly the last batches fell. Also every image's
+    `label` and `predicted` class (int arrays, gathered from every replica; in file order on one
+    worker)."""
     total = dict.fromkeys(("loss", "correct", "top5", "count"), 0.0)
+    gathered: dict[str, list] = {key: [] for key in PER_IMAGE}
     for batch in dataset:
-        out = _numbers(eval_step(batch))
+        out = eval_step(batch)
+        for key in PER_IMAGE:
+            gathered[key].append(out.pop(key).numpy())
+        out = _numbers(out)
         for key in total:
             total[key] += out[key]
     n = max(total["count"], 1.0)
     return {f"{prefix}loss": total["loss"] / n, f"{prefix}accuracy": total["correct"] / n,
-            f"{prefix}top5_accuracy": total["top5"] / n, "images": int(total["count"])}
+            f"{prefix}top5_accuracy": total["top5"] / n, "images": int(total["count"]),
+            **{key: np.concatenate(parts) if parts else np.zeros(0, np.int32) for key, parts in gathered.items()}}
 
 
 def loss_function(config: TrainConfig):
@@ -421,6 +437,7 @@ class Trainer:
             self._check_workers_agree(strategy, done)
         iterator = iter(strategy.distribute_datasets_from_function(train_fn))
         dist_val = distributed_eval_dataset(strategy, source.val, num_classes, size, batch, budget) if has_val else None
+        self.probe = self._probe(source.val, num_classes, size) if config.snapshots and has_val else None
         initial_loss = record.get("initial_loss")
         writers = self._tensorboard()
         self.status.update(state="running", steps_per_epoch=steps, skipped_files=skipped,
@@ -479,7 +496,10 @@ class Trainer:
                 progress.phase = "validating"
                 self.status.update(phase="validating", message=f"Epoch {epoch} of {config.epochs}: validating")
                 validation = evaluate_distributed(eval_step, dist_val, prefix="val_")
-                validation.pop("images")
+                if self.probe is not None:  # before the commit: a committed epoch has its snapshot
+                    self._snapshot(model, epoch, validation)
+                for key in ("images", *PER_IMAGE):
+                    validation.pop(key)
                 row.update(validation)
             row["epoch_seconds"] = time.perf_counter() - started
             progress.phase = "saving"
@@ -491,6 +511,34 @@ class Trainer:
             self.log(f"epoch {epoch}/{config.epochs}: " + ", ".join(
                 f"{k} {v:.4f}" for k, v in row.items() if k not in ("epoch", "epoch_seconds")))
         return self._end("finished", f"Finished {config.epochs} epochs")
+
+    def _probe(self, split, num_classes: int, size: int):
+        """The probe set's network inputs, written once to snapshots/probe.npz as thumbnails."""
+        from .data import Split, make_dataset
+        from .preprocess import MEAN, STD
+        from .snapshots import choose_probe, write_probe
+
+        chosen = choose_probe(split.labels)
+        part = Split(split.labels[chosen], paths=None if split.paths is None else [split.paths[i] for i in chosen],
+                     images=None if split.images is None else split.images[chosen])
+        batches = list(make_dataset(part, num_classes, size, len(chosen)))  # unreadable files dropped
+        if not batches:
+            return None
+        x = np.concatenate([b[0].numpy() for b in batches])
+        labels = np.concatenate([np.argmax(b[1].numpy(), axis=-1) for b in batches])
+        thumbnails = np.clip((x * np.array(STD) + np.array(MEAN)) * 255 + 0.5, 0, 255).astype(np.uint8)
+        write_probe(self.run_dir, thumbnails, labels)
+        return x
+
+    def _snapshot(self, model, epoch: int, validation: dict) -> None:
+        """This epoch's snapshot: every validation prediction, conv1's kernels, the probe's top-5."""
+        from .explain import conv1_kernels
+        from .snapshots import write_epoch
+
+        probs = np.asarray(model(self.probe, training=False), dtype=np.float32)
+        top = np.argsort(-probs, axis=1, kind="stable")[:, :min(5, probs.shape[1])]
+        write_epoch(self.run_dir, epoch, validation["label"], validation["predicted"], conv1_kernels(model),
+                    top, np.take_along_axis(probs, top, axis=1))
 
     def _join(self, pick_strategy):
         """MultiWorkerMirroredStrategy, created once every worker has joined.

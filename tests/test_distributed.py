@@ -158,7 +158,9 @@ with s.scope():
     model = keras.models.load_model(sys.argv[1])
 _, eval_step = make_steps(model, None, s, loss_function(TrainConfig()), 8, 2)
 data = distributed_eval_dataset(s, source.train, 3, 16, 8)
-print("RESULT " + json.dumps({"replicas": s.num_replicas_in_sync, **evaluate_distributed(eval_step, data)}))
+result = evaluate_distributed(eval_step, data)
+pairs = sorted(zip(result.pop("label").tolist(), result.pop("predicted").tolist()))  # the snapshot's confusion
+print("RESULT " + json.dumps({"replicas": s.num_replicas_in_sync, "pairs": pairs, **result}))
 """
 
 
@@ -204,6 +206,9 @@ def test_the_same_weights_give_the_same_metrics_on_one_or_two_replicas(folder, t
         assert other["accuracy"] == one["accuracy"]
         assert other["top5_accuracy"] == one["top5_accuracy"]
         assert other["loss"] == pytest.approx(one["loss"], rel=1e-5)
+        assert other["pairs"] == one["pairs"]  # every image's (label, prediction) gathered once
+    assert len(one["pairs"]) == 39
+    assert sum(label == predicted for label, predicted in one["pairs"]) == round(one["accuracy"] * 39)
 
 
 def test_tf_config_is_read_as_tensorflow_documents_it():

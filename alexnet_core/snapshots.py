@@ -1,0 +1,181 @@
+"""Epoch snapshots: what a run's model looked like after every epoch, small enough to keep all.
+
+After each epoch the trainer writes `RUN/snapshots/epoch-NNNN.npz` (before it commits the epoch,
+so a committed epoch always has its snapshot):
+
+- `labels`, `predicted`: every validation image's true and predicted class (int16), enough to
+  rebuild that epoch's confusion matrix and per-class accuracy;
+- `conv1`: conv1's kernels (float16, height x width x channels x filters; explain.kernel_grid
+  draws them);
+- `probe_top`, `probe_prob`: the top-5 classes and probabilities of the probe images.
+
+`RUN/snapshots/probe.npz` holds the probe itself, written once: up to 32 validation images
+(`images`, uint8 thumbnails), spread over the classes, with their `labels`. The run folder stays
+self-contained: the app shows the probe without the training data.
+
+Every file is written atomically and read defensively: a damaged or foreign file is left out
+with a note, never an exception. No TensorFlow.
+"""
+
+from __future__ import annotations
+
+import io
+import re
+import zipfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from . import runs
+
+FOLDER = runs.SNAPSHOTS
+PROBE = "probe.npz"
+PROBE_SIZE = 32  # images in the probe set
+EPOCH_FILE = re.compile(r"^epoch-(\d{4,6})\.npz$")
+KEYS = ("labels", "predicted", "conv1", "probe_top", "probe_prob")
+
+
+def epoch_path(run_dir: Path, epoch: int) -> Path:
+    return Path(run_dir) / FOLDER / f"epoch-{epoch:04d}.npz"
+
+
+def choose_probe(labels: np.ndarray, count: int = PROBE_SIZE) -> np.ndarray:
+    """Indices of up to `count` images spread evenly over the classes (round-robin, each class's
+    images in order): the same every time for the same labels."""
+    labels = np.asarray(labels)
+    queues = [list(np.flatnonzero(labels == c)) for c in np.unique(labels)]
+    chosen: list[int] = []
+    while len(chosen) < count and any(queues):
+        for queue in queues:
+            if queue and len(chosen) < count:
+                chosen.append(int(queue.pop(0)))
+    return np.array(sorted(chosen), dtype=np.int64)
+
+
+def _save(path: Path, label: str, **arrays) -> None:
+    buffer = io.BytesIO()
+    np.savez_compressed(buffer, **arrays)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with runs.atomic_write(path, label=label) as tmp:
+        tmp.write_bytes(buffer.getvalue())
+
+
+def write_probe(run_dir: Path, images: np.ndarray, labels: np.ndarray) -> None:
+    _save(Path(run_dir) / FOLDER / PROBE, "probe", images=np.asarray(images, dtype=np.uint8),
+          labels=np.asarray(labels, dtype=np.int16))
+
+
+def write_epoch(run_dir: Path, epoch: int, labels, predicted, conv1, probe_top, probe_prob) -> Path:
+    path = epoch_path(run_dir, epoch)
+    _save(path, "snapshot", labels=np.asarray(labels, dtype=np.int16), predicted=np.asarray(predicted, dtype=np.int16),
+          conv1=np.asarray(conv1, dtype=np.float16), probe_top=np.asarray(probe_top, dtype=np.int16),
+          probe_prob=np.asarray(probe_prob, dtype=np.float16))
+    return path
+
+
+def _load(path: Path, keys) -> dict | None:
+    """The arrays of an .npz file, or None when it is damaged, incomplete or not ours."""
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            if not all(k in data.files for k in keys):
+                return None
+            return {k: np.asarray(data[k]) for k in keys}
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile, KeyError):
+        return None
+
+
+@dataclass
+class Epoch:
+    epoch: int
+    labels: np.ndarray
+    predicted: np.ndarray
+    conv1: np.ndarray
+    probe_top: np.ndarray
+    probe_prob: np.ndarray
+
+    def confusion(self, num_classes: int) -> np.ndarray:
+        """Rows: true class, columns: predicted class (scikit-learn's layout)."""
+        from sklearn.metrics import confusion_matrix
+
+        return confusion_matrix(self.labels, self.predicted, labels=list(range(num_classes)))
+
+    def accuracy(self) -> float:
+        return float(np.mean(self.labels == self.predicted)) if len(self.labels) else float("nan")
+
+    def per_class(self, num_classes: int) -> np.ndarray:
+        """Each class's recall (NaN for a class without validation images)."""
+        matrix = self.confusion(num_classes)
+        totals = matrix.sum(axis=1)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            return np.where(totals > 0, np.diag(matrix) / np.maximum(totals, 1), np.nan)
+
+
+@dataclass
+class Timeline:
+    """A run's snapshots: the epochs in order, the probe, and what was left out and why."""
+
+    epochs: list[Epoch] = field(default_factory=list)
+    probe_images: np.ndarray | None = None
+    probe_labels: np.ndarray | None = None
+    notes: list[str] = field(default_factory=list)
+
+    def __bool__(self) -> bool:
+        return bool(self.epochs)
+
+    def numbers(self) -> list[int]:
+        return [e.epoch for e in self.epochs]
+
+
+def read_timeline(run_dir: Path, completed_epochs: int | None = None, num_classes: int | None = None) -> Timeline:
+    """The snapshots of `run_dir`'s committed epochs (1..completed_epochs; None: all found).
+
+    Files of an epoch that never committed (the trainer was stopped mid-epoch) are ignored; a
+    damaged or inconsistent file is left out with a note naming it.
+    """
+    folder = Path(run_dir) / FOLDER
+    timeline = Timeline()
+    try:
+        names = sorted(p.name for p in folder.iterdir()) if folder.is_dir() else []
+    except OSError as exc:
+        timeline.notes.append(f"Could not read {folder}: {exc.strerror or exc}")
+        return timeline
+    probe = _load(folder / PROBE, ("images", "labels")) if PROBE in names else None
+    if probe is not None and probe["images"].ndim == 4 and probe["images"].shape[-1] == 3 \
+            and len(probe["images"]) == len(probe["labels"]):
+        timeline.probe_images, timeline.probe_labels = probe["images"], probe["labels"].astype(int)
+    elif PROBE in names:
+        timeline.notes.append(f"Left out the probe images: {PROBE} is damaged.")
+    for name in names:
+        match = EPOCH_FILE.match(name)
+        if not match:
+            continue
+        number = int(match.group(1))
+        if completed_epochs is not None and not 1 <= number <= completed_epochs:
+            continue
+        arrays = _load(folder / name, KEYS)
+        if arrays is None or not _consistent(arrays, num_classes, timeline.probe_labels):
+            timeline.notes.append(f"Left out epoch {number}: its snapshot ({name}) is damaged.")
+            continue
+        timeline.epochs.append(Epoch(number, *(arrays[k].astype(np.float32) if k in ("conv1", "probe_prob")
+                                              else arrays[k].astype(np.int64) for k in KEYS)))
+    return timeline
+
+
+def _consistent(arrays: dict, num_classes: int | None, probe_labels) -> bool:
+    labels, predicted, conv1 = arrays["labels"], arrays["predicted"], arrays["conv1"]
+    top, prob = arrays["probe_top"], arrays["probe_prob"]
+    if labels.shape != predicted.shape or labels.ndim != 1 or conv1.ndim != 4 or top.shape != prob.shape:
+        return False
+    if probe_labels is not None and top.ndim == 2 and len(top) != len(probe_labels):
+        return False
+    if num_classes is not None:
+        for values in (labels, predicted, top):
+            if values.size and (values.min() < 0 or values.max() >= num_classes):
+                return False
+    return bool(np.all(np.isfinite(conv1)) and np.all(np.isfinite(prob)))
+
+
+def folder_bytes(run_dir: Path) -> int:
+    folder = Path(run_dir) / FOLDER
+    return sum(p.stat().st_size for p in folder.glob("*.npz")) if folder.is_dir() else 0
