@@ -299,3 +299,129 @@ def topk_bars(predictions: list[dict], height: int = 200) -> go.Figure:
     fig.update_xaxes(range=[0, 1], tickformat=".0%")
     fig.update_layout(height=height, margin=dict(l=10, r=10, t=10, b=10))
     return fig
+
+
+# --- Epoch time-travel -----------------------------------------------------------------------
+
+RIGHT, WRONG = "#2b8a3e", "#c92a2a"
+MAX_FRAMES = 120  # longer runs show every k-th epoch (and the last)
+PROBE_TILE = 56  # px a probe thumbnail takes in the figure
+PROBE_COLUMNS = 8
+
+
+def _png_uri(image: np.ndarray) -> str:
+    import base64
+    import io
+
+    from PIL import Image
+
+    buffer = io.BytesIO()
+    Image.fromarray(np.asarray(image, dtype=np.uint8)).save(buffer, format="PNG", optimize=True)
+    return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
+
+
+def _probe_mosaic(images: np.ndarray) -> tuple[np.ndarray, list[tuple[float, float]]]:
+    """The probe thumbnails in rows of PROBE_COLUMNS, each with room below for two lines of text;
+    returns the mosaic and, for each image, where its text goes (pixel x, y)."""
+    from PIL import Image
+
+    tile, gap, text = PROBE_TILE, 10, 30
+    rows = int(np.ceil(len(images) / PROBE_COLUMNS))
+    mosaic = np.full((rows * (tile + text), PROBE_COLUMNS * (tile + gap), 3), 255, dtype=np.uint8)
+    spots = []
+    for i, image in enumerate(images):
+        r, c = divmod(i, PROBE_COLUMNS)
+        y, x = r * (tile + text), c * (tile + gap)
+        mosaic[y:y + tile, x:x + tile] = np.asarray(Image.fromarray(image).resize((tile, tile), Image.NEAREST))
+        spots.append((x + tile / 2, y + tile + text / 2))
+    return mosaic, spots
+
+
+def epoch_frames(timeline, count: int = MAX_FRAMES) -> list:
+    """The epochs the animation shows: all of them, or every k-th and always the last."""
+    epochs = timeline.epochs
+    if len(epochs) <= count:
+        return list(epochs)
+    step = int(np.ceil(len(epochs) / count))
+    return epochs[::step][:-1] + [epochs[-1]] if epochs[::step][-1] is not epochs[-1] else epochs[::step]
+
+
+def epoch_timeline_figure(timeline, classes: list[str], total_epochs: int | None = None) -> go.Figure:
+    """One animated figure of a run's snapshots (snapshots.Timeline): per epoch, the validation
+    confusion matrix (share of each true class), each class's accuracy, conv1's filters and the
+    probe images' top prediction. A slider picks the epoch; Play runs through them from the
+    first. It opens on the last epoch, the model the run ended with."""
+    from .explain import kernel_grid
+
+    n = len(classes)
+    shown = epoch_frames(timeline)
+    probe = timeline.probe_images
+    mosaic, spots = _probe_mosaic(probe) if probe is not None and len(probe) else (None, [])
+    fig = make_subplots(rows=2, cols=2, column_widths=[0.5, 0.5], row_heights=[0.56, 0.44],
+                        horizontal_spacing=0.12, vertical_spacing=0.14,
+                        subplot_titles=("Confusion matrix: true class (rows) against predicted (columns)",
+                                        "Accuracy per class", "conv1's filters (the paper's figure 3)",
+                                        "Probe images: top prediction (hover: top 5)"))
+
+    def traces(epoch) -> list:
+        matrix = epoch.confusion(n).astype(float)
+        share = matrix / np.maximum(matrix.sum(axis=1, keepdims=True), 1)
+        per_class = np.nan_to_num(epoch.per_class(n))
+        heat = go.Heatmap(z=share[::-1], x=classes, y=classes[::-1], zmin=0, zmax=1, colorscale="Blues",
+                          showscale=False, text=[[f"{v:.0%}" if n <= 20 else "" for v in row] for row in share[::-1]],
+                          texttemplate="%{text}", customdata=matrix[::-1],
+                          hovertemplate="true: %{y}<br>predicted: %{x}<br>%{customdata:.0f} images (%{z:.1%} "
+                                        "of the row)<extra></extra>")
+        bars = go.Bar(x=per_class, y=classes, orientation="h", marker_color=PALETTE[0], text=[f"{v:.0%}" for v in per_class],
+                      textposition="auto", hovertemplate="%{y}: %{x:.1%}<extra></extra>")
+        filters = go.Image(source=_png_uri(kernel_grid(epoch.conv1, scale=4)), hoverinfo="skip")
+        out = [heat, bars, filters]
+        if mosaic is not None:
+            labels = timeline.probe_labels
+            top, prob = epoch.probe_top, epoch.probe_prob
+            right = top[:, 0] == labels
+            out.append(go.Scatter(
+                x=[s[0] for s in spots], y=[s[1] for s in spots], mode="text",
+                text=[f"{classes[t[0]][:9]}<br>{'✓' if ok else '✗'} {p[0]:.0%}" for t, p, ok in zip(top, prob, right)],
+                textfont=dict(size=9, color=[RIGHT if ok else WRONG for ok in right]),
+                hovertext=[f"true: {classes[label]}<br>" + "<br>".join(f"{classes[c]}: {q:.1%}" for c, q in zip(t, p))
+                           for label, t, p in zip(labels, top, prob)], hoverinfo="text"))
+        return out
+
+    def title(epoch) -> str:
+        of = f" of {total_epochs}" if total_epochs else ""
+        return f"Epoch {epoch.epoch}{of}: validation accuracy {epoch.accuracy():.1%} ({len(epoch.labels):,} images)"
+
+    last = shown[-1]
+    first = traces(last)
+    for trace, (row, col) in zip(first[:3], ((1, 1), (1, 2), (2, 1))):
+        fig.add_trace(trace, row=row, col=col)
+    moving = [0, 1, 2]
+    if mosaic is not None:  # the still thumbnails, then the text that frames change, drawn over them
+        fig.add_trace(go.Image(source=_png_uri(mosaic), hoverinfo="skip"), row=2, col=2)
+        fig.add_trace(first[3], row=2, col=2)
+        moving.append(4)
+    fig.frames = [go.Frame(name=str(e.epoch), data=traces(e), traces=moving, layout=dict(title_text=title(e)))
+                  for e in shown]
+    steps = [dict(method="animate", label=str(e.epoch),
+                  args=[[str(e.epoch)], dict(mode="immediate", frame=dict(duration=0, redraw=True),
+                                             transition=dict(duration=0))]) for e in shown]
+    fig.update_layout(
+        title_text=title(last), height=1000, margin=dict(l=10, r=10, t=90, b=110), showlegend=False,
+        sliders=[dict(active=len(shown) - 1, steps=steps, x=0.2, len=0.8, y=-0.03, yanchor="top",
+                      currentvalue=dict(prefix="Epoch ", font=dict(size=14)), pad=dict(t=10))],
+        updatemenus=[dict(type="buttons", direction="left", x=0.0, y=-0.05, xanchor="left", yanchor="top",
+                          pad=dict(t=10, r=10), showactive=False, buttons=[
+                              dict(label="▶ Play", method="animate",
+                                   args=[None, dict(frame=dict(duration=700, redraw=True), fromcurrent=False,
+                                                    transition=dict(duration=0), mode="immediate")]),
+                              dict(label="❚❚", method="animate",
+                                   args=[[None], dict(frame=dict(duration=0, redraw=False), mode="immediate",
+                                                      transition=dict(duration=0))])])])
+    fig.update_xaxes(row=1, col=1, tickangle=-45)
+    fig.update_xaxes(row=1, col=2, range=[0, 1], tickformat=".0%")
+    fig.update_yaxes(row=1, col=2, autorange="reversed")
+    for col in (1, 2):
+        fig.update_xaxes(row=2, col=col, visible=False)
+        fig.update_yaxes(row=2, col=col, visible=False)
+    return fig

@@ -5,10 +5,11 @@ from alexnet_core.charts import confusion_figure, per_class_bars, topk_bars
 from alexnet_core.data import DataError
 from alexnet_core.evaluation import evaluate
 from alexnet_core.explain import gradcam, overlay
-from alexnet_core.inference import ImageDecodeError, top_k
+from alexnet_core.inference import ImageDecodeError, resolve_model_path, top_k
 from pages.common import (
     data_choices,
     device_banner,
+    epoch_timeline,
     heat_legend,
     loaded_model,
     loaded_model_or_stop,
@@ -151,5 +152,10 @@ st.subheader("Most confident mistakes")
 mistakes = result.mistakes(12)
 image_grid(mistakes, lambda i: f"{result.classes[result.labels[i]]} → {result.classes[result.predicted[i]]} "
            f"({result.confidence[i]:.0%})", "mistakes")
+
+run_dir = resolve_model_path(spec)[1]
+if run_dir is not None:
+    st.subheader("How it came to be, epoch by epoch")
+    epoch_timeline(run_dir, "eval_timeline", elsewhere=", not the data picked above")
 
 device_banner()

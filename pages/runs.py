@@ -11,6 +11,7 @@ from pages.common import (
     all_runs,
     clone_settings,
     device_banner,
+    epoch_timeline,
     format_duration,
     page_setup,
     plain,
@@ -193,6 +194,8 @@ for r in selected:
             st.caption(plain(r["notes"], 600))
         for problem in r["problems"]:
             st.warning(f"Damaged: {plain(problem, 300)}", icon=":material/report:")
+        with st.expander("Epoch by epoch: how the model came to be", icon=":material/history:"):
+            epoch_timeline(run_dir, f"timeline_{run_key}")
         b = st.columns(4)
         with b[0].popover("Download", icon=":material/download:", width="stretch"):
             metrics_path = runs.safe_file(run_dir, runs.METRICS)

@@ -40,10 +40,15 @@ def _free_port():
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory):
+def runs_root(tmp_path_factory):
+    return tmp_path_factory.mktemp("runs")
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory, runs_root):
     _require_browser()
     port = _free_port()
-    env = {**os.environ, "ALEXNET_RUNS_DIR": str(tmp_path_factory.mktemp("runs"))}
+    env = {**os.environ, "ALEXNET_RUNS_DIR": str(runs_root)}
     log = open(tmp_path_factory.mktemp("log") / "streamlit.log", "w+")
     proc = subprocess.Popen(
         [sys.executable, "-m", "streamlit", "run", "app.py", "--server.headless", "true",
@@ -197,4 +202,31 @@ def test_upload_an_image_on_classify_and_see_top_k(server, browser, tmp_path):
     settle(page)  # with uploads, the examples step aside
     assert page.get_by_text("plane.png (64×48)").count() == 1
     assert page.locator('[data-testid="stPlotlyChart"]').count() == 1  # top-k bars of the good image
+    page.close()
+
+
+def test_play_a_run_epoch_by_epoch(server, browser, runs_root, tmp_path):
+    """The Runs page's time-travel: the figure opens on the last epoch; Play runs from epoch 1 back
+    to the last."""
+    from tests.helpers import make_image_folder
+    from tests.test_training import TINY, cli
+
+    folder = make_image_folder(tmp_path / "data", classes=3, per_class=10)
+    result = cli("train", *TINY, "--data", str(folder), "--epochs", "3", "--val-split", "0.3",
+                 "--runs-dir", str(runs_root), "--run-id", "timeline")
+    assert result.returncode == 0, result.stderr[-2000:]
+    page = open_page(browser, server, "/runs?run=timeline", "Runs", height=2400)
+    page.get_by_text("Epoch by epoch: how the model came to be").click()
+    title = page.locator('[data-testid="stPlotlyChart"] .gtitle').filter(has_text="validation accuracy")
+    title.wait_for(timeout=60_000)
+    assert title.text_content().startswith("Epoch 3 of 3:")
+    seen = set()
+    page.locator(".updatemenu-button").filter(has_text="Play").click()
+    for _ in range(60):  # 0.7 s a frame
+        seen.add(title.text_content().split(":")[0])
+        page.wait_for_timeout(100)
+    assert {"Epoch 1 of 3", "Epoch 2 of 3"} <= seen, seen
+    assert title.text_content().startswith("Epoch 3 of 3:")  # it stops on the last epoch
+    assert page.locator(".slider-container").count() == 1
+    assert_no_errors(page, "runs")
     page.close()
