@@ -1,4 +1,4 @@
-"""Plotly figures and Graphviz diagrams, as pure functions of data (no Streamlit)."""
+"""Plotly figures, Altair charts and Graphviz diagrams, as pure functions of data (no Streamlit)."""
 
 from __future__ import annotations
 
@@ -425,3 +425,37 @@ def epoch_timeline_figure(timeline, classes: list[str], total_epochs: int | None
         fig.update_xaxes(row=2, col=col, visible=False)
         fig.update_yaxes(row=2, col=col, visible=False)
     return fig
+
+
+# --- The map of what the network learned (embedding_map.py) -----------------------------------
+
+MAP_SELECTION = "pick"  # the selection's name: Streamlit reports clicks under it
+
+
+def embedding_chart(xy: np.ndarray, classes: list[str], labels: np.ndarray, predicted: np.ndarray,
+                    confidence: np.ndarray, thumbnails: list[str], height: int = 600):
+    """An Altair scatter of a t-SNE map: colour the true class, a cross each mistake, the image
+    and its prediction on hover (vega-tooltip shows a field named `image` as a picture), a click
+    selects a point (field `i`: its row in these arrays)."""
+    import altair as alt
+
+    right = np.asarray(labels) == np.asarray(predicted)
+    frame = pd.DataFrame({
+        "x": xy[:, 0], "y": xy[:, 1], "i": np.arange(len(xy)),
+        "true": [classes[k] for k in labels], "predicted": [classes[k] for k in predicted],
+        "confidence": np.asarray(confidence, dtype=float), "result": np.where(right, "right", "mistake"),
+        "image": thumbnails})
+    pick = alt.selection_point(fields=["i"], name=MAP_SELECTION, on="click", clear="dblclick")
+    many = len(classes) > 20
+    colour = alt.Color("true:N", title="true class", scale=alt.Scale(domain=list(classes),
+                       scheme="category20" if many else "tableau10"),
+                       legend=None if len(classes) > 40 else alt.Legend(columns=1 if not many else 2))
+    return alt.Chart(frame).mark_point(filled=True, opacity=0.75).encode(
+        x=alt.X("x:Q", axis=None), y=alt.Y("y:Q", axis=None), color=colour,
+        shape=alt.Shape("result:N", title="prediction", scale=alt.Scale(domain=["right", "mistake"],
+                                                                       range=["circle", "cross"])),
+        size=alt.condition(pick, alt.value(260), alt.value(28)),
+        tooltip=[alt.Tooltip("image:N"), alt.Tooltip("true:N", title="true"),
+                 alt.Tooltip("predicted:N", title="predicted"),
+                 alt.Tooltip("confidence:Q", title="confidence", format=".0%")],
+    ).add_params(pick).properties(height=height)

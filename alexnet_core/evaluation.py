@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -170,7 +171,7 @@ def evaluate(loaded: LoadedModel, source: str, split: str | None = None, flip: b
         try:
             with np.load(cache) as saved:
                 probs, kept = saved["probs"], saved["kept"]
-        except (OSError, ValueError, KeyError):
+        except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile):
             probs = None  # a damaged cache is recomputed
     if probs is None:
         probs, kept = _predict(loaded, part, flip, progress)

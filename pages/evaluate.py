@@ -153,6 +153,69 @@ mistakes = result.mistakes(12)
 image_grid(mistakes, lambda i: f"{result.classes[result.labels[i]]} → {result.classes[result.predicted[i]]} "
            f"({result.confidence[i]:.0%})", "mistakes")
 
+st.subheader("A map of what the network learned")
+st.caption("Each point is one image, placed by the network's own view of it: its fc7 features (the paper's "
+           "figure 4), reduced with PCA to 50 dimensions and laid out in 2-D with t-SNE. Images the network "
+           "finds alike sit together; a class it has learned forms its own island. Colour: the true class; "
+           "a cross: a mistake. Hover for the image, click a point for its top 5 and what the network looked at.")
+
+
+def draw_map():
+    from alexnet_core.charts import MAP_SELECTION, embedding_chart
+    from alexnet_core.embedding_map import MAP_POINTS, build_map, is_cached
+
+    key = (spec, model_stamp(spec), data, split, flip)
+    memo = st.session_state.setdefault("eval_maps", {})
+    if key not in memo:
+        slot = st.empty()
+        if not is_cached(loaded, result) and not slot.button(
+                f"Draw the map ({min(result.n, MAP_POINTS):,} images, a few seconds)", icon=":material/scatter_plot:",
+                key="eval_map_go"):
+            return
+        slot.empty()
+        bar = st.progress(0.0, text="Reading fc7 features...")
+        try:
+            made = build_map(loaded, result, progress=lambda done, total: bar.progress(
+                min(1.0, done / max(total, 1)), text=f"fc7 features of {done:,}/{total:,} images"))
+        except DataError as exc:
+            bar.empty()
+            st.error(plain(exc, 400))
+            return
+        bar.empty()
+        memo.clear()
+        memo[key] = made
+    made = memo[key]
+    idx = made.indices
+    sampled = (f"{len(idx):,} of the {made.total:,} images, every class in proportion"
+               if len(idx) < made.total else f"all {made.total:,} images")
+    chart = embedding_chart(made.xy, result.classes, result.labels[idx], result.predicted[idx],
+                            result.confidence[idx], made.thumbnails)
+    event = st.altair_chart(chart, on_select="rerun", key="eval_map", width="stretch")
+    st.caption(f"{plain(pick_label(spec))} on the {result.split} split: {sampled}. Distances between islands "
+               "mean little in t-SNE; who neighbours whom is what counts.")
+    picked = ((event or {}).get("selection") or {}).get(MAP_SELECTION) or []
+    if not picked or not 0 <= int(picked[0].get("i", -1)) < len(idx):
+        return
+    i = int(idx[int(picked[0]["i"])])
+    try:
+        image = result.images([i])[0]
+    except (DataError, ImageDecodeError) as exc:
+        st.error(plain(exc, 400))
+        return
+    truth, guess = result.classes[result.labels[i]], result.classes[result.predicted[i]]
+    st.markdown(f"**The picked image:** true class {plain(truth)}, predicted {plain(guess)} "
+                f"({result.confidence[i]:.0%}){'' if truth == guess else ', a mistake'}.")
+    a, b, c = st.columns([1, 1, 2])
+    a.image(image, caption="The image", width="stretch")
+    heat, _ = gradcam(loaded.model, loaded.preprocess(image), int(result.predicted[i]))
+    b.image(overlay(image, heat), caption=f"Grad-CAM for {plain(guess)}", width="stretch")
+    heat_legend(b)
+    c.plotly_chart(topk_bars(top_k(result.probs[i], result.classes, 5), height=230), key="eval_map_topk",
+                   config={"displayModeBar": False})
+
+
+draw_map()
+
 run_dir = resolve_model_path(spec)[1]
 if run_dir is not None:
     st.subheader("How it came to be, epoch by epoch")

@@ -230,3 +230,37 @@ def test_play_a_run_epoch_by_epoch(server, browser, runs_root, tmp_path):
     assert page.locator(".slider-container").count() == 1
     assert_no_errors(page, "runs")
     page.close()
+
+
+def test_map_of_what_the_network_learned_hover_and_click(server, browser):
+    """Evaluate's map: drawn on request; hovering a point shows its image; a click opens it with
+    its top 5 and Grad-CAM."""
+    page = open_page(browser, server, "/evaluate", "Evaluate", height=1400)
+    page.get_by_role("button", name="Draw the map").click()
+    chart = page.locator('[data-testid="stVegaLiteChart"]')
+    chart.wait_for(timeout=120_000)
+    settle(page)
+    chart.scroll_into_view_if_needed()
+    page.wait_for_timeout(500)
+    box = chart.bounding_box()
+    tooltip = page.locator("#vg-tooltip-element img")
+    spot = None
+    for fy in range(10, 95, 4):  # the points form islands: a coarse scan meets one soon
+        for fx in range(5, 80, 4):
+            x, y = box["x"] + box["width"] * fx / 100, box["y"] + box["height"] * fy / 100
+            page.mouse.move(x, y)
+            page.wait_for_timeout(30)
+            if tooltip.count() and tooltip.first.is_visible():
+                spot = (x, y)
+                break
+        if spot:
+            break
+    assert spot, "no point of the map showed an image on hover"
+    assert tooltip.first.get_attribute("src").startswith("data:image/jpeg;base64,")
+    assert "true" in page.locator("#vg-tooltip-element").inner_text()
+    page.mouse.click(*spot)
+    page.get_by_text("The picked image:").wait_for(timeout=60_000)
+    settle(page)
+    assert page.get_by_text("Grad-CAM for").count() >= 1
+    assert_no_errors(page, "evaluate map")
+    page.close()
