@@ -16,6 +16,7 @@ if __name__ == "__main__":
         st.Page("pages/train.py", title="Train", icon=":material/model_training:"),
         st.Page("pages/evaluate.py", title="Evaluate", icon=":material/grid_on:"),
         st.Page("pages/classify.py", title="Classify", icon=":material/image_search:"),
+        st.Page("pages/dataset.py", title="Your classes", icon=":material/add_photo_alternate:"),
         st.Page("pages/runs.py", title="Runs", icon=":material/folder_open:"),
     ]
 

@@ -159,7 +159,7 @@ def _train_config(args):
         "augment": args.augment, "val_split": args.val_split, "seed": args.seed,
         "mixed_precision": args.mixed_precision, "steps_per_epoch": args.steps_per_epoch,
         "log_every": args.log_every, "input_size": args.input_size, "jit": args.jit,
-        "snapshots": args.snapshots,
+        "snapshots": args.snapshots, "init_from": args.init_from, "freeze_features": args.freeze_features,
     }
     switches = {k: v for k, v in switches_from_args(args).items() if v is not None and k not in
                 ("num_classes", "input_size")}
@@ -385,6 +385,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--resume", metavar="RUN_DIR", help="continue a stopped or interrupted run")
     p.add_argument("--allow-parallel", action="store_true", help="start even if another run is training")
     p.add_argument("--jit", action="store_true", default=None, help="compile the training step with XLA")
+    p.add_argument("--init-from", metavar="MODEL",
+                   help="fine-tune: start from this model's convolutional layers (a run folder or 'demo')")
+    p.add_argument("--freeze-features", action=argparse.BooleanOptionalAction, default=None,
+                   help="with --init-from: keep those layers as they are and train only the new head")
     p.add_argument("--no-snapshots", dest="snapshots", action="store_false", default=None,
                    help="keep no per-epoch snapshots (validation predictions, conv1, probe top-5)")
     p.add_argument("--workers", metavar="HOST:PORT,...",

@@ -75,6 +75,8 @@ class TrainConfig:
     cache_budget_mb: int = 2048  # decoded images held in memory up to this size, else stream
     recipe: str | None = None  # the recipe these settings started from (alexnet_core.recipes), if any
     snapshots: bool = True  # keep each epoch's validation predictions, conv1 and probe top-5 (snapshots.py)
+    init_from: str | None = None  # fine-tune: a trained model (run folder or 'demo') whose conv layers start the run
+    freeze_features: bool = False  # with init_from: keep those layers as they are, train only the new head
 
     def __post_init__(self):
         self.validate()
@@ -115,6 +117,11 @@ class TrainConfig:
              f"cache_budget_mb must be >= 0, got {self.cache_budget_mb!r}"),
             (self.recipe is None or isinstance(self.recipe, str), f"recipe must be a name, got {self.recipe!r}"),
             (isinstance(self.snapshots, bool), f"snapshots must be true or false, got {self.snapshots!r}"),
+            (self.init_from is None or (isinstance(self.init_from, str) and self.init_from.strip() != ""),
+             f"init_from must be a model (a run folder or 'demo'), got {self.init_from!r}"),
+            (isinstance(self.freeze_features, bool), f"freeze_features must be true or false, got {self.freeze_features!r}"),
+            (not self.freeze_features or self.init_from is not None,
+             "freeze_features needs init_from: there are no trained layers to keep"),
         ]
         for ok, message in checks:
             if not ok:

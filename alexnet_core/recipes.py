@@ -40,9 +40,11 @@ class Recipe:
         warmup = f" after {s['warmup_epochs']:g} warm-up epoch(s)" if s.get("warmup_epochs") else ""
         smoothing = f", label smoothing {s['label_smoothing']:g}" if s.get("label_smoothing") else ""
         precision = f", {s['mixed_precision']} compute" if s.get("mixed_precision", "auto") != "auto" else ""
+        start = (f", starting from {s['init_from']}'s convolutional layers"
+                 + (" (kept as they are)" if s.get("freeze_features") else "")) if s.get("init_from") else ""
         return (f"{s['variant']}, {s['epochs']} epochs, batch {s['batch_size']}, {s['optimizer']} at "
                 f"{s['learning_rate']:g}{decay}, {s['schedule']} schedule{warmup}{smoothing}, "
-                f"{s['augment']} augmentation{precision}")
+                f"{s['augment']} augmentation{precision}{start}")
 
     def as_dict(self) -> dict:
         return {**dataclasses.asdict(self), "summary": self.summary()}
@@ -83,6 +85,19 @@ _add(Recipe(
     result="80.2% validation accuracy (5,000 held-out CIFAR-10 images) in 7.5 minutes from start to saved "
            "model on a 2-core CPU with AVX512-BF16.",
     reached="80.2% validation accuracy on CIFAR-10",
+))
+_add(Recipe(
+    name="fine-tune",
+    title="Fine-tune the bundled model",
+    description="For your own classes, even a few images each: starts from the bundled model's convolutional "
+                "layers (what it learned to see on CIFAR-10), kept as they are, and trains only a new head for "
+                "your classes with AdamW and a cosine schedule. The network keeps the bundled model's shape and "
+                "input size.",
+    made_for="your own image folders, small ones included (PATH/<class>/<image>)",
+    settings={"variant": "compact", "data": "", "epochs": 10, "batch_size": 32, "optimizer": "adamw",
+              "learning_rate": 1e-3, "weight_decay": 0.01, "schedule": "cosine", "label_smoothing": 0.1,
+              "augment": "cifar", "val_split": 0.2, "seed": 0, "init_from": "demo", "freeze_features": True},
+    result="Depends on your images: two classes with 10 photos each usually train in under a minute on a CPU.",
 ))
 _add(Recipe(
     name="paper",

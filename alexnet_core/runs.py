@@ -160,6 +160,11 @@ def write_text_atomic(path: Path, text: str) -> None:
         tmp.write_text(text, encoding="utf-8")
 
 
+def write_bytes_atomic(path: Path, data: bytes) -> None:
+    with atomic_write(path) as tmp:
+        tmp.write_bytes(data)
+
+
 def link_or_copy(src: Path, dest: Path) -> None:
     """Make `dest` the same bytes as `src`, atomically: a hard link where the filesystem has
     them (no extra space), else a copy."""
@@ -777,6 +782,14 @@ def new_run(config, root=None, run_id: str | None = None, allow_parallel: bool =
     from .data import load_source
 
     load_source(config.data, config.val_split)  # DataError names what is wrong with the data
+    if config.init_from:
+        from .config import ConfigError
+        from .inference import ModelLoadError, resolve_model_path
+
+        try:
+            resolve_model_path(config.init_from)
+        except ModelLoadError as exc:
+            raise ConfigError(f"Cannot fine-tune from {config.init_from!r}: {exc}") from exc
     root = runs_root(root)
     check_runs_root(root)
     if not allow_parallel:

@@ -260,6 +260,47 @@ def _numbers(out: dict) -> dict:
     return {k: float(v) for k, v in out.items()}
 
 
+def fine_tune_source(config: TrainConfig):
+    """(config with the base model's variant, switches and input size; the base Keras model) for
+    a run that starts from a trained model's convolutional layers (`init_from`)."""
+    import dataclasses
+
+    from .inference import ModelLoadError, load_model
+
+    try:
+        base = load_model(config.init_from)
+    except ModelLoadError as exc:
+        raise ConfigError(f"Cannot fine-tune from {config.init_from!r}: {exc}") from exc
+    record = runs.read_object(base.run_dir / runs.CONFIG) if base.run_dir else {}
+    if not isinstance(record.get("variant"), str):
+        raise ConfigError(f"Cannot fine-tune from {config.init_from!r}: its settings are not recorded. Give a run "
+                          "folder or 'demo'.")
+    switches = record.get("switches") if isinstance(record.get("switches"), dict) else {}
+    size = record.get("input_size") if isinstance(record.get("input_size"), int) else None
+    return dataclasses.replace(config, variant=record["variant"], switches=switches, input_size=size), base.model
+
+
+def copy_features(source, target, freeze: bool = False) -> list[str]:
+    """Copy the weights of `target`'s convolutional part (every layer before the flatten) from
+    the layers of the same name in `source`; freeze them if asked. Returns the names copied."""
+    kept = []
+    for layer in target.layers:
+        if layer.name in ("flatten", "avgpool"):
+            break
+        if not layer.weights:
+            continue
+        try:
+            weights = source.get_layer(layer.name).get_weights()
+        except ValueError:
+            raise ConfigError(f"The base model has no layer {layer.name!r} to fine-tune from") from None
+        if [w.shape for w in weights] != [tuple(w.shape) for w in layer.weights]:
+            raise ConfigError(f"The base model's {layer.name} has another shape: fine-tuning keeps its network")
+        layer.set_weights(weights)
+        layer.trainable = not freeze
+        kept.append(layer.name)
+    return kept
+
+
 class Snapshots:
     """Writes a model's epoch snapshots (snapshots.py) into a run folder: every validation
     prediction (from evaluate_distributed), conv1's kernels and the probe images' top-5."""
@@ -379,6 +420,10 @@ class Trainer:
 
         config, run_dir = self.config, self.run_dir
         (run_dir / runs.STOP_REQUEST).unlink(missing_ok=True)
+        base = None
+        if config.init_from and not self.store.completed_epochs:  # fine-tuning: the base model's shape
+            config, base = fine_tune_source(config)
+            self.config = config
         status = self.status.status
         self.status.update(state="starting", message="Loading data", finished=None, phase="loading",
                            started=status.get("started") or time.time(), **identity())
@@ -444,6 +489,10 @@ class Trainer:
             else:
                 model = build_model(config.variant, num_classes=num_classes, input_size=config.input_size,
                                     **config.switches)
+                if base is not None:
+                    kept = copy_features(base, model, freeze=config.freeze_features)
+                    self.log(f"Fine-tuning from {config.init_from}: kept {len(kept)} layers ({', '.join(kept)})"
+                             + (", frozen" if config.freeze_features else ""))
                 optimizer = build_optimizer(config, steps, loss_scaling=mixed)
                 model.compile(optimizer=optimizer)  # attaches the optimizer, so checkpoints carry it
                 optimizer.build(model.trainable_variables)  # its slots, created here (mirrored), not in the step
@@ -460,7 +509,7 @@ class Trainer:
         self.steplog = StepLog(run_dir, config.log_every)
         progress.steps_per_epoch = steps
         train_step, eval_step = make_steps(model, optimizer, strategy, loss_function(config), batch,
-                                           min(5, num_classes), jit=config.jit)
+                                           min(5, num_classes), jit=config.jit, per_image=config.snapshots)
         if self.cluster:
             self._check_workers_agree(strategy, done)
         iterator = iter(strategy.distribute_datasets_from_function(train_fn))
@@ -785,7 +834,7 @@ def _estimate_epoch_seconds(config: TrainConfig, num_classes: int, num_images: i
                          **dataset_options(config.augment, size, config.seed))
     iterator = iter(train)
     train_step, eval_step = make_steps(model, optimizer, strategy, loss_function(config), config.batch_size,
-                                       min(5, num_classes))
+                                       min(5, num_classes), per_image=config.snapshots)
     for _ in range(2):
         _numbers(train_step(iterator))
     start = time.perf_counter()
@@ -794,9 +843,13 @@ def _estimate_epoch_seconds(config: TrainConfig, num_classes: int, num_images: i
     seconds = (time.perf_counter() - start) / steps * math.ceil(num_images / config.batch_size)
     if num_val:
         batches = list(make_dataset(split, num_classes, size, config.batch_size).take(2))
-        _numbers(eval_step(batches[0]))
+        def evaluate(batch):  # as the trainer reads it, the snapshot's per-image outputs included
+            out = eval_step(batch)
+            return [out.pop(key).numpy() for key in PER_IMAGE if key in out], _numbers(out)
+
+        evaluate(batches[0])
         start = time.perf_counter()
         for batch in batches:
-            _numbers(eval_step(batch))
+            evaluate(batch)
         seconds += (time.perf_counter() - start) / len(batches) * math.ceil(num_val / config.batch_size)
     return seconds

@@ -281,6 +281,7 @@ def form_state(settings: dict) -> dict:
         "train_mixed": config.mixed_precision, "train_norm": switches.get("norm", arch.norm),
         "train_dropout": float(switches.get("dropout", arch.dropout)),
         "train_width": float(switches.get("width", arch.width)),
+        "train_init_from": config.init_from or "", "train_freeze": bool(config.freeze_features),
     }
 
 

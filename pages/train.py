@@ -28,6 +28,7 @@ from pages.common import (
     device_info,
     form_state,
     format_duration,
+    model_choices,
     page_setup,
     plain,
     run_dir_of,
@@ -92,7 +93,7 @@ def changed_from(recipe, state: dict) -> list[str]:
              "train_augment": "augmentation", "train_warmup": "warm-up epochs", "train_smoothing": "label smoothing",
              "train_decay": "weight decay", "train_seed": "seed", "train_val_split": "validation fraction",
              "train_mixed": "mixed precision", "train_norm": "normalisation", "train_dropout": "dropout",
-             "train_width": "width"}
+             "train_width": "width", "train_init_from": "start from", "train_freeze": "frozen layers"}
     return [f"{names[k]} {wanted[k]:g} → {state.get(k):g}" if isinstance(wanted[k], float)
             and isinstance(state.get(k), (int, float)) else f"{names[k]} {wanted[k]} → {state.get(k)}"
             for k in names if k in state and state.get(k) != wanted[k]]
@@ -171,6 +172,17 @@ def new_run_form():
         mixed = m[3].selectbox("Mixed precision", MIXED_PRECISION, key="train_mixed",
                                help="auto: float16 compute on a GPU, float32 on a CPU; bf16: bfloat16, faster on CPUs "
                                     "with AVX512-BF16 or AMX and on recent GPUs")
+        starts = {"": "Random weights (from scratch)", **model_choices()}
+        if st.session_state.get("train_init_from") not in starts:  # a cloned run's base that is not listed
+            starts[st.session_state["train_init_from"]] = st.session_state["train_init_from"]
+        f = st.columns([2, 2])
+        init_from = f[0].selectbox(
+            "Start from", list(starts), format_func=starts.get, key="train_init_from",
+            help="Fine-tuning: a trained model's convolutional layers start the run and new dense layers learn "
+                 "your classes. The run keeps that model's network: its variant, width and input size replace "
+                 "the ones set here.")
+        freeze = f[1].toggle("Keep those layers as they are (train only the new head)", key="train_freeze",
+                             disabled=not init_from)
     if kind == "folder" and not data:
         st.info("Enter the path of an image folder: PATH/<class>/<image> or PATH/train/<class>/<image>.")
         return
@@ -180,6 +192,7 @@ def new_run_form():
                              warmup_epochs=float(warmup), label_smoothing=float(smoothing),
                              weight_decay=float(decay), augment=augment, val_split=float(val_split),
                              seed=int(seed), mixed_precision=mixed, recipe=recipe.name if recipe else None,
+                             init_from=init_from or None, freeze_features=bool(freeze and init_from),
                              switches={"norm": norm, "dropout": float(dropout), "width": float(width)})
     except ValueError as exc:
         st.error(f"{plain(exc, 400)}. Change the setting above.", icon=":material/error:")

@@ -8,5 +8,6 @@ import pytest  # noqa: E402
 
 @pytest.fixture(autouse=True)
 def _isolated_runs_dir(tmp_path, monkeypatch):
-    """No test reads or writes the user's ./runs."""
+    """No test reads or writes the user's ./runs or ./data."""
     monkeypatch.setenv("ALEXNET_RUNS_DIR", str(tmp_path / "runs"))
+    monkeypatch.setenv("ALEXNET_DATA_DIR", str(tmp_path / "data"))

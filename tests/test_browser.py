@@ -14,7 +14,9 @@ pytestmark = pytest.mark.browser
 
 CHROMIUM = shutil.which("chromium") or ("/usr/bin/chromium" if os.path.exists("/usr/bin/chromium") else None)
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking",
-                 "--disable-component-update", "--disable-sync"]
+                 "--disable-component-update", "--disable-sync",
+                 # A camera that films a test pattern, allowed without asking: st.camera_input works headless.
+                 "--use-fake-device-for-media-stream", "--use-fake-ui-for-media-stream"]
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
@@ -48,7 +50,7 @@ def runs_root(tmp_path_factory):
 def server(tmp_path_factory, runs_root):
     _require_browser()
     port = _free_port()
-    env = {**os.environ, "ALEXNET_RUNS_DIR": str(runs_root)}
+    env = {**os.environ, "ALEXNET_RUNS_DIR": str(runs_root), "ALEXNET_DATA_DIR": str(tmp_path_factory.mktemp("data"))}
     log = open(tmp_path_factory.mktemp("log") / "streamlit.log", "w+")
     proc = subprocess.Popen(
         [sys.executable, "-m", "streamlit", "run", "app.py", "--server.headless", "true",
@@ -120,7 +122,7 @@ def test_every_page_renders_offline_without_errors(server, browser):
     settle(page)
     links = page.locator('[data-testid="stSidebarNavLink"]')
     hrefs = [links.nth(i).get_attribute("href") for i in range(links.count())]
-    assert len(hrefs) == 6, "the sidebar should list every page"
+    assert len(hrefs) == 7, "the sidebar should list every page"
     for href in hrefs:
         page.locator(f'[data-testid="stSidebarNavLink"][href="{href}"]').click()
         page.wait_for_timeout(300)
@@ -264,3 +266,68 @@ def test_map_of_what_the_network_learned_hover_and_click(server, browser):
     assert page.get_by_text("Grad-CAM for").count() >= 1
     assert_no_errors(page, "evaluate map")
     page.close()
+
+
+def test_build_a_dataset_train_it_and_classify_live(server, browser, tmp_path):
+    """Your classes, end to end: create a dataset, add two classes, add images by upload (a fake
+    file among them is refused by name) and by the camera, fine-tune the bundled model on them,
+    then classify an upload with the new model."""
+    from PIL import Image
+
+    files = {}
+    for name, colour in (("red", (220, 30, 30)), ("blue", (30, 40, 220))):
+        files[name] = []
+        for shade in range(4):
+            path = tmp_path / f"{name}{shade}.png"
+            Image.new("RGB", (48, 40), tuple(max(0, c - 25 * shade) for c in colour)).save(path)
+            files[name].append(str(path))
+    fake = tmp_path / "fake.jpg"
+    fake.write_text("<html>not an image</html>")
+
+    page = open_page(browser, server, "/dataset", "Your classes", height=2600)
+    page.context.grant_permissions(["camera"])
+    page.get_by_label("Name of the new dataset").fill("shapes")
+    page.get_by_role("button", name="Create").click()
+    settle(page)
+    for name in ("red", "blue"):
+        page.get_by_label("New class").fill(name)
+        page.get_by_role("button", name="Add class").click()
+        page.get_by_text(f"{name}: 0 images").wait_for(timeout=30_000)
+        settle(page)
+    uploader = page.locator('[data-testid="stFileUploader"]').filter(has_text="Add images of red")
+    uploader.locator('[data-testid="stFileUploaderDropzoneInput"]').set_input_files([*files["red"], str(fake)])
+    page.get_by_text("red: added 4 images.").wait_for(timeout=60_000)
+    assert page.get_by_text("fake.jpg: not an image").count() == 1
+    settle(page)
+    uploader = page.locator('[data-testid="stFileUploader"]').filter(has_text="Add images of blue")
+    uploader.locator('[data-testid="stFileUploaderDropzoneInput"]').set_input_files(files["blue"])
+    page.get_by_text("blue: added 4 images.").wait_for(timeout=60_000)
+    settle(page)
+    # The camera: a photo of the fake device's test pattern, added to blue.
+    page.get_by_text("Use the camera").first.click()
+    settle(page)
+    page.get_by_role("button", name="Take Photo").click()
+    page.get_by_text("blue: added 1 image.").wait_for(timeout=60_000)
+    settle(page)
+    assert page.get_by_text("blue: 5 images").count() == 1
+    epochs = page.get_by_label("Epochs")
+    epochs.fill("3")
+    epochs.press("Enter")
+    settle(page)
+    page.get_by_role("button", name="Start training").click()
+    page.get_by_text("Finished 3 epochs").wait_for(timeout=240_000)
+    settle(page)
+    page.locator('[data-testid="stFileUploader"]').filter(has_text="An image to classify").locator(
+        '[data-testid="stFileUploaderDropzoneInput"]').set_input_files(files["red"][1])
+    page.locator('[data-testid="stMarkdownContainer"] strong').filter(has_text="red").first.wait_for(timeout=60_000)
+    settle(page)
+    verdict = page.locator('[data-testid="stMarkdownContainer"] p').filter(has_text="%)").last.inner_text()
+    assert verdict.startswith("red ("), verdict
+    assert_no_errors_except(page, "fake.jpg: not an image")
+    page.close()
+
+
+def assert_no_errors_except(page, expected):
+    problems = page.locator('[data-testid="stException"], [data-testid="stAlertContentError"]')
+    texts = [problems.nth(i).inner_text() for i in range(problems.count())]
+    assert all(expected in t for t in texts), texts

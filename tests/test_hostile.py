@@ -22,7 +22,7 @@ from tests.helpers import make_image_folder
 from tests.test_pages import run_page  # noqa: E402
 
 PAGES = ["pages/home.py", "pages/architecture.py", "pages/train.py", "pages/evaluate.py", "pages/classify.py",
-         "pages/runs.py"]
+         "pages/dataset.py", "pages/runs.py"]
 HOSTILE_IDS = ["x" * 5000, "[x](http://example.com)", "![t](http://example.com/t.png)", "../../etc", "a\x00b",
                ":red[boo] :material/home:", "<script>alert(1)</script>", "demo/../.."]
 

@@ -316,3 +316,19 @@ def test_streamlit_still_has_the_legacy_pages_flag(tmp_path):
         assert "PagesManager.uses_pages_directory = False" in inspect.getsource(navigation)  # ...until st.navigation
     finally:
         PagesManager.uses_pages_directory = saved
+
+
+def test_your_classes_page_creates_a_dataset_and_refuses_hostile_names(tmp_path):
+    at = run_page("pages/dataset.py")
+    at.text_input[0].input("../../etc")
+    at.button[0].click().run()
+    assert any("names use letters" in e.value for e in at.error)
+    at.text_input[0].input("my pets")
+    at.button[0].click().run()
+    assert not at.exception and at.selectbox[0].value == "my pets"
+    new_class = next(t for t in at.text_input if t.label == "New class")
+    new_class.input("cats")
+    next(b for b in at.button if b.label == "Add class").click().run()
+    assert any("cats" in m.value and "0 images" in m.value for m in at.markdown)
+    assert any("Add at least two classes" in i.value for i in at.info)
+    assert (tmp_path / "data" / "my pets" / "cats").is_dir()

@@ -1,0 +1,166 @@
+"""Datasets built in the app: named classes of images, saved as image folders under a data root.
+
+    $ALEXNET_DATA_DIR (default ./data)/<dataset>/<class>/<sha1-16>.jpg
+
+Every image is decoded through the same safe path as Classify (inference.decode_image: size and
+pixel limits, EXIF orientation, first frame only) and saved again as a fresh JPEG named by its
+contents, so nothing of an uploaded file but its pixels reaches the disk and the same photo
+added twice is kept once. Writes are atomic; names are checked before they touch the disk. No
+Streamlit, no TensorFlow.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import os
+import re
+import shutil
+from pathlib import Path
+
+import numpy as np
+
+from . import runs
+from .config import ConfigError, TrainConfig
+from .inference import decode_image
+
+DATA_DIR_ENV = "ALEXNET_DATA_DIR"
+NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9 _.-]{0,47}$")
+MAX_SIDE = 512  # px: saved images are reduced to this (AlexNet sees at most 227)
+MAX_CLASSES = 50
+MAX_IMAGES_PER_CLASS = 2000
+MIN_IMAGES_TO_TRAIN = 2  # per class: one for training, one for validation
+QUALITY = 92
+FINE_TUNE_FROM = "demo"  # the model whose convolutional layers a fine-tuned dataset keeps
+
+
+class DatasetError(ValueError):
+    """A name or an action the builder cannot take; the message says why and what to do."""
+
+
+def data_root() -> Path:
+    return Path(os.environ.get(DATA_DIR_ENV) or "data").expanduser().resolve()
+
+
+def check_name(name: str, what: str) -> str:
+    """`name` stripped, if it is a safe folder name; DatasetError otherwise."""
+    name = (name or "").strip()
+    if not name:
+        raise DatasetError(f"Give the {what} a name.")
+    if not NAME.fullmatch(name) or name.endswith("."):
+        raise DatasetError(f"{what.capitalize()} names use letters, digits, spaces, '-', '_' and '.', start with a "
+                           f"letter or digit and have at most 48 characters: {name[:60]!r} does not.")
+    return name
+
+
+def _folders(path: Path) -> list[Path]:
+    try:
+        return sorted((p for p in path.iterdir() if p.is_dir() and not p.is_symlink() and NAME.fullmatch(p.name)),
+                      key=lambda p: p.name.lower())
+    except OSError:
+        return []
+
+
+def list_datasets(root: Path | None = None) -> list[str]:
+    return [p.name for p in _folders(root or data_root())]
+
+
+def dataset_dir(name: str, root: Path | None = None) -> Path:
+    return (root or data_root()) / check_name(name, "dataset")
+
+
+def create_dataset(name: str, root: Path | None = None) -> Path:
+    root = root or data_root()
+    name = check_name(name, "dataset")
+    if any(existing.lower() == name.lower() for existing in list_datasets(root)):
+        raise DatasetError(f"There is already a dataset named {name!r}: pick it, or choose another name.")
+    path = root / name
+    path.mkdir(parents=True)
+    return path
+
+
+def classes(path: Path) -> dict[str, list[Path]]:
+    """{class name: its image files, oldest first} of a dataset folder."""
+    out = {}
+    for folder in _folders(Path(path)):
+        try:
+            files = [f for f in folder.iterdir() if f.suffix.lower() in (".jpg", ".jpeg", ".png") and f.is_file()
+                     and not f.name.startswith(".")]
+        except OSError:
+            files = []
+        out[folder.name] = sorted(files, key=lambda f: (f.stat().st_mtime, f.name))
+    return out
+
+
+def add_class(path: Path, name: str) -> Path:
+    name = check_name(name, "class")
+    existing = classes(path)
+    if any(c.lower() == name.lower() for c in existing):
+        raise DatasetError(f"The class {name!r} is already there.")
+    if len(existing) >= MAX_CLASSES:
+        raise DatasetError(f"A dataset built here holds at most {MAX_CLASSES} classes.")
+    folder = Path(path) / name
+    folder.mkdir()
+    return folder
+
+
+def remove_class(path: Path, name: str) -> None:
+    folder = Path(path) / check_name(name, "class")
+    if folder.is_dir() and not folder.is_symlink():
+        shutil.rmtree(folder)
+
+
+def add_image(path: Path, class_name: str, data: bytes, file_name: str = "image") -> tuple[Path, bool]:
+    """Decode `data` safely and save it as a new JPEG in the class folder: (file, whether it is
+    new). ImageDecodeError (the message names the file) for anything that is not a usable image."""
+    from PIL import Image
+
+    folder = Path(path) / check_name(class_name, "class")
+    if not folder.is_dir():
+        raise DatasetError(f"There is no class {class_name!r}: add it first.")
+    pixels = decode_image(data, file_name)
+    image = Image.fromarray(pixels)
+    if max(image.size) > MAX_SIDE:
+        image.thumbnail((MAX_SIDE, MAX_SIDE), Image.LANCZOS)
+    buffer = io.BytesIO()
+    image.save(buffer, format="JPEG", quality=QUALITY)
+    target = folder / f"{hashlib.sha1(np.asarray(image).tobytes()).hexdigest()[:16]}.jpg"
+    if target.exists():
+        return target, False
+    if sum(1 for _ in folder.glob("*.jpg")) >= MAX_IMAGES_PER_CLASS:
+        raise DatasetError(f"{class_name} already has {MAX_IMAGES_PER_CLASS} images, the most a class holds here.")
+    runs.write_bytes_atomic(target, buffer.getvalue())
+    return target, True
+
+
+def remove_image(path: Path, file: Path) -> None:
+    file = Path(file)
+    if file.resolve().parent.parent != Path(path).resolve():
+        raise DatasetError("That file is not an image of this dataset.")
+    file.unlink(missing_ok=True)
+
+
+def readiness(path: Path) -> str:
+    """'' if the dataset can be trained on, else what is missing, in words."""
+    counts = {name: len(files) for name, files in classes(path).items()}
+    if len(counts) < 2:
+        return "Add at least two classes."
+    short = [name for name, n in counts.items() if n < MIN_IMAGES_TO_TRAIN]
+    if short:
+        return (f"Every class needs at least {MIN_IMAGES_TO_TRAIN} images (one to learn from, one to check it): "
+                f"add some to {', '.join(short[:5])}{' ...' if len(short) > 5 else ''}.")
+    return ""
+
+
+def train_config(path: Path, fine_tune: bool, epochs: int) -> TrainConfig:
+    """A run on a built dataset: the `fine-tune` recipe (the bundled model's convolutional layers
+    kept, a new head trained on them), or the `quick` recipe from scratch; a fifth of each class
+    kept aside to measure it."""
+    from .recipes import get_recipe
+
+    problem = readiness(path)
+    if problem:
+        raise ConfigError(problem)
+    recipe = get_recipe("fine-tune" if fine_tune else "quick")
+    return recipe.config(data=str(path), epochs=epochs, val_split=0.2,
+                         **({} if fine_tune else {"batch_size": 32, "learning_rate": 1e-3}))

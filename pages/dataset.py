@@ -1,0 +1,199 @@
+from pathlib import Path
+
+import streamlit as st
+
+from alexnet_core import datasets, runs
+from alexnet_core.charts import topk_bars
+from alexnet_core.config import ConfigError
+from alexnet_core.data import DataError
+from alexnet_core.datasets import DatasetError
+from alexnet_core.inference import MAX_UPLOAD_FILES, UPLOAD_TYPES, ImageDecodeError, decode_image, verdict
+from pages.common import all_runs, device_banner, loaded_model_or_stop, page_setup, plain, runs_root, state_badge
+
+NEW = "+ New dataset"
+THUMBS = 16  # thumbnails shown per class
+
+page_setup()
+st.title("Your classes")
+root = datasets.data_root()
+st.caption(f"Teach the network classes of your own: name them, add photos by upload or with the camera, train, "
+           f"then try it live. Each dataset is saved as an image folder in {plain(str(root), 200)} "
+           "(set ALEXNET_DATA_DIR to keep them elsewhere).")
+
+names = datasets.list_datasets(root)
+if "dataset_pick_next" in st.session_state:  # a dataset just created: pick it
+    st.session_state["dataset_pick"] = st.session_state.pop("dataset_pick_next")
+choice = st.selectbox("Dataset", [*names, NEW], key="dataset_pick", index=0)
+if choice == NEW:
+    with st.form("dataset_new", border=True):
+        name = st.text_input("Name of the new dataset", placeholder="e.g. my pets", max_chars=48)
+        if st.form_submit_button("Create", type="primary", icon=":material/create_new_folder:"):
+            try:
+                made = datasets.create_dataset(name, root)
+            except (DatasetError, OSError) as exc:
+                st.error(plain(exc, 300))
+            else:
+                st.session_state["dataset_pick_next"] = made.name
+                st.rerun()
+    device_banner()
+    st.stop()
+
+path = root / choice
+found = datasets.classes(path)
+
+# --- 1. Classes and images ---------------------------------------------------------------------
+
+st.subheader("1. Classes and images")
+for message in st.session_state.pop("dataset_messages", []):
+    (st.error if message.startswith("!") else st.success)(message.lstrip("!"))
+
+with st.form("dataset_add_class", clear_on_submit=True, border=False):
+    a, b = st.columns([3, 1], vertical_alignment="bottom")
+    new_class = a.text_input("New class", placeholder="e.g. cat, my mug, thumbs up", max_chars=48)
+    if b.form_submit_button("Add class", icon=":material/add:", width="stretch"):
+        try:
+            datasets.add_class(path, new_class)
+        except (DatasetError, OSError) as exc:
+            st.error(plain(exc, 300))
+        else:
+            st.rerun()
+if not found:
+    st.info("No classes yet: add two or more above, then add a few photos of each.", icon=":material/category:")
+
+
+def save(class_name: str, items: list[tuple[str, bytes]]) -> None:
+    """Decode and save uploads (or a photo); say what was kept and what was refused, after the rerun."""
+    added, refused = 0, []
+    for file_name, data in items:
+        try:
+            _, new = datasets.add_image(path, class_name, data, file_name)
+            added += new
+        except (ImageDecodeError, DatasetError, OSError) as exc:
+            refused.append(str(exc))
+    notes = [f"{class_name}: added {added} image{'s' if added != 1 else ''}."] if added or not refused else []
+    notes += [f"!{plain(r, 300)}" for r in refused]
+    st.session_state["dataset_messages"] = notes
+
+
+for class_name, files in found.items():
+    key = f"{choice}/{class_name}"
+    with st.container(border=True):
+        head, remove = st.columns([5, 1], vertical_alignment="center")
+        head.markdown(f"**{plain(class_name)}**: {len(files)} image{'s' if len(files) != 1 else ''}")
+        with remove.popover("Remove", icon=":material/delete:", width="stretch"):
+            st.markdown(f"Remove the class **{plain(class_name)}** and its {len(files)} images?")
+            if st.button("Remove for good", type="primary", key=f"dataset_rm_{key}"):
+                datasets.remove_class(path, class_name)
+                st.rerun()
+        if files:
+            st.image([str(f) for f in files[-THUMBS:]], width=64)
+        add, camera = st.columns(2)
+        round_ = st.session_state.setdefault(f"dataset_round_{key}", 0)  # a new key empties the uploader
+        uploads = add.file_uploader(f"Add images of {class_name}", type=UPLOAD_TYPES, accept_multiple_files=True,
+                                    key=f"dataset_up_{key}_{round_}", help=f"Up to {MAX_UPLOAD_FILES} at a time")
+        if uploads:
+            save(class_name, [(u.name, u.getvalue()) for u in uploads[:MAX_UPLOAD_FILES]])
+            st.session_state[f"dataset_round_{key}"] = round_ + 1
+            st.rerun()
+        if camera.toggle("Use the camera", key=f"dataset_cam_on_{key}"):
+            photo = camera.camera_input(f"A photo of {class_name}", key=f"dataset_cam_{key}_{round_}")
+            if photo is not None:
+                save(class_name, [("camera photo", photo.getvalue())])
+                st.session_state[f"dataset_round_{key}"] = round_ + 1
+                st.rerun()
+
+# --- 2. Train ------------------------------------------------------------------------------------
+
+st.subheader("2. Train")
+
+
+def runs_of_dataset() -> list[dict]:
+    """Runs trained on this dataset, newest first."""
+    mine = [r for r in all_runs() if runs.read_object(Path(r["path"]) / runs.CONFIG).get("data") == str(path)]
+    return sorted(mine, key=lambda r: r.get("started") or 0, reverse=True)
+
+
+problem = datasets.readiness(path)
+if problem:
+    st.info(problem, icon=":material/info:")
+else:
+    counts = {name: len(files) for name, files in found.items()}
+    mode = st.radio("How", ["fine-tune", "scratch"], horizontal=True, key="dataset_mode", format_func={
+        "fine-tune": "Fine-tune the bundled model (best for a few photos)", "scratch": "From scratch"}.get,
+        help="Fine-tuning keeps what the bundled model learned to see on CIFAR-10 (its convolutional layers, "
+             "as they are) and trains only a new head for your classes. From scratch learns everything from "
+             "your photos alone, which needs hundreds per class.")
+    epochs = st.number_input("Epochs", 1, 200, 10 if mode == "fine-tune" else 30, key=f"dataset_epochs_{mode}")
+    st.caption(f"{sum(counts.values())} images in {len(counts)} classes; a fifth of each class is kept aside to "
+               "measure the model (its validation accuracy).")
+    if st.button("Start training", type="primary", icon=":material/play_arrow:", key="dataset_train"):
+        from alexnet_core.launcher import start
+
+        try:
+            config = datasets.train_config(path, fine_tune=mode == "fine-tune", epochs=int(epochs))
+            start(config, runs_root())
+        except (ConfigError, DataError, runs.RunError, OSError) as exc:
+            st.error(plain(exc, 400))
+        else:
+            st.rerun()
+
+mine = runs_of_dataset()
+if mine:
+    latest = mine[0]
+    active = runs.is_active(latest)
+
+    @st.fragment(run_every=2.0 if active else None)
+    def progress():
+        row = next((r for r in all_runs() if r["path"] == latest["path"]), latest)
+        with st.container(border=True):
+            left, right = st.columns([1, 4], vertical_alignment="center")
+            with left:
+                state_badge(row["state"])
+            best = row.get("best_val_accuracy")
+            right.markdown(f"Latest run **{plain(runs.display_name(row), 120)}**: epoch {row['epochs_done']} of "
+                           f"{row['epochs'] or '?'}" + (f", best validation accuracy {best:.0%} (on the fifth of "
+                                                        "your images kept aside)" if best is not None else "")
+                           + f". {plain(row['message'], 300)}")
+            st.page_link("pages/train.py", label="Watch it on the Train page", icon=":material/monitoring:",
+                         query_params={"run": row["run_id"]})
+        if active and not runs.is_active(row):
+            st.rerun()  # finished: the page offers to try it
+
+    progress()
+
+# --- 3. Try it -----------------------------------------------------------------------------------
+
+st.subheader("3. Try it live")
+ready = [r for r in mine if r["has_model"] and not runs.is_active(r)]
+if not ready:
+    st.info("Train a model on this dataset first; then show it a photo here.", icon=":material/info:")
+    device_banner()
+    st.stop()
+picked = st.selectbox("Model", [r["path"] for r in ready], key="dataset_try_model", format_func=lambda p: next(
+    f"{runs.display_name(r)} ({r['state']}, {r['epochs_done']} epochs)" for r in ready if r["path"] == p))
+loaded, predictor = loaded_model_or_stop(picked)
+source, shot = st.columns(2)
+upload = source.file_uploader("An image to classify", type=UPLOAD_TYPES, key="dataset_try_upload")
+photo = shot.camera_input("Or take a photo", key="dataset_try_camera") if shot.toggle(
+    "Use the camera", key="dataset_try_cam_on") else None
+given = photo or upload
+if given is not None:
+    try:
+        image = decode_image(given.getvalue(), getattr(given, "name", "camera photo"))
+    except ImageDecodeError as exc:
+        st.error(plain(exc, 300))
+    else:
+        probs = predictor.probabilities([image])[0]
+        judged = verdict(probs)
+        shown, bars = st.columns([1, 2])
+        shown.image(image, width="stretch")
+        top = predictor.top_k(image, min(5, len(loaded.class_names)))
+        label = top[0]["label"]
+        bars.markdown(f"**{plain(label)}** ({top[0]['probability']:.0%})"
+                      + ("" if judged["sure"] else f", unsure: {plain(judged['reason'], 200)}"))
+        bars.plotly_chart(topk_bars(top, height=60 + 36 * len(top)), key="dataset_try_bars",
+                          config={"displayModeBar": False})
+        st.caption(f"The model knows only your {len(loaded.class_names)} classes "
+                   f"({plain(', '.join(loaded.class_names), 300)}): anything else still gets one of them.")
+
+device_banner()
