@@ -337,7 +337,7 @@ def build_model(name: str, num_classes: int | None = None, input_size: int | Non
 def build_from_arch(arch: Arch, name: str = "alexnet"):
     import keras
 
-    from .layers import AdaptiveAveragePooling2D, LocalResponseNormalization
+    from .layers import AdaptiveAveragePooling2D, BatchNormalization, LocalResponseNormalization
 
     L = keras.layers
     inputs = keras.Input((arch.input_size, arch.input_size, 3), name="image")
@@ -352,7 +352,7 @@ def build_from_arch(arch: Arch, name: str = "alexnet"):
         x = L.Conv2D(filters, conv.kernel, strides=conv.stride, padding=padding, groups=groups,
                      name=f"conv{i}{suffix}")(x)
         if conv.norm and arch.norm == "batchnorm":
-            x = L.BatchNormalization(name=f"bn{i}{suffix}")(x)
+            x = BatchNormalization(name=f"bn{i}{suffix}")(x)
         x = L.ReLU(name=f"relu{i}{suffix}")(x)
         if conv.norm and arch.norm == "lrn":
             x = LocalResponseNormalization(name=f"lrn{i}{suffix}")(x)
@@ -388,14 +388,14 @@ def build_from_arch(arch: Arch, name: str = "alexnet"):
             x = L.Dropout(arch.dropout, name=f"drop{n}")(x)
         x = L.Dense(scaled(units, arch.width), name=f"fc{n}")(x)
         if arch.fc_norm and arch.norm == "batchnorm":
-            x = L.BatchNormalization(name=f"bn{n}")(x)
+            x = BatchNormalization(name=f"bn{n}")(x)
         x = L.ReLU(name=f"relu{n}")(x)
         if not arch.dropout_before_fc and arch.dropout > 0:
             x = L.Dropout(arch.dropout, name=f"drop{n}")(x)
     n = first_fc + len(arch.fcs)
     x = L.Dense(arch.num_classes, name=f"fc{n}")(x)
     if arch.fc_norm and arch.norm == "batchnorm":
-        x = L.BatchNormalization(name=f"bn{n}")(x)
+        x = BatchNormalization(name=f"bn{n}")(x)
     # Softmax in float32 so mixed-precision training stays numerically safe.
     outputs = L.Activation("softmax", dtype="float32", name="predictions")(x)
     return keras.Model(inputs, outputs, name=name.replace("-", "_"))

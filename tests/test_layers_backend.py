@@ -7,6 +7,7 @@ keras.ops versions to what the TensorFlow ops computed before.
 
 import ast
 import math
+import tempfile
 from pathlib import Path
 
 import keras
@@ -90,3 +91,55 @@ def test_the_layers_need_no_tensorflow():
     assert tf_imports(layers.body) == []
     variants = ast.parse((CORE / "variants.py").read_text())
     assert tf_imports(variants.body) == []
+
+
+@pytest.mark.parametrize("policy", ["float32", "mixed_bfloat16"])
+def test_fused_batch_norm_trains_exactly_as_keras_batch_norm(policy):
+    """Our BatchNormalization (TensorFlow's fused kernel while training) against Keras' own: the
+    same outputs, the same moving statistics after a step, the same gradients."""
+    import keras
+    import tensorflow as tf
+
+    from alexnet_core.layers import BatchNormalization
+
+    before = keras.mixed_precision.global_policy().name
+    keras.mixed_precision.set_global_policy(policy)
+    try:
+        rng = np.random.default_rng(0)
+        x = tf.constant(rng.normal(2, 3, (8, 5, 5, 6)).astype("float32"))
+        ours, theirs = BatchNormalization(), keras.layers.BatchNormalization()
+        for layer in (ours, theirs):
+            layer.build(x.shape)
+        weights = [rng.normal(1, .2, 6), rng.normal(0, .2, 6), rng.normal(0, 1, 6), rng.uniform(.5, 2, 6)]
+        for layer in (ours, theirs):
+            layer.set_weights([w.astype("float32") for w in weights])
+        results = []
+        for layer in (ours, theirs):
+            with tf.GradientTape() as tape:
+                tape.watch(x)
+                y = tf.cast(layer(x, training=True), tf.float32)
+                loss = tf.reduce_sum(y * y * tf.range(1, 7, dtype=tf.float32))
+            grads = tape.gradient(loss, [x, layer.gamma, layer.beta])
+            results.append((y.numpy(), [g.numpy() for g in grads], layer.moving_mean.numpy(),
+                            layer.moving_variance.numpy(), tf.cast(layer(x, training=False), tf.float32).numpy()))
+        tol = 1e-4 if policy == "float32" else 5e-2
+        for a, b in zip(results[0], results[1]):
+            for u, v in zip(a if isinstance(a, list) else [a], b if isinstance(b, list) else [b]):
+                np.testing.assert_allclose(u, v, rtol=tol, atol=tol)
+        assert not np.allclose(results[0][2], weights[2])  # the moving mean did move
+    finally:
+        keras.mixed_precision.set_global_policy(before)
+
+
+def test_models_train_with_the_fused_batch_norm_and_reload():
+    import keras
+
+    from alexnet_core.layers import BatchNormalization
+    from alexnet_core.variants import build_model
+
+    model = build_model("compact", num_classes=3, input_size=16, width=0.25)
+    assert type(model.get_layer("bn1")) is BatchNormalization
+    path = Path(tempfile.mkdtemp()) / "m.keras"
+    model.save(path)
+    again = keras.models.load_model(path, safe_mode=True)
+    assert type(again.get_layer("bn1")) is BatchNormalization
