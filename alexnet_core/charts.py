@@ -207,6 +207,10 @@ def training_curves(metrics: pd.DataFrame, steps: pd.DataFrame | None = None,
         fig.add_trace(go.Scatter(x=x, y=lr["learning_rate"], name="learning rate", mode="lines",
                                  line=dict(color=PALETTE[2], width=1.5), showlegend=False,
                                  hovertemplate="epoch %{x:.2f}: %{y:.3g}<extra></extra>"), 1, 3)
+    elif not metrics.empty and "learning_rate" in metrics:  # runs too short for steps.csv: the epochs' ends
+        fig.add_trace(go.Scatter(x=metrics["epoch"], y=metrics["learning_rate"], name="learning rate",
+                                 mode="lines+markers", line=dict(color=PALETTE[2], width=1.5), showlegend=False,
+                                 hovertemplate="end of epoch %{x}: %{y:.3g}<extra></extra>"), 1, 3)
     fig.update_xaxes(title_text="epoch", rangemode="tozero")
     fig.update_yaxes(rangemode="tozero", row=1, col=1)
     fig.update_yaxes(tickformat=".0%", range=[0, 1.02], row=1, col=2)

@@ -241,10 +241,14 @@ def data_choices(with_download: bool = False) -> dict[str, str]:
     """{source: label} of the data sources; CIFAR-10 only when it is downloaded, unless
     `with_download` (training may download it)."""
     from alexnet_core.data import cifar10_available
+    from alexnet_core.datasets import data_root, list_datasets
 
     choices = {"sample": "Bundled sample (CIFAR-10 validation images)"}
     if with_download or cifar10_available():
         choices["cifar10"] = "CIFAR-10" if with_download else "CIFAR-10 (downloaded)"
+    root = data_root()
+    for name in list_datasets(root):  # built on the Your classes page
+        choices[str(root / name)] = f"Your classes: {name}"
     choices["folder"] = "An image folder..."
     return choices
 
@@ -286,7 +290,7 @@ def form_state(settings: dict) -> dict:
 
 
 def data_state(data: str) -> dict:
-    if data in ("sample", "cifar10"):
+    if data in ("sample", "cifar10") or data in data_choices(with_download=True):
         return {"train_data_kind": data}
     return {"train_data_kind": "folder", "train_folder": data}
 

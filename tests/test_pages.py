@@ -332,3 +332,5 @@ def test_your_classes_page_creates_a_dataset_and_refuses_hostile_names(tmp_path)
     assert any("cats" in m.value and "0 images" in m.value for m in at.markdown)
     assert any("Add at least two classes" in i.value for i in at.info)
     assert (tmp_path / "data" / "my pets" / "cats").is_dir()
+    train = run_page("pages/train.py")
+    assert "Your classes: my pets" in train.radio(key="train_data_kind").options  # offered as data to train on

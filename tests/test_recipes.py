@@ -185,6 +185,8 @@ def test_curves_have_fixed_axes_and_a_learning_rate_panel():
     assert list(lr.y) == [1e-3, 2e-3, 3e-3]
     compare = compare_curves({"a": metrics}, "val_accuracy")
     assert list(compare.layout.yaxis.range) == [0, 1.02]  # no "18%, 18%, 17%" ticks for one point
+    short = training_curves(metrics.assign(learning_rate=[5e-4]), steps.iloc[0:0], 30)  # fewer steps than log_every
+    assert list(next(t for t in short.data if t.name == "learning rate").y) == [5e-4]
 
 
 def test_live_view_waits_for_the_first_steps_instead_of_an_empty_chart(tmp_path):
