@@ -173,12 +173,12 @@ def test_start_a_run_from_the_train_page_and_see_its_curves(server, browser):
 
 def test_click_a_confusion_matrix_cell_and_see_its_images(server, browser):
     page = open_page(browser, server, "/evaluate", "Evaluate")
-    points = '[data-testid="stPlotlyChart"] .scatterlayer .points path'
-    page.wait_for_selector(points, timeout=120_000)
+    page.wait_for_selector('[data-testid="stPlotlyChart"] .scatterlayer .points path', timeout=120_000)
     settle(page)
-    assert page.locator(points).count() == 100  # 10 x 10 cells
+    points = page.locator('[data-testid="stPlotlyChart"]').first.locator(".scatterlayer .points path")
+    assert points.count() == 100  # 10 x 10 cells
     # Click the cell (true cat, predicted dog): points are laid out row by row.
-    box = page.locator(points).nth(3 * 10 + 5).bounding_box()
+    box = points.nth(3 * 10 + 5).bounding_box()
     page.mouse.click(box["x"] + box["width"] / 2, box["y"] + box["height"] / 2)
     heading = page.locator("h3").filter(has_text="True cat, predicted dog")
     heading.wait_for(timeout=60_000)
