@@ -1,17 +1,19 @@
 """Keras against PyTorch on this CPU: training throughput of the same network, side by side.
 
     pip install -r bench/requirements-optional.txt      # PyTorch (CPU), for this bench only
-    python bench/keras_vs_torch.py [--width 0.5] [--batch 128] [--steps 40] [--rounds 3]
+    python bench/keras_vs_torch.py [--width 0.5] [--batch 128] [--steps 10] [--blocks 12]
 
 The network is `compact` (AlexNet's five convolutions with BatchNorm, overlapping max-pooling,
 three dense layers) at WIDTH, 32x32 inputs, 10 classes, written once in Keras (ours) and once in
 PyTorch; the trainable parameter counts are checked equal before anything is timed. Both train with SGD
 (momentum 0.9) and cross-entropy on the same in-memory random batch, so only the framework is
-measured: each measurement is a fresh process (a warm-up of 10 steps, then STEPS timed steps),
-frameworks alternating, ROUNDS rounds, in float32 and in bfloat16 (Keras' mixed_bfloat16 policy;
-PyTorch's CPU autocast). PyTorch runs in its best layout for this CPU, picked per round from
-NCHW and channels_last (both printed). Keras uses its only CPU layout, channels_last (NHWC).
-Prints images/s and the ratio Keras / PyTorch (target >= 1.0).
+measured. Keras runs the app's own training step (`training.make_steps`, as fast as `fit`:
+bench/train_throughput.py). One process per precision (float32; bfloat16: Keras'
+mixed_bfloat16 policy, PyTorch's CPU autocast) holds all three; after a warm-up they run in
+interleaved blocks of STEPS steps, BLOCKS times each, so this machine's swings (+-30% between
+minutes) fall on all alike, and the ratio is taken block by block. PyTorch's best layout for this
+CPU is picked from NCHW and channels_last (both printed); Keras' CPU layout is channels_last
+(NHWC). Prints images/s and the ratio Keras / PyTorch (target >= 1.0).
 """
 
 from __future__ import annotations
@@ -25,36 +27,40 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 
-KERAS = r"""
+CHILD = r"""
 import json, sys, time
 sys.path.insert(0, sys.argv[1])
-width, batch, steps, precision = float(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4]), sys.argv[5]
+width, batch, steps, blocks, precision = float(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4]), int(sys.argv[5]), sys.argv[6]
 from alexnet_core.training import configure_threads
 configure_threads()
 import keras, numpy as np, tensorflow as tf
-if precision == "bf16":
-    keras.mixed_precision.set_global_policy("mixed_bfloat16")
-from alexnet_core.variants import build_model
-model = build_model("compact", num_classes=10, width=width)
-model.compile(optimizer=keras.optimizers.SGD(0.01, momentum=0.9), loss="categorical_crossentropy")
-rng = np.random.default_rng(0)
-x = tf.constant(rng.standard_normal((batch, 32, 32, 3), dtype=np.float32))
-y = tf.one_hot(rng.integers(0, 10, batch), 10)
-ds = tf.data.Dataset.from_tensors((x, y)).repeat()
-model.fit(ds, steps_per_epoch=10, epochs=1, verbose=0)
-start = time.perf_counter()
-model.fit(ds, steps_per_epoch=steps, epochs=1, verbose=0)
-seconds = time.perf_counter() - start
-trainable = sum(int(np.prod(w.shape)) for w in model.trainable_weights)
-print("RESULT " + json.dumps({"params": trainable, "images_per_s": steps * batch / seconds}))
-"""
-
-TORCH = r"""
-import json, sys, time
 import torch
 from torch import nn
-width, batch, steps, precision, layout = float(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4]), sys.argv[5], sys.argv[6]
 torch.set_num_threads(2)
+if precision == "bf16":
+    keras.mixed_precision.set_global_policy("mixed_bfloat16")
+from alexnet_core.config import TrainConfig
+from alexnet_core.training import loss_function, make_steps
+from alexnet_core.variants import build_model
+
+# Keras: our trainer's own step (training.make_steps: what the app runs), SGD with momentum.
+model = build_model("compact", num_classes=10, width=width)
+optimizer = keras.optimizers.SGD(0.01, momentum=0.9)
+model.compile(optimizer=optimizer)
+optimizer.build(model.trainable_variables)
+rng = np.random.default_rng(0)
+x = rng.standard_normal((batch, 32, 32, 3), dtype=np.float32)
+y = np.eye(10, dtype=np.float32)[rng.integers(0, 10, batch)]
+iterator = iter(tf.data.Dataset.from_tensors((x, y)).repeat())
+keras_step, _ = make_steps(model, optimizer, tf.distribute.get_strategy(),
+                           loss_function(TrainConfig(label_smoothing=0.0)), batch, 5)
+keras_params = sum(int(np.prod(w.shape)) for w in model.trainable_weights)
+
+def keras_run(n):
+    for _ in range(n):
+        float(keras_step(iterator)["loss"])  # read back every step, as the trainer does
+
+# PyTorch: the same network, in each memory layout.
 def scaled(f):
     return f if width == 1.0 else max(8, int(round(f * width / 8)) * 8)
 c = [scaled(f) for f in (64, 192, 384, 256, 256)]
@@ -62,74 +68,72 @@ fc = scaled(1024)
 def block(i, o, k, pool=False):  # compact's convolutions are not grouped (its `groups` switch is off)
     layers = [nn.Conv2d(i, o, k, padding=k // 2), nn.BatchNorm2d(o, eps=1e-3), nn.ReLU(inplace=True)]
     return layers + ([nn.MaxPool2d(3, 2, padding=1)] if pool else [])
-model = nn.Sequential(*block(3, c[0], 5, True), *block(c[0], c[1], 5, True), *block(c[1], c[2], 3),
-                      *block(c[2], c[3], 3), *block(c[3], c[4], 3, True), nn.Flatten(),
-                      nn.Linear(c[4] * 16, fc), nn.ReLU(inplace=True), nn.Dropout(0.3),
-                      nn.Linear(fc, fc), nn.ReLU(inplace=True), nn.Dropout(0.3), nn.Linear(fc, 10))
-fmt = torch.channels_last if layout == "channels_last" else torch.contiguous_format
-model = model.to(memory_format=fmt)
-opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
-loss_fn = nn.CrossEntropyLoss()
-g = torch.Generator().manual_seed(0)
-x = torch.randn(batch, 3, 32, 32, generator=g).to(memory_format=fmt)
-y = torch.randint(0, 10, (batch,), generator=g)
-def step():
-    opt.zero_grad(set_to_none=True)
-    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=precision == "bf16"):
-        loss = loss_fn(model(x), y)
-    loss.backward()
-    opt.step()
-    return loss.item()  # read back every step, as Keras' fit does with its logs
-model.train()
-for _ in range(10):
-    step()
-start = time.perf_counter()
-for _ in range(steps):
-    step()
-seconds = time.perf_counter() - start
-print("RESULT " + json.dumps({"params": sum(p.numel() for p in model.parameters()), "images_per_s": steps * batch / seconds,
-                              "torch": torch.__version__}))
+def torch_runner(layout):
+    torch.manual_seed(0)
+    net = nn.Sequential(*block(3, c[0], 5, True), *block(c[0], c[1], 5, True), *block(c[1], c[2], 3),
+                        *block(c[2], c[3], 3), *block(c[3], c[4], 3, True), nn.Flatten(),
+                        nn.Linear(c[4] * 16, fc), nn.ReLU(inplace=True), nn.Dropout(0.3),
+                        nn.Linear(fc, fc), nn.ReLU(inplace=True), nn.Dropout(0.3), nn.Linear(fc, 10))
+    fmt = torch.channels_last if layout == "channels_last" else torch.contiguous_format
+    net = net.to(memory_format=fmt).train()
+    opt = torch.optim.SGD(net.parameters(), lr=0.01, momentum=0.9)
+    loss_fn = nn.CrossEntropyLoss()
+    tx = torch.from_numpy(x).permute(0, 3, 1, 2).contiguous().to(memory_format=fmt)
+    ty = torch.from_numpy(y.argmax(1))
+    def run(n):
+        for _ in range(n):
+            opt.zero_grad(set_to_none=True)
+            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=precision == "bf16"):
+                loss = loss_fn(net(tx), ty)
+            loss.backward()
+            opt.step()
+            loss.item()  # read back every step
+    return run, sum(p.numel() for p in net.parameters())
+
+runners = {"keras": keras_run}
+params = {"keras": keras_params}
+for layout in ("nchw", "channels_last"):
+    runners[f"torch_{layout}"], params[f"torch_{layout}"] = torch_runner(layout)
+if len(set(params.values())) != 1:
+    raise SystemExit(f"not the same network: {params}")
+for run in runners.values():  # warm-up: tracing, allocator, caches
+    run(10)
+rates = {name: [] for name in runners}
+for _ in range(blocks):  # interleaved, so the machine's ups and downs fall on all of them alike
+    for name, run in runners.items():
+        start = time.perf_counter()
+        run(steps)
+        rates[name].append(steps * batch / (time.perf_counter() - start))
+print("RESULT " + json.dumps({"params": keras_params, "rates": rates, "torch": torch.__version__}))
 """
-
-
-def measure(code: str, *args) -> dict:
-    done = subprocess.run([sys.executable, "-c", code, str(ROOT), *map(str, args)], capture_output=True, text=True)
-    line = next((x for x in done.stdout.splitlines() if x.startswith("RESULT ")), None)
-    if line is None:
-        raise SystemExit(done.stderr[-3000:])
-    return json.loads(line[len("RESULT "):])
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--width", type=float, default=0.5)
     parser.add_argument("--batch", type=int, default=128)
-    parser.add_argument("--steps", type=int, default=40)
-    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--steps", type=int, default=10, help="steps per timed block")
+    parser.add_argument("--blocks", type=int, default=12, help="timed blocks per framework, interleaved")
     parser.add_argument("--precisions", nargs="+", default=["fp32", "bf16"])
     args = parser.parse_args()
-    common = (args.width, args.batch, args.steps)
-    summary = []
     for precision in args.precisions:
-        ratios = []
-        for round_ in range(1, args.rounds + 1):
-            keras_run = measure(KERAS, *common, precision)
-            layouts = {layout: measure(TORCH, *common, precision, layout) for layout in ("nchw", "channels_last")}
-            if len({keras_run["params"], *(r["params"] for r in layouts.values())}) != 1:
-                raise SystemExit(f"not the same network: {keras_run['params']} against "
-                                 f"{[r['params'] for r in layouts.values()]} parameters")
-            best = max(layouts, key=lambda k: layouts[k]["images_per_s"])
-            ratio = keras_run["images_per_s"] / layouts[best]["images_per_s"]
-            ratios.append(ratio)
-            print(f"{precision} round {round_}: Keras {keras_run['images_per_s']:.0f} img/s; PyTorch "
-                  f"{layouts['nchw']['images_per_s']:.0f} (NCHW), {layouts['channels_last']['images_per_s']:.0f} "
-                  f"(channels_last); Keras / best PyTorch = {ratio:.3f}", flush=True)
-        summary.append((precision, statistics.median(ratios), min(ratios), max(ratios)))
-    print(f"\ncompact width {args.width:g} ({keras_run['params']:,} trainable parameters), batch {args.batch}, "
-          f"{args.steps} timed steps, PyTorch {layouts[best].get('torch')}")
-    for precision, median, low, high in summary:
-        print(f"{precision}: Keras / PyTorch (best layout) median {median:.3f} (rounds {low:.3f}-{high:.3f}); "
-              "target >= 1.0")
+        done = subprocess.run([sys.executable, "-c", CHILD, str(ROOT), str(args.width), str(args.batch),
+                               str(args.steps), str(args.blocks), precision], capture_output=True, text=True)
+        line = next((x for x in done.stdout.splitlines() if x.startswith("RESULT ")), None)
+        if line is None:
+            print(done.stderr[-3000:])
+            return 1
+        result = json.loads(line[len("RESULT "):])
+        rates = result["rates"]
+        best = max(("torch_nchw", "torch_channels_last"), key=lambda k: statistics.median(rates[k]))
+        ratios = [k / t for k, t in zip(rates["keras"], rates[best])]  # block by block, side by side
+        print(f"{precision}: Keras {statistics.median(rates['keras']):.0f} img/s; PyTorch "
+              f"{statistics.median(rates['torch_nchw']):.0f} (NCHW), "
+              f"{statistics.median(rates['torch_channels_last']):.0f} (channels_last) [medians of {args.blocks} "
+              f"blocks of {args.steps} steps]; Keras / PyTorch {best[6:]}: median {statistics.median(ratios):.3f} "
+              f"(blocks {min(ratios):.3f}-{max(ratios):.3f}); target >= 1.0", flush=True)
+    print(f"compact width {args.width:g} ({result['params']:,} trainable parameters), batch {args.batch}, "
+          f"PyTorch {result['torch']}")
     return 0
 
 
