@@ -483,6 +483,8 @@ class Trainer:
 
         with strategy.scope():
             if done:
+                from . import layers  # noqa: F401  (registers the custom layers the checkpoint may use)
+
                 model = keras.models.load_model(self.store.latest_path(), safe_mode=True)
                 optimizer = model.optimizer
                 self.log(f"Resuming after epoch {done} of {config.epochs}")

@@ -80,6 +80,7 @@ def main() -> int:
     import numpy as np
     import tensorflow as tf
 
+    from alexnet_core import layers  # noqa: F401  (registers the custom layers)
     from alexnet_core.config import TrainConfig
     from alexnet_core.data import load_folder, make_dataset
     from alexnet_core.devices import use_mixed_precision

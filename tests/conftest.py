@@ -11,3 +11,10 @@ def _isolated_runs_dir(tmp_path, monkeypatch):
     """No test reads or writes the user's ./runs or ./data."""
     monkeypatch.setenv("ALEXNET_RUNS_DIR", str(tmp_path / "runs"))
     monkeypatch.setenv("ALEXNET_DATA_DIR", str(tmp_path / "data"))
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _custom_layers_registered():
+    """Tests load saved models with keras.models.load_model directly, as a user would after
+    `import alexnet_core.layers` (which registers the project's layers)."""
+    from alexnet_core import layers  # noqa: F401

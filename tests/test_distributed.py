@@ -153,6 +153,7 @@ import keras
 from alexnet_core.config import TrainConfig
 from alexnet_core.data import load_folder
 from alexnet_core.training import distributed_eval_dataset, evaluate_distributed, loss_function, make_steps
+from alexnet_core import layers  # registers the custom layers the saved model uses
 source = load_folder(sys.argv[2], val_split=0.0)
 with s.scope():
     model = keras.models.load_model(sys.argv[1])
