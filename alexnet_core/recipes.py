@@ -42,7 +42,9 @@ class Recipe:
         precision = f", {s['mixed_precision']} compute" if s.get("mixed_precision", "auto") != "auto" else ""
         start = (f", starting from {s['init_from']}'s convolutional layers"
                  + (" (kept as they are)" if s.get("freeze_features") else "")) if s.get("init_from") else ""
-        return (f"{s['variant']}, {s['epochs']} epochs, batch {s['batch_size']}, {s['optimizer']} at "
+        width = (s.get("switches") or {}).get("width")
+        network = f"{s['variant']} at width {width:g}" if width else s["variant"]
+        return (f"{network}, {s['epochs']} epochs, batch {s['batch_size']}, {s['optimizer']} at "
                 f"{s['learning_rate']:g}{decay}, {s['schedule']} schedule{warmup}{smoothing}, "
                 f"{s['augment']} augmentation{precision}{start}")
 
