@@ -313,6 +313,23 @@ def check_classifier(model, name: str) -> None:
                              f"layer is not a softmax); this app needs {expected}.")
 
 
+def float32_model(model):
+    """`model` computing in float32: a model trained under a mixed-precision policy keeps it in
+    its saved layers (bfloat16 compute is slow on CPUs without AVX512-BF16, and TensorFlow Lite
+    cannot convert it). The same weights; the model itself when it is float32 already."""
+    import keras
+
+    if all(getattr(layer.dtype_policy, "compute_dtype", "float32") == "float32" for layer in model.layers):
+        return model
+
+    def clone(layer):
+        return layer.__class__.from_config({**layer.get_config(), "dtype": "float32"})
+
+    copy = keras.models.clone_model(model, clone_function=clone)
+    copy.set_weights(model.get_weights())
+    return copy
+
+
 def load_model(spec: str) -> LoadedModel:
     """Load with Keras safe_mode=True (no arbitrary code: lambdas, pickles), after checking the
     file's size and declared weights, and only if it is an image classifier this app can use."""
@@ -334,6 +351,7 @@ def load_model(spec: str) -> LoadedModel:
         raise ModelLoadError(f"{path.name} is not a Keras model this app can load safely ({type(exc).__name__}: "
                              f"{str(exc)[:300]})") from exc
     check_classifier(model, path.name)
+    model = float32_model(model)
     record = model_record(path, run_dir)
     names = class_names_for(record, int(model.output_shape[-1]))
     words = record.get("class_words") if isinstance(record.get("class_words"), dict) else {}

@@ -845,7 +845,7 @@ def export_run(src: Path, dest: Path, evaluate_on: str | None = None, split: str
     import keras
 
     from .evaluation import evaluate
-    from .inference import load_model
+    from .inference import float32_model, load_model
 
     src, dest = Path(src), Path(dest)
     if not (src / CONFIG).exists():
@@ -861,7 +861,7 @@ def export_run(src: Path, dest: Path, evaluate_on: str | None = None, split: str
             shutil.copyfile(src / name, dest / name)
     if (src / SNAPSHOTS).is_dir():
         shutil.copytree(src / SNAPSHOTS, dest / SNAPSHOTS, ignore=shutil.ignore_patterns(".*"))
-    model = keras.models.load_model(loaded.path, safe_mode=True, compile=False)
+    model = float32_model(keras.models.load_model(loaded.path, safe_mode=True, compile=False))
     with atomic_write(dest / MODEL, suffix=".keras") as tmp:
         model.save(tmp)
     status = read_object(src / STATUS)

@@ -49,7 +49,7 @@ def test_features_are_fc7_of_the_images_as_evaluated(evaluated):
     loaded, result = evaluated
     indices = np.array([0, 5, 17, 41])
     feats, thumbs = features(loaded, result, indices)
-    assert feats.shape == (4, 512) and len(thumbs) == 4
+    assert feats.shape == (4, loaded.model.get_layer("fc7").units) and len(thumbs) == 4
     assert all(t.startswith("data:image/jpeg;base64,") for t in thumbs)
     tap = _tap(loaded.model, embedding_layer(loaded.model))
     direct = np.asarray(tap(np.stack([loaded.preprocess(im) for im in result.images(indices)]), training=False))
