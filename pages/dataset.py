@@ -7,7 +7,7 @@ from alexnet_core.charts import topk_bars
 from alexnet_core.config import ConfigError
 from alexnet_core.data import DataError
 from alexnet_core.datasets import DatasetError
-from alexnet_core.inference import MAX_UPLOAD_FILES, UPLOAD_TYPES, ImageDecodeError, decode_image, verdict
+from alexnet_core.inference import MAX_UPLOAD_FILES, UPLOAD_TYPES, ImageDecodeError, decode_image, top_k, verdict
 from pages.common import all_runs, device_banner, loaded_model_or_stop, page_setup, plain, runs_root, state_badge
 
 NEW = "+ New dataset"
@@ -187,7 +187,7 @@ if given is not None:
         judged = verdict(probs)
         shown, bars = st.columns([1, 2])
         shown.image(image, width="stretch")
-        top = predictor.top_k(image, min(5, len(loaded.class_names)))
+        top = top_k(probs, loaded.class_names, 5, loaded.class_words)  # the probabilities above, not a second pass
         label = top[0]["label"]
         bars.markdown(f"**{plain(label)}** ({top[0]['probability']:.0%})"
                       + ("" if judged["sure"] else f", unsure: {plain(judged['reason'], 200)}"))
