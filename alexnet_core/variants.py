@@ -245,16 +245,17 @@ def compact() -> Arch:
 
 @register_variant("compact-hires")
 def compact_hires() -> Arch:
-    return Arch(
+    return dataclasses.replace(
+        compact(),
         title="Compact AlexNet, high resolution (ours)",
         source="AlexNet Explorer: the compact network with its convolutions at higher resolution",
         note=(
             "The compact network rearranged to look at more of each 32x32 image: 3x3 kernels "
             "throughout, conv1 and conv2 both at the full 32x32 and AlexNet's overlapping 3x3/2 "
-            "pooling only after conv2-conv5, so the widths double as the maps halve (64/128/256/512/512 times a width "
-            "multiplier, 0.5 by default) and fc6 reads a 2x2 map. BatchNorm after every "
-            "convolution, 1024-wide fc6/fc7 times the width. At the same compute it is more "
-            "accurate on CIFAR-10 than compact, and quicker per epoch on a CPU."
+            "pooling only after conv2-conv5, so the widths double as the maps halve (64/128/256/512/512 "
+            "times a width multiplier, 0.5 by default) and fc6 reads a 2x2 map. BatchNorm after every "
+            "convolution, 1024-wide fc6/fc7 times the width, dropout 0.3. For about the same "
+            "arithmetic it learns CIFAR-10 faster and further than compact."
         ),
         convs=(
             Conv(64, 3, norm=True),
@@ -263,13 +264,6 @@ def compact_hires() -> Arch:
             Conv(512, 3, norm=True, pool=True),
             Conv(512, 3, norm=True, pool=True),
         ),
-        fcs=(1024, 1024),
-        input_size=32,
-        num_classes=10,
-        norm="batchnorm",
-        pool_padding="same",
-        dropout=0.3,
-        width=0.5,
     )
 
 

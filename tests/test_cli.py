@@ -51,7 +51,7 @@ def test_variants(capsys):
     assert main(["variants", "--json"]) == 0
     rows = json.loads(capsys.readouterr().out)
     assert [r["name"] for r in rows] == ["paper", "paper-ungrouped", "two-tower", "cifar-bn", "torchvision",
-                                        "compact"]
+                                        "compact", "compact-hires"]
     assert main(["variants"]) == 0
     assert "Krizhevsky" in capsys.readouterr().out
 

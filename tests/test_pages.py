@@ -55,6 +55,16 @@ def test_architecture_switch_variant_and_settings():
     assert not at.success  # switches off the defaults: no claim of reproducing the publication
 
 
+def test_architecture_shows_compact_hires():
+    at = run_page("pages/architecture.py")
+    at.selectbox(key="arch_variant").select("compact-hires").run()
+    assert not at.exception and not at.error
+    assert (metric(at, "Parameters"), metric(at, "MACs per image")) == ("1,774,026", "67.7 M")
+    rows = at.dataframe[0].value.set_index("name")
+    assert (rows.loc["conv2", "output_shape"], rows.loc["pool5", "output_shape"]) == ("32 × 32 × 64", "2 × 2 × 256")
+    assert rows.loc["fc6", "params"] == 2 * 2 * 256 * 512 + 512  # fc6 reads the 2x2 map
+
+
 def test_architecture_impossible_setting_shows_message():
     at = run_page("pages/architecture.py")
     at.number_input(key="arch_paper_size").set_value(32).run()

@@ -5,8 +5,8 @@ from alexnet_core.anatomy import layer_table, totals
 from alexnet_core.layers import CUSTOM_OBJECTS
 from alexnet_core.variants import build_model, get_arch, list_variants, min_input_size
 
-# (input size, classes, total params, MACs) from the published networks; compact, two-tower
-# and cifar-bn MACs worked out by hand from their layer shapes.
+# (input size, classes, total params, MACs) from the published networks; compact, compact-hires,
+# two-tower and cifar-bn MACs worked out by hand from their layer shapes.
 EXPECTED = {
     "paper": (227, 1000, 60_965_224, 724_406_816),
     "paper-ungrouped": (227, 1000, 62_378_344, 1_135_256_096),
@@ -14,6 +14,9 @@ EXPECTED = {
     "cifar-bn": (32, 10, 25_730_506, 46_378_768),
     "torchvision": (224, 1000, 61_100_840, 714_188_480),
     "compact": (32, 10, 1_933_482, 57_644_032),
+    # 3x3 convs of 32/64/128/256/256 at 32, 32, 16, 8, 4 px; fc6 reads 2x2x256:
+    # 864*1024 + 18,432*1024 + 73,728*256 + 294,912*64 + 589,824*16 + 1024*512 + 512*512 + 512*10
+    "compact-hires": (32, 10, 1_774_026, 67_736_576),
 }
 
 
