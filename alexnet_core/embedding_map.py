@@ -12,13 +12,12 @@ import base64
 import hashlib
 import io
 import json
-import os
-import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
+from . import runs
 from .data import DataError
 
 MAP_POINTS = 1500  # at most this many images on a map
@@ -144,22 +143,14 @@ def build_map(loaded, evaluation, limit: int = MAP_POINTS, progress=None, use_ca
     """The map of an evaluation (sampled to `limit` images), from the disk cache when it has it."""
     indices = sample(evaluation.labels, limit)
     cache = _cache_path(loaded, evaluation, indices)
-    if use_cache and cache.exists():
-        try:
-            with np.load(cache, allow_pickle=False) as saved:
-                xy, thumbs = saved["xy"], [str(t) for t in saved["thumbnails"]]
-            if xy.shape == (len(indices), 2) and len(thumbs) == len(indices):
-                return EmbeddingMap(indices, xy, thumbs, evaluation.n)
-        except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile):
-            pass  # a damaged cache is made again
+    saved = runs.load_npz(cache, ("xy", "thumbnails")) if use_cache else None  # a damaged cache is made again
+    if saved is not None and saved["xy"].shape == (len(indices), 2) and len(saved["thumbnails"]) == len(indices):
+        return EmbeddingMap(indices, saved["xy"], [str(t) for t in saved["thumbnails"]], evaluation.n)
     feats, thumbs = features(loaded, evaluation, indices, progress=progress)
     xy = project(feats)
     if use_cache:
         try:
-            cache.parent.mkdir(parents=True, exist_ok=True)
-            tmp = cache.with_suffix(f".{os.getpid()}.tmp.npz")
-            np.savez_compressed(tmp, xy=xy, thumbnails=np.array(thumbs))
-            os.replace(tmp, cache)
+            runs.save_npz(cache, xy=xy, thumbnails=np.array(thumbs))
         except OSError:
             pass  # a read-only disk only loses the cache
     return EmbeddingMap(indices, xy, thumbs, evaluation.n)

@@ -9,7 +9,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -166,22 +165,15 @@ def evaluate(loaded: LoadedModel, source: str, split: str | None = None, flip: b
     labels = map_labels(data.class_names, loaded.class_names, part.labels)
     key = _cache_key(loaded, source, part, split_name, flip)
     cache = cache_dir_for(loaded) / f"{key}.npz"
-    probs = None
-    if use_cache and cache.exists():
-        try:
-            with np.load(cache) as saved:
-                probs, kept = saved["probs"], saved["kept"]
-        except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile):
-            probs = None  # a damaged cache is recomputed
-    if probs is None:
+    saved = runs.load_npz(cache, ("probs", "kept")) if use_cache else None  # a damaged cache is recomputed
+    if saved is not None:
+        probs, kept = saved["probs"], saved["kept"]
+    else:
         probs, kept = _predict(loaded, part, flip, progress)
-    if use_cache and not cache.exists():
-        try:
-            cache.parent.mkdir(parents=True, exist_ok=True)
-            tmp = cache.with_suffix(".tmp.npz")
-            np.savez_compressed(tmp, probs=probs, kept=kept)
-            os.replace(tmp, cache)
-        except OSError:
-            pass  # a read-only disk only loses the cache
+        if use_cache:
+            try:
+                runs.save_npz(cache, probs=probs, kept=kept)
+            except OSError:
+                pass  # a read-only disk only loses the cache
     return Evaluation(loaded.class_names, probs, labels[kept],
                       [part.paths[i] for i in kept] if part.paths else None, source, split_name, data.empty_note())

@@ -150,6 +150,35 @@ def atomic_write(path: str | os.PathLike, label: str | None = None, suffix: str 
     fsync_dir(path.parent)
 
 
+def save_npz(path: str | os.PathLike, label: str | None = None, **arrays) -> None:
+    """Write `arrays` as a compressed .npz at `path` through `atomic_write`."""
+    import io
+
+    import numpy as np
+
+    buffer = io.BytesIO()
+    np.savez_compressed(buffer, **arrays)
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    with atomic_write(path, label=label) as tmp:
+        tmp.write_bytes(buffer.getvalue())
+
+
+def load_npz(path: str | os.PathLike, keys) -> dict | None:
+    """The arrays `keys` of an .npz file, or None when it is missing, damaged, incomplete or
+    holds pickled objects: a caller recomputes or skips it."""
+    import zipfile
+
+    import numpy as np
+
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            if not all(k in data.files for k in keys):
+                return None
+            return {k: np.asarray(data[k]) for k in keys}
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile, KeyError):
+        return None
+
+
 def write_json_atomic(path: Path, data) -> None:
     with atomic_write(path) as tmp:
         tmp.write_text(json.dumps(data, indent=2, default=str), encoding="utf-8")

@@ -19,9 +19,7 @@ with a note, never an exception. No TensorFlow.
 
 from __future__ import annotations
 
-import io
 import re
-import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -53,36 +51,17 @@ def choose_probe(labels: np.ndarray, count: int = PROBE_SIZE) -> np.ndarray:
     return np.array(sorted(chosen), dtype=np.int64)
 
 
-def _save(path: Path, label: str, **arrays) -> None:
-    buffer = io.BytesIO()
-    np.savez_compressed(buffer, **arrays)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with runs.atomic_write(path, label=label) as tmp:
-        tmp.write_bytes(buffer.getvalue())
-
-
 def write_probe(run_dir: Path, images: np.ndarray, labels: np.ndarray) -> None:
-    _save(Path(run_dir) / FOLDER / PROBE, "probe", images=np.asarray(images, dtype=np.uint8),
+    runs.save_npz(Path(run_dir) / FOLDER / PROBE, "probe", images=np.asarray(images, dtype=np.uint8),
           labels=np.asarray(labels, dtype=np.int16))
 
 
 def write_epoch(run_dir: Path, epoch: int, labels, predicted, conv1, probe_top, probe_prob) -> Path:
     path = epoch_path(run_dir, epoch)
-    _save(path, "snapshot", labels=np.asarray(labels, dtype=np.int16), predicted=np.asarray(predicted, dtype=np.int16),
+    runs.save_npz(path, "snapshot", labels=np.asarray(labels, dtype=np.int16), predicted=np.asarray(predicted, dtype=np.int16),
           conv1=np.asarray(conv1, dtype=np.float16), probe_top=np.asarray(probe_top, dtype=np.int16),
           probe_prob=np.asarray(probe_prob, dtype=np.float16))
     return path
-
-
-def _load(path: Path, keys) -> dict | None:
-    """The arrays of an .npz file, or None when it is damaged, incomplete or not ours."""
-    try:
-        with np.load(path, allow_pickle=False) as data:
-            if not all(k in data.files for k in keys):
-                return None
-            return {k: np.asarray(data[k]) for k in keys}
-    except (OSError, ValueError, EOFError, zipfile.BadZipFile, KeyError):
-        return None
 
 
 @dataclass
@@ -140,7 +119,7 @@ def read_timeline(run_dir: Path, completed_epochs: int | None = None, num_classe
     except OSError as exc:
         timeline.notes.append(f"Could not read {folder}: {exc.strerror or exc}")
         return timeline
-    probe = _load(folder / PROBE, ("images", "labels")) if PROBE in names else None
+    probe = runs.load_npz(folder / PROBE, ("images", "labels")) if PROBE in names else None
     if probe is not None and probe["images"].ndim == 4 and probe["images"].shape[-1] == 3 \
             and len(probe["images"]) == len(probe["labels"]):
         timeline.probe_images, timeline.probe_labels = probe["images"], probe["labels"].astype(int)
@@ -153,7 +132,7 @@ def read_timeline(run_dir: Path, completed_epochs: int | None = None, num_classe
         number = int(match.group(1))
         if completed_epochs is not None and not 1 <= number <= completed_epochs:
             continue
-        arrays = _load(folder / name, KEYS)
+        arrays = runs.load_npz(folder / name, KEYS)
         if arrays is None or not _consistent(arrays, num_classes, timeline.probe_labels):
             timeline.notes.append(f"Left out epoch {number}: its snapshot ({name}) is damaged.")
             continue

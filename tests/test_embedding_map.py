@@ -69,6 +69,7 @@ def test_map_is_cached_and_a_damaged_cache_is_made_again(evaluated, tmp_path, mo
     path.write_bytes(b"PK\x03\x04 damaged")
     remade = build_map(loaded, result)
     np.testing.assert_allclose(remade.xy, first.xy, atol=1e-3)  # same seed, same map
+    assert runs.load_npz(path, ("xy", "thumbnails")) is not None  # and the cache is whole again
 
 
 def test_a_damaged_evaluation_cache_is_evaluated_again(evaluated, tmp_path, monkeypatch):
@@ -82,3 +83,4 @@ def test_a_damaged_evaluation_cache_is_evaluated_again(evaluated, tmp_path, monk
     cached.write_bytes(b"PK\x03\x04 damaged")  # a zip header, then garbage: np.load raises BadZipFile
     again = evaluate(loaded, folder, "all")
     np.testing.assert_allclose(again.probs, first.probs, atol=1e-6)
+    assert runs.load_npz(cached, ("probs", "kept")) is not None  # and the cache is whole again
