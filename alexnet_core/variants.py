@@ -254,8 +254,8 @@ def compact_hires() -> Arch:
             "throughout, conv1 and conv2 both at the full 32x32 and AlexNet's overlapping 3x3/2 "
             "pooling only after conv2-conv5, so the widths double as the maps halve (64/128/256/512/512 "
             "times a width multiplier, 0.5 by default) and fc6 reads a 2x2 map. BatchNorm after every "
-            "convolution, 1024-wide fc6/fc7 times the width, dropout 0.3. For about the same "
-            "arithmetic it learns CIFAR-10 faster and further than compact."
+            "convolution, 1024-wide fc6/fc7 times the width, dropout 0.3. On CIFAR-10 it learns more "
+            "per epoch than compact at width 0.75 from half the arithmetic (docs/BENCHMARKS.md)."
         ),
         convs=(
             Conv(64, 3, norm=True),

@@ -21,8 +21,8 @@ def test_demo_run_is_a_complete_read_only_run():
     assert runs.read_status(DEMO_RUN)["state"] == "finished"
     metrics = runs.read_metrics(DEMO_RUN)
     assert len(metrics) == runs.read_config(DEMO_RUN)["epochs"]
-    # 87.2% single view on the 5,000 held-out images (87.6% with flip averaging, docs/DEMO_MODEL.md)
-    assert metrics["val_accuracy"].max() >= 0.87
+    # 88.58% single view on the 5,000 held-out images (89.66% with flip averaging, docs/DEMO_MODEL.md)
+    assert metrics["val_accuracy"].max() >= 0.885
     assert len(read_timeline(DEMO_RUN, len(metrics), 10).epochs) == len(metrics)  # a snapshot for every epoch
     assert (DEMO_RUN / runs.MODEL).stat().st_size <= MAX_MODEL_BYTES
 

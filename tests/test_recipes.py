@@ -26,6 +26,8 @@ def test_the_recipes_the_app_promises():
     for key, value in RECIPES["demo"].settings.items():  # demo reproduces the bundled model
         if key != "data":
             assert demo[key] == value, key
+    tune = RECIPES["fine-tune"].settings  # shows the network it will train: the bundled model's
+    assert (tune["variant"], tune["switches"]) == (demo["variant"], demo["switches"])
 
 
 def test_explicit_settings_override_the_recipe():
@@ -70,7 +72,7 @@ def test_train_page_starts_from_a_recipe_and_says_what_changed():
     at.selectbox(key="train_recipe").select("demo").run()
     assert (at.number_input(key="train_epochs").value, at.number_input(key="train_lr").value,
             at.selectbox(key="train_optimizer").value) == (60, 0.1, "sgd")
-    assert at.select_slider(key="train_width").value == 0.75
+    assert (at.selectbox(key="train_variant").value, at.select_slider(key="train_width").value) == ("compact-hires", 0.75)
     assert at.radio(key="train_data_kind").value == "sample"  # the data stays the user's choice
     at.number_input(key="train_epochs").set_value(5).run()
     assert not at.exception
