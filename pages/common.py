@@ -161,7 +161,9 @@ def model_choices() -> dict[str, str]:
 
     choices = {}
     if (DEMO_RUN / MODEL).exists():
-        choices["demo"] = "Bundled demo model (compact, CIFAR-10)"
+        variant = runs.read_object(DEMO_RUN / runs.CONFIG).get("variant")
+        choices["demo"] = f"Bundled demo model ({variant}, CIFAR-10)" if isinstance(variant, str) else \
+            "Bundled demo model (CIFAR-10)"
     for row in all_runs():
         if row["has_model"] and row["path"] != str(DEMO_RUN) and not is_active(row):
             choices[row["path"]] = f"{runs.display_name(row)} ({row['variant']}, {row['state']})"

@@ -19,11 +19,12 @@ cols[2].metric("Memory", format_bytes(info["memory_bytes"]))
 headline = runs.headline_accuracy(DEMO_RUN)
 if headline:
     cols[3].metric("Bundled model accuracy", f"{headline['accuracy']:.1%}",
-                   help=f"The bundled compact AlexNet on {headline.get('description') or headline['data']}")
+                   help=f"The bundled AlexNet on {headline.get('description') or headline['data']}")
     st.caption(f"The bundled model's accuracy, {headline['accuracy']:.1%}, is measured on "
                f"{plain(headline.get('description') or headline['data'])}.")
 if info["kind"] == "CPU":
-    st.caption("No GPU found: everything works on the CPU; the `compact` variant is sized for it.")
+    st.caption("No GPU found: everything works on the CPU; the `compact` and `compact-hires` "
+               "variants (the bundled model's) are sized for it.")
 
 st.subheader("A short tour")
 TOUR = [
