@@ -224,11 +224,17 @@ def test_play_a_run_epoch_by_epoch(server, browser, runs_root, tmp_path):
     assert title.text_content().startswith("Epoch 3 of 3:")
     seen = set()
     page.locator(".updatemenu-button").filter(has_text="Play").click()
-    for _ in range(60):  # 0.7 s a frame
+    for _ in range(300):  # 0.7 s a frame; a busy machine may take longer to start
         seen.add(title.text_content().split(":")[0])
+        if {"Epoch 1 of 3", "Epoch 2 of 3"} <= seen:
+            break
         page.wait_for_timeout(100)
     assert {"Epoch 1 of 3", "Epoch 2 of 3"} <= seen, seen
-    assert title.text_content().startswith("Epoch 3 of 3:")  # it stops on the last epoch
+    page.wait_for_function(  # it stops on the last epoch
+        "() => [...document.querySelectorAll('[data-testid=stPlotlyChart] .gtitle')]"
+        ".some(t => t.textContent.startsWith('Epoch 3 of 3:'))", timeout=30_000)
+    page.wait_for_timeout(1500)
+    assert title.text_content().startswith("Epoch 3 of 3:")
     assert page.locator(".slider-container").count() == 1
     assert_no_errors(page, "runs")
     page.close()

