@@ -53,14 +53,14 @@ def choose_probe(labels: np.ndarray, count: int = PROBE_SIZE) -> np.ndarray:
 
 def write_probe(run_dir: Path, images: np.ndarray, labels: np.ndarray) -> None:
     runs.save_npz(Path(run_dir) / FOLDER / PROBE, "probe", images=np.asarray(images, dtype=np.uint8),
-          labels=np.asarray(labels, dtype=np.int16))
+                  labels=np.asarray(labels, dtype=np.int16))
 
 
 def write_epoch(run_dir: Path, epoch: int, labels, predicted, conv1, probe_top, probe_prob) -> Path:
     path = epoch_path(run_dir, epoch)
-    runs.save_npz(path, "snapshot", labels=np.asarray(labels, dtype=np.int16), predicted=np.asarray(predicted, dtype=np.int16),
-          conv1=np.asarray(conv1, dtype=np.float16), probe_top=np.asarray(probe_top, dtype=np.int16),
-          probe_prob=np.asarray(probe_prob, dtype=np.float16))
+    runs.save_npz(path, "snapshot", labels=np.asarray(labels, dtype=np.int16),
+                  predicted=np.asarray(predicted, dtype=np.int16), conv1=np.asarray(conv1, dtype=np.float16),
+                  probe_top=np.asarray(probe_top, dtype=np.int16), probe_prob=np.asarray(probe_prob, dtype=np.float16))
     return path
 
 

@@ -159,12 +159,13 @@ def model_choices() -> dict[str, str]:
     from alexnet_core.inference import DEMO_RUN
     from alexnet_core.runs import MODEL, is_active
 
+    rows = all_runs()
     choices = {}
     if (DEMO_RUN / MODEL).exists():
-        variant = runs.read_object(DEMO_RUN / runs.CONFIG).get("variant")
+        variant = next((row["variant"] for row in rows if row["path"] == str(DEMO_RUN)), None)
         choices["demo"] = f"Bundled demo model ({variant}, CIFAR-10)" if isinstance(variant, str) else \
             "Bundled demo model (CIFAR-10)"
-    for row in all_runs():
+    for row in rows:
         if row["has_model"] and row["path"] != str(DEMO_RUN) and not is_active(row):
             choices[row["path"]] = f"{runs.display_name(row)} ({row['variant']}, {row['state']})"
     return choices
