@@ -94,7 +94,7 @@ def test_stop_mid_epoch_never_records_the_partial_epoch(folder, tmp_path, monkey
 # Every kind of file the trainer writes, and which of its writes is cut (best.keras and
 # model.keras are written once in these runs; the rest are cut at the second epoch).
 FAULTS = ["checkpoint#2", "state#2", "last.keras#2", "best.keras#1", "metrics#2", "model.keras#1",
-          "status.json#3", "config.json#1", "steps.csv#1"]
+          "status.json#3", "config.json#1", "steps.csv#1", "snapshot#2", "probe#1"]
 
 
 @pytest.mark.parametrize("fault", FAULTS)
