@@ -315,7 +315,8 @@ def cmd_export(args) -> int:
 
     try:
         dest = runs.export_run(args.run_dir, args.dest, evaluate_on=args.evaluate, split=args.split,
-                               read_only=args.read_only)
+                               read_only=args.read_only, headline=args.headline,
+                               data_description=args.data_description)
     except (runs.RunError, ModelLoadError, DataError) as exc:
         raise UsageError(str(exc)) from exc
     print(dest)
@@ -419,8 +420,12 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("export", help="copy a finished run into a compact (optionally read-only) folder")
     p.add_argument("run_dir")
     p.add_argument("dest")
-    p.add_argument("--evaluate", metavar="SOURCE", help="record the model's accuracy on this data")
-    p.add_argument("--split", help="the split of SOURCE to evaluate (default: test, else val)")
+    p.add_argument("--evaluate", metavar="SOURCE", action="append",
+                   help="record the model's accuracy on this data (repeat for several sources)")
+    p.add_argument("--split", help="the split of each SOURCE to evaluate (default: test, else val)")
+    p.add_argument("--headline", metavar="TEXT",
+                   help="what the last --evaluate data is, in words: its accuracy becomes the one the app quotes")
+    p.add_argument("--data-description", metavar="TEXT", help="what the run trained on, in words, for the app")
     p.add_argument("--read-only", action="store_true", help="mark the copy read-only in the app")
     p.set_defaults(func=cmd_export)
 

@@ -867,10 +867,13 @@ def delete_run(root: str | os.PathLike, run_id: str) -> None:
     shutil.rmtree(path)
 
 
-def export_run(src: Path, dest: Path, evaluate_on: str | None = None, split: str | None = None,
-               read_only: bool = False) -> Path:
+def export_run(src: Path, dest: Path, evaluate_on: str | list[str] | None = None, split: str | None = None,
+               read_only: bool = False, headline: str | None = None, data_description: str | None = None) -> Path:
     """A compact, read-only copy of a run: settings, curves, status and the model without its
-    optimizer state; optionally with its accuracy on a data source recorded in status.json."""
+    optimizer state; optionally with its accuracy on data sources recorded in status.json.
+
+    `headline` describes the data of the last source in `evaluate_on` and makes its accuracy the
+    one the app quotes the model by; `data_description` says in config.json what it trained on."""
     import keras
 
     from .evaluation import evaluate
@@ -883,6 +886,9 @@ def export_run(src: Path, dest: Path, evaluate_on: str | None = None, split: str
         raise RunError(f"{src.name} is still training: stop it or wait for it to finish")
     if dest.exists():
         raise RunError(f"{dest} already exists")
+    sources = [evaluate_on] if isinstance(evaluate_on, str) else list(evaluate_on or [])
+    if headline and not sources:
+        raise RunError("A headline describes an evaluation: give the data to evaluate on as well")
     loaded = load_model(str(src))
     dest.mkdir(parents=True)
     for name in (CONFIG, METRICS, STEPS, LABEL):
@@ -895,10 +901,17 @@ def export_run(src: Path, dest: Path, evaluate_on: str | None = None, split: str
         model.save(tmp)
     status = read_object(src / STATUS)
     status.update(pid=None, host=None, exported_from=str(src), exported=time.time())
-    if evaluate_on:
-        result = evaluate(load_model(str(dest / MODEL)), evaluate_on, split, use_cache=False)
-        status["evaluations"] = [{"data": evaluate_on, "split": result.split, "n": result.n,
-                                  "accuracy": result.accuracy(), "top5_accuracy": result.top_k_accuracy(5)}]
+    if sources:
+        exported = load_model(str(dest / MODEL))
+        status["evaluations"] = []
+        for source in sources:
+            result = evaluate(exported, source, split, use_cache=False)
+            status["evaluations"].append({"data": source, "split": result.split, "n": result.n,
+                                          "accuracy": result.accuracy(), "top5_accuracy": result.top_k_accuracy(5)})
+        if headline:
+            status["evaluations"][-1].update(headline=True, description=headline)
+    if data_description:
+        write_json_atomic(dest / CONFIG, {**read_object(dest / CONFIG), "data_description": data_description})
     write_json_atomic(dest / STATUS, status)
     if read_only:
         (dest / READ_ONLY).write_text("bundled run: the app shows it but never changes it\n")

@@ -58,13 +58,22 @@ def test_cli_train_writes_a_complete_run_folder(folder, tmp_path):
     model = keras.models.load_model(run_dir / runs.MODEL, safe_mode=True)
     assert model.output_shape == (None, 3)
 
-    exported = cli("export", str(run_dir), str(tmp_path / "shared-copy"), "--evaluate", str(folder), "--split", "val",
-                   "--read-only")
+    held_out = make_image_folder(tmp_path / "held-out", classes=3, per_class=20, seed=1)
+    refused = cli("export", str(run_dir), str(tmp_path / "no-copy"), "--headline", "held-out images")
+    assert refused.returncode == 2 and "give the data to evaluate on" in refused.stderr
+    assert not (tmp_path / "no-copy").exists()
+    exported = cli("export", str(run_dir), str(tmp_path / "shared-copy"), "--evaluate", str(folder),
+                   "--evaluate", str(held_out), "--split", "val", "--headline", "20 held-out images a class",
+                   "--data-description", "generated colour patches", "--read-only")
     assert exported.returncode == 0, exported.stderr[-2000:]
     copy = tmp_path / "shared-copy"
     assert runs.is_read_only(copy) and epochs_logged(copy) == [1, 2]
-    record = runs.read_json(copy / runs.STATUS)["evaluations"][0]
-    assert record["n"] == 3 and 0.0 <= record["accuracy"] <= 1.0
+    first, second = runs.read_json(copy / runs.STATUS)["evaluations"]  # one record per --evaluate, in order
+    assert (first["data"], first["n"], second["data"], second["n"]) == (str(folder), 3, str(held_out), 6)
+    assert 0.0 <= first["accuracy"] <= 1.0 and not first.get("headline")
+    assert runs.headline_accuracy(copy) == second and second["description"] == "20 held-out images a class"
+    assert runs.read_config(copy)["data_description"] == "generated colour patches"
+    assert runs.read_config(copy)["class_names"] == config["class_names"]  # the rest of config.json is kept
     assert getattr(keras.models.load_model(copy / runs.MODEL, safe_mode=True), "optimizer", None) is None  # weights only
 
 
