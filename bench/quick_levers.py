@@ -1,19 +1,21 @@
 """The `quick` recipe's levers, measured one after the other in one run on this machine.
 
-Each lever is the recipe with one change, trained by the command line as a user would
-(`python -m alexnet_core train --recipe quick --data DATA [change]`), timed from the command to
-the saved model. The recipe's own run is also evaluated single view and with flip averaging
-(test-time flip, float32 as the app runs it).
+Each lever is the recipe with one or two settings changed, trained by the command line as a
+user would (`python -m alexnet_core train --recipe quick --data DATA [changes]`), timed from the
+command to the saved model. The levers start from the recipe as it was until 2026-11-22
+(`compact-13`: compact, 13 epochs); `hires-8` is the recipe since. Those two runs are also
+evaluated single view and with flip averaging (test-time flip, float32 as the app runs it).
 
-The exponential moving average (EMA) of the weights is measured inside one training run: the
-recipe's network, data pipeline, optimizer and training step (training.make_steps) with Keras'
-optimizer EMA switched on (`use_ema`), validated after every epoch twice, with the weights as
-trained and with their average, so the two columns come from the same trajectory.
+The exponential moving average (EMA) of the weights is measured inside one training run:
+compact-13's network, data pipeline, optimizer and training step (training.make_steps) with
+Keras' optimizer EMA switched on (`use_ema`), validated after every epoch twice, with the
+weights as trained and with their average, so the two columns come from the same trajectory.
 
 Validation figures: files 4500-4999 of each class with `--val-split 0.1` on CIFAR-10's training
 folder. Prints a table of final and best validation accuracy, minutes of epochs and wall minutes.
 
-    python bench/quick_levers.py [--data ../shared/datasets/cifar10/train] [--levers recipe,ema,...]
+    python bench/quick_levers.py [--data ../shared/datasets/cifar10/train] [--levers hires-8,ema,...]
+        [--epochs N]
 """
 
 from __future__ import annotations
@@ -34,14 +36,19 @@ sys.path.insert(0, str(ROOT))
 
 SHARED = ROOT.parent / "shared" / "datasets" / "cifar10" / "train"
 
-# name: (what changes, the command line's extra arguments)
+# name: (what changes, the command line's extra arguments). Levers change one thing of the
+# recipe as it was until 2026-11-22 (compact, 13 epochs); `hires-8` is the recipe since.
+BASE = ["--variant", "compact", "--epochs", "13"]
 CLI_LEVERS = {
-    "recipe": ("the recipe as it is (compact, AdamW 3e-3, batch 256, 13 epochs, label smoothing 0.1, bf16)", []),
-    "no-label-smoothing": ("label smoothing 0 instead of 0.1", ["--label-smoothing", "0"]),
-    "batch-512": ("batch 512 with the learning rate doubled (6e-3)", ["--batch-size", "512", "--learning-rate", "6e-3"]),
+    "compact-13": ("compact, 13 epochs (AdamW 3e-3, batch 256, label smoothing 0.1, bf16)", BASE),
+    "no-label-smoothing": ("as compact-13, label smoothing 0 instead of 0.1", [*BASE, "--label-smoothing", "0"]),
+    "batch-512": ("as compact-13, batch 512 with the learning rate doubled (6e-3)",
+                  [*BASE, "--batch-size", "512", "--learning-rate", "6e-3"]),
     "hires-9": ("compact-hires at width 0.5 (conv1-2 at 32x32, 3x3 kernels), 9 epochs",
                 ["--variant", "compact-hires", "--epochs", "9"]),
+    "hires-8": ("compact-hires at width 0.5, 8 epochs", ["--variant", "compact-hires", "--epochs", "8"]),
 }
+FLIPPED = ("compact-13", "hires-8")  # also evaluated single view and with flip averaging
 EMA_MOMENTUM = 0.99  # Keras' default: an average over about the last 100 steps
 
 
@@ -80,7 +87,7 @@ def flip_figures(run_dir: Path, data: str) -> dict:
 
 
 def run_ema(data: str, epochs: int | None = None) -> dict:
-    """The recipe trained once; each epoch validated with the trained and with the averaged weights."""
+    """compact-13 trained once; each epoch validated with the trained and with the averaged weights."""
     from alexnet_core.training import configure_threads
 
     configure_threads()
@@ -96,7 +103,7 @@ def run_ema(data: str, epochs: int | None = None) -> dict:
     from alexnet_core.training import build_optimizer, evaluate_distributed, loss_function, make_steps
     from alexnet_core.variants import build_model
 
-    config = TrainConfig(**{**RECIPES["quick"].settings, "data": data, **({"epochs": epochs} if epochs else {})})
+    config = TrainConfig(**{**RECIPES["quick"].settings, "data": data, "variant": "compact", "epochs": epochs or 13})
     source = load_source(data, config.val_split)
     train, val = source.split("train"), source.split("val")
     classes, batch = len(source.class_names), config.batch_size
@@ -130,7 +137,7 @@ def run_ema(data: str, epochs: int | None = None) -> dict:
             rows.append((epoch, trained, averaged))
             print(f"  ema run, epoch {epoch}: trained weights {trained:.4f}, averaged {averaged:.4f}", flush=True)
     trained, averaged = np.array([r[1] for r in rows]), np.array([r[2] for r in rows])
-    row = {"lever": "ema", "what": f"EMA of the weights (momentum {EMA_MOMENTUM}), same run", "epochs": len(rows),
+    row = {"lever": "ema", "what": f"as compact-13, with an EMA of the weights (momentum {EMA_MOMENTUM})", "epochs": len(rows),
            "last": float(averaged[-1]), "best": float(averaged.max()), "last_trained": float(trained[-1]),
            "best_trained": float(trained.max()), "epoch_minutes": epoch_seconds / 60,
            "wall_minutes": (time.perf_counter() - start) / 60}
@@ -153,15 +160,15 @@ def main():
         raise SystemExit(f"unknown levers {unknown}; choose from {', '.join([*CLI_LEVERS, 'ema'])}")
 
     root = Path(tempfile.mkdtemp(prefix="quick-levers-"))
-    rows, flips = [], None
+    rows, flips = [], {}
     try:
         for name in chosen:
             if name == "ema":
                 rows.append(run_ema(args.data, args.epochs))
                 continue
             rows.append(run_lever(name, args.data, root, args.epochs))
-            if name == "recipe":
-                flips = flip_figures(root / name, args.data)
+            if name in FLIPPED:
+                flips[name] = flip_figures(root / name, args.data)
     finally:
         shutil.rmtree(root, ignore_errors=True)
 
@@ -173,9 +180,9 @@ def main():
                  if "last_trained" in row else "")
         print(f"| {row['what']} | {row['epochs']} | {row['last']:.2%} | {row['best']:.2%}{extra} | "
               f"{row['epoch_minutes']:.1f} | {row['wall_minutes']:.1f} |")
-    if flips:
-        print(f"\nthe recipe's saved model in float32: {flips['single']:.2%} single view, "
-              f"{flips['flip']:.2%} with flip averaging")
+    for name, figures in flips.items():
+        print(f"{name}'s saved model in float32: {figures['single']:.2%} single view, "
+              f"{figures['flip']:.2%} with flip averaging")
 
 
 if __name__ == "__main__":

@@ -64,9 +64,11 @@ def svg(curves: dict[str, list[tuple[float, float]]], goals: list[float]) -> str
         colour = COLOURS[n % len(COLOURS)]
         path = " ".join(f"{x(m):.1f},{y(a):.1f}" for m, a in points)
         out.append(f'<polyline points="{path}" fill="none" stroke="{colour}" stroke-width="2"/>')
-        ly = TOP + 16 + 20 * n  # the legend, top left inside the plot, where the curves never are
-        out.append(f'<line x1="{LEFT + 12}" y1="{ly}" x2="{LEFT + 32}" y2="{ly}" stroke="{colour}" stroke-width="3"/>')
-        out.append(f'<text x="{LEFT + 38}" y="{ly + 4}">{escape(label)}</text>')
+        # the legend, bottom right inside the plot: every curve has risen above it by then
+        ly = TOP + plot_h - 16 - 20 * (len(curves) - 1 - n)
+        lx = LEFT + plot_w * 0.3
+        out.append(f'<line x1="{lx:.1f}" y1="{ly}" x2="{lx + 20:.1f}" y2="{ly}" stroke="{colour}" stroke-width="3"/>')
+        out.append(f'<text x="{lx + 26:.1f}" y="{ly + 4}">{escape(label)}</text>')
     out.append(f'<text x="{LEFT + plot_w / 2}" y="{H - 10}" text-anchor="middle">minutes of training '
                '(cumulative epoch time, 2-core CPU)</text>')
     out.append(f'<text x="14" y="{TOP + plot_h / 2}" text-anchor="middle" transform="rotate(-90 14 '
