@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 
 NORMS = ("lrn", "batchnorm", "none")
 WIDTHS = (0.25, 0.5, 0.75, 1.0, 1.5, 2.0)  # width multipliers the pages offer
+CPU_FRIENDLY = ("compact", "compact-hires")  # sized for 32x32 images: minutes an epoch on a laptop CPU
 MAX_INPUT_SIZE = 1024
 Padding = str | int  # "valid", "same" or explicit zero padding in pixels
 

@@ -16,7 +16,7 @@ from alexnet_core.data import DataError, cifar10_available, cifar10_reachable, l
 from alexnet_core.launcher import resume, start
 from alexnet_core.recipes import RECIPES
 from alexnet_core.training import estimate_epoch_seconds
-from alexnet_core.variants import NORMS, WIDTHS, get_arch, list_variants
+from alexnet_core.variants import CPU_FRIENDLY, NORMS, WIDTHS, get_arch, list_variants
 from pages.common import (
     BATCH_SIZES,
     DEFAULT_RECIPE,
@@ -124,8 +124,9 @@ def new_run_form():
     c1, c2, c3 = st.columns(3)
     variant = c1.selectbox("Variant", list_variants(), key="train_variant", on_change=on_variant_change,
                            format_func=lambda n: f"{n}: {get_arch(n).title}")
-    if info["kind"] == "CPU" and variant != "compact":
-        c1.caption(":material/info: On a CPU, `compact` trains in minutes; ImageNet-sized variants take hours.")
+    if info["kind"] == "CPU" and variant not in CPU_FRIENDLY:
+        c1.caption(":material/info: On a CPU, `compact` and `compact-hires` train in minutes; ImageNet-sized "
+                   "variants take hours.")
     cached = cifar10_available()
     labels = data_choices(with_download=True)
     if not cached:

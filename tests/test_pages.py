@@ -122,6 +122,20 @@ def test_train_page_without_runs_offers_the_form(tmp_path):
     assert "does not exist" in at.error[0].value
 
 
+def test_train_page_warns_of_slow_variants_on_a_cpu_only():
+    at = run_page("pages/train.py")
+
+    def warned():
+        return any("ImageNet-sized variants take hours" in c.value for c in at.caption)
+
+    seen = {}
+    for variant in ("compact", "compact-hires", "paper"):
+        at.selectbox(key="train_variant").select(variant).run()
+        assert not at.exception, at.exception
+        seen[variant] = warned()
+    assert seen == {"compact": False, "compact-hires": False, "paper": True}
+
+
 def test_train_page_shows_a_run_and_stops_it(tmp_path):
     root = runs.runs_root()
     fake_run(root, "old-run-a")
