@@ -891,28 +891,32 @@ def export_run(src: Path, dest: Path, evaluate_on: str | list[str] | None = None
         raise RunError("A headline describes an evaluation: give the data to evaluate on as well")
     loaded = load_model(str(src))
     dest.mkdir(parents=True)
-    for name in (CONFIG, METRICS, STEPS, LABEL):
-        if (src / name).exists():
-            shutil.copyfile(src / name, dest / name)
-    if (src / SNAPSHOTS).is_dir():
-        shutil.copytree(src / SNAPSHOTS, dest / SNAPSHOTS, ignore=shutil.ignore_patterns(".*"))
-    model = float32_model(keras.models.load_model(loaded.path, safe_mode=True, compile=False))
-    with atomic_write(dest / MODEL, suffix=".keras") as tmp:
-        model.save(tmp)
-    status = read_object(src / STATUS)
-    status.update(pid=None, host=None, exported_from=str(src), exported=time.time())
-    if sources:
-        exported = load_model(str(dest / MODEL))
-        status["evaluations"] = []
-        for source in sources:
-            result = evaluate(exported, source, split, use_cache=False)
-            status["evaluations"].append({"data": source, "split": result.split, "n": result.n,
-                                          "accuracy": result.accuracy(), "top5_accuracy": result.top_k_accuracy(5)})
-        if headline:
-            status["evaluations"][-1].update(headline=True, description=headline)
-    if data_description:
-        write_json_atomic(dest / CONFIG, {**read_object(dest / CONFIG), "data_description": data_description})
-    write_json_atomic(dest / STATUS, status)
-    if read_only:
-        (dest / READ_ONLY).write_text("bundled run: the app shows it but never changes it\n")
+    try:  # a copy that cannot be finished (bad data to evaluate on, a full disk) is not left half-made
+        for name in (CONFIG, METRICS, STEPS, LABEL):
+            if (src / name).exists():
+                shutil.copyfile(src / name, dest / name)
+        if (src / SNAPSHOTS).is_dir():
+            shutil.copytree(src / SNAPSHOTS, dest / SNAPSHOTS, ignore=shutil.ignore_patterns(".*"))
+        model = float32_model(keras.models.load_model(loaded.path, safe_mode=True, compile=False))
+        with atomic_write(dest / MODEL, suffix=".keras") as tmp:
+            model.save(tmp)
+        status = read_object(src / STATUS)
+        status.update(pid=None, host=None, exported_from=str(src), exported=time.time())
+        if sources:
+            exported = load_model(str(dest / MODEL))
+            status["evaluations"] = []
+            for source in sources:
+                result = evaluate(exported, source, split, use_cache=False)
+                status["evaluations"].append({"data": source, "split": result.split, "n": result.n,
+                                              "accuracy": result.accuracy(), "top5_accuracy": result.top_k_accuracy(5)})
+            if headline:
+                status["evaluations"][-1].update(headline=True, description=headline)
+        if data_description:
+            write_json_atomic(dest / CONFIG, {**read_object(dest / CONFIG), "data_description": data_description})
+        write_json_atomic(dest / STATUS, status)
+        if read_only:
+            (dest / READ_ONLY).write_text("bundled run: the app shows it but never changes it\n")
+    except BaseException:
+        shutil.rmtree(dest, ignore_errors=True)
+        raise
     return dest

@@ -62,6 +62,9 @@ def test_cli_train_writes_a_complete_run_folder(folder, tmp_path):
     refused = cli("export", str(run_dir), str(tmp_path / "no-copy"), "--headline", "held-out images")
     assert refused.returncode == 2 and "give the data to evaluate on" in refused.stderr
     assert not (tmp_path / "no-copy").exists()
+    unfinished = cli("export", str(run_dir), str(tmp_path / "no-copy"), "--evaluate", str(tmp_path / "missing"))
+    assert unfinished.returncode == 2 and "missing" in unfinished.stderr, unfinished.stderr[-2000:]
+    assert not (tmp_path / "no-copy").exists()  # the half-made copy is removed, so the command can be run again
     exported = cli("export", str(run_dir), str(tmp_path / "shared-copy"), "--evaluate", str(folder),
                    "--evaluate", str(held_out), "--split", "val", "--headline", "20 held-out images a class",
                    "--data-description", "generated colour patches", "--read-only")
