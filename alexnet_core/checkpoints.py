@@ -70,8 +70,7 @@ class CheckpointStore:
         """Read the last commit, clear what interrupted writes left, and make every published file
         match the commit again. Returns the record ({} for a run with no completed epoch)."""
         self.dir.mkdir(parents=True, exist_ok=True)
-        for folder in (self.dir, self.run_dir, self.run_dir / runs.SNAPSHOTS):  # only this trainer writes these
-            runs.remove_leftovers(folder)
+        runs.remove_run_leftovers(self.run_dir)  # only this trainer writes there
         path = self.dir / runs.STATE
         record = runs.read_json(path, None) if path.exists() else {}
         if not _well_formed(record):

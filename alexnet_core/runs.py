@@ -217,6 +217,14 @@ def remove_leftovers(folder: Path) -> list[str]:
     return removed
 
 
+def remove_run_leftovers(run_dir: Path) -> list[str]:
+    """Clear what interrupted writes left in every folder a run's trainer writes: the run folder,
+    its checkpoints and its snapshots. Call it only while holding the run's lock."""
+    run_dir = Path(run_dir)
+    return [name for folder in (run_dir, run_dir / CHECKPOINTS, run_dir / SNAPSHOTS)
+            for name in remove_leftovers(folder)]
+
+
 def is_disk_error(exc: BaseException) -> bool:
     return isinstance(exc, OSError) and exc.errno in DISK_ERRORS
 

@@ -377,8 +377,7 @@ class Trainer:
             if not runs.is_disk_error(exc):
                 raise
             reserve.release()
-            for folder in (self.run_dir / runs.CHECKPOINTS, self.run_dir, self.run_dir / runs.SNAPSHOTS):
-                runs.remove_leftovers(folder)
+            runs.remove_run_leftovers(self.run_dir)
             message = runs.disk_message(exc, self.run_dir, 2 * self.checkpoint_bytes + 16 * 2**20)
             self.log(f"error: {message}")
             try:

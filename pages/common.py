@@ -37,6 +37,14 @@ def plain(text, limit: int = 200) -> str:
     return _MARKDOWN.sub(r"\\\1", text)
 
 
+def cpu_friendly_variants() -> str:
+    """The variants sized for a CPU, as Markdown prose: "`compact` and `compact-hires`"."""
+    from alexnet_core.variants import CPU_FRIENDLY
+
+    names = [f"`{name}`" for name in CPU_FRIENDLY]
+    return names[0] if len(names) == 1 else ", ".join(names[:-1]) + " and " + names[-1]
+
+
 def page_setup() -> None:
     """First call of every page."""
     leave_legacy_pages_mode()

@@ -2,7 +2,7 @@ import streamlit as st
 
 from alexnet_core import runs
 from alexnet_core.inference import DEMO_RUN
-from pages.common import device_banner, device_info, format_bytes, page_setup, plain
+from pages.common import cpu_friendly_variants, device_banner, device_info, format_bytes, page_setup, plain
 
 page_setup()
 st.title("AlexNet Explorer")
@@ -23,7 +23,7 @@ if headline:
     st.caption(f"The bundled model's accuracy, {headline['accuracy']:.1%}, is measured on "
                f"{plain(headline.get('description') or headline['data'])}.")
 if info["kind"] == "CPU":
-    st.caption("No GPU found: everything works on the CPU; the `compact` and `compact-hires` "
+    st.caption(f"No GPU found: everything works on the CPU; the {cpu_friendly_variants()} "
                "variants (the bundled model's) are sized for it.")
 
 st.subheader("A short tour")

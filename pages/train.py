@@ -23,6 +23,7 @@ from pages.common import (
     all_runs,
     apply_recipe,
     clone_settings,
+    cpu_friendly_variants,
     data_choices,
     device_banner,
     device_info,
@@ -125,7 +126,7 @@ def new_run_form():
     variant = c1.selectbox("Variant", list_variants(), key="train_variant", on_change=on_variant_change,
                            format_func=lambda n: f"{n}: {get_arch(n).title}")
     if info["kind"] == "CPU" and variant not in CPU_FRIENDLY:
-        c1.caption(":material/info: On a CPU, `compact` and `compact-hires` train in minutes; ImageNet-sized "
+        c1.caption(f":material/info: On a CPU, {cpu_friendly_variants()} train in minutes; ImageNet-sized "
                    "variants take hours.")
     cached = cifar10_available()
     labels = data_choices(with_download=True)

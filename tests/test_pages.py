@@ -134,6 +134,8 @@ def test_train_page_warns_of_slow_variants_on_a_cpu_only():
         assert not at.exception, at.exception
         seen[variant] = warned()
     assert seen == {"compact": False, "compact-hires": False, "paper": True}
+    warning = next(c.value for c in at.caption if "ImageNet-sized variants take hours" in c.value)
+    assert "`compact` and `compact-hires` train in minutes" in warning  # names what to pick instead
 
 
 def test_train_page_shows_a_run_and_stops_it(tmp_path):

@@ -80,6 +80,19 @@ def test_dead_pid_reads_as_interrupted(tmp_path):
     assert runs.read_status(path)["state"] == "interrupted"
 
 
+def test_remove_run_leftovers_clears_every_folder_the_trainer_writes_and_nothing_else(tmp_path):
+    run = tmp_path / "r"
+    kept = [run / "metrics.csv", run / runs.CHECKPOINTS / "epoch-0001.keras", run / runs.SNAPSHOTS / "epoch-0001.npz"]
+    left = [run / ".status.json.12.tmp", run / runs.CHECKPOINTS / ".epoch-0002.keras.12.tmp.keras",
+            run / runs.SNAPSHOTS / ".epoch-0002.npz.12.tmp"]
+    for path in kept + left:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text("x")
+    assert sorted(runs.remove_run_leftovers(run)) == sorted(path.name for path in left)
+    assert [path.exists() for path in kept + left] == [True] * 3 + [False] * 3
+    assert runs.remove_run_leftovers(tmp_path / "missing") == []
+
+
 def test_list_and_delete(tmp_path):
     a = runs.create_run(tmp_path, "a", {"variant": "compact", "data": "sample", "epochs": 2})
     runs.write_status(a, state="finished", started=1.0)
