@@ -313,17 +313,28 @@ def check_classifier(model, name: str) -> None:
                              f"layer is not a softmax); this app needs {expected}.")
 
 
-def float32_model(model):
+def float32_model(model, portable: bool = False):
     """`model` computing in float32: a model trained under a mixed-precision policy keeps it in
     its saved layers (bfloat16 compute is slow on CPUs without AVX512-BF16, and TensorFlow Lite
-    cannot convert it). The same weights; the model itself when it is float32 already."""
+    cannot convert it). The same weights; the model itself when it is float32 already.
+
+    `portable` also puts Keras' own BatchNormalization in place of the project's, which differs
+    only in how it trains: a file saved from the copy loads with Keras alone unless the network
+    has another layer of ours (the paper's LRN, torchvision's adaptive pooling)."""
     import keras
 
-    if all(getattr(layer.dtype_policy, "compute_dtype", "float32") == "float32" for layer in model.layers):
+    from .layers import BatchNormalization
+
+    def ours(layer):
+        return portable and isinstance(layer, BatchNormalization)
+
+    if all(getattr(layer.dtype_policy, "compute_dtype", "float32") == "float32" and not ours(layer)
+           for layer in model.layers):
         return model
 
     def clone(layer):
-        return layer.__class__.from_config({**layer.get_config(), "dtype": "float32"})
+        cls = keras.layers.BatchNormalization if ours(layer) else layer.__class__
+        return cls.from_config({**layer.get_config(), "dtype": "float32"})
 
     copy = keras.models.clone_model(model, clone_function=clone)
     copy.set_weights(model.get_weights())

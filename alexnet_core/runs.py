@@ -905,7 +905,7 @@ def export_run(src: Path, dest: Path, evaluate_on: str | list[str] | None = None
                 shutil.copyfile(src / name, dest / name)
         if (src / SNAPSHOTS).is_dir():
             shutil.copytree(src / SNAPSHOTS, dest / SNAPSHOTS, ignore=shutil.ignore_patterns(".*"))
-        model = float32_model(keras.models.load_model(loaded.path, safe_mode=True, compile=False))
+        model = float32_model(keras.models.load_model(loaded.path, safe_mode=True, compile=False), portable=True)
         with atomic_write(dest / MODEL, suffix=".keras") as tmp:
             model.save(tmp)
         status = read_object(src / STATUS)

@@ -79,6 +79,17 @@ def test_cli_train_writes_a_complete_run_folder(folder, tmp_path):
     assert runs.read_config(copy)["class_names"] == config["class_names"]  # the rest of config.json is kept
     assert getattr(keras.models.load_model(copy / runs.MODEL, safe_mode=True), "optimizer", None) is None  # weights only
 
+    # The exported model loads with Keras alone (no import of ours) and predicts as the run's model.
+    probe = "import sys, json, keras, numpy as np; m = keras.models.load_model(sys.argv[1], safe_mode=True, " \
+            "compile=False); print(json.dumps(m.predict(np.random.default_rng(0).random((4, 16, 16, 3)), verbose=0).tolist()))"
+    alone = subprocess.run([sys.executable, "-c", probe, str(copy / runs.MODEL)], capture_output=True, text=True,
+                           timeout=120, cwd=tmp_path)
+    assert alone.returncode == 0, alone.stderr[-2000:]
+    import numpy as np
+
+    expected = model.predict(np.random.default_rng(0).random((4, 16, 16, 3)), verbose=0)
+    np.testing.assert_allclose(json.loads(alone.stdout.strip().splitlines()[-1]), expected, atol=1e-5)
+
 
 def test_stop_from_the_app_then_resume_continues_without_duplicate_epochs(folder, tmp_path):
     config = TrainConfig(variant="compact", data=str(folder), epochs=3, batch_size=8, input_size=16,
