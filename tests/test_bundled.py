@@ -21,8 +21,11 @@ def test_demo_run_is_a_complete_read_only_run():
     assert runs.read_status(DEMO_RUN)["state"] == "finished"
     metrics = runs.read_metrics(DEMO_RUN)
     assert len(metrics) == runs.read_config(DEMO_RUN)["epochs"]
-    # 88.58% single view on the 5,000 held-out images (89.66% with flip averaging, docs/DEMO_MODEL.md)
-    assert metrics["val_accuracy"].max() >= 0.885
+    # 89.32% single view on the 5,000 held-out images (90.34% with flip averaging, docs/DEMO_MODEL.md):
+    # the best epoch in training, and the saved model computing in float32 as `export` recorded it
+    assert metrics["val_accuracy"].max() >= 0.886
+    headline = runs.headline_accuracy(DEMO_RUN)
+    assert headline["n"] == 5000 and headline["accuracy"] >= 0.886 and "single view" in headline["description"]
     assert len(read_timeline(DEMO_RUN, len(metrics), 10).epochs) == len(metrics)  # a snapshot for every epoch
     assert (DEMO_RUN / runs.MODEL).stat().st_size <= MAX_MODEL_BYTES
 
@@ -35,6 +38,19 @@ def test_demo_model_loads_safely_and_reproduces_its_recorded_sample_accuracy():
     assert result.n == recorded["n"] == 1000
     assert result.accuracy() == pytest.approx(recorded["accuracy"], abs=1e-9)
     assert result.top_k_accuracy(5) == pytest.approx(recorded["top5_accuracy"], abs=1e-9)
+
+
+def test_demo_model_loads_with_keras_alone():
+    """`export` wrote Keras' own layers: other code needs no import of ours to use the bundled model."""
+    import subprocess
+    import sys
+
+    probe = "import sys, keras; m = keras.models.load_model(sys.argv[1], safe_mode=True, compile=False); " \
+            "print(m.output_shape, 'alexnet_core' in sys.modules)"
+    result = subprocess.run([sys.executable, "-c", probe, str(DEMO_RUN / runs.MODEL)], capture_output=True,
+                            text=True, timeout=120, cwd=DEMO_RUN)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.split()[-3:] == ["(None,", "10)", "False"]
 
 
 def test_sample_is_small_and_from_the_validation_files():

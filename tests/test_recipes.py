@@ -71,12 +71,12 @@ def test_train_page_starts_from_a_recipe_and_says_what_changed():
     assert at.selectbox(key="train_optimizer").value == "adamw"
     at.selectbox(key="train_recipe").select("demo").run()
     assert (at.number_input(key="train_epochs").value, at.number_input(key="train_lr").value,
-            at.selectbox(key="train_optimizer").value) == (60, 0.1, "sgd")
+            at.selectbox(key="train_optimizer").value) == (120, 0.1, "sgd")
     assert (at.selectbox(key="train_variant").value, at.select_slider(key="train_width").value) == ("compact-hires", 0.75)
     assert at.radio(key="train_data_kind").value == "sample"  # the data stays the user's choice
     at.number_input(key="train_epochs").set_value(5).run()
     assert not at.exception
-    assert any("Changed from the recipe: epochs 60 → 5" in c.value for c in at.caption)
+    assert any("Changed from the recipe: epochs 120 → 5" in c.value for c in at.caption)
 
 
 def test_cifar10_unreachable_is_known_before_start(monkeypatch):
