@@ -173,6 +173,14 @@ def smooth_steps(steps: pd.DataFrame, steps_per_epoch: int | None, max_points: i
     return out
 
 
+MARKED_EPOCHS = 40  # past this many epochs, dots on every epoch crowd a curve into a band
+
+
+def epoch_mode(metrics: pd.DataFrame) -> str:
+    """Plotly mode of a per-epoch curve: a dot per epoch for short runs, a plain line for long ones."""
+    return "lines+markers" if len(metrics) <= MARKED_EPOCHS else "lines"
+
+
 def training_curves(metrics: pd.DataFrame, steps: pd.DataFrame | None = None,
                     steps_per_epoch: int | None = None) -> go.Figure:
     """Loss, accuracy and learning rate of one run: per-epoch train/validation, the smoothed
@@ -191,11 +199,11 @@ def training_curves(metrics: pd.DataFrame, steps: pd.DataFrame | None = None,
     if not metrics.empty:
         for key, label, color, dash in [("loss", "train", train_c, None), ("val_loss", "validation", val_c, None)]:
             if key in metrics:
-                fig.add_trace(go.Scatter(x=metrics["epoch"], y=metrics[key], name=label, mode="lines+markers",
+                fig.add_trace(go.Scatter(x=metrics["epoch"], y=metrics[key], name=label, mode=epoch_mode(metrics),
                                          line=dict(color=color, dash=dash), legendgroup=label), 1, 1)
         for key, label, color in [("accuracy", "train", train_c), ("val_accuracy", "validation", val_c)]:
             if key in metrics:
-                fig.add_trace(go.Scatter(x=metrics["epoch"], y=metrics[key], name=label, mode="lines+markers",
+                fig.add_trace(go.Scatter(x=metrics["epoch"], y=metrics[key], name=label, mode=epoch_mode(metrics),
                                          line=dict(color=color), legendgroup=label, showlegend=False), 1, 2)
         if "val_top5_accuracy" in metrics:
             fig.add_trace(go.Scatter(x=metrics["epoch"], y=metrics["val_top5_accuracy"], name="validation top-5",
@@ -209,7 +217,7 @@ def training_curves(metrics: pd.DataFrame, steps: pd.DataFrame | None = None,
                                  hovertemplate="epoch %{x:.2f}: %{y:.3g}<extra></extra>"), 1, 3)
     elif not metrics.empty and "learning_rate" in metrics:  # runs too short for steps.csv: the epochs' ends
         fig.add_trace(go.Scatter(x=metrics["epoch"], y=metrics["learning_rate"], name="learning rate",
-                                 mode="lines+markers", line=dict(color=PALETTE[2], width=1.5), showlegend=False,
+                                 mode=epoch_mode(metrics), line=dict(color=PALETTE[2], width=1.5), showlegend=False,
                                  hovertemplate="end of epoch %{x}: %{y:.3g}<extra></extra>"), 1, 3)
     fig.update_xaxes(title_text="epoch", rangemode="tozero")
     fig.update_yaxes(rangemode="tozero", row=1, col=1)
@@ -225,10 +233,11 @@ def compare_curves(curves: dict[str, pd.DataFrame], metric: str = "val_accuracy"
     fig = go.Figure()
     for i, (label, metrics) in enumerate(curves.items()):
         if metric in metrics:
-            fig.add_trace(go.Scatter(x=metrics["epoch"], y=metrics[metric], name=label, mode="lines+markers",
+            fig.add_trace(go.Scatter(x=metrics["epoch"], y=metrics[metric], name=label, mode=epoch_mode(metrics),
                                      line=dict(color=PALETTE[i % len(PALETTE)])))
     fig.update_layout(height=360, margin=dict(l=10, r=10, t=30, b=10), xaxis_title="epoch",
                       yaxis_title=metric.replace("_", " "), legend=dict(orientation="h", y=-0.25))
+    fig.update_xaxes(rangemode="tozero")
     if "accuracy" in metric:
         fig.update_yaxes(tickformat=".0%", range=[0, 1.02])
     else:

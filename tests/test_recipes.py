@@ -190,6 +190,10 @@ def test_curves_have_fixed_axes_and_a_learning_rate_panel():
     assert list(compare.layout.yaxis.range) == [0, 1.02]  # no "18%, 18%, 17%" ticks for one point
     short = training_curves(metrics.assign(learning_rate=[5e-4]), steps.iloc[0:0], 30)  # fewer steps than log_every
     assert list(next(t for t in short.data if t.name == "learning rate").y) == [5e-4]
+    assert {t.mode for t in fig.data if t.name == "validation"} == {"lines+markers"}  # a dot per epoch
+    long = pd.DataFrame({"epoch": range(120), "loss": 1.0, "accuracy": 0.5, "val_loss": 1.1, "val_accuracy": 0.5})
+    assert {t.mode for t in training_curves(long, None).data if t.name in ("train", "validation")} == {"lines"}
+    assert {t.mode for t in compare_curves({"a": long, "b": metrics}).data} == {"lines", "lines+markers"}
 
 
 def test_live_view_waits_for_the_first_steps_instead_of_an_empty_chart(tmp_path):
