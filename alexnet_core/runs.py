@@ -882,8 +882,6 @@ def export_run(src: Path, dest: Path, evaluate_on: str | list[str] | None = None
 
     `headline` describes the data of the last source in `evaluate_on` and makes its accuracy the
     one the app quotes the model by; `data_description` says in config.json what it trained on."""
-    import keras
-
     from .evaluation import evaluate
     from .inference import float32_model, load_model
 
@@ -905,7 +903,7 @@ def export_run(src: Path, dest: Path, evaluate_on: str | list[str] | None = None
                 shutil.copyfile(src / name, dest / name)
         if (src / SNAPSHOTS).is_dir():
             shutil.copytree(src / SNAPSHOTS, dest / SNAPSHOTS, ignore=shutil.ignore_patterns(".*"))
-        model = float32_model(keras.models.load_model(loaded.path, safe_mode=True, compile=False), portable=True)
+        model = float32_model(loaded.model, portable=True)  # loaded without its optimizer, in float32
         with atomic_write(dest / MODEL, suffix=".keras") as tmp:
             model.save(tmp)
         status = read_object(src / STATUS)

@@ -1,5 +1,8 @@
 """Small image folders written by the tests themselves (tests never need ../shared)."""
 
+import json
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -51,3 +54,15 @@ def make_ilsvrc_folder(root, train=6, val=2, size=(30, 40)):
     lines = [f"{wnid} {words}" for wnid, words in WNIDS.items()] + ["n99999999 not a class here", "garbage"]
     (root / "LOC_synset_mapping.txt").write_text("\n".join(lines) + "\n")
     return root
+
+
+def with_keras_alone(model_path, expression):
+    """JSON value of `expression` (over `m`, the model, and `np`) in a fresh Python that loads the
+    model with Keras alone: nothing of this project is imported, so a project layer would fail."""
+    code = ("import sys, json, keras, numpy as np; m = keras.models.load_model(sys.argv[1], safe_mode=True, "
+            f"compile=False); assert 'alexnet_core' not in sys.modules; print(json.dumps({expression}))")
+    path = Path(model_path).resolve()
+    result = subprocess.run([sys.executable, "-c", code, str(path)], capture_output=True, text=True, timeout=120,
+                            cwd=path.parent)
+    assert result.returncode == 0, result.stderr[-2000:]
+    return json.loads(result.stdout.strip().splitlines()[-1])

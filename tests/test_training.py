@@ -12,7 +12,7 @@ from alexnet_core import runs
 from alexnet_core.config import TrainConfig
 from alexnet_core.launcher import resume, start
 from alexnet_core.runs import ActiveRunError
-from tests.helpers import WNIDS, make_ilsvrc_folder, make_image_folder, wait_for
+from tests.helpers import WNIDS, make_ilsvrc_folder, make_image_folder, wait_for, with_keras_alone
 
 TINY = ["--variant", "compact", "--width", "0.25", "--input-size", "16", "--batch-size", "8"]
 TINY_SWITCHES = {"width": 0.25}
@@ -80,15 +80,12 @@ def test_cli_train_writes_a_complete_run_folder(folder, tmp_path):
     assert getattr(keras.models.load_model(copy / runs.MODEL, safe_mode=True), "optimizer", None) is None  # weights only
 
     # The exported model loads with Keras alone (no import of ours) and predicts as the run's model.
-    probe = "import sys, json, keras, numpy as np; m = keras.models.load_model(sys.argv[1], safe_mode=True, " \
-            "compile=False); print(json.dumps(m.predict(np.random.default_rng(0).random((4, 16, 16, 3)), verbose=0).tolist()))"
-    alone = subprocess.run([sys.executable, "-c", probe, str(copy / runs.MODEL)], capture_output=True, text=True,
-                           timeout=120, cwd=tmp_path)
-    assert alone.returncode == 0, alone.stderr[-2000:]
+    alone = with_keras_alone(copy / runs.MODEL, "m.predict(np.random.default_rng(0).random((4, 16, 16, 3)), "
+                                                "verbose=0).tolist()")
     import numpy as np
 
     expected = model.predict(np.random.default_rng(0).random((4, 16, 16, 3)), verbose=0)
-    np.testing.assert_allclose(json.loads(alone.stdout.strip().splitlines()[-1]), expected, atol=1e-5)
+    np.testing.assert_allclose(alone, expected, atol=1e-5)
 
 
 def test_stop_from_the_app_then_resume_continues_without_duplicate_epochs(folder, tmp_path):
