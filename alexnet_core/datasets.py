@@ -5,8 +5,11 @@
 Every image is decoded through the same safe path as Classify (inference.decode_image: size and
 pixel limits, EXIF orientation, first frame only) and saved again as a fresh JPEG named by its
 contents, so nothing of an uploaded file but its pixels reaches the disk and the same photo
-added twice is kept once. Writes are atomic; names are checked before they touch the disk. No
-Streamlit, no TensorFlow.
+added twice is kept once. `add_images` accounts for every photo of an upload: added, or
+skipped with its reason (the per-upload limit, a full class, unreadable, already there, the class
+gone from disk). Files put in a class folder by other means are checked with `image_problem`
+(the same safe decoder) before anything shows them. Writes are atomic; names are checked before
+they touch the disk. No Streamlit, no TensorFlow.
 """
 
 from __future__ import annotations
@@ -16,13 +19,14 @@ import io
 import os
 import re
 import shutil
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
 from . import runs
 from .config import ConfigError, TrainConfig
-from .inference import decode_image
+from .inference import MAX_UPLOAD_FILES, ImageDecodeError, decode_image, read_image
 
 DATA_DIR_ENV = "ALEXNET_DATA_DIR"
 NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9 _.-]{0,47}$")
@@ -110,14 +114,27 @@ def remove_class(path: Path, name: str) -> None:
         shutil.rmtree(folder)
 
 
+class ClassGone(DatasetError):
+    """The class folder is no longer on disk (removed elsewhere while the page was open)."""
+
+
+class ClassFull(DatasetError):
+    """The class holds MAX_IMAGES_PER_CLASS images already."""
+
+
+def _gone(class_name: str, folder: Path) -> str:
+    return f"class {class_name} no longer exists on disk: there is no class folder {folder}"
+
+
 def add_image(path: Path, class_name: str, data: bytes, file_name: str = "image") -> tuple[Path, bool]:
     """Decode `data` safely and save it as a new JPEG in the class folder: (file, whether it is
-    new). ImageDecodeError (the message names the file) for anything that is not a usable image."""
+    new). ImageDecodeError (the message names the file) for anything that is not a usable image,
+    ClassGone if the class folder is not there, ClassFull if the class is full."""
     from PIL import Image
 
     folder = Path(path) / check_name(class_name, "class")
     if not folder.is_dir():
-        raise DatasetError(f"There is no class {class_name!r}: add it first.")
+        raise ClassGone(_gone(class_name, folder))
     pixels = decode_image(data, file_name)
     image = Image.fromarray(pixels)
     if max(image.size) > MAX_SIDE:
@@ -128,9 +145,121 @@ def add_image(path: Path, class_name: str, data: bytes, file_name: str = "image"
     if target.exists():
         return target, False
     if sum(1 for _ in folder.glob("*.jpg")) >= MAX_IMAGES_PER_CLASS:
-        raise DatasetError(f"{class_name} already has {MAX_IMAGES_PER_CLASS} images, the most a class holds here.")
+        raise ClassFull(f"{class_name} already has {MAX_IMAGES_PER_CLASS} images, the most a class holds here.")
     runs.write_bytes_atomic(target, buffer.getvalue())
     return target, True
+
+
+# Why an upload was not saved (AddResult.skipped), in the order the page reports them.
+SKIP_LIMIT = "over the limit"
+SKIP_FULL = "class full"
+SKIP_UNREADABLE = "unreadable"
+SKIP_DUPLICATE = "already there"
+SKIP_GONE = "class gone"
+
+
+@dataclass
+class AddResult:
+    """What add_images did with each upload: the names saved, and (name, reason, detail) of each
+    one not saved, reason one of the SKIP_* constants."""
+
+    class_name: str
+    added: list[str] = field(default_factory=list)
+    skipped: list[tuple[str, str, str]] = field(default_factory=list)
+
+    @property
+    def class_gone(self) -> bool:
+        return any(reason == SKIP_GONE for _, reason, _ in self.skipped)
+
+    def skipped_for(self, reason: str) -> list[tuple[str, str]]:
+        return [(name, detail) for name, why, detail in self.skipped if why == reason]
+
+    def lines(self) -> list[tuple[str, str]]:
+        """The result in words: (kind, text) with kind "success", "warning" or "error"; every
+        upload is either counted as added or named with the reason it was skipped."""
+        n, k = len(self.added), len(self.skipped)
+        photos = f"photo{'s' if n + k != 1 else ''}"
+        if not k:
+            out = [("success", f"{self.class_name}: added {n} {photos}.")]
+        else:
+            out = [("warning", f"{self.class_name}: added {n} of {n + k} {photos}; {k} skipped, for the "
+                               f"reason{'s' if k != 1 else ''} below.")]
+        gone = self.skipped_for(SKIP_GONE)
+        if gone:
+            out.append(("error", f"{gone[0][1]}. Not saved: {_names(gone)}. Add the class again to keep them."))
+        limit = self.skipped_for(SKIP_LIMIT)
+        if limit:
+            out.append(("warning", f"{len(limit)} over the limit of {MAX_UPLOAD_FILES} photos per upload, not "
+                                   f"saved: {_names(limit)}. Add them again in another batch."))
+        full = self.skipped_for(SKIP_FULL)
+        if full:
+            out.append(("warning", f"{len(full)} not saved because {self.class_name} is full "
+                                   f"({MAX_IMAGES_PER_CLASS} images, the most a class holds here): {_names(full)}."))
+        duplicate = self.skipped_for(SKIP_DUPLICATE)
+        if duplicate:
+            out.append(("warning", f"{len(duplicate)} already there (the same picture is kept once): "
+                                   + "; ".join(f"{name} ({detail})" for name, detail in duplicate[:8])
+                                   + (f" and {len(duplicate) - 8} more" if len(duplicate) > 8 else "") + "."))
+        for _, detail in self.skipped_for(SKIP_UNREADABLE)[:8]:
+            out.append(("error", f"Unreadable, not saved: {detail}"))
+        unreadable = self.skipped_for(SKIP_UNREADABLE)
+        if len(unreadable) > 8:
+            out.append(("error", f"{len(unreadable) - 8} more unreadable, not saved: {_names(unreadable[8:])}."))
+        return out
+
+
+def _names(items: list[tuple[str, str]], limit: int = 8) -> str:
+    names = [name for name, _ in items]
+    return ", ".join(names[:limit]) + (f" and {len(names) - limit} more" if len(names) > limit else "")
+
+
+def add_images(path: Path, class_name: str, items, limit: int = MAX_UPLOAD_FILES) -> AddResult:
+    """add_image for each (file name, bytes) of one upload, at most `limit` of them: an AddResult
+    that accounts for every item (added, or skipped with its reason). Never raises for an item."""
+    result = AddResult(class_name)
+    folder = Path(path) / class_name
+    saved = {}  # file saved by this upload -> the upload's name, to tell a repeat within the batch
+    for index, (file_name, data) in enumerate(items):
+        if index >= limit:
+            result.skipped.append((file_name, SKIP_LIMIT, ""))
+            continue
+        try:
+            target, new = add_image(path, class_name, data, file_name)
+        except ClassGone as exc:
+            result.skipped.append((file_name, SKIP_GONE, str(exc)))
+        except ImageDecodeError as exc:
+            result.skipped.append((file_name, SKIP_UNREADABLE, str(exc)))
+        except ClassFull:
+            result.skipped.append((file_name, SKIP_FULL, ""))
+        except (DatasetError, OSError) as exc:
+            gone = not folder.is_dir()
+            why = getattr(exc, "strerror", None) or exc
+            result.skipped.append((file_name, SKIP_GONE if gone else SKIP_UNREADABLE,
+                                   _gone(class_name, folder) if gone else f"{file_name}: could not be saved ({why})"))
+        else:
+            if new:
+                saved[target] = file_name
+                result.added.append(file_name)
+            else:
+                where = f"the same picture as {saved[target]} in this upload" if target in saved else \
+                    f"already in {class_name} as {target.name}"
+                result.skipped.append((file_name, SKIP_DUPLICATE, where))
+    return result
+
+
+def image_problem(file: Path) -> str | None:
+    """None if the file decodes through the safe decoder (inference.read_image), else what is
+    wrong with it, in words, without the file's folder."""
+    try:
+        read_image(file)
+    except ImageDecodeError as exc:
+        return strip_path(str(exc), file)
+    return None
+
+
+def strip_path(message: str, file: Path) -> str:
+    """A read_image message about `file` without its folder: "name.jpg: what is wrong"."""
+    return message.replace(str(file), Path(file).name, 1)
 
 
 def remove_image(path: Path, file: Path) -> None:
@@ -140,9 +269,11 @@ def remove_image(path: Path, file: Path) -> None:
     file.unlink(missing_ok=True)
 
 
-def readiness(path: Path) -> str:
-    """'' if the dataset can be trained on, else what is missing, in words."""
-    counts = {name: len(files) for name, files in classes(path).items()}
+def readiness(path: Path, damaged=()) -> str:
+    """'' if the dataset can be trained on, else what is missing, in words. Files in `damaged`
+    (found unreadable) are not counted."""
+    damaged = {Path(f) for f in damaged}
+    counts = {name: sum(f not in damaged for f in files) for name, files in classes(path).items()}
     if len(counts) < 2:
         return "Add at least two classes."
     short = [name for name, n in counts.items() if n < MIN_IMAGES_TO_TRAIN]

@@ -213,6 +213,71 @@ def loaded_model_or_stop(spec: str):
         st.stop()
 
 
+# --- Images from disk: always through the safe decoder ------------------------------------
+
+
+def _file_stamp(path) -> tuple | None:
+    """(size, mtime) of a file, so a memo is per file version; None if it cannot be stat'ed."""
+    import os
+
+    try:
+        info = os.stat(path)
+    except OSError:
+        return None
+    return info.st_size, info.st_mtime_ns
+
+
+def _named(message: str, path, label: str) -> str:
+    """A read_image message about `path` that names it as `label` (not by its server folder)."""
+    return message.replace(str(path), label, 1)
+
+
+@st.cache_data(show_spinner=False, max_entries=100_000)
+def _image_problem(path: str, stamp) -> str | None:
+    from alexnet_core.inference import ImageDecodeError, read_image
+
+    try:
+        read_image(path)
+    except ImageDecodeError as exc:
+        return str(exc)
+    return None
+
+
+def image_problem(path, label: str | None = None) -> str | None:
+    """None if the file decodes through the safe decoder (inference.read_image: regular files
+    only, size and pixel limits), else what is wrong with it, naming it as `label` (default: its
+    file name). Memoised per file version, so a page checks each file once."""
+    from pathlib import Path
+
+    problem = _image_problem(str(path), _file_stamp(path))
+    return None if problem is None else _named(problem, path, label or Path(path).name)
+
+
+@st.cache_data(show_spinner=False, max_entries=512)
+def _image_from_disk(path: str, stamp, max_side: int):
+    from alexnet_core.inference import ImageDecodeError, read_image
+
+    try:
+        return thumbnail(read_image(path), max_side)
+    except ImageDecodeError as exc:
+        return str(exc)
+
+
+def image_from_disk(path, max_side: int = 768, label: str | None = None):
+    """An image file to show: its pixels through the safe decoder, at most `max_side` pixels a
+    side, or (a str) what is wrong with it, naming it as `label` (default: its file name). Never
+    raises for a bad file; memoised per file version."""
+    from pathlib import Path
+
+    image = _image_from_disk(str(path), _file_stamp(path), max_side)
+    return _named(image, path, label or Path(path).name) if isinstance(image, str) else image
+
+
+def damaged_note(problem: str, container=None) -> None:
+    """One damaged file, named with what is wrong with it, where its picture would be."""
+    (container or st).caption(f":material/broken_image: Damaged file, not shown: {plain(problem, 300)}")
+
+
 def thumbnail(image, max_side: int = 768):
     """`image` shrunk to at most `max_side` pixels a side (what the page shows and overlays on)."""
     import numpy as np

@@ -8,10 +8,21 @@ from alexnet_core.config import ConfigError
 from alexnet_core.data import DataError
 from alexnet_core.datasets import DatasetError
 from alexnet_core.inference import MAX_UPLOAD_FILES, UPLOAD_TYPES, ImageDecodeError, decode_image, top_k, verdict
-from pages.common import all_runs, device_banner, loaded_model_or_stop, page_setup, plain, runs_root, state_badge
+from pages.common import (
+    all_runs,
+    device_banner,
+    image_from_disk,
+    image_problem,
+    loaded_model_or_stop,
+    page_setup,
+    plain,
+    runs_root,
+    state_badge,
+)
 
 NEW = "+ New dataset"
 THUMBS = 16  # thumbnails shown per class
+DAMAGED_LISTED = 10  # damaged files named per class, each with its own Remove button
 
 page_setup()
 st.title("Your classes")
@@ -44,8 +55,68 @@ found = datasets.classes(path)
 # --- 1. Classes and images ---------------------------------------------------------------------
 
 st.subheader("1. Classes and images")
-for message in st.session_state.pop("dataset_messages", []):
-    (st.error if message.startswith("!") else st.success)(message.lstrip("!"))
+SAY = {"success": st.success, "warning": st.warning, "error": st.error}
+
+
+def say(kind: str, text: str) -> None:
+    SAY.get(kind, st.info)(plain(text, 600))
+
+
+def uploaded(value) -> list[tuple[str, bytes]]:
+    """(name, bytes) of a file uploader's or a camera's value (one file, a list, or nothing)."""
+    files = value if isinstance(value, list) else [value] if value is not None else []
+    return [(getattr(f, "name", None) or "camera photo", f.getvalue()) for f in files if hasattr(f, "getvalue")]
+
+
+def keep_orphans(dataset: Path, class_name: str, items: list[tuple[str, bytes]]) -> None:
+    """Photos meant for a class that is gone: kept (this session only) so one click adds the class
+    again with them."""
+    if items:
+        st.session_state["dataset_orphans"] = {"dataset": str(dataset), "class": class_name,
+                                               "items": items[:MAX_UPLOAD_FILES]}
+    round_key = f"dataset_round_{dataset.name}/{class_name}"  # the class's widgets start afresh if it returns
+    st.session_state[round_key] = st.session_state.get(round_key, 0) + 1
+
+
+# Uploaders and cameras drawn on the last run: {widget key: (dataset folder, class)}. A class
+# removed on disk since then takes its widget with it; what the user had just given it is still
+# in the session state for this one run: report it, never drop it silently.
+drawn = st.session_state.pop("dataset_widgets", {})
+for widget, (dataset, class_name) in drawn.items():
+    if (Path(dataset) / class_name).is_dir():
+        continue
+    lost = uploaded(st.session_state.get(widget))
+    if lost:
+        folder = Path(dataset) / class_name
+        st.session_state.setdefault("dataset_messages", []).append(
+            ("error", f"class {class_name} no longer exists on disk: there is no class folder {folder}. Not saved: "
+                      f"{', '.join(name for name, _ in lost[:8])}{' and more' if len(lost) > 8 else ''}. "
+                      "Add the class again to keep them."))
+        keep_orphans(Path(dataset), class_name, lost)
+
+for kind, text in st.session_state.pop("dataset_messages", []):
+    say(kind, text)
+
+orphans = st.session_state.get("dataset_orphans")
+if orphans and Path(orphans["dataset"]) == path:
+    names = [name for name, _ in orphans["items"]]
+    a, b, c = st.columns([3, 1, 1], vertical_alignment="center")
+    a.warning(plain(f"{len(names)} photo{'s' if len(names) != 1 else ''} for {orphans['class']}, a class removed "
+                    f"on disk, kept here until you leave: {', '.join(names[:8])}{' ...' if len(names) > 8 else ''}",
+                    400), icon=":material/inventory_2:")
+    if b.button(f"Add {orphans['class']} again with them", key="dataset_orphans_keep", width="stretch"):
+        st.session_state.pop("dataset_orphans")
+        try:
+            datasets.add_class(path, orphans["class"])
+        except (DatasetError, OSError) as exc:
+            st.session_state["dataset_messages"] = [("error", str(exc))]
+        else:
+            st.session_state["dataset_messages"] = datasets.add_images(
+                path, orphans["class"], orphans["items"]).lines()
+        st.rerun()
+    if c.button("Discard them", key="dataset_orphans_drop", width="stretch"):
+        st.session_state.pop("dataset_orphans")
+        st.rerun()
 
 with st.form("dataset_add_class", clear_on_submit=True, border=False):
     a, b = st.columns([3, 1], vertical_alignment="bottom")
@@ -62,45 +133,89 @@ if not found:
 
 
 def save(class_name: str, items: list[tuple[str, bytes]]) -> None:
-    """Decode and save uploads (or a photo); say what was kept and what was refused, after the rerun."""
-    added, refused = 0, []
-    for file_name, data in items:
-        try:
-            _, new = datasets.add_image(path, class_name, data, file_name)
-            added += new
-        except (ImageDecodeError, DatasetError, OSError) as exc:
-            refused.append(str(exc))
-    notes = [f"{class_name}: added {added} image{'s' if added != 1 else ''}."] if added or not refused else []
-    notes += [f"!{plain(r, 300)}" for r in refused]
-    st.session_state["dataset_messages"] = notes
+    """Decode and save one upload (or a photo); what was added and what was skipped, and why, is
+    said after the rerun. Photos for a class that is gone are kept to be added again."""
+    result = datasets.add_images(path, class_name, items)
+    st.session_state["dataset_messages"] = result.lines()
+    if result.class_gone:
+        keep_orphans(path, class_name, [(n, d) for n, d in items if n in {s for s, *_ in result.skipped}])
 
 
+damaged_files = []
+widgets = {}
 for class_name, files in found.items():
     key = f"{choice}/{class_name}"
+    problems = {f: image_problem(f) for f in files}  # every file through the safe decoder, once per version
+    good = [f for f in files if not problems[f]]
+    thumbs = []
+    for f in good[-THUMBS:]:
+        shown = image_from_disk(f, 128)
+        if isinstance(shown, str):  # changed since it was checked
+            problems[f] = shown
+        else:
+            thumbs.append(shown)
+    damaged = [f for f in files if problems[f]]
+    damaged_files += damaged
+    count = len(files) - len(damaged)
     with st.container(border=True):
         head, remove = st.columns([5, 1], vertical_alignment="center")
-        head.markdown(f"**{plain(class_name)}**: {len(files)} image{'s' if len(files) != 1 else ''}")
+        head.markdown(f"**{plain(class_name)}**: {count} image{'s' if count != 1 else ''}"
+                      + (f", {len(damaged)} damaged file{'s' if len(damaged) != 1 else ''}" if damaged else ""))
         with remove.popover("Remove", icon=":material/delete:", width="stretch"):
-            st.markdown(f"Remove the class **{plain(class_name)}** and its {len(files)} images?")
+            st.markdown(f"Remove the class **{plain(class_name)}** and its {len(files)} files?")
             if st.button("Remove for good", type="primary", key=f"dataset_rm_{key}"):
                 datasets.remove_class(path, class_name)
                 st.rerun()
-        if files:
-            st.image([str(f) for f in files[-THUMBS:]], width=64)
+        if thumbs:
+            st.image(thumbs, width=64)
+        if damaged:
+            st.warning(f"{len(damaged)} file{'s' if len(damaged) != 1 else ''} of {plain(class_name)} cannot be read "
+                       "as an image, so training skips them. Remove them, or replace them with good copies.",
+                       icon=":material/broken_image:")
+            for f in damaged[:DAMAGED_LISTED]:
+                what, rm = st.columns([5, 1], vertical_alignment="center")
+                what.caption(f":material/broken_image: {plain(problems[f], 300)}")
+                if rm.button("Remove", key=f"dataset_rm_file_{key}/{f.name}", icon=":material/delete:",
+                             width="stretch", help=f"Delete {f.name} from {class_name}"):
+                    try:
+                        datasets.remove_image(path, f)
+                    except (DatasetError, OSError) as exc:
+                        st.session_state["dataset_messages"] = [("error", f"{f.name}: {exc}")]
+                    else:
+                        st.session_state["dataset_messages"] = [("success", f"{class_name}: removed {f.name}.")]
+                    st.rerun()
+            if len(damaged) > DAMAGED_LISTED:
+                more = damaged[DAMAGED_LISTED:]
+                what, rm = st.columns([5, 1], vertical_alignment="center")
+                what.caption(plain(f"and {len(more)} more: {', '.join(f.name for f in more[:20])}"
+                                   f"{' ...' if len(more) > 20 else ''}", 600))
+                if rm.button("Remove all", key=f"dataset_rm_damaged_{key}", icon=":material/delete_sweep:",
+                             width="stretch", help=f"Delete all {len(damaged)} damaged files of {class_name}"):
+                    for f in damaged:
+                        try:
+                            datasets.remove_image(path, f)
+                        except (DatasetError, OSError):
+                            pass
+                    st.session_state["dataset_messages"] = [
+                        ("success", f"{class_name}: removed {len(damaged)} damaged files.")]
+                    st.rerun()
         add, camera = st.columns(2)
         round_ = st.session_state.setdefault(f"dataset_round_{key}", 0)  # a new key empties the uploader
+        up_key, cam_key = f"dataset_up_{key}_{round_}", f"dataset_cam_{key}_{round_}"
+        widgets[up_key] = widgets[cam_key] = (str(path), class_name)
         uploads = add.file_uploader(f"Add images of {class_name}", type=UPLOAD_TYPES, accept_multiple_files=True,
-                                    key=f"dataset_up_{key}_{round_}", help=f"Up to {MAX_UPLOAD_FILES} at a time")
+                                    key=up_key, help=f"Up to {MAX_UPLOAD_FILES} at a time")
         if uploads:
-            save(class_name, [(u.name, u.getvalue()) for u in uploads[:MAX_UPLOAD_FILES]])
+            save(class_name, uploaded(uploads))
             st.session_state[f"dataset_round_{key}"] = round_ + 1
             st.rerun()
         if camera.toggle("Use the camera", key=f"dataset_cam_on_{key}"):
-            photo = camera.camera_input(f"A photo of {class_name}", key=f"dataset_cam_{key}_{round_}")
+            photo = camera.camera_input(f"A photo of {class_name}", key=cam_key)
             if photo is not None:
                 save(class_name, [("camera photo", photo.getvalue())])
                 st.session_state[f"dataset_round_{key}"] = round_ + 1
                 st.rerun()
+st.session_state["dataset_widgets"] = widgets
 
 # --- 2. Train ------------------------------------------------------------------------------------
 
@@ -113,11 +228,11 @@ def runs_of_dataset() -> list[dict]:
     return sorted(mine, key=lambda r: r.get("started") or 0, reverse=True)
 
 
-problem = datasets.readiness(path)
+problem = datasets.readiness(path, damaged_files)
 if problem:
     st.info(problem, icon=":material/info:")
 else:
-    counts = {name: len(files) for name, files in found.items()}
+    counts = {name: sum(f not in damaged_files for f in files) for name, files in found.items()}
     mode = st.radio("How", ["fine-tune", "scratch"], horizontal=True, key="dataset_mode", format_func={
         "fine-tune": "Fine-tune the bundled model (best for a few photos)", "scratch": "From scratch"}.get,
         help="Fine-tuning keeps what the bundled model learned to see on CIFAR-10 (its convolutional layers, "

@@ -1,0 +1,180 @@
+"""One bad file never takes a page down: every image a page reads from disk goes through the safe
+decoder, and a file that does not decode is named as damaged while the rest of the page renders.
+And the Your classes page accounts for every photo given to it: added, or skipped with a reason."""
+
+import io
+import shutil
+import struct
+import zlib
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+from alexnet_core import datasets
+from tests.test_hostile import no_leak
+from tests.test_pages import run_page
+
+
+def jpeg(color=(200, 30, 30), size=(40, 30)) -> bytes:
+    buffer = io.BytesIO()
+    Image.new("RGB", size, color).save(buffer, "JPEG", quality=90)
+    return buffer.getvalue()
+
+
+def png(color=(200, 30, 30), size=(40, 30)) -> bytes:
+    buffer = io.BytesIO()
+    Image.new("RGB", size, color).save(buffer, "PNG")
+    return buffer.getvalue()
+
+
+def huge_png(width=100_000, height=100_000) -> bytes:
+    """A tiny file whose header claims 10 gigapixels (a decompression bomb's shape)."""
+    def chunk(kind, data):
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
+
+    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0))
+            + chunk(b"IDAT", zlib.compress(b"\x00" * 100)) + chunk(b"IEND", b""))
+
+
+# One bad file of each kind a page can meet: {file name: contents}.
+BAD = {
+    "notes.jpg": b"just some text, whatever the name says",
+    "truncated.jpg": jpeg((10, 200, 10), (64, 64))[:300],
+    "empty.jpg": b"",
+    "bomb.png": huge_png(),
+}
+
+
+def plant(folder: Path, names=tuple(BAD)) -> None:
+    folder.mkdir(parents=True, exist_ok=True)
+    for name in names:
+        (folder / name).write_bytes(BAD[name])
+
+
+def texts(at) -> str:
+    """Every text on the page, unescaped (names are shown escaped for Markdown)."""
+    kinds = ("markdown", "caption", "warning", "error", "info", "success")
+    return "\n".join(e.value.replace("\\", "") for kind in kinds for e in at.get(kind))
+
+
+def image_count(at) -> int:
+    return sum(len(element.proto.imgs) for element in at.get("image"))
+
+
+# --- Your classes -------------------------------------------------------------------------------
+
+
+def make_dataset(tmp_path, per_class=3) -> Path:
+    path = datasets.create_dataset("pets", tmp_path / "data")
+    for n, name in enumerate(["cats", "dogs"]):
+        datasets.add_class(path, name)
+        for i in range(per_class):
+            datasets.add_image(path, name, png((40 * i, 100 * n, 90)), f"{name}{i}.png")
+    return path
+
+
+def test_your_classes_names_each_damaged_file_and_removes_just_that_one(tmp_path):
+    path = make_dataset(tmp_path)
+    plant(path / "cats")
+    at = run_page("pages/dataset.py")
+    no_leak(at)
+    page = texts(at)
+    for name in BAD:
+        assert name in page, name
+    assert "notes.jpg: not an image" in page
+    assert "empty.jpg: the file is empty" in page
+    assert "truncated.jpg: the image is damaged or truncated" in page
+    assert "bomb.png: refused: more than the 50-megapixel limit" in page
+    assert "**cats**: 3 images, 4 damaged files" in "\n".join(m.value for m in at.markdown)
+    assert image_count(at) == 6  # the good ones: 3 cats, 3 dogs
+    assert not any("Every class needs" in i.value for i in at.info)  # 3 good images a class: ready to train
+
+    at.button(key="dataset_rm_file_pets/cats/notes.jpg").click().run()
+    no_leak(at)
+    assert not (path / "cats" / "notes.jpg").exists()
+    assert all((path / "cats" / name).exists() for name in BAD if name != "notes.jpg")
+    page = texts(at)
+    assert "cats: removed notes.jpg" in page
+    assert "notes.jpg: not an image" not in page and "truncated.jpg" in page
+    assert "**cats**: 3 images, 3 damaged files" in "\n".join(m.value for m in at.markdown)
+
+
+def test_your_classes_does_not_count_damaged_files_towards_training(tmp_path):
+    path = make_dataset(tmp_path, per_class=1)
+    datasets.add_image(path, "dogs", png((1, 2, 3)), "more.png")
+    plant(path / "cats", ["notes.jpg", "truncated.jpg"])  # 3 files, 1 image
+    at = run_page("pages/dataset.py")
+    no_leak(at)
+    assert any("Every class needs at least 2 images" in i.value and "cats" in i.value for i in at.info)
+
+
+def upload(at, class_name, files):
+    uploader = next(u for u in at.get("file_uploader") if u.label == f"Add images of {class_name}")
+    uploader.set_value(files)
+    at.run()
+    no_leak(at)
+    return texts(at)
+
+
+def test_a_big_upload_says_how_many_were_added_and_skipped_and_why(tmp_path):
+    path = make_dataset(tmp_path, per_class=0)
+    at = run_page("pages/dataset.py")
+    files = [(f"p{i:02d}.png", png((8 * i, 0, 0)), "image/png") for i in range(30)]
+    page = upload(at, "cats", files)
+    assert len(datasets.classes(path)["cats"]) == 20
+    assert "cats: added 20 of 30 photos; 10 skipped" in page
+    assert "10 over the limit of 20 photos per upload, not saved: p20.png, p21.png" in page
+
+    page = upload(at, "cats", [("again.png", png((0, 0, 0)), "image/png"),
+                               ("junk.jpg", b"not a picture", "image/jpeg"),
+                               ("new.png", png((0, 0, 200)), "image/png"),
+                               ("new copy.png", png((0, 0, 200)), "image/png")])
+    assert len(datasets.classes(path)["cats"]) == 21
+    assert "cats: added 1 of 4 photos; 3 skipped" in page
+    assert "again.png (already in cats as" in page
+    assert "new copy.png (the same picture as new.png in this upload)" in page
+    assert "junk.jpg: not an image" in page
+
+
+def test_a_photo_already_there_is_named_with_the_reason(tmp_path):
+    make_dataset(tmp_path, per_class=1)
+    at = run_page("pages/dataset.py")
+    page = upload(at, "cats", [("same.png", png((0, 0, 90)), "image/png")])  # cats0.png's pixels
+    assert "cats: added 0 of 1 photo; 1 skipped" in page
+    assert "1 already there (the same picture is kept once): same.png (already in cats as" in page
+
+
+def test_an_upload_to_a_class_removed_on_disk_is_reported_and_kept(tmp_path):
+    path = make_dataset(tmp_path, per_class=2)
+    at = run_page("pages/dataset.py")
+    shutil.rmtree(path / "cats")  # removed outside the page while it is open
+    page = upload(at, "cats", [("tabby.png", png((9, 9, 9)), "image/png"),
+                               ("kitten.png", png((19, 9, 9)), "image/png")])
+    assert "class cats no longer exists on disk" in page
+    assert "Not saved: tabby.png, kitten.png" in page
+    assert "2 photos for cats, a class removed on disk, kept here until you leave" in page
+    at.button(key="dataset_orphans_keep").click().run()
+    no_leak(at)
+    assert len(datasets.classes(path)["cats"]) == 2
+    assert "cats: added 2 photos." in texts(at)
+
+
+def test_add_images_accounts_for_every_item(tmp_path):
+    path = make_dataset(tmp_path, per_class=0)
+    items = [("a.png", png((1, 1, 1))), ("b.jpg", b"text"), ("c.png", png((1, 1, 1))), ("d.png", png((2, 2, 2)))]
+    result = datasets.add_images(path, "cats", items, limit=3)
+    assert result.added == ["a.png"]
+    assert [(name, why) for name, why, _ in result.skipped] == [
+        ("b.jpg", datasets.SKIP_UNREADABLE), ("c.png", datasets.SKIP_DUPLICATE), ("d.png", datasets.SKIP_LIMIT)]
+    shutil.rmtree(path / "dogs")
+    gone = datasets.add_images(path, "dogs", [("x.png", png((3, 3, 3)))])
+    assert gone.class_gone and not gone.added
+    assert gone.lines()[-1][0] == "error" and "class dogs no longer exists on disk" in gone.lines()[-1][1]
+
+
+@pytest.mark.parametrize("name", list(BAD))
+def test_image_problem_names_the_file_without_its_folder(tmp_path, name):
+    plant(tmp_path, [name])
+    problem = datasets.image_problem(tmp_path / name)
+    assert problem.startswith(f"{name}: ") and str(tmp_path) not in problem
