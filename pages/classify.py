@@ -83,8 +83,16 @@ if dropped:
                icon=":material/filter_list:")
 if photo is not None:
     items.append(("camera photo", photo.getvalue()))
+damaged_examples = []
 if use_examples and not items:
-    items += [(p.name, p.read_bytes()) for p in EXAMPLES]
+    for example in EXAMPLES:  # read only once the safe decoder has passed the file (never a FIFO or a folder)
+        problem = common.image_problem(example)
+        if problem:
+            damaged_examples.append(problem)
+        else:
+            items.append((example.name, example.read_bytes()))
+for problem in damaged_examples:
+    st.warning(f"Damaged example image, left out: {common.plain(problem, 300)}", icon=":material/broken_image:")
 if not items:
     st.info("Upload images above, take a photo, or switch on the examples.", icon=":material/upload:")
     common.device_banner()
@@ -167,13 +175,27 @@ common.heat_legend(st.columns([3, 1])[1])
 
 
 @st.cache_data(show_spinner="Computing fc7 features of the sample...", max_entries=4)
-def sample_bank(spec: str, stamp: float):
-    data = load_source("sample")
-    paths = data.val.paths
-    images = np.stack([read_image(p) for p in paths])
+def sample_bank(spec: str, stamp: float, paths: tuple):
+    """(fc7 features, their files, what is wrong with each file left out) of the sample's
+    validation images; a file the safe decoder refuses is left out and named, not fatal."""
+    images, kept, damaged = [], [], []
+    for path in paths:
+        try:
+            image = read_image(path)
+        except ImageDecodeError as exc:
+            damaged.append(str(exc).replace(str(path), f"{Path(path).parent.name}/{Path(path).name}", 1))
+            continue
+        if images and image.shape != images[0].shape:
+            damaged.append(f"{Path(path).parent.name}/{Path(path).name}: {image.shape[1]}x{image.shape[0]} pixels, "
+                           f"unlike the sample's {images[0].shape[1]}x{images[0].shape[0]}")
+            continue
+        images.append(image)
+        kept.append(path)
+    if not images:
+        return None, [], damaged
     model, _ = common.loaded_model(spec)
-    feats = embeddings(model.model, model.preprocess(images))
-    return feats, paths
+    feats = embeddings(model.model, model.preprocess(np.stack(images)))
+    return feats, kept, damaged
 
 
 st.subheader("Explain further")
@@ -196,16 +218,26 @@ elif explain == "maps":
 else:
     which = st.selectbox("Image", list(inputs), key="classify_nn_image")
     try:
-        bank, paths = sample_bank(spec, stamp)
+        bank, paths, damaged = sample_bank(spec, stamp, tuple(load_source("sample").val.paths))
     except (DataError, ImageDecodeError) as exc:
         st.error(common.plain(exc, 400))
-    else:
+        bank, damaged = None, []
+    for problem in damaged[:10]:
+        st.caption(f":material/broken_image: Damaged sample image, left out: {common.plain(problem, 300)}")
+    if len(damaged) > 10:
+        st.caption(f"... and {len(damaged) - 10} more damaged sample images left out.")
+    if bank is not None:
         query = embeddings(loaded.model, inputs[which][None])[0]
         order, sims = nearest(query, bank, k=8)
         st.caption("The sample's validation images whose fc7 features are closest to this one "
                    "(the paper's figure 4).")
         cols = st.columns(8)
         for col, i, sim in zip(cols, order, sims):
-            col.image(read_image(paths[i]), caption=f"{Path(paths[i]).parent.name} ({sim:.2f})", width="stretch")
+            where = f"{Path(paths[i]).parent.name}/{Path(paths[i]).name}"
+            shown = common.image_from_disk(paths[i], 256, label=where)
+            if isinstance(shown, str):  # changed on disk since its features were read
+                common.damaged_note(shown, col)
+            else:
+                col.image(shown, caption=f"{Path(paths[i]).parent.name} ({sim:.2f})", width="stretch")
 
 common.device_banner()

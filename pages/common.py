@@ -263,13 +263,21 @@ def _image_from_disk(path: str, stamp, max_side: int):
         return str(exc)
 
 
-def image_from_disk(path, max_side: int = 768, label: str | None = None):
+def image_from_disk(path, max_side: int | None = 768, label: str | None = None):
     """An image file to show: its pixels through the safe decoder, at most `max_side` pixels a
-    side, or (a str) what is wrong with it, naming it as `label` (default: its file name). Never
-    raises for a bad file; memoised per file version."""
+    side (memoised per file version), or as decoded with None (not memoised); or (a str) what is
+    wrong with it, naming it as `label` (default: its file name). Never raises for a bad file."""
     from pathlib import Path
 
-    image = _image_from_disk(str(path), _file_stamp(path), max_side)
+    from alexnet_core.inference import ImageDecodeError, read_image
+
+    if max_side is None:
+        try:
+            image = read_image(path)
+        except ImageDecodeError as exc:
+            image = str(exc)
+    else:
+        image = _image_from_disk(str(path), _file_stamp(path), max_side)
     return _named(image, path, label or Path(path).name) if isinstance(image, str) else image
 
 

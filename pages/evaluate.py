@@ -7,10 +7,12 @@ from alexnet_core.evaluation import evaluate
 from alexnet_core.explain import gradcam, overlay
 from alexnet_core.inference import ImageDecodeError, resolve_model_path, top_k
 from pages.common import (
+    damaged_note,
     data_choices,
     device_banner,
     epoch_timeline,
     heat_legend,
+    image_from_disk,
     loaded_model,
     loaded_model_or_stop,
     model_stamp,
@@ -105,6 +107,22 @@ st.download_button("Download the matrix (CSV)", pd.DataFrame(cm, index=result.cl
 
 
 
+def shown_images(indices):
+    """The evaluated images at `indices` to show: from disk each through the safe decoder (a file
+    that no longer decodes is, in its place, a str naming it and what is wrong), or from memory;
+    None (with the error shown) if they cannot be had at all."""
+    from pathlib import Path
+
+    if result.paths is not None:
+        return [image_from_disk(result.paths[i], None, label="/".join(Path(result.paths[i]).parts[-2:]))
+                for i in indices]
+    try:
+        return result.images(indices)
+    except (DataError, ImageDecodeError) as exc:
+        st.error(plain(exc, 400))
+        return None
+
+
 def image_grid(indices, caption_for, key):
     show_cam = st.toggle("Show Grad-CAM (what the network looked at)", key=f"{key}_cam")
     if show_cam:
@@ -112,14 +130,15 @@ def image_grid(indices, caption_for, key):
     if not len(indices):
         st.caption("No images here.")
         return
-    try:
-        images = result.images(indices)
-    except (DataError, ImageDecodeError) as exc:
-        st.error(plain(exc, 400))
+    images = shown_images(indices)
+    if images is None:
         return
     cols = st.columns(6)
     for n, (i, image) in enumerate(zip(indices, images)):
         with cols[n % 6]:
+            if isinstance(image, str):  # changed or damaged on disk since it was evaluated
+                damaged_note(image)
+                continue
             shown = image
             if show_cam:
                 heat, _ = gradcam(loaded.model, loaded.preprocess(image), int(result.predicted[i]))
@@ -197,10 +216,11 @@ def draw_map():
     if not picked or not 0 <= int(picked[0].get("i", -1)) < len(idx):
         return
     i = int(idx[int(picked[0]["i"])])
-    try:
-        image = result.images([i])[0]
-    except (DataError, ImageDecodeError) as exc:
-        st.error(plain(exc, 400))
+    image = (shown_images([i]) or [None])[0]
+    if image is None:
+        return
+    if isinstance(image, str):
+        damaged_note(image)
         return
     truth, guess = result.classes[result.labels[i]], result.classes[result.predicted[i]]
     st.markdown(f"**The picked image:** true class {plain(truth)}, predicted {plain(guess)} "

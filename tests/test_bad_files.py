@@ -178,3 +178,92 @@ def test_image_problem_names_the_file_without_its_folder(tmp_path, name):
     plant(tmp_path, [name])
     problem = datasets.image_problem(tmp_path / name)
     assert problem.startswith(f"{name}: ") and str(tmp_path) not in problem
+
+
+# --- Classify: the example images and the sample's nearest neighbours --------------------------
+
+
+@pytest.fixture
+def own_assets(tmp_path, monkeypatch):
+    """Example images and a sample of our own (a copy of a few of the bundled ones), so bad files
+    can be planted without touching the app's assets."""
+    from alexnet_core import data
+
+    examples = tmp_path / "assets" / "examples"
+    examples.mkdir(parents=True)
+    shutil.copy(data.ASSETS / "examples" / "cat.jpg", examples / "cat.jpg")
+    sample = tmp_path / "assets" / "sample"
+    for split in ("train", "val"):
+        for name in ("cat", "dog"):
+            folder = sample / split / name
+            folder.mkdir(parents=True)
+            for f in sorted((data.SAMPLE_DIR / split / name).glob("*.jpg"))[:4]:
+                shutil.copy(f, folder / f.name)
+    monkeypatch.setattr(data, "ASSETS", tmp_path / "assets")
+    monkeypatch.setattr(data, "SAMPLE_DIR", sample)
+    return examples, sample
+
+
+def test_classify_names_damaged_example_and_sample_images(own_assets):
+    examples, sample = own_assets
+    for name, content in BAD.items():
+        (examples / name.replace(".png", ".jpg")).write_bytes(content)  # bomb.jpg: a PNG header named .jpg
+    (examples / "folder.jpg").mkdir()  # not a file at all
+    plant(sample / "val" / "cat", ["truncated.jpg", "bomb.png"])  # image signatures: the data loader keeps them
+    at = run_page("pages/classify.py")
+    no_leak(at)
+    warnings = "\n".join(w.value.replace("\\", "") for w in at.warning)
+    for name in ("notes.jpg: not an image", "truncated.jpg: the image is damaged", "empty.jpg: the file is empty",
+                 "bomb.jpg: refused", "folder.jpg"):
+        assert f"Damaged example image, left out: {name}" in warnings, name
+    assert len(at.get("plotly_chart")) == 1  # the good example is classified
+
+    at.segmented_control(key="classify_explain").set_value("neighbours").run()
+    no_leak(at)
+    captions = "\n".join(c.value.replace("\\", "") for c in at.caption)
+    assert "Damaged sample image, left out: cat/truncated.jpg: the image is damaged" in captions
+    assert "Damaged sample image, left out: cat/bomb.png: refused" in captions
+    assert sum(c.startswith(("cat (", "dog (")) for c in (i.caption for e in at.get("image") for i in e.proto.imgs)) == 8
+
+    victim = sorted((sample / "val" / "dog").glob("*.jpg"))[0]
+    victim.write_bytes(victim.read_bytes()[:300])  # damaged after its features were read: its tile says so
+    at.run()
+    no_leak(at)
+    captions = "\n".join(c.value.replace("\\", "") for c in at.caption)
+    assert f"Damaged file, not shown: dog/{victim.name}: the image is damaged or truncated" in captions
+
+
+# --- Evaluate: the images behind a cell, the mistakes and the map's pick ------------------------
+
+
+def test_evaluate_names_images_damaged_since_they_were_evaluated(tmp_path):
+    from alexnet_core import data
+
+    folder = tmp_path / "eval"
+    for name in ("cat", "dog"):
+        (folder / name).mkdir(parents=True)
+        for f in sorted((data.SAMPLE_DIR / "val" / name).glob("*.jpg"))[:6]:
+            shutil.copy(f, folder / name / f.name)
+    plant(folder / "cat")  # never decodable: the evaluation leaves them out
+    at = run_page("pages/evaluate.py")
+    at.selectbox(key="eval_data").set_value("folder")
+    at.selectbox(key="eval_split").set_value("all").run()
+    at.text_input(key="eval_folder").input(str(folder)).run()
+    no_leak(at)
+    assert next(m.value for m in at.metric if m.label == "Images") == "12"
+    mistakes = [i.caption for e in at.get("image") for i in e.proto.imgs if "→" in i.caption]
+    assert mistakes, "the bundled model makes no mistake on these images: pick others"
+
+    # Damage every evaluated file on disk, each in its own way: the evaluation (remembered) still
+    # points at them, and each tile names its file instead of taking the page down.
+    kinds = [BAD["notes.jpg"], BAD["truncated.jpg"], BAD["empty.jpg"], BAD["bomb.png"]]
+    evaluated = sorted(p for name in ("cat", "dog") for p in (folder / name).glob("*.jpg") if p.name[0].isdigit())
+    for n, f in enumerate(evaluated):
+        f.write_bytes(kinds[n % len(kinds)])
+    at.run()
+    no_leak(at)
+    captions = "\n".join(c.value.replace("\\", "") for c in at.caption)
+    notes = [c for c in captions.splitlines() if c.startswith(":material/broken_image: Damaged file, not shown: ")]
+    assert len(notes) == len(mistakes), captions
+    assert all(any(f"{f.parent.name}/{f.name}: " in note for f in evaluated) for note in notes)
+    assert any(": the file is empty" in note for note in notes) or any(": not an image" in note for note in notes)
