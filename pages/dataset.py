@@ -100,11 +100,12 @@ for kind, text in st.session_state.pop("dataset_messages", []):
 orphans = st.session_state.get("dataset_orphans")
 if orphans and Path(orphans["dataset"]) == path:
     names = [name for name, _ in orphans["items"]]
-    a, b, c = st.columns([3, 1, 1], vertical_alignment="center")
-    a.warning(plain(f"{len(names)} photo{'s' if len(names) != 1 else ''} for {orphans['class']}, a class removed "
-                    f"on disk, kept here until you leave: {', '.join(names[:8])}{' ...' if len(names) > 8 else ''}",
-                    400), icon=":material/inventory_2:")
-    if b.button(f"Add {orphans['class']} again with them", key="dataset_orphans_keep", width="stretch"):
+    st.warning(plain(f"{len(names)} photo{'s' if len(names) != 1 else ''} for {orphans['class']}, a class removed "
+                     f"on disk, kept here until you leave: {', '.join(names[:8])}{' ...' if len(names) > 8 else ''}",
+                     400), icon=":material/inventory_2:")
+    b, c, _ = st.columns([1, 1, 2])
+    if b.button("Add the class again", key="dataset_orphans_keep", width="stretch", icon=":material/undo:",
+                help=f"Make the class {orphans['class']} again and save these photos in it"):
         st.session_state.pop("dataset_orphans")
         try:
             datasets.add_class(path, orphans["class"])
@@ -114,7 +115,7 @@ if orphans and Path(orphans["dataset"]) == path:
             st.session_state["dataset_messages"] = datasets.add_images(
                 path, orphans["class"], orphans["items"]).lines()
         st.rerun()
-    if c.button("Discard them", key="dataset_orphans_drop", width="stretch"):
+    if c.button("Discard them", key="dataset_orphans_drop", width="stretch", icon=":material/close:"):
         st.session_state.pop("dataset_orphans")
         st.rerun()
 
