@@ -23,6 +23,8 @@ from .data import DataError
 MAP_POINTS = 1500  # at most this many images on a map
 PCA_DIMS = 50
 THUMB = 64  # px, the longer side of a hover thumbnail
+THUMB_PREFIX = "data:image/jpeg;base64,"
+MAX_THUMB_CHARS = 16_000  # a 64-px JPEG's data: URI (one of pure noise is about 4,500)
 
 
 @dataclass
@@ -80,7 +82,7 @@ def _thumbnail(pixels: np.ndarray) -> str:
         image = image.resize((image.width * scale, image.height * scale), Image.NEAREST)
     buffer = io.BytesIO()
     image.save(buffer, format="JPEG", quality=80)
-    return "data:image/jpeg;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
+    return THUMB_PREFIX + base64.b64encode(buffer.getvalue()).decode("ascii")
 
 
 def features(loaded, evaluation, indices: np.ndarray, batch: int = 256, progress=None) -> tuple[np.ndarray, list[str]]:
@@ -143,9 +145,9 @@ def build_map(loaded, evaluation, limit: int = MAP_POINTS, progress=None, use_ca
     """The map of an evaluation (sampled to `limit` images), from the disk cache when it has it."""
     indices = sample(evaluation.labels, limit)
     cache = _cache_path(loaded, evaluation, indices)
-    saved = runs.load_npz(cache, ("xy", "thumbnails")) if use_cache else None  # a damaged cache is made again
-    if saved is not None and saved["xy"].shape == (len(indices), 2) and len(saved["thumbnails"]) == len(indices):
-        return EmbeddingMap(indices, saved["xy"], [str(t) for t in saved["thumbnails"]], evaluation.n)
+    saved = read_cache(cache, len(indices)) if use_cache else None  # a damaged cache is made again
+    if saved is not None:
+        return EmbeddingMap(indices, *saved, evaluation.n)
     feats, thumbs = features(loaded, evaluation, indices, progress=progress)
     xy = project(feats)
     if use_cache:
@@ -154,3 +156,16 @@ def build_map(loaded, evaluation, limit: int = MAP_POINTS, progress=None, use_ca
         except OSError:
             pass  # a read-only disk only loses the cache
     return EmbeddingMap(indices, xy, thumbs, evaluation.n)
+
+
+def read_cache(path: Path, points: int) -> tuple[np.ndarray, list[str]] | None:
+    """(xy, thumbnails) of a cached map of `points` images, or None when the file is missing,
+    damaged or not such a map: no more is unpacked than such a map holds."""
+    saved = runs.load_npz(path, ("xy", "thumbnails"), {"xy": ((points, 2), "f"),
+                                                      "thumbnails": ((points,), "U", 4 * MAX_THUMB_CHARS)})
+    if saved is None or saved["xy"].shape != (points, 2) or saved["thumbnails"].shape != (points,):
+        return None
+    thumbnails = [str(t) for t in saved["thumbnails"]]
+    if not np.all(np.isfinite(saved["xy"])) or not all(t.startswith(THUMB_PREFIX) for t in thumbnails):
+        return None
+    return saved["xy"].astype(np.float32), thumbnails

@@ -165,10 +165,14 @@ def evaluate(loaded: LoadedModel, source: str, split: str | None = None, flip: b
     labels = map_labels(data.class_names, loaded.class_names, part.labels)
     key = _cache_key(loaded, source, part, split_name, flip)
     cache = cache_dir_for(loaded) / f"{key}.npz"
-    saved = runs.load_npz(cache, ("probs", "kept")) if use_cache else None  # a damaged cache is recomputed
+    saved = read_cache(cache, len(part), len(loaded.class_names)) if use_cache else None
+    note = data.empty_note()
     if saved is not None:
-        probs, kept = saved["probs"], saved["kept"]
+        probs, kept = saved
     else:
+        if use_cache and cache.exists():
+            note = " ".join(filter(None, [note, f"The saved evaluation ({cache.name}) was damaged or did not match "
+                                                "this data: evaluated again."]))
         probs, kept = _predict(loaded, part, flip, progress)
         if use_cache:
             try:
@@ -176,4 +180,19 @@ def evaluate(loaded: LoadedModel, source: str, split: str | None = None, flip: b
             except OSError:
                 pass  # a read-only disk only loses the cache
     return Evaluation(loaded.class_names, probs, labels[kept],
-                      [part.paths[i] for i in kept] if part.paths else None, source, split_name, data.empty_note())
+                      [part.paths[i] for i in kept] if part.paths else None, source, split_name, note)
+
+
+def read_cache(path: Path, images: int, classes: int) -> tuple[np.ndarray, np.ndarray] | None:
+    """(probs, kept) of a cached evaluation of `images` images by a model of `classes` classes, or
+    None when the file is missing, damaged or does not describe them (then it is evaluated again):
+    no more is unpacked than such an evaluation holds."""
+    saved = runs.load_npz(path, ("probs", "kept"), {"probs": ((images, classes), "f", 4), "kept": ((images,), "iu")})
+    if saved is None:
+        return None
+    probs, kept = saved["probs"], saved["kept"]
+    if probs.shape != (len(kept), classes) or not np.all(np.isfinite(probs)):
+        return None
+    if len(kept) and (kept[0] < 0 or kept[-1] >= images or np.any(np.diff(kept) <= 0)):
+        return None  # positions in the split, in order, each once
+    return probs, kept.astype(np.int64)

@@ -235,40 +235,97 @@ def class_names_for(record: dict, num_classes: int) -> list[str]:
 
 MAX_MODEL_BYTES = _limit("ALEXNET_MAX_MODEL_BYTES", 2 * 2**30)  # declared weights, float32
 MAX_MODEL_CONFIG_BYTES = 16 * 2**20  # config.json inside a .keras archive
+MAX_MODEL_METADATA_BYTES = 64 * 2**10  # metadata.json inside a .keras archive
+MAX_MODEL_OTHER_BYTES = 2**20  # any other member of a .keras archive (Keras' assets/), each
+WEIGHTS_MEMBERS = ("model.weights.h5", "model.weights.npz")  # where Keras keeps a model's weights
+
+
+def _kernel(c) -> int:
+    size = c["kernel_size"]
+    return int(np.prod(size)) if isinstance(size, list) else int(size)
+
+
+def _bias(c, n) -> int:
+    return n if c.get("use_bias", True) else 0
+
+
 _PARAMS = {  # parameters of a layer from its config and its input's channels (the last axis)
-    "Dense": lambda c, n: n * c["units"] + (c["units"] if c.get("use_bias", True) else 0),
-    "Conv2D": lambda c, n: (c["kernel_size"][0] * c["kernel_size"][1] * (n // c.get("groups", 1)) * c["filters"]
-                            + (c["filters"] if c.get("use_bias", True) else 0)),
+    "Dense": lambda c, n: n * c["units"] + _bias(c, c["units"]),
+    **{kind: lambda c, n: _kernel(c) * (n // c.get("groups", 1)) * c["filters"] + _bias(c, c["filters"])
+       for kind in ("Conv1D", "Conv2D", "Conv3D")},
+    "Conv2DTranspose": lambda c, n: _kernel(c) * n * c["filters"] + _bias(c, c["filters"]),
+    "DepthwiseConv2D": lambda c, n: (_kernel(c) * n * c.get("depth_multiplier", 1)
+                                     + _bias(c, n * c.get("depth_multiplier", 1))),
+    "SeparableConv2D": lambda c, n: (_kernel(c) * n * c.get("depth_multiplier", 1)
+                                     + n * c.get("depth_multiplier", 1) * c["filters"] + _bias(c, c["filters"])),
     "BatchNormalization": lambda c, n: 4 * n,
+    "LayerNormalization": lambda c, n: 2 * n,
+    "GroupNormalization": lambda c, n: 2 * n,
+    "Normalization": lambda c, n: 2 * n + 1,
 }
 
 
-def _declared_parameters(layers) -> int:
+def _weight_bytes(config: dict) -> int:
+    """Bytes of one of a layer's weights under its dtype policy (mixed policies keep float32)."""
+    dtype = config.get("dtype")
+    if isinstance(dtype, dict):
+        dtype = (dtype.get("config") or {}).get("name") if isinstance(dtype.get("config"), dict) else None
+    return {"float64": 8, "float16": 2, "bfloat16": 2}.get(dtype, 4) if isinstance(dtype, str) else 4
+
+
+def _declared_parameters(layers, weigh: bool = False) -> int:
+    """The parameters the layers' configs declare (the layers that have weights: dense,
+    convolutions, normalisations); in bytes of their dtypes with `weigh`."""
     total = 0
     for layer in layers if isinstance(layers, list) else []:
         if not isinstance(layer, dict):
             continue
         config = layer.get("config") if isinstance(layer.get("config"), dict) else {}
         if isinstance(config.get("layers"), list):  # a nested model
-            total += _declared_parameters(config["layers"])
+            total += _declared_parameters(config["layers"], weigh)
         shape = (layer.get("build_config") or {}).get("input_shape") if isinstance(layer.get("build_config"), dict) else None
         count = _PARAMS.get(layer.get("class_name"))
         if count and isinstance(shape, list) and shape and isinstance(shape[-1], int):
             try:
-                total += int(count(config, shape[-1]))
-            except (KeyError, TypeError, ValueError, ZeroDivisionError, IndexError):
+                total += int(count(config, shape[-1])) * (_weight_bytes(config) if weigh else 1)
+            except (KeyError, TypeError, ValueError, ZeroDivisionError, IndexError, OverflowError):
                 continue
     return total
 
 
+# The optimizer's copies of the weights a checkpoint also holds (momentum, Adam's moments, ...).
+_SLOTS = {"SGD": lambda c: int(bool(c.get("momentum"))), "RMSprop": lambda c: 1 + bool(c.get("momentum"))
+          + bool(c.get("centered")), "Adagrad": lambda c: 1, "Lion": lambda c: 1, "Adadelta": lambda c: 2,
+          "Ftrl": lambda c: 2, "Lamb": lambda c: 2,
+          **{kind: lambda c: 2 + bool(c.get("amsgrad")) for kind in ("Adam", "AdamW", "Adamax", "Nadam")}}
+
+
+def _optimizer_copies(document: dict) -> int:
+    compile_config = document.get("compile_config")
+    optimizer = compile_config.get("optimizer") if isinstance(compile_config, dict) else None
+    if not optimizer:
+        return 0
+    config = optimizer.get("config") if isinstance(optimizer, dict) else None
+    if isinstance(config, dict) and isinstance(config.get("inner_optimizer"), dict):  # LossScaleOptimizer
+        optimizer, config = config["inner_optimizer"], config["inner_optimizer"].get("config")
+    if not isinstance(config, dict):
+        return 3
+    slots = _SLOTS.get(optimizer.get("class_name"), lambda c: 3)(config)
+    return int(slots) + bool(config.get("use_ema")) + bool(config.get("gradient_accumulation_steps"))
+
+
 def check_model_file(path: Path) -> None:
-    """Refuse, before Keras builds anything, a .keras file that is not an archive, whose config is
-    oversized, or whose declared weights exceed MAX_MODEL_BYTES or what the file holds."""
+    """Refuse, before Keras builds or unpacks anything, a .keras file that is not an archive, whose
+    config is oversized, damaged or nested too deep, whose declared weights exceed
+    MAX_MODEL_BYTES or what the file holds, or any of whose members would unpack to more than
+    it should hold: the weights member more than its config declares (weights and optimizer
+    state), config.json and metadata.json more than their limits, anything else over 1 MiB."""
     import zipfile
+    import zlib
 
     try:
         archive = zipfile.ZipFile(path)
-    except (zipfile.BadZipFile, OSError) as exc:
+    except (zipfile.BadZipFile, OSError, ValueError, EOFError) as exc:
         raise ModelLoadError(f"{path.name} is not a Keras model file (a .keras file is a zip archive): {exc}") from exc
     with archive:
         members = {info.filename: info for info in archive.infolist()}
@@ -279,19 +336,34 @@ def check_model_file(path: Path) -> None:
             raise ModelLoadError(f"{path.name}: its config.json is {config.file_size / 2**20:.0f} MiB, over the "
                                  f"{MAX_MODEL_CONFIG_BYTES // 2**20} MiB limit; not loaded")
         try:
-            document = json.loads(archive.read("config.json"))
-        except (ValueError, zipfile.BadZipFile, OSError) as exc:
-            raise ModelLoadError(f"{path.name}: its config.json is damaged ({exc})") from exc
-        layers = (document.get("config") or {}).get("layers") if isinstance(document, dict) and isinstance(
-            document.get("config"), dict) else None
-        declared = 4 * _declared_parameters(layers)
-        stored = sum(info.file_size for name, info in members.items() if name.endswith(".h5"))
+            document = runs.parse_json(archive.read("config.json"))
+        except (ValueError, RuntimeError, NotImplementedError, zipfile.BadZipFile, zlib.error, OSError,
+                EOFError) as exc:  # RuntimeError: an encrypted member; NotImplementedError: an unknown compression
+            raise ModelLoadError(f"{path.name}: its config.json is damaged ({str(exc)[:200]})") from exc
+    document = document if isinstance(document, dict) else {}
+    layers = (document.get("config") or {}).get("layers") if isinstance(document.get("config"), dict) else None
+    declared = _declared_parameters(layers, weigh=True)
     if declared > MAX_MODEL_BYTES:
         raise ModelLoadError(f"{path.name} declares {declared / 2**30:.1f} GiB of weights, over the "
                              f"{MAX_MODEL_BYTES / 2**30:.1f} GiB limit (ALEXNET_MAX_MODEL_BYTES); not loaded")
+    stored = sum(members[name].file_size for name in WEIGHTS_MEMBERS if name in members)
     if declared > 1.1 * stored + 2**20:
         raise ModelLoadError(f"{path.name} declares {declared / 2**20:.0f} MiB of weights but holds "
                              f"{stored / 2**20:.0f} MiB: the file is damaged or not what it claims; not loaded")
+    copies = 1 + _optimizer_copies(document)
+    weights_budget = int(1.25 * copies * declared) + 4 * 2**20  # with HDF5's own records and a margin
+    for name, info in members.items():
+        if name in WEIGHTS_MEMBERS:
+            budget = weights_budget
+            why = (f"its config declares room for (weights{' and optimizer state' if copies > 1 else ''}, "
+                   "with a margin): the file is damaged or not what it claims")
+        else:
+            budget = {"config.json": MAX_MODEL_CONFIG_BYTES, "metadata.json": MAX_MODEL_METADATA_BYTES}.get(
+                name, MAX_MODEL_OTHER_BYTES)
+            why = f"limit for {name if name in ('config.json', 'metadata.json') else 'any other member'}"
+        if info.file_size > budget:
+            raise ModelLoadError(f"{path.name}: its {name[:100]} unpacks to {info.file_size / 2**20:.1f} MiB, more "
+                                 f"than the {budget / 2**20:.1f} MiB {why}; not loaded")
 
 
 def check_classifier(model, name: str) -> None:

@@ -151,32 +151,81 @@ def atomic_write(path: str | os.PathLike, label: str | None = None, suffix: str 
 
 
 def save_npz(path: str | os.PathLike, label: str | None = None, **arrays) -> None:
-    """Write `arrays` as a compressed .npz at `path` through `atomic_write`."""
+    """Write `arrays` as a compressed .npz at `path` through `atomic_write`. Arrays of Python
+    objects are refused (ValueError): `load_npz` never unpickles."""
     import io
 
     import numpy as np
 
     buffer = io.BytesIO()
-    np.savez_compressed(buffer, **arrays)
+    np.savez_compressed(buffer, allow_pickle=False, **arrays)
     Path(path).parent.mkdir(parents=True, exist_ok=True)
     with atomic_write(path, label=label) as tmp:
         tmp.write_bytes(buffer.getvalue())
 
 
-def load_npz(path: str | os.PathLike, keys) -> dict | None:
-    """The arrays `keys` of an .npz file, or None when it is missing, damaged, incomplete or
-    holds pickled objects: a caller recomputes or skips it."""
+NPZ_MAX_BYTES = 64 * 2**20  # what one array of an .npz read without limits may hold
+_NPY_HEADER_BYTES = 2**16  # an .npy member's magic and header, at most
+
+
+def _npz_limit(limit) -> tuple[tuple | None, str, int]:
+    """(shape, kinds, itemsize) of a `load_npz` limit; without one: any shape of numbers or text
+    up to NPZ_MAX_BYTES."""
+    if limit is None:
+        return None, "biufcSU", NPZ_MAX_BYTES
+    shape, kinds, *itemsize = limit
+    return tuple(shape), kinds, itemsize[0] if itemsize else 8
+
+
+def load_npz(path: str | os.PathLike, keys, limits: dict | None = None) -> dict | None:
+    """The arrays `keys` of an .npz file, or None when it is missing, damaged, incomplete, holds
+    pickled objects or more than it should: a caller recomputes or skips it.
+
+    `limits` says what each key may hold, {key: (shape, kinds[, itemsize])}: `shape` the most
+    each axis may have (as many axes as the array must have), `kinds` the dtype kinds allowed
+    (numpy's letters: "iu" integers, "f" floats, "U" text), `itemsize` the largest item in bytes
+    (8 unless given). A key without limits may hold NPZ_MAX_BYTES of numbers or text. Each member's size
+    in the zip directory and each array's header are checked against them before anything is
+    decompressed, so a small file that unpacks to gigabytes costs nothing."""
+    import math
+    import struct
     import zipfile
+    import zlib
 
     import numpy as np
+    from numpy.lib import format as npy
 
+    limits = limits or {}
     try:
-        with np.load(path, allow_pickle=False) as data:
-            if not all(k in data.files for k in keys):
-                return None
-            return {k: np.asarray(data[k]) for k in keys}
-    except (OSError, ValueError, EOFError, zipfile.BadZipFile, KeyError):
-        return None
+        with zipfile.ZipFile(path) as archive:
+            arrays = {}
+            for key in keys:
+                info = archive.getinfo(f"{key}.npy")
+                shape_limit, kinds, itemsize = _npz_limit(limits.get(key))
+                most = NPZ_MAX_BYTES if shape_limit is None else math.prod(shape_limit) * itemsize
+                if info.file_size > most + _NPY_HEADER_BYTES:
+                    return None
+                with archive.open(info) as fh:
+                    version = npy.read_magic(fh)
+                    if version == (1, 0):
+                        shape, _, dtype = npy.read_array_header_1_0(fh)
+                    elif version == (2, 0):
+                        shape, _, dtype = npy.read_array_header_2_0(fh)
+                    else:
+                        return None
+                    size = math.prod(shape) * dtype.itemsize
+                    if (dtype.hasobject or dtype.names is not None or dtype.shape != () or dtype.kind not in kinds
+                            or dtype.itemsize > itemsize or size > most
+                            or (shape_limit is not None and (len(shape) != len(shape_limit) or any(
+                                n > m for n, m in zip(shape, shape_limit))))
+                            or not fh.tell() + size <= info.file_size <= fh.tell() + size + 4096):
+                        return None
+                with archive.open(info) as fh:
+                    arrays[key] = np.asarray(npy.read_array(fh, allow_pickle=False))
+            return arrays
+    except (OSError, ValueError, EOFError, KeyError, TypeError, OverflowError, MemoryError, RuntimeError,
+            NotImplementedError, zipfile.BadZipFile, zlib.error, struct.error):
+        return None  # MemoryError: an array too large for this machine is damage too
 
 
 def write_json_atomic(path: Path, data) -> None:
@@ -263,10 +312,44 @@ class Reserve:
 # --- Reading -------------------------------------------------------------------------------------
 
 
-def read_json(path: Path, default=None):
+MAX_JSON_DEPTH = 100  # nesting of any JSON file read from disk (Python recurses over nested values)
+
+
+def _json_depth_over(value, limit: int) -> bool:
+    stack = [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, (dict, list)):
+            if depth > limit:
+                return True
+            stack.extend((v, depth + 1) for v in (item.values() if isinstance(item, dict) else item))
+    return False
+
+
+def parse_json(text: str | bytes, max_depth: int = MAX_JSON_DEPTH):
+    """json.loads for files from disk or from an archive: ValueError for invalid JSON, and for
+    values nested deeper than `max_depth` (which could exhaust Python's recursion here or in
+    whatever reads the value next)."""
+    if isinstance(text, bytes):
+        text = text.decode("utf-8")
     try:
-        with open(path, encoding="utf-8") as fh:
-            return json.load(fh)
+        value = json.loads(text)
+    except RecursionError as exc:
+        raise ValueError(f"nested more than {max_depth} levels deep") from exc
+    if text.count("[") + text.count("{") > max_depth and _json_depth_over(value, max_depth):
+        raise ValueError(f"nested more than {max_depth} levels deep")
+    return value
+
+
+def read_json(path: Path, default=None):
+    """The JSON value in `path`, or `default` when it is missing, unreadable, over MAX_JSON_BYTES,
+    not JSON or nested over MAX_JSON_DEPTH."""
+    try:
+        with open(path, "rb") as fh:
+            raw = fh.read(MAX_JSON_BYTES + 1)
+        if len(raw) > MAX_JSON_BYTES:
+            return default
+        return parse_json(raw)
     except (OSError, ValueError):
         return default
 
@@ -327,9 +410,9 @@ def read_checked(path: Path, schema: dict) -> tuple[dict, list[str]]:
     if len(raw) > MAX_JSON_BYTES:
         return {}, [f"{path.name}: larger than {MAX_JSON_BYTES // 2**20} MiB, not read"]
     try:
-        data = json.loads(raw.decode("utf-8"))
-    except (UnicodeDecodeError, ValueError):
-        return {}, [f"{path.name}: not valid JSON"]
+        data = parse_json(raw)
+    except ValueError as exc:  # UnicodeDecodeError and JSONDecodeError are ValueErrors too
+        return {}, [f"{path.name}: not valid JSON" + (f" ({exc})" if type(exc) is ValueError else "")]
     if not isinstance(data, dict):
         return {}, [f"{path.name}: holds {type(data).__name__}, expected a JSON object"]
     problems = []

@@ -14,7 +14,8 @@ so a committed epoch always has its snapshot):
 self-contained: the app shows the probe without the training data.
 
 Every file is written atomically and read defensively: a damaged or foreign file is left out
-with a note, never an exception. No TensorFlow.
+with a note, never an exception, and no file is unpacked beyond what a snapshot can hold (the
+limits below), however large its arrays claim to be. No TensorFlow.
 """
 
 from __future__ import annotations
@@ -32,6 +33,22 @@ PROBE = "probe.npz"
 PROBE_SIZE = 32  # images in the probe set
 EPOCH_FILE = re.compile(r"^epoch-(\d{4,6})\.npz$")
 KEYS = ("labels", "predicted", "conv1", "probe_top", "probe_prob")
+TOP = 5  # classes recorded per probe image
+# What a snapshot can hold, checked before a file is unpacked: a file over them is damaged.
+MAX_IMAGES = 2**21  # validation images (ImageNet's 50,000 fit forty times over)
+MAX_KERNEL = 15  # conv1's kernel side (the paper's is 11)
+MAX_FILTERS = 1024  # conv1's kernels (the paper's 96 at twice the width is 192)
+MAX_INPUT = 512  # a probe image's side when the run's config does not say
+MAX_TIMELINE_BYTES = 512 * 2**20  # every epoch's arrays together, as read into memory
+
+
+def limits(input_size: int | None = None) -> dict:
+    """runs.load_npz limits of probe.npz and an epoch's file: each array's most per axis and its kinds."""
+    side = input_size if isinstance(input_size, int) and 0 < input_size <= MAX_INPUT else MAX_INPUT
+    return {"labels": ((MAX_IMAGES,), "iu", 2), "predicted": ((MAX_IMAGES,), "iu", 2),
+            "conv1": ((MAX_KERNEL, MAX_KERNEL, 3, MAX_FILTERS), "f", 2),
+            "probe_top": ((PROBE_SIZE, TOP), "iu", 2), "probe_prob": ((PROBE_SIZE, TOP), "f", 2),
+            "images": ((PROBE_SIZE, side, side, 3), "u", 1)}
 
 
 def epoch_path(run_dir: Path, epoch: int) -> Path:
@@ -119,12 +136,16 @@ def read_timeline(run_dir: Path, completed_epochs: int | None = None, num_classe
     except OSError as exc:
         timeline.notes.append(f"Could not read {folder}: {exc.strerror or exc}")
         return timeline
-    probe = runs.load_npz(folder / PROBE, ("images", "labels")) if PROBE in names else None
-    if probe is not None and probe["images"].ndim == 4 and probe["images"].shape[-1] == 3 \
+    preprocessing = runs.read_object(Path(run_dir) / runs.CONFIG).get("preprocessing")
+    bounds = limits(preprocessing.get("input_size") if isinstance(preprocessing, dict) else None)
+    probe_bounds = {"images": bounds["images"], "labels": ((PROBE_SIZE,), "iu", 2)}
+    probe = runs.load_npz(folder / PROBE, ("images", "labels"), probe_bounds) if PROBE in names else None
+    if probe is not None and probe["images"].shape[1] == probe["images"].shape[2] \
             and len(probe["images"]) == len(probe["labels"]):
         timeline.probe_images, timeline.probe_labels = probe["images"], probe["labels"].astype(int)
     elif PROBE in names:
         timeline.notes.append(f"Left out the probe images: {PROBE} is damaged.")
+    held, over = 0, []
     for name in names:
         match = EPOCH_FILE.match(name)
         if not match:
@@ -132,12 +153,24 @@ def read_timeline(run_dir: Path, completed_epochs: int | None = None, num_classe
         number = int(match.group(1))
         if completed_epochs is not None and not 1 <= number <= completed_epochs:
             continue
-        arrays = runs.load_npz(folder / name, KEYS)
+        if over:
+            over.append(number)
+            continue
+        arrays = runs.load_npz(folder / name, KEYS, bounds)
         if arrays is None or not _consistent(arrays, num_classes, timeline.probe_labels):
             timeline.notes.append(f"Left out epoch {number}: its snapshot ({name}) is damaged.")
             continue
-        timeline.epochs.append(Epoch(number, *(arrays[k].astype(np.float32) if k in ("conv1", "probe_prob")
-                                              else arrays[k].astype(np.int64) for k in KEYS)))
+        epoch = Epoch(number, *(arrays[k].astype(np.float32) if k in ("conv1", "probe_prob")
+                                else arrays[k].astype(np.int64) for k in KEYS))
+        held += sum(getattr(epoch, k).nbytes for k in KEYS)
+        if held > MAX_TIMELINE_BYTES:
+            over.append(number)
+            continue
+        timeline.epochs.append(epoch)
+    if over:
+        timeline.notes.append(f"Left out epoch{'s' if len(over) > 1 else ''} {over[0]}"
+                              + (f"-{over[-1]}" if len(over) > 1 else "") + ": the snapshots hold more than "
+                              f"{MAX_TIMELINE_BYTES // 2**20} MiB in all.")
     return timeline
 
 

@@ -483,7 +483,12 @@ class Trainer:
         with strategy.scope():
             if done:
                 from . import layers  # noqa: F401  (registers the custom layers the checkpoint may use)
+                from .inference import ModelLoadError, check_model_file
 
+                try:  # nothing of a checkpoint that unpacks to more than it declares is read
+                    check_model_file(self.store.latest_path())
+                except ModelLoadError as exc:
+                    raise runs.RunError(f"Cannot resume: {exc}") from exc
                 model = keras.models.load_model(self.store.latest_path(), safe_mode=True)
                 optimizer = model.optimizer
                 self.log(f"Resuming after epoch {done} of {config.epochs}")
