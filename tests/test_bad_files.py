@@ -267,3 +267,34 @@ def test_evaluate_names_images_damaged_since_they_were_evaluated(tmp_path):
     assert len(notes) == len(mistakes), captions
     assert all(any(f"{f.parent.name}/{f.name}: " in note for f in evaluated) for note in notes)
     assert any(": the file is empty" in note for note in notes) or any(": not an image" in note for note in notes)
+
+
+# --- The other pages: they read no image from disk, and bad files anywhere cannot reach them -----
+
+
+@pytest.mark.parametrize("page", ["pages/home.py", "pages/architecture.py", "pages/train.py", "pages/runs.py"])
+def test_pages_without_images_render_with_bad_files_everywhere(tmp_path, own_assets, page):
+    examples, sample = own_assets
+    path = make_dataset(tmp_path, per_class=2)
+    for folder in (path / "cats", examples, sample / "val" / "cat", sample / "train" / "dog"):
+        plant(folder)
+    at = run_page(page)
+    no_leak(at)
+    if page == "pages/train.py":
+        # The training data picked: a folder with bad files is described, not fatal.
+        at.radio(key="train_data_kind").set_value(str(path)).run()
+        no_leak(at)
+        assert any("unreadable files will be skipped" in c.value for c in at.caption)
+
+
+def test_pages_open_no_image_file_but_through_the_safe_decoder():
+    """Images from disk reach a page only through inference.read_image (pages.common.image_from_disk
+    and image_problem): no page opens an image file itself or hands st.image a path."""
+    import re
+
+    root = Path(__file__).resolve().parent.parent
+    for script in sorted((root / "pages").glob("*.py")):
+        source = script.read_text()
+        assert "Image.open(" not in source, script.name
+        assert not re.search(r"\.image\(\s*(\[\s*)?str\(", source), script.name
+        assert not re.search(r"\.image\(\s*[\w.]*(path|file)", source), script.name
