@@ -247,19 +247,15 @@ def add_images(path: Path, class_name: str, items, limit: int = MAX_UPLOAD_FILES
     return result
 
 
-def image_problem(file: Path) -> str | None:
-    """None if the file decodes through the safe decoder (inference.read_image), else what is
-    wrong with it, in words, without the file's folder."""
+def image_problem(file: Path, label: str | None = None) -> str | None:
+    """None if the file decodes through the safe decoder (inference.read_image: regular files
+    only, size and pixel limits), else what is wrong with it, in words, naming the file as `label`
+    (default: its name, never its folder)."""
     try:
         read_image(file)
     except ImageDecodeError as exc:
-        return strip_path(str(exc), file)
+        return str(exc).replace(str(file), label or Path(file).name, 1)
     return None
-
-
-def strip_path(message: str, file: Path) -> str:
-    """A read_image message about `file` without its folder: "name.jpg: what is wrong"."""
-    return message.replace(str(file), Path(file).name, 1)
 
 
 def remove_image(path: Path, file: Path) -> None:

@@ -233,24 +233,17 @@ def _named(message: str, path, label: str) -> str:
 
 
 @st.cache_data(show_spinner=False, max_entries=100_000)
-def _image_problem(path: str, stamp) -> str | None:
-    from alexnet_core.inference import ImageDecodeError, read_image
+def _image_problem(path: str, stamp, label: str | None) -> str | None:
+    from alexnet_core.datasets import image_problem as problem
 
-    try:
-        read_image(path)
-    except ImageDecodeError as exc:
-        return str(exc)
-    return None
+    return problem(path, label)
 
 
 def image_problem(path, label: str | None = None) -> str | None:
     """None if the file decodes through the safe decoder (inference.read_image: regular files
     only, size and pixel limits), else what is wrong with it, naming it as `label` (default: its
     file name). Memoised per file version, so a page checks each file once."""
-    from pathlib import Path
-
-    problem = _image_problem(str(path), _file_stamp(path))
-    return None if problem is None else _named(problem, path, label or Path(path).name)
+    return _image_problem(str(path), _file_stamp(path), label)
 
 
 @st.cache_data(show_spinner=False, max_entries=512)
