@@ -185,10 +185,12 @@ def cmd_train(args) -> int:
         elif args.resume:
             run_dir = Path(args.resume)
             config = runs.check_resumable(run_dir, allow_parallel=args.allow_parallel,
-                                          launching=os.environ.get(LAUNCHED_ENV) == str(run_dir))
+                                          launching=os.environ.get(LAUNCHED_ENV) == str(run_dir),
+                                          starter_pid=os.getpid())
         else:
             config = _train_config(args)
-            run_dir = runs.new_run(config, args.runs_dir, args.run_id, allow_parallel=args.allow_parallel)
+            run_dir = runs.new_run(config, args.runs_dir, args.run_id, allow_parallel=args.allow_parallel,
+                                   starter_pid=os.getpid())
             print(f"run folder: {run_dir}", file=sys.stderr, flush=True)
     except (ConfigError, DataError, runs.RunError) as exc:  # each names the bad value
         raise UsageError(str(exc)) from exc

@@ -38,14 +38,18 @@ def _spawn(run_dir: Path) -> int:
 
 
 def start(config: TrainConfig, root=None, run_id: str | None = None, allow_parallel: bool = False) -> Path:
-    """Create a run (runs.new_run checks the data and the one-run rule first) and train it detached."""
-    run_dir = runs.new_run(config, root, run_id, allow_parallel=allow_parallel)
+    """Create a run (runs.new_run checks the data and the one-run rule first) and train it detached.
+    The run is created `starting` in one step with the rule's check, so of two Starts at the same
+    instant (two tabs, two processes) one gets the run and the other ActiveRunError."""
+    run_dir = runs.new_run(config, root, run_id, allow_parallel=allow_parallel, starter_pid=os.getpid())
     _spawn(run_dir)
     return run_dir
 
 
 def resume(run_dir, allow_parallel: bool = False) -> Path:
+    """Resume a run detached; as with `start`, of two Resumes at once one spawns the trainer and
+    the other gets ActiveRunError (the run is already starting)."""
     run_dir = Path(run_dir)
-    runs.check_resumable(run_dir, allow_parallel=allow_parallel)
+    runs.check_resumable(run_dir, allow_parallel=allow_parallel, starter_pid=os.getpid())
     _spawn(run_dir)
     return run_dir

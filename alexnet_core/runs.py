@@ -17,6 +17,7 @@ import os
 import re
 import shutil
 import signal
+import threading
 import time
 from datetime import datetime
 from pathlib import Path
@@ -136,7 +137,9 @@ def atomic_write(path: str | os.PathLike, label: str | None = None, suffix: str 
     or the new one, never half of one; on any error the temp file is removed and `path` is
     untouched."""
     path = Path(path)
-    tmp = path.parent / f".{path.name}.{os.getpid()}.tmp{suffix}"
+    # Unique per writer: the app's server is one process whose sessions (threads) may write the
+    # same file at once, so the pid alone would let one writer rename or delete another's temp file.
+    tmp = path.parent / f".{path.name}.{os.getpid()}-{threading.get_ident()}-{os.urandom(4).hex()}.tmp{suffix}"
     try:
         yield tmp
         with open(tmp, "rb") as fh:
@@ -687,6 +690,70 @@ def model_problem(run_dir: Path) -> str | None:
         return f"{MODEL}: cannot be read ({exc.strerror or exc})"
 
 
+# --- One run per race: the runs folder's lock ------------------------------------------------------
+
+RUNS_LOCK_WAIT_S = 30.0  # what holds the lock (a check and a folder, or a spawn) takes milliseconds
+
+
+class _HeldRunsLocks(threading.local):
+    """The runs folders whose lock this thread holds (a holder may take it again)."""
+
+    def __init__(self):
+        self.roots: set[str] = set()
+
+
+_runs_locks_held = _HeldRunsLocks()
+
+
+@contextlib.contextmanager
+def runs_lock(root: str | os.PathLike | None = None, wait_s: float = RUNS_LOCK_WAIT_S):
+    """Hold an exclusive flock on the runs folder itself while checking the one-run rule and
+    creating a run or marking it `starting`, so that two Starts or Resumes at the same instant
+    (two processes, or two sessions of the app's server) are one after the other: the second
+    sees the first's run as active. A flock belongs to an open file description, so two threads
+    that each open the folder exclude each other as two processes do; a thread that already holds
+    it may take it again. No lock file: the folder is its own lock, and the kernel drops the lock
+    however its holder ends."""
+    root = runs_root(root)
+    key = os.path.realpath(root)
+    held = _runs_locks_held.roots
+    if key in held:
+        yield
+        return
+    check_runs_root(root)
+    root.mkdir(parents=True, exist_ok=True)
+    fd = os.open(root, os.O_RDONLY | os.O_DIRECTORY)  # not inherited by a spawned trainer (PEP 446)
+    try:
+        deadline = time.monotonic() + wait_s
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() > deadline:
+                    raise ActiveRunError(f"Another run is being started or resumed in {root} and has not "
+                                         f"finished after {wait_s:.0f} s: try again in a moment.") from None
+                time.sleep(0.01)
+            except OSError as exc:
+                if exc.errno not in (errno.ENOLCK, errno.EBADF, errno.EINVAL, errno.EOPNOTSUPP):
+                    raise
+                break  # a filesystem without locks: the rule is checked as before, without the lock
+        held.add(key)
+        try:
+            yield
+        finally:
+            held.discard(key)
+    finally:
+        os.close(fd)
+
+
+def mark_starting(run_dir: Path, pid: int) -> None:
+    """The run's trainer is on its way, started by process `pid` (the trainer itself, or the
+    launcher until it has spawned one): the one-run rule counts the run as active from now,
+    before that trainer takes the run's lock (runs.trainer_alive's grace period)."""
+    write_status(run_dir, state="starting", pid=pid, host=os.uname().nodename, message="Starting the trainer")
+
+
 # --- The runs table and the rules about a run ----------------------------------------------------
 
 
@@ -871,32 +938,42 @@ def active_runs(root: str | os.PathLike | None = None) -> list[dict]:
 
 
 def check_no_active_run(root, except_run: Path | None = None) -> None:
-    """One run trains at a time on a machine: the same rule for `train`, `train --resume` and the app."""
+    """One run trains at a time on a machine: the same rule for `train`, `train --resume` and the app.
+    Hold `runs_lock` from this check until the new run is created or marked starting."""
     for run in active_runs(root):
         if except_run is not None and Path(run["path"]).resolve() == Path(except_run).resolve():
             continue
+        what = (f"Another run just started: {run['run_id']} ({run['message'] or 'starting'})"
+                if run["state"] == "starting" else
+                f"Run {run['run_id']} is already training ({run['message'] or run['state']})")
         raise ActiveRunError(
-            f"Run {run['run_id']} is already training ({run['message'] or run['state']}). One run trains at "
-            f"a time: stop it on the Train page or with `python -m alexnet_core stop {run['path']}`, or wait "
-            "for it to finish.")
+            f"{what}. One run trains at a time: stop it on the Train page or with `python -m alexnet_core stop "
+            f"{run['path']}`, or wait for it to finish.")
 
 
 def create_run(root: str | os.PathLike, run_id: str, config: dict) -> Path:
     root = runs_root(root)
     check_runs_root(root)
     path = resolve_run(root, run_id)
-    if path.exists():
-        raise RunError(f"Run {run_id!r} already exists in {path.parent}")
-    (path / CHECKPOINTS).mkdir(parents=True)
+    root.mkdir(parents=True, exist_ok=True)
+    try:
+        path.mkdir()  # atomic: of two creators of one id, one gets the folder
+    except FileExistsError:
+        raise RunError(f"Run {run_id!r} already exists in {path.parent}") from None
+    (path / CHECKPOINTS).mkdir()
     write_json_atomic(path / CONFIG, config)
     write_status(path, state="created", message="Created; training has not started yet.", epoch=0,
                  started=time.time())
     return path
 
 
-def new_run(config, root=None, run_id: str | None = None, allow_parallel: bool = False) -> Path:
+def new_run(config, root=None, run_id: str | None = None, allow_parallel: bool = False,
+            starter_pid: int | None = None) -> Path:
     """Create the folder of a new run for a validated TrainConfig once its data has been read
-    and the one-run rule checked; on any refusal nothing is created."""
+    and the one-run rule checked; on any refusal nothing is created. The rule's check and the
+    creation are one step (`runs_lock`). `starter_pid`: the process that starts the run's trainer
+    at once (the command line, which trains it itself, or the launcher, which spawns it): the run
+    is then created `starting`, so the rule counts it before that trainer takes its lock."""
     from dataclasses import asdict
 
     from .data import load_source
@@ -912,16 +989,22 @@ def new_run(config, root=None, run_id: str | None = None, allow_parallel: bool =
             raise ConfigError(f"Cannot fine-tune from {config.init_from!r}: {exc}") from exc
     root = runs_root(root)
     check_runs_root(root)
-    if not allow_parallel:
-        check_no_active_run(root)
-    root.mkdir(parents=True, exist_ok=True)
-    return create_run(root, run_id or new_run_id(config.variant, config.data), asdict(config))
+    with runs_lock(root):
+        if not allow_parallel:
+            check_no_active_run(root)
+        run_dir = create_run(root, run_id or new_run_id(config.variant, config.data), asdict(config))
+        if starter_pid is not None:
+            mark_starting(run_dir, starter_pid)
+    return run_dir
 
 
-def check_resumable(run_dir: Path, allow_parallel: bool = False, launching: bool = False):
+def check_resumable(run_dir: Path, allow_parallel: bool = False, launching: bool = False,
+                    starter_pid: int | None = None):
     """The TrainConfig of a run that may be resumed now, or RunError saying why not.
 
     `launching`: the caller is the trainer that the app's launcher just started for this run.
+    `starter_pid`: the process that starts its trainer now (as in `new_run`): the run is marked
+    `starting` in the same step as the checks (`runs_lock`), so two resumes give one trainer.
     """
     from .config import ConfigError, TrainConfig
 
@@ -936,11 +1019,18 @@ def check_resumable(run_dir: Path, allow_parallel: bool = False, launching: bool
         config = TrainConfig.from_dict(read_config(run_dir))
     except (ConfigError, TypeError) as exc:
         raise RunError(f"Cannot resume {run_dir}: its {CONFIG} is not usable ({exc})") from exc
-    status = read_status(run_dir)
-    if status.get("state") in ACTIVE_STATES and not launching:
-        raise ActiveRunError(f"Run {run_dir.name} is still training (pid {status.get('pid', '?')})")
-    if not allow_parallel:
-        check_no_active_run(run_dir.parent, except_run=run_dir)
+    with runs_lock(run_dir.parent):
+        status = read_status(run_dir)
+        if status.get("state") == "starting" and not launching:
+            trainer = f"trainer pid {status['pid']}" if status.get("pid") else "its trainer is on its way"
+            raise ActiveRunError(f"Run {run_dir.name} is already starting ({trainer}): it was just started or "
+                                 "resumed elsewhere, and shows here in a moment.")
+        if status.get("state") in ACTIVE_STATES and not launching:
+            raise ActiveRunError(f"Run {run_dir.name} is still training (pid {status.get('pid', '?')})")
+        if not allow_parallel:
+            check_no_active_run(run_dir.parent, except_run=run_dir)
+        if starter_pid is not None:
+            mark_starting(run_dir, starter_pid)
     return config
 
 

@@ -9,6 +9,7 @@ from alexnet_core.config import (
     MIXED_PRECISION,
     OPTIMIZERS,
     SCHEDULES,
+    ConfigError,
     TrainConfig,
     default_learning_rate,
 )
@@ -225,7 +226,7 @@ def new_run_form():
                  disabled=cifar_blocked):
         try:
             run_dir = start(config, runs_root())
-        except (runs.RunError, DataError, OSError) as exc:
+        except (runs.RunError, ConfigError, DataError, OSError) as exc:  # ActiveRunError: another run is active
             st.error(plain(exc, 600), icon=":material/block:")
             return
         st.session_state["train_show_next"] = run_dir.name  # selected before the picker is drawn
@@ -317,7 +318,12 @@ def run_actions(row: dict, config: dict) -> None:
         if st.button("Resume", icon=":material/play_arrow:", key="train_resume", type="primary", width="stretch"):
             try:
                 resume(run_dir)
-            except runs.RunError as exc:
+            except runs.ActiveRunError as exc:  # resumed a moment ago (another tab), or another run is training
+                if runs.is_active(runs.read_status(run_dir)):
+                    st.info(plain(exc, 600), icon=":material/hourglass_top:")
+                else:
+                    st.warning(plain(exc, 600), icon=":material/block:")
+            except (runs.RunError, OSError) as exc:
                 st.error(plain(exc, 600))
             else:
                 st.rerun()
