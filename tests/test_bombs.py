@@ -176,6 +176,23 @@ def test_checkpoints_with_optimizer_state_and_common_layers_pass(tmp_path):
     check_model_file(tmp_path / "float64.keras")
 
 
+def test_resume_refuses_a_checkpoint_that_unpacks_to_more_than_it_declares(tmp_path):
+    from tests.helpers import make_image_folder
+    from tests.test_training import TINY
+
+    folder = make_image_folder(tmp_path / "data", classes=3, per_class=10)
+    run_dir = tmp_path / "runs" / "killed"
+    result = cli("train", *TINY, "--data", str(folder), "--epochs", "3", "--runs-dir", str(tmp_path / "runs"),
+                 "--run-id", "killed", env={"ALEXNET_FAULT": "kill@snapshot#2"}, timeout=300)
+    assert result.returncode == -9, result.stderr[-2000:]  # epoch 1 committed, with its optimizer state
+    last = run_dir / runs.CHECKPOINTS / json.loads((run_dir / runs.CHECKPOINTS / runs.STATE).read_text())["last"]
+    check_model_file(last)
+    shutil.copy(pad_member(last, tmp_path / "padded.keras", "model.weights.h5", 256 * 2**20), last)
+    result = cli("train", "--resume", str(run_dir), timeout=300)
+    assert result.returncode == 2 and "Cannot resume: " in result.stderr, result.stderr[-2000:]
+    assert "model.weights.h5 unpacks to" in result.stderr and "Traceback" not in result.stderr
+
+
 # --- Snapshots and caches ----------------------------------------------------------------------
 
 SNAPSHOT_ARRAYS = dict(np.load(SNAPSHOT))
