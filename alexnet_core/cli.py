@@ -11,9 +11,11 @@ import contextlib
 import json
 import os
 import sys
+import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 LAUNCHED_ENV = "ALEXNET_LAUNCHED_RUN"  # set by the launcher for the trainer it starts
+STARTED = time.time()  # when this command started (a stop request older than this is stale)
 
 
 class UsageError(Exception):
@@ -187,6 +189,8 @@ def cmd_train(args) -> int:
             config = runs.check_resumable(run_dir, allow_parallel=args.allow_parallel,
                                           launching=os.environ.get(LAUNCHED_ENV) == str(run_dir),
                                           starter_pid=os.getpid())
+            if os.environ.get(LAUNCHED_ENV) != str(run_dir):  # the launcher clears stale requests itself
+                clear_stale_stop(run_dir, STARTED)
         else:
             config = _train_config(args)
             run_dir = runs.new_run(config, args.runs_dir, args.run_id, allow_parallel=args.allow_parallel,
@@ -208,6 +212,25 @@ def cmd_train(args) -> int:
     else:
         print(json.dumps({"run_dir": str(run_dir), **runs.read_status(run_dir)}))
     return code
+
+
+def clear_stale_stop(run_dir, before: float) -> None:
+    """Remove the run's stop request if it was written before `before` (a stop meant for an
+    earlier trainer); one written since stays, for the trainer to honour as soon as it can."""
+    from pathlib import Path
+
+    from . import runs
+
+    path = Path(run_dir) / runs.STOP_REQUEST
+    try:
+        written = float(path.read_text(encoding="utf-8")[:64])
+    except (OSError, ValueError):
+        try:
+            written = path.stat().st_mtime
+        except OSError:
+            return
+    if written < before:
+        path.unlink(missing_ok=True)
 
 
 def _join_cluster(args):

@@ -22,6 +22,9 @@ def _spawn(run_dir: Path) -> int:
     root_of_package = Path(__file__).resolve().parent.parent
     env = {**os.environ, LAUNCHED_ENV: str(run_dir),
            "PYTHONPATH": os.pathsep.join(filter(None, [str(root_of_package), os.environ.get("PYTHONPATH")]))}
+    # A stop request left from before this start is stale; one made from here on (while the
+    # trainer starts, loads data, builds) is honoured by the trainer as soon as it can.
+    (run_dir / runs.STOP_REQUEST).unlink(missing_ok=True)
     # Marked as starting before the process exists: the trainer takes the run's lock within a
     # second or two, and until then runs.trainer_alive() gives it a short grace period.
     runs.write_status(run_dir, state="starting", pid=None, host=os.uname().nodename, message="Starting the trainer")

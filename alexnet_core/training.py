@@ -53,6 +53,15 @@ class WorkerLost(RuntimeError):
     """Another worker of a multi-worker run stopped answering."""
 
 
+class StopBeforeTraining(Exception):
+    """A stop (Stop, `stop RUN`, SIGTERM, Ctrl-C) that came before the first step: the run ends
+    stopped as it was. `where` says what the trainer was doing."""
+
+    def __init__(self, where: str):
+        super().__init__(where)
+        self.where = where
+
+
 def strategy_name(strategy) -> str:
     """The strategy's public name (MultiWorkerMirroredStrategy's class is CollectiveAllReduceStrategy)."""
     import tensorflow as tf
@@ -371,6 +380,8 @@ class Trainer:
         self._install_signals()
         try:
             return self._train()
+        except StopBeforeTraining as exc:
+            return self._stopped_early(exc.where)
         except WorkerLost as exc:
             return self._end("failed", str(exc), reason="cluster")
         except OSError as exc:
@@ -402,9 +413,33 @@ class Trainer:
         if self.monitor:
             self.monitor.close()
         model = self.store.publish_model() if self.store.record else None
-        return self.status.update(state=state, message=message, finished=time.time(), phase=None,
-                                  completed_epochs=self.store.completed_epochs,
-                                  has_model=model is not None, **fields)
+        status = self.status.update(state=state, message=message, finished=time.time(), phase=None,
+                                    completed_epochs=self.store.completed_epochs,
+                                    has_model=model is not None, **fields)
+        if self.chief:  # answered: a request left behind would stop the next start
+            (self.run_dir / runs.STOP_REQUEST).unlink(missing_ok=True)
+        return status
+
+    def _stop_wished(self) -> bool:
+        """This process was asked to stop: a signal, or (read now, not at the monitor's next poll)
+        the run's stop.request. A request from before this trainer was launched was cleared by
+        whoever launched it (launcher._spawn, `train --resume`), never by the trainer."""
+        if not self.stop.is_set() and self.chief and runs.stop_requested(self.run_dir):
+            self.stop.set()
+        return self.stop.is_set()
+
+    def _stop_point(self, where: str) -> None:
+        """Between the phases before the first step: end the run stopped now if asked to. A worker
+        of several decides with the others instead (the wish goes into the first collective)."""
+        if self.cluster is None and self._stop_wished():
+            raise StopBeforeTraining(where)
+
+    def _stopped_early(self, where: str) -> dict:
+        done = self.store.completed_epochs
+        kept = (f"the run is kept as it was after epoch {done} of {self.config.epochs}" if done else
+                "no epoch had been trained")
+        self.log(f"Stop requested {where}")
+        return self._end("stopped", f"Stopped {where}, before the first step: {kept}; resume to continue.")
 
     def _train(self) -> dict:
         import keras
@@ -418,25 +453,31 @@ class Trainer:
         from .variants import build_model, get_arch
 
         config, run_dir = self.config, self.run_dir
-        (run_dir / runs.STOP_REQUEST).unlink(missing_ok=True)
-        base = None
-        if config.init_from and not self.store.completed_epochs:  # fine-tuning: the base model's shape
-            config, base = fine_tune_source(config)
-            self.config = config
         status = self.status.status
         self.status.update(state="starting", message="Loading data", finished=None, phase="loading",
                            started=status.get("started") or time.time(), **identity())
         record = self.store.recover()
+        self._stop_point("as the trainer started")  # e.g. Stop pressed while the process was starting
+        base = None
+        if config.init_from and not self.store.completed_epochs:  # fine-tuning: the base model's shape
+            config, base = fine_tune_source(config)
+            self.config = config
         progress = Progress(config.epochs, 0, config.batch_size)
         progress.epoch = self.store.completed_epochs
         self.monitor = Monitor(self.status, progress, self.stop, run_dir)
         self.monitor.start()  # heartbeats from here on, however long loading the data takes
         configure_gpus()
         mixed = use_mixed_precision(config.mixed_precision)
-        strategy = self._join(pick_strategy) if self.cluster else pick_strategy()
+        if self.cluster:
+            if self.chief and self._stop_wished():  # before the join, the chief decides alone
+                raise StopBeforeTraining("before the workers joined")
+            strategy = self._join(pick_strategy)
+        else:
+            strategy = pick_strategy()
         keras.utils.set_random_seed(config.seed + self.store.completed_epochs)
 
         source = load_source(config.data, config.val_split)
+        self._stop_point("while loading the data")
         stored = runs.read_object(run_dir / runs.CONFIG)
         if stored.get("class_names") and stored["class_names"] != source.class_names:
             raise runs.RunError(f"The data's classes {source.class_names} differ from the run's "
@@ -502,6 +543,7 @@ class Trainer:
                 optimizer = build_optimizer(config, steps, loss_scaling=mixed)
                 model.compile(optimizer=optimizer)  # attaches the optimizer, so checkpoints carry it
                 optimizer.build(model.trainable_variables)  # its slots, created here (mirrored), not in the step
+        self._stop_point("while building the model")
         iterations = int(optimizer.iterations.numpy())
         if record.get("iterations") is not None and iterations != record["iterations"]:
             raise runs.RunError(f"{self.store.latest_path()} has taken {iterations} optimizer steps but the commit "
@@ -518,6 +560,7 @@ class Trainer:
                                            min(5, num_classes), jit=config.jit, per_image=config.snapshots)
         if self.cluster:
             self._check_workers_agree(strategy, done)
+        self._stop_point("while preparing the first step")
         iterator = iter(strategy.distribute_datasets_from_function(train_fn))
         dist_val = distributed_eval_dataset(strategy, source.val, num_classes, size, batch, budget) if has_val else None
         probe = self._probe(source.val, num_classes, size) if config.snapshots and has_val else None
@@ -543,7 +586,7 @@ class Trainer:
         alone = self.cluster is None  # a worker of several decides to stop only from the reduced wish
         stop_agreed = False
         for epoch in range(done + 1, config.epochs + 1):
-            if stop_agreed or (alone and self.stop.is_set()):
+            if stop_agreed or (alone and self._stop_wished()):
                 return self._stopped(epoch, 0, steps)
             if schedule_monitor:
                 optimizer.learning_rate = plateau_learning_rate(config, self.store.metrics, schedule_monitor)
@@ -660,15 +703,17 @@ class Trainer:
         import tensorflow as tf
 
         @tf.function
-        def gather():
-            wish = tf.constant([float(done), float(done) ** 2, 1.0])
+        def gather(stop):
+            wish = tf.stack([tf.constant(float(done)), tf.constant(float(done) ** 2), tf.constant(1.0), stop])
             return strategy.reduce(tf.distribute.ReduceOp.SUM, strategy.run(lambda: tf.identity(wish)), axis=None)
 
-        try:
-            total, squares, count = (float(v) for v in gather().numpy())
+        try:  # with the first collective, every worker's stop wish so far: all stop together
+            total, squares, count, stop = (float(v) for v in gather(tf.constant(float(self._stop_wished()))).numpy())
         except tf.errors.OpError as exc:
             self._raise_if_lost(exc)
             raise
+        if stop > 0:
+            raise StopBeforeTraining("before the first step (a worker was asked to stop)")
         if abs(total * total - count * squares) > 1e-6 * max(1.0, squares * count):
             raise runs.RunError(
                 f"The workers disagree on where this run stands: this one sees {done} completed epochs, the "
