@@ -178,18 +178,17 @@ class AddResult:
         """The result in words: (kind, text) with kind "success", "warning" or "error"; every
         upload is either counted as added or named with the reason it was skipped."""
         n, k = len(self.added), len(self.skipped)
-        photos = f"photo{'s' if n + k != 1 else ''}"
+        added = f"{self.class_name}: added {n} image{'s' if n != 1 else ''}."
         if not k:
-            out = [("success", f"{self.class_name}: added {n} {photos}.")]
+            out = [("success", added)]
         else:
-            out = [("warning", f"{self.class_name}: added {n} of {n + k} {photos}; {k} skipped, for the "
-                               f"reason{'s' if k != 1 else ''} below.")]
+            out = [("warning", f"{added} Skipped {k} of {n + k}, for the reason{'s' if k != 1 else ''} below.")]
         gone = self.skipped_for(SKIP_GONE)
         if gone:
             out.append(("error", f"{gone[0][1]}. Not saved: {_names(gone)}. Add the class again to keep them."))
         limit = self.skipped_for(SKIP_LIMIT)
         if limit:
-            out.append(("warning", f"{len(limit)} over the limit of {MAX_UPLOAD_FILES} photos per upload, not "
+            out.append(("warning", f"{len(limit)} over the limit of {MAX_UPLOAD_FILES} images per upload, not "
                                    f"saved: {_names(limit)}. Add them again in another batch."))
         full = self.skipped_for(SKIP_FULL)
         if full:

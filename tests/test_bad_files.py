@@ -123,15 +123,15 @@ def test_a_big_upload_says_how_many_were_added_and_skipped_and_why(tmp_path):
     files = [(f"p{i:02d}.png", png((8 * i, 0, 0)), "image/png") for i in range(30)]
     page = upload(at, "cats", files)
     assert len(datasets.classes(path)["cats"]) == 20
-    assert "cats: added 20 of 30 photos; 10 skipped" in page
-    assert "10 over the limit of 20 photos per upload, not saved: p20.png, p21.png" in page
+    assert "cats: added 20 images. Skipped 10 of 30, for the reasons below." in page
+    assert "10 over the limit of 20 images per upload, not saved: p20.png, p21.png" in page
 
     page = upload(at, "cats", [("again.png", png((0, 0, 0)), "image/png"),
                                ("junk.jpg", b"not a picture", "image/jpeg"),
                                ("new.png", png((0, 0, 200)), "image/png"),
                                ("new copy.png", png((0, 0, 200)), "image/png")])
     assert len(datasets.classes(path)["cats"]) == 21
-    assert "cats: added 1 of 4 photos; 3 skipped" in page
+    assert "cats: added 1 image. Skipped 3 of 4, for the reasons below." in page
     assert "again.png (already in cats as" in page
     assert "new copy.png (the same picture as new.png in this upload)" in page
     assert "junk.jpg: not an image" in page
@@ -141,7 +141,7 @@ def test_a_photo_already_there_is_named_with_the_reason(tmp_path):
     make_dataset(tmp_path, per_class=1)
     at = run_page("pages/dataset.py")
     page = upload(at, "cats", [("same.png", png((0, 0, 90)), "image/png")])  # cats0.png's pixels
-    assert "cats: added 0 of 1 photo; 1 skipped" in page
+    assert "cats: added 0 images. Skipped 1 of 1, for the reason below." in page
     assert "1 already there (the same picture is kept once): same.png (already in cats as" in page
 
 
@@ -157,7 +157,7 @@ def test_an_upload_to_a_class_removed_on_disk_is_reported_and_kept(tmp_path):
     at.button(key="dataset_orphans_keep").click().run()
     no_leak(at)
     assert len(datasets.classes(path)["cats"]) == 2
-    assert "cats: added 2 photos." in texts(at)
+    assert "cats: added 2 images." in texts(at)
 
 
 def test_add_images_accounts_for_every_item(tmp_path):
