@@ -157,6 +157,21 @@ def test_one_run_id_taken_twice_is_refused_by_name(tmp_path):
     assert sorted(outcomes) == ["RunError: Run 'same' already exists in " + str(root.resolve()), "ok"], outcomes
 
 
+def test_the_runs_lock_keeps_out_other_threads_and_lets_its_holder_in_again(tmp_path):
+    root = tmp_path / "runs"
+
+    def take_it():
+        with runs.runs_lock(root, wait_s=0.2):
+            pass
+
+    with runs.runs_lock(root):
+        take_it()  # its holder takes it again (new_run inside a caller's hold does not wait for itself)
+        assert at_once(take_it) == [f"ActiveRunError: Another run is being started or resumed in {root} and has "
+                                    "not finished after 0 s: try again in a moment."]
+    assert at_once(take_it) == ["ok"]
+    assert list(root.iterdir()) == []  # the folder is its own lock: no lock file among the runs
+
+
 # --- Resume ---------------------------------------------------------------------------------------
 
 
@@ -230,7 +245,7 @@ def test_temp_names_are_unique_per_writer_and_cleaned_up(tmp_path):
 # tab is what its session does in the server: the same launcher call, in another thread, which is
 # let in first and holds at the rendezvous while this tab presses its button.
 
-PAGE_MEET_S = 8.0  # long enough for the page to render and reach the rule's check on a busy machine
+PAGE_MEET_S = 6.0  # long enough for the page to render and reach the rule's check on a busy machine
 
 
 def train_page(**session):
