@@ -735,7 +735,7 @@ def runs_lock(root: str | os.PathLike | None = None, wait_s: float = RUNS_LOCK_W
                                          f"finished after {wait_s:.0f} s: try again in a moment.") from None
                 time.sleep(0.01)
             except OSError as exc:
-                if exc.errno not in (errno.ENOLCK, errno.EBADF, errno.EINVAL, errno.EOPNOTSUPP):
+                if exc.errno not in (errno.ENOLCK, errno.EBADF, errno.EINVAL, errno.EOPNOTSUPP, errno.ENOSYS):
                     raise
                 break  # a filesystem without locks: the rule is checked as before, without the lock
         held.add(key)
