@@ -692,7 +692,7 @@ def model_problem(run_dir: Path) -> str | None:
 
 # --- One run per race: the runs folder's lock ------------------------------------------------------
 
-RUNS_LOCK_WAIT_S = 30.0  # what holds the lock (a check and a folder, or a spawn) takes milliseconds
+RUNS_LOCK_WAIT_S = 30.0  # a holder checks the rule and creates a folder or writes a status: milliseconds
 
 
 class _HeldRunsLocks(threading.local):
@@ -1022,7 +1022,7 @@ def check_resumable(run_dir: Path, allow_parallel: bool = False, launching: bool
     with runs_lock(run_dir.parent):
         status = read_status(run_dir)
         if status.get("state") == "starting" and not launching:
-            trainer = f"trainer pid {status['pid']}" if status.get("pid") else "its trainer is on its way"
+            trainer = f"pid {status['pid']}" if status.get("pid") else "its trainer is on its way"
             raise ActiveRunError(f"Run {run_dir.name} is already starting ({trainer}): it was just started or "
                                  "resumed elsewhere, and shows here in a moment.")
         if status.get("state") in ACTIVE_STATES and not launching:
