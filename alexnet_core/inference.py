@@ -320,10 +320,13 @@ def check_model_file(path: Path) -> None:
     MAX_MODEL_BYTES or what the file holds, or any of whose members would unpack to more than
     it should hold: the weights member more than its config declares (weights and optimizer
     state), config.json and metadata.json more than their limits, anything else over 1 MiB."""
+    import stat
     import zipfile
     import zlib
 
     try:
+        if not stat.S_ISREG(os.stat(path).st_mode):  # a FIFO would block the reader
+            raise ModelLoadError(f"{path.name} is not a regular file (a folder, pipe or device); not loaded")
         archive = zipfile.ZipFile(path)
     except (zipfile.BadZipFile, OSError, ValueError, EOFError) as exc:
         raise ModelLoadError(f"{path.name} is not a Keras model file (a .keras file is a zip archive): {exc}") from exc

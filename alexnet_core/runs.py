@@ -200,6 +200,8 @@ def load_npz(path: str | os.PathLike, keys, limits: dict | None = None) -> dict 
 
     limits = limits or {}
     try:
+        if not _regular_file(path):
+            return None
         with zipfile.ZipFile(path) as archive:
             arrays = {}
             for key in keys:
@@ -318,6 +320,14 @@ class Reserve:
 MAX_JSON_DEPTH = 100  # nesting of any JSON file read from disk (Python recurses over nested values)
 
 
+def _regular_file(path) -> bool:
+    """Whether `path` is a regular file (opening a FIFO named like one would block the reader);
+    FileNotFoundError when there is nothing there."""
+    import stat
+
+    return stat.S_ISREG(os.stat(path).st_mode)
+
+
 def _json_depth_over(value, limit: int) -> bool:
     stack = [(value, 1)]
     while stack:
@@ -348,6 +358,8 @@ def read_json(path: Path, default=None):
     """The JSON value in `path`, or `default` when it is missing, unreadable, over MAX_JSON_BYTES,
     not JSON or nested over MAX_JSON_DEPTH."""
     try:
+        if not _regular_file(path):
+            return default
         with open(path, "rb") as fh:
             raw = fh.read(MAX_JSON_BYTES + 1)
         if len(raw) > MAX_JSON_BYTES:
@@ -404,6 +416,8 @@ def read_checked(path: Path, schema: dict) -> tuple[dict, list[str]]:
     "file: what"). A missing file gives ({}, [])."""
     path = Path(path)
     try:
+        if not _regular_file(path):
+            return {}, [f"{path.name}: not a regular file (a folder, pipe or device), not read"]
         with open(path, "rb") as fh:
             raw = fh.read(MAX_JSON_BYTES + 1)
     except FileNotFoundError:

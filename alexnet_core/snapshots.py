@@ -38,13 +38,14 @@ TOP = 5  # classes recorded per probe image
 MAX_IMAGES = 2**21  # validation images (ImageNet's 50,000 fit forty times over)
 MAX_KERNEL = 15  # conv1's kernel side (the paper's is 11)
 MAX_FILTERS = 1024  # conv1's kernels (the paper's 96 at twice the width is 192)
-MAX_INPUT = 512  # a probe image's side when the run's config does not say
 MAX_TIMELINE_BYTES = 512 * 2**20  # every epoch's arrays together, as read into memory
 
 
 def limits(input_size: int | None = None) -> dict:
     """runs.load_npz limits of probe.npz and an epoch's file: each array's most per axis and its kinds."""
-    side = input_size if isinstance(input_size, int) and 0 < input_size <= MAX_INPUT else MAX_INPUT
+    from .variants import MAX_INPUT_SIZE  # a probe image's side when the run's config does not say
+
+    side = input_size if isinstance(input_size, int) and 0 < input_size <= MAX_INPUT_SIZE else MAX_INPUT_SIZE
     return {"labels": ((MAX_IMAGES,), "iu", 2), "predicted": ((MAX_IMAGES,), "iu", 2),
             "conv1": ((MAX_KERNEL, MAX_KERNEL, 3, MAX_FILTERS), "f", 2),
             "probe_top": ((PROBE_SIZE, TOP), "iu", 2), "probe_prob": ((PROBE_SIZE, TOP), "f", 2),

@@ -275,6 +275,44 @@ def test_caches_that_do_not_describe_the_split_are_read_as_none(tmp_path):
         runs.save_npz(tmp_path / "objects.npz", values=np.array([{"a": 1}], dtype=object))
 
 
+def test_fifos_named_like_run_files_are_never_opened(tmp_path):
+    """Opening a FIFO blocks until something writes to it: a reader would hang the page."""
+    import contextlib
+    import os
+    import threading
+
+    from alexnet_core.snapshots import read_timeline
+
+    run_dir = tmp_path / "run"
+    (run_dir / "snapshots").mkdir(parents=True)
+    fifos = [run_dir / runs.CONFIG, run_dir / runs.STATUS, run_dir / "snapshots" / "probe.npz",
+             run_dir / "snapshots" / "epoch-0001.npz", run_dir / "model.keras"]
+    for fifo in fifos:
+        os.mkfifo(fifo)
+    seen = {}
+
+    def read():
+        seen["json"] = runs.read_json(run_dir / runs.STATUS, "default")
+        seen["checked"] = runs.read_checked(run_dir / runs.CONFIG, runs.CONFIG_SCHEMA)
+        seen["timeline"] = read_timeline(run_dir, 1, 10).notes
+        with pytest.raises(ModelLoadError, match="model.keras is not a regular file"):
+            check_model_file(run_dir / "model.keras")
+        seen["model"] = True
+
+    reader = threading.Thread(target=read, daemon=True)
+    reader.start()
+    reader.join(10)
+    finished = not reader.is_alive()
+    for fifo in fifos:  # let a reader stuck in open() go
+        with contextlib.suppress(OSError):
+            os.close(os.open(fifo, os.O_WRONLY | os.O_NONBLOCK))
+    assert finished, seen
+    assert seen == {"json": "default", "model": True,
+                    "checked": ({}, ["config.json: not a regular file (a folder, pipe or device), not read"]),
+                    "timeline": ["Left out the probe images: probe.npz is damaged.",
+                                 "Left out epoch 1: its snapshot (epoch-0001.npz) is damaged."]}
+
+
 # --- JSON ----------------------------------------------------------------------------------------
 
 
