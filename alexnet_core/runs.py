@@ -1038,7 +1038,7 @@ def check_resumable(run_dir: Path, allow_parallel: bool = False, launching: bool
         if status.get("state") == "starting" and not launching:
             trainer = f"pid {status['pid']}" if status.get("pid") else "its trainer is on its way"
             raise ActiveRunError(f"Run {run_dir.name} is already starting ({trainer}): it was just started or "
-                                 "resumed elsewhere, and shows here in a moment.")
+                                 "resumed elsewhere (another tab, or the command line).")
         if status.get("state") in ACTIVE_STATES and not launching:
             raise ActiveRunError(f"Run {run_dir.name} is still training (pid {status.get('pid', '?')})")
         if not allow_parallel:

@@ -1,3 +1,4 @@
+import time
 from pathlib import Path
 
 import streamlit as st
@@ -309,6 +310,9 @@ def run_actions(row: dict, config: dict) -> None:
     if row["read_only"]:
         st.caption(":material/lock: Bundled with the app: read-only.")
         return
+    notice = st.session_state.get("train_resumed_elsewhere")
+    if notice and notice[0] == row["run_id"] and time.time() - notice[2] < 10:
+        st.info(plain(notice[1], 600), icon=":material/hourglass_top:")
     if runs.is_active(row):
         if st.button("Stop", icon=":material/stop:", key="train_stop", width="stretch"):
             runs.request_stop(run_dir)
@@ -319,10 +323,10 @@ def run_actions(row: dict, config: dict) -> None:
             try:
                 resume(run_dir)
             except runs.ActiveRunError as exc:  # resumed a moment ago (another tab), or another run is training
-                if runs.is_active(runs.read_status(run_dir)):
-                    st.info(plain(exc, 600), icon=":material/hourglass_top:")
-                else:
-                    st.warning(plain(exc, 600), icon=":material/block:")
+                if runs.is_active(runs.read_status(run_dir)):  # said for a few seconds over the live view
+                    st.session_state["train_resumed_elsewhere"] = (row["run_id"], str(exc), time.time())
+                    st.rerun()
+                st.warning(plain(exc, 600), icon=":material/block:")
             except (runs.RunError, OSError) as exc:
                 st.error(plain(exc, 600))
             else:

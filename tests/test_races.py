@@ -302,6 +302,7 @@ def test_two_tabs_pressing_resume_at_once_start_one_trainer_and_show_no_error(no
     assert outcomes == ["ok"] and len(no_trainer) == 1 and runs.read_status(run_dir)["state"] == "starting"
     told = shown(tab.info)
     assert any(text.startswith("Run paused is already starting") for text in told), told
+    assert [b.label for b in tab.button if b.label in ("Stop", "Resume")] == ["Stop"]  # it shows the run starting
 
 
 def test_the_start_button_shows_a_setting_refused_at_start_as_an_error(no_trainer):
