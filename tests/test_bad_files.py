@@ -298,3 +298,18 @@ def test_pages_open_no_image_file_but_through_the_safe_decoder():
         assert "Image.open(" not in source, script.name
         assert not re.search(r"\.image\(\s*(\[\s*)?str\(", source), script.name
         assert not re.search(r"\.image\(\s*[\w.]*(path|file)", source), script.name
+
+
+def test_many_damaged_files_are_counted_and_removed_at_once(tmp_path):
+    path = make_dataset(tmp_path)
+    for i in range(12):
+        (path / "dogs" / f"junk{i:02d}.jpg").write_bytes(BAD["notes.jpg"])
+    at = run_page("pages/dataset.py")
+    no_leak(at)
+    page = texts(at)
+    assert "**dogs**: 3 images, 12 damaged files" in page
+    assert "and 2 more: junk10.jpg, junk11.jpg" in page
+    at.button(key="dataset_rm_damaged_pets/dogs").click().run()
+    no_leak(at)
+    assert sorted(f.suffix for f in (path / "dogs").iterdir()) == [".jpg"] * 3  # the three good ones
+    assert "dogs: removed 12 damaged files." in texts(at)
