@@ -92,8 +92,16 @@ def classes(path: Path) -> dict[str, list[Path]]:
                      and not f.name.startswith(".")]
         except OSError:
             files = []
-        out[folder.name] = sorted(files, key=lambda f: (f.stat().st_mtime, f.name))
+        out[folder.name] = sorted(files, key=lambda f: (_mtime(f), f.name))
     return out
+
+
+def _mtime(file: Path) -> float:
+    """A file's modification time; 0 for one removed since it was listed."""
+    try:
+        return file.stat().st_mtime
+    except OSError:
+        return 0.0
 
 
 def add_class(path: Path, name: str) -> Path:

@@ -313,3 +313,20 @@ def test_many_damaged_files_are_counted_and_removed_at_once(tmp_path):
     no_leak(at)
     assert sorted(f.suffix for f in (path / "dogs").iterdir()) == [".jpg"] * 3  # the three good ones
     assert "dogs: removed 12 damaged files." in texts(at)
+
+
+def test_a_file_removed_while_the_class_is_listed_is_no_crash(tmp_path, monkeypatch):
+    path = make_dataset(tmp_path, per_class=2)
+    gone = path / "cats" / "gone.jpg"
+    gone.write_bytes(jpeg())
+    real_stat, calls = Path.stat, []
+
+    def stat(self, *args, **kwargs):
+        if self == gone:
+            calls.append(self)
+            if len(calls) > 1:  # there when listed (is_file), gone when its time is read
+                raise FileNotFoundError(2, "No such file or directory", str(self))
+        return real_stat(self, *args, **kwargs)
+
+    monkeypatch.setattr(Path, "stat", stat)
+    assert [f.name for f in datasets.classes(path)["cats"]][0] == "gone.jpg"
