@@ -373,11 +373,17 @@ def check_classifier(model, name: str) -> None:
     """Refuse a model that does not map one square RGB image to class probabilities."""
     import numpy as np
 
+    from .variants import MIN_INPUT_SIZE
+
     inputs, output = model.inputs, model.output_shape
     shape = tuple(inputs[0].shape) if len(inputs) == 1 else None
     expected = "one RGB image (height x width x 3, fixed and square) in and class probabilities out"
+    if (shape is not None and len(shape) == 4 and shape[3] == 3 and isinstance(shape[1], int)
+            and shape[1] == shape[2] and shape[1] < MIN_INPUT_SIZE):
+        raise ModelLoadError(f"{name} takes {shape[1]}x{shape[2]}-pixel images; this app needs at least "
+                             f"{MIN_INPUT_SIZE}x{MIN_INPUT_SIZE}.")
     if (shape is None or len(shape) != 4 or shape[3] != 3 or not isinstance(shape[1], int)
-            or shape[1] != shape[2] or shape[1] < 8):
+            or shape[1] != shape[2]):
         raise ModelLoadError(f"{name} takes input of shape {[tuple(i.shape) for i in inputs]}; this app needs "
                              f"{expected}.")
     if not (isinstance(output, tuple) and len(output) == 2 and isinstance(output[1], int) and output[1] >= 2):

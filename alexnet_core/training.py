@@ -49,6 +49,20 @@ MIN_LR = 1e-6
 MIN_DELTA = 1e-4
 
 
+JOIN_PIPE_ENV = "ALEXNET_JOIN_PIPE"  # a pipe to the process that supervises this worker's join (cli.py)
+
+
+def tell_supervisor(line: str) -> None:
+    """One line to the supervising process, if there is one: `joining`, `joined`, `scratch PATH`."""
+    fd = os.environ.get(JOIN_PIPE_ENV)
+    if not fd:
+        return
+    try:
+        os.write(int(fd), (line + "\n").encode())
+    except (OSError, ValueError):
+        pass
+
+
 class WorkerLost(RuntimeError):
     """Another worker of a multi-worker run stopped answering."""
 
@@ -271,7 +285,8 @@ def _numbers(out: dict) -> dict:
 
 def fine_tune_source(config: TrainConfig):
     """(config with the base model's variant, switches and input size; the base Keras model) for
-    a run that starts from a trained model's convolutional layers (`init_from`)."""
+    a run that starts from a trained model's convolutional layers (`init_from`). The new head's
+    dropout is the run's own when it sets one."""
     import dataclasses
 
     from .inference import ModelLoadError, load_model
@@ -284,14 +299,38 @@ def fine_tune_source(config: TrainConfig):
     if not isinstance(record.get("variant"), str):
         raise ConfigError(f"Cannot fine-tune from {config.init_from!r}: its settings are not recorded. Give a run "
                           "folder or 'demo'.")
-    switches = record.get("switches") if isinstance(record.get("switches"), dict) else {}
+    switches = dict(record["switches"]) if isinstance(record.get("switches"), dict) else {}
+    if "dropout" in config.switches:  # only the new dense layers drop out
+        switches["dropout"] = config.switches["dropout"]
     size = record.get("input_size") if isinstance(record.get("input_size"), int) else None
-    return dataclasses.replace(config, variant=record["variant"], switches=switches, input_size=size), base.model
+    try:
+        tuned = dataclasses.replace(config, variant=record["variant"], switches=switches, input_size=size)
+    except ConfigError as exc:
+        raise ConfigError(f"Cannot fine-tune from {config.init_from!r}: its recorded network is not usable ({exc})") \
+            from exc
+    return tuned, base.model
 
 
-def copy_features(source, target, freeze: bool = False) -> list[str]:
+def check_fine_tune(config: TrainConfig) -> TrainConfig:
+    """The settings of a run that fine-tunes from `config.init_from`, once the base model has
+    loaded (safely) and its convolutional layers fit the network the run will build; ConfigError
+    naming the problem otherwise. Called before a run folder exists."""
+    from .variants import build_model
+
+    tuned, base = fine_tune_source(config)
+    try:
+        target = build_model(tuned.variant, num_classes=2, input_size=tuned.input_size, **tuned.switches)
+    except ValueError as exc:
+        raise ConfigError(f"Cannot fine-tune from {config.init_from!r}: its recorded network is not usable "
+                          f"({exc})") from exc
+    copy_features(base, target, dry_run=True)
+    return tuned
+
+
+def copy_features(source, target, freeze: bool = False, dry_run: bool = False) -> list[str]:
     """Copy the weights of `target`'s convolutional part (every layer before the flatten) from
-    the layers of the same name in `source`; freeze them if asked. Returns the names copied."""
+    the layers of the same name in `source`; freeze them if asked. Returns the names copied.
+    `dry_run`: only check that every one of them can be copied."""
     kept = []
     for layer in target.layers:
         if layer.name in ("flatten", "avgpool"):
@@ -304,6 +343,9 @@ def copy_features(source, target, freeze: bool = False) -> list[str]:
             raise ConfigError(f"The base model has no layer {layer.name!r} to fine-tune from") from None
         if [w.shape for w in weights] != [tuple(w.shape) for w in layer.weights]:
             raise ConfigError(f"The base model's {layer.name} has another shape: fine-tuning keeps its network")
+        if dry_run:
+            kept.append(layer.name)
+            continue
         layer.set_weights(weights)
         layer.trainable = not freeze
         kept.append(layer.name)
@@ -349,6 +391,7 @@ class Trainer:
     def run(self) -> dict:
         if not self.chief:
             self.run_dir = self._scratch()
+            tell_supervisor(f"scratch {self.run_dir}")  # removed by the supervisor if it has to end this process
             self.store = CheckpointStore(self.run_dir)
         try:
             return self._run()
@@ -660,19 +703,25 @@ class Trainer:
     def _join(self, pick_strategy):
         """MultiWorkerMirroredStrategy, created once every worker has joined.
 
-        TensorFlow waits for the other workers inside C++ without letting Python run, so no Python
-        signal handler can: Ctrl-C (SIGINT) gets its default meaning for the wait and ends a worker
-        waiting for peers that never come (SIGTERM is taken by TensorFlow's own preemption
-        watcher then). Nothing has been trained by then."""
-        self.status.update(message=f"Waiting for the other workers to join ({self.cluster.size} in all)")
+        TensorFlow waits for the other workers inside C++ holding Python's lock, so nothing of
+        Python runs in this process meanwhile (no thread, no signal handler; SIGTERM is taken by
+        TensorFlow's preemption watcher). `train` therefore runs a multi-worker trainer as the
+        child of a small supervising process (cli.py), told here when the wait starts and ends:
+        it says whom the wait is for, and ends this process on the join timeout, Stop, SIGTERM
+        or Ctrl-C. Alone (no supervisor), Ctrl-C keeps its default meaning for the wait."""
+        self.status.update(phase="joining", message=f"Waiting for the other workers to join ({self.cluster.size} in all)")
         main = threading.current_thread() is threading.main_thread()
-        if main:
-            signal.signal(signal.SIGINT, signal.SIG_DFL)
+        supervised = bool(os.environ.get(JOIN_PIPE_ENV))
+        if main:  # supervised: the supervisor answers Ctrl-C until the join ends
+            signal.signal(signal.SIGINT, signal.SIG_IGN if supervised else signal.SIG_DFL)
+        tell_supervisor("joining")
         try:
             strategy = pick_strategy()
         finally:
             if main:
                 self._install_signals()
+        tell_supervisor("joined")
+        self.status.update(phase="loading", message="Loading data")
         self.log(f"All {self.cluster.size} workers joined")
         return strategy
 

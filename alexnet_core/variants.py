@@ -18,6 +18,7 @@ NORMS = ("lrn", "batchnorm", "none")
 WIDTHS = (0.25, 0.5, 0.75, 1.0, 1.5, 2.0)  # width multipliers the pages offer
 CPU_FRIENDLY = ("compact", "compact-hires")  # sized for 32x32 images: minutes an epoch on a laptop CPU
 MAX_INPUT_SIZE = 1024
+MIN_INPUT_SIZE = 8  # the smallest image the app classifies (inference.check_classifier), whatever the layers take
 Padding = str | int  # "valid", "same" or explicit zero padding in pixels
 
 
@@ -309,7 +310,9 @@ def _validate(name: str, arch: Arch) -> None:
         raise ValueError(f"width must be between 0.05 and 4, got {arch.width!r}")
     minimum = min_input_size(arch)
     if arch.input_size < minimum:
-        raise ValueError(f"input_size must be >= {minimum} for {name!r}, got {arch.input_size}")
+        why = ("its layers shrink a smaller image to nothing" if minimum > MIN_INPUT_SIZE else
+               f"the app classifies no image under {MIN_INPUT_SIZE}x{MIN_INPUT_SIZE} pixels")
+        raise ValueError(f"input_size must be >= {minimum} for {name!r}, got {arch.input_size}: {why}")
 
 
 def scaled(filters: int, width: float) -> int:
@@ -343,7 +346,9 @@ def spatial_sizes(arch: Arch, input_size: int | None = None) -> list[int]:
 
 
 def min_input_size(arch: Arch) -> int:
-    for size in range(1, MAX_INPUT_SIZE + 1):
+    """The smallest input side this network takes: every conv and pooling layer left with a map
+    of at least one pixel, and never under MIN_INPUT_SIZE (what the app can classify)."""
+    for size in range(MIN_INPUT_SIZE, MAX_INPUT_SIZE + 1):
         sizes = spatial_sizes(arch, size)
         if len(sizes) == len(arch.convs) and sizes[-1] > 0:
             return size

@@ -116,7 +116,8 @@ def test_a_lost_worker_stops_the_others_and_resume_continues(folder, tmp_path, h
     run_dir = root / "lossy"
     try:
         wait_for(lambda: completed(run_dir) >= 2, 180, "two epochs")
-        os.kill(procs[1].pid, signal.SIGKILL if how == "killed" else signal.SIGSTOP)
+        # The worker's whole process group: its supervising `train` process and the trainer it runs.
+        os.killpg(procs[1].pid, signal.SIGKILL if how == "killed" else signal.SIGSTOP)
         lost_at = time.time()
         code = finish(procs[:1], timeout=LOST_WITHIN_S + 30)[0]
         took = time.time() - lost_at
@@ -255,3 +256,78 @@ def test_bad_worker_flags_are_usage_errors(folder, tmp_path):
     assert result.returncode == 2 and "TF_CONFIG is not valid JSON" in result.stderr
     assert "Traceback" not in result.stderr
     assert not (tmp_path / "runs").exists() or not any((tmp_path / "runs").iterdir())
+
+
+def kill_group(proc):
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+    proc.wait()
+
+
+def start_alone(tmp_path, tag, *extra):
+    """Worker 0 of two whose peer never starts (nothing listens on worker 1's port)."""
+    ports = free_ports(2)
+    folder = make_image_folder(tmp_path / "data", classes=3, per_class=6)
+    root = tmp_path / "runs"
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    env.pop("TF_CONFIG", None)
+    log = open(tmp_path / f"{tag}.log", "w")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "alexnet_core", "train", *TINY, "--data", str(folder), "--epochs", "1", "--runs-dir",
+         str(root), "--run-id", tag, "--workers", ",".join(f"127.0.0.1:{p}" for p in ports), "--worker-index", "0",
+         *extra], stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True)
+    return proc, root / tag, f"worker 1 (127.0.0.1:{ports[1]})"
+
+
+def waiting_status(run_dir, timeout=120):
+    return wait_for(lambda: (s := runs.read_object(run_dir / runs.STATUS)).get("phase") == "joining"
+                    and "Waiting for" in s.get("message", "") and s, timeout, "the chief to wait for its peer")
+
+
+def test_a_peer_that_never_starts_is_named_and_the_join_times_out(tmp_path):
+    proc, run_dir, missing = start_alone(tmp_path, "lonely", "--join-timeout", "15")
+    try:
+        status = waiting_status(run_dir)
+        status = wait_for(lambda: missing in (s := runs.read_object(run_dir / runs.STATUS)).get("message", "") and s,
+                          30, "the missing worker to be named")
+        assert "join timeout" in status["message"]
+        code = proc.wait(120)
+    finally:
+        kill_group(proc)
+    log = (tmp_path / "lonely.log").read_text()
+    status = runs.read_status(run_dir)
+    assert code == 1, log[-3000:]
+    assert status["state"] == "failed" and status["reason"] == "cluster", status
+    assert f"{missing} did not join within 15 s (--join-timeout)" in status["message"]
+    assert f"Waiting for {missing} to join" in log and "did not join within 15 s" in log
+    assert "Traceback" not in log
+
+
+@pytest.mark.parametrize("how", ["stop", "sigterm"])
+def test_stop_or_sigterm_while_waiting_for_a_peer_ends_the_run_stopped(tmp_path, how):
+    proc, run_dir, missing = start_alone(tmp_path, "waiting")
+    try:
+        waiting_status(run_dir)
+        if how == "stop":
+            runs.request_stop(run_dir)
+        else:
+            proc.send_signal(signal.SIGTERM)
+        code = proc.wait(60)
+    finally:
+        kill_group(proc)
+    log = (tmp_path / "waiting.log").read_text()
+    status = runs.read_status(run_dir)
+    assert code == 0 and status["state"] == "stopped", log[-3000:]
+    assert f"while waiting for {missing} to join" in status["message"]
+    assert runs.can_resume(runs.run_summary(run_dir))
+
+
+def test_join_timeout_is_a_multi_worker_flag(tmp_path):
+    folder = make_image_folder(tmp_path / "data", classes=3, per_class=4)
+    result = subprocess.run([sys.executable, "-m", "alexnet_core", "train", *TINY, "--data", str(folder),
+                             "--runs-dir", str(tmp_path / "runs"), "--join-timeout", "10"],
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 2 and "--join-timeout applies to a multi-worker run" in result.stderr
+    assert not (tmp_path / "runs").exists()

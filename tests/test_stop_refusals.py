@@ -129,3 +129,125 @@ def test_a_stop_while_a_resumed_run_loads_keeps_every_committed_epoch(folder, tm
     assert status["state"] == "stopped" and status["completed_epochs"] == 1 and status["has_model"], status
     assert "kept as it was after epoch 1 of 3" in status["message"]
     assert epochs_logged(run_dir) == [1] and (run_dir / runs.MODEL).exists()
+
+
+# --- 5. A refused train leaves nothing behind; no flag is silently ignored ----------------------
+
+
+@pytest.fixture(scope="module")
+def base_run(folder, tmp_path_factory):
+    """A tiny finished run to fine-tune from: compact, width 0.25, 16 px, 3 classes."""
+    root = tmp_path_factory.mktemp("base")
+    result = cli("train", *TINY_ARGS, "--data", str(folder), "--epochs", "1", "--runs-dir", str(root),
+                 "--run-id", "base")
+    assert result.returncode == 0, result.stderr[-2000:]
+    return root / "base"
+
+
+def hostile_model(kind):
+    import keras
+
+    from alexnet_core.variants import build_model
+
+    if kind == "wrong shape":  # the record says width 0.25; the model is twice as wide
+        return build_model("compact", num_classes=3, input_size=16, width=0.5)
+    if kind == "one channel":
+        inputs = keras.Input((16, 16, 1))
+        x = keras.layers.Conv2D(8, 3, name="conv1")(inputs)
+        return keras.Model(inputs, keras.layers.Dense(3, activation="softmax")(keras.layers.Flatten()(x)))
+    inputs = keras.Input((16, 16, 3))
+    x = keras.layers.Flatten(name="flatten")(inputs)
+    if kind == "a Lambda layer":
+        x = keras.layers.Lambda(lambda t: t * 2.0, name="double")(x)
+    return keras.Model(inputs, keras.layers.Dense(3, activation="softmax", name="predictions")(x))
+
+
+@pytest.mark.parametrize("kind, message", [
+    ("wrong shape", "has another shape"),
+    ("one channel", "this app needs one RGB image"),
+    ("no convolution", "has no layer 'conv1'"),
+    ("a Lambda layer", "cannot be loaded safely|not a Keras model this app can load safely"),
+])
+def test_a_train_refused_for_its_init_from_model_leaves_no_run_folder(base_run, folder, tmp_path, kind, message):
+    import re
+    import shutil
+
+    base = tmp_path / "hostile-base"
+    shutil.copytree(base_run, base)
+    (base / runs.MODEL).unlink()
+    hostile_model(kind).save(base / runs.MODEL)
+    root = tmp_path / "runs"
+    result = cli("train", "--init-from", str(base), "--variant", "compact", "--data", str(folder), "--epochs", "1",
+                 "--runs-dir", str(root))
+    assert result.returncode == 2, result.stderr[-2000:]
+    assert re.search(message, result.stderr) and "Traceback" not in result.stderr, result.stderr[-2000:]
+    assert not root.exists() or list(root.iterdir()) == []
+
+
+@pytest.mark.parametrize("flags, named", [
+    (["--variant", "compact-hires"], "--variant compact-hires cannot apply with --init-from"),
+    (["--variant", "compact", "--width", "0.5"], "--width 0.5 cannot apply with --init-from"),
+    (["--variant", "compact", "--input-size", "24"], "--input-size 24 cannot apply with --init-from"),
+])
+def test_network_flags_that_init_from_would_replace_are_usage_errors(base_run, folder, tmp_path, flags, named):
+    root = tmp_path / "runs"
+    result = cli("train", "--init-from", str(base_run), *flags, "--data", str(folder), "--epochs", "1",
+                 "--runs-dir", str(root))
+    assert result.returncode == 2 and named in result.stderr, result.stderr[-2000:]
+    assert "compact, width 0.25, input size 16" in result.stderr  # the network the run would keep
+    assert not root.exists() or list(root.iterdir()) == []
+
+
+def test_the_fine_tune_recipe_refuses_another_width_and_honours_dropout(folder, tmp_path):
+    root = tmp_path / "runs"
+    refused = cli("train", "--recipe", "fine-tune", "--data", str(folder), "--width", "0.5", "--epochs", "1",
+                  "--runs-dir", str(root))
+    assert refused.returncode == 2, refused.stderr[-2000:]
+    assert "--width 0.5 cannot apply with --recipe fine-tune" in refused.stderr
+    assert not root.exists() or list(root.iterdir()) == []
+    tuned = cli("train", "--recipe", "fine-tune", "--data", str(folder), "--dropout", "0.1", "--epochs", "1",
+                "--runs-dir", str(root))
+    assert tuned.returncode == 0, tuned.stderr[-2000:]
+    (run_dir,) = root.iterdir()
+    config = runs.read_config(run_dir)
+    assert "-compact-hires-" in run_dir.name and config["variant"] == "compact-hires"  # named as trained
+    assert config["switches"]["width"] == 0.75 and config["switches"]["dropout"] == 0.1
+
+
+def test_settings_given_with_resume_are_usage_errors_naming_both_flags(folder, tmp_path):
+    config = TrainConfig(data=str(folder), epochs=1, **TINY)
+    run_dir = runs.new_run(config, tmp_path / "runs", "kept")
+    for flags, named in ((["--recipe", "quick"], "--recipe"), (["--data", "sample"], "--data"),
+                         (["--epochs", "5", "--no-groups"], "--epochs, --no-groups")):
+        result = cli("train", "--resume", str(run_dir), *flags)
+        assert result.returncode == 2, result.stderr[-2000:]
+        assert f"{named} cannot apply with --resume" in result.stderr
+    assert runs.read_status(run_dir)["state"] == "created" and epochs_logged(run_dir) == []
+
+
+def test_an_input_size_no_page_can_use_is_refused_with_its_rule(folder, tmp_path):
+    root = tmp_path / "runs"
+    result = cli("train", "--variant", "compact", "--input-size", "1", "--data", str(folder), "--epochs", "1",
+                 "--runs-dir", str(root))
+    assert result.returncode == 2, result.stderr[-2000:]
+    assert "input_size must be >= 8 for 'compact'" in result.stderr and "8x8" in result.stderr
+    assert not root.exists() or list(root.iterdir()) == []
+    summary = cli("summary", "compact-hires", "--input-size", "4")
+    assert summary.returncode == 2 and "input_size must be >= 8 for 'compact-hires'" in summary.stderr
+    assert cli("summary", "compact", "--input-size", "8", "--json").returncode == 0
+    paper = cli("summary", "paper", "--input-size", "32")
+    assert paper.returncode == 2 and "input_size must be >= 67 for 'paper'" in paper.stderr
+
+
+def test_a_model_too_small_to_classify_is_refused_by_the_size_rule(tmp_path):
+    """A model trained at 4 px before the rule existed: loading names the size limit, not the
+    shape of the input in general."""
+    import dataclasses
+
+    from alexnet_core.inference import ModelLoadError, load_model
+    from alexnet_core.variants import build_from_arch, get_arch
+
+    arch = dataclasses.replace(get_arch("compact", num_classes=3, width=0.25), input_size=4)
+    build_from_arch(arch, "compact").save(tmp_path / "tiny.keras")
+    with pytest.raises(ModelLoadError, match="takes 4x4-pixel images; this app needs at least 8x8"):
+        load_model(str(tmp_path / "tiny.keras"))
