@@ -146,7 +146,8 @@ damaged_files = []
 widgets = {}
 for class_name, files in found.items():
     key = f"{choice}/{class_name}"
-    problems = {f: image_problem(f) for f in files}  # every file through the safe decoder, once per version
+    with st.spinner(f"Checking the {len(files):,} files of {plain(class_name)}..."):  # shown only if it takes a while
+        problems = {f: image_problem(f) for f in files}  # every file through the safe decoder, once per version
     good = [f for f in files if not problems[f]]
     thumbs = []
     for f in good[-THUMBS:]:
