@@ -699,6 +699,8 @@ def model_problem(run_dir: Path) -> str | None:
     if not path.exists():
         return None
     try:
+        if not _regular_file(path):  # a FIFO would block the run list until something writes to it
+            return f"{MODEL}: not a regular file"
         return None if zipfile.is_zipfile(path) else f"{MODEL}: not a Keras model file"
     except OSError as exc:
         return f"{MODEL}: cannot be read ({exc.strerror or exc})"

@@ -298,6 +298,7 @@ def test_fifos_named_like_run_files_are_never_opened(tmp_path):
         with pytest.raises(ModelLoadError, match="model.keras is not a regular file"):
             check_model_file(run_dir / "model.keras")
         seen["model"] = True
+        seen["problem"] = runs.model_problem(run_dir)  # the run list's check
 
     reader = threading.Thread(target=read, daemon=True)
     reader.start()
@@ -307,7 +308,7 @@ def test_fifos_named_like_run_files_are_never_opened(tmp_path):
         with contextlib.suppress(OSError):
             os.close(os.open(fifo, os.O_WRONLY | os.O_NONBLOCK))
     assert finished, seen
-    assert seen == {"json": "default", "model": True,
+    assert seen == {"json": "default", "model": True, "problem": "model.keras: not a regular file",
                     "checked": ({}, ["config.json: not a regular file (a folder, pipe or device), not read"]),
                     "timeline": ["Left out the probe images: probe.npz is damaged.",
                                  "Left out epoch 1: its snapshot (epoch-0001.npz) is damaged."]}
