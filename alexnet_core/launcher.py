@@ -43,7 +43,13 @@ def _spawn(run_dir: Path) -> int:
 def start(config: TrainConfig, root=None, run_id: str | None = None, allow_parallel: bool = False) -> Path:
     """Create a run (runs.new_run checks the data and the one-run rule first) and train it detached.
     The run is created `starting` in one step with the rule's check, so of two Starts at the same
-    instant (two tabs, two processes) one gets the run and the other ActiveRunError."""
+    instant (two tabs, two processes) one gets the run and the other ActiveRunError. A run that
+    fine-tunes has its base model loaded and checked first (ConfigError), so a base it cannot use
+    leaves no run folder, and the run records the network it will train (the base's)."""
+    if config.init_from:
+        from .training import check_fine_tune  # TensorFlow: only when a Start fine-tunes
+
+        config = check_fine_tune(config)
     run_dir = runs.new_run(config, root, run_id, allow_parallel=allow_parallel, starter_pid=os.getpid())
     _spawn(run_dir)
     return run_dir

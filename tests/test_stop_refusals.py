@@ -184,6 +184,24 @@ def test_a_train_refused_for_its_init_from_model_leaves_no_run_folder(base_run, 
     assert not root.exists() or list(root.iterdir()) == []
 
 
+def test_the_apps_start_refuses_a_base_model_it_cannot_use_and_leaves_no_run_folder(base_run, folder, tmp_path):
+    """The Train and Your classes pages start runs through launcher.start, not the CLI."""
+    import shutil
+
+    from alexnet_core import launcher
+    from alexnet_core.config import ConfigError, TrainConfig
+
+    base = tmp_path / "hostile-base"
+    shutil.copytree(base_run, base)
+    (base / runs.MODEL).unlink()
+    hostile_model("no convolution").save(base / runs.MODEL)
+    root = tmp_path / "runs"
+    config = TrainConfig(variant="compact", data=str(folder), epochs=1, init_from=str(base))
+    with pytest.raises(ConfigError, match="has no layer 'conv1'"):
+        launcher.start(config, root)
+    assert not root.exists() or list(root.iterdir()) == []
+
+
 @pytest.mark.parametrize("flags, named", [
     (["--variant", "compact-hires"], "--variant compact-hires cannot apply with --init-from"),
     (["--variant", "compact", "--width", "0.5"], "--width 0.5 cannot apply with --init-from"),
