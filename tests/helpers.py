@@ -1,6 +1,7 @@
 """Small image folders written by the tests themselves (tests never need ../shared)."""
 
 import json
+import os
 import subprocess
 import sys
 import time
@@ -66,3 +67,14 @@ def with_keras_alone(model_path, expression):
                             cwd=path.parent)
     assert result.returncode == 0, result.stderr[-2000:]
     return json.loads(result.stdout.strip().splitlines()[-1])
+
+
+# The smallest network the training tests use: compact at a quarter width on 16-px images.
+TINY = {"variant": "compact", "batch_size": 8, "input_size": 16, "switches": {"width": 0.25}}
+TINY_ARGS = ["--variant", "compact", "--width", "0.25", "--input-size", "16", "--batch-size", "8"]
+
+
+def cli(*args, env=None, timeout=300):
+    """`python -m alexnet_core ARGS` in a fresh process, its output captured."""
+    return subprocess.run([sys.executable, "-m", "alexnet_core", *args], capture_output=True, text=True,
+                          timeout=timeout, env={**os.environ, **(env or {})})

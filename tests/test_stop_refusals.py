@@ -4,7 +4,6 @@ Stop: before the trainer process exists, while it starts, loads data, builds the
 prepares its first step, the run ends `stopped` with every committed epoch kept. Refusals: a
 model `--init-from` cannot start from, flags that cannot apply, input sizes no page can use."""
 
-import os
 import subprocess
 import sys
 import time
@@ -15,20 +14,12 @@ from alexnet_core import runs
 from alexnet_core.config import TrainConfig
 from alexnet_core.launcher import start
 from alexnet_core.training import Trainer
-from tests.helpers import make_image_folder, wait_for
-
-TINY = {"variant": "compact", "batch_size": 8, "input_size": 16, "switches": {"width": 0.25}}
-TINY_ARGS = ["--variant", "compact", "--width", "0.25", "--input-size", "16", "--batch-size", "8"]
+from tests.helpers import TINY, TINY_ARGS, cli, make_image_folder, wait_for
 
 
 @pytest.fixture(scope="module")
 def folder(tmp_path_factory):
     return make_image_folder(tmp_path_factory.mktemp("stops") / "data", classes=3, per_class=12)
-
-
-def cli(*args, env=None, timeout=300):
-    return subprocess.run([sys.executable, "-m", "alexnet_core", *args], capture_output=True, text=True,
-                          timeout=timeout, env={**os.environ, **(env or {})})
 
 
 def ended(run_dir, timeout=240):

@@ -17,20 +17,12 @@ from alexnet_core import runs
 from alexnet_core.config import TrainConfig
 from alexnet_core.monitor import Progress
 from alexnet_core.training import Trainer, divergence, plateau_learning_rate, run_training
-from tests.helpers import make_image_folder
-
-TINY = {"variant": "compact", "batch_size": 8, "input_size": 16, "switches": {"width": 0.25}}
-TINY_ARGS = ["--variant", "compact", "--width", "0.25", "--input-size", "16", "--batch-size", "8"]
+from tests.helpers import TINY, TINY_ARGS, cli, make_image_folder
 
 
 @pytest.fixture(scope="module")
 def folder(tmp_path_factory):
     return make_image_folder(tmp_path_factory.mktemp("trust") / "data", classes=3, per_class=12)
-
-
-def cli(*args, env=None, timeout=300):
-    return subprocess.run([sys.executable, "-m", "alexnet_core", *args], capture_output=True, text=True,
-                          timeout=timeout, env={**os.environ, **(env or {})})
 
 
 def spawn_resume(run_dir, env=None):
