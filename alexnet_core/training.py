@@ -49,7 +49,7 @@ MIN_LR = 1e-6
 MIN_DELTA = 1e-4
 
 
-JOIN_PIPE_ENV = "ALEXNET_JOIN_PIPE"  # a pipe to the process that supervises this worker's join (cli.py)
+JOIN_PIPE_ENV = "ALEXNET_JOIN_PIPE"  # a pipe to the process that supervises this worker's join (join_watch.py)
 
 
 def tell_supervisor(line: str) -> None:
@@ -832,6 +832,22 @@ def configure_threads() -> None:
         tf.config.threading.set_inter_op_parallelism_threads(min(2, int(threads)))
     except RuntimeError:  # already initialised (e.g. inside a test process)
         pass
+
+
+_TENSORFLOW_READY = []
+
+
+def prepare_tensorflow() -> None:
+    """Thread pools and logical CPUs ($ALEXNET_THREADS, $ALEXNET_LOGICAL_CPUS): once, before
+    TensorFlow first runs anything."""
+    if _TENSORFLOW_READY:
+        return
+    _TENSORFLOW_READY.append(True)
+    if os.environ.get("ALEXNET_LOGICAL_CPUS"):
+        from .devices import split_cpu
+
+        split_cpu(int(os.environ["ALEXNET_LOGICAL_CPUS"]))
+    configure_threads()
 
 
 BAD_INPUT_EXIT = 2
