@@ -12,8 +12,9 @@ from dataclasses import dataclass, field
 
 OPTIMIZERS = ("sgd", "adam", "adamw")
 SCHEDULES = ("constant", "step", "plateau", "cosine")
-# auto: float16 on a GPU, float32 on a CPU; on: float16 with loss scaling; bf16: bfloat16 (no loss
-# scaling needed; fast on CPUs with AVX512_BF16/AMX and on recent GPUs); off: float32.
+# auto: float16 on a GPU, bfloat16 on a CPU with AVX512-BF16 or AMX, float32 on other CPUs (which
+# only emulate bfloat16, many times slower); on: float16 with loss scaling; bf16: bfloat16 (no loss
+# scaling needed; fast on CPUs with AVX512-BF16/AMX and on recent GPUs); off: float32.
 MIXED_PRECISION = ("auto", "on", "bf16", "off")
 AUGMENTATIONS = {
     "none": "No augmentation.",

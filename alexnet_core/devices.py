@@ -191,9 +191,21 @@ def describe() -> dict:
             "cores": os.cpu_count()}
 
 
+def cpu_computes_bf16() -> bool:
+    """Whether this CPU computes bfloat16 in hardware (AVX512-BF16 or AMX); elsewhere TensorFlow
+    emulates it, many times slower than float32."""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as info:
+            flags = next((line.split(":", 1)[1].split() for line in info if line.startswith("flags")), [])
+    except OSError:
+        return False
+    return "avx512_bf16" in flags or "amx_bf16" in flags
+
+
 def use_mixed_precision(setting: str = "auto") -> bool:
-    """Set Keras' global dtype policy: mixed_float16 on a GPU when `auto` (or `on`),
-    mixed_bfloat16 for `bf16`, else float32. True when float16 needs loss scaling."""
+    """Set Keras' global dtype policy: `auto` picks mixed_float16 on a GPU, mixed_bfloat16 on a
+    CPU that computes bfloat16 in hardware, float32 elsewhere; `on` is mixed_float16, `bf16`
+    mixed_bfloat16, `off` float32. True when float16 needs loss scaling."""
     import keras
     import tensorflow as tf
 
@@ -201,12 +213,21 @@ def use_mixed_precision(setting: str = "auto") -> bool:
 
     if setting not in MIXED_PRECISION:
         raise ConfigError(f"mixed_precision must be {', '.join(MIXED_PRECISION)}, got {setting!r}")
-    if setting == "bf16":
+    gpu = setting == "auto" and bool(tf.config.list_physical_devices("GPU"))
+    if setting == "bf16" or (setting == "auto" and not gpu and cpu_computes_bf16()):
         keras.mixed_precision.set_global_policy("mixed_bfloat16")
         return False
-    on = setting == "on" or (setting == "auto" and bool(tf.config.list_physical_devices("GPU")))
+    on = setting == "on" or gpu
     keras.mixed_precision.set_global_policy("mixed_float16" if on else "float32")
     return on
+
+
+def compute_dtype() -> str:
+    """What the global policy computes in, in words: bfloat16, float16 with loss scaling, float32."""
+    import keras
+
+    name = keras.mixed_precision.global_policy().compute_dtype
+    return "float16 with loss scaling" if name == "float16" else name
 
 
 @contextlib.contextmanager

@@ -490,7 +490,7 @@ class Trainer:
 
         from .augment import dataset_options
         from .data import load_source, make_dataset, steps_for
-        from .devices import configure_gpus, use_mixed_precision
+        from .devices import compute_dtype, configure_gpus, use_mixed_precision
         from .devices import strategy as pick_strategy
         from .preprocess import describe as describe_preprocessing
         from .variants import build_model, get_arch
@@ -555,7 +555,7 @@ class Trainer:
                         "no validation set: the schedule watches the training metric instead"},
         })
         skipped = sum(source.skipped.values())
-        precision = {"bf16": "bfloat16"}.get(config.mixed_precision, "float16 with loss scaling" if mixed else "float32")
+        precision = compute_dtype()
         where = f" on {self.cluster.size} workers; this is {self.cluster.name(self.cluster.position)}" if self.cluster else ""
         self.log(f"{strategy_name(strategy)} with {replicas} replica(s){where}; compute in {precision}"
                  + ("; XLA" if config.jit else ""))
@@ -611,7 +611,7 @@ class Trainer:
         initial_loss = record.get("initial_loss")
         writers = self._tensorboard()
         self.status.update(state="running", steps_per_epoch=steps, skipped_files=skipped,
-                           mixed_precision=mixed or config.mixed_precision == "bf16",
+                           mixed_precision=precision != "float32",
                            completed_epochs=done, message=f"Training from epoch {done + 1}")
 
         try:

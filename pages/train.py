@@ -174,8 +174,9 @@ def new_run_form():
         widths = sorted({*WIDTHS, float(st.session_state["train_width"])})
         width = m[3].select_slider("Width", widths, key="train_width")
         mixed = m[3].selectbox("Mixed precision", MIXED_PRECISION, key="train_mixed",
-                               help="auto: float16 compute on a GPU, float32 on a CPU; bf16: bfloat16, faster on CPUs "
-                                    "with AVX512-BF16 or AMX and on recent GPUs")
+                               help="auto: float16 compute on a GPU, bfloat16 on a CPU with AVX512-BF16 or AMX, "
+                                    "float32 on other CPUs (they emulate bfloat16, many times slower); bf16: "
+                                    "bfloat16 always")
         starts = {"": "Random weights (from scratch)", **model_choices()}
         if st.session_state.get("train_init_from") not in starts:  # a cloned run's base that is not listed
             starts[st.session_state["train_init_from"]] = st.session_state["train_init_from"]

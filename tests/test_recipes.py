@@ -286,9 +286,42 @@ def test_the_epoch_estimate_runs_in_the_recipes_precision_and_leaves_the_app_as_
         return real(config, *args)
 
     monkeypatch.setattr(training, "_estimate_epoch_seconds", spy)
-    config = get_recipe("quick").config(data="sample", batch_size=8, switches={"width": 0.25})
-    assert config.mixed_precision == "bf16"
+    config = get_recipe("quick").config(data="sample", batch_size=8, switches={"width": 0.25}, mixed_precision="bf16")
     before = keras.mixed_precision.global_policy().name
     assert training.estimate_epoch_seconds(config, 10, 64, steps=1, num_val=16) > 0
     assert seen == ["mixed_bfloat16"]
     assert keras.mixed_precision.global_policy().name == before
+
+
+@pytest.mark.parametrize("gpu, cpu_bf16, policy", [
+    (True, False, "mixed_float16"), (False, True, "mixed_bfloat16"), (False, False, "float32")])
+def test_auto_precision_computes_bfloat16_only_where_the_hardware_does(monkeypatch, gpu, cpu_bf16, policy):
+    """A CPU without AVX512-BF16 or AMX emulates bfloat16 many times slower than float32: the
+    quick recipe says auto, which picks bfloat16 only on a CPU that computes it."""
+    import keras
+    import tensorflow as tf
+
+    from alexnet_core import devices
+
+    assert get_recipe("quick").settings["mixed_precision"] == "auto"  # the Train page's first recipe
+    monkeypatch.setattr(tf.config, "list_physical_devices", lambda kind=None: ["GPU:0"] if gpu and kind == "GPU" else [])
+    monkeypatch.setattr(devices, "cpu_computes_bf16", lambda: cpu_bf16)
+    with devices.precision_policy("auto") as loss_scaling:
+        assert keras.mixed_precision.global_policy().name == policy
+        assert loss_scaling == (policy == "mixed_float16")
+
+
+def test_the_cpu_bfloat16_check_reads_the_cpu_flags(monkeypatch, tmp_path):
+    import builtins
+
+    from alexnet_core import devices
+
+    real_open = builtins.open
+    for flags, expected in (("fpu avx2 avx512f avx512_bf16", True), ("fpu amx_bf16 amx_tile", True),
+                            ("fpu sse avx2 avx512f", False)):
+        info = tmp_path / "cpuinfo"
+        info.write_text(f"processor\t: 0\nflags\t\t: {flags}\n")
+        monkeypatch.setattr(builtins, "open", lambda path, *a, _i=info, **k: real_open(
+            _i if path == "/proc/cpuinfo" else path, *a, **k))
+        assert devices.cpu_computes_bf16() is expected
+        monkeypatch.setattr(builtins, "open", real_open)
