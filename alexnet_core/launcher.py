@@ -27,7 +27,7 @@ def _spawn(run_dir: Path) -> int:
     (run_dir / runs.STOP_REQUEST).unlink(missing_ok=True)
     # Marked as starting before the process exists: the trainer takes the run's lock within a
     # second or two, and until then runs.trainer_alive() gives it a short grace period.
-    runs.write_status(run_dir, state="starting", pid=None, host=os.uname().nodename, message="Starting the trainer")
+    runs.mark_starting(run_dir, pid=None)
     with open(run_dir / runs.LOG, "ab") as log:
         proc = subprocess.Popen(
             [sys.executable, "-m", "alexnet_core", "train", "--resume", str(run_dir)],

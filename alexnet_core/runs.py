@@ -763,10 +763,11 @@ def runs_lock(root: str | os.PathLike | None = None, wait_s: float = RUNS_LOCK_W
         os.close(fd)
 
 
-def mark_starting(run_dir: Path, pid: int) -> None:
+def mark_starting(run_dir: Path, pid: int | None) -> None:
     """The run's trainer is on its way, started by process `pid` (the trainer itself, or the
-    launcher until it has spawned one): the one-run rule counts the run as active from now,
-    before that trainer takes the run's lock (runs.trainer_alive's grace period)."""
+    launcher until it has spawned one; None while the spawn is under way): the one-run rule
+    counts the run as active from now, before that trainer takes the run's lock
+    (runs.trainer_alive's grace period)."""
     write_status(run_dir, state="starting", pid=pid, host=os.uname().nodename, message="Starting the trainer")
 
 
