@@ -312,6 +312,9 @@ def test_build_a_dataset_train_it_and_classify_live(server, browser, tmp_path):
     # The camera: a photo of the fake device's test pattern, added to blue.
     page.get_by_text("Use the camera").first.click()
     settle(page)
+    # A click before the stream shows a frame takes no photo (the widget has nothing to capture yet).
+    page.wait_for_function("[...document.querySelectorAll('[data-testid=\"stCameraInput\"] video')]"
+                           ".some(v => v.readyState >= 2 && v.videoWidth > 0)", timeout=30_000)
     page.get_by_role("button", name="Take Photo").click()
     page.get_by_text("blue: added 1 image.").wait_for(timeout=60_000)
     settle(page)
