@@ -1,6 +1,6 @@
 """AlexNet Explorer's engine: models, anatomy, data, training, evaluation, explanation."""
 
-from . import quiet as _quiet
+from alexnet_core import quiet as _quiet
 
 __version__ = "0.1.0"
 

@@ -14,7 +14,7 @@ import os
 import sys
 import time
 
-from .join_watch import JOIN_TIMEOUT_S
+from alexnet_core.train.join_watch import JOIN_TIMEOUT_S
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 LAUNCHED_ENV = "ALEXNET_LAUNCHED_RUN"  # set by the launcher for the trainer it starts
@@ -26,7 +26,7 @@ class UsageError(Exception):
 
 
 def _switch_args(parser: argparse.ArgumentParser, num_classes: bool = True) -> None:
-    from .variants import NORMS
+    from alexnet_core.models.variants import NORMS
 
     if num_classes:  # training takes the number of classes from its data
         parser.add_argument("--num-classes", type=int, help="number of output classes")
@@ -53,7 +53,7 @@ def switches_from_args(args) -> dict:
 
 
 def cmd_variants(args) -> int:
-    from .variants import get_arch, list_variants
+    from alexnet_core.models.variants import get_arch, list_variants
 
     rows = []
     for name in list_variants():
@@ -69,7 +69,7 @@ def cmd_variants(args) -> int:
 
 
 def cmd_recipes(args) -> int:
-    from .recipes import list_recipes
+    from alexnet_core.settings.recipes import list_recipes
 
     rows = list_recipes()
     if args.json:
@@ -82,8 +82,8 @@ def cmd_recipes(args) -> int:
 
 
 def cmd_summary(args) -> int:
-    from .anatomy import summary
-    from .variants import build_model
+    from alexnet_core.models.anatomy import summary
+    from alexnet_core.models.variants import build_model
 
     try:
         model = build_model(args.variant, **switches_from_args(args))
@@ -104,7 +104,7 @@ def cmd_summary(args) -> int:
 
 
 def cmd_profile(args) -> int:
-    from .profile import profile
+    from alexnet_core.analysis.profile import profile
 
     if not 1 <= args.batch_size <= 4096 or not 1 <= args.repeats <= 10_000:
         raise UsageError("--batch-size must be 1..4096 and --repeats 1..10000")
@@ -127,9 +127,9 @@ def cmd_profile(args) -> int:
 
 
 def cmd_export_model(args) -> int:
-    from .data import DataError
-    from .export_model import ExportError, export_model
-    from .inference import ModelLoadError
+    from alexnet_core.export.export_model import ExportError, export_model
+    from alexnet_core.inputs.data import DataError
+    from alexnet_core.predict.inference import ModelLoadError
 
     try:
         record = export_model(args.model, args.format, args.out, int8=args.int8,
@@ -151,8 +151,8 @@ def cmd_export_model(args) -> int:
 
 def _train_config(args):
     """The TrainConfig of a new run from the flags (a recipe, overridden by explicit flags)."""
-    from .config import TrainConfig
-    from .recipes import get_recipe
+    from alexnet_core.settings.config import TrainConfig
+    from alexnet_core.settings.recipes import get_recipe
 
     if not args.recipe and (not (args.variant or args.init_from) or not args.data):
         raise UsageError("train needs --recipe NAME, or --variant (or --init-from MODEL) and --data (or --resume "
@@ -180,8 +180,8 @@ def _fine_tune_config(args, config):
     convolutional layers checked against the network (ConfigError otherwise), all before a run
     folder exists. The run keeps the base's network, so a network flag that asks for another one
     is a usage error naming both flags; --dropout (the new head's) applies."""
-    from .training import check_fine_tune, prepare_tensorflow
-    from .variants import get_arch
+    from alexnet_core.models.variants import get_arch
+    from alexnet_core.train.training import check_fine_tune, prepare_tensorflow
 
     prepare_tensorflow()
     tuned = check_fine_tune(config)
@@ -222,10 +222,10 @@ def cmd_train(args) -> int:
     """Validate everything (settings, data, the one-run rule) before a run folder exists, then train."""
     from pathlib import Path
 
-    from . import runs
-    from .config import ConfigError
-    from .data import DataError
-    from .training import prepare_tensorflow, run_training
+    from alexnet_core.inputs.data import DataError
+    from alexnet_core.settings.config import ConfigError
+    from alexnet_core.store import runs
+    from alexnet_core.train.training import prepare_tensorflow, run_training
 
     if args.resume:
         _refuse_settings_with_resume(args)
@@ -256,7 +256,7 @@ def cmd_train(args) -> int:
     except OSError as exc:
         raise UsageError(f"Cannot create the run folder: {exc}") from exc
     if place is not None:
-        from .join_watch import supervise_worker
+        from alexnet_core.train.join_watch import supervise_worker
 
         code = supervise_worker(config, run_dir, place, args.join_timeout)
     else:
@@ -275,7 +275,7 @@ def clear_stale_stop(run_dir, before: float) -> None:
     earlier trainer); one written since stays, for the trainer to honour as soon as it can."""
     from pathlib import Path
 
-    from . import runs
+    from alexnet_core.store import runs
 
     path = Path(run_dir) / runs.STOP_REQUEST
     try:
@@ -292,7 +292,7 @@ def clear_stale_stop(run_dir, before: float) -> None:
 def _join_cluster(args):
     """This process's place in a multi-worker run: `--workers`/`--worker-index` become TF_CONFIG
     (TensorFlow's own setting), which is then read like one set by hand. None: it trains alone."""
-    from .devices import cluster, workers_tf_config
+    from alexnet_core.train.devices import cluster, workers_tf_config
 
     if args.workers is not None or args.worker_index is not None:
         if args.workers is None or args.worker_index is None:
@@ -307,8 +307,8 @@ def _worker_config(args):
     """(config, run folder) for a worker other than the chief, which gets the chief's arguments."""
     from pathlib import Path
 
-    from . import runs
-    from .config import TrainConfig
+    from alexnet_core.settings.config import TrainConfig
+    from alexnet_core.store import runs
 
     if args.resume:
         run_dir = Path(args.resume)
@@ -324,7 +324,7 @@ def _worker_config(args):
 def cmd_stop(args) -> int:
     from pathlib import Path
 
-    from . import runs
+    from alexnet_core.store import runs
 
     run_dir = Path(args.run_dir)
     if not (run_dir / runs.CONFIG).exists():
@@ -335,7 +335,7 @@ def cmd_stop(args) -> int:
 
 
 def _load(spec: str):
-    from .inference import ModelLoadError, load_model
+    from alexnet_core.predict.inference import ModelLoadError, load_model
 
     try:
         return load_model(spec)
@@ -352,8 +352,8 @@ def _progress_bar(done: int, total: int) -> None:
 
 
 def cmd_evaluate(args) -> int:
-    from .data import DataError
-    from .evaluation import evaluate
+    from alexnet_core.analysis.evaluation import evaluate
+    from alexnet_core.inputs.data import DataError
 
     loaded = _load(args.model)
     try:
@@ -371,7 +371,7 @@ def cmd_evaluate(args) -> int:
 
 
 def cmd_predict(args) -> int:
-    from .inference import predict_files
+    from alexnet_core.predict.inference import predict_files
 
     if args.top_k < 1:
         raise UsageError(f"--top-k must be >= 1, got {args.top_k}")
@@ -390,9 +390,9 @@ def cmd_predict(args) -> int:
 
 
 def cmd_export(args) -> int:
-    from . import runs
-    from .data import DataError
-    from .inference import ModelLoadError
+    from alexnet_core.inputs.data import DataError
+    from alexnet_core.predict.inference import ModelLoadError
+    from alexnet_core.store import runs
 
     try:
         dest = runs.export_run(args.run_dir, args.dest, evaluate_on=args.evaluate, split=args.split,
@@ -405,8 +405,8 @@ def cmd_export(args) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from . import __version__
-    from .config import AUGMENTATIONS, MIXED_PRECISION, OPTIMIZERS, SCHEDULES
+    from alexnet_core import __version__
+    from alexnet_core.settings.config import AUGMENTATIONS, MIXED_PRECISION, OPTIMIZERS, SCHEDULES
 
     parser = argparse.ArgumentParser(prog="python -m alexnet_core",
                                      description="AlexNet Explorer on the command line.")

@@ -44,7 +44,7 @@ def photo(path: Path, width: int, height: int) -> Path:
 
 def cli_cost(path: Path) -> tuple[float, float]:
     code = ("import resource, runpy, sys, time; sys.argv = ['alexnet_core', 'predict', 'demo', sys.argv[1]]\n"
-            "import alexnet_core.cli, alexnet_core.inference, keras, tensorflow  # start-up is not the photo's cost\n"
+            "import alexnet_core.cli, alexnet_core.predict.inference, keras, tensorflow  # start-up is not the photo's cost\n"
             "start = time.perf_counter()\n"
             "try:\n    runpy.run_module('alexnet_core', run_name='__main__')\nexcept SystemExit:\n    pass\n"
             "print('COST', time.perf_counter() - start, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024)")

@@ -86,11 +86,11 @@ def main() -> None:
         bomb_map = write_npz(tmp / "bomb-map.npz", {"xy": np.zeros((1000, 2), np.float32)},
                              {"thumbnails": ((size // 2**22,), "<U1048576", size)})
 
-        load = ("from alexnet_core.inference import ModelLoadError, load_model\n"
+        load = ("from alexnet_core.predict.inference import ModelLoadError, load_model\n"
                 "def attempt(spec):\n"
                 "    try:\n        return load_model(spec).path.name\n"
                 "    except ModelLoadError as exc:\n        return str(exc)")
-        timeline = "from alexnet_core.snapshots import read_timeline"
+        timeline = "from alexnet_core.train.snapshots import read_timeline"
         usual_timeline = f"read_timeline({str(DEMO)!r}, 120, 10)"
         cache = ("from alexnet_core import runs, evaluation, embedding_map\n"
                  "def read_eval(path):\n"

@@ -22,7 +22,7 @@ from pathlib import Path
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from alexnet_core.training import configure_threads  # noqa: E402
+from alexnet_core.train.training import configure_threads  # noqa: E402
 
 configure_threads()
 
@@ -30,7 +30,7 @@ import keras  # noqa: E402
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
-from alexnet_core.variants import get_arch  # noqa: E402
+from alexnet_core.models.variants import get_arch  # noqa: E402
 
 
 def network(data_format: str) -> keras.Model:

@@ -28,10 +28,10 @@ def main() -> int:
     parser.add_argument("--epochs", type=int, default=3)
     args = parser.parse_args()
 
-    from alexnet_core import runs
-    from alexnet_core.data import load_source
-    from alexnet_core.recipes import get_recipe
-    from alexnet_core.training import configure_threads, estimate_epoch_seconds, run_training
+    from alexnet_core.inputs.data import load_source
+    from alexnet_core.settings.recipes import get_recipe
+    from alexnet_core.store import runs
+    from alexnet_core.train.training import configure_threads, estimate_epoch_seconds, run_training
 
     configure_threads()
     source = load_source(args.data)

@@ -5,7 +5,7 @@ Every line says its backend, device, variant, input size, precision and batch. M
   (fit)      Keras model.fit, jit_compile on, synthetic tensors made once on the device (so the
              model alone is timed): float32, bf16 (mixed_bfloat16), fp16 (mixed_float16 with
              loss scaling, LossScaleOptimizer). SGD with momentum 0.9 and weight decay 5e-4 from
-             alexnet_core.training.build_optimizer, 1000 classes. Timed over --steps steps after
+             alexnet_core.train.training.build_optimizer, 1000 classes. Timed over --steps steps after
              --warmup steps (compilation); the epoch's loss is read back at the end, so every
              step has finished when the clock stops.
   TensorFlow backend only (tf.data needs TensorFlow):
@@ -44,7 +44,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import keras  # noqa: E402
 
-from alexnet_core.variants import build_model, get_arch  # noqa: E402
+from alexnet_core.models.variants import build_model, get_arch  # noqa: E402
 from bench.synthetic import write_jpegs  # noqa: E402
 
 BACKEND = keras.backend.backend()
@@ -64,7 +64,7 @@ def setup_backend() -> str:
     if BACKEND == "tensorflow":
         import tensorflow as tf
 
-        from alexnet_core.devices import configure_gpus
+        from alexnet_core.train.devices import configure_gpus
 
         gpus = configure_gpus()
         if gpus:
@@ -111,7 +111,7 @@ def peak_memory() -> str:
 def set_precision(precision: str) -> bool:
     """Keras' global policy for `precision`, as the trainer sets it; True when float16 needs loss scaling."""
     if BACKEND == "tensorflow":
-        from alexnet_core.devices import use_mixed_precision
+        from alexnet_core.train.devices import use_mixed_precision
 
         return use_mixed_precision(SETTING[precision])
     keras.mixed_precision.set_global_policy(POLICY[precision])
@@ -120,8 +120,8 @@ def set_precision(precision: str) -> bool:
 
 def optimizer_for(variant: str, batch: int, precision: str, loss_scaling: bool):
     """The trainer's optimizer for an SGD run (momentum 0.9, weight decay 5e-4, constant rate)."""
-    from alexnet_core.config import TrainConfig
-    from alexnet_core.training import build_optimizer
+    from alexnet_core.settings.config import TrainConfig
+    from alexnet_core.train.training import build_optimizer
 
     config = TrainConfig(variant=variant, data="synthetic", batch_size=batch, epochs=1, optimizer="sgd",
                          schedule="constant", mixed_precision=SETTING[precision], augment="paper", val_split=0.0)
@@ -179,7 +179,7 @@ def keras_fit(variant, precision, batch, args, device):
 def tf_model_and_step(variant, precision, batch, classes):
     import tensorflow as tf
 
-    from alexnet_core.training import loss_function, make_steps
+    from alexnet_core.train.training import loss_function, make_steps
 
     loss_scaling = set_precision(precision)
     keras.utils.set_random_seed(0)
@@ -218,8 +218,8 @@ def tf_step_synthetic(variant, precision, batch, args, device):
 
 
 def pipeline(split, classes, size, batch, precision):
-    from alexnet_core.augment import dataset_options
-    from alexnet_core.data import make_dataset
+    from alexnet_core.inputs.augment import dataset_options
+    from alexnet_core.inputs.data import make_dataset
 
     set_precision(precision)  # before the augmentation is built, as the trainer
     return make_dataset(split, classes, size, batch, training=True, cache_budget=0, drop_remainder=True,
@@ -411,7 +411,7 @@ def main():
                     for precision in precisions:
                         guarded(tf_step_synthetic, variant, precision, batch, args, device)
             if not {"input", "train"} <= skip:
-                from alexnet_core.data import load_folder
+                from alexnet_core.inputs.data import load_folder
 
                 width, height = (int(v) for v in args.jpeg_size.lower().split("x"))
                 with tempfile.TemporaryDirectory(prefix="bench-gpu-") as tmp:

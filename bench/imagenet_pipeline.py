@@ -28,8 +28,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import tensorflow as tf  # noqa: E402
 
-from alexnet_core.augment import dataset_options  # noqa: E402
-from alexnet_core.data import load_folder, make_dataset  # noqa: E402
+from alexnet_core.inputs.augment import dataset_options  # noqa: E402
+from alexnet_core.inputs.data import load_folder, make_dataset  # noqa: E402
 from bench.synthetic import jpeg_folder  # noqa: E402
 
 

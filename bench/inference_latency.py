@@ -23,18 +23,18 @@ from pathlib import Path
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from alexnet_core.training import configure_threads  # noqa: E402
+from alexnet_core.train.training import configure_threads  # noqa: E402
 
 configure_threads()
 
 import numpy as np  # noqa: E402
 from PIL import Image  # noqa: E402
 
-from alexnet_core.data import SAMPLE_DIR  # noqa: E402
-from alexnet_core.evaluation import evaluate  # noqa: E402
-from alexnet_core.inference import Predictor, decode_image, load_model, top_k, write_class_names  # noqa: E402
-from alexnet_core.preprocess import preprocess  # noqa: E402
-from alexnet_core.variants import build_model  # noqa: E402
+from alexnet_core.analysis.evaluation import evaluate  # noqa: E402
+from alexnet_core.inputs.data import SAMPLE_DIR  # noqa: E402
+from alexnet_core.inputs.preprocess import preprocess  # noqa: E402
+from alexnet_core.models.variants import build_model  # noqa: E402
+from alexnet_core.predict.inference import Predictor, decode_image, load_model, top_k, write_class_names  # noqa: E402
 
 
 def percentiles(samples):

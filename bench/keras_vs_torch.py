@@ -31,7 +31,7 @@ CHILD = r"""
 import json, sys, time
 sys.path.insert(0, sys.argv[1])
 width, batch, steps, blocks, precision = float(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4]), int(sys.argv[5]), sys.argv[6]
-from alexnet_core.training import configure_threads
+from alexnet_core.train.training import configure_threads
 configure_threads()
 import keras, numpy as np, tensorflow as tf
 import torch
@@ -39,9 +39,9 @@ from torch import nn
 torch.set_num_threads(2)
 if precision == "bf16":
     keras.mixed_precision.set_global_policy("mixed_bfloat16")
-from alexnet_core.config import TrainConfig
-from alexnet_core.training import loss_function, make_steps
-from alexnet_core.variants import build_model
+from alexnet_core.settings.config import TrainConfig
+from alexnet_core.train.training import loss_function, make_steps
+from alexnet_core.models.variants import build_model
 
 # Keras: our trainer's own step (training.make_steps: what the app runs), SGD with momentum.
 model = build_model("compact", num_classes=10, width=width)

@@ -88,20 +88,20 @@ def flip_figures(run_dir: Path, data: str) -> dict:
 
 def run_ema(data: str, epochs: int | None = None) -> dict:
     """compact-13 trained once; each epoch validated with the trained and with the averaged weights."""
-    from alexnet_core.training import configure_threads
+    from alexnet_core.train.training import configure_threads
 
     configure_threads()
     import keras
     import numpy as np
     import tensorflow as tf
 
-    from alexnet_core.augment import dataset_options
-    from alexnet_core.config import TrainConfig
-    from alexnet_core.data import load_source, make_dataset, steps_for
-    from alexnet_core.devices import precision_policy
-    from alexnet_core.recipes import RECIPES
-    from alexnet_core.training import build_optimizer, evaluate_distributed, loss_function, make_steps
-    from alexnet_core.variants import build_model
+    from alexnet_core.inputs.augment import dataset_options
+    from alexnet_core.inputs.data import load_source, make_dataset, steps_for
+    from alexnet_core.models.variants import build_model
+    from alexnet_core.settings.config import TrainConfig
+    from alexnet_core.settings.recipes import RECIPES
+    from alexnet_core.train.devices import precision_policy
+    from alexnet_core.train.training import build_optimizer, evaluate_distributed, loss_function, make_steps
 
     config = TrainConfig(**{**RECIPES["quick"].settings, "data": data, "variant": "compact", "epochs": epochs or 13})
     source = load_source(data, config.val_split)

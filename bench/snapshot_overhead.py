@@ -80,13 +80,13 @@ def main() -> int:
     import numpy as np
     import tensorflow as tf
 
-    from alexnet_core import layers  # noqa: F401  (registers the custom layers)
-    from alexnet_core.config import TrainConfig
-    from alexnet_core.data import load_folder, make_dataset
-    from alexnet_core.devices import use_mixed_precision
-    from alexnet_core.recipes import get_recipe
-    from alexnet_core.snapshots import choose_probe
-    from alexnet_core.training import (
+    from alexnet_core.inputs.data import load_folder, make_dataset
+    from alexnet_core.models import layers  # noqa: F401  (registers the custom layers)
+    from alexnet_core.settings.config import TrainConfig
+    from alexnet_core.settings.recipes import get_recipe
+    from alexnet_core.train.devices import use_mixed_precision
+    from alexnet_core.train.snapshots import choose_probe
+    from alexnet_core.train.training import (
         Snapshots,
         configure_threads,
         distributed_eval_dataset,

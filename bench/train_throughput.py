@@ -26,18 +26,18 @@ from pathlib import Path
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from alexnet_core.training import configure_threads  # noqa: E402
+from alexnet_core.train.training import configure_threads  # noqa: E402
 
 configure_threads()
 
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
-from alexnet_core import runs  # noqa: E402
-from alexnet_core.config import TrainConfig  # noqa: E402
-from alexnet_core.data import SAMPLE_DIR, Split, load_folder, make_dataset  # noqa: E402
-from alexnet_core.training import Trainer, build_optimizer, loss_function, make_steps  # noqa: E402
-from alexnet_core.variants import build_model  # noqa: E402
+from alexnet_core.inputs.data import SAMPLE_DIR, Split, load_folder, make_dataset  # noqa: E402
+from alexnet_core.models.variants import build_model  # noqa: E402
+from alexnet_core.settings.config import TrainConfig  # noqa: E402
+from alexnet_core.store import runs  # noqa: E402
+from alexnet_core.train.training import Trainer, build_optimizer, loss_function, make_steps  # noqa: E402
 
 SHARED = Path(__file__).resolve().parent.parent.parent / "shared" / "datasets" / "cifar10" / "train"
 

@@ -3,9 +3,9 @@ import json
 import pandas as pd
 import streamlit as st
 
-from alexnet_core.anatomy import compare_tables, totals
-from alexnet_core.charts import activation_memory, network_dot, params_and_macs, time_against_arithmetic
-from alexnet_core.variants import NORMS, WIDTHS, get_arch, list_variants
+from alexnet_core.analysis.charts import activation_memory, network_dot, params_and_macs, time_against_arithmetic
+from alexnet_core.models.anatomy import compare_tables, totals
+from alexnet_core.models.variants import NORMS, WIDTHS, get_arch, list_variants
 from pages.common import device_banner, format_bytes, page_setup, plain, shape_text, variant_table
 
 page_setup()
@@ -131,7 +131,7 @@ with tab_charts:
 
 @st.cache_data(show_spinner=False, max_entries=16)
 def measured(variant: str, switches_json: str, batch: int) -> dict:
-    from alexnet_core.profile import profile
+    from alexnet_core.analysis.profile import profile
 
     return profile(variant, batch_size=batch, repeats=10, **json.loads(switches_json))
 

@@ -4,10 +4,18 @@ from pathlib import Path
 import numpy as np
 import streamlit as st
 
-from alexnet_core.charts import topk_bars
-from alexnet_core.data import ASSETS, DataError, load_source
-from alexnet_core.explain import activations, conv1_filters, embeddings, feature_layers, gradcam, nearest, overlay
-from alexnet_core.inference import (
+from alexnet_core.analysis.charts import topk_bars
+from alexnet_core.analysis.explain import (
+    activations,
+    conv1_filters,
+    embeddings,
+    feature_layers,
+    gradcam,
+    nearest,
+    overlay,
+)
+from alexnet_core.inputs.data import ASSETS, DataError, load_source
+from alexnet_core.predict.inference import (
     DEFAULT_FRAMING,
     FRAMINGS,
     MAX_UPLOAD_BYTES,

@@ -16,7 +16,7 @@ def _short_paths(text: str) -> str:
     """Server folders in a message named the way the app names them, not as absolute paths."""
     from pathlib import Path
 
-    from alexnet_core.data import ASSETS
+    from alexnet_core.inputs.data import ASSETS
 
     try:
         places = {str(runs_root().resolve()): "runs", str(ASSETS.parent): ".", str(Path.home()): "~"}
@@ -39,7 +39,7 @@ def plain(text, limit: int = 200) -> str:
 
 def cpu_friendly_variants() -> str:
     """The variants sized for a CPU, as Markdown prose: "`compact` and `compact-hires`"."""
-    from alexnet_core.variants import CPU_FRIENDLY
+    from alexnet_core.models.variants import CPU_FRIENDLY
 
     names = [f"`{name}`" for name in CPU_FRIENDLY]
     return names[0] if len(names) == 1 else ", ".join(names[:-1]) + " and " + names[-1]
@@ -74,7 +74,7 @@ def leave_legacy_pages_mode() -> None:
 
 @st.cache_resource(show_spinner=False)
 def device_info() -> dict:
-    from alexnet_core.devices import describe
+    from alexnet_core.train.devices import describe
 
     return describe()
 
@@ -102,8 +102,8 @@ def device_banner() -> None:
 @st.cache_data(show_spinner="Building the network...", max_entries=64)
 def variant_table(variant: str, switches_json: str) -> pd.DataFrame:
     """Layer table of `variant` with switches (a JSON object, so the cache key is stable)."""
-    from alexnet_core.anatomy import layer_table
-    from alexnet_core.variants import build_model
+    from alexnet_core.models.anatomy import layer_table
+    from alexnet_core.models.variants import build_model
 
     model = build_model(variant, **json.loads(switches_json))
     table = layer_table(model)
@@ -117,21 +117,21 @@ def shape_text(shape) -> str:
 
 
 def runs_root():
-    from alexnet_core.runs import runs_root as root
+    from alexnet_core.store.runs import runs_root as root
 
     return root()
 
 
 def all_runs() -> list[dict]:
     """The user's runs, then the bundled ones (a user run with the same id wins)."""
-    from alexnet_core.runs import all_runs as rows
+    from alexnet_core.store.runs import all_runs as rows
 
     return rows(runs_root())
 
 
 def run_dir_of(run_id: str):
     """The folder of a run id from the user (URL or widget), validated; None if unknown."""
-    from alexnet_core.runs import find_run
+    from alexnet_core.store.runs import find_run
 
     return find_run(run_id, runs_root())
 
@@ -163,9 +163,9 @@ def format_duration(seconds) -> str:
 
 def model_choices() -> dict[str, str]:
     """{spec: label} of the models a user can question: the bundled demo, then finished runs."""
-    from alexnet_core import runs
-    from alexnet_core.inference import DEMO_RUN
-    from alexnet_core.runs import MODEL, is_active
+    from alexnet_core.predict.inference import DEMO_RUN
+    from alexnet_core.store import runs
+    from alexnet_core.store.runs import MODEL, is_active
 
     rows = all_runs()
     choices = {}
@@ -180,7 +180,7 @@ def model_choices() -> dict[str, str]:
 
 
 def model_stamp(spec: str) -> float:
-    from alexnet_core.inference import resolve_model_path
+    from alexnet_core.predict.inference import resolve_model_path
 
     try:
         return resolve_model_path(spec)[0].stat().st_mtime
@@ -190,7 +190,7 @@ def model_stamp(spec: str) -> float:
 
 @st.cache_resource(show_spinner="Loading the model...", max_entries=4)
 def _loaded_model(spec: str, stamp: float):
-    from alexnet_core.inference import Predictor, load_model
+    from alexnet_core.predict.inference import Predictor, load_model
 
     loaded = load_model(spec)
     return loaded, Predictor(loaded)
@@ -203,7 +203,7 @@ def loaded_model(spec: str):
 
 def loaded_model_or_stop(spec: str):
     """loaded_model(spec), or a message saying why the model cannot be used and the page stops."""
-    from alexnet_core.inference import ModelLoadError
+    from alexnet_core.predict.inference import ModelLoadError
 
     try:
         return loaded_model(spec)
@@ -234,7 +234,7 @@ def _named(message: str, path, label: str) -> str:
 
 @st.cache_data(show_spinner=False, max_entries=100_000)
 def _image_problem(path: str, stamp, label: str | None) -> str | None:
-    from alexnet_core.datasets import image_problem as problem
+    from alexnet_core.inputs.datasets import image_problem as problem
 
     return problem(path, label)
 
@@ -248,7 +248,7 @@ def image_problem(path, label: str | None = None) -> str | None:
 
 @st.cache_data(show_spinner=False, max_entries=512)
 def _image_from_disk(path: str, stamp, max_side: int):
-    from alexnet_core.inference import ImageDecodeError, read_image
+    from alexnet_core.predict.inference import ImageDecodeError, read_image
 
     try:
         return thumbnail(read_image(path), max_side)
@@ -262,7 +262,7 @@ def image_from_disk(path, max_side: int | None = 768, label: str | None = None):
     wrong with it, naming it as `label` (default: its file name). Never raises for a bad file."""
     from pathlib import Path
 
-    from alexnet_core.inference import ImageDecodeError, read_image
+    from alexnet_core.predict.inference import ImageDecodeError, read_image
 
     if max_side is None:
         try:
@@ -306,7 +306,7 @@ def fit_for_display(image, max_side: int = 768, max_ratio: float = 2.0):
 
 def heat_legend(container=None) -> None:
     """The Grad-CAM colour scale, with what its ends mean."""
-    from alexnet_core.explain import heat_legend as strip
+    from alexnet_core.analysis.explain import heat_legend as strip
 
     where = container or st
     where.image(strip(), width="stretch")
@@ -317,8 +317,8 @@ def heat_legend(container=None) -> None:
 def data_choices(with_download: bool = False) -> dict[str, str]:
     """{source: label} of the data sources; CIFAR-10 only when it is downloaded, unless
     `with_download` (training may download it)."""
-    from alexnet_core.data import cifar10_available
-    from alexnet_core.datasets import data_root, list_datasets
+    from alexnet_core.inputs.data import cifar10_available
+    from alexnet_core.inputs.datasets import data_root, list_datasets
 
     choices = {"sample": "Bundled sample (CIFAR-10 validation images)"}
     if with_download or cifar10_available():
@@ -347,8 +347,8 @@ DEFAULT_RECIPE = "quick"
 def form_state(settings: dict) -> dict:
     """{widget key: value} of the Train form for TrainConfig-like `settings` (a recipe's, or a
     run's config.json). Data is not included: see data_state. Raises ConfigError if invalid."""
-    from alexnet_core.config import TrainConfig
-    from alexnet_core.variants import get_arch
+    from alexnet_core.models.variants import get_arch
+    from alexnet_core.settings.config import TrainConfig
 
     config = TrainConfig.from_dict({**settings, "data": settings.get("data") or "sample"})
     arch = get_arch(config.variant)
@@ -374,7 +374,7 @@ def data_state(data: str) -> dict:
 
 def apply_recipe() -> None:
     """on_change of the recipe picker: every setting but the data takes the recipe's value."""
-    from alexnet_core.recipes import RECIPES
+    from alexnet_core.settings.recipes import RECIPES
 
     recipe = RECIPES.get(st.session_state.get("train_recipe"))
     if recipe is not None:
@@ -383,8 +383,8 @@ def apply_recipe() -> None:
 
 def clone_settings(config: dict, run_id: str) -> None:
     """Fill the Train form with a run's settings and data (shown next time the Train page runs)."""
-    from alexnet_core.config import ConfigError
-    from alexnet_core.recipes import RECIPES
+    from alexnet_core.settings.config import ConfigError
+    from alexnet_core.settings.recipes import RECIPES
 
     try:
         state = form_state(config)
@@ -407,8 +407,8 @@ def _timeline(run_dir: str, stamp: float, completed: int, classes: tuple, total:
     """(figure or None, notes, images per epoch, probe size) of a run's snapshots, per folder version."""
     from pathlib import Path
 
-    from alexnet_core.charts import epoch_timeline_figure
-    from alexnet_core.snapshots import read_timeline
+    from alexnet_core.analysis.charts import epoch_timeline_figure
+    from alexnet_core.train.snapshots import read_timeline
 
     timeline = read_timeline(Path(run_dir), completed, len(classes))
     if not timeline:
@@ -424,8 +424,8 @@ def epoch_timeline(run_dir, key: str, elsewhere: str = "") -> bool:
     `elsewhere`: what else the page measures, which these figures are not."""
     from pathlib import Path
 
-    from alexnet_core import runs
-    from alexnet_core.snapshots import FOLDER
+    from alexnet_core.store import runs
+    from alexnet_core.train.snapshots import FOLDER
 
     run_dir = Path(run_dir)
     config = runs.read_object(run_dir / runs.CONFIG)

@@ -2,12 +2,20 @@ from pathlib import Path
 
 import streamlit as st
 
-from alexnet_core import datasets, runs
-from alexnet_core.charts import topk_bars
-from alexnet_core.config import ConfigError
-from alexnet_core.data import DataError
-from alexnet_core.datasets import DatasetError
-from alexnet_core.inference import MAX_UPLOAD_FILES, UPLOAD_TYPES, ImageDecodeError, decode_image, top_k, verdict
+from alexnet_core.analysis.charts import topk_bars
+from alexnet_core.inputs import datasets
+from alexnet_core.inputs.data import DataError
+from alexnet_core.inputs.datasets import DatasetError
+from alexnet_core.predict.inference import (
+    MAX_UPLOAD_FILES,
+    UPLOAD_TYPES,
+    ImageDecodeError,
+    decode_image,
+    top_k,
+    verdict,
+)
+from alexnet_core.settings.config import ConfigError
+from alexnet_core.store import runs
 from pages.common import (
     all_runs,
     device_banner,
@@ -244,7 +252,7 @@ else:
     st.caption(f"{sum(counts.values())} images in {len(counts)} classes; a fifth of each class is kept aside to "
                "measure the model (its validation accuracy).")
     if st.button("Start training", type="primary", icon=":material/play_arrow:", key="dataset_train"):
-        from alexnet_core.launcher import start
+        from alexnet_core.train.launcher import start
 
         try:
             config = datasets.train_config(path, fine_tune=mode == "fine-tune", epochs=int(epochs))

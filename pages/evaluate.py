@@ -1,11 +1,11 @@
 import pandas as pd
 import streamlit as st
 
-from alexnet_core.charts import confusion_figure, per_class_bars, topk_bars
-from alexnet_core.data import DataError
-from alexnet_core.evaluation import evaluate
-from alexnet_core.explain import gradcam, overlay
-from alexnet_core.inference import ImageDecodeError, resolve_model_path, top_k
+from alexnet_core.analysis.charts import confusion_figure, per_class_bars, topk_bars
+from alexnet_core.analysis.evaluation import evaluate
+from alexnet_core.analysis.explain import gradcam, overlay
+from alexnet_core.inputs.data import DataError
+from alexnet_core.predict.inference import ImageDecodeError, resolve_model_path, top_k
 from pages.common import (
     damaged_note,
     data_choices,
@@ -180,8 +180,8 @@ st.caption("Each point is one image, placed by the network's own view of it: its
 
 
 def draw_map():
-    from alexnet_core.charts import MAP_SELECTION, embedding_chart
-    from alexnet_core.embedding_map import MAP_POINTS, build_map, is_cached
+    from alexnet_core.analysis.charts import MAP_SELECTION, embedding_chart
+    from alexnet_core.analysis.embedding_map import MAP_POINTS, build_map, is_cached
 
     key = (spec, model_stamp(spec), data, split, flip)
     memo = st.session_state.setdefault("eval_maps", {})

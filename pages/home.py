@@ -1,7 +1,7 @@
 import streamlit as st
 
-from alexnet_core import runs
-from alexnet_core.inference import DEMO_RUN
+from alexnet_core.predict.inference import DEMO_RUN
+from alexnet_core.store import runs
 from pages.common import cpu_friendly_variants, device_banner, device_info, format_bytes, page_setup, plain
 
 page_setup()

@@ -5,8 +5,8 @@ from pathlib import Path
 import pandas as pd
 import streamlit as st
 
-from alexnet_core import runs
-from alexnet_core.charts import compare_curves
+from alexnet_core.analysis.charts import compare_curves
+from alexnet_core.store import runs
 from pages.common import (
     all_runs,
     clone_settings,
@@ -128,7 +128,7 @@ def deployable(model_path: str, stamp: float, kind: str) -> tuple[bytes, str, di
     import shutil
     import tempfile
 
-    from alexnet_core.export_model import export_model
+    from alexnet_core.export.export_model import export_model
 
     run_dir = Path(model_path).parent
     with tempfile.TemporaryDirectory() as tmp:
@@ -158,7 +158,7 @@ def deploy_download(model_path: Path, run_key: str) -> None:
                    f"order, {plain(shown, 400)}; it takes {record['preprocessing']['input_size']} px images "
                    "standardised as the app does.")
     elif st.button("Prepare", icon=":material/build:", key=f"deploy_go_{run_key}"):
-        from alexnet_core.export_model import ExportError
+        from alexnet_core.export.export_model import ExportError
 
         with st.spinner("Exporting and checking it against the model..."):
             try:

@@ -3,9 +3,10 @@ from pathlib import Path
 
 import streamlit as st
 
-from alexnet_core import runs
-from alexnet_core.charts import training_curves
-from alexnet_core.config import (
+from alexnet_core.analysis.charts import training_curves
+from alexnet_core.inputs.data import DataError, cifar10_available, cifar10_reachable, load_source
+from alexnet_core.models.variants import CPU_FRIENDLY, NORMS, WIDTHS, get_arch, list_variants
+from alexnet_core.settings.config import (
     AUGMENTATIONS,
     MIXED_PRECISION,
     OPTIMIZERS,
@@ -14,11 +15,10 @@ from alexnet_core.config import (
     TrainConfig,
     default_learning_rate,
 )
-from alexnet_core.data import DataError, cifar10_available, cifar10_reachable, load_source
-from alexnet_core.launcher import resume, start
-from alexnet_core.recipes import RECIPES
-from alexnet_core.training import estimate_epoch_seconds
-from alexnet_core.variants import CPU_FRIENDLY, NORMS, WIDTHS, get_arch, list_variants
+from alexnet_core.settings.recipes import RECIPES
+from alexnet_core.store import runs
+from alexnet_core.train.launcher import resume, start
+from alexnet_core.train.training import estimate_epoch_seconds
 from pages.common import (
     BATCH_SIZES,
     DEFAULT_RECIPE,

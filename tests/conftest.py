@@ -16,5 +16,5 @@ def _isolated_runs_dir(tmp_path, monkeypatch):
 @pytest.fixture(autouse=True, scope="session")
 def _custom_layers_registered():
     """Tests load saved models with keras.models.load_model directly, as a user would after
-    `import alexnet_core.layers` (which registers the project's layers)."""
-    from alexnet_core import layers  # noqa: F401
+    `import alexnet_core.models.layers` (which registers the project's layers)."""
+    from alexnet_core.models import layers  # noqa: F401

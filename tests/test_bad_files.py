@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from alexnet_core import datasets
+from alexnet_core.inputs import datasets
 from tests.test_hostile import no_leak
 from tests.test_pages import run_page
 
@@ -187,7 +187,7 @@ def test_image_problem_names_the_file_without_its_folder(tmp_path, name):
 def own_assets(tmp_path, monkeypatch):
     """Example images and a sample of our own (a copy of a few of the bundled ones), so bad files
     can be planted without touching the app's assets."""
-    from alexnet_core import data
+    from alexnet_core.inputs import data
 
     examples = tmp_path / "assets" / "examples"
     examples.mkdir(parents=True)
@@ -237,7 +237,7 @@ def test_classify_names_damaged_example_and_sample_images(own_assets):
 
 
 def test_evaluate_names_images_damaged_since_they_were_evaluated(tmp_path):
-    from alexnet_core import data
+    from alexnet_core.inputs import data
 
     folder = tmp_path / "eval"
     for name in ("cat", "dog"):

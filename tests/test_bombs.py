@@ -15,8 +15,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from alexnet_core import inference, runs
-from alexnet_core.inference import DEMO_RUN, ModelLoadError, check_model_file
+from alexnet_core.predict import inference
+from alexnet_core.predict.inference import DEMO_RUN, ModelLoadError, check_model_file
+from alexnet_core.store import runs
 from tests.test_hostile import cli, no_leak, open_with_query
 from tests.test_pages import ROOT, TIMEOUT, run_page
 
@@ -129,7 +130,7 @@ def model_bomb(tmp_path_factory):
 
 
 def test_a_model_whose_weights_unpack_to_a_gibibyte_is_refused_in_bounded_memory(model_bomb):
-    setup = ("from alexnet_core.inference import ModelLoadError, load_model\n"
+    setup = ("from alexnet_core.predict.inference import ModelLoadError, load_model\n"
              "def attempt(spec):\n"
              "    try:\n"
              "        return load_model(spec).path.name\n"
@@ -227,7 +228,7 @@ def test_a_run_with_snapshot_bombs_shows_the_others_in_bounded_memory(tmp_path):
     run_dir = run_copy(tmp_path, "bombs")
     for epoch, bomb in ((2, NPZ_BOMBS["snapshot"][2]), (3, {"conv1": ((10**7, 10**7, 3, 48), "<f2", 64)})):
         write_npz(run_dir / "snapshots" / f"epoch-{epoch:04d}.npz", SNAPSHOT_ARRAYS, bomb)
-    setup = "from alexnet_core.snapshots import read_timeline"
+    setup = "from alexnet_core.train.snapshots import read_timeline"
     usual = f"read_timeline({str(DEMO_RUN)!r}, 120, 10)"
     grew, notes = peak_growth(setup, usual, f"read_timeline({str(run_dir)!r}, 120, 10).notes")
     assert "Left out epoch 2: its snapshot (epoch-0002.npz) is damaged." in notes
@@ -237,7 +238,8 @@ def test_a_run_with_snapshot_bombs_shows_the_others_in_bounded_memory(tmp_path):
 
 def test_headers_declaring_ten_to_the_fourteen_items_are_damage(tmp_path):
     """np.load would allocate the declared array before reading it: MemoryError."""
-    from alexnet_core import embedding_map, evaluation, snapshots
+    from alexnet_core.analysis import embedding_map, evaluation
+    from alexnet_core.train import snapshots
 
     huge = (10**7, 10**7)
     probe = write_npz(tmp_path / "snapshots" / "probe.npz", {"labels": np.arange(4)}, {"images": (huge, "|u1", 64)})
@@ -251,7 +253,7 @@ def test_headers_declaring_ten_to_the_fourteen_items_are_damage(tmp_path):
 
 
 def test_caches_that_do_not_describe_the_split_are_read_as_none(tmp_path):
-    from alexnet_core import embedding_map, evaluation
+    from alexnet_core.analysis import embedding_map, evaluation
 
     probs = np.full((4, 3), 1 / 3, np.float32)
     good = tmp_path / "good.npz"
@@ -281,7 +283,7 @@ def test_fifos_named_like_run_files_are_never_opened(tmp_path):
     import os
     import threading
 
-    from alexnet_core.snapshots import read_timeline
+    from alexnet_core.train.snapshots import read_timeline
 
     run_dir = tmp_path / "run"
     (run_dir / "snapshots").mkdir(parents=True)

@@ -5,11 +5,11 @@ from pathlib import Path
 import keras
 import pytest
 
-from alexnet_core import runs
-from alexnet_core.data import SAMPLE_DIR, load_source
-from alexnet_core.evaluation import evaluate
-from alexnet_core.inference import DEMO_RUN, load_model
-from alexnet_core.snapshots import read_timeline
+from alexnet_core.analysis.evaluation import evaluate
+from alexnet_core.inputs.data import SAMPLE_DIR, load_source
+from alexnet_core.predict.inference import DEMO_RUN, load_model
+from alexnet_core.store import runs
+from alexnet_core.train.snapshots import read_timeline
 from tests.helpers import with_keras_alone
 
 MAX_MODEL_BYTES = 25 * 2**20

@@ -8,10 +8,10 @@ import weakref
 import numpy as np
 import pytest
 
-from alexnet_core import explain
-from alexnet_core.explain import gradcam, gradcam_layers
-from alexnet_core.inference import Predictor, load_model, write_class_names
-from alexnet_core.variants import build_model
+from alexnet_core.analysis import explain
+from alexnet_core.analysis.explain import gradcam, gradcam_layers
+from alexnet_core.models.variants import build_model
+from alexnet_core.predict.inference import Predictor, load_model, write_class_names
 
 
 def test_the_tap_cache_lets_a_dropped_model_go():

@@ -2,10 +2,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from alexnet_core.augment import PRESETS
-from alexnet_core.augment import build as build_augment
-from alexnet_core.data import DataError, Split, load_source, make_dataset
-from alexnet_core.preprocess import MEAN, STD, preprocess
+from alexnet_core.inputs.augment import PRESETS
+from alexnet_core.inputs.augment import build as build_augment
+from alexnet_core.inputs.data import DataError, Split, load_source, make_dataset
+from alexnet_core.inputs.preprocess import MEAN, STD, preprocess
 from tests.helpers import WNIDS, make_ilsvrc_folder, make_image_folder
 
 
@@ -207,7 +207,7 @@ def test_pca_lighting_shifts_each_image_by_one_colour(tmp_path):
 
 
 def test_cifar_erasing_fills_a_patch_in_some_images():
-    from alexnet_core.augment import ERASE_FILL
+    from alexnet_core.inputs.augment import ERASE_FILL
 
     layer = build_augment("cifar-erasing", 32, seed=3)
     x = np.full((64, 32, 32, 3), 250.0, np.float32)  # no pixel equals the fill before

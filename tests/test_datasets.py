@@ -6,10 +6,11 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from alexnet_core import datasets, runs
-from alexnet_core.config import ConfigError
-from alexnet_core.datasets import DatasetError
-from alexnet_core.inference import ImageDecodeError
+from alexnet_core.inputs import datasets
+from alexnet_core.inputs.datasets import DatasetError
+from alexnet_core.predict.inference import ImageDecodeError
+from alexnet_core.settings.config import ConfigError
+from alexnet_core.store import runs
 from tests.test_training import cli
 
 

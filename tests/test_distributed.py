@@ -15,9 +15,9 @@ from pathlib import Path
 
 import pytest
 
-from alexnet_core import runs
-from alexnet_core.config import ConfigError
-from alexnet_core.devices import parse_tf_config, workers_tf_config
+from alexnet_core.settings.config import ConfigError
+from alexnet_core.store import runs
+from alexnet_core.train.devices import parse_tf_config, workers_tf_config
 from tests.helpers import make_image_folder, wait_for
 
 TINY = ["--variant", "compact", "--width", "0.25", "--input-size", "16", "--batch-size", "8"]
@@ -146,15 +146,15 @@ def test_a_lost_worker_stops_the_others_and_resume_continues(folder, tmp_path, h
 
 EVALUATE = """
 import json, os, sys
-from alexnet_core.devices import split_cpu, strategy
+from alexnet_core.train.devices import split_cpu, strategy
 if os.environ.get("SPLIT_CPU"):
     split_cpu(2)
 s = strategy()
 import keras
-from alexnet_core.config import TrainConfig
-from alexnet_core.data import load_folder
-from alexnet_core.training import distributed_eval_dataset, evaluate_distributed, loss_function, make_steps
-from alexnet_core import layers  # registers the custom layers the saved model uses
+from alexnet_core.settings.config import TrainConfig
+from alexnet_core.inputs.data import load_folder
+from alexnet_core.train.training import distributed_eval_dataset, evaluate_distributed, loss_function, make_steps
+from alexnet_core.models import layers  # registers the custom layers the saved model uses
 source = load_folder(sys.argv[2], val_split=0.0)
 with s.scope():
     model = keras.models.load_model(sys.argv[1])
@@ -171,7 +171,7 @@ def test_the_same_weights_give_the_same_metrics_on_one_or_two_replicas(folder, t
     workers, one side gets fewer images (or none). Top-2 of 3 classes so top-k is not trivially 1."""
     import keras
 
-    from alexnet_core.variants import build_model
+    from alexnet_core.models.variants import build_model
 
     keras.utils.set_random_seed(3)
     model = build_model("compact", num_classes=3, input_size=16, width=0.25)

@@ -3,8 +3,8 @@
 import numpy as np
 import pytest
 
-from alexnet_core import runs
-from alexnet_core.embedding_map import _cache_path, build_map, features, is_cached, project, sample
+from alexnet_core.analysis.embedding_map import _cache_path, build_map, features, is_cached, project, sample
+from alexnet_core.store import runs
 
 
 def test_sample_keeps_every_class_in_proportion():
@@ -30,8 +30,8 @@ def test_project_separates_what_the_features_separate():
 
 @pytest.fixture(scope="module")
 def evaluated(tmp_path_factory):
-    from alexnet_core.evaluation import evaluate
-    from alexnet_core.inference import load_model
+    from alexnet_core.analysis.evaluation import evaluate
+    from alexnet_core.predict.inference import load_model
     from tests.helpers import make_image_folder
 
     tmp = tmp_path_factory.mktemp("map")
@@ -44,7 +44,7 @@ def evaluated(tmp_path_factory):
 
 
 def test_features_are_fc7_of_the_images_as_evaluated(evaluated):
-    from alexnet_core.explain import _tap, embedding_layer
+    from alexnet_core.analysis.explain import _tap, embedding_layer
 
     loaded, result = evaluated
     indices = np.array([0, 5, 17, 41])
@@ -73,7 +73,7 @@ def test_map_is_cached_and_a_damaged_cache_is_made_again(evaluated, tmp_path, mo
 
 
 def test_a_damaged_evaluation_cache_is_evaluated_again(evaluated, tmp_path, monkeypatch):
-    from alexnet_core.evaluation import cache_dir_for, evaluate
+    from alexnet_core.analysis.evaluation import cache_dir_for, evaluate
 
     monkeypatch.setenv("ALEXNET_RUNS_DIR", str(tmp_path))
     loaded, result = evaluated

@@ -7,8 +7,8 @@ import sys
 import numpy as np
 import pytest
 
-from alexnet_core import export_model as exporting
-from alexnet_core.export_model import ExportError, export_model
+from alexnet_core.export import export_model as exporting
+from alexnet_core.export.export_model import ExportError, export_model
 
 
 @pytest.mark.parametrize("fmt, int8", [("tflite", False), ("tflite", True), ("savedmodel", False)])

@@ -16,8 +16,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from alexnet_core import inference, runs
-from alexnet_core.inference import ImageDecodeError, ModelLoadError, decode_image, load_model, read_image
+from alexnet_core.predict import inference
+from alexnet_core.predict.inference import ImageDecodeError, ModelLoadError, decode_image, load_model, read_image
+from alexnet_core.store import runs
 from tests.helpers import make_image_folder
 from tests.test_pages import run_page  # noqa: E402
 
@@ -376,8 +377,8 @@ def test_models_that_do_not_classify_rgb_images_are_refused(tmp_path, build):
 
 
 def test_declared_parameters_match_keras_for_every_variant():
-    from alexnet_core.inference import _declared_parameters
-    from alexnet_core.variants import build_model, list_variants
+    from alexnet_core.models.variants import build_model, list_variants
+    from alexnet_core.predict.inference import _declared_parameters
 
     for name in list_variants():
         model = build_model(name, width=0.25)

@@ -11,10 +11,11 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from alexnet_core.data import DataError
-from alexnet_core.evaluation import evaluate, map_labels
-from alexnet_core.explain import conv1_filters, gradcam, nearest, overlay
-from alexnet_core.inference import (
+from alexnet_core.analysis.evaluation import evaluate, map_labels
+from alexnet_core.analysis.explain import conv1_filters, gradcam, nearest, overlay
+from alexnet_core.inputs.data import DataError
+from alexnet_core.inputs.preprocess import preprocess
+from alexnet_core.predict.inference import (
     ImageDecodeError,
     ModelLoadError,
     Predictor,
@@ -23,7 +24,6 @@ from alexnet_core.inference import (
     predict_files,
     write_class_names,
 )
-from alexnet_core.preprocess import preprocess
 from tests.helpers import make_image_folder
 
 
@@ -228,7 +228,7 @@ def test_unsafe_lambda_model_is_refused(tmp_path):
 # --- explanations -------------------------------------------------------------------------
 
 def test_gradcam_shape_range_and_focus():
-    from alexnet_core.variants import build_model
+    from alexnet_core.models.variants import build_model
 
     model = build_model("compact", width=0.25)
     image = np.random.default_rng(0).uniform(0, 255, (32, 32, 3)).astype(np.float32)
@@ -276,7 +276,7 @@ def test_images_of_an_evaluation_skip_what_the_pipeline_dropped(tmp_path):
 
 
 def test_framing_crops_the_centre_or_fits_the_whole_image():
-    from alexnet_core.inference import frame, network_view
+    from alexnet_core.predict.inference import frame, network_view
 
     image = np.zeros((20, 60, 3), np.uint8)
     image[:, :20] = (255, 0, 0)  # red left third, green middle, blue right third
@@ -297,7 +297,7 @@ def test_framing_crops_the_centre_or_fits_the_whole_image():
 
 
 def test_verdict_is_unsure_below_either_threshold():
-    from alexnet_core.inference import verdict
+    from alexnet_core.predict.inference import verdict
 
     assert verdict(np.array([0.8, 0.1, 0.1]))["sure"]
     low = verdict(np.array([0.45, 0.1, 0.45]))
@@ -308,7 +308,7 @@ def test_verdict_is_unsure_below_either_threshold():
 
 
 def test_cli_predict_reports_framing_and_sureness(tmp_path):
-    from alexnet_core.inference import load_model, predict_files
+    from alexnet_core.predict.inference import load_model, predict_files
 
     wide = tmp_path / "wide.png"
     Image.fromarray(np.tile(np.linspace(0, 255, 90, dtype=np.uint8)[None, :, None], (30, 1, 3))).save(wide)

@@ -1,10 +1,10 @@
 import keras
 import numpy as np
 
-from alexnet_core.anatomy import compare_tables, layer_table, summary, totals
-from alexnet_core.charts import network_dot, params_and_macs
-from alexnet_core.layers import AdaptiveAveragePooling2D, LocalResponseNormalization
-from alexnet_core.variants import build_model
+from alexnet_core.analysis.charts import network_dot, params_and_macs
+from alexnet_core.models.anatomy import compare_tables, layer_table, summary, totals
+from alexnet_core.models.layers import AdaptiveAveragePooling2D, LocalResponseNormalization
+from alexnet_core.models.variants import build_model
 
 
 def lrn_reference(a, n=5, k=2.0, alpha=1e-4, beta=0.75):

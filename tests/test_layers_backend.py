@@ -1,7 +1,7 @@
 """The custom layers in keras.ops (any Keras backend) against TensorFlow's own ops and numpy.
 
 bench/gpu_throughput.py builds `paper` and `torchvision` under Keras' JAX backend on machines
-without TensorFlow, so alexnet_core/layers.py must not need TensorFlow; these tests pin the
+without TensorFlow, so alexnet_core/models/layers.py must not need TensorFlow; these tests pin the
 keras.ops versions to what the TensorFlow ops computed before.
 """
 
@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from alexnet_core.layers import AdaptiveAveragePooling2D, LocalResponseNormalization
+from alexnet_core.models.layers import AdaptiveAveragePooling2D, LocalResponseNormalization
 
 CORE = Path(__file__).resolve().parent.parent / "alexnet_core"
 LRN_SETTINGS = [dict(depth_radius=2, bias=2.0, alpha=1e-4, beta=0.75),  # the paper's
@@ -100,7 +100,7 @@ def test_fused_batch_norm_trains_exactly_as_keras_batch_norm(policy):
     import keras
     import tensorflow as tf
 
-    from alexnet_core.layers import BatchNormalization
+    from alexnet_core.models.layers import BatchNormalization
 
     before = keras.mixed_precision.global_policy().name
     keras.mixed_precision.set_global_policy(policy)
@@ -134,8 +134,8 @@ def test_fused_batch_norm_trains_exactly_as_keras_batch_norm(policy):
 def test_models_train_with_the_fused_batch_norm_and_reload():
     import keras
 
-    from alexnet_core.layers import BatchNormalization
-    from alexnet_core.variants import build_model
+    from alexnet_core.models.layers import BatchNormalization
+    from alexnet_core.models.variants import build_model
 
     model = build_model("compact", num_classes=3, input_size=16, width=0.25)
     assert type(model.get_layer("bn1")) is BatchNormalization

@@ -6,7 +6,7 @@ import sys
 
 import pytest
 
-from alexnet_core.profile import split
+from alexnet_core.analysis.profile import split
 from tests.test_pages import metric, run_page
 
 

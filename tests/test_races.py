@@ -20,8 +20,9 @@ from pathlib import Path
 
 import pytest
 
-from alexnet_core import launcher, runs
-from alexnet_core.config import TrainConfig
+from alexnet_core.settings.config import TrainConfig
+from alexnet_core.store import runs
+from alexnet_core.train import launcher
 
 ROOT = Path(__file__).resolve().parent.parent
 MEET_S = 3.0  # how long a contender that passed the rule's check waits for the other one
@@ -307,7 +308,7 @@ def test_two_tabs_pressing_resume_at_once_start_one_trainer_and_show_no_error(no
 
 def test_the_start_button_shows_a_setting_refused_at_start_as_an_error(no_trainer):
     """new_run refuses a model to fine-tune from that is not there (ConfigError): an error, no traceback."""
-    from alexnet_core.recipes import RECIPES
+    from alexnet_core.settings.recipes import RECIPES
     from pages.common import form_state
 
     # The form as Clone settings fills it from a run whose base model has gone since.

@@ -7,11 +7,11 @@ import pytest
 import streamlit as st
 from streamlit.testing.v1 import AppTest
 
-from alexnet_core import data as data_module
-from alexnet_core import runs
 from alexnet_core.cli import main
-from alexnet_core.config import ConfigError, TrainConfig
-from alexnet_core.recipes import RECIPES, get_recipe
+from alexnet_core.inputs import data as data_module
+from alexnet_core.settings.config import ConfigError, TrainConfig
+from alexnet_core.settings.recipes import RECIPES, get_recipe
+from alexnet_core.store import runs
 from tests.helpers import make_image_folder
 from tests.test_cli import run_cli
 from tests.test_pages import ROOT, TIMEOUT, fake_run, run_page
@@ -175,7 +175,7 @@ def test_train_config_records_the_recipe():
 def test_curves_have_fixed_axes_and_a_learning_rate_panel():
     import pandas as pd
 
-    from alexnet_core.charts import compare_curves, training_curves
+    from alexnet_core.analysis.charts import compare_curves, training_curves
 
     metrics = pd.DataFrame({"epoch": [0], "loss": [2.0], "accuracy": [0.18], "val_loss": [2.1],
                             "val_accuracy": [0.17]})
@@ -220,7 +220,7 @@ def test_live_view_waits_for_the_first_steps_instead_of_an_empty_chart(tmp_path)
 
 def test_duration_adds_up_across_resumes(tmp_path, monkeypatch):
     """A resumed run's duration is its first session plus the new one, not the new one alone."""
-    from alexnet_core import monitor
+    from alexnet_core.train import monitor
 
     run_dir = runs.create_run(tmp_path, "twice", {"variant": "compact", "data": "sample", "epochs": 4})
     clock = [1000.0]
@@ -239,8 +239,8 @@ def test_duration_adds_up_across_resumes(tmp_path, monkeypatch):
 def test_the_quick_recipe_says_how_long_it_takes_here(monkeypatch):
     import numpy as np
 
-    from alexnet_core import training
-    from alexnet_core.data import DataSource, Split
+    from alexnet_core.inputs.data import DataSource, Split
+    from alexnet_core.train import training
 
     st.cache_data.clear()
     fake = DataSource("cifar10", [f"c{i}" for i in range(10)], train=Split(np.zeros(45_000, np.int32)),
@@ -276,7 +276,7 @@ def test_bfloat16_training_and_its_model(tmp_path):
 def test_the_epoch_estimate_runs_in_the_recipes_precision_and_leaves_the_app_as_it_was(monkeypatch):
     import keras
 
-    from alexnet_core import training
+    from alexnet_core.train import training
 
     seen = []
     real = training._estimate_epoch_seconds
@@ -301,7 +301,7 @@ def test_auto_precision_computes_bfloat16_only_where_the_hardware_does(monkeypat
     import keras
     import tensorflow as tf
 
-    from alexnet_core import devices
+    from alexnet_core.train import devices
 
     assert get_recipe("quick").settings["mixed_precision"] == "auto"  # the Train page's first recipe
     monkeypatch.setattr(tf.config, "list_physical_devices", lambda kind=None: ["GPU:0"] if gpu and kind == "GPU" else [])
@@ -314,7 +314,7 @@ def test_auto_precision_computes_bfloat16_only_where_the_hardware_does(monkeypat
 def test_the_cpu_bfloat16_check_reads_the_cpu_flags(monkeypatch, tmp_path):
     import builtins
 
-    from alexnet_core import devices
+    from alexnet_core.train import devices
 
     real_open = builtins.open
     for flags, expected in (("fpu avx2 avx512f avx512_bf16", True), ("fpu amx_bf16 amx_tile", True),

@@ -3,7 +3,7 @@ import time
 
 import pytest
 
-from alexnet_core import runs
+from alexnet_core.store import runs
 
 
 @pytest.mark.parametrize("bad", ["..", "../escape", "a/b", "", "/abs", ".", "x" * 300, "a\0b", None, ["a"]])

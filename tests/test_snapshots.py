@@ -3,8 +3,16 @@
 import numpy as np
 import pytest
 
-from alexnet_core import runs
-from alexnet_core.snapshots import PROBE, Timeline, choose_probe, epoch_path, folder_bytes, read_timeline, write_epoch
+from alexnet_core.store import runs
+from alexnet_core.train.snapshots import (
+    PROBE,
+    Timeline,
+    choose_probe,
+    epoch_path,
+    folder_bytes,
+    read_timeline,
+    write_epoch,
+)
 from tests.helpers import make_image_folder
 from tests.test_training import TINY, cli, epochs_logged
 
@@ -23,7 +31,7 @@ def trained(tmp_path_factory):
 def test_every_epoch_has_a_snapshot_that_matches_the_model(trained):
     import keras
 
-    from alexnet_core.data import load_folder, make_dataset
+    from alexnet_core.inputs.data import load_folder, make_dataset
 
     folder, run_dir = trained
     timeline = read_timeline(run_dir, completed_epochs=3, num_classes=3)

@@ -30,7 +30,7 @@ def test_home_page_and_device_facts_do_not_import_tensorflow(tmp_path):
         at.run()
         assert not at.exception, at.exception
         assert at.title[0].value == "AlexNet Explorer"
-        from alexnet_core.devices import describe
+        from alexnet_core.train.devices import describe
         print(describe()["kind"], "tensorflow" in sys.modules, "keras" in sys.modules)
     """, env={"ALEXNET_RUNS_DIR": str(tmp_path)})
     assert done.returncode == 0, done.stderr
@@ -38,7 +38,7 @@ def test_home_page_and_device_facts_do_not_import_tensorflow(tmp_path):
 
 
 def test_gpu_facts_come_from_nvidia_smi_and_follow_cuda_visible_devices(tmp_path, monkeypatch):
-    from alexnet_core import devices
+    from alexnet_core.train import devices
 
     fake = tmp_path / "nvidia-smi"
     fake.write_text("#!/bin/sh\necho '0, NVIDIA H100 80GB HBM3, 81559'\necho '1, NVIDIA H100 80GB HBM3, 81559'\n")
@@ -112,7 +112,7 @@ def test_imports_are_warmed_once_the_server_is_up():
     assert thread.name == "warm-up"
     thread.join(timeout=120)
     assert not thread.is_alive()
-    assert "pages.common" in sys.modules and "alexnet_core.runs" in sys.modules
+    assert "pages.common" in sys.modules and "alexnet_core.store.runs" in sys.modules
 
 
 def test_streamlit_still_clears_keras_after_each_run_unless_told_not_to():

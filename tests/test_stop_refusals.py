@@ -10,10 +10,10 @@ import time
 
 import pytest
 
-from alexnet_core import runs
-from alexnet_core.config import TrainConfig
-from alexnet_core.launcher import start
-from alexnet_core.training import Trainer
+from alexnet_core.settings.config import TrainConfig
+from alexnet_core.store import runs
+from alexnet_core.train.launcher import start
+from alexnet_core.train.training import Trainer
 from tests.helpers import TINY, TINY_ARGS, cli, make_image_folder, wait_for
 
 
@@ -75,9 +75,9 @@ def test_a_stop_left_from_before_the_launch_does_not_stop_the_resumed_run(folder
 
 
 @pytest.mark.parametrize("module, name, where", [
-    ("alexnet_core.data", "load_source", "while loading the data"),
-    ("alexnet_core.variants", "build_model", "while building the model"),
-    ("alexnet_core.training", "make_steps", "while preparing the first step"),
+    ("alexnet_core.inputs.data", "load_source", "while loading the data"),
+    ("alexnet_core.models.variants", "build_model", "while building the model"),
+    ("alexnet_core.train.training", "make_steps", "while preparing the first step"),
 ])
 def test_a_stop_during_each_phase_before_the_first_step_ends_the_run_stopped(folder, tmp_path, monkeypatch,
                                                                             module, name, where):
@@ -102,7 +102,7 @@ def test_a_stop_during_each_phase_before_the_first_step_ends_the_run_stopped(fol
 
 
 def test_a_stop_while_a_resumed_run_loads_keeps_every_committed_epoch(folder, tmp_path, monkeypatch):
-    from alexnet_core import data
+    from alexnet_core.inputs import data
 
     config = TrainConfig(data=str(folder), epochs=1, **TINY)
     run_dir = runs.new_run(config, tmp_path / "runs", "kept")
@@ -138,7 +138,7 @@ def base_run(folder, tmp_path_factory):
 def hostile_model(kind):
     import keras
 
-    from alexnet_core.variants import build_model
+    from alexnet_core.models.variants import build_model
 
     if kind == "wrong shape":  # the record says width 0.25; the model is twice as wide
         return build_model("compact", num_classes=3, input_size=16, width=0.5)
@@ -179,8 +179,8 @@ def test_the_apps_start_refuses_a_base_model_it_cannot_use_and_leaves_no_run_fol
     """The Train and Your classes pages start runs through launcher.start, not the CLI."""
     import shutil
 
-    from alexnet_core import launcher
-    from alexnet_core.config import ConfigError, TrainConfig
+    from alexnet_core.settings.config import ConfigError, TrainConfig
+    from alexnet_core.train import launcher
 
     base = tmp_path / "hostile-base"
     shutil.copytree(base_run, base)
@@ -253,8 +253,8 @@ def test_a_model_too_small_to_classify_is_refused_by_the_size_rule(tmp_path):
     shape of the input in general."""
     import dataclasses
 
-    from alexnet_core.inference import ModelLoadError, load_model
-    from alexnet_core.variants import build_from_arch, get_arch
+    from alexnet_core.models.variants import build_from_arch, get_arch
+    from alexnet_core.predict.inference import ModelLoadError, load_model
 
     arch = dataclasses.replace(get_arch("compact", num_classes=3, width=0.25), input_size=4)
     build_from_arch(arch, "compact").save(tmp_path / "tiny.keras")

@@ -8,10 +8,10 @@ import sys
 
 import pytest
 
-from alexnet_core import runs
-from alexnet_core.config import TrainConfig
-from alexnet_core.launcher import resume, start
-from alexnet_core.runs import ActiveRunError
+from alexnet_core.settings.config import TrainConfig
+from alexnet_core.store import runs
+from alexnet_core.store.runs import ActiveRunError
+from alexnet_core.train.launcher import resume, start
 from tests.helpers import WNIDS, make_ilsvrc_folder, make_image_folder, wait_for, with_keras_alone
 
 TINY = ["--variant", "compact", "--width", "0.25", "--input-size", "16", "--batch-size", "8"]

@@ -13,10 +13,10 @@ import time
 import numpy as np
 import pytest
 
-from alexnet_core import runs
-from alexnet_core.config import TrainConfig
-from alexnet_core.monitor import Progress
-from alexnet_core.training import Trainer, divergence, plateau_learning_rate, run_training
+from alexnet_core.settings.config import TrainConfig
+from alexnet_core.store import runs
+from alexnet_core.train.monitor import Progress
+from alexnet_core.train.training import Trainer, divergence, plateau_learning_rate, run_training
 from tests.helpers import TINY, TINY_ARGS, cli, make_image_folder
 
 
@@ -203,7 +203,7 @@ def test_one_trainer_per_run_and_one_run_at_a_time(folder, tmp_path):
         with pytest.raises(runs.ActiveRunError, match="already being trained"):
             runs.TrainerLock(busy).acquire(wait_s=0.2)
         # The same rule for the app (launcher), `train --resume` and `train`.
-        from alexnet_core import launcher
+        from alexnet_core.train import launcher
 
         with pytest.raises(runs.ActiveRunError, match="still training"):
             launcher.resume(busy)
@@ -244,7 +244,7 @@ def test_plateau_schedules_follow_keras_reduce_lr_on_plateau(schedule, monitor):
     """Our resume-proof rule gives the learning rates Keras' own callback gives on the same history."""
     import keras
 
-    from alexnet_core.training import MIN_LR, PLATEAU
+    from alexnet_core.train.training import MIN_LR, PLATEAU
 
     rule = PLATEAU[schedule]
     values = [0.5, 0.6, 0.6, 0.6, 0.6, 0.61, 0.55, 0.55, 0.55, 0.55, 0.7, 0.7, 0.7, 0.7, 0.7, 0.7]
@@ -285,7 +285,7 @@ def test_bad_settings_and_data_are_refused_before_a_run_folder_exists(folder, tm
 
 
 def test_internal_errors_exit_1_with_a_traceback_in_the_log(folder, tmp_path, monkeypatch):
-    from alexnet_core import training
+    from alexnet_core.train import training
 
     def broken(*args, **kwargs):
         raise ValueError("an internal bug, not bad input")
@@ -308,7 +308,7 @@ def _batches_mix_classes(ds, batches=6) -> bool:
 
 @pytest.mark.parametrize("budget", [0, 2**30], ids=["streamed", "cached"])
 def test_every_source_is_shuffled_across_classes(tmp_path, budget):
-    from alexnet_core.data import Split, load_folder, make_dataset
+    from alexnet_core.inputs.data import Split, load_folder, make_dataset
 
     labels = np.repeat(np.arange(4), 300).astype(np.int32)  # sorted by class, as sources arrive
     images = np.repeat(np.arange(4, dtype=np.uint8)[:, None, None, None] * 60, 300, axis=0)

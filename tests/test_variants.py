@@ -1,9 +1,9 @@
 import numpy as np
 import pytest
 
-from alexnet_core.anatomy import layer_table, totals
-from alexnet_core.layers import CUSTOM_OBJECTS
-from alexnet_core.variants import build_model, get_arch, list_variants, min_input_size
+from alexnet_core.models.anatomy import layer_table, totals
+from alexnet_core.models.layers import CUSTOM_OBJECTS
+from alexnet_core.models.variants import build_model, get_arch, list_variants, min_input_size
 
 # (input size, classes, total params, MACs) from the published networks; compact, compact-hires,
 # two-tower and cifar-bn MACs worked out by hand from their layer shapes.
@@ -132,7 +132,7 @@ def test_min_input_size_builds_and_one_less_fails():
 
 
 def test_registry_refuses_duplicates():
-    from alexnet_core.variants import register_variant
+    from alexnet_core.models.variants import register_variant
 
     with pytest.raises(ValueError, match="already registered"):
         register_variant("paper")(lambda: None)

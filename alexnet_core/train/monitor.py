@@ -14,7 +14,7 @@ import threading
 import time
 from pathlib import Path
 
-from . import runs
+from alexnet_core.store import runs
 
 HEARTBEAT_S = 2.0
 STOP_POLL_S = 0.5

@@ -14,9 +14,9 @@ from pathlib import Path
 
 import numpy as np
 
-from . import runs
-from .data import DataError, DataSource, Split, load_source
-from .inference import LoadedModel
+from alexnet_core.inputs.data import DataError, DataSource, Split, load_source
+from alexnet_core.predict.inference import LoadedModel
+from alexnet_core.store import runs
 
 BATCH = 256
 
@@ -82,7 +82,7 @@ class Evaluation:
         Indices are positions in this evaluation, which skips files the pipeline could not
         decode, so images come from `paths`, never from the split's file list.
         """
-        from .inference import read_image
+        from alexnet_core.predict.inference import read_image
 
         if self.paths is not None:
             return [read_image(self.paths[i]) for i in indices]
@@ -129,9 +129,9 @@ def _predict(loaded: LoadedModel, split: Split, flip: bool, progress=None):
     """Probabilities for every readable image; returns (probs, kept indices)."""
     import tensorflow as tf
 
-    from .data import decode_file
-    from .inference import make_forward
-    from .preprocess import resize
+    from alexnet_core.inputs.data import decode_file
+    from alexnet_core.inputs.preprocess import resize
+    from alexnet_core.predict.inference import make_forward
 
     size = loaded.input_size
     n = len(split)

@@ -23,8 +23,8 @@ def cluster_child() -> int:
     """The trainer of one worker of a multi-worker run, started by supervise_worker."""
     from pathlib import Path
 
-    from .config import TrainConfig
-    from .training import prepare_tensorflow, run_training
+    from alexnet_core.settings.config import TrainConfig
+    from alexnet_core.train.training import prepare_tensorflow, run_training
 
     spec = json.loads(os.environ.pop(CLUSTER_CHILD_ENV))
     prepare_tensorflow()
@@ -84,11 +84,11 @@ def supervise_worker(config, run_dir, place, join_timeout) -> int:
     import subprocess
     from pathlib import Path
 
-    from . import runs
-    from .training import JOIN_PIPE_ENV
+    from alexnet_core.store import runs
+    from alexnet_core.train.training import JOIN_PIPE_ENV
 
     timeout = JOIN_TIMEOUT_S if join_timeout is None else join_timeout
-    root_of_package = Path(__file__).resolve().parent.parent
+    root_of_package = Path(__file__).resolve().parents[2]
     read, write = os.pipe()
     env = {**os.environ, JOIN_PIPE_ENV: str(write),
            CLUSTER_CHILD_ENV: json.dumps({"config": dataclasses.asdict(config), "run_dir": str(run_dir)}),
@@ -96,7 +96,7 @@ def supervise_worker(config, run_dir, place, join_timeout) -> int:
     asked: list[int] = []
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda sig, _: asked.append(sig))
-    proc = subprocess.Popen([sys.executable, "-c", "import sys; from alexnet_core.join_watch import cluster_child; "
+    proc = subprocess.Popen([sys.executable, "-c", "import sys; from alexnet_core.train.join_watch import cluster_child; "
                              "sys.exit(cluster_child())"], env=env, pass_fds=(write,), preexec_fn=_die_with_parent)
     os.close(write)
     joining = peers = scratch = None
@@ -169,7 +169,7 @@ def supervise_worker(config, run_dir, place, join_timeout) -> int:
 
 
 def _kept(run_dir, place) -> str:
-    from . import runs
+    from alexnet_core.store import runs
 
     if not place.is_chief:
         return "the run is kept as it was"
@@ -180,8 +180,8 @@ def _kept(run_dir, place) -> str:
 def _record_join_end(run_dir, state: str, message: str) -> None:
     """status.json of a run whose trainer this process ended during the join: its last commit
     republished (nothing was trained since), the state and why."""
-    from . import runs
-    from .checkpoints import CheckpointStore
+    from alexnet_core.store import runs
+    from alexnet_core.train.checkpoints import CheckpointStore
 
     fields = {}
     with contextlib.suppress(Exception):

@@ -11,7 +11,7 @@ import shutil
 import subprocess
 from dataclasses import dataclass
 
-from .config import ConfigError
+from alexnet_core.settings.config import ConfigError
 
 ADDRESS = re.compile(r"^(?:[A-Za-z0-9.-]+|\[[0-9A-Fa-f:]+\]):(\d{1,5})$")
 
@@ -209,7 +209,7 @@ def use_mixed_precision(setting: str = "auto") -> bool:
     import keras
     import tensorflow as tf
 
-    from .config import MIXED_PRECISION
+    from alexnet_core.settings.config import MIXED_PRECISION
 
     if setting not in MIXED_PRECISION:
         raise ConfigError(f"mixed_precision must be {', '.join(MIXED_PRECISION)}, got {setting!r}")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import keras
 import tensorflow as tf
 
-from .config import AUGMENTATIONS
+from alexnet_core.settings.config import AUGMENTATIONS
 
 PRESETS = tuple(AUGMENTATIONS)  # names and descriptions live in config.py
 

@@ -17,8 +17,8 @@ from pathlib import Path
 
 import numpy as np
 
-from . import runs
-from .data import DataError
+from alexnet_core.inputs.data import DataError
+from alexnet_core.store import runs
 
 MAP_POINTS = 1500  # at most this many images on a map
 PCA_DIMS = 50
@@ -57,8 +57,8 @@ def _pixels(loaded, evaluation, indices: np.ndarray, batch: int):
     decoded exactly as the evaluation decoded them."""
     import tensorflow as tf
 
-    from .data import decode_file, load_source
-    from .preprocess import resize
+    from alexnet_core.inputs.data import decode_file, load_source
+    from alexnet_core.inputs.preprocess import resize
 
     size = loaded.input_size
     if evaluation.paths is not None:
@@ -89,8 +89,8 @@ def features(loaded, evaluation, indices: np.ndarray, batch: int = 256, progress
     """(fc7 features, hover thumbnails) of the evaluated images at `indices`."""
     import tensorflow as tf
 
-    from .explain import _tap, embedding_layer
-    from .preprocess import normalize
+    from alexnet_core.analysis.explain import _tap, embedding_layer
+    from alexnet_core.inputs.preprocess import normalize
 
     tap = _tap(loaded.model, embedding_layer(loaded.model))
     mean, std = loaded.preprocessing.get("mean"), loaded.preprocessing.get("std")
@@ -125,7 +125,7 @@ def project(feats: np.ndarray, seed: int = 0) -> np.ndarray:
 
 
 def _cache_path(loaded, evaluation, indices: np.ndarray) -> Path:
-    from .evaluation import cache_dir_for
+    from alexnet_core.analysis.evaluation import cache_dir_for
 
     stat = loaded.path.stat()
     h = hashlib.sha1()

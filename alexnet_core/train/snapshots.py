@@ -26,7 +26,7 @@ from pathlib import Path
 
 import numpy as np
 
-from . import runs
+from alexnet_core.store import runs
 
 FOLDER = runs.SNAPSHOTS
 PROBE = "probe.npz"
@@ -43,7 +43,7 @@ MAX_TIMELINE_BYTES = 512 * 2**20  # every epoch's arrays together, as read into 
 
 def limits(input_size: int | None = None) -> dict:
     """runs.load_npz limits of probe.npz and an epoch's file: each array's most per axis and its kinds."""
-    from .variants import MAX_INPUT_SIZE  # a probe image's side when the run's config does not say
+    from alexnet_core.models.variants import MAX_INPUT_SIZE  # a probe image's side when the run's config does not say
 
     side = input_size if isinstance(input_size, int) and 0 < input_size <= MAX_INPUT_SIZE else MAX_INPUT_SIZE
     return {"labels": ((MAX_IMAGES,), "iu", 2), "predicted": ((MAX_IMAGES,), "iu", 2),

@@ -19,7 +19,7 @@ import json
 import time
 from pathlib import Path
 
-from . import runs
+from alexnet_core.store import runs
 
 FORMAT = 2
 

@@ -42,7 +42,7 @@ LABEL = "label.json"  # the user's name and notes for a run: {"name", "notes"}
 SNAPSHOTS = "snapshots"  # per-epoch snapshots (snapshots.py)
 MAX_NAME = 80
 MAX_NOTES = 4000
-BUNDLED_DIR = Path(__file__).resolve().parent.parent / "assets" / "runs"
+BUNDLED_DIR = Path(__file__).resolve().parents[2] / "assets" / "runs"
 
 RUN_ID = re.compile(r"^[A-Za-z0-9._-]+$")
 STALE_AFTER_S = 60  # a trainer on another host writes a heartbeat every 2 s
@@ -993,12 +993,12 @@ def new_run(config, root=None, run_id: str | None = None, allow_parallel: bool =
     is then created `starting`, so the rule counts it before that trainer takes its lock."""
     from dataclasses import asdict
 
-    from .data import load_source
+    from alexnet_core.inputs.data import load_source
 
     load_source(config.data, config.val_split)  # DataError names what is wrong with the data
     if config.init_from:
-        from .config import ConfigError
-        from .inference import ModelLoadError, resolve_model_path
+        from alexnet_core.predict.inference import ModelLoadError, resolve_model_path
+        from alexnet_core.settings.config import ConfigError
 
         try:
             resolve_model_path(config.init_from)
@@ -1023,7 +1023,7 @@ def check_resumable(run_dir: Path, allow_parallel: bool = False, launching: bool
     `starter_pid`: the process that starts its trainer now (as in `new_run`): the run is marked
     `starting` in the same step as the checks (`runs_lock`), so two resumes give one trainer.
     """
-    from .config import ConfigError, TrainConfig
+    from alexnet_core.settings.config import ConfigError, TrainConfig
 
     run_dir = Path(run_dir)
     if not (run_dir / CONFIG).exists():
@@ -1072,8 +1072,8 @@ def export_run(src: Path, dest: Path, evaluate_on: str | list[str] | None = None
 
     `headline` describes the data of the last source in `evaluate_on` and makes its accuracy the
     one the app quotes the model by; `data_description` says in config.json what it trained on."""
-    from .evaluation import evaluate
-    from .inference import float32_model, load_model
+    from alexnet_core.analysis.evaluation import evaluate
+    from alexnet_core.predict.inference import float32_model, load_model
 
     src, dest = Path(src), Path(dest)
     if not (src / CONFIG).exists():

@@ -16,8 +16,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from . import runs
-from .data import ASSETS
+from alexnet_core.inputs.data import ASSETS
+from alexnet_core.store import runs
 
 ACCEPTED_FORMATS = {"JPEG", "MPO", "PNG", "WEBP", "BMP", "GIF", "TIFF"}
 
@@ -170,7 +170,7 @@ class LoadedModel:
 
     def preprocess(self, image: np.ndarray) -> np.ndarray:
         """One image (0..255 RGB, any size) -> this model's input, with its own preprocessing."""
-        from .preprocess import preprocess
+        from alexnet_core.inputs.preprocess import preprocess
 
         p = self.preprocessing
         return preprocess(image, self.input_size, p.get("mean"), p.get("std")).numpy()
@@ -181,7 +181,7 @@ def make_forward(loaded: LoadedModel, flip: bool = False):
     pixels at the model's input size -> probabilities, averaged with the mirror image if `flip`."""
     import tensorflow as tf
 
-    from .preprocess import normalize
+    from alexnet_core.inputs.preprocess import normalize
 
     model, mean, std = loaded.model, loaded.preprocessing["mean"], loaded.preprocessing["std"]
 
@@ -373,7 +373,7 @@ def check_classifier(model, name: str) -> None:
     """Refuse a model that does not map one square RGB image to class probabilities."""
     import numpy as np
 
-    from .variants import MIN_INPUT_SIZE
+    from alexnet_core.models.variants import MIN_INPUT_SIZE
 
     inputs, output = model.inputs, model.output_shape
     shape = tuple(inputs[0].shape) if len(inputs) == 1 else None
@@ -404,7 +404,7 @@ def float32_model(model, portable: bool = False):
     has another layer of ours (the paper's LRN, torchvision's adaptive pooling)."""
     import keras
 
-    from .layers import BatchNormalization
+    from alexnet_core.models.layers import BatchNormalization
 
     def ours(layer):
         return portable and isinstance(layer, BatchNormalization)
@@ -427,8 +427,8 @@ def load_model(spec: str) -> LoadedModel:
     file's size and declared weights, and only if it is an image classifier this app can use."""
     import keras
 
-    from . import layers  # noqa: F401  (registers the custom layers)
-    from .preprocess import recorded
+    from alexnet_core.inputs.preprocess import recorded
+    from alexnet_core.models import layers  # noqa: F401  (registers the custom layers)
 
     path, run_dir = resolve_model_path(spec)
     if run_dir is not None and run_dir != DEMO_RUN:
@@ -489,7 +489,7 @@ def frame(image: np.ndarray, framing: str = DEFAULT_FRAMING) -> np.ndarray:
 def network_view(image: np.ndarray, size: int, framing: str = DEFAULT_FRAMING) -> np.ndarray:
     """Exactly the pixels the network gets (before standardisation): framed, resized to size x size,
     uint8."""
-    from .preprocess import resize
+    from alexnet_core.inputs.preprocess import resize
 
     square = frame(image, framing)
     return np.clip(np.rint(resize(square, size).numpy()), 0, 255).astype(np.uint8)
@@ -521,7 +521,7 @@ class Predictor:
     def probabilities(self, images: list[np.ndarray] | np.ndarray) -> np.ndarray:
         """uint8/float 0..255 RGB images (any sizes) -> (n, classes) probabilities; images that are
         not square are framed first (`framing`)."""
-        from .preprocess import resize
+        from alexnet_core.inputs.preprocess import resize
 
         size = self.loaded.input_size
         if isinstance(images, np.ndarray) and images.ndim == 4 and images.shape[1:3] == (size, size):

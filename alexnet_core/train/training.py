@@ -35,10 +35,10 @@ from pathlib import Path
 
 import numpy as np
 
-from . import runs
-from .checkpoints import CheckpointStore
-from .config import ConfigError, TrainConfig
-from .monitor import Monitor, Progress, StatusWriter, StepLog, identity
+from alexnet_core.settings.config import ConfigError, TrainConfig
+from alexnet_core.store import runs
+from alexnet_core.train.checkpoints import CheckpointStore
+from alexnet_core.train.monitor import Monitor, Progress, StatusWriter, StepLog, identity
 
 EXPLODE_FACTOR = 50.0  # a loss this many times its starting value has diverged
 PLATEAU = {  # Keras ReduceLROnPlateau's settings for the two schedules that react to a plateau
@@ -89,8 +89,8 @@ def environment(strategy=None, cluster=None) -> dict:
     import keras
     import tensorflow as tf
 
-    from . import __version__
-    from .devices import describe
+    from alexnet_core import __version__
+    from alexnet_core.train.devices import describe
 
     env = {"alexnet_core": __version__, "tensorflow": tf.__version__, "keras": keras.__version__,
            "python": platform.python_version(), "device": describe()}
@@ -168,7 +168,7 @@ def make_steps(model, optimizer, strategy, loss_fn, global_batch: int, top_k: in
     class (PER_IMAGE), for the epoch snapshots."""
     import tensorflow as tf
 
-    from .preprocess import as_input
+    from alexnet_core.inputs.preprocess import as_input
 
     def sums(y, probs, per_example):
         labels = tf.argmax(y, axis=-1, output_type=tf.int32)
@@ -234,7 +234,7 @@ def make_steps(model, optimizer, strategy, loss_fn, global_batch: int, top_k: in
 def distributed_eval_dataset(strategy, split, num_classes: int, size: int, batch: int,
                              cache_budget: int = 2**31):
     """`split` in global batches of `batch`, each worker reading its own shard: for eval_step."""
-    from .data import make_dataset
+    from alexnet_core.inputs.data import make_dataset
 
     def shard(context):
         return make_dataset(split, num_classes, size, context.get_per_replica_batch_size(batch),
@@ -289,7 +289,7 @@ def fine_tune_source(config: TrainConfig):
     dropout is the run's own when it sets one."""
     import dataclasses
 
-    from .inference import ModelLoadError, load_model
+    from alexnet_core.predict.inference import ModelLoadError, load_model
 
     try:
         base = load_model(config.init_from)
@@ -315,7 +315,7 @@ def check_fine_tune(config: TrainConfig) -> TrainConfig:
     """The settings of a run that fine-tunes from `config.init_from`, once the base model has
     loaded (safely) and its convolutional layers fit the network the run will build; ConfigError
     naming the problem otherwise. Called before a run folder exists."""
-    from .variants import build_model
+    from alexnet_core.models.variants import build_model
 
     tuned, base = fine_tune_source(config)
     try:
@@ -364,8 +364,8 @@ class Snapshots:
         self.predict = tf.function(lambda x: model(x, training=False), autograph=False)
 
     def write(self, epoch: int, validation: dict) -> Path:
-        from .explain import conv1_kernels
-        from .snapshots import write_epoch
+        from alexnet_core.analysis.explain import conv1_kernels
+        from alexnet_core.train.snapshots import write_epoch
 
         probs = np.asarray(self.predict(self.probe), dtype=np.float32)
         top = np.argsort(-probs, axis=1, kind="stable")[:, :min(5, probs.shape[1])]
@@ -378,7 +378,7 @@ class Trainer:
     DataError / ConfigError / RunError, anything else is an internal error."""
 
     def __init__(self, config: TrainConfig, run_dir: Path, log=print):
-        from .devices import cluster
+        from alexnet_core.train.devices import cluster
 
         self.config, self.run_dir, self.log = config, Path(run_dir), log
         self.shared_dir = self.run_dir  # the run folder; a worker other than the chief only reads it
@@ -488,12 +488,12 @@ class Trainer:
         import keras
         import tensorflow as tf
 
-        from .augment import dataset_options
-        from .data import load_source, make_dataset, steps_for
-        from .devices import compute_dtype, configure_gpus, use_mixed_precision
-        from .devices import strategy as pick_strategy
-        from .preprocess import describe as describe_preprocessing
-        from .variants import build_model, get_arch
+        from alexnet_core.inputs.augment import dataset_options
+        from alexnet_core.inputs.data import load_source, make_dataset, steps_for
+        from alexnet_core.inputs.preprocess import describe as describe_preprocessing
+        from alexnet_core.models.variants import build_model, get_arch
+        from alexnet_core.train.devices import compute_dtype, configure_gpus, use_mixed_precision
+        from alexnet_core.train.devices import strategy as pick_strategy
 
         config, run_dir = self.config, self.run_dir
         status = self.status.status
@@ -566,8 +566,8 @@ class Trainer:
 
         with strategy.scope():
             if done:
-                from . import layers  # noqa: F401  (registers the custom layers the checkpoint may use)
-                from .inference import ModelLoadError, check_model_file
+                from alexnet_core.models import layers  # noqa: F401  (registers the custom layers the checkpoint may use)
+                from alexnet_core.predict.inference import ModelLoadError, check_model_file
 
                 try:  # nothing of a checkpoint that unpacks to more than it declares is read
                     check_model_file(self.store.latest_path())
@@ -684,9 +684,9 @@ class Trainer:
 
     def _probe(self, split, num_classes: int, size: int):
         """The probe set's network inputs, written once to snapshots/probe.npz as thumbnails."""
-        from .data import Split, make_dataset
-        from .preprocess import MEAN, STD
-        from .snapshots import choose_probe, write_probe
+        from alexnet_core.inputs.data import Split, make_dataset
+        from alexnet_core.inputs.preprocess import MEAN, STD
+        from alexnet_core.train.snapshots import choose_probe, write_probe
 
         chosen = choose_probe(split.labels)
         part = Split(split.labels[chosen], paths=None if split.paths is None else [split.paths[i] for i in chosen],
@@ -844,7 +844,7 @@ def prepare_tensorflow() -> None:
         return
     _TENSORFLOW_READY.append(True)
     if os.environ.get("ALEXNET_LOGICAL_CPUS"):
-        from .devices import split_cpu
+        from alexnet_core.train.devices import split_cpu
 
         split_cpu(int(os.environ["ALEXNET_LOGICAL_CPUS"]))
     configure_threads()
@@ -858,8 +858,8 @@ def run_training(config: TrainConfig, run_dir: Path, log=None) -> int:
     """train() with every ending recorded in status.json; returns a process exit code:
     0 finished or stopped, 1 diverged, failed or an internal error (traceback in train.log),
     2 bad input (a message naming it), 130 interrupted."""
-    from .data import DataError
-    from .devices import cluster
+    from alexnet_core.inputs.data import DataError
+    from alexnet_core.train.devices import cluster
 
     log = log or (lambda m: print(m, file=sys.stderr, flush=True))
     try:
@@ -923,7 +923,7 @@ def estimate_epoch_seconds(config: TrainConfig, num_classes: int, num_images: in
     """Seconds per epoch: the real training step fed by the real input pipeline (augmentation,
     standardisation, prefetch) from decoded images in memory, timed after two warm-up steps,
     plus the validation pass over `num_val` images, timed the same way, in the run's precision."""
-    from .devices import precision_policy
+    from alexnet_core.train.devices import precision_policy
 
     with precision_policy(config.mixed_precision) as loss_scaling:
         return _estimate_epoch_seconds(config, num_classes, num_images, steps, num_val, loss_scaling)
@@ -934,9 +934,9 @@ def _estimate_epoch_seconds(config: TrainConfig, num_classes: int, num_images: i
     import numpy as np
     import tensorflow as tf
 
-    from .augment import dataset_options
-    from .data import Split, make_dataset
-    from .variants import build_model
+    from alexnet_core.inputs.augment import dataset_options
+    from alexnet_core.inputs.data import Split, make_dataset
+    from alexnet_core.models.variants import build_model
 
     strategy = tf.distribute.get_strategy()
     model = build_model(config.variant, num_classes=num_classes, input_size=config.input_size, **config.switches)

@@ -24,9 +24,9 @@ from pathlib import Path
 
 import numpy as np
 
-from . import runs
-from .config import ConfigError, TrainConfig
-from .inference import MAX_UPLOAD_FILES, ImageDecodeError, decode_image, read_image
+from alexnet_core.predict.inference import MAX_UPLOAD_FILES, ImageDecodeError, decode_image, read_image
+from alexnet_core.settings.config import ConfigError, TrainConfig
+from alexnet_core.store import runs
 
 DATA_DIR_ENV = "ALEXNET_DATA_DIR"
 NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9 _.-]{0,47}$")
@@ -290,7 +290,7 @@ def train_config(path: Path, fine_tune: bool, epochs: int) -> TrainConfig:
     """A run on a built dataset: the `fine-tune` recipe (the bundled model's convolutional layers
     kept, a new head trained on them), or the `quick` recipe from scratch; a fifth of each class
     kept aside to measure it."""
-    from .recipes import get_recipe
+    from alexnet_core.settings.recipes import get_recipe
 
     problem = readiness(path)
     if problem:

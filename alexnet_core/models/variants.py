@@ -367,7 +367,7 @@ def build_model(name: str, num_classes: int | None = None, input_size: int | Non
 def build_from_arch(arch: Arch, name: str = "alexnet"):
     import keras
 
-    from .layers import AdaptiveAveragePooling2D, BatchNormalization, LocalResponseNormalization
+    from alexnet_core.models.layers import AdaptiveAveragePooling2D, BatchNormalization, LocalResponseNormalization
 
     L = keras.layers
     inputs = keras.Input((arch.input_size, arch.input_size, 3), name="image")

@@ -9,7 +9,7 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass, field
 
-from .config import ConfigError, TrainConfig
+from alexnet_core.settings.config import ConfigError, TrainConfig
 
 
 @dataclass(frozen=True)

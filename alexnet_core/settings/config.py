@@ -74,7 +74,7 @@ class TrainConfig:
     steps_per_epoch: int | None = None  # cap per epoch (quick experiments)
     log_every: int = 10  # steps between rows of steps.csv
     cache_budget_mb: int = 2048  # decoded images held in memory up to this size, else stream
-    recipe: str | None = None  # the recipe these settings started from (alexnet_core.recipes), if any
+    recipe: str | None = None  # the recipe these settings started from (alexnet_core.settings.recipes), if any
     snapshots: bool = True  # keep each epoch's validation predictions, conv1 and probe top-5 (snapshots.py)
     init_from: str | None = None  # fine-tune: a trained model (run folder or 'demo') whose conv layers start the run
     freeze_features: bool = False  # with init_from: keep those layers as they are, train only the new head
@@ -84,7 +84,7 @@ class TrainConfig:
 
     def validate(self) -> None:
         """Raise ConfigError naming the first bad setting; never touches the disk or TensorFlow."""
-        from .variants import get_arch
+        from alexnet_core.models.variants import get_arch
 
         checks = [
             (isinstance(self.variant, str), f"variant must be a name, got {self.variant!r}"),

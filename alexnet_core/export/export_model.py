@@ -17,7 +17,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from . import runs
+from alexnet_core.store import runs
 
 FORMATS = ("savedmodel", "tflite")
 MIN_AGREEMENT = 0.99
@@ -32,7 +32,7 @@ def _batches(source: str, size: int, limit: int):
     """Up to `limit` standardised images of `source` (its validation split, else all of it)."""
     import numpy as np
 
-    from .data import load_source, make_dataset
+    from alexnet_core.inputs.data import load_source, make_dataset
 
     data = load_source(source, val_split=0.1)
     split = data.val if data.val is not None and len(data.val) else data.split("all")
@@ -88,7 +88,7 @@ def export_model(spec: str, fmt: str, dest: str | Path | None = None, int8: bool
     import numpy as np
     import tensorflow as tf
 
-    from .inference import load_model
+    from alexnet_core.predict.inference import load_model
 
     if fmt not in FORMATS:
         raise ExportError(f"format must be one of {', '.join(FORMATS)}, got {fmt!r}")

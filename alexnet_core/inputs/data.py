@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-ASSETS = Path(__file__).resolve().parent.parent / "assets"
+ASSETS = Path(__file__).resolve().parents[2] / "assets"
 SAMPLE_DIR = ASSETS / "sample"
 CIFAR10_CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
 SPLITS = ("train", "val", "test")
@@ -278,7 +278,7 @@ def decode_file(path, size: int):
     """Read and decode one image file to float32 0..255 RGB at size x size."""
     import tensorflow as tf
 
-    from .preprocess import resize
+    from alexnet_core.inputs.preprocess import resize
 
     # JPEGs with libjpeg's accurate integer DCT: pixel for pixel what Pillow decodes, so an image
     # gets the same probabilities in evaluation (tf.data) and classification (Pillow).
@@ -366,8 +366,8 @@ def make_dataset(split: Split, num_classes: int, input_size: int, batch_size: in
     """
     import tensorflow as tf
 
-    from .augment import lighting as colour_noise
-    from .preprocess import normalize, resize
+    from alexnet_core.inputs.augment import lighting as colour_noise
+    from alexnet_core.inputs.preprocess import normalize, resize
 
     autotune = tf.data.AUTOTUNE
     count, index = shard or (1, 0)

@@ -51,9 +51,9 @@ def profile(variant: str, batch_size: int = 32, repeats: int = 20, warmup: int =
     import keras
     import tensorflow as tf
 
-    from .anatomy import layer_table
-    from .devices import describe
-    from .variants import build_model
+    from alexnet_core.models.anatomy import layer_table
+    from alexnet_core.models.variants import build_model
+    from alexnet_core.train.devices import describe
 
     model = build_model(variant, **{k: v for k, v in model_args.items() if v is not None})
     table = layer_table(model).set_index("name")

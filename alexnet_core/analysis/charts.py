@@ -364,7 +364,7 @@ def epoch_timeline_figure(timeline, classes: list[str], total_epochs: int | None
     confusion matrix (share of each true class), each class's accuracy, conv1's filters and the
     probe images' top prediction. A slider picks the epoch; Play runs through them from the
     first. It opens on the last epoch, the model the run ended with."""
-    from .explain import kernel_grid
+    from alexnet_core.analysis.explain import kernel_grid
 
     n = len(classes)
     shown = epoch_frames(timeline)

@@ -13,13 +13,13 @@ import sys
 import threading
 from pathlib import Path
 
-from . import runs
-from .cli import LAUNCHED_ENV
-from .config import TrainConfig
+from alexnet_core.cli import LAUNCHED_ENV
+from alexnet_core.settings.config import TrainConfig
+from alexnet_core.store import runs
 
 
 def _spawn(run_dir: Path) -> int:
-    root_of_package = Path(__file__).resolve().parent.parent
+    root_of_package = Path(__file__).resolve().parents[2]
     env = {**os.environ, LAUNCHED_ENV: str(run_dir),
            "PYTHONPATH": os.pathsep.join(filter(None, [str(root_of_package), os.environ.get("PYTHONPATH")]))}
     # A stop request left from before this start is stale; one made from here on (while the
@@ -47,7 +47,7 @@ def start(config: TrainConfig, root=None, run_id: str | None = None, allow_paral
     fine-tunes has its base model loaded and checked first (ConfigError), so a base it cannot use
     leaves no run folder, and the run records the network it will train (the base's)."""
     if config.init_from:
-        from .training import check_fine_tune  # TensorFlow: only when a Start fine-tunes
+        from alexnet_core.train.training import check_fine_tune  # TensorFlow: only when a Start fine-tunes
 
         config = check_fine_tune(config)
     run_dir = runs.new_run(config, root, run_id, allow_parallel=allow_parallel, starter_pid=os.getpid())

@@ -1,0 +1,1 @@
+"""Questions asked of a trained model: evaluation, the embedding map, explanations, profiles, charts."""

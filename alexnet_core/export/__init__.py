@@ -1,0 +1,1 @@
+"""Models out: SavedModel, TensorFlow Lite and run bundles."""

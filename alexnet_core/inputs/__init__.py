@@ -1,0 +1,1 @@
+"""Images in: data sources, tf.data pipelines, augmentation, preprocessing, the app's own datasets."""

@@ -1,0 +1,1 @@
+"""The networks: architectures as data, their custom layers, the layer table."""

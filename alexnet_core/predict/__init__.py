@@ -1,0 +1,1 @@
+"""A model's answers: safe model loading, the forward pass, top-k."""

@@ -1,0 +1,1 @@
+"""Training settings: the validated TrainConfig and the named recipes."""

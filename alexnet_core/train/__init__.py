@@ -1,0 +1,1 @@
+"""Training: the loop, its commits, status and snapshots, devices, multi-worker joins, the launcher."""
