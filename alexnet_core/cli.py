@@ -17,7 +17,6 @@ import time
 from alexnet_core.train.join_watch import JOIN_TIMEOUT_S
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-LAUNCHED_ENV = "ALEXNET_LAUNCHED_RUN"  # set by the launcher for the trainer it starts
 STARTED = time.time()  # when this command started (a stop request older than this is stale)
 
 
@@ -224,7 +223,8 @@ def cmd_train(args) -> int:
 
     from alexnet_core.inputs.data import DataError
     from alexnet_core.settings.config import ConfigError
-    from alexnet_core.store import runs
+    from alexnet_core.store import layout, liveness
+    from alexnet_core.train import launcher, lifecycle
     from alexnet_core.train.training import prepare_tensorflow, run_training
 
     if args.resume:
@@ -241,17 +241,17 @@ def cmd_train(args) -> int:
             config, run_dir = _worker_config(args)
         elif args.resume:
             run_dir = Path(args.resume)
-            config = runs.check_resumable(run_dir, allow_parallel=args.allow_parallel,
-                                          launching=os.environ.get(LAUNCHED_ENV) == str(run_dir),
-                                          starter_pid=os.getpid())
-            if os.environ.get(LAUNCHED_ENV) != str(run_dir):  # the launcher clears stale requests itself
+            config = lifecycle.check_resumable(run_dir, allow_parallel=args.allow_parallel,
+                                               launching=os.environ.get(launcher.LAUNCHED_ENV) == str(run_dir),
+                                               starter_pid=os.getpid())
+            if os.environ.get(launcher.LAUNCHED_ENV) != str(run_dir):  # the launcher clears stale requests itself
                 clear_stale_stop(run_dir, STARTED)
         else:
             config = _train_config(args)
-            run_dir = runs.new_run(config, args.runs_dir, args.run_id, allow_parallel=args.allow_parallel,
+            run_dir = lifecycle.new_run(config, args.runs_dir, args.run_id, allow_parallel=args.allow_parallel,
                                    starter_pid=os.getpid())
             print(f"run folder: {run_dir}", file=sys.stderr, flush=True)
-    except (ConfigError, DataError, runs.RunError) as exc:  # each names the bad value
+    except (ConfigError, DataError, layout.RunError) as exc:  # each names the bad value
         raise UsageError(str(exc)) from exc
     except OSError as exc:
         raise UsageError(f"Cannot create the run folder: {exc}") from exc
@@ -266,7 +266,7 @@ def cmd_train(args) -> int:
     if not args.json:
         print(run_dir)
     else:
-        print(json.dumps({"run_dir": str(run_dir), **runs.read_status(run_dir)}))
+        print(json.dumps({"run_dir": str(run_dir), **liveness.read_status(run_dir)}))
     return code
 
 
@@ -275,9 +275,9 @@ def clear_stale_stop(run_dir, before: float) -> None:
     earlier trainer); one written since stays, for the trainer to honour as soon as it can."""
     from pathlib import Path
 
-    from alexnet_core.store import runs
+    from alexnet_core.store import layout
 
-    path = Path(run_dir) / runs.STOP_REQUEST
+    path = Path(run_dir) / layout.STOP_REQUEST
     try:
         written = float(path.read_text(encoding="utf-8")[:64])
     except (OSError, ValueError):
@@ -308,28 +308,28 @@ def _worker_config(args):
     from pathlib import Path
 
     from alexnet_core.settings.config import TrainConfig
-    from alexnet_core.store import runs
+    from alexnet_core.store import layout
 
     if args.resume:
         run_dir = Path(args.resume)
         try:
-            return TrainConfig.from_dict(runs.read_config(run_dir)), run_dir
+            return TrainConfig.from_dict(layout.read_config(run_dir)), run_dir
         except (OSError, ValueError, TypeError) as exc:
             raise UsageError(f"Cannot resume {run_dir}: {exc}. Every worker must read the run folder the chief "
                              "writes (shared storage)") from exc
     config = _train_config(args)
-    return config, runs.runs_root(args.runs_dir) / (args.run_id or "unnamed")
+    return config, layout.runs_root(args.runs_dir) / (args.run_id or "unnamed")
 
 
 def cmd_stop(args) -> int:
     from pathlib import Path
 
-    from alexnet_core.store import runs
+    from alexnet_core.store import layout, liveness
 
     run_dir = Path(args.run_dir)
-    if not (run_dir / runs.CONFIG).exists():
-        raise UsageError(f"{run_dir} is not a run folder (no {runs.CONFIG})")
-    runs.request_stop(run_dir)
+    if not (run_dir / layout.CONFIG).exists():
+        raise UsageError(f"{run_dir} is not a run folder (no {layout.CONFIG})")
+    liveness.request_stop(run_dir)
     print(f"Stop requested: {run_dir.name} stops after its current batch.", file=sys.stderr)
     return 0
 
@@ -390,15 +390,16 @@ def cmd_predict(args) -> int:
 
 
 def cmd_export(args) -> int:
+    from alexnet_core.export import bundle
     from alexnet_core.inputs.data import DataError
     from alexnet_core.predict.inference import ModelLoadError
-    from alexnet_core.store import runs
+    from alexnet_core.store import layout
 
     try:
-        dest = runs.export_run(args.run_dir, args.dest, evaluate_on=args.evaluate, split=args.split,
+        dest = bundle.export_run(args.run_dir, args.dest, evaluate_on=args.evaluate, split=args.split,
                                read_only=args.read_only, headline=args.headline,
                                data_description=args.data_description)
-    except (runs.RunError, ModelLoadError, DataError) as exc:
+    except (layout.RunError, ModelLoadError, DataError) as exc:
         raise UsageError(str(exc)) from exc
     print(dest)
     return 0

@@ -30,7 +30,8 @@ def main() -> int:
 
     from alexnet_core.inputs.data import load_source
     from alexnet_core.settings.recipes import get_recipe
-    from alexnet_core.store import runs
+    from alexnet_core.store import layout
+    from alexnet_core.train import lifecycle
     from alexnet_core.train.training import configure_threads, estimate_epoch_seconds, run_training
 
     configure_threads()
@@ -44,11 +45,11 @@ def main() -> int:
         estimate = estimate_epoch_seconds(config, len(source.class_names), n_train, num_val=n_val)
         estimate_cost = time.perf_counter() - start
         root = Path(tempfile.mkdtemp(prefix="estimate-"))
-        run_dir = runs.new_run(config, root, f"estimate-{name}", allow_parallel=True)
+        run_dir = lifecycle.new_run(config, root, f"estimate-{name}", allow_parallel=True)
         wall = time.perf_counter()
         run_training(config, run_dir, log=lambda m: None)
         wall = time.perf_counter() - wall
-        record = json.loads((run_dir / runs.CHECKPOINTS / runs.STATE).read_text())
+        record = json.loads((run_dir / layout.CHECKPOINTS / layout.STATE).read_text())
         last = record["metrics"][-1]
         print(f"{name}: {len(record['metrics'])} epochs in {wall / 60:.1f} min (start to saved model), final "
               f"validation accuracy {last.get('val_accuracy', float('nan')):.2%}", flush=True)

@@ -36,7 +36,8 @@ import tensorflow as tf  # noqa: E402
 from alexnet_core.inputs.data import SAMPLE_DIR, Split, load_folder, make_dataset  # noqa: E402
 from alexnet_core.models.variants import build_model  # noqa: E402
 from alexnet_core.settings.config import TrainConfig  # noqa: E402
-from alexnet_core.store import runs  # noqa: E402
+from alexnet_core.store import fileio, layout  # noqa: E402
+from alexnet_core.train import lifecycle  # noqa: E402
 from alexnet_core.train.training import Trainer, build_optimizer, loss_function, make_steps  # noqa: E402
 
 SHARED = Path(__file__).resolve().parent.parent.parent / "shared" / "datasets" / "cifar10" / "train"
@@ -76,11 +77,11 @@ def measure_step(name, model, optimizer, config, dataset, steps, warmup, batch, 
 
 
 def measure_trainer(name, config, root, batch):
-    run_dir = runs.new_run(config, root)
+    run_dir = lifecycle.new_run(config, root)
     cpu0, start = cpu_times(), time.perf_counter()
     status = Trainer(config, run_dir, log=lambda m: None).run()
     assert status["state"] == "finished", status
-    record = runs.read_object(run_dir / runs.CHECKPOINTS / runs.STATE)
+    record = fileio.read_object(run_dir / layout.CHECKPOINTS / layout.STATE)
     epoch = record["metrics"][-1]
     wall = epoch["epoch_seconds"]
     cpu1 = cpu_times()  # the whole run's CPU; only the timed epoch's images/s is compared

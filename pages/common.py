@@ -117,21 +117,21 @@ def shape_text(shape) -> str:
 
 
 def runs_root():
-    from alexnet_core.store.runs import runs_root as root
+    from alexnet_core.store.layout import runs_root as root
 
     return root()
 
 
 def all_runs() -> list[dict]:
     """The user's runs, then the bundled ones (a user run with the same id wins)."""
-    from alexnet_core.store.runs import all_runs as rows
+    from alexnet_core.store.catalog import all_runs as rows
 
     return rows(runs_root())
 
 
 def run_dir_of(run_id: str):
     """The folder of a run id from the user (URL or widget), validated; None if unknown."""
-    from alexnet_core.store.runs import find_run
+    from alexnet_core.store.catalog import find_run
 
     return find_run(run_id, runs_root())
 
@@ -164,8 +164,9 @@ def format_duration(seconds) -> str:
 def model_choices() -> dict[str, str]:
     """{spec: label} of the models a user can question: the bundled demo, then finished runs."""
     from alexnet_core.predict.inference import DEMO_RUN
-    from alexnet_core.store import runs
-    from alexnet_core.store.runs import MODEL, is_active
+    from alexnet_core.store import catalog
+    from alexnet_core.store.catalog import is_active
+    from alexnet_core.store.layout import MODEL
 
     rows = all_runs()
     choices = {}
@@ -175,7 +176,7 @@ def model_choices() -> dict[str, str]:
             "Bundled demo model (CIFAR-10)"
     for row in rows:
         if row["has_model"] and row["path"] != str(DEMO_RUN) and not is_active(row):
-            choices[row["path"]] = f"{runs.display_name(row)} ({row['variant']}, {row['state']})"
+            choices[row["path"]] = f"{catalog.display_name(row)} ({row['variant']}, {row['state']})"
     return choices
 
 
@@ -424,18 +425,18 @@ def epoch_timeline(run_dir, key: str, elsewhere: str = "") -> bool:
     `elsewhere`: what else the page measures, which these figures are not."""
     from pathlib import Path
 
-    from alexnet_core.store import runs
+    from alexnet_core.store import fileio, layout
     from alexnet_core.train.snapshots import FOLDER
 
     run_dir = Path(run_dir)
-    config = runs.read_object(run_dir / runs.CONFIG)
+    config = fileio.read_object(run_dir / layout.CONFIG)
     classes = config.get("class_names")
     folder = run_dir / FOLDER
     if not isinstance(classes, list) or not classes or not folder.is_dir():
         st.info("This run kept no epoch snapshots. Runs trained with this version of the app keep one after "
                 "every epoch, unless they have no validation images.", icon=":material/history:")
         return False
-    completed = len(runs.read_metrics(run_dir))
+    completed = len(layout.read_metrics(run_dir))
     total = config.get("epochs") if isinstance(config.get("epochs"), int) else None
     fig, notes, images, probe = _timeline(str(run_dir), folder.stat().st_mtime, completed,
                                           tuple(str(c) for c in classes), total)

@@ -15,7 +15,7 @@ from alexnet_core.predict.inference import (
     verdict,
 )
 from alexnet_core.settings.config import ConfigError
-from alexnet_core.store import runs
+from alexnet_core.store import catalog, fileio, layout
 from pages.common import (
     all_runs,
     device_banner,
@@ -234,7 +234,7 @@ st.subheader("2. Train")
 
 def runs_of_dataset() -> list[dict]:
     """Runs trained on this dataset, newest first."""
-    mine = [r for r in all_runs() if runs.read_object(Path(r["path"]) / runs.CONFIG).get("data") == str(path)]
+    mine = [r for r in all_runs() if fileio.read_object(Path(r["path"]) / layout.CONFIG).get("data") == str(path)]
     return sorted(mine, key=lambda r: r.get("started") or 0, reverse=True)
 
 
@@ -257,7 +257,7 @@ else:
         try:
             config = datasets.train_config(path, fine_tune=mode == "fine-tune", epochs=int(epochs))
             start(config, runs_root())
-        except (ConfigError, DataError, runs.RunError, OSError) as exc:
+        except (ConfigError, DataError, layout.RunError, OSError) as exc:
             st.error(plain(exc, 400))
         else:
             st.rerun()
@@ -265,7 +265,7 @@ else:
 mine = runs_of_dataset()
 if mine:
     latest = mine[0]
-    active = runs.is_active(latest)
+    active = catalog.is_active(latest)
 
     @st.fragment(run_every=2.0 if active else None)
     def progress():
@@ -275,13 +275,13 @@ if mine:
             with left:
                 state_badge(row["state"])
             best = row.get("best_val_accuracy")
-            right.markdown(f"Latest run **{plain(runs.display_name(row), 120)}**: epoch {row['epochs_done']} of "
+            right.markdown(f"Latest run **{plain(catalog.display_name(row), 120)}**: epoch {row['epochs_done']} of "
                            f"{row['epochs'] or '?'}" + (f", best validation accuracy {best:.0%} (on the fifth of "
                                                         "your images kept aside)" if best is not None else "")
                            + f". {plain(row['message'], 300)}")
             st.page_link("pages/train.py", label="Watch it on the Train page", icon=":material/monitoring:",
                          query_params={"run": row["run_id"]})
-        if active and not runs.is_active(row):
+        if active and not catalog.is_active(row):
             st.rerun()  # finished: the page offers to try it
 
     progress()
@@ -289,13 +289,13 @@ if mine:
 # --- 3. Try it -----------------------------------------------------------------------------------
 
 st.subheader("3. Try it live")
-ready = [r for r in mine if r["has_model"] and not runs.is_active(r)]
+ready = [r for r in mine if r["has_model"] and not catalog.is_active(r)]
 if not ready:
     st.info("Train a model on this dataset first; then show it a photo here.", icon=":material/info:")
     device_banner()
     st.stop()
 picked = st.selectbox("Model", [r["path"] for r in ready], key="dataset_try_model", format_func=lambda p: next(
-    f"{runs.display_name(r)} ({r['state']}, {r['epochs_done']} epochs)" for r in ready if r["path"] == p))
+    f"{catalog.display_name(r)} ({r['state']}, {r['epochs_done']} epochs)" for r in ready if r["path"] == p))
 loaded, predictor = loaded_model_or_stop(picked)
 source, shot = st.columns(2)
 upload = source.file_uploader("An image to classify", type=UPLOAD_TYPES, key="dataset_try_upload")

@@ -1,7 +1,7 @@
 import streamlit as st
 
 from alexnet_core.predict.inference import DEMO_RUN
-from alexnet_core.store import runs
+from alexnet_core.store import catalog
 from pages.common import cpu_friendly_variants, device_banner, device_info, format_bytes, page_setup, plain
 
 page_setup()
@@ -16,7 +16,7 @@ cols = st.columns(4)
 cols[0].metric("Device", info["kind"])
 cols[1].metric("Name", info["name"])
 cols[2].metric("Memory", format_bytes(info["memory_bytes"]))
-headline = runs.headline_accuracy(DEMO_RUN)
+headline = catalog.headline_accuracy(DEMO_RUN)
 if headline:
     cols[3].metric("Bundled model accuracy", f"{headline['accuracy']:.1%}",
                    help=f"The bundled AlexNet on {headline.get('description') or headline['data']}")

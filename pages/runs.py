@@ -6,7 +6,7 @@ import pandas as pd
 import streamlit as st
 
 from alexnet_core.analysis.charts import compare_curves
-from alexnet_core.store import runs
+from alexnet_core.store import catalog, layout
 from pages.common import (
     all_runs,
     clone_settings,
@@ -48,7 +48,7 @@ if wanted is not None and run_dir_of(wanted) is None:
     st.warning(f"There is no run named {plain(wanted, 80)}.")
 table["label"] = [r["name"] for r in rows]
 table["about"] = [" ".join(r["notes"].split())[:120] for r in rows]
-table["trained_on"] = [runs.trained_on(r, short=True) for r in rows]
+table["trained_on"] = [catalog.trained_on(r, short=True) for r in rows]
 columns = ["run_id", *(["label"] if table["label"].any() else []), "state",
            *(["notes"] if table["notes"].any() else []), "variant", "data", "progress", "best_val_accuracy",
            *(["trained_on"] if (table["trained_on"] != "1 device").any() else []), "duration", "started", *(["about"] if table["about"].any() else [])]
@@ -78,14 +78,14 @@ if not selected:
     device_banner()
     st.stop()
 
-curves = {r["run_id"]: runs.read_metrics(Path(r["path"])) for r in selected}
+curves = {r["run_id"]: layout.read_metrics(Path(r["path"])) for r in selected}
 c1, c2 = st.columns(2)
 c1.markdown("**Validation accuracy**")
 c1.plotly_chart(compare_curves(curves, "val_accuracy"), width="stretch", key="runs_val_acc")
 c2.markdown("**Validation loss**")
 c2.plotly_chart(compare_curves(curves, "val_loss"), width="stretch", key="runs_val_loss")
 
-configs = {r["run_id"]: runs.read_checked(Path(r["path"]) / runs.CONFIG, runs.CONFIG_SCHEMA)[0] for r in selected}
+configs = {r["run_id"]: layout.read_checked(Path(r["path"]) / layout.CONFIG, layout.CONFIG_SCHEMA)[0] for r in selected}
 
 
 def flat(config: dict) -> dict:
@@ -100,7 +100,7 @@ def flat(config: dict) -> dict:
     return out
 
 
-trained_on = {r["run_id"]: runs.trained_on(r) or "not recorded" for r in selected}
+trained_on = {r["run_id"]: catalog.trained_on(r) or "not recorded" for r in selected}
 settings = pd.DataFrame({run_id: {"trained on": trained_on[run_id], **flat(c)}
                          for run_id, c in configs.items()}).astype(str)
 if len(selected) > 1:
@@ -172,14 +172,14 @@ def deploy_download(model_path: Path, run_key: str) -> None:
 
 def label_editor(r: dict, run_dir: Path, run_key: str, where) -> None:
     with where.popover("Name and notes", icon=":material/edit:", width="stretch"):
-        name = st.text_input("Name", r["name"], max_chars=runs.MAX_NAME, key=f"label_name_{run_key}",
+        name = st.text_input("Name", r["name"], max_chars=layout.MAX_NAME, key=f"label_name_{run_key}",
                              placeholder="e.g. baseline, lr 0.05")
-        notes = st.text_area("Notes", r["notes"], max_chars=runs.MAX_NOTES, key=f"label_notes_{run_key}",
+        notes = st.text_area("Notes", r["notes"], max_chars=layout.MAX_NOTES, key=f"label_notes_{run_key}",
                              placeholder="What you tried and what you saw")
         if st.button("Save", type="primary", key=f"label_save_{run_key}"):
             try:
-                runs.write_label(run_dir, name, notes)
-            except (runs.RunError, OSError) as exc:
+                catalog.write_label(run_dir, name, notes)
+            except (layout.RunError, OSError) as exc:
                 st.error(plain(exc, 400))
             else:
                 st.rerun()
@@ -189,7 +189,7 @@ for r in selected:
     run_dir = Path(r["path"])
     run_key = r["run_id"]  # unique in the table (a user run shadows a bundled one of the same id)
     with st.container(border=True):
-        st.markdown(f"**{plain(runs.display_name(r), 160)}**: {plain(r['state'])}. {plain(r['message'], 600)}")
+        st.markdown(f"**{plain(catalog.display_name(r), 160)}**: {plain(r['state'])}. {plain(r['message'], 600)}")
         if r["notes"]:
             st.caption(plain(r["notes"], 600))
         for problem in r["problems"]:
@@ -198,11 +198,11 @@ for r in selected:
             epoch_timeline(run_dir, f"timeline_{run_key}")
         b = st.columns(4)
         with b[0].popover("Download", icon=":material/download:", width="stretch"):
-            metrics_path = runs.safe_file(run_dir, runs.METRICS)
+            metrics_path = layout.safe_file(run_dir, layout.METRICS)
             if metrics_path:
                 st.download_button("Metrics (CSV)", metrics_path.read_bytes(), f"{r['run_id']}-metrics.csv",
                                    mime="text/csv", icon=":material/table:", key=f"dl_metrics_{run_key}")
-            model_path = runs.safe_file(run_dir, runs.MODEL)
+            model_path = layout.safe_file(run_dir, layout.MODEL)
             if model_path and r["has_model"]:
                 st.download_button("Model (.keras)", model_path.read_bytes(), f"{r['run_id']}.keras",
                                    icon=":material/model_training:", key=f"dl_model_{run_key}")
@@ -222,20 +222,20 @@ for r in selected:
                 st.markdown(f"**{plain(r['run_id'], 120)}** is a link to a run elsewhere. Remove the link? "
                             "The run it points to is kept.")
                 if st.button("Remove the link", type="primary", key=f"delete_{run_key}"):
-                    runs.delete_run(runs_root(), r["run_id"])
+                    catalog.delete_run(runs_root(), r["run_id"])
                     forget(r["run_id"])
                     st.rerun()
         elif r["read_only"]:
             b[3].caption("Bundled with the app: read-only")
-        elif runs.is_active(r):
+        elif catalog.is_active(r):
             b[3].caption("Training: stop it before deleting")
         else:
             with b[3].popover("Delete", icon=":material/delete:", width="stretch"):
                 st.markdown(f"Delete **{plain(r['run_id'], 120)}** and everything in its folder? This cannot be undone.")
                 if st.button("Delete for good", type="primary", key=f"delete_{run_key}"):
                     try:
-                        runs.delete_run(runs_root(), r["run_id"])
-                    except runs.RunError as exc:
+                        catalog.delete_run(runs_root(), r["run_id"])
+                    except layout.RunError as exc:
                         st.error(plain(exc, 400))
                     else:
                         forget(r["run_id"])

@@ -16,7 +16,7 @@ from alexnet_core.settings.config import (
     default_learning_rate,
 )
 from alexnet_core.settings.recipes import RECIPES
-from alexnet_core.store import runs
+from alexnet_core.store import catalog, layout, liveness
 from alexnet_core.train.launcher import resume, start
 from alexnet_core.train.training import estimate_epoch_seconds
 from pages.common import (
@@ -228,7 +228,7 @@ def new_run_form():
                  disabled=cifar_blocked):
         try:
             run_dir = start(config, runs_root())
-        except (runs.RunError, ConfigError, DataError, OSError) as exc:  # ActiveRunError: another run is active
+        except (layout.RunError, ConfigError, DataError, OSError) as exc:  # ActiveRunError: another run is active
             st.error(plain(exc, 600), icon=":material/block:")
             return
         st.session_state["train_show_next"] = run_dir.name  # selected before the picker is drawn
@@ -242,17 +242,17 @@ def live_view(run_id: str) -> None:
     if run_dir is None:
         st.warning(f"There is no run named {plain(run_id, 80)}.")
         return
-    run = runs.read_run(run_dir)
+    run = catalog.read_run(run_dir)
     status, config, metrics, steps = run["status"], run["config"], run["metrics"], run["steps"]
-    row = runs.run_summary(run_dir, run)
+    row = catalog.run_summary(run_dir, run)
     state = status.get("state", "unknown")
     top = st.columns([3, 1])
     with top[0]:
         state_badge(state)
     with top[1]:
         run_actions(row, config)  # here, inside the polling view, so the buttons always match the state
-    where = runs.trained_on(row)
-    st.markdown(f"**{plain(runs.display_name(row), 160)}**: {plain(row['variant'] or '?')} on "
+    where = catalog.trained_on(row)
+    st.markdown(f"**{plain(catalog.display_name(row), 160)}**: {plain(row['variant'] or '?')} on "
                 f"{plain(row['data'] or '?')}" + (f", trained on {plain(where)}" if where else "")
                 + f". {plain(status.get('message', ''), 600)}")
     for problem in run["problems"]:
@@ -262,7 +262,7 @@ def live_view(run_id: str) -> None:
     epoch = int(status.get("epoch") or 0)
     step = int(status.get("step") or 0)
     done = len(metrics)
-    if runs.is_active(status):
+    if catalog.is_active(status):
         if status.get("phase") in ("validating", "saving"):
             step = per_epoch  # every step of this epoch has run
         fraction = min(1.0, (max(epoch - 1, 0) + step / per_epoch) / epochs)
@@ -274,7 +274,7 @@ def live_view(run_id: str) -> None:
     else:
         st.progress(min(1.0, done / epochs), text=f"{done} of {epochs} epochs")
     m = st.columns(4)
-    headline = runs.headline_accuracy(run_dir)
+    headline = catalog.headline_accuracy(run_dir)
     if headline:  # the model's own accuracy, measured after training: the one figure it is quoted by
         m[0].metric("Model accuracy", f"{headline['accuracy']:.1%}",
                     help=f"Measured on {headline.get('description') or headline.get('data')}")
@@ -290,18 +290,18 @@ def live_view(run_id: str) -> None:
     m[3].metric("Epochs done", f"{done} / {epochs}")
     if done or len(steps) >= 2:
         st.plotly_chart(training_curves(metrics, steps, per_epoch), width="stretch", key=f"curves_{run_id}")
-    elif runs.is_active(status):
+    elif catalog.is_active(status):
         st.info(f"Waiting for the first steps: the curves start after {int(config.get('log_every') or 10) * 2} "
                 "training steps.", icon=":material/hourglass_top:")
     else:
         st.caption("This run logged no training steps.")
-    log = runs.safe_file(run_dir, runs.LOG)
+    log = layout.safe_file(run_dir, layout.LOG)
     if state == "failed" and log is not None:
         st.download_button("Trainer log (train.log)", log.read_bytes()[-1_000_000:], f"{run_id}-train.log",
                            mime="text/plain", icon=":material/download:", key="train_log")
     was_active = st.session_state.get("train_was_active")
-    st.session_state["train_was_active"] = runs.is_active(status)
-    if was_active and not runs.is_active(status):
+    st.session_state["train_was_active"] = catalog.is_active(status)
+    if was_active and not catalog.is_active(status):
         st.rerun()  # the run ended: redraw the page and stop polling
 
 
@@ -314,27 +314,27 @@ def run_actions(row: dict, config: dict) -> None:
     notice = st.session_state.get("train_resumed_elsewhere")
     if notice and notice[0] == row["run_id"] and time.time() - notice[2] < 10:
         st.info(plain(notice[1], 600), icon=":material/hourglass_top:")
-    if runs.is_active(row):
+    if catalog.is_active(row):
         if st.button("Stop", icon=":material/stop:", key="train_stop", width="stretch"):
-            runs.request_stop(run_dir)
+            liveness.request_stop(run_dir)
             st.toast("Stop requested: the run stops after its current step. Completed epochs are saved; "
                      "an unfinished epoch is redone from its start when you resume.")
-    elif runs.can_resume(row):
+    elif catalog.can_resume(row):
         if st.button("Resume", icon=":material/play_arrow:", key="train_resume", type="primary", width="stretch"):
             try:
                 resume(run_dir)
-            except runs.ActiveRunError as exc:  # resumed a moment ago (another tab), or another run is training
-                if runs.is_active(runs.read_status(run_dir)):  # said for a few seconds over the live view
+            except layout.ActiveRunError as exc:  # resumed a moment ago (another tab), or another run is training
+                if catalog.is_active(liveness.read_status(run_dir)):  # said for a few seconds over the live view
                     st.session_state["train_resumed_elsewhere"] = (row["run_id"], str(exc), time.time())
                     st.rerun()
                 st.warning(plain(exc, 600), icon=":material/block:")
-            except (runs.RunError, OSError) as exc:
+            except (layout.RunError, OSError) as exc:
                 st.error(plain(exc, 600))
             else:
                 st.rerun()
-    if runs.is_active(row) or not config:
+    if catalog.is_active(row) or not config:
         return
-    failed = row["state"] in ("failed", "diverged") and not runs.can_resume(row)
+    failed = row["state"] in ("failed", "diverged") and not catalog.can_resume(row)
     if st.button("New run with these settings" if failed else "Clone settings", icon=":material/content_copy:",
                  key="train_clone", type="primary" if failed else "secondary", width="stretch",
                  help="Fill the form below with this run's settings and data"):
@@ -353,7 +353,7 @@ def run_actions(row: dict, config: dict) -> None:
 rows = all_runs()
 by_id = {r["run_id"]: r for r in rows}
 ids = list(by_id)
-active = [r["run_id"] for r in rows if runs.is_active(r)]
+active = [r["run_id"] for r in rows if catalog.is_active(r)]
 wanted = st.query_params.get("run")
 if wanted and wanted not in ids:
     st.warning(f"There is no run named {plain(wanted, 80)}; showing the latest instead.")
@@ -366,11 +366,11 @@ if ids:
         st.session_state["train_run"] = default
     st.subheader("Run")
     run_id = st.selectbox("Run", ids, key="train_run", label_visibility="collapsed",
-                          format_func=lambda r: f"{runs.display_name(by_id[r])}: {by_id[r]['variant']}, "
+                          format_func=lambda r: f"{catalog.display_name(by_id[r])}: {by_id[r]['variant']}, "
                                                 f"{by_id[r]['state']}")
     if st.query_params.get("run") != run_id:
         st.query_params["run"] = run_id
-    polling = runs.is_active(by_id[run_id])
+    polling = catalog.is_active(by_id[run_id])
     st.session_state["train_was_active"] = polling
     st.fragment(live_view, run_every=2.0 if polling else None)(run_id)
 

@@ -17,7 +17,7 @@ import pytest
 
 from alexnet_core.predict import inference
 from alexnet_core.predict.inference import DEMO_RUN, ModelLoadError, check_model_file
-from alexnet_core.store import runs
+from alexnet_core.store import fileio, layout
 from tests.test_hostile import cli, no_leak, open_with_query
 from tests.test_pages import ROOT, TIMEOUT, run_page
 
@@ -95,7 +95,7 @@ def run_copy(root, run_id):
     """A writable copy of the bundled run (its model, config, metrics and 120 snapshots)."""
     dest = Path(root) / run_id
     shutil.copytree(DEMO_RUN, dest)
-    (dest / runs.READ_ONLY).unlink()
+    (dest / layout.READ_ONLY).unlink()
     return dest
 
 
@@ -126,7 +126,7 @@ def peak_growth(setup, usual, bomb):
 def model_bomb(tmp_path_factory):
     """The bundled model with a GiB of zeros after its weights: 21 MB on disk."""
     folder = tmp_path_factory.mktemp("model_bomb")
-    return pad_member(DEMO_RUN / runs.MODEL, folder / "bomb.keras", "model.weights.h5", GIB)
+    return pad_member(DEMO_RUN / layout.MODEL, folder / "bomb.keras", "model.weights.h5", GIB)
 
 
 def test_a_model_whose_weights_unpack_to_a_gibibyte_is_refused_in_bounded_memory(model_bomb):
@@ -143,7 +143,7 @@ def test_a_model_whose_weights_unpack_to_a_gibibyte_is_refused_in_bounded_memory
 
 
 def test_archive_members_over_their_limits_are_refused(tmp_path):
-    demo = DEMO_RUN / runs.MODEL
+    demo = DEMO_RUN / layout.MODEL
     for name, extra, pad, message in [
             ("metadata", {}, ("metadata.json", 2**20), "its metadata.json unpacks to 1.0 MiB, more than the 0.1 MiB"),
             ("asset", {"assets/vocabulary.txt": 8 * 2**20}, None, "assets/vocabulary.txt unpacks to 8.0 MiB"),
@@ -186,7 +186,7 @@ def test_resume_refuses_a_checkpoint_that_unpacks_to_more_than_it_declares(tmp_p
     result = cli("train", *TINY, "--data", str(folder), "--epochs", "3", "--runs-dir", str(tmp_path / "runs"),
                  "--run-id", "killed", env={"ALEXNET_FAULT": "kill@snapshot#2"}, timeout=300)
     assert result.returncode == -9, result.stderr[-2000:]  # epoch 1 committed, with its optimizer state
-    last = run_dir / runs.CHECKPOINTS / json.loads((run_dir / runs.CHECKPOINTS / runs.STATE).read_text())["last"]
+    last = run_dir / layout.CHECKPOINTS / json.loads((run_dir / layout.CHECKPOINTS / layout.STATE).read_text())["last"]
     check_model_file(last)
     shutil.copy(pad_member(last, tmp_path / "padded.keras", "model.weights.h5", 256 * 2**20), last)
     result = cli("train", "--resume", str(run_dir), timeout=300)
@@ -219,8 +219,8 @@ def test_npz_bombs_are_damage_read_in_bounded_memory(tmp_path, kind):
     assert bomb.stat().st_size < 12 * 2**20
     keys = KEYS[kind]
     setup = "from alexnet_core import runs"
-    grew, value = peak_growth(setup, f"assert runs.load_npz({str(good)!r}, {keys!r}) is not None",
-                              f"runs.load_npz({str(bomb)!r}, {keys!r})")
+    grew, value = peak_growth(setup, f"assert fileio.load_npz({str(good)!r}, {keys!r}) is not None",
+                              f"fileio.load_npz({str(bomb)!r}, {keys!r})")
     assert value == "None" and grew < MAX_GROWTH_MIB, (value, f"+{grew:.0f} MiB")
 
 
@@ -245,9 +245,9 @@ def test_headers_declaring_ten_to_the_fourteen_items_are_damage(tmp_path):
     probe = write_npz(tmp_path / "snapshots" / "probe.npz", {"labels": np.arange(4)}, {"images": (huge, "|u1", 64)})
     write_npz(tmp_path / "snapshots" / "epoch-0001.npz", SNAPSHOT_ARRAYS, {"labels": (huge, "<i2", 64)})
     timeline = snapshots.read_timeline(tmp_path, 1, 10)
-    assert not timeline and len(timeline.notes) == 2 and runs.load_npz(probe, ("images", "labels")) is None
+    assert not timeline and len(timeline.notes) == 2 and fileio.load_npz(probe, ("images", "labels")) is None
     cache = write_npz(tmp_path / "eval.npz", {"kept": np.arange(3)}, {"probs": (huge, "<f4", 64)})
-    assert runs.load_npz(cache, ("probs", "kept")) is None and evaluation.read_cache(cache, 3, 10) is None
+    assert fileio.load_npz(cache, ("probs", "kept")) is None and evaluation.read_cache(cache, 3, 10) is None
     cache = write_npz(tmp_path / "map.npz", {"thumbnails": np.array(["x"])}, {"xy": (huge, "<f4", 64)})
     assert embedding_map.read_cache(cache, 1) is None
 
@@ -257,24 +257,24 @@ def test_caches_that_do_not_describe_the_split_are_read_as_none(tmp_path):
 
     probs = np.full((4, 3), 1 / 3, np.float32)
     good = tmp_path / "good.npz"
-    runs.save_npz(good, probs=probs, kept=np.array([0, 1, 3, 4]))
+    fileio.save_npz(good, probs=probs, kept=np.array([0, 1, 3, 4]))
     assert evaluation.read_cache(good, 5, 3) is not None
     assert evaluation.read_cache(good, 4, 3) is None  # an index past the split
     assert evaluation.read_cache(good, 5, 10) is None  # another model's classes
     for kept in ([0, 1, 1, 2], [-1, 0, 1, 2], [0, 1, 2]):
-        runs.save_npz(tmp_path / "bad.npz", probs=probs, kept=np.array(kept))
+        fileio.save_npz(tmp_path / "bad.npz", probs=probs, kept=np.array(kept))
         assert evaluation.read_cache(tmp_path / "bad.npz", 5, 3) is None, kept
-    runs.save_npz(tmp_path / "nan.npz", probs=probs * np.nan, kept=np.arange(4))
+    fileio.save_npz(tmp_path / "nan.npz", probs=probs * np.nan, kept=np.arange(4))
     assert evaluation.read_cache(tmp_path / "nan.npz", 5, 3) is None
     thumbs = np.array([embedding_map.THUMB_PREFIX + "AAAA"] * 3)
-    runs.save_npz(tmp_path / "map.npz", xy=np.zeros((3, 2), np.float32), thumbnails=thumbs)
+    fileio.save_npz(tmp_path / "map.npz", xy=np.zeros((3, 2), np.float32), thumbnails=thumbs)
     assert embedding_map.read_cache(tmp_path / "map.npz", 3) is not None
     assert embedding_map.read_cache(tmp_path / "map.npz", 4) is None
-    runs.save_npz(tmp_path / "map.npz", xy=np.zeros((3, 2), np.float32),
+    fileio.save_npz(tmp_path / "map.npz", xy=np.zeros((3, 2), np.float32),
                   thumbnails=np.array(["javascript:alert(1)"] * 3))
     assert embedding_map.read_cache(tmp_path / "map.npz", 3) is None
     with pytest.raises(ValueError):  # never written, so never unpickled
-        runs.save_npz(tmp_path / "objects.npz", values=np.array([{"a": 1}], dtype=object))
+        fileio.save_npz(tmp_path / "objects.npz", values=np.array([{"a": 1}], dtype=object))
 
 
 def test_fifos_named_like_run_files_are_never_opened(tmp_path):
@@ -287,20 +287,20 @@ def test_fifos_named_like_run_files_are_never_opened(tmp_path):
 
     run_dir = tmp_path / "run"
     (run_dir / "snapshots").mkdir(parents=True)
-    fifos = [run_dir / runs.CONFIG, run_dir / runs.STATUS, run_dir / "snapshots" / "probe.npz",
+    fifos = [run_dir / layout.CONFIG, run_dir / layout.STATUS, run_dir / "snapshots" / "probe.npz",
              run_dir / "snapshots" / "epoch-0001.npz", run_dir / "model.keras"]
     for fifo in fifos:
         os.mkfifo(fifo)
     seen = {}
 
     def read():
-        seen["json"] = runs.read_json(run_dir / runs.STATUS, "default")
-        seen["checked"] = runs.read_checked(run_dir / runs.CONFIG, runs.CONFIG_SCHEMA)
+        seen["json"] = fileio.read_json(run_dir / layout.STATUS, "default")
+        seen["checked"] = layout.read_checked(run_dir / layout.CONFIG, layout.CONFIG_SCHEMA)
         seen["timeline"] = read_timeline(run_dir, 1, 10).notes
         with pytest.raises(ModelLoadError, match="model.keras is not a regular file"):
             check_model_file(run_dir / "model.keras")
         seen["model"] = True
-        seen["problem"] = runs.model_problem(run_dir)  # the run list's check
+        seen["problem"] = layout.model_problem(run_dir)  # the run list's check
 
     reader = threading.Thread(target=read, daemon=True)
     reader.start()
@@ -322,22 +322,22 @@ def test_fifos_named_like_run_files_are_never_opened(tmp_path):
 def test_deeply_nested_json_is_damage_in_every_reader(tmp_path):
     path = tmp_path / "config.json"
     path.write_text(DEEP)
-    assert runs.read_json(path, "default") == "default" and runs.read_object(path) == {}
-    assert runs.read_checked(path, runs.CONFIG_SCHEMA) == ({}, [
+    assert fileio.read_json(path, "default") == "default" and fileio.read_object(path) == {}
+    assert layout.read_checked(path, layout.CONFIG_SCHEMA) == ({}, [
         "config.json: not valid JSON (nested more than 100 levels deep)"])
     path.write_text(json.dumps({"a": [[[[[[1]]]]]]}))
-    assert runs.read_checked(path, runs.CONFIG_SCHEMA) == ({"a": [[[[[[1]]]]]]}, [])
-    model = with_config(DEMO_RUN / runs.MODEL, tmp_path / "deep.keras", DEEP)
+    assert layout.read_checked(path, layout.CONFIG_SCHEMA) == ({"a": [[[[[[1]]]]]]}, [])
+    model = with_config(DEMO_RUN / layout.MODEL, tmp_path / "deep.keras", DEEP)
     with pytest.raises(ModelLoadError, match="deep.keras: its config.json is damaged"):
         check_model_file(model)
 
 
 def test_cli_refuses_the_model_bomb_and_deep_json_with_a_message(model_bomb, tmp_path):
     bomb_run = run_copy(tmp_path, "bomb-run")
-    shutil.copy(model_bomb, bomb_run / runs.MODEL)
+    shutil.copy(model_bomb, bomb_run / layout.MODEL)
     deep_run = run_copy(tmp_path, "deep-run")
-    (deep_run / runs.CONFIG).write_text(DEEP)
-    deep_model = with_config(DEMO_RUN / runs.MODEL, tmp_path / "deep.keras", DEEP)
+    (deep_run / layout.CONFIG).write_text(DEEP)
+    deep_model = with_config(DEMO_RUN / layout.MODEL, tmp_path / "deep.keras", DEEP)
     cases = [(("predict", str(model_bomb), CAT), "unpacks to"), (("evaluate", str(bomb_run), "--data", "sample"),
                                                                   "model.keras: its model.weights.h5 unpacks to"),
              (("predict", str(deep_run), CAT), "config.json: not valid JSON (nested"),
@@ -355,15 +355,15 @@ def test_cli_refuses_the_model_bomb_and_deep_json_with_a_message(model_bomb, tmp
 def test_pages_render_with_every_bomb_planted(model_bomb):
     from streamlit.testing.v1 import AppTest
 
-    root = runs.runs_root()
+    root = layout.runs_root()
     root.mkdir(parents=True, exist_ok=True)
     snaps = run_copy(root, "snapshot-bombs")
     write_npz(snaps / "snapshots" / "epoch-0002.npz", SNAPSHOT_ARRAYS, {"labels": ((GIB // 2,), "<i2", GIB)})
     write_npz(snaps / "snapshots" / "epoch-0003.npz", SNAPSHOT_ARRAYS, {"conv1": ((10**7, 10**7, 3, 48), "<f2", 64)})
     write_npz(snaps / "snapshots" / "probe.npz", {"labels": np.arange(32) % 10},
               {"images": ((32, 3344, 3344, 3), "|u1", 32 * 3344 * 3344 * 3)})
-    shutil.copy(model_bomb, run_copy(root, "model-bomb") / runs.MODEL)
-    (run_copy(root, "deep-config") / runs.CONFIG).write_text(DEEP)
+    shutil.copy(model_bomb, run_copy(root, "model-bomb") / layout.MODEL)
+    (run_copy(root, "deep-config") / layout.CONFIG).write_text(DEEP)
 
     at = open_with_query("pages/runs.py", "snapshot-bombs")
     no_leak(at)
@@ -389,8 +389,8 @@ def test_pages_render_with_every_bomb_planted(model_bomb):
 
     at = evaluate_page()
     assert any("Left out epoch 2" in c.value for c in at.caption)
-    (cache,) = (snaps / runs.EVAL).glob("[0-9a-f]*.npz")
-    good = runs.load_npz(cache, ("probs", "kept"))
+    (cache,) = (snaps / layout.EVAL).glob("[0-9a-f]*.npz")
+    good = fileio.load_npz(cache, ("probs", "kept"))
     accuracy, n = at.metric[0].value, good["kept"].size
     for planted in ({"probs": np.full((n, 10), 0.1, np.float32), "kept": np.arange(n) + 1},  # indices past the split
                     {"probs": np.full((n + 7, 10), 0.1, np.float32), "kept": np.arange(n + 7)},  # more than it has
@@ -398,10 +398,10 @@ def test_pages_render_with_every_bomb_planted(model_bomb):
         if planted is None:
             write_npz(cache, {"kept": np.arange(n)}, {"probs": ((GIB // 40, 10), "<f4", GIB)})
         else:
-            runs.save_npz(cache, **planted)
+            fileio.save_npz(cache, **planted)
         at = evaluate_page()
         assert at.metric[0].value == accuracy
         notes = " ".join(i.value for i in at.info).replace("\\", "")
         assert f"The saved evaluation ({cache.name}) was damaged or did not match this data: evaluated again" in notes
-        again = runs.load_npz(cache, ("probs", "kept"))  # written whole again
+        again = fileio.load_npz(cache, ("probs", "kept"))  # written whole again
         assert all(np.array_equal(again[k], good[k]) for k in good)

@@ -8,7 +8,7 @@ import pytest
 from alexnet_core.analysis.evaluation import evaluate
 from alexnet_core.inputs.data import SAMPLE_DIR, load_source
 from alexnet_core.predict.inference import DEMO_RUN, load_model
-from alexnet_core.store import runs
+from alexnet_core.store import catalog, fileio, layout, liveness
 from alexnet_core.train.snapshots import read_timeline
 from tests.helpers import with_keras_alone
 
@@ -17,23 +17,23 @@ MAX_SAMPLE_BYTES = 5 * 2**20
 
 
 def test_demo_run_is_a_complete_read_only_run():
-    for name in (runs.CONFIG, runs.STATUS, runs.METRICS, runs.MODEL, runs.READ_ONLY):
+    for name in (layout.CONFIG, layout.STATUS, layout.METRICS, layout.MODEL, layout.READ_ONLY):
         assert (DEMO_RUN / name).exists(), name
-    assert runs.read_status(DEMO_RUN)["state"] == "finished"
-    metrics = runs.read_metrics(DEMO_RUN)
-    assert len(metrics) == runs.read_config(DEMO_RUN)["epochs"]
+    assert liveness.read_status(DEMO_RUN)["state"] == "finished"
+    metrics = layout.read_metrics(DEMO_RUN)
+    assert len(metrics) == layout.read_config(DEMO_RUN)["epochs"]
     # 89.32% single view on the 5,000 held-out images (90.34% with flip averaging, docs/DEMO_MODEL.md):
     # the best epoch in training, and the saved model computing in float32 as `export` recorded it
     assert metrics["val_accuracy"].max() >= 0.886
-    headline = runs.headline_accuracy(DEMO_RUN)
+    headline = catalog.headline_accuracy(DEMO_RUN)
     assert headline["n"] == 5000 and headline["accuracy"] >= 0.886 and "single view" in headline["description"]
     assert len(read_timeline(DEMO_RUN, len(metrics), 10).epochs) == len(metrics)  # a snapshot for every epoch
-    assert (DEMO_RUN / runs.MODEL).stat().st_size <= MAX_MODEL_BYTES
+    assert (DEMO_RUN / layout.MODEL).stat().st_size <= MAX_MODEL_BYTES
 
 
 def test_demo_model_loads_safely_and_reproduces_its_recorded_sample_accuracy():
-    keras.models.load_model(DEMO_RUN / runs.MODEL, safe_mode=True)
-    recorded = runs.read_json(DEMO_RUN / runs.STATUS)["evaluations"][0]
+    keras.models.load_model(DEMO_RUN / layout.MODEL, safe_mode=True)
+    recorded = fileio.read_json(DEMO_RUN / layout.STATUS)["evaluations"][0]
     assert recorded["data"] == "sample" and recorded["split"] == "val"
     result = evaluate(load_model("demo"), "sample", "val", use_cache=False)
     assert result.n == recorded["n"] == 1000
@@ -43,7 +43,7 @@ def test_demo_model_loads_safely_and_reproduces_its_recorded_sample_accuracy():
 
 def test_demo_model_loads_with_keras_alone():
     """`export` wrote Keras' own layers: other code needs no import of ours to use the bundled model."""
-    assert with_keras_alone(DEMO_RUN / runs.MODEL, "m.output_shape") == [None, 10]
+    assert with_keras_alone(DEMO_RUN / layout.MODEL, "m.output_shape") == [None, 10]
 
 
 def test_sample_is_small_and_from_the_validation_files():

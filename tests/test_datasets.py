@@ -10,7 +10,7 @@ from alexnet_core.inputs import datasets
 from alexnet_core.inputs.datasets import DatasetError
 from alexnet_core.predict.inference import ImageDecodeError
 from alexnet_core.settings.config import ConfigError
-from alexnet_core.store import runs
+from alexnet_core.store import layout
 from tests.test_training import cli
 
 
@@ -87,13 +87,13 @@ def test_fine_tuning_keeps_the_base_models_convolutions_and_trains_a_new_head(tm
     assert result.returncode == 0, result.stderr[-3000:]
     assert "Fine-tuning from demo: kept 10 layers" in result.stderr
     run_dir = tmp_path / "runs" / "tuned"
-    tuned = keras.models.load_model(run_dir / runs.MODEL, safe_mode=True)
-    base = keras.models.load_model(runs.BUNDLED_DIR / "demo" / runs.MODEL, safe_mode=True)
+    tuned = keras.models.load_model(run_dir / layout.MODEL, safe_mode=True)
+    base = keras.models.load_model(layout.BUNDLED_DIR / "demo" / layout.MODEL, safe_mode=True)
     assert tuned.output_shape == (None, 2)
     for name in ("conv1", "bn1", "conv5", "bn5"):  # frozen: exactly the base model's, BatchNorm statistics too
         for a, b in zip(tuned.get_layer(name).get_weights(), base.get_layer(name).get_weights()):
             np.testing.assert_array_equal(a, b)
-    config = runs.read_config(run_dir)
+    config = layout.read_config(run_dir)
     assert config["init_from"] == "demo" and config["freeze_features"] is True
     missing = cli("train", "--recipe", "fine-tune", "--data", str(folder), "--init-from", str(tmp_path / "nowhere"),
                   "--runs-dir", str(tmp_path / "runs"), "--run-id", "bad")

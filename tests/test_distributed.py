@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from alexnet_core.settings.config import ConfigError
-from alexnet_core.store import runs
+from alexnet_core.store import catalog, fileio, layout, liveness
 from alexnet_core.train.devices import parse_tf_config, workers_tf_config
 from tests.helpers import make_image_folder, wait_for
 
@@ -69,7 +69,7 @@ def finish(procs, timeout=240):
 
 
 def epochs_logged(run_dir):
-    return list(runs.read_metrics(run_dir)["epoch"])
+    return list(layout.read_metrics(run_dir)["epoch"])
 
 
 def test_two_workers_train_one_run_to_finished(folder, tmp_path):
@@ -80,11 +80,11 @@ def test_two_workers_train_one_run_to_finished(folder, tmp_path):
     logs = [(tmp_path / f"pair-{i}.log").read_text() for i in range(2)]
     assert codes == [0, 0], logs[0][-3000:] + logs[1][-3000:]
     run_dir = root / "pair"
-    assert runs.read_status(run_dir)["state"] == "finished"
+    assert liveness.read_status(run_dir)["state"] == "finished"
     assert epochs_logged(run_dir) == [1, 2, 3]
-    for name in (runs.CONFIG, runs.STATUS, runs.METRICS, runs.STEPS, runs.MODEL, runs.CHECKPOINTS, runs.TENSORBOARD):
+    for name in (layout.CONFIG, layout.STATUS, layout.METRICS, layout.STEPS, layout.MODEL, layout.CHECKPOINTS, layout.TENSORBOARD):
         assert (run_dir / name).exists(), name
-    environment = runs.read_config(run_dir)["environment"]
+    environment = layout.read_config(run_dir)["environment"]
     assert environment["strategy"] == "MultiWorkerMirroredStrategy" and environment["replicas"] == 2
     assert environment["workers"] == addresses
     # Only the chief wrote the run folder: one run, no second status, and no scratch left behind.
@@ -94,15 +94,15 @@ def test_two_workers_train_one_run_to_finished(folder, tmp_path):
     # Both workers saw the same reduced metrics every epoch.
     epochs = [[line for line in log.splitlines() if line.startswith("epoch ")] for log in logs]
     assert len(epochs[0]) == 3 and epochs[0] == epochs[1]
-    summary = runs.run_summary(run_dir)
+    summary = catalog.run_summary(run_dir)
     assert summary["strategy"] == "MultiWorkerMirroredStrategy" and summary["replicas"] == 2
-    assert runs.trained_on(summary) == "2 workers, 2 replicas (MultiWorkerMirroredStrategy)"
-    assert runs.trained_on(summary, short=True) == "2 workers"
+    assert catalog.trained_on(summary) == "2 workers, 2 replicas (MultiWorkerMirroredStrategy)"
+    assert catalog.trained_on(summary, short=True) == "2 workers"
 
 
 def completed(run_dir):
-    record = runs.read_json(run_dir / runs.CHECKPOINTS / runs.STATE, None) if (
-        run_dir / runs.CHECKPOINTS / runs.STATE).exists() else None
+    record = fileio.read_json(run_dir / layout.CHECKPOINTS / layout.STATE, None) if (
+        run_dir / layout.CHECKPOINTS / layout.STATE).exists() else None
     return record.get("completed_epochs", 0) if isinstance(record, dict) else 0
 
 
@@ -127,12 +127,12 @@ def test_a_lost_worker_stops_the_others_and_resume_continues(folder, tmp_path, h
     log = (tmp_path / "lossy-0.log").read_text()
     assert code == 1, log[-3000:]
     assert took < LOST_WITHIN_S, f"the chief took {took:.0f} s to notice"
-    status = runs.read_status(run_dir)
+    status = liveness.read_status(run_dir)
     kept = completed(run_dir)
     assert status["state"] == "failed" and status["reason"] == "cluster"
     assert f"worker 1 ({addresses[1]})" in status["message"] and "--resume" in status["message"]
     assert f"kept as it was after epoch {kept}" in status["message"]
-    assert runs.can_resume(runs.run_summary(run_dir))
+    assert catalog.can_resume(catalog.run_summary(run_dir))
 
     procs, _, _ = start_workers(["--resume", str(run_dir)], tmp_path, "again")
     codes = finish(procs)
@@ -140,7 +140,7 @@ def test_a_lost_worker_stops_the_others_and_resume_continues(folder, tmp_path, h
     assert codes == [0, 0], log[-3000:]
     assert f"Resuming after epoch {kept} of 8" in log
     assert f"Resuming after epoch {kept} of 8" in (tmp_path / "again-1.log").read_text()
-    assert runs.read_status(run_dir)["state"] == "finished"
+    assert liveness.read_status(run_dir)["state"] == "finished"
     assert epochs_logged(run_dir) == list(range(1, 9))
 
 
@@ -282,7 +282,7 @@ def start_alone(tmp_path, tag, *extra):
 
 
 def waiting_status(run_dir, timeout=120):
-    return wait_for(lambda: "Waiting for" in (s := runs.read_object(run_dir / runs.STATUS)).get("message", "") and s,
+    return wait_for(lambda: "Waiting for" in (s := fileio.read_object(run_dir / layout.STATUS)).get("message", "") and s,
                     timeout, "the chief to wait for its peer")
 
 
@@ -290,14 +290,14 @@ def test_a_peer_that_never_starts_is_named_and_the_join_times_out(tmp_path):
     proc, run_dir, missing = start_alone(tmp_path, "lonely", "--join-timeout", "15")
     try:
         status = waiting_status(run_dir)
-        status = wait_for(lambda: missing in (s := runs.read_object(run_dir / runs.STATUS)).get("message", "") and s,
+        status = wait_for(lambda: missing in (s := fileio.read_object(run_dir / layout.STATUS)).get("message", "") and s,
                           30, "the missing worker to be named")
         assert "join timeout" in status["message"] and status["phase"] == "joining"
         code = proc.wait(120)
     finally:
         kill_group(proc)
     log = (tmp_path / "lonely.log").read_text()
-    status = runs.read_status(run_dir)
+    status = liveness.read_status(run_dir)
     assert code == 1, log[-3000:]
     assert status["state"] == "failed" and status["reason"] == "cluster", status
     assert f"{missing} did not join within 15 s (--join-timeout)" in status["message"]
@@ -311,17 +311,17 @@ def test_stop_or_sigterm_while_waiting_for_a_peer_ends_the_run_stopped(tmp_path,
     try:
         waiting_status(run_dir)
         if how == "stop":
-            runs.request_stop(run_dir)
+            liveness.request_stop(run_dir)
         else:
             proc.send_signal(signal.SIGTERM)
         code = proc.wait(60)
     finally:
         kill_group(proc)
     log = (tmp_path / "waiting.log").read_text()
-    status = runs.read_status(run_dir)
+    status = liveness.read_status(run_dir)
     assert code == 0 and status["state"] == "stopped", log[-3000:]
     assert f"while waiting for {missing} to join" in status["message"]
-    assert runs.can_resume(runs.run_summary(run_dir))
+    assert catalog.can_resume(catalog.run_summary(run_dir))
 
 
 def test_join_timeout_is_a_multi_worker_flag(tmp_path):

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from alexnet_core.analysis.embedding_map import _cache_path, build_map, features, is_cached, project, sample
-from alexnet_core.store import runs
+from alexnet_core.store import fileio, layout
 
 
 def test_sample_keeps_every_class_in_proportion():
@@ -65,11 +65,11 @@ def test_map_is_cached_and_a_damaged_cache_is_made_again(evaluated, tmp_path, mo
     again = build_map(loaded, result)
     np.testing.assert_array_equal(again.xy, first.xy)
     path = _cache_path(loaded, result, first.indices)
-    assert path.parent == tmp_path / ".cache" / "eval" and not runs.is_read_only(tmp_path)
+    assert path.parent == tmp_path / ".cache" / "eval" and not layout.is_read_only(tmp_path)
     path.write_bytes(b"PK\x03\x04 damaged")
     remade = build_map(loaded, result)
     np.testing.assert_allclose(remade.xy, first.xy, atol=1e-3)  # same seed, same map
-    assert runs.load_npz(path, ("xy", "thumbnails")) is not None  # and the cache is whole again
+    assert fileio.load_npz(path, ("xy", "thumbnails")) is not None  # and the cache is whole again
 
 
 def test_a_damaged_evaluation_cache_is_evaluated_again(evaluated, tmp_path, monkeypatch):
@@ -83,4 +83,4 @@ def test_a_damaged_evaluation_cache_is_evaluated_again(evaluated, tmp_path, monk
     cached.write_bytes(b"PK\x03\x04 damaged")  # a zip header, then garbage: np.load raises BadZipFile
     again = evaluate(loaded, folder, "all")
     np.testing.assert_allclose(again.probs, first.probs, atol=1e-6)
-    assert runs.load_npz(cached, ("probs", "kept")) is not None  # and the cache is whole again
+    assert fileio.load_npz(cached, ("probs", "kept")) is not None  # and the cache is whole again

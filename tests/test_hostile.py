@@ -18,7 +18,8 @@ from PIL import Image
 
 from alexnet_core.predict import inference
 from alexnet_core.predict.inference import ImageDecodeError, ModelLoadError, decode_image, load_model, read_image
-from alexnet_core.store import runs
+from alexnet_core.store import catalog, layout
+from alexnet_core.train import lifecycle
 from tests.helpers import make_image_folder
 from tests.test_pages import run_page  # noqa: E402
 
@@ -111,10 +112,10 @@ def damaged_runs(root, good):
 
 def test_damaged_runs_never_take_a_page_down(trained, tmp_path):
     good, _ = trained
-    root = runs.runs_root()
+    root = layout.runs_root()
     shutil.copytree(good, root / "good")
     made = damaged_runs(root, good)
-    rows = {r["run_id"]: r for r in runs.all_runs(root)}
+    rows = {r["run_id"]: r for r in catalog.all_runs(root)}
     assert not rows["good"]["problems"]
     for run_id, (name, _) in made.items():
         if name != "checkpoints/state.json":  # the commit record is read only when resuming
@@ -128,9 +129,9 @@ def test_damaged_runs_never_take_a_page_down(trained, tmp_path):
     runs_page = run_page("pages/runs.py")
     assert any("damaged: status.json" in str(v) for v in runs_page.dataframe[0].value["notes"])
     for run_id, (_, copy) in made.items():  # every damaged run stays deletable
-        runs.delete_run(root, run_id)
+        catalog.delete_run(root, run_id)
         assert not copy.exists()
-    assert (root / "good" / runs.MODEL).exists()
+    assert (root / "good" / layout.MODEL).exists()
 
 
 def test_cli_names_the_damaged_file(trained, tmp_path):
@@ -161,7 +162,7 @@ def test_fuzz_every_file_of_a_run(trained, tmp_path, seed):
     turn; the readers, the pages and the CLI's resume never raise."""
     good, _ = trained
     rng = random.Random(seed)
-    root = runs.runs_root()
+    root = layout.runs_root()
     files = [p.relative_to(good) for p in good.rglob("*") if p.is_file() and p.suffix in (".json", ".csv", ".keras")]
     for n, rel in enumerate(files):
         run_dir = root / f"fuzz-{n}"
@@ -175,7 +176,7 @@ def test_fuzz_every_file_of_a_run(trained, tmp_path, seed):
             target.write_bytes(bytes(rng.randrange(256) for _ in range(rng.randrange(1, 512))))
         else:
             target.write_text(json.dumps(rng.choice([[1, 2], "text", 3.5, None, {"state": 7, "epochs": []}])))
-        summary = runs.run_summary(run_dir)
+        summary = catalog.run_summary(run_dir)
         assert isinstance(summary["problems"], list)
     for page in ("pages/runs.py", "pages/train.py", "pages/classify.py", "pages/evaluate.py"):
         no_leak(run_page(page))
@@ -188,32 +189,32 @@ def test_a_linked_run_is_listed_as_such_and_never_written(trained, tmp_path):
     good, _ = trained
     elsewhere = tmp_path / "elsewhere" / "shared-run"
     shutil.copytree(good, elsewhere)
-    root = runs.runs_root()
+    root = layout.runs_root()
     root.mkdir(parents=True, exist_ok=True)
     (root / "linked").symlink_to(elsewhere, target_is_directory=True)
-    row = next(r for r in runs.all_runs(root) if r["run_id"] == "linked")
-    assert row["link"] == str(elsewhere) and row["read_only"] and not runs.can_resume(row)
-    with pytest.raises(runs.RunError, match="is a link"):
-        runs.check_resumable(root / "linked")
+    row = next(r for r in catalog.all_runs(root) if r["run_id"] == "linked")
+    assert row["link"] == str(elsewhere) and row["read_only"] and not catalog.can_resume(row)
+    with pytest.raises(layout.RunError, match="is a link"):
+        lifecycle.check_resumable(root / "linked")
     no_leak(run_page("pages/runs.py"))
-    runs.delete_run(root, "linked")
-    assert not (root / "linked").exists() and (elsewhere / runs.MODEL).exists()
+    catalog.delete_run(root, "linked")
+    assert not (root / "linked").exists() and (elsewhere / layout.MODEL).exists()
 
 
 def test_downloads_serve_only_regular_files_inside_the_run(tmp_path):
-    run_dir = runs.create_run(tmp_path, "r", {})
+    run_dir = catalog.create_run(tmp_path, "r", {})
     (tmp_path / "secret.txt").write_text("secret")
-    (run_dir / runs.METRICS).symlink_to(tmp_path / "secret.txt")
-    assert runs.safe_file(run_dir, runs.METRICS) is None
-    assert runs.safe_file(run_dir, runs.CONFIG) == run_dir / runs.CONFIG
-    assert runs.safe_file(run_dir, "../secret.txt") is None
+    (run_dir / layout.METRICS).symlink_to(tmp_path / "secret.txt")
+    assert layout.safe_file(run_dir, layout.METRICS) is None
+    assert layout.safe_file(run_dir, layout.CONFIG) == run_dir / layout.CONFIG
+    assert layout.safe_file(run_dir, "../secret.txt") is None
 
 
 def test_a_runs_folder_that_is_a_file(tmp_path):
     (tmp_path / "file").write_text("not a folder")
     result = cli("train", "--variant", "compact", "--data", "sample", env={"ALEXNET_RUNS_DIR": str(tmp_path / "file")})
     assert result.returncode == 2 and "is a file" in result.stderr and "Traceback" not in result.stderr
-    assert runs.list_runs(tmp_path / "file") == []
+    assert catalog.list_runs(tmp_path / "file") == []
 
 
 # --- Uploads and images ----------------------------------------------------------------------

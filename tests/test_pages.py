@@ -96,17 +96,17 @@ def test_architecture_compare():
 
 import os  # noqa: E402
 
-from alexnet_core.store import runs  # noqa: E402
+from alexnet_core.store import catalog, layout, liveness  # noqa: E402
 
 
 def fake_run(root, run_id, state="finished", epochs=3, pid=None, done=None):
-    run_dir = runs.create_run(root, run_id, {"variant": "compact", "data": "sample", "epochs": epochs,
+    run_dir = catalog.create_run(root, run_id, {"variant": "compact", "data": "sample", "epochs": epochs,
                                              "optimizer": "sgd", "learning_rate": 0.05 if run_id.endswith("a") else 0.1})
     rows = "".join(f"{e},{1.5 - 0.3 * e},{0.4 + 0.1 * e},{1.6 - 0.3 * e},{0.35 + 0.1 * e}\n" for e in range(epochs if done is None else done))
-    (run_dir / runs.METRICS).write_text("epoch,loss,accuracy,val_loss,val_accuracy\n" + rows)
-    (run_dir / runs.STEPS).write_text("step,epoch,loss,accuracy,learning_rate\n" +
+    (run_dir / layout.METRICS).write_text("epoch,loss,accuracy,val_loss,val_accuracy\n" + rows)
+    (run_dir / layout.STEPS).write_text("step,epoch,loss,accuracy,learning_rate\n" +
                                       "".join(f"{s},{s // 10 + 1},{2 - s / 40},{s / 60},0.01\n" for s in range(1, 30)))
-    runs.write_status(run_dir, state=state, pid=pid, started=1.0 + len(run_id), steps_per_epoch=10,
+    liveness.write_status(run_dir, state=state, pid=pid, started=1.0 + len(run_id), steps_per_epoch=10,
                       message=f"{state} run")
     return run_dir
 
@@ -139,10 +139,10 @@ def test_train_page_warns_of_slow_variants_on_a_cpu_only():
 
 
 def test_train_page_shows_a_run_and_stops_it(tmp_path):
-    root = runs.runs_root()
+    root = layout.runs_root()
     fake_run(root, "old-run-a")
     active = fake_run(root, "live-run-b", state="running", epochs=5, pid=os.getpid())
-    lock = runs.TrainerLock(active).acquire()  # held by a live trainer
+    lock = liveness.TrainerLock(active).acquire()  # held by a live trainer
     try:
         at = run_page("pages/train.py")
         assert at.selectbox(key="train_run").value == "live-run-b"  # the active run first
@@ -150,7 +150,7 @@ def test_train_page_shows_a_run_and_stops_it(tmp_path):
         assert len(at.get("plotly_chart")) == 1
         assert not any(b.label == "Resume" for b in at.button)  # the buttons match the state
         next(b for b in at.button if b.label == "Stop").click().run()
-        assert runs.stop_requested(active)
+        assert liveness.stop_requested(active)
     finally:
         lock.release()
     at.selectbox(key="train_run").select("old-run-a").run()
@@ -158,15 +158,15 @@ def test_train_page_shows_a_run_and_stops_it(tmp_path):
 
 
 def test_train_page_offers_resume_for_interrupted_runs():
-    root = runs.runs_root()
+    root = layout.runs_root()
     run_dir = fake_run(root, "cut-a", state="running", epochs=5, pid=2**22 + 7, done=2)  # a pid that is gone
     at = run_page("pages/train.py")
-    assert runs.read_status(run_dir)["state"] == "interrupted"
+    assert liveness.read_status(run_dir)["state"] == "interrupted"
     assert any(b.label == "Resume" for b in at.button)
 
 
 def test_runs_page_lists_compares_and_deletes():
-    root = runs.runs_root()
+    root = layout.runs_root()
     fake_run(root, "first-a")
     fake_run(root, "second-b")
     at = run_page("pages/runs.py")
@@ -196,12 +196,12 @@ def test_runs_page_prepares_a_deployable_file_of_the_bundled_model():
     assert any("the same top class as the model on" in c.value and "airplane, automobile" in c.value
                for c in at.caption)
     assert at.session_state["deploy_demo"][0] == "int8" and at.session_state["deploy_demo"][2].endswith(".tflite")
-    model_bytes = (runs.BUNDLED_DIR / "demo" / runs.MODEL).stat().st_size
+    model_bytes = (layout.BUNDLED_DIR / "demo" / layout.MODEL).stat().st_size
     assert len(at.session_state["deploy_demo"][1]) < model_bytes / 3  # the int8 file, not the float model
 
 
 def test_runs_page_rejects_path_escapes_from_the_url():
-    fake_run(runs.runs_root(), "only-a")
+    fake_run(layout.runs_root(), "only-a")
     at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=TIMEOUT)
     at.switch_page("pages/runs.py")
     at.query_params["run"] = "../../etc"

@@ -21,8 +21,8 @@ from pathlib import Path
 import pytest
 
 from alexnet_core.settings.config import TrainConfig
-from alexnet_core.store import runs
-from alexnet_core.train import launcher
+from alexnet_core.store import catalog, fileio, layout, liveness
+from alexnet_core.train import launcher, lifecycle
 
 ROOT = Path(__file__).resolve().parent.parent
 MEET_S = 3.0  # how long a contender that passed the rule's check waits for the other one
@@ -49,19 +49,19 @@ FAKE_SUBPROCESS = types.SimpleNamespace(Popen=FakePopen, DEVNULL=subprocess.DEVN
 
 
 def meet_after_the_check(barrier, setattr_=setattr):
-    """Make every runs.check_no_active_run wait at `barrier` once it has passed."""
-    check = runs.check_no_active_run
+    """Make every catalog.check_no_active_run wait at `barrier` once it has passed."""
+    check = catalog.check_no_active_run
 
     def checked_then_meet(*args, **kwargs):
         check(*args, **kwargs)
         with contextlib.suppress(threading.BrokenBarrierError):
             barrier.wait()
 
-    setattr_(runs, "check_no_active_run", checked_then_meet)
+    setattr_(catalog, "check_no_active_run", checked_then_meet)
 
 
 def run_folders(root):
-    return sorted(p.name for p in root.iterdir() if (p / runs.CONFIG).exists()) if root.exists() else []
+    return sorted(p.name for p in root.iterdir() if (p / layout.CONFIG).exists()) if root.exists() else []
 
 
 def outcome(call):
@@ -122,7 +122,7 @@ def test_two_processes_pressing_start_at_once_make_one_run(tmp_path):
         loser = "tab-2" if winner == "tab-1" else "tab-1"
         assert outcomes[winner] == "ok", outcomes
         assert outcomes[loser].startswith(f"ActiveRunError: Another run just started: {winner}"), outcomes
-        assert runs.read_status(root / winner)["state"] == "starting"
+        assert liveness.read_status(root / winner)["state"] == "starting"
     finally:
         done.set()
         for proc in procs:
@@ -145,16 +145,16 @@ def test_two_threads_pressing_start_at_once_make_one_run(tmp_path, no_trainer, m
 def test_the_command_line_counts_its_new_run_as_started_before_its_trainer_locks_it(tmp_path):
     """`train` creates its run `starting` with its own pid in the same step as the rule's check."""
     root = tmp_path / "runs"
-    run_dir = runs.new_run(config(), root, "cli", starter_pid=os.getpid())
-    assert runs.read_status(run_dir)["state"] == "starting" and runs.lock_held(run_dir) is False
-    with pytest.raises(runs.ActiveRunError, match="Another run just started: cli"):
-        runs.new_run(config(), root, "second")
+    run_dir = lifecycle.new_run(config(), root, "cli", starter_pid=os.getpid())
+    assert liveness.read_status(run_dir)["state"] == "starting" and liveness.lock_held(run_dir) is False
+    with pytest.raises(layout.ActiveRunError, match="Another run just started: cli"):
+        lifecycle.new_run(config(), root, "second")
     assert run_folders(root) == ["cli"]
 
 
 def test_one_run_id_taken_twice_is_refused_by_name(tmp_path):
     root = tmp_path / "runs"
-    outcomes = at_once(*[lambda: runs.new_run(config(), root, "same", allow_parallel=True)] * 2)
+    outcomes = at_once(*[lambda: lifecycle.new_run(config(), root, "same", allow_parallel=True)] * 2)
     assert sorted(outcomes) == ["RunError: Run 'same' already exists in " + str(root.resolve()), "ok"], outcomes
 
 
@@ -162,10 +162,10 @@ def test_the_runs_lock_keeps_out_other_threads_and_lets_its_holder_in_again(tmp_
     root = tmp_path / "runs"
 
     def take_it():
-        with runs.runs_lock(root, wait_s=0.2):
+        with liveness.runs_lock(root, wait_s=0.2):
             pass
 
-    with runs.runs_lock(root):
+    with liveness.runs_lock(root):
         take_it()  # its holder takes it again (new_run inside a caller's hold does not wait for itself)
         assert at_once(take_it) == [f"ActiveRunError: Another run is being started or resumed in {root} and has "
                                     "not finished after 0 s: try again in a moment."]
@@ -177,8 +177,8 @@ def test_the_runs_lock_keeps_out_other_threads_and_lets_its_holder_in_again(tmp_
 
 
 def paused_run(root):
-    run_dir = runs.create_run(root, "paused", asdict(config()))
-    runs.write_status(run_dir, state="stopped", message="Stopped after epoch 1")
+    run_dir = catalog.create_run(root, "paused", asdict(config()))
+    liveness.write_status(run_dir, state="stopped", message="Stopped after epoch 1")
     return run_dir
 
 
@@ -189,7 +189,7 @@ def test_two_threads_pressing_resume_at_once_spawn_one_trainer(tmp_path, no_trai
     assert len(no_trainer) == 1, outcomes
     assert sorted(outcomes)[1] == "ok", outcomes
     assert sorted(outcomes)[0].startswith("ActiveRunError: Run paused is already starting"), outcomes
-    assert runs.read_status(run_dir)["state"] == "starting"
+    assert liveness.read_status(run_dir)["state"] == "starting"
 
 
 def test_a_resume_and_a_start_at_once_make_one_active_run(tmp_path, no_trainer, monkeypatch):
@@ -198,21 +198,21 @@ def test_a_resume_and_a_start_at_once_make_one_active_run(tmp_path, no_trainer, 
     meet_after_the_check(threading.Barrier(2, timeout=MEET_S), monkeypatch.setattr)
     outcomes = at_once(lambda: launcher.resume(run_dir), lambda: launcher.start(config(), root, run_id="new"))
     assert len(no_trainer) == 1 and outcomes.count("ok") == 1, outcomes
-    assert [r["run_id"] for r in runs.active_runs(root)] in (["paused"], ["new"])
+    assert [r["run_id"] for r in catalog.active_runs(root)] in (["paused"], ["new"])
 
 
 # --- Temp files -------------------------------------------------------------------------------------
 
 
 def test_many_threads_writing_one_file_never_collide(tmp_path):
-    path = tmp_path / runs.STATUS
+    path = tmp_path / layout.STATUS
     errors, start = [], threading.Barrier(8)
 
     def writer(i):
         start.wait()
         for n in range(30):
             try:
-                runs.write_json_atomic(path, {"writer": i, "n": n, "pad": "x" * 20_000})
+                fileio.write_json_atomic(path, {"writer": i, "n": n, "pad": "x" * 20_000})
             except Exception as exc:
                 errors.append(f"{type(exc).__name__}: {exc}")
 
@@ -223,22 +223,22 @@ def test_many_threads_writing_one_file_never_collide(tmp_path):
         thread.join(60)
     assert not errors, errors[:3]
     assert json.loads(path.read_text())["pad"] == "x" * 20_000  # whole
-    assert [p.name for p in tmp_path.iterdir()] == [runs.STATUS]  # no temp file left
+    assert [p.name for p in tmp_path.iterdir()] == [layout.STATUS]  # no temp file left
 
 
 def test_temp_names_are_unique_per_writer_and_cleaned_up(tmp_path):
     path = tmp_path / "a.json"
-    with runs.atomic_write(path) as one, runs.atomic_write(path) as two:
+    with fileio.atomic_write(path) as one, fileio.atomic_write(path) as two:
         one.write_text("1")
         two.write_text("2")
     assert one != two and path.read_text() in ("1", "2")
     assert f".a.json.{os.getpid()}-{threading.get_ident()}-" in one.name  # process, thread, a random part
-    with pytest.raises(RuntimeError), runs.atomic_write(path) as tmp:
+    with pytest.raises(RuntimeError), fileio.atomic_write(path) as tmp:
         tmp.write_text("half")
         raise RuntimeError("failed mid-write")
     assert not tmp.exists() and path.read_text() in ("1", "2")
     tmp.write_text("left by a kill")  # what a killed writer leaves is still found and removed
-    assert runs.remove_leftovers(tmp_path) == [tmp.name]
+    assert fileio.remove_leftovers(tmp_path) == [tmp.name]
 
 
 # --- The Train page: a tab and another tab at the same instant ------------------------------------
@@ -278,7 +278,7 @@ def another_tab(call, barrier):
 
 
 def test_two_tabs_pressing_start_at_once_make_one_run(no_trainer, monkeypatch):
-    root = runs.runs_root()
+    root = layout.runs_root()
     tab = train_page()
     barrier = threading.Barrier(2, timeout=PAGE_MEET_S)
     meet_after_the_check(barrier, monkeypatch.setattr)
@@ -292,7 +292,7 @@ def test_two_tabs_pressing_start_at_once_make_one_run(no_trainer, monkeypatch):
 
 
 def test_two_tabs_pressing_resume_at_once_start_one_trainer_and_show_no_error(no_trainer, monkeypatch):
-    run_dir = paused_run(runs.runs_root())
+    run_dir = paused_run(layout.runs_root())
     tab = train_page()  # shows the paused run, the only one of the user's
     barrier = threading.Barrier(2, timeout=PAGE_MEET_S)
     meet_after_the_check(barrier, monkeypatch.setattr)
@@ -300,7 +300,7 @@ def test_two_tabs_pressing_resume_at_once_start_one_trainer_and_show_no_error(no
     tab.button(key="train_resume").click().run()
     other.join(60)
     assert not tab.exception and not tab.error, (tab.exception, shown(tab.error))
-    assert outcomes == ["ok"] and len(no_trainer) == 1 and runs.read_status(run_dir)["state"] == "starting"
+    assert outcomes == ["ok"] and len(no_trainer) == 1 and liveness.read_status(run_dir)["state"] == "starting"
     told = shown(tab.info)
     assert any(text.startswith("Run paused is already starting") for text in told), told
     assert [b.label for b in tab.button if b.label in ("Stop", "Resume")] == ["Stop"]  # it shows the run starting
@@ -316,4 +316,4 @@ def test_the_start_button_shows_a_setting_refused_at_start_as_an_error(no_traine
     tab.button(key="train_start").click().run()
     assert not tab.exception, tab.exception
     assert any("Cannot fine-tune from '/nowhere/model.keras'" in text for text in shown(tab.error)), shown(tab.error)
-    assert run_folders(runs.runs_root()) == [] and not no_trainer
+    assert run_folders(layout.runs_root()) == [] and not no_trainer

@@ -11,7 +11,7 @@ from alexnet_core.cli import main
 from alexnet_core.inputs import data as data_module
 from alexnet_core.settings.config import ConfigError, TrainConfig
 from alexnet_core.settings.recipes import RECIPES, get_recipe
-from alexnet_core.store import runs
+from alexnet_core.store import catalog, layout, liveness
 from tests.helpers import make_image_folder
 from tests.test_cli import run_cli
 from tests.test_pages import ROOT, TIMEOUT, fake_run, run_page
@@ -97,14 +97,14 @@ def test_cifar10_unreachable_is_known_before_start(monkeypatch):
 
 
 def test_a_run_that_failed_on_its_data_offers_a_new_run_not_resume():
-    root = runs.runs_root()
+    root = layout.runs_root()
     run_dir = fake_run(root, "offline-a", state="failed", epochs=5, done=0)
-    config = json.loads((run_dir / runs.CONFIG).read_text())
+    config = json.loads((run_dir / layout.CONFIG).read_text())
     config.update({"data": "cifar10", "epochs": 7})
-    (run_dir / runs.CONFIG).write_text(json.dumps(config))
-    runs.write_status(run_dir, state="failed", reason="data", message="CIFAR-10 could not be downloaded")
-    row = runs.run_summary(run_dir)
-    assert not runs.can_resume(row)
+    (run_dir / layout.CONFIG).write_text(json.dumps(config))
+    liveness.write_status(run_dir, state="failed", reason="data", message="CIFAR-10 could not be downloaded")
+    row = catalog.run_summary(run_dir)
+    assert not catalog.can_resume(row)
     at = run_page("pages/train.py")
     assert not any(b.label == "Resume" for b in at.button)
     assert any("fix the data or pick other data" in c.value for c in at.caption), [c.value for c in at.caption]
@@ -117,15 +117,15 @@ def test_a_run_that_failed_on_its_data_offers_a_new_run_not_resume():
 
 
 def test_resume_stays_for_runs_a_resume_can_fix():
-    root = runs.runs_root()
+    root = layout.runs_root()
     for reason, resumable in (("disk", True), ("internal", True), ("data", False), ("settings", False)):
         run_dir = fake_run(root, f"r-{reason}", state="failed", epochs=5, done=1)
-        runs.write_status(run_dir, state="failed", reason=reason)
-        assert runs.can_resume(runs.run_summary(run_dir)) is resumable, reason
+        liveness.write_status(run_dir, state="failed", reason=reason)
+        assert catalog.can_resume(catalog.run_summary(run_dir)) is resumable, reason
 
 
 def test_runs_can_be_named_and_the_name_is_shown_everywhere():
-    root = runs.runs_root()
+    root = layout.runs_root()
     run_dir = fake_run(root, "plain-a")
     at = run_page("pages/runs.py")
     at.query_params["run"] = "plain-a"
@@ -134,21 +134,21 @@ def test_runs_can_be_named_and_the_name_is_shown_everywhere():
     at.text_area(key="label_notes_plain-a").set_value("First try.\nFlip only.")
     at.button(key="label_save_plain-a").click().run()
     assert not at.exception
-    assert runs.read_label(run_dir) == {"name": "Baseline, lr 0.05", "notes": "First try.\nFlip only."}
+    assert catalog.read_label(run_dir) == {"name": "Baseline, lr 0.05", "notes": "First try.\nFlip only."}
     table = at.dataframe[0].value
     assert table.loc[table["run_id"] == "plain-a", "label"].item() == "Baseline, lr 0.05"
     train = run_page("pages/train.py")
     assert any("Baseline, lr 0.05 (plain-a)" in o for o in train.selectbox(key="train_run").options)
-    with pytest.raises(runs.RunError, match="read-only"):
-        runs.write_label(runs.BUNDLED_DIR / "demo", "mine", "")
-    with pytest.raises(runs.RunError, match="at most 80 characters"):
-        runs.write_label(run_dir, "x" * 81, "")
-    (run_dir / runs.LABEL).write_text("{damaged")
-    assert runs.read_label(run_dir) == {"name": "", "notes": ""}  # a damaged label is no name, not a crash
+    with pytest.raises(layout.RunError, match="read-only"):
+        catalog.write_label(layout.BUNDLED_DIR / "demo", "mine", "")
+    with pytest.raises(layout.RunError, match="at most 80 characters"):
+        catalog.write_label(run_dir, "x" * 81, "")
+    (run_dir / layout.LABEL).write_text("{damaged")
+    assert catalog.read_label(run_dir) == {"name": "", "notes": ""}  # a damaged label is no name, not a crash
 
 
 def test_selection_stays_on_the_same_runs_after_a_delete():
-    root = runs.runs_root()
+    root = layout.runs_root()
     for name in ("one-a", "two-b", "three-c"):
         fake_run(root, name)
     at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=TIMEOUT)
@@ -199,17 +199,17 @@ def test_curves_have_fixed_axes_and_a_learning_rate_panel():
 def test_live_view_waits_for_the_first_steps_instead_of_an_empty_chart(tmp_path):
     import os
 
-    root = runs.runs_root()
-    run_dir = runs.create_run(root, "fresh-a", {"variant": "compact", "data": "sample", "epochs": 2})
-    runs.write_status(run_dir, state="running", pid=os.getpid(), epoch=1, step=0, steps_per_epoch=16,
+    root = layout.runs_root()
+    run_dir = catalog.create_run(root, "fresh-a", {"variant": "compact", "data": "sample", "epochs": 2})
+    liveness.write_status(run_dir, state="running", pid=os.getpid(), epoch=1, step=0, steps_per_epoch=16,
                       phase="training")
-    lock = runs.TrainerLock(run_dir).acquire()
+    lock = liveness.TrainerLock(run_dir).acquire()
     try:
         at = run_page("pages/train.py")
         assert any("Waiting for the first steps" in i.value for i in at.info)
         assert not at.get("plotly_chart")
         assert any(b.label == "Stop" for b in at.button) and not any(b.label == "Resume" for b in at.button)
-        runs.write_status(run_dir, state="running", epoch=1, step=13, steps_per_epoch=16, phase="saving",
+        liveness.write_status(run_dir, state="running", epoch=1, step=13, steps_per_epoch=16, phase="saving",
                           images_per_sec=100.0, eta_seconds=5.0)
         at.run()
         bar = at.get("progress")[0]
@@ -222,7 +222,7 @@ def test_duration_adds_up_across_resumes(tmp_path, monkeypatch):
     """A resumed run's duration is its first session plus the new one, not the new one alone."""
     from alexnet_core.train import monitor
 
-    run_dir = runs.create_run(tmp_path, "twice", {"variant": "compact", "data": "sample", "epochs": 4})
+    run_dir = catalog.create_run(tmp_path, "twice", {"variant": "compact", "data": "sample", "epochs": 4})
     clock = [1000.0]
     monkeypatch.setattr(monitor.time, "time", lambda: clock[0])
     first = monitor.StatusWriter(run_dir)
@@ -232,8 +232,8 @@ def test_duration_adds_up_across_resumes(tmp_path, monkeypatch):
     second = monitor.StatusWriter(run_dir)
     clock[0] += 28
     second.update(state="finished")
-    assert runs.read_status(run_dir)["elapsed_s"] == pytest.approx(328)
-    assert runs.run_summary(run_dir)["duration_s"] == pytest.approx(328)
+    assert liveness.read_status(run_dir)["elapsed_s"] == pytest.approx(328)
+    assert catalog.run_summary(run_dir)["duration_s"] == pytest.approx(328)
 
 
 def test_the_quick_recipe_says_how_long_it_takes_here(monkeypatch):

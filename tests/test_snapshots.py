@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from alexnet_core.store import runs
+from alexnet_core.store import layout
 from alexnet_core.train.snapshots import (
     PROBE,
     Timeline,
@@ -39,12 +39,12 @@ def test_every_epoch_has_a_snapshot_that_matches_the_model(trained):
     last = timeline.epochs[-1]
     # The last snapshot's predictions are the last checkpoint's, image by image, in file order.
     source = load_folder(folder, val_split=0.2)
-    model = keras.models.load_model(run_dir / runs.CHECKPOINTS / runs.LAST, safe_mode=True)
+    model = keras.models.load_model(run_dir / layout.CHECKPOINTS / layout.LAST, safe_mode=True)
     x = np.concatenate([b[0].numpy() for b in make_dataset(source.val, 3, 16, 8)])
     np.testing.assert_array_equal(last.labels, source.val.labels)
     np.testing.assert_array_equal(last.predicted, np.argmax(model.predict(x, verbose=0), axis=1))
     # The recorded validation accuracy of each epoch is its snapshot's.
-    metrics = runs.read_metrics(run_dir)
+    metrics = layout.read_metrics(run_dir)
     for epoch, accuracy in zip(timeline.epochs, metrics["val_accuracy"]):
         assert epoch.accuracy() == pytest.approx(accuracy, abs=1e-6)
         assert epoch.confusion(3).sum() == 12 and np.nansum(epoch.per_class(3) * 4) == round(accuracy * 12)
@@ -100,8 +100,8 @@ def test_a_run_without_validation_or_with_snapshots_off_has_none(tmp_path):
         result = cli("train", *TINY, "--data", str(folder), "--epochs", "1", "--runs-dir", str(tmp_path / "runs"),
                      "--run-id", run_id, *extra)
         assert result.returncode == 0, result.stderr[-2000:]
-        assert not (tmp_path / "runs" / run_id / runs.SNAPSHOTS).exists()
-    assert runs.read_config(tmp_path / "runs" / "off")["snapshots"] is False
+        assert not (tmp_path / "runs" / run_id / layout.SNAPSHOTS).exists()
+    assert layout.read_config(tmp_path / "runs" / "off")["snapshots"] is False
 
 
 def test_probe_spreads_over_classes():

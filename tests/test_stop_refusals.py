@@ -11,7 +11,8 @@ import time
 import pytest
 
 from alexnet_core.settings.config import TrainConfig
-from alexnet_core.store import runs
+from alexnet_core.store import layout, liveness
+from alexnet_core.train import lifecycle
 from alexnet_core.train.launcher import start
 from alexnet_core.train.training import Trainer
 from tests.helpers import TINY, TINY_ARGS, cli, make_image_folder, wait_for
@@ -23,12 +24,12 @@ def folder(tmp_path_factory):
 
 
 def ended(run_dir, timeout=240):
-    return wait_for(lambda: (s := runs.read_status(run_dir)).get("state") not in runs.ACTIVE_STATES and s,
+    return wait_for(lambda: (s := liveness.read_status(run_dir)).get("state") not in layout.ACTIVE_STATES and s,
                     timeout, "the run to end")
 
 
 def epochs_logged(run_dir):
-    metrics = runs.read_metrics(run_dir)
+    metrics = layout.read_metrics(run_dir)
     return list(metrics["epoch"]) if "epoch" in metrics else []
 
 
@@ -39,18 +40,18 @@ def test_a_stop_pressed_while_the_app_starts_the_trainer_is_honoured(folder, tmp
     """Stop right after Start, before the trainer process has even imported TensorFlow."""
     config = TrainConfig(data=str(folder), epochs=40, **TINY)
     run_dir = start(config, tmp_path / "runs")
-    runs.request_stop(run_dir)
+    liveness.request_stop(run_dir)
     status = ended(run_dir)
-    assert status["state"] == "stopped", (run_dir / runs.LOG).read_text()[-2000:]
+    assert status["state"] == "stopped", (run_dir / layout.LOG).read_text()[-2000:]
     assert status["completed_epochs"] == 0 and epochs_logged(run_dir) == []
     assert "before the first step" in status["message"]
-    assert not (run_dir / runs.STOP_REQUEST).exists()  # answered, so the next Resume trains
+    assert not (run_dir / layout.STOP_REQUEST).exists()  # answered, so the next Resume trains
 
 
 def test_stop_two_seconds_after_train_resume_ends_the_run_stopped(folder, tmp_path):
     """The reported bug: `stop RUN` 2 s after `train --resume RUN` left the run training."""
     config = TrainConfig(data=str(folder), epochs=40, **TINY)
-    run_dir = runs.new_run(config, tmp_path / "runs", "resumed")
+    run_dir = lifecycle.new_run(config, tmp_path / "runs", "resumed")
     proc = subprocess.Popen([sys.executable, "-m", "alexnet_core", "train", "--resume", str(run_dir)],
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     try:
@@ -60,18 +61,18 @@ def test_stop_two_seconds_after_train_resume_ends_the_run_stopped(folder, tmp_pa
     finally:
         proc.kill()
     log = proc.stderr.read()
-    status = runs.read_status(run_dir)
+    status = liveness.read_status(run_dir)
     assert code == 0 and status["state"] == "stopped", log[-2000:]
     assert status["completed_epochs"] == 0 and epochs_logged(run_dir) == []
 
 
 def test_a_stop_left_from_before_the_launch_does_not_stop_the_resumed_run(folder, tmp_path):
     config = TrainConfig(data=str(folder), epochs=1, **TINY)
-    run_dir = runs.new_run(config, tmp_path / "runs", "stale")
-    (run_dir / runs.STOP_REQUEST).write_text(str(time.time() - 60))
+    run_dir = lifecycle.new_run(config, tmp_path / "runs", "stale")
+    (run_dir / layout.STOP_REQUEST).write_text(str(time.time() - 60))
     result = cli("train", "--resume", str(run_dir))
     assert result.returncode == 0, result.stderr[-2000:]
-    assert runs.read_status(run_dir)["state"] == "finished"
+    assert liveness.read_status(run_dir)["state"] == "finished"
 
 
 @pytest.mark.parametrize("module, name, where", [
@@ -86,40 +87,40 @@ def test_a_stop_during_each_phase_before_the_first_step_ends_the_run_stopped(fol
     import importlib
 
     config = TrainConfig(data=str(folder), epochs=3, log_every=1, **TINY)
-    run_dir = runs.new_run(config, tmp_path / "runs", "phases")
+    run_dir = lifecycle.new_run(config, tmp_path / "runs", "phases")
     target = importlib.import_module(module)
     original = getattr(target, name)
 
     def then_stop(*args, **kwargs):
         result = original(*args, **kwargs)
-        runs.request_stop(run_dir)
+        liveness.request_stop(run_dir)
         return result
 
     monkeypatch.setattr(target, name, then_stop)
     status = Trainer(config, run_dir, log=lambda m: None).run()
     assert status["state"] == "stopped" and where in status["message"], status
-    assert status["completed_epochs"] == 0 and len(runs.read_steps(run_dir)) == 0
+    assert status["completed_epochs"] == 0 and len(layout.read_steps(run_dir)) == 0
 
 
 def test_a_stop_while_a_resumed_run_loads_keeps_every_committed_epoch(folder, tmp_path, monkeypatch):
     from alexnet_core.inputs import data
 
     config = TrainConfig(data=str(folder), epochs=1, **TINY)
-    run_dir = runs.new_run(config, tmp_path / "runs", "kept")
+    run_dir = lifecycle.new_run(config, tmp_path / "runs", "kept")
     assert Trainer(config, run_dir, log=lambda m: None).run()["state"] == "finished"
     longer = TrainConfig(data=str(folder), epochs=3, **TINY)
     original = data.load_source
 
     def then_stop(*args, **kwargs):
         result = original(*args, **kwargs)
-        runs.request_stop(run_dir)
+        liveness.request_stop(run_dir)
         return result
 
     monkeypatch.setattr(data, "load_source", then_stop)
     status = Trainer(longer, run_dir, log=lambda m: None).run()
     assert status["state"] == "stopped" and status["completed_epochs"] == 1 and status["has_model"], status
     assert "kept as it was after epoch 1 of 3" in status["message"]
-    assert epochs_logged(run_dir) == [1] and (run_dir / runs.MODEL).exists()
+    assert epochs_logged(run_dir) == [1] and (run_dir / layout.MODEL).exists()
 
 
 # --- 5. A refused train leaves nothing behind; no flag is silently ignored ----------------------
@@ -165,8 +166,8 @@ def test_a_train_refused_for_its_init_from_model_leaves_no_run_folder(base_run, 
 
     base = tmp_path / "hostile-base"
     shutil.copytree(base_run, base)
-    (base / runs.MODEL).unlink()
-    hostile_model(kind).save(base / runs.MODEL)
+    (base / layout.MODEL).unlink()
+    hostile_model(kind).save(base / layout.MODEL)
     root = tmp_path / "runs"
     result = cli("train", "--init-from", str(base), "--variant", "compact", "--data", str(folder), "--epochs", "1",
                  "--runs-dir", str(root))
@@ -184,8 +185,8 @@ def test_the_apps_start_refuses_a_base_model_it_cannot_use_and_leaves_no_run_fol
 
     base = tmp_path / "hostile-base"
     shutil.copytree(base_run, base)
-    (base / runs.MODEL).unlink()
-    hostile_model("no convolution").save(base / runs.MODEL)
+    (base / layout.MODEL).unlink()
+    hostile_model("no convolution").save(base / layout.MODEL)
     root = tmp_path / "runs"
     config = TrainConfig(variant="compact", data=str(folder), epochs=1, init_from=str(base))
     with pytest.raises(ConfigError, match="has no layer 'conv1'"):
@@ -218,20 +219,20 @@ def test_the_fine_tune_recipe_refuses_another_width_and_honours_dropout(folder, 
                 "--runs-dir", str(root))
     assert tuned.returncode == 0, tuned.stderr[-2000:]
     (run_dir,) = root.iterdir()
-    config = runs.read_config(run_dir)
+    config = layout.read_config(run_dir)
     assert "-compact-hires-" in run_dir.name and config["variant"] == "compact-hires"  # named as trained
     assert config["switches"]["width"] == 0.75 and config["switches"]["dropout"] == 0.1
 
 
 def test_settings_given_with_resume_are_usage_errors_naming_both_flags(folder, tmp_path):
     config = TrainConfig(data=str(folder), epochs=1, **TINY)
-    run_dir = runs.new_run(config, tmp_path / "runs", "kept")
+    run_dir = lifecycle.new_run(config, tmp_path / "runs", "kept")
     for flags, named in ((["--recipe", "quick"], "--recipe"), (["--data", "sample"], "--data"),
                          (["--epochs", "5", "--no-groups"], "--epochs, --no-groups")):
         result = cli("train", "--resume", str(run_dir), *flags)
         assert result.returncode == 2, result.stderr[-2000:]
         assert f"{named} cannot apply with --resume" in result.stderr
-    assert runs.read_status(run_dir)["state"] == "created" and epochs_logged(run_dir) == []
+    assert liveness.read_status(run_dir)["state"] == "created" and epochs_logged(run_dir) == []
 
 
 def test_an_input_size_no_page_can_use_is_refused_with_its_rule(folder, tmp_path):

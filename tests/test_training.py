@@ -9,8 +9,8 @@ import sys
 import pytest
 
 from alexnet_core.settings.config import TrainConfig
-from alexnet_core.store import runs
-from alexnet_core.store.runs import ActiveRunError
+from alexnet_core.store import catalog, fileio, layout, liveness
+from alexnet_core.store.layout import ActiveRunError
 from alexnet_core.train.launcher import resume, start
 from tests.helpers import WNIDS, make_ilsvrc_folder, make_image_folder, wait_for, with_keras_alone
 
@@ -29,7 +29,7 @@ def folder(tmp_path):
 
 
 def epochs_logged(run_dir):
-    metrics = runs.read_metrics(run_dir)
+    metrics = layout.read_metrics(run_dir)
     return list(metrics["epoch"]) if "epoch" in metrics else []
 
 
@@ -40,13 +40,13 @@ def test_cli_train_writes_a_complete_run_folder(folder, tmp_path):
     run_dir = tmp_path / "runs" / "tiny"
     final = json.loads(result.stdout)
     assert final["state"] == "finished" and final["run_dir"] == str(run_dir)
-    for name in (runs.CONFIG, runs.STATUS, runs.METRICS, runs.STEPS, runs.MODEL, runs.CHECKPOINTS, runs.TENSORBOARD):
+    for name in (layout.CONFIG, layout.STATUS, layout.METRICS, layout.STEPS, layout.MODEL, layout.CHECKPOINTS, layout.TENSORBOARD):
         assert (run_dir / name).exists(), name
     assert epochs_logged(run_dir) == [1, 2]
-    metrics = runs.read_metrics(run_dir)
+    metrics = layout.read_metrics(run_dir)
     assert {"loss", "accuracy", "top5_accuracy", "val_loss", "val_accuracy"} <= set(metrics.columns)
-    assert len(runs.read_steps(run_dir)) >= 2
-    config = runs.read_config(run_dir)
+    assert len(layout.read_steps(run_dir)) >= 2
+    config = layout.read_config(run_dir)
     assert config["class_names"] == ["class0", "class1", "class2"]
     assert config["environment"]["tensorflow"]
     assert config["preprocessing"]["input_size"] == 16 and len(config["preprocessing"]["mean"]) == 3
@@ -55,7 +55,7 @@ def test_cli_train_writes_a_complete_run_folder(folder, tmp_path):
 
     import keras
 
-    model = keras.models.load_model(run_dir / runs.MODEL, safe_mode=True)
+    model = keras.models.load_model(run_dir / layout.MODEL, safe_mode=True)
     assert model.output_shape == (None, 3)
 
     held_out = make_image_folder(tmp_path / "held-out", classes=3, per_class=20, seed=1)
@@ -70,17 +70,17 @@ def test_cli_train_writes_a_complete_run_folder(folder, tmp_path):
                    "--data-description", "generated colour patches", "--read-only")
     assert exported.returncode == 0, exported.stderr[-2000:]
     copy = tmp_path / "shared-copy"
-    assert runs.is_read_only(copy) and epochs_logged(copy) == [1, 2]
-    first, second = runs.read_json(copy / runs.STATUS)["evaluations"]  # one record per --evaluate, in order
+    assert layout.is_read_only(copy) and epochs_logged(copy) == [1, 2]
+    first, second = fileio.read_json(copy / layout.STATUS)["evaluations"]  # one record per --evaluate, in order
     assert (first["data"], first["n"], second["data"], second["n"]) == (str(folder), 3, str(held_out), 6)
     assert 0.0 <= first["accuracy"] <= 1.0 and not first.get("headline")
-    assert runs.headline_accuracy(copy) == second and second["description"] == "20 held-out images a class"
-    assert runs.read_config(copy)["data_description"] == "generated colour patches"
-    assert runs.read_config(copy)["class_names"] == config["class_names"]  # the rest of config.json is kept
-    assert getattr(keras.models.load_model(copy / runs.MODEL, safe_mode=True), "optimizer", None) is None  # weights only
+    assert catalog.headline_accuracy(copy) == second and second["description"] == "20 held-out images a class"
+    assert layout.read_config(copy)["data_description"] == "generated colour patches"
+    assert layout.read_config(copy)["class_names"] == config["class_names"]  # the rest of config.json is kept
+    assert getattr(keras.models.load_model(copy / layout.MODEL, safe_mode=True), "optimizer", None) is None  # weights only
 
     # The exported model loads with Keras alone (no import of ours) and predicts as the run's model.
-    alone = with_keras_alone(copy / runs.MODEL, "m.predict(np.random.default_rng(0).random((4, 16, 16, 3)), "
+    alone = with_keras_alone(copy / layout.MODEL, "m.predict(np.random.default_rng(0).random((4, 16, 16, 3)), "
                                                 "verbose=0).tolist()")
     import numpy as np
 
@@ -92,19 +92,19 @@ def test_stop_from_the_app_then_resume_continues_without_duplicate_epochs(folder
     config = TrainConfig(variant="compact", data=str(folder), epochs=3, batch_size=8, input_size=16,
                          switches=TINY_SWITCHES, log_every=1)
     run_dir = start(config, tmp_path / "runs")
-    wait_for(lambda: len(runs.read_steps(run_dir)) > 0, what="the run to start stepping")
-    runs.request_stop(run_dir)
-    status = wait_for(lambda: (s := runs.read_status(run_dir))["state"] not in runs.ACTIVE_STATES and s,
+    wait_for(lambda: len(layout.read_steps(run_dir)) > 0, what="the run to start stepping")
+    liveness.request_stop(run_dir)
+    status = wait_for(lambda: (s := liveness.read_status(run_dir))["state"] not in layout.ACTIVE_STATES and s,
                       what="the run to stop")
     assert status["state"] in ("stopped", "finished"), status
     done = status["completed_epochs"]
     assert epochs_logged(run_dir) == list(range(1, done + 1))
-    assert (run_dir / runs.MODEL).exists() == (done >= 1)
+    assert (run_dir / layout.MODEL).exists() == (done >= 1)
     if status["state"] == "stopped":
         resume(run_dir)
-        status = wait_for(lambda: (s := runs.read_status(run_dir))["state"] not in runs.ACTIVE_STATES and s,
+        status = wait_for(lambda: (s := liveness.read_status(run_dir))["state"] not in layout.ACTIVE_STATES and s,
                           what="the resumed run to finish")
-    assert status["state"] == "finished", (run_dir / runs.LOG).read_text()[-2000:]
+    assert status["state"] == "finished", (run_dir / layout.LOG).read_text()[-2000:]
     assert epochs_logged(run_dir) == [1, 2, 3]
 
 
@@ -115,19 +115,19 @@ def test_sigkill_loses_at_most_one_epoch_and_resumes(folder, tmp_path):
     run_dir = start(config, tmp_path / "runs")
     # An epoch is committed (state.json) and then published (metrics.csv): kill after both, since
     # what survives is read from metrics.csv below (a kill in between is recovered on the next start).
-    wait_for(lambda: (runs.read_json(run_dir / "checkpoints" / "state.json", {}) or {}).get("completed_epochs", 0) >= 1
+    wait_for(lambda: (fileio.read_json(run_dir / "checkpoints" / "state.json", {}) or {}).get("completed_epochs", 0) >= 1
              and len(epochs_logged(run_dir)) >= 1, what="the first epoch")
-    pid = runs.read_json(run_dir / runs.STATUS)["pid"]
+    pid = fileio.read_json(run_dir / layout.STATUS)["pid"]
     os.killpg(pid, signal.SIGKILL)
-    wait_for(lambda: runs.read_status(run_dir)["state"] == "interrupted", timeout=30, what="interrupted state")
+    wait_for(lambda: liveness.read_status(run_dir)["state"] == "interrupted", timeout=30, what="interrupted state")
     kept = len(epochs_logged(run_dir))
     assert kept >= 1
     resume(run_dir)
-    status = wait_for(lambda: (s := runs.read_status(run_dir))["state"] not in runs.ACTIVE_STATES and s,
+    status = wait_for(lambda: (s := liveness.read_status(run_dir))["state"] not in layout.ACTIVE_STATES and s,
                       what="the resumed run")
-    assert status["state"] == "finished", (run_dir / runs.LOG).read_text()[-2000:]
+    assert status["state"] == "finished", (run_dir / layout.LOG).read_text()[-2000:]
     assert epochs_logged(run_dir) == [1, 2, 3]  # every epoch once, in order
-    assert "Resuming after epoch" in (run_dir / runs.LOG).read_text()
+    assert "Resuming after epoch" in (run_dir / layout.LOG).read_text()
 
 
 def test_bad_settings_are_usage_errors(folder, tmp_path):
@@ -139,9 +139,9 @@ def test_bad_settings_are_usage_errors(folder, tmp_path):
 
 def test_second_start_names_the_active_run(folder, tmp_path):
     root = tmp_path / "runs"
-    run_dir = runs.create_run(root, "busy", {"variant": "compact", "data": "x", "epochs": 1})
-    lock = runs.TrainerLock(run_dir).acquire()  # what a live trainer holds
-    runs.write_status(run_dir, state="running", pid=os.getpid(), message="Epoch 1 of 1")
+    run_dir = catalog.create_run(root, "busy", {"variant": "compact", "data": "x", "epochs": 1})
+    lock = liveness.TrainerLock(run_dir).acquire()  # what a live trainer holds
+    liveness.write_status(run_dir, state="running", pid=os.getpid(), message="Epoch 1 of 1")
     config = TrainConfig(variant="compact", data=str(folder), epochs=1, switches=TINY_SWITCHES)
     try:
         with pytest.raises(ActiveRunError, match="Run busy is already training.*stop"):
@@ -166,7 +166,7 @@ def test_ilsvrc_layout_trains_with_streamed_crops_and_predicts_words(tmp_path):
                  "--runs-dir", str(tmp_path / "runs"), "--run-id", "imagenet-like")
     assert result.returncode == 0, result.stderr[-3000:]
     run_dir = tmp_path / "runs" / "imagenet-like"
-    config = runs.read_config(run_dir)
+    config = layout.read_config(run_dir)
     assert config["class_names"] == sorted(WNIDS) and config["class_words"] == WNIDS
     image = next((root / "val" / "n01443537").iterdir())
     result = cli("predict", str(run_dir), str(image), "--json")

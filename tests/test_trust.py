@@ -14,7 +14,8 @@ import numpy as np
 import pytest
 
 from alexnet_core.settings.config import TrainConfig
-from alexnet_core.store import runs
+from alexnet_core.store import catalog, fileio, layout, liveness
+from alexnet_core.train import lifecycle
 from alexnet_core.train.monitor import Progress
 from alexnet_core.train.training import Trainer, divergence, plateau_learning_rate, run_training
 from tests.helpers import TINY, TINY_ARGS, cli, make_image_folder
@@ -42,11 +43,11 @@ def assert_consistent(run_dir, epochs_done, steps_per_epoch):
     and every published model loads."""
     import keras
 
-    assert list(runs.read_metrics(run_dir)["epoch"]) == list(range(1, epochs_done + 1))
-    assert optimizer_steps(run_dir / runs.CHECKPOINTS / runs.LAST) == epochs_done * steps_per_epoch
-    steps = runs.read_steps(run_dir)
+    assert list(layout.read_metrics(run_dir)["epoch"]) == list(range(1, epochs_done + 1))
+    assert optimizer_steps(run_dir / layout.CHECKPOINTS / layout.LAST) == epochs_done * steps_per_epoch
+    steps = layout.read_steps(run_dir)
     assert steps["step"].is_unique and steps["step"].max() <= epochs_done * steps_per_epoch
-    for name in (runs.MODEL, f"{runs.CHECKPOINTS}/{runs.BEST}"):
+    for name in (layout.MODEL, f"{layout.CHECKPOINTS}/{layout.BEST}"):
         if (run_dir / name).exists():
             assert keras.models.load_model(run_dir / name, safe_mode=True).output_shape == (None, 3)
     leftovers = [p.name for p in run_dir.rglob("*.tmp*")]
@@ -55,7 +56,7 @@ def assert_consistent(run_dir, epochs_done, steps_per_epoch):
 
 def new_run(folder, root, epochs, **extra):
     config = TrainConfig(data=str(folder), epochs=epochs, **{**TINY, "log_every": 1, **extra})
-    return config, runs.new_run(config, root)
+    return config, lifecycle.new_run(config, root)
 
 
 def test_stop_mid_epoch_never_records_the_partial_epoch(folder, tmp_path, monkeypatch):
@@ -75,7 +76,7 @@ def test_stop_mid_epoch_never_records_the_partial_epoch(folder, tmp_path, monkey
     assert f"during epoch 2 of 3, after 3 of its {steps} steps" in status["message"]
     assert "resume redoes epoch 2" in status["message"]
     assert_consistent(run_dir, 1, steps)
-    assert (run_dir / runs.MODEL).exists()
+    assert (run_dir / layout.MODEL).exists()
 
     monkeypatch.setattr(Progress, "stepped", stepped)
     status = Trainer(config, run_dir, log=lambda m: None).run()
@@ -97,10 +98,10 @@ def test_a_kill_during_any_write_leaves_loadable_models_and_resumes(folder, tmp_
         assert cli("train", "--resume", str(run_dir), env={"ALEXNET_FAULT": "kill@state#2"}).returncode == -9
     first = cli("train", "--resume", str(run_dir), env={"ALEXNET_FAULT": f"kill@{fault}"})
     assert first.returncode == -signal.SIGKILL, first.stderr[-2000:]
-    assert runs.read_status(run_dir)["state"] == "interrupted"
+    assert liveness.read_status(run_dir)["state"] == "interrupted"
     import keras
 
-    for name in (runs.MODEL, f"{runs.CHECKPOINTS}/{runs.LAST}", f"{runs.CHECKPOINTS}/{runs.BEST}"):
+    for name in (layout.MODEL, f"{layout.CHECKPOINTS}/{layout.LAST}", f"{layout.CHECKPOINTS}/{layout.BEST}"):
         if (run_dir / name).exists():  # whatever was published is whole
             keras.models.load_model(run_dir / name, safe_mode=True)
     second = cli("train", "--resume", str(run_dir), "--json")
@@ -117,15 +118,15 @@ def test_acceptance_stop_then_ten_random_kills(folder, tmp_path):
     config, run_dir = new_run(folder, tmp_path / "runs", epochs=80)
 
     def committed():
-        return runs.read_object(run_dir / runs.CHECKPOINTS / runs.STATE).get("completed_epochs", 0)
+        return fileio.read_object(run_dir / layout.CHECKPOINTS / layout.STATE).get("completed_epochs", 0)
 
     def wait_training(proc, timeout=120):
         """Until this trainer has logged a step of its own (it has compiled and is stepping)."""
-        start = runs.read_object(run_dir / runs.CHECKPOINTS / runs.STATE).get("iterations", 0)
+        start = fileio.read_object(run_dir / layout.CHECKPOINTS / layout.STATE).get("iterations", 0)
         deadline = time.time() + timeout
         while time.time() < deadline:
-            status = runs.read_object(run_dir / runs.STATUS)
-            logged = runs.read_steps(run_dir).get("step")
+            status = fileio.read_object(run_dir / layout.STATUS)
+            logged = layout.read_steps(run_dir).get("step")
             if status.get("pid") == proc.pid and logged is not None and logged.max() > start:
                 return
             assert proc.poll() is None, proc.stderr.read()[-2000:]
@@ -135,9 +136,9 @@ def test_acceptance_stop_then_ten_random_kills(folder, tmp_path):
     proc = spawn_resume(run_dir)
     wait_training(proc)
     time.sleep(0.5)
-    runs.request_stop(run_dir)
+    liveness.request_stop(run_dir)
     assert proc.wait(120) == 0
-    assert runs.read_status(run_dir)["state"] == "stopped"
+    assert liveness.read_status(run_dir)["state"] == "stopped"
     lost = []
     for _ in range(10):
         proc = spawn_resume(run_dir)
@@ -145,17 +146,17 @@ def test_acceptance_stop_then_ten_random_kills(folder, tmp_path):
         time.sleep(rng.uniform(0.0, 2.5))
         os.kill(proc.pid, signal.SIGKILL)
         proc.wait(30)
-        assert runs.read_status(run_dir)["state"] in ("interrupted", "finished")
-        logged = runs.read_steps(run_dir)["step"].max()  # steps.csv is written as the steps happen
+        assert liveness.read_status(run_dir)["state"] in ("interrupted", "finished")
+        logged = layout.read_steps(run_dir)["step"].max()  # steps.csv is written as the steps happen
         logged = 0 if logged != logged else logged  # none yet
-        record = runs.read_object(run_dir / runs.CHECKPOINTS / runs.STATE)
-        per_epoch = runs.read_object(run_dir / runs.STATUS)["steps_per_epoch"]
+        record = fileio.read_object(run_dir / layout.CHECKPOINTS / layout.STATE)
+        per_epoch = fileio.read_object(run_dir / layout.STATUS)["steps_per_epoch"]
         lost.append((record.get("completed_epochs", 0), int(logged) - record.get("iterations", 0)))
         assert 0 <= lost[-1][1] < per_epoch + 2, (record, logged)  # at most the epoch in progress
     proc = spawn_resume(run_dir)
     proc.wait(600)
-    status = runs.read_status(run_dir)
-    assert status["state"] == "finished", (run_dir / runs.LOG).read_text() if (run_dir / runs.LOG).exists() else status
+    status = liveness.read_status(run_dir)
+    assert status["state"] == "finished", (run_dir / layout.LOG).read_text() if (run_dir / layout.LOG).exists() else status
     assert_consistent(run_dir, 80, status["steps_per_epoch"])
     print(f"\n(epochs committed, steps lost) at each kill: {lost}")
 
@@ -176,7 +177,7 @@ def test_disk_full_fails_cleanly_and_resumes_after_space_is_freed(folder, tmp_pa
         assert "Traceback" not in result.stderr
         done = status["completed_epochs"]
         assert 1 <= done < 6
-        assert optimizer_steps(run_dir / runs.CHECKPOINTS / runs.LAST) == done * status["steps_per_epoch"]
+        assert optimizer_steps(run_dir / layout.CHECKPOINTS / layout.LAST) == done * status["steps_per_epoch"]
         assert not [p.name for p in run_dir.rglob("*.tmp*")]
         if mounted:
             subprocess.run(["mount", "-o", "remount,size=64m", str(root)], check=True)
@@ -192,24 +193,24 @@ def test_disk_full_fails_cleanly_and_resumes_after_space_is_freed(folder, tmp_pa
 def test_one_trainer_per_run_and_one_run_at_a_time(folder, tmp_path):
     root = tmp_path / "runs"
     _, busy = new_run(folder, root, epochs=1)
-    lock = runs.TrainerLock(busy).acquire()
+    lock = liveness.TrainerLock(busy).acquire()
     try:
         # A live trainer is trusted over a stale heartbeat (e.g. during a long validation pass).
-        runs.write_status(busy, state="running", pid=os.getpid(), host=os.uname().nodename)
-        status = runs.read_object(busy / runs.STATUS)
-        runs.write_json_atomic(busy / runs.STATUS, {**status, "heartbeat": time.time() - 3600})
-        assert runs.read_status(busy)["state"] == "running"
-        assert runs.lock_held(busy) is True
-        with pytest.raises(runs.ActiveRunError, match="already being trained"):
-            runs.TrainerLock(busy).acquire(wait_s=0.2)
+        liveness.write_status(busy, state="running", pid=os.getpid(), host=os.uname().nodename)
+        status = fileio.read_object(busy / layout.STATUS)
+        fileio.write_json_atomic(busy / layout.STATUS, {**status, "heartbeat": time.time() - 3600})
+        assert liveness.read_status(busy)["state"] == "running"
+        assert liveness.lock_held(busy) is True
+        with pytest.raises(layout.ActiveRunError, match="already being trained"):
+            liveness.TrainerLock(busy).acquire(wait_s=0.2)
         # The same rule for the app (launcher), `train --resume` and `train`.
         from alexnet_core.train import launcher
 
-        with pytest.raises(runs.ActiveRunError, match="still training"):
+        with pytest.raises(layout.ActiveRunError, match="still training"):
             launcher.resume(busy)
-        other = runs.create_run(root, "other", json.loads((busy / runs.CONFIG).read_text()))
-        runs.write_status(other, state="stopped")
-        with pytest.raises(runs.ActiveRunError, match=f"Run {busy.name} is already training"):
+        other = catalog.create_run(root, "other", json.loads((busy / layout.CONFIG).read_text()))
+        liveness.write_status(other, state="stopped")
+        with pytest.raises(layout.ActiveRunError, match=f"Run {busy.name} is already training"):
             launcher.resume(other)
         result = cli("train", "--resume", str(other))
         assert result.returncode == 2 and busy.name in result.stderr
@@ -219,8 +220,8 @@ def test_one_trainer_per_run_and_one_run_at_a_time(folder, tmp_path):
         assert result.returncode == 2 and "still training" in result.stderr
     finally:
         lock.release()
-    assert runs.lock_held(busy) is False
-    assert runs.read_status(busy)["state"] == "interrupted"
+    assert liveness.lock_held(busy) is False
+    assert liveness.read_status(busy)["state"] == "interrupted"
 
 
 def test_divergence_is_detected_early():
@@ -267,7 +268,7 @@ def test_a_plateau_schedule_without_validation_watches_the_training_loss(folder,
     config, run_dir = new_run(folder, tmp_path / "runs", epochs=1, schedule="plateau", val_split=0.0)
     status = Trainer(config, run_dir, log=lambda m: None).run()
     assert status["state"] == "finished"
-    monitor = runs.read_config(run_dir)["monitor"]
+    monitor = layout.read_config(run_dir)["monitor"]
     assert monitor["schedule"] == "loss" and "no validation set" in monitor["schedule_note"]
     assert monitor["best_checkpoint"] == "accuracy"
 
@@ -294,9 +295,9 @@ def test_internal_errors_exit_1_with_a_traceback_in_the_log(folder, tmp_path, mo
     config, run_dir = new_run(folder, tmp_path / "runs", epochs=1)
     messages = []
     assert run_training(config, run_dir, log=messages.append) == 1
-    status = runs.read_status(run_dir)
+    status = liveness.read_status(run_dir)
     assert status["state"] == "failed" and status["message"].startswith("Internal error: ValueError")
-    assert "Traceback" in (run_dir / runs.LOG).read_text() and "Traceback" not in messages[-1]
+    assert "Traceback" in (run_dir / layout.LOG).read_text() and "Traceback" not in messages[-1]
 
 
 def _batches_mix_classes(ds, batches=6) -> bool:
@@ -326,7 +327,7 @@ def test_every_source_is_shuffled_across_classes(tmp_path, budget):
 
 def test_a_fresh_runs_folder_has_no_leftovers_after_resume(folder, tmp_path):
     config, run_dir = new_run(folder, tmp_path / "runs", epochs=2)
-    (run_dir / runs.CHECKPOINTS / ".epoch-00001.keras.123.tmp.keras").write_bytes(b"half")
+    (run_dir / layout.CHECKPOINTS / ".epoch-00001.keras.123.tmp.keras").write_bytes(b"half")
     (run_dir / ".status.json.99.tmp").write_text("{")
     assert Trainer(config, run_dir, log=lambda m: None).run()["state"] == "finished"
     assert not [p.name for p in run_dir.rglob("*.tmp*")]

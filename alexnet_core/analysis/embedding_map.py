@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from alexnet_core.inputs.data import DataError
-from alexnet_core.store import runs
+from alexnet_core.store import fileio
 
 MAP_POINTS = 1500  # at most this many images on a map
 PCA_DIMS = 50
@@ -152,7 +152,7 @@ def build_map(loaded, evaluation, limit: int = MAP_POINTS, progress=None, use_ca
     xy = project(feats)
     if use_cache:
         try:
-            runs.save_npz(cache, xy=xy, thumbnails=np.array(thumbs))
+            fileio.save_npz(cache, xy=xy, thumbnails=np.array(thumbs))
         except OSError:
             pass  # a read-only disk only loses the cache
     return EmbeddingMap(indices, xy, thumbs, evaluation.n)
@@ -161,7 +161,7 @@ def build_map(loaded, evaluation, limit: int = MAP_POINTS, progress=None, use_ca
 def read_cache(path: Path, points: int) -> tuple[np.ndarray, list[str]] | None:
     """(xy, thumbnails) of a cached map of `points` images, or None when the file is missing,
     damaged or not such a map: no more is unpacked than such a map holds."""
-    saved = runs.load_npz(path, ("xy", "thumbnails"), {"xy": ((points, 2), "f"),
+    saved = fileio.load_npz(path, ("xy", "thumbnails"), {"xy": ((points, 2), "f"),
                                                       "thumbnails": ((points,), "U", 4 * MAX_THUMB_CHARS)})
     if saved is None or saved["xy"].shape != (points, 2) or saved["thumbnails"].shape != (points,):
         return None

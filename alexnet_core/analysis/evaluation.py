@@ -16,7 +16,7 @@ import numpy as np
 
 from alexnet_core.inputs.data import DataError, DataSource, Split, load_source
 from alexnet_core.predict.inference import LoadedModel
-from alexnet_core.store import runs
+from alexnet_core.store import fileio, layout
 
 BATCH = 256
 
@@ -120,9 +120,9 @@ def _cache_key(loaded: LoadedModel, source: str, split: Split, split_name: str, 
 
 
 def cache_dir_for(loaded: LoadedModel) -> Path:
-    if loaded.run_dir is not None and not runs.is_read_only(loaded.run_dir) and os.access(loaded.run_dir, os.W_OK):
-        return loaded.run_dir / runs.EVAL
-    return runs.runs_root() / ".cache" / "eval"
+    if loaded.run_dir is not None and not layout.is_read_only(loaded.run_dir) and os.access(loaded.run_dir, os.W_OK):
+        return loaded.run_dir / layout.EVAL
+    return layout.runs_root() / ".cache" / "eval"
 
 
 def _predict(loaded: LoadedModel, split: Split, flip: bool, progress=None):
@@ -176,7 +176,7 @@ def evaluate(loaded: LoadedModel, source: str, split: str | None = None, flip: b
         probs, kept = _predict(loaded, part, flip, progress)
         if use_cache:
             try:
-                runs.save_npz(cache, probs=probs, kept=kept)
+                fileio.save_npz(cache, probs=probs, kept=kept)
             except OSError:
                 pass  # a read-only disk only loses the cache
     return Evaluation(loaded.class_names, probs, labels[kept],
@@ -187,7 +187,7 @@ def read_cache(path: Path, images: int, classes: int) -> tuple[np.ndarray, np.nd
     """(probs, kept) of a cached evaluation of `images` images by a model of `classes` classes, or
     None when the file is missing, damaged or does not describe them (then it is evaluated again):
     no more is unpacked than such an evaluation holds."""
-    saved = runs.load_npz(path, ("probs", "kept"), {"probs": ((images, classes), "f", 4), "kept": ((images,), "iu")})
+    saved = fileio.load_npz(path, ("probs", "kept"), {"probs": ((images, classes), "f", 4), "kept": ((images,), "iu")})
     if saved is None:
         return None
     probs, kept = saved["probs"], saved["kept"]

@@ -17,7 +17,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from alexnet_core.store import runs
+from alexnet_core.store import fileio
 
 FORMATS = ("savedmodel", "tflite")
 MIN_AGREEMENT = 0.99
@@ -142,8 +142,8 @@ def export_model(spec: str, fmt: str, dest: str | Path | None = None, int8: bool
             (made / SIDECAR).write_text(json.dumps(record, indent=1), encoding="utf-8")
             made.rename(dest)
         else:
-            runs.write_json_atomic(dest.with_suffix(".json"), record)
-            with runs.atomic_write(dest, label="export") as tmp:
+            fileio.write_json_atomic(dest.with_suffix(".json"), record)
+            with fileio.atomic_write(dest, label="export") as tmp:
                 shutil.copyfile(made, tmp)
         return record
     finally:

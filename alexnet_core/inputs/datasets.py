@@ -26,7 +26,7 @@ import numpy as np
 
 from alexnet_core.predict.inference import MAX_UPLOAD_FILES, ImageDecodeError, decode_image, read_image
 from alexnet_core.settings.config import ConfigError, TrainConfig
-from alexnet_core.store import runs
+from alexnet_core.store import fileio
 
 DATA_DIR_ENV = "ALEXNET_DATA_DIR"
 NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9 _.-]{0,47}$")
@@ -154,7 +154,7 @@ def add_image(path: Path, class_name: str, data: bytes, file_name: str = "image"
         return target, False
     if sum(1 for _ in folder.glob("*.jpg")) >= MAX_IMAGES_PER_CLASS:
         raise ClassFull(f"{class_name} already has {MAX_IMAGES_PER_CLASS} images, the most a class holds here.")
-    runs.write_bytes_atomic(target, buffer.getvalue())
+    fileio.write_bytes_atomic(target, buffer.getvalue())
     return target, True
 
 

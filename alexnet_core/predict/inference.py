@@ -17,7 +17,7 @@ import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from alexnet_core.inputs.data import ASSETS
-from alexnet_core.store import runs
+from alexnet_core.store import fileio, layout
 
 ACCEPTED_FORMATS = {"JPEG", "MPO", "PNG", "WEBP", "BMP", "GIF", "TIFF"}
 
@@ -199,13 +199,13 @@ def make_forward(loaded: LoadedModel, flip: bool = False):
 def resolve_model_path(spec: str) -> tuple[Path, Path | None]:
     """MODEL spec (demo | run folder | .keras file) -> (model file, run folder or None)."""
     if spec == "demo":
-        if not (DEMO_RUN / runs.MODEL).exists():
+        if not (DEMO_RUN / layout.MODEL).exists():
             raise ModelLoadError(f"The bundled demo model is missing ({DEMO_RUN}); reinstall the app")
-        return DEMO_RUN / runs.MODEL, DEMO_RUN
+        return DEMO_RUN / layout.MODEL, DEMO_RUN
     path = Path(spec).expanduser()
     if path.is_dir():
         # A finished run's model, else the best checkpoint so far of a run still training.
-        for candidate in (path / runs.MODEL, path / runs.CHECKPOINTS / runs.BEST, path / runs.CHECKPOINTS / runs.LAST):
+        for candidate in (path / layout.MODEL, path / layout.CHECKPOINTS / layout.BEST, path / layout.CHECKPOINTS / layout.LAST):
             if candidate.exists():
                 return candidate, path
         raise ModelLoadError(f"{path} has no model yet: the run has not finished an epoch")
@@ -213,13 +213,13 @@ def resolve_model_path(spec: str) -> tuple[Path, Path | None]:
         raise ModelLoadError(f"{spec}: give a run folder, a .keras file or 'demo'")
     if not path.is_file():
         raise ModelLoadError(f"{path} does not exist")
-    return path, path.parent if (path.parent / runs.CONFIG).exists() else None
+    return path, path.parent if (path.parent / layout.CONFIG).exists() else None
 
 
 def model_record(model_path: Path, run_dir: Path | None) -> dict:
     """What travels with a model: its run's config.json, else the `.json` sidecar of a bare .keras file."""
-    for candidate in ([run_dir / runs.CONFIG] if run_dir else []) + [model_path.with_suffix(".json")]:
-        data = runs.read_object(candidate)
+    for candidate in ([run_dir / layout.CONFIG] if run_dir else []) + [model_path.with_suffix(".json")]:
+        data = fileio.read_object(candidate)
         if data:
             return data
     return {}
@@ -339,7 +339,7 @@ def check_model_file(path: Path) -> None:
             raise ModelLoadError(f"{path.name}: its config.json is {config.file_size / 2**20:.0f} MiB, over the "
                                  f"{MAX_MODEL_CONFIG_BYTES // 2**20} MiB limit; not loaded")
         try:
-            document = runs.parse_json(archive.read("config.json"))
+            document = fileio.parse_json(archive.read("config.json"))
         except (ValueError, RuntimeError, NotImplementedError, zipfile.BadZipFile, zlib.error, OSError,
                 EOFError) as exc:  # RuntimeError: an encrypted member; NotImplementedError: an unknown compression
             raise ModelLoadError(f"{path.name}: its config.json is damaged ({str(exc)[:200]})") from exc
@@ -432,7 +432,7 @@ def load_model(spec: str) -> LoadedModel:
 
     path, run_dir = resolve_model_path(spec)
     if run_dir is not None and run_dir != DEMO_RUN:
-        problems = runs.read_checked(run_dir / runs.CONFIG, runs.CONFIG_SCHEMA)[1]
+        problems = layout.read_checked(run_dir / layout.CONFIG, layout.CONFIG_SCHEMA)[1]
         if problems:
             raise ModelLoadError(f"{run_dir.name}: {'; '.join(problems)}. Its class names are unknown, so its "
                                  "predictions could not be named.")

@@ -19,7 +19,7 @@ import json
 import time
 from pathlib import Path
 
-from alexnet_core.store import runs
+from alexnet_core.store import fileio, layout
 
 FORMAT = 2
 
@@ -44,7 +44,7 @@ def _well_formed(record) -> bool:
 class CheckpointStore:
     def __init__(self, run_dir: Path):
         self.run_dir = Path(run_dir)
-        self.dir = self.run_dir / runs.CHECKPOINTS
+        self.dir = self.run_dir / layout.CHECKPOINTS
         self.record = {}
 
     # --- reading --------------------------------------------------------------------------------
@@ -70,16 +70,16 @@ class CheckpointStore:
         """Read the last commit, clear what interrupted writes left, and make every published file
         match the commit again. Returns the record ({} for a run with no completed epoch)."""
         self.dir.mkdir(parents=True, exist_ok=True)
-        runs.remove_run_leftovers(self.run_dir)  # only this trainer writes there
-        path = self.dir / runs.STATE
-        record = runs.read_json(path, None) if path.exists() else {}
+        layout.remove_run_leftovers(self.run_dir)  # only this trainer writes there
+        path = self.dir / layout.STATE
+        record = fileio.read_json(path, None) if path.exists() else {}
         if not _well_formed(record):
-            raise runs.RunError(f"{path} (the record of completed epochs) is damaged, so this run cannot be resumed "
-                                f"safely. Start a new run; its {runs.MODEL} and checkpoints stay usable.")
+            raise layout.RunError(f"{path} (the record of completed epochs) is damaged, so this run cannot be resumed "
+                                f"safely. Start a new run; its {layout.MODEL} and checkpoints stay usable.")
         if record and record.get("format") != FORMAT:
             record = self._from_legacy(record)
         if record and not self.latest_path(record):
-            raise runs.RunError(f"{self.dir / runs.STATE} names {record.get('last')!r}, which is missing: "
+            raise layout.RunError(f"{self.dir / layout.STATE} names {record.get('last')!r}, which is missing: "
                                 "the run's checkpoints are damaged. Start a new run.")
         self.record = record
         if record:
@@ -89,14 +89,14 @@ class CheckpointStore:
     def _from_legacy(self, old: dict) -> dict:
         """A run written by the fit()-based trainer: last.keras + {"completed_epochs": N}."""
         done = int(old.get("completed_epochs", 0) or 0)
-        if not done or not (self.dir / runs.LAST).exists():
+        if not done or not (self.dir / layout.LAST).exists():
             return {}
-        frame = runs.read_metrics(self.run_dir)
+        frame = layout.read_metrics(self.run_dir)
         rows = []
         for row in frame.to_dict("records")[:done]:
             rows.append({**row, "epoch": int(row["epoch"]) - 1})
-        return {"format": FORMAT, "completed_epochs": done, "iterations": None, "last": runs.LAST,
-                "best": runs.BEST if (self.dir / runs.BEST).exists() else runs.LAST,
+        return {"format": FORMAT, "completed_epochs": done, "iterations": None, "last": layout.LAST,
+                "best": layout.BEST if (self.dir / layout.BEST).exists() else layout.LAST,
                 "metrics": rows, "committed": time.time()}
 
     # --- writing --------------------------------------------------------------------------------
@@ -104,7 +104,7 @@ class CheckpointStore:
     def commit(self, model, epoch: int, row: dict, monitor: str, mode: str, iterations: int, extra=None) -> bool:
         """Commit completed epoch `epoch` (from 1) with its metrics `row`; True if it is the best."""
         name = epoch_file(epoch)
-        with runs.atomic_write(self.dir / name, label="checkpoint", suffix=".keras") as tmp:
+        with fileio.atomic_write(self.dir / name, label="checkpoint", suffix=".keras") as tmp:
             model.save(tmp)
         value = row.get(monitor)
         best_value = self.record.get("best_value")
@@ -122,7 +122,7 @@ class CheckpointStore:
             "committed": time.time(),
             **(extra or {}),
         }
-        with runs.atomic_write(self.dir / runs.STATE, label="state") as tmp:
+        with fileio.atomic_write(self.dir / layout.STATE, label="state") as tmp:
             tmp.write_text(json.dumps(record, indent=1, default=float), encoding="utf-8")
         self.record = record
         self.publish()
@@ -134,13 +134,13 @@ class CheckpointStore:
         last, best = self.dir / record["last"], self.dir / record.get("best", record["last"])
         if not best.exists():
             best = last
-        if record["last"] != runs.LAST:
-            runs.link_or_copy(last, self.dir / runs.LAST)
-        if best.name != runs.BEST:
-            runs.link_or_copy(best, self.dir / runs.BEST)
-        with runs.atomic_write(self.run_dir / runs.METRICS, label="metrics") as tmp:
-            tmp.write_text(runs.metrics_csv(record.get("metrics", [])), encoding="utf-8")
-        keep = {last.name, best.name, runs.LAST, runs.BEST}
+        if record["last"] != layout.LAST:
+            fileio.link_or_copy(last, self.dir / layout.LAST)
+        if best.name != layout.BEST:
+            fileio.link_or_copy(best, self.dir / layout.BEST)
+        with fileio.atomic_write(self.run_dir / layout.METRICS, label="metrics") as tmp:
+            tmp.write_text(layout.metrics_csv(record.get("metrics", [])), encoding="utf-8")
+        keep = {last.name, best.name, layout.LAST, layout.BEST}
         for path in self.dir.glob("epoch-*.keras"):
             if path.name not in keep:
                 path.unlink(missing_ok=True)
@@ -151,5 +151,5 @@ class CheckpointStore:
             return None
         best = self.dir / self.record.get("best", self.record["last"])
         source = best if best.exists() else self.dir / self.record["last"]
-        runs.link_or_copy(source, self.run_dir / runs.MODEL)
-        return self.run_dir / runs.MODEL
+        fileio.link_or_copy(source, self.run_dir / layout.MODEL)
+        return self.run_dir / layout.MODEL

@@ -84,7 +84,7 @@ def supervise_worker(config, run_dir, place, join_timeout) -> int:
     import subprocess
     from pathlib import Path
 
-    from alexnet_core.store import runs
+    from alexnet_core.store import liveness
     from alexnet_core.train.training import JOIN_PIPE_ENV
 
     timeout = JOIN_TIMEOUT_S if join_timeout is None else join_timeout
@@ -140,7 +140,7 @@ def supervise_worker(config, run_dir, place, join_timeout) -> int:
         waited = time.monotonic() - joining if joining is not None else None
         who = ", ".join(peers.missing()) or "the other workers to finish joining (all of them answer)" \
             if peers else "the other workers"
-        if asked or (waited is not None and place.is_chief and runs.stop_requested(run_dir)):
+        if asked or (waited is not None and place.is_chief and liveness.stop_requested(run_dir)):
             why = "Ctrl-C" if signal.SIGINT in asked else "SIGTERM" if asked else "Stop"
             where = f"while waiting for {who} to join" if waited is not None else "as the trainer started"
             return end("stopped", f"Stopped ({why}) {where}, before the first step; {_kept(run_dir, place)}; "
@@ -155,7 +155,7 @@ def supervise_worker(config, run_dir, place, join_timeout) -> int:
         message = f"Waiting for {who} to join ({waited:.0f} s of the {timeout:g} s join timeout)"
         if place.is_chief:
             with contextlib.suppress(OSError):
-                runs.write_status(run_dir, phase="joining", message=message)
+                liveness.write_status(run_dir, phase="joining", message=message)
         if who != said or time.monotonic() - said_at > 30:
             log(message)
             said, said_at = who, time.monotonic()
@@ -169,18 +169,18 @@ def supervise_worker(config, run_dir, place, join_timeout) -> int:
 
 
 def _kept(run_dir, place) -> str:
-    from alexnet_core.store import runs
+    from alexnet_core.store import fileio, layout
 
     if not place.is_chief:
         return "the run is kept as it was"
-    done = runs.read_object(run_dir / runs.CHECKPOINTS / runs.STATE).get("completed_epochs")
+    done = fileio.read_object(run_dir / layout.CHECKPOINTS / layout.STATE).get("completed_epochs")
     return f"the run is kept as it was after epoch {done}" if done else "no epoch had been trained"
 
 
 def _record_join_end(run_dir, state: str, message: str) -> None:
     """status.json of a run whose trainer this process ended during the join: its last commit
     republished (nothing was trained since), the state and why."""
-    from alexnet_core.store import runs
+    from alexnet_core.store import layout, liveness
     from alexnet_core.train.checkpoints import CheckpointStore
 
     fields = {}
@@ -189,8 +189,8 @@ def _record_join_end(run_dir, state: str, message: str) -> None:
         store.recover()
         fields = {"completed_epochs": store.completed_epochs, "has_model": store.publish_model() is not None}
     with contextlib.suppress(OSError):
-        (run_dir / runs.RESERVE).unlink(missing_ok=True)
+        (run_dir / layout.RESERVE).unlink(missing_ok=True)
         if state == "stopped":
-            (run_dir / runs.STOP_REQUEST).unlink(missing_ok=True)
-        runs.write_status(run_dir, state=state, message=message, finished=time.time(), phase=None,
+            (run_dir / layout.STOP_REQUEST).unlink(missing_ok=True)
+        liveness.write_status(run_dir, state=state, message=message, finished=time.time(), phase=None,
                           **({"reason": "cluster"} if state == "failed" else {}), **fields)

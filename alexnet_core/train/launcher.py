@@ -2,7 +2,7 @@
 
 The app never trains in its own process: a run survives page reloads, closed tabs and
 server restarts, and its folder is the only channel between the two. Which runs may start or
-resume is decided by runs.py; this module only spawns the process.
+resume is decided by train.lifecycle; this module only spawns the process.
 """
 
 from __future__ import annotations
@@ -13,9 +13,11 @@ import sys
 import threading
 from pathlib import Path
 
-from alexnet_core.cli import LAUNCHED_ENV
 from alexnet_core.settings.config import TrainConfig
-from alexnet_core.store import runs
+from alexnet_core.store import layout, liveness
+from alexnet_core.train import lifecycle
+
+LAUNCHED_ENV = "ALEXNET_LAUNCHED_RUN"  # set by the launcher for the trainer it starts
 
 
 def _spawn(run_dir: Path) -> int:
@@ -24,11 +26,11 @@ def _spawn(run_dir: Path) -> int:
            "PYTHONPATH": os.pathsep.join(filter(None, [str(root_of_package), os.environ.get("PYTHONPATH")]))}
     # A stop request left from before this start is stale; one made from here on (while the
     # trainer starts, loads data, builds) is honoured by the trainer as soon as it can.
-    (run_dir / runs.STOP_REQUEST).unlink(missing_ok=True)
+    (run_dir / layout.STOP_REQUEST).unlink(missing_ok=True)
     # Marked as starting before the process exists: the trainer takes the run's lock within a
-    # second or two, and until then runs.trainer_alive() gives it a short grace period.
-    runs.mark_starting(run_dir, pid=None)
-    with open(run_dir / runs.LOG, "ab") as log:
+    # second or two, and until then liveness.trainer_alive() gives it a short grace period.
+    liveness.mark_starting(run_dir, pid=None)
+    with open(run_dir / layout.LOG, "ab") as log:
         proc = subprocess.Popen(
             [sys.executable, "-m", "alexnet_core", "train", "--resume", str(run_dir)],
             stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env,
@@ -36,12 +38,12 @@ def _spawn(run_dir: Path) -> int:
         )
     # Reap the trainer when it exits so it never lingers as a zombie of the app's process.
     threading.Thread(target=proc.wait, name=f"reap-{proc.pid}", daemon=True).start()
-    runs.write_status(run_dir, pid=proc.pid)  # the trainer writes the same pid as soon as it starts
+    liveness.write_status(run_dir, pid=proc.pid)  # the trainer writes the same pid as soon as it starts
     return proc.pid
 
 
 def start(config: TrainConfig, root=None, run_id: str | None = None, allow_parallel: bool = False) -> Path:
-    """Create a run (runs.new_run checks the data and the one-run rule first) and train it detached.
+    """Create a run (lifecycle.new_run checks the data and the one-run rule first) and train it detached.
     The run is created `starting` in one step with the rule's check, so of two Starts at the same
     instant (two tabs, two processes) one gets the run and the other ActiveRunError. A run that
     fine-tunes has its base model loaded and checked first (ConfigError), so a base it cannot use
@@ -50,7 +52,7 @@ def start(config: TrainConfig, root=None, run_id: str | None = None, allow_paral
         from alexnet_core.train.training import check_fine_tune  # TensorFlow: only when a Start fine-tunes
 
         config = check_fine_tune(config)
-    run_dir = runs.new_run(config, root, run_id, allow_parallel=allow_parallel, starter_pid=os.getpid())
+    run_dir = lifecycle.new_run(config, root, run_id, allow_parallel=allow_parallel, starter_pid=os.getpid())
     _spawn(run_dir)
     return run_dir
 
@@ -59,6 +61,6 @@ def resume(run_dir, allow_parallel: bool = False) -> Path:
     """Resume a run detached; as with `start`, of two Resumes at once one spawns the trainer and
     the other gets ActiveRunError (the run is already starting)."""
     run_dir = Path(run_dir)
-    runs.check_resumable(run_dir, allow_parallel=allow_parallel, starter_pid=os.getpid())
+    lifecycle.check_resumable(run_dir, allow_parallel=allow_parallel, starter_pid=os.getpid())
     _spawn(run_dir)
     return run_dir

@@ -14,7 +14,7 @@ import threading
 import time
 from pathlib import Path
 
-from alexnet_core.store import runs
+from alexnet_core.store import fileio, layout, liveness
 
 HEARTBEAT_S = 2.0
 STOP_POLL_S = 0.5
@@ -27,7 +27,7 @@ class StatusWriter:
     def __init__(self, run_dir: Path):
         self.run_dir = Path(run_dir)
         self.lock = threading.Lock()
-        self.status = runs.read_object(self.run_dir / runs.STATUS)
+        self.status = fileio.read_object(self.run_dir / layout.STATUS)
         self.session_start = time.time()
         self.elapsed_before = float(self.status.get("elapsed_s") or 0.0) if isinstance(
             self.status.get("elapsed_s"), (int, float)) else 0.0
@@ -43,7 +43,7 @@ class StatusWriter:
         now = time.time()
         self.status["heartbeat"] = now
         self.status["elapsed_s"] = self.elapsed_before + (now - self.session_start)
-        runs.write_json_atomic(self.run_dir / runs.STATUS, self.status)
+        fileio.write_json_atomic(self.run_dir / layout.STATUS, self.status)
 
     def beat(self) -> None:
         with self.lock:
@@ -94,7 +94,7 @@ class Monitor(threading.Thread):
     def run(self) -> None:
         last_beat = 0.0
         while not self.finished.wait(STOP_POLL_S):
-            if runs.stop_requested(self.run_dir):
+            if liveness.stop_requested(self.run_dir):
                 self.stop_event.set()
             if time.monotonic() - last_beat >= HEARTBEAT_S:
                 last_beat = time.monotonic()
@@ -115,7 +115,7 @@ class StepLog:
     HEADER = "step,epoch,loss,accuracy,learning_rate\n"
 
     def __init__(self, run_dir: Path, every: int):
-        self.path = Path(run_dir) / runs.STEPS
+        self.path = Path(run_dir) / layout.STEPS
         self.every = every
         new = not self.path.exists() or self.path.stat().st_size == 0
         self.file = open(self.path, "a", encoding="utf-8", buffering=1)

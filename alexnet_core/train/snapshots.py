@@ -26,9 +26,9 @@ from pathlib import Path
 
 import numpy as np
 
-from alexnet_core.store import runs
+from alexnet_core.store import fileio, layout
 
-FOLDER = runs.SNAPSHOTS
+FOLDER = layout.SNAPSHOTS
 PROBE = "probe.npz"
 PROBE_SIZE = 32  # images in the probe set
 EPOCH_FILE = re.compile(r"^epoch-(\d{4,6})\.npz$")
@@ -42,7 +42,7 @@ MAX_TIMELINE_BYTES = 512 * 2**20  # every epoch's arrays together, as read into 
 
 
 def limits(input_size: int | None = None) -> dict:
-    """runs.load_npz limits of probe.npz and an epoch's file: each array's most per axis and its kinds."""
+    """fileio.load_npz limits of probe.npz and an epoch's file: each array's most per axis and its kinds."""
     from alexnet_core.models.variants import MAX_INPUT_SIZE  # a probe image's side when the run's config does not say
 
     side = input_size if isinstance(input_size, int) and 0 < input_size <= MAX_INPUT_SIZE else MAX_INPUT_SIZE
@@ -70,13 +70,13 @@ def choose_probe(labels: np.ndarray, count: int = PROBE_SIZE) -> np.ndarray:
 
 
 def write_probe(run_dir: Path, images: np.ndarray, labels: np.ndarray) -> None:
-    runs.save_npz(Path(run_dir) / FOLDER / PROBE, "probe", images=np.asarray(images, dtype=np.uint8),
+    fileio.save_npz(Path(run_dir) / FOLDER / PROBE, "probe", images=np.asarray(images, dtype=np.uint8),
                   labels=np.asarray(labels, dtype=np.int16))
 
 
 def write_epoch(run_dir: Path, epoch: int, labels, predicted, conv1, probe_top, probe_prob) -> Path:
     path = epoch_path(run_dir, epoch)
-    runs.save_npz(path, "snapshot", labels=np.asarray(labels, dtype=np.int16),
+    fileio.save_npz(path, "snapshot", labels=np.asarray(labels, dtype=np.int16),
                   predicted=np.asarray(predicted, dtype=np.int16), conv1=np.asarray(conv1, dtype=np.float16),
                   probe_top=np.asarray(probe_top, dtype=np.int16), probe_prob=np.asarray(probe_prob, dtype=np.float16))
     return path
@@ -137,10 +137,10 @@ def read_timeline(run_dir: Path, completed_epochs: int | None = None, num_classe
     except OSError as exc:
         timeline.notes.append(f"Could not read {folder}: {exc.strerror or exc}")
         return timeline
-    preprocessing = runs.read_object(Path(run_dir) / runs.CONFIG).get("preprocessing")
+    preprocessing = fileio.read_object(Path(run_dir) / layout.CONFIG).get("preprocessing")
     bounds = limits(preprocessing.get("input_size") if isinstance(preprocessing, dict) else None)
     probe_bounds = {"images": bounds["images"], "labels": ((PROBE_SIZE,), "iu", 2)}
-    probe = runs.load_npz(folder / PROBE, ("images", "labels"), probe_bounds) if PROBE in names else None
+    probe = fileio.load_npz(folder / PROBE, ("images", "labels"), probe_bounds) if PROBE in names else None
     if probe is not None and probe["images"].shape[1] == probe["images"].shape[2] \
             and len(probe["images"]) == len(probe["labels"]):
         timeline.probe_images, timeline.probe_labels = probe["images"], probe["labels"].astype(int)
@@ -157,7 +157,7 @@ def read_timeline(run_dir: Path, completed_epochs: int | None = None, num_classe
         if over:
             over.append(number)
             continue
-        arrays = runs.load_npz(folder / name, KEYS, bounds)
+        arrays = fileio.load_npz(folder / name, KEYS, bounds)
         if arrays is None or not _consistent(arrays, num_classes, timeline.probe_labels):
             timeline.notes.append(f"Left out epoch {number}: its snapshot ({name}) is damaged.")
             continue

@@ -36,7 +36,7 @@ from pathlib import Path
 import numpy as np
 
 from alexnet_core.settings.config import ConfigError, TrainConfig
-from alexnet_core.store import runs
+from alexnet_core.store import fileio, layout, liveness
 from alexnet_core.train.checkpoints import CheckpointStore
 from alexnet_core.train.monitor import Monitor, Progress, StatusWriter, StepLog, identity
 
@@ -295,7 +295,7 @@ def fine_tune_source(config: TrainConfig):
         base = load_model(config.init_from)
     except ModelLoadError as exc:
         raise ConfigError(f"Cannot fine-tune from {config.init_from!r}: {exc}") from exc
-    record = runs.read_object(base.run_dir / runs.CONFIG) if base.run_dir else {}
+    record = fileio.read_object(base.run_dir / layout.CONFIG) if base.run_dir else {}
     if not isinstance(record.get("variant"), str):
         raise ConfigError(f"Cannot fine-tune from {config.init_from!r}: its settings are not recorded. Give a run "
                           "folder or 'demo'.")
@@ -403,20 +403,20 @@ class Trainer:
         """A private folder for a non-chief worker, holding a copy of the run's last commit (read
         from the shared run folder, if this worker can see it) so it resumes where the chief does."""
         scratch = Path(tempfile.mkdtemp(prefix=f"alexnet-worker{self.cluster.position}-"))
-        source = self.shared_dir / runs.CHECKPOINTS
-        record = runs.read_json(source / runs.STATE, None) if (source / runs.STATE).exists() else None
-        (scratch / runs.CHECKPOINTS).mkdir()
+        source = self.shared_dir / layout.CHECKPOINTS
+        record = fileio.read_json(source / layout.STATE, None) if (source / layout.STATE).exists() else None
+        (scratch / layout.CHECKPOINTS).mkdir()
         if isinstance(record, dict) and isinstance(record.get("last"), str) and "/" not in record["last"]:
             if (source / record["last"]).exists():
-                shutil.copy2(source / record["last"], scratch / runs.CHECKPOINTS / record["last"])
-                shutil.copy2(source / runs.STATE, scratch / runs.CHECKPOINTS / runs.STATE)
-        if (self.shared_dir / runs.CONFIG).exists():
-            shutil.copy2(self.shared_dir / runs.CONFIG, scratch / runs.CONFIG)
+                shutil.copy2(source / record["last"], scratch / layout.CHECKPOINTS / record["last"])
+                shutil.copy2(source / layout.STATE, scratch / layout.CHECKPOINTS / layout.STATE)
+        if (self.shared_dir / layout.CONFIG).exists():
+            shutil.copy2(self.shared_dir / layout.CONFIG, scratch / layout.CONFIG)
         return scratch
 
     def _run(self) -> dict:
-        lock = runs.TrainerLock(self.run_dir).acquire()
-        reserve = runs.Reserve(self.run_dir)
+        lock = liveness.TrainerLock(self.run_dir).acquire()
+        reserve = fileio.Reserve(self.run_dir)
         reserve.claim()
         self.status = StatusWriter(self.run_dir)
         self.monitor = self.steplog = None
@@ -428,11 +428,11 @@ class Trainer:
         except WorkerLost as exc:
             return self._end("failed", str(exc), reason="cluster")
         except OSError as exc:
-            if not runs.is_disk_error(exc):
+            if not fileio.is_disk_error(exc):
                 raise
             reserve.release()
-            runs.remove_run_leftovers(self.run_dir)
-            message = runs.disk_message(exc, self.run_dir, 2 * self.checkpoint_bytes + 16 * 2**20)
+            layout.remove_run_leftovers(self.run_dir)
+            message = fileio.disk_message(exc, self.run_dir, 2 * self.checkpoint_bytes + 16 * 2**20)
             self.log(f"error: {message}")
             try:
                 return self._end("failed", message, reason="disk")
@@ -460,14 +460,14 @@ class Trainer:
                                     completed_epochs=self.store.completed_epochs,
                                     has_model=model is not None, **fields)
         if self.chief:  # answered: a request left behind would stop the next start
-            (self.run_dir / runs.STOP_REQUEST).unlink(missing_ok=True)
+            (self.run_dir / layout.STOP_REQUEST).unlink(missing_ok=True)
         return status
 
     def _stop_wished(self) -> bool:
         """This process was asked to stop: a signal, or (read now, not at the monitor's next poll)
         the run's stop.request. A request from before this trainer was launched was cleared by
         whoever launched it (launcher._spawn, `train --resume`), never by the trainer."""
-        if not self.stop.is_set() and self.chief and runs.stop_requested(self.run_dir):
+        if not self.stop.is_set() and self.chief and liveness.stop_requested(self.run_dir):
             self.stop.set()
         return self.stop.is_set()
 
@@ -521,9 +521,9 @@ class Trainer:
 
         source = load_source(config.data, config.val_split)
         self._stop_point("while loading the data")
-        stored = runs.read_object(run_dir / runs.CONFIG)
+        stored = fileio.read_object(run_dir / layout.CONFIG)
         if stored.get("class_names") and stored["class_names"] != source.class_names:
-            raise runs.RunError(f"The data's classes {source.class_names} differ from the run's "
+            raise layout.RunError(f"The data's classes {source.class_names} differ from the run's "
                                 f"{stored['class_names']}: resume with the data the run started with.")
         arch = get_arch(config.variant, input_size=config.input_size, **config.switches)
         size, num_classes, batch = arch.input_size, len(source.class_names), config.batch_size
@@ -544,7 +544,7 @@ class Trainer:
                                 **dataset_options(config.augment, size, config.seed + done),
                                 shard=(context.num_input_pipelines, context.input_pipeline_id))
 
-        runs.write_json_atomic(run_dir / runs.CONFIG, {
+        fileio.write_json_atomic(run_dir / layout.CONFIG, {
             **asdict(config), "class_names": list(source.class_names),
             **({"class_words": source.class_words} if source.class_words else {}),
             "environment": environment(strategy, self.cluster),
@@ -572,7 +572,7 @@ class Trainer:
                 try:  # nothing of a checkpoint that unpacks to more than it declares is read
                     check_model_file(self.store.latest_path())
                 except ModelLoadError as exc:
-                    raise runs.RunError(f"Cannot resume: {exc}") from exc
+                    raise layout.RunError(f"Cannot resume: {exc}") from exc
                 model = keras.models.load_model(self.store.latest_path(), safe_mode=True)
                 optimizer = model.optimizer
                 self.log(f"Resuming after epoch {done} of {config.epochs}")
@@ -589,13 +589,13 @@ class Trainer:
         self._stop_point("while building the model")
         iterations = int(optimizer.iterations.numpy())
         if record.get("iterations") is not None and iterations != record["iterations"]:
-            raise runs.RunError(f"{self.store.latest_path()} has taken {iterations} optimizer steps but the commit "
+            raise layout.RunError(f"{self.store.latest_path()} has taken {iterations} optimizer steps but the commit "
                                 f"record says {record['iterations']}: the checkpoint is damaged. Start a new run.")
         if done and iterations != done * steps:
             self.log(f"note: the data now gives {steps} steps per epoch; the checkpoint has {iterations} steps "
                      f"for {done} epochs")
         self.checkpoint_bytes = max(model.count_params() * 4 * 3, 2**20)
-        runs.truncate_steps(run_dir, iterations)
+        layout.truncate_steps(run_dir, iterations)
 
         self.steplog = StepLog(run_dir, config.log_every)
         progress.steps_per_epoch = steps
@@ -764,7 +764,7 @@ class Trainer:
         if stop > 0:
             raise StopBeforeTraining("before the first step (a worker was asked to stop)")
         if abs(total * total - count * squares) > 1e-6 * max(1.0, squares * count):
-            raise runs.RunError(
+            raise layout.RunError(
                 f"The workers disagree on where this run stands: this one sees {done} completed epochs, the "
                 f"average over all of them is {total / count:g}. Every worker must read the same run folder "
                 f"({self.shared_dir}): put it on storage they all share, as docs/DISTRIBUTED.md says.")
@@ -780,7 +780,7 @@ class Trainer:
             if self.steplog:  # the curves show only steps that stay part of the run
                 self.steplog.close()
                 self.steplog = None
-            runs.truncate_steps(self.run_dir, self.store.iterations)
+            layout.truncate_steps(self.run_dir, self.store.iterations)
         return self._end("stopped", message)
 
     def _diverged(self, epoch: int, step: int, why: str) -> dict:
@@ -793,7 +793,7 @@ class Trainer:
     def _tensorboard(self):
         import tensorflow as tf
 
-        folder = self.run_dir / runs.TENSORBOARD
+        folder = self.run_dir / layout.TENSORBOARD
         return {"train": tf.summary.create_file_writer(str(folder / "train")),
                 "validation": tf.summary.create_file_writer(str(folder / "validation"))}
 
@@ -870,10 +870,10 @@ def run_training(config: TrainConfig, run_dir: Path, log=None) -> int:
     writes = place is None or place.is_chief  # only the chief writes the run folder
     try:
         status = train(config, run_dir, log=log)
-    except runs.ActiveRunError as exc:  # another trainer owns this run: leave its status alone
+    except layout.ActiveRunError as exc:  # another trainer owns this run: leave its status alone
         log(f"error: {exc}")
         return BAD_INPUT_EXIT
-    except (DataError, ConfigError, runs.RunError) as exc:
+    except (DataError, ConfigError, layout.RunError) as exc:
         if writes:
             _record_failure(run_dir, str(exc), "data" if isinstance(exc, DataError) else "settings")
         log(f"error: {exc}")
@@ -883,9 +883,9 @@ def run_training(config: TrainConfig, run_dir: Path, log=None) -> int:
             log(traceback.format_exc())
             log(f"error: internal error: {type(exc).__name__}: {exc}")
             return INTERNAL_EXIT
-        _record_failure(run_dir, f"Internal error: {type(exc).__name__}: {exc} (details in {runs.LOG})", "internal")
+        _record_failure(run_dir, f"Internal error: {type(exc).__name__}: {exc} (details in {layout.LOG})", "internal")
         _log_traceback(run_dir)
-        log(f"error: internal error: {type(exc).__name__}: {exc}; the traceback is in {Path(run_dir) / runs.LOG}")
+        log(f"error: internal error: {type(exc).__name__}: {exc}; the traceback is in {Path(run_dir) / layout.LOG}")
         return INTERNAL_EXIT
     log(status.get("message", ""))
     return 0 if status["state"] in ("finished", "stopped") else INTERNAL_EXIT
@@ -895,7 +895,7 @@ def _record_failure(run_dir: Path, message: str, reason: str) -> None:
     """status.json says failed, why in words (`message`) and in one word (`reason`: data,
     settings, internal; disk failures are recorded by the trainer itself)."""
     try:
-        runs.write_status(run_dir, state="failed", finished=time.time(), phase=None, message=message, reason=reason)
+        liveness.write_status(run_dir, state="failed", finished=time.time(), phase=None, message=message, reason=reason)
     except OSError:
         pass
 
@@ -903,7 +903,7 @@ def _record_failure(run_dir: Path, message: str, reason: str) -> None:
 def _log_traceback(run_dir: Path) -> None:
     """The traceback goes to train.log (once: the launcher already sends stderr there)."""
     text = traceback.format_exc()
-    path = Path(run_dir) / runs.LOG
+    path = Path(run_dir) / layout.LOG
     try:
         same = path.exists() and os.path.samestat(os.fstat(2), path.stat())
     except OSError:

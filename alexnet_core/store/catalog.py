@@ -1,0 +1,235 @@
+"""The runs a user sees: reading a run's summary and label, listing, finding, creating and deleting
+runs, the rules on which may resume. No TensorFlow."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import time
+from pathlib import Path
+
+from alexnet_core.store import fileio, layout, liveness
+
+
+def is_active(row: dict) -> bool:
+    return row.get("state") in layout.ACTIVE_STATES
+
+
+# Failures that the same settings on the same data would repeat: resuming cannot help.
+UNFIXABLE_BY_RESUME = ("data", "settings")
+
+
+def can_resume(row: dict) -> bool:
+    """A run can be resumed when it has epochs left, is not bundled, no trainer holds it, and it
+    did not fail on its data or settings (those need a new run: the same run would fail again)."""
+    epochs = row.get("epochs")
+    left = not isinstance(epochs, int) or row.get("epochs_done", 0) < epochs
+    repeat = row.get("state") == "failed" and row.get("reason") in UNFIXABLE_BY_RESUME
+    return not row.get("read_only") and row.get("state") in layout.RESUMABLE_STATES and left and not repeat
+
+
+def read_run(run_dir: Path) -> dict:
+    """Everything the pages show of a run, read defensively: {"config", "status", "metrics",
+    "steps", "problems"}, where problems are "file: what" for every damaged file."""
+    run_dir = Path(run_dir)
+    config, problems = layout.read_checked(run_dir / layout.CONFIG, layout.CONFIG_SCHEMA)
+    status, status_problems = layout.read_checked(run_dir / layout.STATUS, layout.STATUS_SCHEMA)
+    problems += status_problems
+    status = liveness.with_liveness(run_dir, status)
+    metrics, bad_rows = layout.read_metrics_checked(run_dir)
+    if bad_rows:
+        problems.append(f"{layout.METRICS}: {bad_rows} damaged row{'s' if bad_rows > 1 else ''} skipped")
+    steps, bad_steps = fileio.read_csv_checked(run_dir / layout.STEPS, "step")
+    if bad_steps:
+        problems.append(f"{layout.STEPS}: {bad_steps} damaged row{'s' if bad_steps > 1 else ''} skipped")
+    bad_model = layout.model_problem(run_dir)
+    if bad_model:
+        problems.append(bad_model)
+    return {"config": config, "status": status, "metrics": metrics, "steps": steps, "problems": problems,
+            "model_ok": (run_dir / layout.MODEL).exists() and bad_model is None}
+
+
+def read_label(run_dir: Path) -> dict:
+    """{"name", "notes"} the user gave a run ('' when none, or when label.json is damaged)."""
+    label, _ = layout.read_checked(Path(run_dir) / layout.LABEL, layout.LABEL_SCHEMA)
+    return {"name": " ".join(str(label.get("name") or "").split())[:layout.MAX_NAME],
+            "notes": str(label.get("notes") or "")[:layout.MAX_NOTES]}
+
+
+def write_label(run_dir: Path, name: str, notes: str) -> dict:
+    """Give a run a name and notes (stored in its folder, atomically); returns what was stored.
+    Bundled (read-only) runs cannot be labelled."""
+    run_dir = Path(run_dir)
+    if layout.is_read_only(run_dir):
+        raise layout.RunError(f"{run_dir.name} is bundled with the app and read-only: its name cannot change.")
+    if not (run_dir / layout.CONFIG).exists():
+        raise layout.RunError(f"{run_dir.name} is not a run folder (no {layout.CONFIG})")
+    name = " ".join(str(name or "").split())
+    if len(name) > layout.MAX_NAME:
+        raise layout.RunError(f"A run name is at most {layout.MAX_NAME} characters; this one has {len(name)}.")
+    notes = str(notes or "").strip()
+    if len(notes) > layout.MAX_NOTES:
+        raise layout.RunError(f"Notes are at most {layout.MAX_NOTES} characters; these have {len(notes)}.")
+    label = {"name": name, "notes": notes}
+    fileio.write_json_atomic(run_dir / layout.LABEL, label)
+    return label
+
+
+def display_name(row: dict) -> str:
+    """How a run is named on screen: its label and id, or its id alone."""
+    name = row.get("name") or ""
+    return f"{name} ({row['run_id']})" if name else row["run_id"]
+
+
+def run_summary(run_dir: Path, run: dict | None = None) -> dict:
+    """One line of the runs table."""
+    run_dir = Path(run_dir)
+    run = run or read_run(run_dir)
+    config, status, metrics = run["config"], run["status"], run["metrics"]
+    best = None
+    if "val_accuracy" in metrics and metrics["val_accuracy"].notna().any():
+        best = float(metrics["val_accuracy"].max())
+    started = status.get("started")
+    elapsed = status.get("elapsed_s")
+    if elapsed is None:
+        end = status.get("finished") or status.get("heartbeat")
+        elapsed = end - started if started and end else None
+    link = os.readlink(run_dir) if run_dir.is_symlink() else None
+    label = read_label(run_dir)
+    env = config.get("environment") if isinstance(config.get("environment"), dict) else {}
+    replicas = env.get("replicas")
+    workers = env.get("workers")
+    return {
+        "run_id": run_dir.name,
+        "name": label["name"],
+        "notes": label["notes"],
+        "path": str(run_dir),
+        "state": status.get("state") or ("damaged" if run["problems"] else "unknown"),
+        "variant": config.get("variant"),
+        "data": config.get("data_description") or config.get("data"),
+        "epochs_done": int(len(metrics)),
+        "epochs": config.get("epochs"),
+        "best_val_accuracy": best,
+        "duration_s": elapsed,
+        "started": started,
+        "read_only": layout.is_read_only(run_dir),
+        "link": link,
+        "has_model": run["model_ok"],
+        "message": status.get("message", ""),
+        "reason": status.get("reason"),
+        "strategy": env.get("strategy") if isinstance(env.get("strategy"), str) else None,
+        "replicas": replicas if isinstance(replicas, int) and not isinstance(replicas, bool) else None,
+        "workers": len(workers) if isinstance(workers, list) else 1,
+        "problems": run["problems"],
+        "damaged": "; ".join(f"damaged: {p}" for p in run["problems"]),
+    }
+
+
+def trained_on(row: dict, short: bool = False) -> str:
+    """Where a run trained, in words, from its summary row: '1 device', '2 replicas
+    (MirroredStrategy)', '2 workers, 2 replicas (MultiWorkerMirroredStrategy)'; '' if unrecorded.
+    `short` for a table: '1 device', '2 devices', '2 workers'."""
+    replicas, strategy, workers = row.get("replicas"), row.get("strategy"), row.get("workers") or 1
+    if not replicas:
+        return ""
+    if replicas == 1 and workers == 1:
+        return "1 device"
+    if short:
+        return f"{workers} workers" if workers > 1 else f"{replicas} devices"
+    where = f"{workers} workers, " if workers > 1 else ""
+    return f"{where}{replicas} replicas" + (f" ({strategy})" if strategy else "")
+
+
+def headline_accuracy(run_dir: Path) -> dict | None:
+    """The one accuracy a run is quoted by (its `headline` evaluation, with what it was measured
+    on), else its first recorded evaluation, else None."""
+    evaluations = [e for e in liveness.read_status(run_dir).get("evaluations") or [] if isinstance(e, dict)
+                   and isinstance(e.get("accuracy"), (int, float))]
+    return next((e for e in evaluations if e.get("headline")), evaluations[0] if evaluations else None)
+
+
+def bundled_runs() -> list[Path]:
+    """Run folders shipped with the app (read-only)."""
+    return [p for p in sorted(layout.BUNDLED_DIR.glob("*")) if (p / layout.CONFIG).exists()] if layout.BUNDLED_DIR.is_dir() else []
+
+
+def list_runs(root: str | os.PathLike | None = None, extra: list[Path] | None = None) -> list[dict]:
+    """Every run folder under `root` (newest first), then `extra` folders (the bundled runs)
+    whose ids no run under `root` has taken."""
+    root = layout.runs_root(root)
+    folders = []
+    if root.is_dir():
+        for path in root.iterdir():
+            try:
+                if path.is_dir() and (path / layout.CONFIG).exists():
+                    folders.append(path)
+            except OSError:  # a name the filesystem cannot stat (too long, a broken link loop)
+                continue
+    rows = [run_summary(p) for p in folders]
+    rows.sort(key=lambda r: r["started"] or 0, reverse=True)
+    taken = {r["run_id"] for r in rows}
+    return rows + [run_summary(p) for p in (extra or []) if (Path(p) / layout.CONFIG).exists() and Path(p).name not in taken]
+
+
+def all_runs(root: str | os.PathLike | None = None) -> list[dict]:
+    """The user's runs, then the bundled ones (a user run with the same id wins)."""
+    return list_runs(root, extra=bundled_runs())
+
+
+def find_run(run_id: str, root: str | os.PathLike | None = None) -> Path | None:
+    """The folder of a run id from the user (URL, widget): a run under the root, else a bundled run."""
+    try:
+        path = layout.resolve_run(layout.runs_root(root), run_id)
+        if (path / layout.CONFIG).exists():
+            return path
+    except (layout.RunError, OSError):
+        return None
+    return next((p for p in bundled_runs() if p.name == run_id), None)
+
+
+def active_runs(root: str | os.PathLike | None = None) -> list[dict]:
+    return [r for r in list_runs(root) if is_active(r)]
+
+
+def check_no_active_run(root, except_run: Path | None = None) -> None:
+    """One run trains at a time on a machine: the same rule for `train`, `train --resume` and the app.
+    Hold `runs_lock` from this check until the new run is created or marked starting."""
+    for run in active_runs(root):
+        if except_run is not None and Path(run["path"]).resolve() == Path(except_run).resolve():
+            continue
+        what = (f"Another run just started: {run['run_id']} ({run['message'] or 'starting'})"
+                if run["state"] == "starting" else
+                f"Run {run['run_id']} is already training ({run['message'] or run['state']})")
+        raise layout.ActiveRunError(
+            f"{what}. One run trains at a time: stop it on the Train page or with `python -m alexnet_core stop "
+            f"{run['path']}`, or wait for it to finish.")
+
+
+def create_run(root: str | os.PathLike, run_id: str, config: dict) -> Path:
+    root = layout.runs_root(root)
+    layout.check_runs_root(root)
+    path = layout.resolve_run(root, run_id)
+    root.mkdir(parents=True, exist_ok=True)
+    try:
+        path.mkdir()  # atomic: of two creators of one id, one gets the folder
+    except FileExistsError:
+        raise layout.RunError(f"Run {run_id!r} already exists in {path.parent}") from None
+    (path / layout.CHECKPOINTS).mkdir()
+    fileio.write_json_atomic(path / layout.CONFIG, config)
+    liveness.write_status(path, state="created", message="Created; training has not started yet.", epoch=0,
+                 started=time.time())
+    return path
+
+
+def delete_run(root: str | os.PathLike, run_id: str) -> None:
+    path = layout.resolve_run(layout.runs_root(root), run_id)
+    if path.is_symlink():  # a run linked in from elsewhere: remove the link, never what it points to
+        path.unlink()
+        return
+    if not (path / layout.CONFIG).exists():
+        raise layout.RunError(f"No run {run_id!r} in {path.parent}")
+    if layout.is_read_only(path):
+        raise layout.RunError(f"Run {run_id!r} is bundled with the app and cannot be deleted")
+    if liveness.read_status(path).get("state") in layout.ACTIVE_STATES:
+        raise layout.RunError(f"Run {run_id!r} is still training: stop it first")
+    shutil.rmtree(path)

@@ -1,0 +1,76 @@
+"""The checks before a run starts or resumes: its settings, its data and its fine-tuning base are
+loaded and refused with a reason before a run folder exists."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from alexnet_core.store import catalog, layout, liveness
+
+
+def new_run(config, root=None, run_id: str | None = None, allow_parallel: bool = False,
+            starter_pid: int | None = None) -> Path:
+    """Create the folder of a new run for a validated TrainConfig once its data has been read
+    and the one-run rule checked; on any refusal nothing is created. The rule's check and the
+    creation are one step (`liveness.runs_lock`). `starter_pid`: the process that starts the run's trainer
+    at once (the command line, which trains it itself, or the launcher, which spawns it): the run
+    is then created `starting`, so the rule counts it before that trainer takes its lock."""
+    from dataclasses import asdict
+
+    from alexnet_core.inputs.data import load_source
+
+    load_source(config.data, config.val_split)  # DataError names what is wrong with the data
+    if config.init_from:
+        from alexnet_core.predict.inference import ModelLoadError, resolve_model_path
+        from alexnet_core.settings.config import ConfigError
+
+        try:
+            resolve_model_path(config.init_from)
+        except ModelLoadError as exc:
+            raise ConfigError(f"Cannot fine-tune from {config.init_from!r}: {exc}") from exc
+    root = layout.runs_root(root)
+    layout.check_runs_root(root)
+    with liveness.runs_lock(root):
+        if not allow_parallel:
+            catalog.check_no_active_run(root)
+        run_dir = catalog.create_run(root, run_id or layout.new_run_id(config.variant, config.data), asdict(config))
+        if starter_pid is not None:
+            liveness.mark_starting(run_dir, starter_pid)
+    return run_dir
+
+
+def check_resumable(run_dir: Path, allow_parallel: bool = False, launching: bool = False,
+                    starter_pid: int | None = None):
+    """The TrainConfig of a run that may be resumed now, or layout.RunError saying why not.
+
+    `launching`: the caller is the trainer that the app's launcher just started for this run.
+    `starter_pid`: the process that starts its trainer now (as in `new_run`): the run is marked
+    `starting` in the same step as the checks (`liveness.runs_lock`), so two resumes give one trainer.
+    """
+    from alexnet_core.settings.config import ConfigError, TrainConfig
+
+    run_dir = Path(run_dir)
+    if not (run_dir / layout.CONFIG).exists():
+        raise layout.RunError(f"{run_dir} is not a run folder (no {layout.CONFIG})")
+    if run_dir.is_symlink():
+        raise layout.RunError(f"{run_dir.name} is a link to {os.readlink(run_dir)}: resume it where it lives")
+    if layout.is_read_only(run_dir):
+        raise layout.RunError(f"{run_dir.name} is bundled with the app and cannot be resumed")
+    try:
+        config = TrainConfig.from_dict(layout.read_config(run_dir))
+    except (ConfigError, TypeError) as exc:
+        raise layout.RunError(f"Cannot resume {run_dir}: its {layout.CONFIG} is not usable ({exc})") from exc
+    with liveness.runs_lock(run_dir.parent):
+        status = liveness.read_status(run_dir)
+        if status.get("state") == "starting" and not launching:
+            trainer = f"pid {status['pid']}" if status.get("pid") else "its trainer is on its way"
+            raise layout.ActiveRunError(f"Run {run_dir.name} is already starting ({trainer}): it was just started or "
+                                 "resumed elsewhere (another tab, or the command line).")
+        if status.get("state") in layout.ACTIVE_STATES and not launching:
+            raise layout.ActiveRunError(f"Run {run_dir.name} is still training (pid {status.get('pid', '?')})")
+        if not allow_parallel:
+            catalog.check_no_active_run(run_dir.parent, except_run=run_dir)
+        if starter_pid is not None:
+            liveness.mark_starting(run_dir, starter_pid)
+    return config
