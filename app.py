@@ -24,7 +24,7 @@ if __name__ == "__main__":
 else:
     from starlette.middleware import Middleware
 
-    from pages.server import BaseUrlHint, keep_keras_state, warm_up_after_start
+    from alexnet_ui.server import BaseUrlHint, keep_keras_state, warm_up_after_start
 
     app = st.App(__file__, middleware=[Middleware(BaseUrlHint)], lifespan=warm_up_after_start)
     keep_keras_state()

@@ -14,13 +14,14 @@ import os
 import sys
 import time
 
+from alexnet_core.errors import AlexNetError
 from alexnet_core.train.join_watch import JOIN_TIMEOUT_S
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 STARTED = time.time()  # when this command started (a stop request older than this is stale)
 
 
-class UsageError(Exception):
+class UsageError(AlexNetError):
     """Bad usage or bad input: reported on stderr with exit code 2."""
 
 

@@ -6,7 +6,7 @@ import streamlit as st
 from alexnet_core.analysis.charts import activation_memory, network_dot, params_and_macs, time_against_arithmetic
 from alexnet_core.models.anatomy import compare_tables, totals
 from alexnet_core.models.variants import NORMS, WIDTHS, get_arch, list_variants
-from pages.common import device_banner, format_bytes, page_setup, plain, shape_text, variant_table
+from alexnet_ui.common import device_banner, format_bytes, page_setup, plain, shape_text, variant_table
 
 page_setup()
 st.title("Architecture")

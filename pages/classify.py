@@ -31,7 +31,7 @@ from alexnet_core.predict.inference import (
     top_k,
     verdict,
 )
-from pages import common
+from alexnet_ui import common
 
 common.page_setup()
 st.title("Classify")

@@ -16,7 +16,7 @@ from alexnet_core.predict.inference import (
 )
 from alexnet_core.settings.config import ConfigError
 from alexnet_core.store import catalog, fileio, layout
-from pages.common import (
+from alexnet_ui.common import (
     all_runs,
     device_banner,
     image_from_disk,

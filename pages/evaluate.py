@@ -6,7 +6,7 @@ from alexnet_core.analysis.evaluation import evaluate
 from alexnet_core.analysis.explain import gradcam, overlay
 from alexnet_core.inputs.data import DataError
 from alexnet_core.predict.inference import ImageDecodeError, resolve_model_path, top_k
-from pages.common import (
+from alexnet_ui.common import (
     damaged_note,
     data_choices,
     device_banner,
@@ -45,7 +45,7 @@ if not data:
 
 
 def pick_label(spec: str) -> str:
-    from pages.common import model_choices
+    from alexnet_ui.common import model_choices
 
     return model_choices().get(spec, spec)
 

@@ -7,7 +7,7 @@ import streamlit as st
 
 from alexnet_core.analysis.charts import compare_curves
 from alexnet_core.store import catalog, layout
-from pages.common import (
+from alexnet_ui.common import (
     all_runs,
     clone_settings,
     device_banner,

@@ -19,7 +19,7 @@ from alexnet_core.settings.recipes import RECIPES
 from alexnet_core.store import catalog, layout, liveness
 from alexnet_core.train.launcher import resume, start
 from alexnet_core.train.training import estimate_epoch_seconds
-from pages.common import (
+from alexnet_ui.common import (
     BATCH_SIZES,
     DEFAULT_RECIPE,
     all_runs,

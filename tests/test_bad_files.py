@@ -288,7 +288,7 @@ def test_pages_without_images_render_with_bad_files_everywhere(tmp_path, own_ass
 
 
 def test_pages_open_no_image_file_but_through_the_safe_decoder():
-    """Images from disk reach a page only through inference.read_image (pages.common.image_from_disk
+    """Images from disk reach a page only through inference.read_image (alexnet_ui.common.image_from_disk
     and image_problem): no page opens an image file itself or hands st.image a path."""
     import re
 

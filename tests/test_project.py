@@ -49,7 +49,7 @@ def test_layers_import_only_downwards():
         bad = {n for n in _imports(path) if n.split(".")[0] in ("streamlit", "pages")}
         assert not bad, f"{path.name} imports {bad}"
     for path in (ROOT / "pages").glob("*.py"):
-        others = {n for n in _imports(path) if n.startswith("pages.") and n != "pages.common"}
+        others = {n for n in _imports(path) if n.startswith("pages.") and n != "alexnet_ui.common"}
         assert not others, f"{path.name} imports {others}"
 
 

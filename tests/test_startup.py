@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from pages import server
+from alexnet_ui import server
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -112,7 +112,7 @@ def test_imports_are_warmed_once_the_server_is_up():
     assert thread.name == "warm-up"
     thread.join(timeout=120)
     assert not thread.is_alive()
-    assert "pages.common" in sys.modules and "alexnet_core.store.catalog" in sys.modules
+    assert "alexnet_ui.common" in sys.modules and "alexnet_core.store.catalog" in sys.modules
 
 
 def test_streamlit_still_clears_keras_after_each_run_unless_told_not_to():

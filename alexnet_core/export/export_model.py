@@ -17,6 +17,7 @@ import tempfile
 import time
 from pathlib import Path
 
+from alexnet_core.errors import AlexNetError
 from alexnet_core.store import fileio
 
 FORMATS = ("savedmodel", "tflite")
@@ -24,7 +25,7 @@ MIN_AGREEMENT = 0.99
 SIDECAR = "alexnet_explorer.json"  # inside a SavedModel folder; a .tflite gets NAME.json beside it
 
 
-class ExportError(ValueError):
+class ExportError(AlexNetError, ValueError):
     """An export that cannot be made or does not predict like its model; the message says why."""
 
 

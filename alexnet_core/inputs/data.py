@@ -14,6 +14,8 @@ from pathlib import Path
 
 import numpy as np
 
+from alexnet_core.errors import AlexNetError
+
 ASSETS = Path(__file__).resolve().parents[2] / "assets"
 SAMPLE_DIR = ASSETS / "sample"
 CIFAR10_CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
@@ -25,7 +27,7 @@ _SIGNATURES = ((b"\xff\xd8\xff", "JPEG"), (b"\x89PNG\r\n\x1a\n", "PNG"), (b"GIF8
                (b"GIF89a", "GIF"), (b"BM", "BMP"))
 
 
-class DataError(ValueError):
+class DataError(AlexNetError, ValueError):
     """Data that cannot be trained or evaluated on; the message says what to fix."""
 
 

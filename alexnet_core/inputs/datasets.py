@@ -24,6 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
+from alexnet_core.errors import AlexNetError
 from alexnet_core.predict.inference import MAX_UPLOAD_FILES, ImageDecodeError, decode_image, read_image
 from alexnet_core.settings.config import ConfigError, TrainConfig
 from alexnet_core.store import fileio
@@ -38,7 +39,7 @@ QUALITY = 92
 FINE_TUNE_FROM = "demo"  # the model whose convolutional layers a fine-tuned dataset keeps
 
 
-class DatasetError(ValueError):
+class DatasetError(AlexNetError, ValueError):
     """A name or an action the builder cannot take; the message says why and what to do."""
 
 

@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+from alexnet_core.errors import AlexNetError
 from alexnet_core.inputs.data import ASSETS
 from alexnet_core.store import fileio, layout
 
@@ -49,11 +50,11 @@ DEMO_RUN = ASSETS / "runs" / "demo"
 warnings.filterwarnings("ignore", message="The structure of `inputs` doesn't match the expected structure")
 
 
-class ImageDecodeError(ValueError):
+class ImageDecodeError(AlexNetError, ValueError):
     """An image that cannot be classified; the message says what is wrong with it."""
 
 
-class ModelLoadError(ValueError):
+class ModelLoadError(AlexNetError, ValueError):
     """A model that cannot be loaded; the message says what to give instead."""
 
 

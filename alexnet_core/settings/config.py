@@ -10,6 +10,8 @@ import dataclasses
 import math
 from dataclasses import dataclass, field
 
+from alexnet_core.errors import AlexNetError
+
 OPTIMIZERS = ("sgd", "adam", "adamw")
 SCHEDULES = ("constant", "step", "plateau", "cosine")
 # auto: float16 on a GPU, bfloat16 on a CPU with AVX512-BF16 or AMX, float32 on other CPUs (which
@@ -35,7 +37,7 @@ DEFAULT_SCHEDULE = "cosine"
 SCHEDULE_MONITOR = {"step": ("val_accuracy", "accuracy"), "plateau": ("val_loss", "loss")}
 
 
-class ConfigError(ValueError):
+class ConfigError(AlexNetError, ValueError):
     """A training setting that cannot be used; the message names the setting and the bad value."""
 
 

@@ -9,6 +9,7 @@ import re
 from datetime import datetime
 from pathlib import Path
 
+from alexnet_core.errors import AlexNetError
 from alexnet_core.store import fileio
 
 CONFIG = "config.json"
@@ -86,7 +87,7 @@ RESUMABLE_STATES = ("created", "stopped", "interrupted", "failed", "diverged")
 STATES = ("created", "starting", "running", "finished", "stopped", "failed", "diverged")
 
 
-class RunError(ValueError):
+class RunError(AlexNetError, ValueError):
     """A run id or folder that cannot be used; the message says why."""
 
 

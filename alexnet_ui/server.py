@@ -96,7 +96,7 @@ def warm_up():
     import threading
 
     def imports():
-        for name in ("pandas", "plotly.graph_objects", "pages.common", "alexnet_core.store.catalog", "alexnet_core.predict.inference"):
+        for name in ("pandas", "plotly.graph_objects", "alexnet_ui.common", "alexnet_core.store.catalog", "alexnet_core.predict.inference"):
             try:
                 importlib.import_module(name)
             except Exception:  # the page will import it again and show what is wrong
