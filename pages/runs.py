@@ -9,7 +9,6 @@ from alexnet_core.analysis.charts import compare_curves
 from alexnet_core.store import catalog, layout
 from alexnet_ui.common import (
     all_runs,
-    clone_settings,
     device_banner,
     epoch_timeline,
     format_duration,
@@ -18,6 +17,7 @@ from alexnet_ui.common import (
     run_dir_of,
     runs_root,
 )
+from alexnet_ui.train_form import clone_settings
 
 page_setup()
 st.title("Runs")

@@ -20,16 +20,11 @@ from alexnet_core.store import catalog, layout, liveness
 from alexnet_core.train.launcher import resume, start
 from alexnet_core.train.training import estimate_epoch_seconds
 from alexnet_ui.common import (
-    BATCH_SIZES,
-    DEFAULT_RECIPE,
     all_runs,
-    apply_recipe,
-    clone_settings,
     cpu_friendly_variants,
     data_choices,
     device_banner,
     device_info,
-    form_state,
     format_duration,
     model_choices,
     page_setup,
@@ -38,6 +33,7 @@ from alexnet_ui.common import (
     runs_root,
     state_badge,
 )
+from alexnet_ui.train_form import BATCH_SIZES, DEFAULT_RECIPE, apply_recipe, clone_settings, form_state
 
 page_setup()
 st.title("Train")

@@ -309,7 +309,7 @@ def test_two_tabs_pressing_resume_at_once_start_one_trainer_and_show_no_error(no
 def test_the_start_button_shows_a_setting_refused_at_start_as_an_error(no_trainer):
     """new_run refuses a model to fine-tune from that is not there (ConfigError): an error, no traceback."""
     from alexnet_core.settings.recipes import RECIPES
-    from alexnet_ui.common import form_state
+    from alexnet_ui.train_form import form_state
 
     # The form as Clone settings fills it from a run whose base model has gone since.
     tab = train_page(**form_state({**RECIPES["quick"].settings, "init_from": "/nowhere/model.keras"}))
