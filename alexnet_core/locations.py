@@ -1,0 +1,32 @@
+"""Where the app's files are: the bundled assets (the demo run, the sample data, the example
+images) and the folders that runs and built datasets go to.
+
+The one home of these paths: every other module reads them from here. Module attributes are
+read at call time (`locations.SAMPLE_DIR`), so a test may point one elsewhere. No TensorFlow and
+no imports from the rest of the package: any layer may import this module.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent  # the project folder: app.py, assets/, alexnet_core/
+ASSETS = ROOT / "assets"
+SAMPLE_DIR = ASSETS / "sample"  # the bundled sample data (SOURCE `sample`)
+EXAMPLES_DIR = ASSETS / "examples"  # the Classify page's example photos
+BUNDLED_DIR = ASSETS / "runs"  # read-only runs that ship with the app
+DEMO_RUN = BUNDLED_DIR / "demo"  # the bundled demo model's run (MODEL `demo`)
+
+RUNS_DIR_ENV = "ALEXNET_RUNS_DIR"  # where runs go (default ./runs)
+DATA_DIR_ENV = "ALEXNET_DATA_DIR"  # where datasets built in the app go (default ./data)
+
+
+def runs_root(path: str | os.PathLike | None = None) -> Path:
+    """The runs folder: `path`, else $ALEXNET_RUNS_DIR, else ./runs (it may not exist yet)."""
+    return Path(path or os.environ.get(RUNS_DIR_ENV) or "runs").expanduser()
+
+
+def data_root() -> Path:
+    """The folder of datasets built in the app: $ALEXNET_DATA_DIR, else ./data (absolute)."""
+    return Path(os.environ.get(DATA_DIR_ENV) or "data").expanduser().resolve()
