@@ -16,7 +16,7 @@ def _short_paths(text: str) -> str:
     """Server folders in a message named the way the app names them, not as absolute paths."""
     from pathlib import Path
 
-    from alexnet_core.inputs.data import ASSETS
+    from alexnet_core.locations import ASSETS
 
     try:
         places = {str(runs_root().resolve()): "runs", str(ASSETS.parent): ".", str(Path.home()): "~"}
@@ -163,7 +163,7 @@ def format_duration(seconds) -> str:
 
 def model_choices() -> dict[str, str]:
     """{spec: label} of the models a user can question: the bundled demo, then finished runs."""
-    from alexnet_core.predict.inference import DEMO_RUN
+    from alexnet_core.locations import DEMO_RUN
     from alexnet_core.store import catalog
     from alexnet_core.store.catalog import is_active
     from alexnet_core.store.layout import MODEL
@@ -249,7 +249,7 @@ def image_problem(path, label: str | None = None) -> str | None:
 
 @st.cache_data(show_spinner=False, max_entries=512)
 def _image_from_disk(path: str, stamp, max_side: int):
-    from alexnet_core.predict.inference import ImageDecodeError, read_image
+    from alexnet_core.inputs.images import ImageDecodeError, read_image
 
     try:
         return thumbnail(read_image(path), max_side)
@@ -263,7 +263,7 @@ def image_from_disk(path, max_side: int | None = 768, label: str | None = None):
     wrong with it, naming it as `label` (default: its file name). Never raises for a bad file."""
     from pathlib import Path
 
-    from alexnet_core.predict.inference import ImageDecodeError, read_image
+    from alexnet_core.inputs.images import ImageDecodeError, read_image
 
     if max_side is None:
         try:

@@ -31,10 +31,11 @@ import numpy as np  # noqa: E402
 from PIL import Image  # noqa: E402
 
 from alexnet_core.analysis.evaluation import evaluate  # noqa: E402
-from alexnet_core.inputs.data import SAMPLE_DIR  # noqa: E402
+from alexnet_core.inputs.images import decode_image  # noqa: E402
 from alexnet_core.inputs.preprocess import preprocess  # noqa: E402
+from alexnet_core.locations import SAMPLE_DIR  # noqa: E402
 from alexnet_core.models.variants import build_model  # noqa: E402
-from alexnet_core.predict.inference import Predictor, decode_image, load_model, top_k, write_class_names  # noqa: E402
+from alexnet_core.predict.inference import Predictor, load_model, top_k, write_class_names  # noqa: E402
 
 
 def percentiles(samples):

@@ -33,7 +33,8 @@ configure_threads()
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
-from alexnet_core.inputs.data import SAMPLE_DIR, Split, load_folder, make_dataset  # noqa: E402
+from alexnet_core.inputs.data import Split, load_folder, make_dataset  # noqa: E402
+from alexnet_core.locations import SAMPLE_DIR  # noqa: E402
 from alexnet_core.models.variants import build_model  # noqa: E402
 from alexnet_core.settings.config import TrainConfig  # noqa: E402
 from alexnet_core.store import fileio, layout  # noqa: E402

@@ -14,20 +14,23 @@ from alexnet_core.analysis.explain import (
     nearest,
     overlay,
 )
-from alexnet_core.inputs.data import ASSETS, DataError, load_source
-from alexnet_core.predict.inference import (
-    DEFAULT_FRAMING,
-    FRAMINGS,
+from alexnet_core.inputs.data import DataError, load_source
+from alexnet_core.inputs.images import (
     MAX_UPLOAD_BYTES,
     MAX_UPLOAD_FILES,
-    SURE_MARGIN,
-    SURE_PROBABILITY,
     UPLOAD_TYPES,
     ImageDecodeError,
     decode_image,
+    read_image,
+)
+from alexnet_core.locations import EXAMPLES_DIR
+from alexnet_core.predict.inference import (
+    DEFAULT_FRAMING,
+    FRAMINGS,
+    SURE_MARGIN,
+    SURE_PROBABILITY,
     frame,
     network_view,
-    read_image,
     top_k,
     verdict,
 )
@@ -37,7 +40,7 @@ common.page_setup()
 st.title("Classify")
 st.caption("Upload images and see what the network predicts, and where it looked.")
 
-EXAMPLES = sorted((ASSETS / "examples").glob("*.jpg"))
+EXAMPLES = sorted(EXAMPLES_DIR.glob("*.jpg"))
 top = st.columns([2, 1])
 with top[0]:
     spec = common.pick_model("classify_model")

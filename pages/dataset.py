@@ -6,14 +6,8 @@ from alexnet_core.analysis.charts import topk_bars
 from alexnet_core.inputs import datasets
 from alexnet_core.inputs.data import DataError
 from alexnet_core.inputs.datasets import DatasetError
-from alexnet_core.predict.inference import (
-    MAX_UPLOAD_FILES,
-    UPLOAD_TYPES,
-    ImageDecodeError,
-    decode_image,
-    top_k,
-    verdict,
-)
+from alexnet_core.inputs.images import MAX_UPLOAD_FILES, UPLOAD_TYPES, ImageDecodeError, decode_image
+from alexnet_core.predict.inference import top_k, verdict
 from alexnet_core.settings.config import ConfigError
 from alexnet_core.store import catalog, fileio, layout
 from alexnet_ui.common import (

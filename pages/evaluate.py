@@ -5,7 +5,8 @@ from alexnet_core.analysis.charts import confusion_figure, per_class_bars, topk_
 from alexnet_core.analysis.evaluation import evaluate
 from alexnet_core.analysis.explain import gradcam, overlay
 from alexnet_core.inputs.data import DataError
-from alexnet_core.predict.inference import ImageDecodeError, resolve_model_path, top_k
+from alexnet_core.inputs.images import ImageDecodeError
+from alexnet_core.predict.inference import resolve_model_path, top_k
 from alexnet_ui.common import (
     damaged_note,
     data_choices,

@@ -1,6 +1,6 @@
 import streamlit as st
 
-from alexnet_core.predict.inference import DEMO_RUN
+from alexnet_core.locations import DEMO_RUN
 from alexnet_core.store import catalog
 from alexnet_ui.common import cpu_friendly_variants, device_banner, device_info, format_bytes, page_setup, plain
 

@@ -187,20 +187,20 @@ def test_image_problem_names_the_file_without_its_folder(tmp_path, name):
 def own_assets(tmp_path, monkeypatch):
     """Example images and a sample of our own (a copy of a few of the bundled ones), so bad files
     can be planted without touching the app's assets."""
-    from alexnet_core.inputs import data
+    from alexnet_core import locations
 
     examples = tmp_path / "assets" / "examples"
     examples.mkdir(parents=True)
-    shutil.copy(data.ASSETS / "examples" / "cat.jpg", examples / "cat.jpg")
+    shutil.copy(locations.EXAMPLES_DIR / "cat.jpg", examples / "cat.jpg")
     sample = tmp_path / "assets" / "sample"
     for split in ("train", "val"):
         for name in ("cat", "dog"):
             folder = sample / split / name
             folder.mkdir(parents=True)
-            for f in sorted((data.SAMPLE_DIR / split / name).glob("*.jpg"))[:4]:
+            for f in sorted((locations.SAMPLE_DIR / split / name).glob("*.jpg"))[:4]:
                 shutil.copy(f, folder / f.name)
-    monkeypatch.setattr(data, "ASSETS", tmp_path / "assets")
-    monkeypatch.setattr(data, "SAMPLE_DIR", sample)
+    monkeypatch.setattr(locations, "EXAMPLES_DIR", examples)
+    monkeypatch.setattr(locations, "SAMPLE_DIR", sample)
     return examples, sample
 
 
@@ -237,12 +237,12 @@ def test_classify_names_damaged_example_and_sample_images(own_assets):
 
 
 def test_evaluate_names_images_damaged_since_they_were_evaluated(tmp_path):
-    from alexnet_core.inputs import data
+    from alexnet_core.locations import SAMPLE_DIR
 
     folder = tmp_path / "eval"
     for name in ("cat", "dog"):
         (folder / name).mkdir(parents=True)
-        for f in sorted((data.SAMPLE_DIR / "val" / name).glob("*.jpg"))[:6]:
+        for f in sorted((SAMPLE_DIR / "val" / name).glob("*.jpg"))[:6]:
             shutil.copy(f, folder / name / f.name)
     plant(folder / "cat")  # never decodable: the evaluation leaves them out
     at = run_page("pages/evaluate.py")

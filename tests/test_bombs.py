@@ -15,8 +15,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from alexnet_core.locations import DEMO_RUN
 from alexnet_core.predict import inference
-from alexnet_core.predict.inference import DEMO_RUN, ModelLoadError, check_model_file
+from alexnet_core.predict.inference import ModelLoadError, check_model_file
 from alexnet_core.store import fileio, layout
 from tests.test_hostile import cli, no_leak, open_with_query
 from tests.test_pages import ROOT, TIMEOUT, run_page

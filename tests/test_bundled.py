@@ -6,8 +6,9 @@ import keras
 import pytest
 
 from alexnet_core.analysis.evaluation import evaluate
-from alexnet_core.inputs.data import SAMPLE_DIR, load_source
-from alexnet_core.predict.inference import DEMO_RUN, load_model
+from alexnet_core.inputs.data import load_source
+from alexnet_core.locations import DEMO_RUN, SAMPLE_DIR
+from alexnet_core.predict.inference import load_model
 from alexnet_core.store import catalog, fileio, layout, liveness
 from alexnet_core.train.snapshots import read_timeline
 from tests.helpers import with_keras_alone

@@ -4,8 +4,8 @@ from PIL import Image
 
 from alexnet_core.inputs.augment import PRESETS
 from alexnet_core.inputs.augment import build as build_augment
-from alexnet_core.inputs.data import DataError, Split, load_source, make_dataset
-from alexnet_core.inputs.preprocess import MEAN, STD, preprocess
+from alexnet_core.inputs.data import DataError, Split, load_source, make_dataset, model_pixels
+from alexnet_core.inputs.preprocess import MEAN, STD, preprocess, recorded, resize, standardize
 from tests.helpers import WNIDS, make_ilsvrc_folder, make_image_folder
 
 
@@ -92,6 +92,34 @@ def test_corrupt_image_body_is_dropped_not_fatal(tmp_path):
     data = load_source(str(tmp_path), val_split=0.0)
     count = sum(int(x.shape[0]) for x, _ in make_dataset(data.train, 2, 8, batch_size=4))
     assert count == 6  # the truncated file is dropped by the pipeline
+
+
+def test_model_pixels_give_positions_and_pixels_at_the_model_size(tmp_path):
+    """The one pixel pipeline of evaluation and the map: positions of what decoded, 0..255
+    pixels at the input size; an unreadable file is left out, or raises when asked."""
+    import tensorflow as tf
+
+    make_image_folder(tmp_path, classes=2, per_class=3, size=(20, 30), fmt="jpg")
+    (tmp_path / "class0" / "001.jpg").write_bytes(b"\xff\xd8\xff not a JPEG body")
+    data = load_source(str(tmp_path), val_split=0.0)
+    batches = list(model_pixels(data.train, 16, batch=4))
+    positions = np.concatenate([i.numpy() for i, _ in batches])
+    pixels = np.concatenate([x.numpy() for _, x in batches])
+    assert positions.tolist() == [0, 2, 3, 4, 5] and pixels.shape == (5, 16, 16, 3) and pixels.dtype == np.float32
+    raw = np.asarray(Image.open(data.train.paths[2]).convert("RGB"))
+    np.testing.assert_allclose(pixels[1], resize(raw, 16).numpy(), atol=1.0)  # libjpeg and Pillow decode alike
+    chosen = list(model_pixels(data.train, 16, positions=[5, 2]))
+    assert chosen[0][0].numpy().tolist() == [5, 2]
+    np.testing.assert_array_equal(chosen[0][1].numpy(), pixels[[4, 1]])
+    with pytest.raises(tf.errors.OpError):
+        list(model_pixels(data.train, 16, positions=[0, 1], skip_unreadable=False))
+
+    in_memory = Split(np.array([0, 1, 0]), images=np.arange(3 * 8 * 8 * 3, dtype=np.uint8).reshape(3, 8, 8, 3))
+    ((where, got),) = list(model_pixels(in_memory, 8, positions=[2, 0]))
+    assert where.numpy().tolist() == [2, 0]
+    np.testing.assert_array_equal(got.numpy(), in_memory.images[[2, 0]].astype(np.float32))
+    record = recorded({"preprocessing": {"mean": [0, 0, 0], "std": [1, 1, 1]}}, 8)
+    np.testing.assert_allclose(standardize(got, record).numpy(), in_memory.images[[2, 0]] / 255.0, atol=1e-6)
 
 
 def test_pipeline_uses_the_shared_preprocessing(tmp_path):

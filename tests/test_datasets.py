@@ -8,7 +8,7 @@ from PIL import Image
 
 from alexnet_core.inputs import datasets
 from alexnet_core.inputs.datasets import DatasetError
-from alexnet_core.predict.inference import ImageDecodeError
+from alexnet_core.inputs.images import ImageDecodeError
 from alexnet_core.settings.config import ConfigError
 from alexnet_core.store import layout
 from tests.test_training import cli

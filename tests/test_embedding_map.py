@@ -73,14 +73,18 @@ def test_map_is_cached_and_a_damaged_cache_is_made_again(evaluated, tmp_path, mo
 
 
 def test_a_damaged_evaluation_cache_is_evaluated_again(evaluated, tmp_path, monkeypatch):
-    from alexnet_core.analysis.evaluation import cache_dir_for, evaluate
+    from alexnet_core.analysis.evaluation import evaluate
+    from alexnet_core.store import cache
 
     monkeypatch.setenv("ALEXNET_RUNS_DIR", str(tmp_path))
     loaded, result = evaluated
     folder = result.source
     first = evaluate(loaded, folder, "all")
-    (cached,) = cache_dir_for(loaded).glob("*.npz")
+    (cached,) = cache.folder(loaded.run_dir).glob("*.npz")
+    assert cached.parent == tmp_path / ".cache" / "eval"  # the bundled run is read-only
+    assert "evaluated again" not in evaluate(loaded, folder, "all").note  # read back as it was saved
     cached.write_bytes(b"PK\x03\x04 damaged")  # a zip header, then garbage: np.load raises BadZipFile
     again = evaluate(loaded, folder, "all")
     np.testing.assert_allclose(again.probs, first.probs, atol=1e-6)
+    assert f"The saved evaluation ({cached.name}) was damaged" in again.note
     assert fileio.load_npz(cached, ("probs", "kept")) is not None  # and the cache is whole again

@@ -16,8 +16,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from alexnet_core.inputs import images
+from alexnet_core.inputs.images import ImageDecodeError, decode_image, read_image
 from alexnet_core.predict import inference
-from alexnet_core.predict.inference import ImageDecodeError, ModelLoadError, decode_image, load_model, read_image
+from alexnet_core.predict.inference import ModelLoadError, load_model
 from alexnet_core.store import catalog, layout
 from alexnet_core.train import lifecycle
 from tests.helpers import make_image_folder
@@ -234,7 +236,7 @@ def test_two_uploads_with_the_same_name_both_classify():
 
 
 def test_an_upload_batch_is_capped(monkeypatch):
-    monkeypatch.setattr(inference, "MAX_UPLOAD_FILES", 2)
+    monkeypatch.setattr(images, "MAX_UPLOAD_FILES", 2)
     at = run_page("pages/classify.py")
     at.get("file_uploader")[0].set_value([(f"{i}.jpg", jpeg(), "image/jpeg") for i in range(3)])
     at.run()
@@ -263,7 +265,7 @@ def test_large_photos_are_decoded_at_reduced_size():
 
 
 def test_the_pixel_limit_is_one_clear_number(monkeypatch):
-    monkeypatch.setattr(inference, "MAX_PIXELS", 10_000)
+    monkeypatch.setattr(images, "MAX_PIXELS", 10_000)
     with pytest.raises(ImageDecodeError) as caught:
         decode_image(jpeg((200, 200)), "photo.jpg")
     message = str(caught.value)
@@ -283,7 +285,7 @@ def test_only_regular_files_are_read_as_images(tmp_path, monkeypatch):
     with pytest.raises(ImageDecodeError, match="a folder"):
         read_image(tmp_path)
     (tmp_path / "big.jpg").write_bytes(jpeg())
-    monkeypatch.setattr(inference, "MAX_IMAGE_BYTES", 10)
+    monkeypatch.setattr(images, "MAX_IMAGE_BYTES", 10)
     with pytest.raises(ImageDecodeError, match="limit for one image file"):
         read_image(tmp_path / "big.jpg")
 

@@ -14,16 +14,9 @@ from PIL import Image
 from alexnet_core.analysis.evaluation import evaluate, map_labels
 from alexnet_core.analysis.explain import conv1_filters, gradcam, nearest, overlay
 from alexnet_core.inputs.data import DataError
+from alexnet_core.inputs.images import ImageDecodeError, decode_image
 from alexnet_core.inputs.preprocess import preprocess
-from alexnet_core.predict.inference import (
-    ImageDecodeError,
-    ModelLoadError,
-    Predictor,
-    decode_image,
-    load_model,
-    predict_files,
-    write_class_names,
-)
+from alexnet_core.predict.inference import ModelLoadError, Predictor, load_model, predict_files, write_class_names
 from tests.helpers import make_image_folder
 
 

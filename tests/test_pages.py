@@ -240,7 +240,7 @@ def test_evaluate_page_on_the_demo_model():
 def test_evaluate_page_leaves_out_empty_class_folders_with_a_note(tmp_path):
     import shutil
 
-    from alexnet_core.inputs.data import SAMPLE_DIR
+    from alexnet_core.locations import SAMPLE_DIR
 
     folder = tmp_path / "cifar"
     for name in ("cat", "dog"):
@@ -291,7 +291,7 @@ def test_classify_page_examples_and_uploads():
 
 
 def test_classify_is_honest_about_what_the_model_sees():
-    from alexnet_core.inputs.data import ASSETS
+    from alexnet_core.locations import ASSETS
 
     at = run_page("pages/classify.py")
     note = next(i.value for i in at.info if "What this model can say" in i.value)

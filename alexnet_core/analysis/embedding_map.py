@@ -3,22 +3,21 @@
 fc7 (the paper's figure 4 feature) of each image, reduced with PCA to 50 dimensions, then laid
 out in 2-D by scikit-learn's t-SNE: images the network sees as alike sit together. Large
 evaluations are sampled (every class kept in proportion, the same sample every time). Maps are
-cached on disk beside the evaluation cache, keyed by the model file and the evaluated images.
+cached on disk beside the evaluation cache (store.cache), keyed by the model file's fingerprint
+and the evaluated images, which are read through evaluation's pixel pipeline (data.model_pixels).
 """
 
 from __future__ import annotations
 
 import base64
-import hashlib
 import io
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from alexnet_core.inputs.data import DataError
-from alexnet_core.store import fileio
+from alexnet_core.store import cache
 
 MAP_POINTS = 1500  # at most this many images on a map
 PCA_DIMS = 50
@@ -53,23 +52,16 @@ def sample(labels: np.ndarray, limit: int = MAP_POINTS, seed: int = 0) -> np.nda
 
 
 def _pixels(loaded, evaluation, indices: np.ndarray, batch: int):
-    """Batches of the images at `indices` as the model sees them (0..255 at its input size),
-    decoded exactly as the evaluation decoded them."""
-    import tensorflow as tf
+    """Batches of (positions, pixels) of the evaluated images at `indices`, as the model sees them
+    before standardisation: the evaluation's own pipeline (data.model_pixels), so decoded exactly
+    as it decoded them; a file that no longer decodes raises instead of being left out."""
+    from alexnet_core.inputs.data import Split, load_source, model_pixels
 
-    from alexnet_core.inputs.data import decode_file, load_source
-    from alexnet_core.inputs.preprocess import resize
-
-    size = loaded.input_size
     if evaluation.paths is not None:
-        paths = np.array([evaluation.paths[i] for i in indices], dtype=str)
-        ds = tf.data.Dataset.from_tensor_slices(paths).map(lambda p: decode_file(p, size),
-                                                           num_parallel_calls=tf.data.AUTOTUNE)
+        evaluated = Split(evaluation.labels, paths=evaluation.paths)
     else:  # in memory (CIFAR-10 from Keras): nothing was skipped, positions are the split's
-        images = load_source(evaluation.source).split(evaluation.split).images[indices]
-        ds = tf.data.Dataset.from_tensor_slices(images).map(lambda x: resize(x, size),
-                                                            num_parallel_calls=tf.data.AUTOTUNE)
-    return ds.batch(batch).prefetch(tf.data.AUTOTUNE)
+        evaluated = load_source(evaluation.source).split(evaluation.split)
+    return model_pixels(evaluated, loaded.input_size, indices, batch, skip_unreadable=False)
 
 
 def _thumbnail(pixels: np.ndarray) -> str:
@@ -90,14 +82,13 @@ def features(loaded, evaluation, indices: np.ndarray, batch: int = 256, progress
     import tensorflow as tf
 
     from alexnet_core.analysis.explain import _tap, embedding_layer
-    from alexnet_core.inputs.preprocess import normalize
+    from alexnet_core.inputs.preprocess import standardize
 
     tap = _tap(loaded.model, embedding_layer(loaded.model))
-    mean, std = loaded.preprocessing.get("mean"), loaded.preprocessing.get("std")
     feats, thumbs = [], []
     try:
-        for pixels in _pixels(loaded, evaluation, indices, batch):
-            feats.append(np.asarray(tap(normalize(pixels, mean, std), training=False), dtype=np.float32))
+        for _, pixels in _pixels(loaded, evaluation, indices, batch):
+            feats.append(np.asarray(tap(standardize(pixels, loaded.preprocessing), training=False), dtype=np.float32))
             thumbs.extend(_thumbnail(p) for p in pixels.numpy())
             if progress:
                 progress(len(thumbs), len(indices))
@@ -125,16 +116,10 @@ def project(feats: np.ndarray, seed: int = 0) -> np.ndarray:
 
 
 def _cache_path(loaded, evaluation, indices: np.ndarray) -> Path:
-    from alexnet_core.analysis.evaluation import cache_dir_for
-
-    stat = loaded.path.stat()
-    h = hashlib.sha1()
-    h.update(json.dumps([str(loaded.path.resolve()), stat.st_size, int(stat.st_mtime), evaluation.source,
-                         evaluation.split, evaluation.n]).encode())
-    h.update(np.ascontiguousarray(indices).tobytes())
-    if evaluation.paths is not None:
-        h.update("\n".join(evaluation.paths[i] for i in indices).encode())
-    return cache_dir_for(loaded) / f"map-{h.hexdigest()[:16]}.npz"
+    name = cache.key(cache.model_fingerprint(loaded.path), evaluation.source, evaluation.split, evaluation.n,
+                     np.ascontiguousarray(indices, dtype=np.int64).tobytes(),
+                     None if evaluation.paths is None else [evaluation.paths[i] for i in indices])
+    return cache.folder(loaded.run_dir) / f"map-{name}.npz"
 
 
 def is_cached(loaded, evaluation, limit: int = MAP_POINTS) -> bool:
@@ -144,28 +129,26 @@ def is_cached(loaded, evaluation, limit: int = MAP_POINTS) -> bool:
 def build_map(loaded, evaluation, limit: int = MAP_POINTS, progress=None, use_cache: bool = True) -> EmbeddingMap:
     """The map of an evaluation (sampled to `limit` images), from the disk cache when it has it."""
     indices = sample(evaluation.labels, limit)
-    cache = _cache_path(loaded, evaluation, indices)
-    saved = read_cache(cache, len(indices)) if use_cache else None  # a damaged cache is made again
-    if saved is not None:
-        return EmbeddingMap(indices, *saved, evaluation.n)
-    feats, thumbs = features(loaded, evaluation, indices, progress=progress)
-    xy = project(feats)
-    if use_cache:
-        try:
-            fileio.save_npz(cache, xy=xy, thumbnails=np.array(thumbs))
-        except OSError:
-            pass  # a read-only disk only loses the cache
-    return EmbeddingMap(indices, xy, thumbs, evaluation.n)
+
+    def compute() -> dict:
+        feats, thumbs = features(loaded, evaluation, indices, progress=progress)
+        return {"xy": project(feats), "thumbnails": np.array(thumbs, dtype=str)}
+
+    saved, _ = cache.load_or_compute(_cache_path(loaded, evaluation, indices),  # a damaged cache is made again
+                                     lambda p: read_cache(p, len(indices)), compute, use_cache)
+    return EmbeddingMap(indices, saved["xy"], [str(t) for t in saved["thumbnails"]], evaluation.n)
 
 
-def read_cache(path: Path, points: int) -> tuple[np.ndarray, list[str]] | None:
-    """(xy, thumbnails) of a cached map of `points` images, or None when the file is missing,
+def read_cache(path: Path, points: int) -> dict | None:
+    """{"xy", "thumbnails"} of a cached map of `points` images, or None when the file is missing,
     damaged or not such a map: no more is unpacked than such a map holds."""
-    saved = fileio.load_npz(path, ("xy", "thumbnails"), {"xy": ((points, 2), "f"),
-                                                      "thumbnails": ((points,), "U", 4 * MAX_THUMB_CHARS)})
-    if saved is None or saved["xy"].shape != (points, 2) or saved["thumbnails"].shape != (points,):
-        return None
-    thumbnails = [str(t) for t in saved["thumbnails"]]
-    if not np.all(np.isfinite(saved["xy"])) or not all(t.startswith(THUMB_PREFIX) for t in thumbnails):
-        return None
-    return saved["xy"].astype(np.float32), thumbnails
+
+    def check(arrays: dict) -> dict | None:
+        xy, thumbnails = arrays["xy"], arrays["thumbnails"]
+        if xy.shape != (points, 2) or thumbnails.shape != (points,) or not np.all(np.isfinite(xy)):
+            return None
+        if not all(str(t).startswith(THUMB_PREFIX) for t in thumbnails):
+            return None
+        return {"xy": xy.astype(np.float32), "thumbnails": thumbnails}
+
+    return cache.read(path, {"xy": ((points, 2), "f"), "thumbnails": ((points,), "U", 4 * MAX_THUMB_CHARS)}, check)

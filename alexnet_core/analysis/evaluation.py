@@ -1,14 +1,12 @@
 """Evaluation: predictions, confusion matrix, per-class report, top-k, mistakes.
 
-Results are cached in the run's eval/ folder (or, for a read-only bundled run, under the
-runs root) keyed by the model file and the data, so reopening a page is instant.
+Results are cached (store.cache: in the run's eval/ folder, or under the runs root for a
+read-only bundled run) keyed by the model file's fingerprint and the data, so reopening a page
+is instant.
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -16,7 +14,7 @@ import numpy as np
 
 from alexnet_core.inputs.data import DataError, DataSource, Split, load_source
 from alexnet_core.predict.inference import LoadedModel
-from alexnet_core.store import fileio, layout
+from alexnet_core.store import cache
 
 BATCH = 256
 
@@ -82,7 +80,7 @@ class Evaluation:
         Indices are positions in this evaluation, which skips files the pipeline could not
         decode, so images come from `paths`, never from the split's file list.
         """
-        from alexnet_core.predict.inference import read_image
+        from alexnet_core.inputs.images import read_image
 
         if self.paths is not None:
             return [read_image(self.paths[i]) for i in indices]
@@ -111,42 +109,21 @@ def map_labels(data_classes: list[str], model_classes: list[str], labels: np.nda
     return lookup[labels]
 
 
-def _cache_key(loaded: LoadedModel, source: str, split: Split, split_name: str, flip: bool) -> str:
-    stat = loaded.path.stat()
-    h = hashlib.sha1()
-    h.update(json.dumps([str(loaded.path.resolve()), stat.st_size, int(stat.st_mtime), source, split_name, flip,
-                         len(split), split.paths[:3] + split.paths[-3:] if split.paths else None]).encode())
-    return h.hexdigest()[:16]
-
-
-def cache_dir_for(loaded: LoadedModel) -> Path:
-    if loaded.run_dir is not None and not layout.is_read_only(loaded.run_dir) and os.access(loaded.run_dir, os.W_OK):
-        return loaded.run_dir / layout.EVAL
-    return layout.runs_root() / ".cache" / "eval"
+def _cache_path(loaded: LoadedModel, source: str, split: Split, split_name: str, flip: bool) -> Path:
+    name = cache.key(cache.model_fingerprint(loaded.path), source, split_name, flip, len(split),
+                     split.paths[:3] + split.paths[-3:] if split.paths else None)
+    return cache.folder(loaded.run_dir) / f"{name}.npz"
 
 
 def _predict(loaded: LoadedModel, split: Split, flip: bool, progress=None):
     """Probabilities for every readable image; returns (probs, kept indices)."""
-    import tensorflow as tf
-
-    from alexnet_core.inputs.data import decode_file
-    from alexnet_core.inputs.preprocess import resize
+    from alexnet_core.inputs.data import model_pixels
     from alexnet_core.predict.inference import make_forward
 
-    size = loaded.input_size
     n = len(split)
-    if split.images is not None:
-        ds = tf.data.Dataset.from_tensor_slices((np.arange(n), split.images))
-        ds = ds.map(lambda i, x: (i, resize(x, size)), num_parallel_calls=tf.data.AUTOTUNE)
-    else:
-        ds = tf.data.Dataset.from_tensor_slices((np.arange(n), np.array(split.paths, dtype=str)))
-        ds = ds.map(lambda i, p: (i, decode_file(p, size)), num_parallel_calls=tf.data.AUTOTUNE)
-        ds = ds.ignore_errors(log_warning=True)
-    ds = ds.batch(BATCH).prefetch(tf.data.AUTOTUNE)
-
     forward = make_forward(loaded, flip)
     probs, kept, done = [], [], 0
-    for idx, images in ds:
+    for idx, images in model_pixels(split, loaded.input_size, batch=BATCH):
         probs.append(forward(images).numpy())
         kept.append(idx.numpy())
         done += len(idx)
@@ -163,36 +140,34 @@ def evaluate(loaded: LoadedModel, source: str, split: str | None = None, flip: b
     split_name = split or default_split(data)
     part = data.split(split_name)
     labels = map_labels(data.class_names, loaded.class_names, part.labels)
-    key = _cache_key(loaded, source, part, split_name, flip)
-    cache = cache_dir_for(loaded) / f"{key}.npz"
-    saved = read_cache(cache, len(part), len(loaded.class_names)) if use_cache else None
-    note = data.empty_note()
-    if saved is not None:
-        probs, kept = saved
-    else:
-        if use_cache and cache.exists():
-            note = " ".join(filter(None, [note, f"The saved evaluation ({cache.name}) was damaged or did not match "
-                                                "this data: evaluated again."]))
+    path = _cache_path(loaded, source, part, split_name, flip)
+
+    def compute() -> dict:
         probs, kept = _predict(loaded, part, flip, progress)
-        if use_cache:
-            try:
-                fileio.save_npz(cache, probs=probs, kept=kept)
-            except OSError:
-                pass  # a read-only disk only loses the cache
+        return {"probs": probs, "kept": kept}
+
+    saved, replaced = cache.load_or_compute(path, lambda p: read_cache(p, len(part), len(loaded.class_names)),
+                                            compute, use_cache)
+    probs, kept = saved["probs"], saved["kept"]
+    note = data.empty_note()
+    if replaced:
+        note = " ".join(filter(None, [note, f"The saved evaluation ({path.name}) was damaged or did not match "
+                                            "this data: evaluated again."]))
     return Evaluation(loaded.class_names, probs, labels[kept],
                       [part.paths[i] for i in kept] if part.paths else None, source, split_name, note)
 
 
-def read_cache(path: Path, images: int, classes: int) -> tuple[np.ndarray, np.ndarray] | None:
-    """(probs, kept) of a cached evaluation of `images` images by a model of `classes` classes, or
-    None when the file is missing, damaged or does not describe them (then it is evaluated again):
-    no more is unpacked than such an evaluation holds."""
-    saved = fileio.load_npz(path, ("probs", "kept"), {"probs": ((images, classes), "f", 4), "kept": ((images,), "iu")})
-    if saved is None:
-        return None
-    probs, kept = saved["probs"], saved["kept"]
-    if probs.shape != (len(kept), classes) or not np.all(np.isfinite(probs)):
-        return None
-    if len(kept) and (kept[0] < 0 or kept[-1] >= images or np.any(np.diff(kept) <= 0)):
-        return None  # positions in the split, in order, each once
-    return probs, kept.astype(np.int64)
+def read_cache(path: Path, images: int, classes: int) -> dict | None:
+    """{"probs", "kept"} of a cached evaluation of `images` images by a model of `classes` classes,
+    or None when the file is missing, damaged or does not describe them (then it is evaluated
+    again): no more is unpacked than such an evaluation holds."""
+
+    def check(arrays: dict) -> dict | None:
+        probs, kept = arrays["probs"], arrays["kept"]
+        if probs.shape != (len(kept), classes) or not np.all(np.isfinite(probs)):
+            return None
+        if len(kept) and (kept[0] < 0 or kept[-1] >= images or np.any(np.diff(kept) <= 0)):
+            return None  # positions in the split, in order, each once
+        return {"probs": probs, "kept": kept.astype(np.int64)}
+
+    return cache.read(path, {"probs": ((images, classes), "f", 4), "kept": ((images,), "iu")}, check)

@@ -14,10 +14,9 @@ from pathlib import Path
 
 import numpy as np
 
+from alexnet_core import locations
 from alexnet_core.errors import AlexNetError
 
-ASSETS = Path(__file__).resolve().parents[2] / "assets"
-SAMPLE_DIR = ASSETS / "sample"
 CIFAR10_CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
 SPLITS = ("train", "val", "test")
 CACHE_BUDGET_BYTES = 2 * 2**30  # decoded float32 images kept in memory up to this size
@@ -257,9 +256,9 @@ def load_source(source: str, val_split: float = 0.1) -> DataSource:
     if source == "cifar10":
         return load_cifar10(val_split)
     if source == "sample":
-        if not SAMPLE_DIR.is_dir():
-            raise DataError(f"The bundled sample is missing ({SAMPLE_DIR}); reinstall the app.")
-        return load_folder(SAMPLE_DIR, val_split, name="sample")
+        if not locations.SAMPLE_DIR.is_dir():
+            raise DataError(f"The bundled sample is missing ({locations.SAMPLE_DIR}); reinstall the app.")
+        return load_folder(locations.SAMPLE_DIR, val_split, name="sample")
     return load_folder(source, val_split)
 
 
@@ -285,6 +284,33 @@ def decode_file(path, size: int):
     # JPEGs with libjpeg's accurate integer DCT: pixel for pixel what Pillow decodes, so an image
     # gets the same probabilities in evaluation (tf.data) and classification (Pillow).
     return resize(_decode_any(tf.io.read_file(path), "INTEGER_ACCURATE"), size)
+
+
+def model_pixels(split: Split, size: int, positions=None, batch: int = 256, skip_unreadable: bool = True):
+    """Batches of (positions, pixels): the images of `split` at `positions` (default: all of them,
+    in order) as a model of input `size` gets them before standardisation, float32 0..255 at
+    size x size. Files are decoded by `decode_file`, as training decodes them; in-memory images
+    are taken as they are. The one pixel pipeline of evaluation and the embedding map: with
+    `skip_unreadable`, a file that cannot be decoded is left out (tf.data logs it), its position
+    with it; without, iterating raises tf.errors.OpError at the first such file."""
+    import tensorflow as tf
+
+    from alexnet_core.inputs.preprocess import resize
+
+    autotune = tf.data.AUTOTUNE
+    every = positions is None
+    positions = np.arange(len(split), dtype=np.int64) if every else np.asarray(positions, dtype=np.int64)
+    if split.images is not None:
+        images = split.images if every else split.images[positions]
+        ds = tf.data.Dataset.from_tensor_slices((positions, images))
+        ds = ds.map(lambda i, x: (i, resize(x, size)), num_parallel_calls=autotune)
+    else:
+        paths = np.array(split.paths, dtype=str)
+        ds = tf.data.Dataset.from_tensor_slices((positions, paths if every else paths[positions]))
+        ds = ds.map(lambda i, p: (i, decode_file(p, size)), num_parallel_calls=autotune)
+        if skip_unreadable:
+            ds = ds.ignore_errors(log_warning=True)
+    return ds.batch(batch).prefetch(autotune)
 
 
 PAPER_RESIZE = 256 / 224  # the paper resizes to 256 and crops 224 (227 here)

@@ -2,7 +2,7 @@
 
     $ALEXNET_DATA_DIR (default ./data)/<dataset>/<class>/<sha1-16>.jpg
 
-Every image is decoded through the same safe path as Classify (inference.decode_image: size and
+Every image is decoded through the same safe path as Classify (images.decode_image: size and
 pixel limits, EXIF orientation, first frame only) and saved again as a fresh JPEG named by its
 contents, so nothing of an uploaded file but its pixels reaches the disk and the same photo
 added twice is kept once. `add_images` accounts for every photo of an upload: added, or
@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import hashlib
 import io
-import os
 import re
 import shutil
 from dataclasses import dataclass, field
@@ -25,26 +24,21 @@ from pathlib import Path
 import numpy as np
 
 from alexnet_core.errors import AlexNetError
-from alexnet_core.predict.inference import MAX_UPLOAD_FILES, ImageDecodeError, decode_image, read_image
+from alexnet_core.inputs.images import MAX_UPLOAD_FILES, ImageDecodeError, decode_image, read_image
+from alexnet_core.locations import data_root
 from alexnet_core.settings.config import ConfigError, TrainConfig
 from alexnet_core.store import fileio
 
-DATA_DIR_ENV = "ALEXNET_DATA_DIR"
 NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9 _.-]{0,47}$")
 MAX_SIDE = 512  # px: saved images are reduced to this (AlexNet sees at most 227)
 MAX_CLASSES = 50
 MAX_IMAGES_PER_CLASS = 2000
 MIN_IMAGES_TO_TRAIN = 2  # per class: one for training, one for validation
 QUALITY = 92
-FINE_TUNE_FROM = "demo"  # the model whose convolutional layers a fine-tuned dataset keeps
 
 
 class DatasetError(AlexNetError, ValueError):
     """A name or an action the builder cannot take; the message says why and what to do."""
-
-
-def data_root() -> Path:
-    return Path(os.environ.get(DATA_DIR_ENV) or "data").expanduser().resolve()
 
 
 def check_name(name: str, what: str) -> str:
@@ -68,10 +62,6 @@ def _folders(path: Path) -> list[Path]:
 
 def list_datasets(root: Path | None = None) -> list[str]:
     return [p.name for p in _folders(root or data_root())]
-
-
-def dataset_dir(name: str, root: Path | None = None) -> Path:
-    return (root or data_root()) / check_name(name, "dataset")
 
 
 def create_dataset(name: str, root: Path | None = None) -> Path:
@@ -256,7 +246,7 @@ def add_images(path: Path, class_name: str, items, limit: int = MAX_UPLOAD_FILES
 
 
 def image_problem(file: Path, label: str | None = None) -> str | None:
-    """None if the file decodes through the safe decoder (inference.read_image: regular files
+    """None if the file decodes through the safe decoder (images.read_image: regular files
     only, size and pixel limits), else what is wrong with it, in words, naming the file as `label`
     (default: its name, never its folder)."""
     try:

@@ -38,6 +38,11 @@ def normalize(images, mean=MEAN, std=STD):
     return tf.cast(images, tf.float32) * tf.constant(scale, tf.float32) + tf.constant(offset, tf.float32)
 
 
+def standardize(images, record: dict):
+    """0..255 pixels -> the input of a model whose recorded preprocessing (`recorded`) is `record`."""
+    return normalize(images, record["mean"], record["std"])
+
+
 def as_input(images):
     """A training batch as network input: uint8 pixels (the streamed crops of data.make_dataset)
     are standardised here, inside the step and on its device; anything else already is."""

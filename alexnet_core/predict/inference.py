@@ -1,12 +1,12 @@
-"""Safe image decoding, model loading and top-k prediction.
+"""Model loading, the one forward pass and top-k prediction.
 
-Every image the app or the CLI classifies goes through `decode_image` (Pillow, with the
-decompression-bomb guard on) and `preprocess` (shared with training and evaluation).
+Every image the app or the CLI classifies is decoded by inputs.images (`read_image`,
+`decode_image`: Pillow, with the decompression-bomb guard on) and becomes model input through
+inputs.preprocess (shared with training and evaluation).
 """
 
 from __future__ import annotations
 
-import io
 import json
 import os
 import warnings
@@ -14,145 +14,19 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, ImageOps, UnidentifiedImageError
 
 from alexnet_core.errors import AlexNetError
-from alexnet_core.inputs.data import ASSETS
+from alexnet_core.inputs.images import ImageDecodeError, env_limit, read_image
+from alexnet_core.locations import DEMO_RUN
 from alexnet_core.store import fileio, layout
-
-ACCEPTED_FORMATS = {"JPEG", "MPO", "PNG", "WEBP", "BMP", "GIF", "TIFF"}
-
-
-def _limit(name: str, default: int) -> int:
-    try:
-        return max(1, int(os.environ.get(name, default)))
-    except ValueError:
-        return default
-
-
-# Limits on what one image may cost (set the environment variables to change them).
-MAX_PIXELS = _limit("ALEXNET_MAX_IMAGE_PIXELS", 50_000_000)  # a 48-megapixel phone photo fits
-MAX_IMAGE_BYTES = _limit("ALEXNET_MAX_IMAGE_BYTES", 64 * 2**20)
-# Larger images are decoded at reduced size (JPEG: in the decoder, others: Image.reduce) to a
-# longest side of at least REDUCED_SIDE; smaller ones are decoded whole, pixel for pixel as
-# training and evaluation decode them.
-REDUCE_ABOVE = 2048
-REDUCED_SIDE = 1024
-# What one batch of uploads may hold on the Classify page.
-MAX_UPLOAD_FILES = _limit("ALEXNET_MAX_UPLOAD_FILES", 20)
-MAX_UPLOAD_BYTES = _limit("ALEXNET_MAX_UPLOAD_BYTES", 200 * 2**20)
-UPLOAD_TYPES = ["jpg", "jpeg", "png", "webp", "bmp", "gif", "tif", "tiff"]
-DEMO_RUN = ASSETS / "runs" / "demo"
-
 
 # Keras warns when a model restored from disk is called with a bare tensor instead of a one-element
 # list; the call is correct either way.
 warnings.filterwarnings("ignore", message="The structure of `inputs` doesn't match the expected structure")
 
 
-class ImageDecodeError(AlexNetError, ValueError):
-    """An image that cannot be classified; the message says what is wrong with it."""
-
-
 class ModelLoadError(AlexNetError, ValueError):
     """A model that cannot be loaded; the message says what to give instead."""
-
-
-def _to_rgb(image: Image.Image) -> Image.Image:
-    """Any Pillow mode -> 8-bit RGB; transparency is composited onto white."""
-    mode = image.mode
-    if mode in ("RGBA", "LA", "PA") or (mode == "P" and "transparency" in image.info):
-        rgba = image.convert("RGBA")
-        background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
-        return Image.alpha_composite(background, rgba).convert("RGB")
-    if mode in ("I;16", "I;16B", "I;16L", "I;16N", "I"):
-        a = np.asarray(image, dtype=np.float64)
-        top = 65535.0 if mode.startswith("I;16") or a.max() > 255 else 255.0
-        return Image.fromarray(np.clip(a / top * 255.0, 0, 255).astype(np.uint8), "L").convert("RGB")
-    if mode == "F":
-        a = np.asarray(image, dtype=np.float64)
-        a = a * 255.0 if a.size and np.nanmax(a) <= 1.0 else a
-        return Image.fromarray(np.clip(np.nan_to_num(a), 0, 255).astype(np.uint8), "L").convert("RGB")
-    return image.convert("RGB")
-
-
-def _reduce(image: Image.Image) -> Image.Image:
-    """Decode a large image at reduced size: JPEG through the decoder's DCT scaling (draft), the
-    rest loaded whole and box-reduced. Images with sides up to REDUCE_ABOVE are left alone."""
-    side = max(image.size)
-    if side <= REDUCE_ABOVE:
-        return image
-    scale = REDUCED_SIDE / side
-    if image.format in ("JPEG", "MPO"):
-        image.draft("RGB", (max(1, int(image.width * scale) + 1), max(1, int(image.height * scale) + 1)))
-    image.load()
-    factor = max(image.size) // REDUCED_SIDE
-    return image.reduce(factor) if factor > 1 else image
-
-
-def decode_image(data: bytes, name: str = "image") -> np.ndarray:
-    """Bytes of an uploaded or read file -> HxWx3 uint8 RGB (EXIF orientation applied); images
-    over REDUCE_ABOVE pixels a side come back reduced to about REDUCED_SIDE."""
-    if not data:
-        raise ImageDecodeError(f"{name}: the file is empty (0 bytes)")
-    head = data[:256].lstrip().lower()
-    if head.startswith(b"<svg") or (head.startswith(b"<?xml") and b"<svg" in data[:2048].lower()):
-        raise ImageDecodeError(f"{name}: SVG drawings are not supported; export it as PNG or JPEG")
-    too_big = (f"{name}: refused: more than the {MAX_PIXELS / 1e6:.0f}-megapixel limit for one image (a "
-               "possible decompression bomb). Downscale it first, or raise ALEXNET_MAX_IMAGE_PIXELS.")
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
-            image = Image.open(io.BytesIO(data))
-            if image.format not in ACCEPTED_FORMATS:
-                raise ImageDecodeError(f"{name}: {image.format} images are not supported; use JPEG, PNG, "
-                                       "WebP, BMP, GIF or TIFF")
-            if image.width == 0 or image.height == 0:
-                raise ImageDecodeError(f"{name}: the image has no pixels ({image.width}x{image.height})")
-            if image.width * image.height > MAX_PIXELS:
-                raise ImageDecodeError(f"{name}: {image.width}x{image.height} pixels is "
-                                       f"{image.width * image.height / 1e6:.0f} megapixels, over the "
-                                       f"{MAX_PIXELS / 1e6:.0f}-megapixel limit for one image. Downscale it first, "
-                                       "or raise ALEXNET_MAX_IMAGE_PIXELS.")
-            image.seek(0)  # GIF/TIFF: the first frame
-            image = _reduce(image)
-            image.load()
-            image = ImageOps.exif_transpose(image)
-            return np.asarray(_to_rgb(image), dtype=np.uint8)
-    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
-        raise ImageDecodeError(too_big) from exc
-    except UnidentifiedImageError as exc:
-        raise ImageDecodeError(f"{name}: not an image (the contents are not JPEG, PNG, WebP, BMP, GIF or "
-                               "TIFF, whatever the file name says)") from exc
-    except ImageDecodeError:
-        raise
-    except MemoryError as exc:
-        raise ImageDecodeError(too_big) from exc
-    except (OSError, ValueError, SyntaxError, EOFError) as exc:
-        raise ImageDecodeError(f"{name}: the image is damaged or truncated ({exc})") from exc
-
-
-def read_image(path: str | os.PathLike) -> np.ndarray:
-    """An image file -> decode_image. Only regular files are read (never a FIFO, a device or a
-    folder, which could block or never end), and at most MAX_IMAGE_BYTES of them."""
-    import stat
-
-    path = Path(path)
-    try:
-        info = path.stat()
-        if not stat.S_ISREG(info.st_mode):
-            kind = "a folder" if stat.S_ISDIR(info.st_mode) else "not a regular file (a pipe, device or socket)"
-            raise ImageDecodeError(f"{path}: {kind}; give an image file")
-        if info.st_size > MAX_IMAGE_BYTES:
-            raise ImageDecodeError(f"{path}: {info.st_size / 2**20:.0f} MiB is over the "
-                                   f"{MAX_IMAGE_BYTES / 2**20:.0f} MiB limit for one image file")
-        with open(path, "rb") as fh:
-            data = fh.read(MAX_IMAGE_BYTES + 1)
-    except OSError as exc:
-        raise ImageDecodeError(f"{path}: cannot read the file ({exc.strerror or exc})") from exc
-    if len(data) > MAX_IMAGE_BYTES:
-        raise ImageDecodeError(f"{path}: over the {MAX_IMAGE_BYTES / 2**20:.0f} MiB limit for one image file")
-    return decode_image(data, str(path))
 
 
 @dataclass
@@ -182,13 +56,13 @@ def make_forward(loaded: LoadedModel, flip: bool = False):
     pixels at the model's input size -> probabilities, averaged with the mirror image if `flip`."""
     import tensorflow as tf
 
-    from alexnet_core.inputs.preprocess import normalize
+    from alexnet_core.inputs.preprocess import standardize
 
-    model, mean, std = loaded.model, loaded.preprocessing["mean"], loaded.preprocessing["std"]
+    model, record = loaded.model, loaded.preprocessing
 
     @tf.function(reduce_retracing=True)
     def forward(batch):
-        x = normalize(batch, mean, std)
+        x = standardize(batch, record)
         probs = model(x, training=False)
         if flip:
             probs = (probs + model(tf.reverse(x, axis=[2]), training=False)) / 2
@@ -234,7 +108,7 @@ def class_names_for(record: dict, num_classes: int) -> list[str]:
     return [f"class {i}" for i in range(num_classes)]
 
 
-MAX_MODEL_BYTES = _limit("ALEXNET_MAX_MODEL_BYTES", 2 * 2**30)  # declared weights, float32
+MAX_MODEL_BYTES = env_limit("ALEXNET_MAX_MODEL_BYTES", 2 * 2**30)  # declared weights, float32
 MAX_MODEL_CONFIG_BYTES = 16 * 2**20  # config.json inside a .keras archive
 MAX_MODEL_METADATA_BYTES = 64 * 2**10  # metadata.json inside a .keras archive
 MAX_MODEL_OTHER_BYTES = 2**20  # any other member of a .keras archive (Keras' assets/), each

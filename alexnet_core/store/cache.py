@@ -74,14 +74,15 @@ def write(path: Path, arrays: dict) -> None:
         pass
 
 
-def load_or_compute(path: Path, limits: dict, check: Callable[[dict], dict | None], compute: Callable[[], dict],
+def load_or_compute(path: Path, read: Callable[[Path], dict | None], compute: Callable[[], dict],
                     use_cache: bool = True) -> tuple[dict, bool]:
-    """(arrays, replaced): the cached result at `path` when `read` accepts it, else `compute()`'s,
-    saved there (with `use_cache`; without it nothing is read or written). `replaced` says a file
-    was there but was not used (damaged, or computed from something else): it was computed again."""
+    """(arrays, replaced): the cached result at `path` when `read(path)` accepts it (a caller's
+    reader built on this module's `read`), else `compute()`'s, saved there. Without `use_cache`
+    nothing is read or written. `replaced` says a file was there but was not used (damaged, or
+    not what it should describe): the result was computed again and has taken its place."""
     if not use_cache:
         return compute(), False
-    arrays = read(path, limits, check)
+    arrays = read(path)
     if arrays is not None:
         return arrays, False
     replaced = os.path.lexists(path)

@@ -10,6 +10,8 @@ from datetime import datetime
 from pathlib import Path
 
 from alexnet_core.errors import AlexNetError
+from alexnet_core.locations import BUNDLED_DIR as BUNDLED_DIR  # the run store's name for the bundled runs
+from alexnet_core.locations import runs_root as runs_root  # the run store's name for the runs folder
 from alexnet_core.store import fileio
 
 CONFIG = "config.json"
@@ -72,9 +74,6 @@ MAX_NAME = 80
 MAX_NOTES = 4000
 
 
-BUNDLED_DIR = Path(__file__).resolve().parents[2] / "assets" / "runs"
-
-
 RUN_ID = re.compile(r"^[A-Za-z0-9._-]+$")
 
 
@@ -93,11 +92,6 @@ class RunError(AlexNetError, ValueError):
 
 class ActiveRunError(RunError):
     """Another trainer is busy (on this run, or on this machine)."""
-
-
-def runs_root(path: str | os.PathLike | None = None) -> Path:
-    """The runs folder: `path`, else $ALEXNET_RUNS_DIR, else ./runs (it may not exist yet)."""
-    return Path(path or os.environ.get("ALEXNET_RUNS_DIR") or "runs").expanduser()
 
 
 def check_runs_root(root: Path) -> None:

@@ -82,13 +82,13 @@ def supervise_worker(config, run_dir, place, join_timeout) -> int:
     import select
     import signal
     import subprocess
-    from pathlib import Path
 
+    from alexnet_core import locations
     from alexnet_core.store import liveness
     from alexnet_core.train.training import JOIN_PIPE_ENV
 
     timeout = JOIN_TIMEOUT_S if join_timeout is None else join_timeout
-    root_of_package = Path(__file__).resolve().parents[2]
+    root_of_package = locations.ROOT
     read, write = os.pipe()
     env = {**os.environ, JOIN_PIPE_ENV: str(write),
            CLUSTER_CHILD_ENV: json.dumps({"config": dataclasses.asdict(config), "run_dir": str(run_dir)}),

@@ -13,6 +13,7 @@ import sys
 import threading
 from pathlib import Path
 
+from alexnet_core import locations
 from alexnet_core.settings.config import TrainConfig
 from alexnet_core.store import layout, liveness
 from alexnet_core.train import lifecycle
@@ -21,7 +22,7 @@ LAUNCHED_ENV = "ALEXNET_LAUNCHED_RUN"  # set by the launcher for the trainer it 
 
 
 def _spawn(run_dir: Path) -> int:
-    root_of_package = Path(__file__).resolve().parents[2]
+    root_of_package = locations.ROOT
     env = {**os.environ, LAUNCHED_ENV: str(run_dir),
            "PYTHONPATH": os.pathsep.join(filter(None, [str(root_of_package), os.environ.get("PYTHONPATH")]))}
     # A stop request left from before this start is stale; one made from here on (while the
