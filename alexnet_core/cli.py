@@ -25,31 +25,11 @@ class UsageError(AlexNetError):
     """Bad usage or bad input: reported on stderr with exit code 2."""
 
 
-def _switch_args(parser: argparse.ArgumentParser, num_classes: bool = True) -> None:
-    from alexnet_core.models.variants import NORMS
-
-    if num_classes:  # training takes the number of classes from its data
-        parser.add_argument("--num-classes", type=int, help="number of output classes")
-    parser.add_argument("--input-size", type=int, help="input image side in pixels")
-    parser.add_argument("--norm", choices=NORMS, help="normalisation layers")
-    parser.add_argument("--groups", action=argparse.BooleanOptionalAction, default=None,
-                        help="the paper's two-GPU grouped convolutions on conv2/4/5")
-    parser.add_argument("--overlapping-pool", action=argparse.BooleanOptionalAction, default=None,
-                        help="3x3 stride-2 pooling (the paper) instead of 2x2")
-    parser.add_argument("--dropout", type=float, help="dropout rate of the dense layers")
-    parser.add_argument("--width", type=float, help="width multiplier of every layer")
-
-
 def switches_from_args(args) -> dict:
-    return {
-        "num_classes": getattr(args, "num_classes", None),
-        "input_size": args.input_size,
-        "norm": args.norm,
-        "groups": args.groups,
-        "overlapping_pool": args.overlapping_pool,
-        "dropout": args.dropout,
-        "width": args.width,
-    }
+    """The network flags (num_classes, input_size and the switches), each None where not given."""
+    from alexnet_core.settings.flags import network_from_args
+
+    return network_from_args(args)
 
 
 def cmd_variants(args) -> int:
@@ -152,22 +132,14 @@ def cmd_export_model(args) -> int:
 def _train_config(args):
     """The TrainConfig of a new run from the flags (a recipe, overridden by explicit flags)."""
     from alexnet_core.settings.config import TrainConfig
+    from alexnet_core.settings.flags import train_settings_from_args
     from alexnet_core.settings.recipes import get_recipe
 
     if not args.recipe and (not (args.variant or args.init_from) or not args.data):
         raise UsageError("train needs --recipe NAME, or --variant (or --init-from MODEL) and --data (or --resume "
                          "RUN_DIR); `recipes` lists the recipes")
-    fields = {
-        "variant": args.variant, "data": args.data, "epochs": args.epochs, "batch_size": args.batch_size,
-        "optimizer": args.optimizer, "learning_rate": args.learning_rate, "weight_decay": args.weight_decay,
-        "schedule": args.schedule, "warmup_epochs": args.warmup_epochs, "label_smoothing": args.label_smoothing,
-        "augment": args.augment, "val_split": args.val_split, "seed": args.seed,
-        "mixed_precision": args.mixed_precision, "steps_per_epoch": args.steps_per_epoch,
-        "log_every": args.log_every, "input_size": args.input_size, "jit": args.jit,
-        "snapshots": args.snapshots, "init_from": args.init_from, "freeze_features": args.freeze_features,
-    }
-    switches = {k: v for k, v in switches_from_args(args).items() if v is not None and k not in
-                ("num_classes", "input_size")}
+    fields, switches = train_settings_from_args(args)
+    switches = {k: v for k, v in switches.items() if v is not None}
     if args.recipe:  # explicit flags override the recipe's settings
         config = get_recipe(args.recipe).config(**fields, switches=switches)
     else:
@@ -408,7 +380,8 @@ def cmd_export(args) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     from alexnet_core import __version__
-    from alexnet_core.settings.config import AUGMENTATIONS, MIXED_PRECISION, OPTIMIZERS, SCHEDULES
+    from alexnet_core.settings.choices import DEFAULT_FRAMING, EVAL_SPLITS, FRAMINGS
+    from alexnet_core.settings.flags import add_network_flags, add_train_flags
 
     parser = argparse.ArgumentParser(prog="python -m alexnet_core",
                                      description="AlexNet Explorer on the command line.")
@@ -425,13 +398,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("summary", help="layer table, parameters and MACs of a variant")
     p.add_argument("variant")
-    _switch_args(p)
+    add_network_flags(p)
     p.add_argument("--json", action="store_true", help="print one JSON document")
     p.set_defaults(func=cmd_summary)
 
     p = sub.add_parser("profile", help="measured forward time of every layer on this machine, beside its MACs")
     p.add_argument("variant")
-    _switch_args(p)
+    add_network_flags(p)
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--repeats", type=int, default=20, help="timed calls per layer (the median is kept)")
     p.add_argument("--json", action="store_true", help="print one JSON document")
@@ -447,34 +420,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_export_model)
 
     p = sub.add_parser("train", help="train a variant into a run folder")
-    p.add_argument("--recipe", help="start from a named recipe (see `recipes`); other flags override it")
-    p.add_argument("--variant", help="a variant name (see `variants`)")
-    p.add_argument("--data", help="cifar10, sample, or PATH to an image folder")
-    p.add_argument("--epochs", type=int)
-    p.add_argument("--batch-size", type=int)
-    p.add_argument("--optimizer", choices=OPTIMIZERS)
-    p.add_argument("--learning-rate", type=float)
-    p.add_argument("--weight-decay", type=float)
-    p.add_argument("--schedule", choices=SCHEDULES)
-    p.add_argument("--warmup-epochs", type=float)
-    p.add_argument("--label-smoothing", type=float)
-    p.add_argument("--augment", choices=list(AUGMENTATIONS))
-    p.add_argument("--val-split", type=float, help="fraction of each class held out (last files by name)")
-    p.add_argument("--seed", type=int)
-    p.add_argument("--mixed-precision", choices=MIXED_PRECISION)
-    p.add_argument("--steps-per-epoch", type=int, help="cap the steps of each epoch")
-    p.add_argument("--log-every", type=int, help="steps between rows of steps.csv")
+    add_train_flags(p)  # every training setting but the network's (below)
     p.add_argument("--runs-dir", help="runs root (default ./runs or $ALEXNET_RUNS_DIR)")
     p.add_argument("--run-id", help="name of the run folder")
     p.add_argument("--resume", metavar="RUN_DIR", help="continue a stopped or interrupted run")
     p.add_argument("--allow-parallel", action="store_true", help="start even if another run is training")
-    p.add_argument("--jit", action="store_true", default=None, help="compile the training step with XLA")
-    p.add_argument("--init-from", metavar="MODEL",
-                   help="fine-tune: start from this model's convolutional layers (a run folder or 'demo')")
-    p.add_argument("--freeze-features", action=argparse.BooleanOptionalAction, default=None,
-                   help="with --init-from: keep those layers as they are and train only the new head")
-    p.add_argument("--no-snapshots", dest="snapshots", action="store_false", default=None,
-                   help="keep no per-epoch snapshots (validation predictions, conv1, probe top-5)")
     p.add_argument("--workers", metavar="HOST:PORT,...",
                    help="every worker of a multi-worker run, the chief first (sets TF_CONFIG)")
     p.add_argument("--worker-index", type=int, metavar="I", help="this worker's place in --workers (0: the chief)")
@@ -482,7 +432,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help=f"a multi-worker run fails if the other workers have not all joined by then "
                         f"(default {JOIN_TIMEOUT_S:g})")
     p.add_argument("--json", action="store_true", help="print the final status as one JSON document")
-    _switch_args(p, num_classes=False)
+    add_network_flags(p, num_classes=False)
     # Every setting of a run: none of them can apply to a resumed run (it keeps its own).
     kept_with_resume = {"help", "resume", "allow_parallel", "json", "workers", "worker_index", "join_timeout"}
     p.set_defaults(func=cmd_train, resume_conflicts={a.dest: a.option_strings for a in p._actions
@@ -491,7 +441,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("evaluate", help="accuracy and confusion matrix of a model on a data split")
     p.add_argument("model", help="a run folder, a .keras file, or demo")
     p.add_argument("--data", required=True, help="cifar10, sample, or PATH to an image folder")
-    p.add_argument("--split", choices=["test", "val", "train", "all"],
+    p.add_argument("--split", choices=EVAL_SPLITS,
                    help="default: test if the data has one, else val")
     p.add_argument("--flip", action="store_true", help="average with the horizontally flipped image")
     p.add_argument("--json", action="store_true", help="print one JSON document")
@@ -501,7 +451,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("model", help="a run folder, a .keras file, or demo")
     p.add_argument("images", nargs="+", metavar="IMAGE")
     p.add_argument("--top-k", type=int, default=5)
-    p.add_argument("--framing", choices=["crop", "fit"], default="crop",
+    p.add_argument("--framing", choices=list(FRAMINGS), default=DEFAULT_FRAMING,
                    help="images that are not square: centre crop (default) or the whole image on a square")
     p.add_argument("--json", action="store_true", help="print one JSON document")
     p.set_defaults(func=cmd_predict)

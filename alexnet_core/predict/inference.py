@@ -18,6 +18,7 @@ import numpy as np
 from alexnet_core.errors import AlexNetError
 from alexnet_core.inputs.images import ImageDecodeError, env_limit, read_image
 from alexnet_core.locations import DEMO_RUN
+from alexnet_core.settings.choices import DEFAULT_FRAMING, FRAMINGS  # how a photo becomes square
 from alexnet_core.store import fileio, layout
 
 # Keras warns when a model restored from disk is called with a bare tensor instead of a one-element
@@ -326,12 +327,6 @@ def load_model(spec: str) -> LoadedModel:
     return LoadedModel(model, names, spec, path, run_dir, recorded(record, int(model.input_shape[1])), words)
 
 
-# How a photo of any shape becomes the network's square input.
-FRAMINGS = {
-    "crop": "Centre crop: the largest centred square, as the model saw its training images",
-    "fit": "Whole image: all of it, fitted into the square, the border filled with its mean colour",
-}
-DEFAULT_FRAMING = "crop"
 # A prediction is "unsure" below these: top-1 probability, and its lead over the second class.
 SURE_PROBABILITY = 0.5
 SURE_MARGIN = 0.2

@@ -12,6 +12,7 @@ from pathlib import Path
 from alexnet_core.errors import AlexNetError
 from alexnet_core.locations import BUNDLED_DIR as BUNDLED_DIR  # the run store's name for the bundled runs
 from alexnet_core.locations import runs_root as runs_root  # the run store's name for the runs folder
+from alexnet_core.settings.config import record_kinds
 from alexnet_core.store import fileio
 
 CONFIG = "config.json"
@@ -134,10 +135,11 @@ def remove_run_leftovers(run_dir: Path) -> list[str]:
 _NUMBER, _TEXT, _INT, _LIST, _OBJECT = "a number", "text", "a whole number", "a list", "an object"
 
 
-CONFIG_SCHEMA = {
-    "variant": _TEXT, "data": _TEXT, "data_description": _TEXT, "epochs": _INT, "batch_size": _INT, "class_names": _LIST,
-    "switches": _OBJECT, "environment": _OBJECT, "preprocessing": _OBJECT, "steps_per_epoch": _INT,
-    "monitor": _OBJECT, "optimizer": _TEXT, "schedule": _TEXT, "augment": _TEXT, "seed": _INT,
+CONFIG_SCHEMA = {  # every TrainConfig field, as its type says; then what the trainer adds
+    **{name: {str: _TEXT, int: _INT, float: _NUMBER, bool: bool, dict: _OBJECT}[kind]
+       for name, kind in record_kinds().items()},
+    "data_description": _TEXT, "class_names": _LIST, "environment": _OBJECT, "preprocessing": _OBJECT,
+    "monitor": _OBJECT,
 }
 
 
