@@ -11,8 +11,12 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent  # the project folder: app.py, assets/, alexnet_core/
-ASSETS = ROOT / "assets"
+ROOT = Path(__file__).resolve().parent.parent  # the folder that holds alexnet_core: the project folder in a checkout
+# The app's own files (app.py, pages/, assets/, .streamlit/) sit beside alexnet_core in a checkout;
+# an installed wheel keeps them in the package alexnet_explorer instead (pyproject.toml).
+APP_DIR = ROOT / "alexnet_explorer" if (ROOT / "alexnet_explorer" / "app.py").is_file() else ROOT
+APP = APP_DIR / "app.py"  # what `streamlit run` and `alexnet-explorer app` start
+ASSETS = APP_DIR / "assets"
 SAMPLE_DIR = ASSETS / "sample"  # the bundled sample data (SOURCE `sample`)
 EXAMPLES_DIR = ASSETS / "examples"  # the Classify page's example photos
 BUNDLED_DIR = ASSETS / "runs"  # read-only runs that ship with the app
