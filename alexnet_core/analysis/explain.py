@@ -6,6 +6,8 @@ import weakref
 
 import numpy as np
 
+from alexnet_core.models.anatomy import conv1_kernels
+
 _TAPS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 
@@ -96,12 +98,6 @@ def heat_legend(width: int = 256, height: int = 14) -> np.ndarray:
     """The overlay's colour scale as a uint8 strip, least attention on the left."""
     ramp = np.tile(np.linspace(0.0, 1.0, width), (height, 1))
     return (heat_colours(ramp) * 255).astype(np.uint8)
-
-
-def conv1_kernels(model, layer: str = "conv1") -> np.ndarray:
-    """conv1's kernels, both towers' side by side: kh x kw x 3 x filters, float32."""
-    names = [l.name for l in model.layers if l.name == layer or l.name.startswith(layer + "_")]
-    return np.concatenate([np.asarray(model.get_layer(n).kernel, dtype=np.float32) for n in names], axis=-1)
 
 
 def kernel_grid(kernels: np.ndarray, scale: int = 1) -> np.ndarray:

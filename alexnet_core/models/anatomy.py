@@ -1,4 +1,5 @@
-"""A model explained layer by layer: shapes, parameters, compute, memory, receptive field.
+"""A model explained layer by layer: shapes, parameters, compute, memory, receptive field; and
+conv1's kernels as arrays (what the trainer's snapshots keep and explain.py draws).
 
 MACs count the multiply-accumulates of convolution and dense layers only (biases,
 pooling and normalisation excluded), the convention behind published AlexNet totals.
@@ -157,6 +158,12 @@ def summary(model, variant: str) -> dict:
             for row in table.itertuples()
         ],
     }
+
+
+def conv1_kernels(model, layer: str = "conv1") -> np.ndarray:
+    """conv1's kernels, both towers' side by side: kh x kw x 3 x filters, float32."""
+    names = [l.name for l in model.layers if l.name == layer or l.name.startswith(layer + "_")]
+    return np.concatenate([np.asarray(model.get_layer(n).kernel, dtype=np.float32) for n in names], axis=-1)
 
 
 def compare_tables(a: pd.DataFrame, b: pd.DataFrame) -> pd.DataFrame:
