@@ -3,7 +3,7 @@
     python bench/epoch_estimate.py [--data sample] [--recipes quick demo]
 
 For each recipe (on DATA, 3 epochs, in a temporary runs folder): the estimate the page shows
-(`training.estimate_epoch_seconds`), then a real run with the same settings; the estimate is
+(`estimate.estimate_epoch_seconds`), then a real run with the same settings; the estimate is
 compared with the median time of epochs 2-3 (epoch 1 also fills the decoded-image cache and
 traces the graph). Target: within 25%.
 """
@@ -32,7 +32,8 @@ def main() -> int:
     from alexnet_core.settings.recipes import get_recipe
     from alexnet_core.store import layout
     from alexnet_core.train import lifecycle
-    from alexnet_core.train.training import configure_threads, estimate_epoch_seconds, run_training
+    from alexnet_core.train.estimate import estimate_epoch_seconds
+    from alexnet_core.train.training import configure_threads, run_training
 
     configure_threads()
     source = load_source(args.data)

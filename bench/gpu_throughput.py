@@ -5,11 +5,11 @@ Every line says its backend, device, variant, input size, precision and batch. M
   (fit)      Keras model.fit, jit_compile on, synthetic tensors made once on the device (so the
              model alone is timed): float32, bf16 (mixed_bfloat16), fp16 (mixed_float16 with
              loss scaling, LossScaleOptimizer). SGD with momentum 0.9 and weight decay 5e-4 from
-             alexnet_core.train.training.build_optimizer, 1000 classes. Timed over --steps steps after
+             alexnet_core.train.optimizer.build_optimizer, 1000 classes. Timed over --steps steps after
              --warmup steps (compilation); the epoch's loss is read back at the end, so every
              step has finished when the clock stops.
   TensorFlow backend only (tf.data needs TensorFlow):
-  (a) step   our training step (training.make_steps, read back every step as the trainer does)
+  (a) step   our training step (loop.make_steps, read back every step as the trainer does)
              on the same synthetic tensors.
   (b) input  the real input pipeline alone: data.make_dataset over a folder of --images JPEGs of
              --jpeg-size in --data-classes classes that this script writes to a temporary folder,
@@ -121,7 +121,7 @@ def set_precision(precision: str) -> bool:
 def optimizer_for(variant: str, batch: int, precision: str, loss_scaling: bool):
     """The trainer's optimizer for an SGD run (momentum 0.9, weight decay 5e-4, constant rate)."""
     from alexnet_core.settings.config import TrainConfig
-    from alexnet_core.train.training import build_optimizer
+    from alexnet_core.train.optimizer import build_optimizer
 
     config = TrainConfig(variant=variant, data="synthetic", batch_size=batch, epochs=1, optimizer="sgd",
                          schedule="constant", mixed_precision=SETTING[precision], augment="paper", val_split=0.0)
@@ -179,7 +179,7 @@ def keras_fit(variant, precision, batch, args, device):
 def tf_model_and_step(variant, precision, batch, classes):
     import tensorflow as tf
 
-    from alexnet_core.train.training import loss_function, make_steps
+    from alexnet_core.train.loop import loss_function, make_steps
 
     loss_scaling = set_precision(precision)
     keras.utils.set_random_seed(0)

@@ -7,7 +7,7 @@ The network is `compact` (AlexNet's five convolutions with BatchNorm, overlappin
 three dense layers) at WIDTH, 32x32 inputs, 10 classes, written once in Keras (ours) and once in
 PyTorch; the trainable parameter counts are checked equal before anything is timed. Both train with SGD
 (momentum 0.9) and cross-entropy on the same in-memory random batch, so only the framework is
-measured. Keras runs the app's own training step (`training.make_steps`, as fast as `fit`:
+measured. Keras runs the app's own training step (`loop.make_steps`, as fast as `fit`:
 bench/train_throughput.py). One process per precision (float32; bfloat16: Keras'
 mixed_bfloat16 policy, PyTorch's CPU autocast) holds all three; after a warm-up they run in
 interleaved blocks of STEPS steps, BLOCKS times each, so this machine's swings (+-30% between
@@ -40,7 +40,7 @@ torch.set_num_threads(2)
 if precision == "bf16":
     keras.mixed_precision.set_global_policy("mixed_bfloat16")
 from alexnet_core.settings.config import TrainConfig
-from alexnet_core.train.training import loss_function, make_steps
+from alexnet_core.train.loop import loss_function, make_steps
 from alexnet_core.models.variants import build_model
 
 # Keras: our trainer's own step (training.make_steps: what the app runs), SGD with momentum.

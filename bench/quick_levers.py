@@ -7,7 +7,7 @@ command to the saved model. The levers start from the recipe as it was until 202
 evaluated single view and with flip averaging (test-time flip, float32 as the app runs it).
 
 The exponential moving average (EMA) of the weights is measured inside one training run:
-compact-13's network, data pipeline, optimizer and training step (training.make_steps) with
+compact-13's network, data pipeline, optimizer and training step (loop.make_steps) with
 Keras' optimizer EMA switched on (`use_ema`), validated after every epoch twice, with the
 weights as trained and with their average, so the two columns come from the same trajectory.
 
@@ -101,7 +101,8 @@ def run_ema(data: str, epochs: int | None = None) -> dict:
     from alexnet_core.settings.config import TrainConfig
     from alexnet_core.settings.recipes import RECIPES
     from alexnet_core.train.devices import precision_policy
-    from alexnet_core.train.training import build_optimizer, evaluate_distributed, loss_function, make_steps
+    from alexnet_core.train.loop import evaluate_distributed, loss_function, make_steps
+    from alexnet_core.train.optimizer import build_optimizer
 
     config = TrainConfig(**{**RECIPES["quick"].settings, "data": data, "variant": "compact", "epochs": epochs or 13})
     source = load_source(data, config.val_split)

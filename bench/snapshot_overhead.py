@@ -85,15 +85,10 @@ def main() -> int:
     from alexnet_core.settings.config import TrainConfig
     from alexnet_core.settings.recipes import get_recipe
     from alexnet_core.train.devices import use_mixed_precision
+    from alexnet_core.train.loop import distributed_eval_dataset, evaluate_distributed, loss_function, make_steps
+    from alexnet_core.train.observers import SnapshotObserver
     from alexnet_core.train.snapshots import choose_probe
-    from alexnet_core.train.training import (
-        Snapshots,
-        configure_threads,
-        distributed_eval_dataset,
-        evaluate_distributed,
-        loss_function,
-        make_steps,
-    )
+    from alexnet_core.train.training import configure_threads
 
     configure_threads()
     config = get_recipe("quick").config(data=str(data))
@@ -107,7 +102,7 @@ def main() -> int:
     chosen = choose_probe(source.val.labels)
     part = type(source.val)(source.val.labels[chosen], paths=[source.val.paths[i] for i in chosen])
     probe = np.concatenate([b[0].numpy() for b in make_dataset(part, 10, 32, len(chosen))])
-    writer = Snapshots(tmp / "bench-run", model, probe)
+    writer = SnapshotObserver(tmp / "bench-run", model, probe)
     validation = evaluate_distributed(steps[True], val)
     for flag in (False, True):  # traced once each before timing
         evaluate_distributed(steps[flag], val)

@@ -1,9 +1,9 @@
 """Training throughput, measured side by side in one process.
 
   (a) plain model.fit on cached in-memory tensors: the baseline
-  (b) our training step (training.make_steps: strategy.run, sums reduced over replicas, read
+  (b) our training step (loop.make_steps: strategy.run, sums reduced over replicas, read
       back every step as the trainer does) on the same tensors
-  (c) our whole trainer (training.Trainer: run folder, heartbeat thread, steps.csv, stop checks)
+  (c) our whole trainer (loop.Trainer: run folder, heartbeat thread, steps.csv, stop checks)
       on the image folder: decode, in-memory cache, cifar augmentation, normalise; the second
       epoch is timed (the first fills the cache and compiles)
   (d) as (c) but streaming from disk every epoch (no in-memory cache)
@@ -39,7 +39,8 @@ from alexnet_core.models.variants import build_model  # noqa: E402
 from alexnet_core.settings.config import TrainConfig  # noqa: E402
 from alexnet_core.store import fileio, layout  # noqa: E402
 from alexnet_core.train import lifecycle  # noqa: E402
-from alexnet_core.train.training import Trainer, build_optimizer, loss_function, make_steps  # noqa: E402
+from alexnet_core.train.loop import Trainer, loss_function, make_steps  # noqa: E402
+from alexnet_core.train.optimizer import build_optimizer  # noqa: E402
 
 SHARED = Path(__file__).resolve().parent.parent.parent / "shared" / "datasets" / "cifar10" / "train"
 

@@ -17,8 +17,8 @@ from alexnet_core.settings.config import (
 )
 from alexnet_core.settings.recipes import RECIPES
 from alexnet_core.store import catalog, layout, liveness
+from alexnet_core.train.estimate import estimate_epoch_seconds
 from alexnet_core.train.launcher import resume, start
-from alexnet_core.train.training import estimate_epoch_seconds
 from alexnet_ui.common import (
     all_runs,
     cpu_friendly_variants,

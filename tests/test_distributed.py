@@ -153,7 +153,7 @@ s = strategy()
 import keras
 from alexnet_core.settings.config import TrainConfig
 from alexnet_core.inputs.data import load_folder
-from alexnet_core.train.training import distributed_eval_dataset, evaluate_distributed, loss_function, make_steps
+from alexnet_core.train.loop import distributed_eval_dataset, evaluate_distributed, loss_function, make_steps
 from alexnet_core.models import layers  # registers the custom layers the saved model uses
 source = load_folder(sys.argv[2], val_split=0.0)
 with s.scope():

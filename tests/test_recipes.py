@@ -240,14 +240,14 @@ def test_the_quick_recipe_says_how_long_it_takes_here(monkeypatch):
     import numpy as np
 
     from alexnet_core.inputs.data import DataSource, Split
-    from alexnet_core.train import training
+    from alexnet_core.train import estimate
 
     st.cache_data.clear()
     fake = DataSource("cifar10", [f"c{i}" for i in range(10)], train=Split(np.zeros(45_000, np.int32)),
                       val=Split(np.zeros(5_000, np.int32)))
     monkeypatch.setattr(data_module, "cifar10_available", lambda: True)
     monkeypatch.setattr(data_module, "load_source", lambda source, val_split=0.1: fake)
-    monkeypatch.setattr(training, "estimate_epoch_seconds", lambda *a, **k: 60.0)
+    monkeypatch.setattr(estimate, "estimate_epoch_seconds", lambda *a, **k: 60.0)
     at = run_page("pages/train.py")
     assert at.radio(key="train_data_kind").value == "cifar10"
     at.button(key="train_estimate").click().run()
@@ -276,19 +276,19 @@ def test_bfloat16_training_and_its_model(tmp_path):
 def test_the_epoch_estimate_runs_in_the_recipes_precision_and_leaves_the_app_as_it_was(monkeypatch):
     import keras
 
-    from alexnet_core.train import training
+    from alexnet_core.train import estimate
 
     seen = []
-    real = training._estimate_epoch_seconds
+    real = estimate._estimate_epoch_seconds
 
     def spy(config, *args):
         seen.append(keras.mixed_precision.global_policy().name)
         return real(config, *args)
 
-    monkeypatch.setattr(training, "_estimate_epoch_seconds", spy)
+    monkeypatch.setattr(estimate, "_estimate_epoch_seconds", spy)
     config = get_recipe("quick").config(data="sample", batch_size=8, switches={"width": 0.25}, mixed_precision="bf16")
     before = keras.mixed_precision.global_policy().name
-    assert training.estimate_epoch_seconds(config, 10, 64, steps=1, num_val=16) > 0
+    assert estimate.estimate_epoch_seconds(config, 10, 64, steps=1, num_val=16) > 0
     assert seen == ["mixed_bfloat16"]
     assert keras.mixed_precision.global_policy().name == before
 

@@ -14,7 +14,7 @@ from alexnet_core.settings.config import TrainConfig
 from alexnet_core.store import layout, liveness
 from alexnet_core.train import lifecycle
 from alexnet_core.train.launcher import start
-from alexnet_core.train.training import Trainer
+from alexnet_core.train.loop import Trainer
 from tests.helpers import TINY, TINY_ARGS, cli, make_image_folder, wait_for
 
 
@@ -78,7 +78,7 @@ def test_a_stop_left_from_before_the_launch_does_not_stop_the_resumed_run(folder
 @pytest.mark.parametrize("module, name, where", [
     ("alexnet_core.inputs.data", "load_source", "while loading the data"),
     ("alexnet_core.models.variants", "build_model", "while building the model"),
-    ("alexnet_core.train.training", "make_steps", "while preparing the first step"),
+    ("alexnet_core.train.loop", "make_steps", "while preparing the first step"),
 ])
 def test_a_stop_during_each_phase_before_the_first_step_ends_the_run_stopped(folder, tmp_path, monkeypatch,
                                                                             module, name, where):

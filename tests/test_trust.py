@@ -16,8 +16,10 @@ import pytest
 from alexnet_core.settings.config import TrainConfig
 from alexnet_core.store import catalog, fileio, layout, liveness
 from alexnet_core.train import lifecycle
+from alexnet_core.train.loop import Trainer, divergence
 from alexnet_core.train.monitor import Progress
-from alexnet_core.train.training import Trainer, divergence, plateau_learning_rate, run_training
+from alexnet_core.train.optimizer import plateau_learning_rate
+from alexnet_core.train.training import run_training
 from tests.helpers import TINY, TINY_ARGS, cli, make_image_folder
 
 
@@ -245,7 +247,7 @@ def test_plateau_schedules_follow_keras_reduce_lr_on_plateau(schedule, monitor):
     """Our resume-proof rule gives the learning rates Keras' own callback gives on the same history."""
     import keras
 
-    from alexnet_core.train.training import MIN_LR, PLATEAU
+    from alexnet_core.train.optimizer import MIN_LR, PLATEAU
 
     rule = PLATEAU[schedule]
     values = [0.5, 0.6, 0.6, 0.6, 0.6, 0.61, 0.55, 0.55, 0.55, 0.55, 0.7, 0.7, 0.7, 0.7, 0.7, 0.7]
@@ -286,12 +288,12 @@ def test_bad_settings_and_data_are_refused_before_a_run_folder_exists(folder, tm
 
 
 def test_internal_errors_exit_1_with_a_traceback_in_the_log(folder, tmp_path, monkeypatch):
-    from alexnet_core.train import training
+    from alexnet_core.train import loop
 
     def broken(*args, **kwargs):
         raise ValueError("an internal bug, not bad input")
 
-    monkeypatch.setattr(training, "make_steps", broken)
+    monkeypatch.setattr(loop, "make_steps", broken)
     config, run_dir = new_run(folder, tmp_path / "runs", epochs=1)
     messages = []
     assert run_training(config, run_dir, log=messages.append) == 1

@@ -85,7 +85,7 @@ def supervise_worker(config, run_dir, place, join_timeout) -> int:
 
     from alexnet_core import locations
     from alexnet_core.store import liveness
-    from alexnet_core.train.training import JOIN_PIPE_ENV
+    from alexnet_core.train.distributed import JOIN_PIPE_ENV
 
     timeout = JOIN_TIMEOUT_S if join_timeout is None else join_timeout
     root_of_package = locations.ROOT
