@@ -24,7 +24,10 @@ if __name__ == "__main__":
 else:
     from starlette.middleware import Middleware
 
-    from alexnet_ui.server import BaseUrlHint, keep_keras_state, warm_up_after_start
+    from alexnet_ui import streamlit_internals
+    from alexnet_ui.server import BaseUrlHint, warm_up_after_start
 
     app = st.App(__file__, middleware=[Middleware(BaseUrlHint)], lifespan=warm_up_after_start)
-    keep_keras_state()
+    # Before the first session: the pages above are this app's only pages (no legacy pages/ mode),
+    # and Keras is not cleared after every run. Why, and on which Streamlit versions: that module.
+    streamlit_internals.apply()

@@ -1,10 +1,16 @@
-"""The app's web server: Streamlit's own, with one fix for links straight to a page.
+"""The app's web server: Streamlit's own, with one fix for links straight to a page and the
+page modules imported while the first browser loads.
 
 Opened at `/train` (a bookmark, a reload, a shared link), Streamlit's frontend does not know
 where the server's base path is, so it first tries `/train/_stcore/health` and
 `/train/_stcore/host-config`, gets two 404s (console errors), then falls back to `/`
 (streamlit/streamlit#7074). The frontend reads the base path from `window.__streamlit` when
 the page defines it; `BaseUrlHint` writes that line into every page the server sends.
+
+`window.__streamlit` is the frontend's configuration object for whoever hosts it (read once when
+the page loads, then frozen; streamlit/streamlit#11378 and #11537): not in Streamlit's user
+documentation, and no setting does the same (server.baseUrlPath moves the whole app instead).
+tests/test_startup.py fails if the frontend Streamlit ships stops reading the two fields set here.
 """
 
 from __future__ import annotations
@@ -96,7 +102,8 @@ def warm_up():
     import threading
 
     def imports():
-        for name in ("pandas", "plotly.graph_objects", "alexnet_ui.common", "alexnet_core.store.catalog", "alexnet_core.predict.inference"):
+        for name in ("pandas", "plotly.graph_objects", "alexnet_ui.navigation", "alexnet_ui.loaders",
+                     "alexnet_core.store.catalog", "alexnet_core.predict.inference"):
             try:
                 importlib.import_module(name)
             except Exception:  # the page will import it again and show what is wrong
@@ -106,33 +113,3 @@ def warm_up():
     thread.start()
     return thread
 
-
-def keep_keras_state() -> bool:
-    """Stop Streamlit clearing Keras after every script run.
-
-    Streamlit's script runner calls `keras.backend.clear_session()` at the end of every run once
-    Keras is imported (`_clean_problem_modules`), which forces a full garbage collection:
-    about 0.6 s per click on this machine once a model is loaded, for every session. The app
-    builds its models inside cached functions with explicit layer names and never relies on
-    Keras' global state, so only matplotlib's half of the clean-up is kept. Returns False (and
-    changes nothing) if Streamlit no longer has the function; tests/test_pages.py checks it does.
-    """
-    import sys
-
-    try:
-        from streamlit.runtime.scriptrunner import script_runner
-    except ImportError:  # pragma: no cover - a Streamlit without that module
-        return False
-    if not callable(getattr(script_runner, "_clean_problem_modules", None)):
-        return False
-
-    def clean_matplotlib_only() -> None:
-        plt = sys.modules.get("matplotlib.pyplot")
-        if plt is not None:
-            try:
-                plt.close("all")
-            except Exception:  # same as Streamlit: never fail a run over clean-up
-                pass
-
-    script_runner._clean_problem_modules = clean_matplotlib_only
-    return True

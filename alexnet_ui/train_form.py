@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import streamlit as st
 
-from alexnet_ui.common import data_choices
+from alexnet_ui.loaders import data_choices
 
 BATCH_SIZES = [16, 32, 64, 128, 256, 512]
 DEFAULT_RECIPE = "quick"

@@ -6,7 +6,10 @@ import streamlit as st
 from alexnet_core.analysis.charts import activation_memory, network_dot, params_and_macs, time_against_arithmetic
 from alexnet_core.models.anatomy import compare_tables, totals
 from alexnet_core.models.variants import NORMS, WIDTHS, get_arch, list_variants
-from alexnet_ui.common import device_banner, format_bytes, page_setup, plain, shape_text, variant_table
+from alexnet_ui.loaders import variant_table
+from alexnet_ui.navigation import page_setup
+from alexnet_ui.text import format_bytes, plain, shape_text
+from alexnet_ui.widgets import device_banner
 
 page_setup()
 st.title("Architecture")

@@ -34,25 +34,29 @@ from alexnet_core.predict.inference import (
     top_k,
     verdict,
 )
-from alexnet_ui import common
+from alexnet_ui.images import fit_for_display, thumbnail
+from alexnet_ui.loaders import image_from_disk, image_problem, loaded_model, model_stamp
+from alexnet_ui.navigation import loaded_model_or_stop, page_setup
+from alexnet_ui.text import plain
+from alexnet_ui.widgets import damaged_note, device_banner, heat_legend, pick_model
 
-common.page_setup()
+page_setup()
 st.title("Classify")
 st.caption("Upload images and see what the network predicts, and where it looked.")
 
 EXAMPLES = sorted(EXAMPLES_DIR.glob("*.jpg"))
 top = st.columns([2, 1])
 with top[0]:
-    spec = common.pick_model("classify_model")
+    spec = pick_model("classify_model")
 if spec is None:
-    common.device_banner()
+    device_banner()
     st.stop()
 k = top[1].slider("Top-k", 1, 10, 5, key="classify_k")
-loaded, _ = common.loaded_model_or_stop(spec)
+loaded, _ = loaded_model_or_stop(spec)
 classes = loaded.class_names
 size = loaded.input_size
 shown = ", ".join(classes) if len(classes) <= 12 else ", ".join(classes[:10]) + f" and {len(classes) - 10} more"
-st.info(f"**What this model can say.** It knows {len(classes)} classes ({common.plain(shown, 400)}) and sees "
+st.info(f"**What this model can say.** It knows {len(classes)} classes ({plain(shown, 400)}) and sees "
         f"every image as {size}×{size} pixels. Anything else in a photo still gets one of these labels, so a "
         "low score, or two close ones, means the model is not sure.", icon=":material/lightbulb:")
 
@@ -97,16 +101,16 @@ if photo is not None:
 damaged_examples = []
 if use_examples and not items:
     for example in EXAMPLES:  # read only once the safe decoder has passed the file (never a FIFO or a folder)
-        problem = common.image_problem(example)
+        problem = image_problem(example)
         if problem:
             damaged_examples.append(problem)
         else:
             items.append((example.name, example.read_bytes()))
 for problem in damaged_examples:
-    st.warning(f"Damaged example image, left out: {common.plain(problem, 300)}", icon=":material/broken_image:")
+    st.warning(f"Damaged example image, left out: {plain(problem, 300)}", icon=":material/broken_image:")
 if not items:
     st.info("Upload images above, take a photo, or switch on the examples.", icon=":material/upload:")
-    common.device_banner()
+    device_banner()
     st.stop()
 seen = {}
 for i, (name, data) in enumerate(items):
@@ -122,11 +126,11 @@ def analyse(spec: str, stamp: float, data: bytes, name: str, framing: str):
         image = decode_image(data, name)
     except ImageDecodeError as exc:
         return str(exc)
-    model, predictor = common.loaded_model(spec)
+    model, predictor = loaded_model(spec)
     square = frame(image, framing)
     view = network_view(square, model.input_size, framing)  # already square: framed once
     probs = predictor.probabilities(view[None])[0]
-    return (hashlib.sha1(data).hexdigest()[:12], common.thumbnail(image), common.thumbnail(square),
+    return (hashlib.sha1(data).hexdigest()[:12], thumbnail(image), thumbnail(square),
             (image.shape[1], image.shape[0]), view, model.preprocess(view), probs)
 
 
@@ -141,11 +145,11 @@ def enlarged(view: np.ndarray, side: int = 224) -> np.ndarray:
 
 @st.cache_data(max_entries=256, ttl=3600, show_spinner=False)
 def heat_map(spec: str, stamp: float, model_input: np.ndarray, class_index: int) -> np.ndarray:
-    model, _ = common.loaded_model(spec)
+    model, _ = loaded_model(spec)
     return gradcam(model.model, model_input, class_index)[0]
 
 
-stamp = common.model_stamp(spec)
+stamp = model_stamp(spec)
 results, problems = [], []
 for name, data in items:
     outcome = analyse(spec, stamp, data, name, framing)
@@ -155,22 +159,22 @@ for name, data in items:
         results.append((name, *outcome))
 items = None  # the uploaded bytes are not needed past this point
 for problem in problems:
-    st.error(common.plain(problem, 400), icon=":material/broken_image:")
+    st.error(plain(problem, 400), icon=":material/broken_image:")
 if not results:
-    common.device_banner()
+    device_banner()
     st.stop()
 
 for index, (name, digest, small, square, dims, view, model_input, p) in enumerate(results):
     with st.container(border=True):
         order = np.argsort(-p)
         cols = st.columns([1, 1, 2, 1])
-        cols[0].image(common.fit_for_display(small), caption=f"{common.plain(name, 80)} ({dims[0]}×{dims[1]})",
+        cols[0].image(fit_for_display(small), caption=f"{plain(name, 80)} ({dims[0]}×{dims[1]})",
                       width="stretch")
         cols[1].image(enlarged(view), width="stretch",
                       caption=f"What the network sees: {size}×{size} pixels, enlarged")
         predictions = top_k(p, classes, k, loaded.class_words)
         judged = verdict(p, sure_probability, sure_margin)
-        best = f"{common.plain(predictions[0].get('words') or predictions[0]['label'])} ({predictions[0]['probability']:.1%})"
+        best = f"{plain(predictions[0].get('words') or predictions[0]['label'])} ({predictions[0]['probability']:.1%})"
         if judged["sure"]:
             cols[2].markdown(f":material/check_circle: **{best}**")
         else:
@@ -180,9 +184,9 @@ for index, (name, digest, small, square, dims, view, model_input, p) in enumerat
                              key=f"classify_bars_{index}_{digest}", config={"displayModeBar": False})
         target = cols[3].selectbox("Grad-CAM for", [classes[i] for i in order], key=f"classify_cam_{index}_{digest}")
         heat = heat_map(spec, stamp, model_input, classes.index(target))
-        cols[3].image(common.fit_for_display(overlay(square, heat)), width="stretch",
-                      caption=f"Where it looked for '{common.plain(target, 60)}'")
-common.heat_legend(st.columns([3, 1])[1])
+        cols[3].image(fit_for_display(overlay(square, heat)), width="stretch",
+                      caption=f"Where it looked for '{plain(target, 60)}'")
+heat_legend(st.columns([3, 1])[1])
 
 
 @st.cache_data(show_spinner="Computing fc7 features of the sample...", max_entries=4)
@@ -204,7 +208,7 @@ def sample_bank(spec: str, stamp: float, paths: tuple):
         kept.append(path)
     if not images:
         return None, [], damaged
-    model, _ = common.loaded_model(spec)
+    model, _ = loaded_model(spec)
     feats = embeddings(model.model, model.preprocess(np.stack(images)))
     return feats, kept, damaged
 
@@ -231,10 +235,10 @@ else:
     try:
         bank, paths, damaged = sample_bank(spec, stamp, tuple(load_source("sample").val.paths))
     except (DataError, ImageDecodeError) as exc:
-        st.error(common.plain(exc, 400))
+        st.error(plain(exc, 400))
         bank, damaged = None, []
     for problem in damaged[:10]:
-        st.caption(f":material/broken_image: Damaged sample image, left out: {common.plain(problem, 300)}")
+        st.caption(f":material/broken_image: Damaged sample image, left out: {plain(problem, 300)}")
     if len(damaged) > 10:
         st.caption(f"... and {len(damaged) - 10} more damaged sample images left out.")
     if bank is not None:
@@ -245,10 +249,10 @@ else:
         cols = st.columns(8)
         for col, i, sim in zip(cols, order, sims):
             where = f"{Path(paths[i]).parent.name}/{Path(paths[i]).name}"
-            shown = common.image_from_disk(paths[i], 256, label=where)
+            shown = image_from_disk(paths[i], 256, label=where)
             if isinstance(shown, str):  # changed on disk since its features were read
-                common.damaged_note(shown, col)
+                damaged_note(shown, col)
             else:
                 col.image(shown, caption=f"{Path(paths[i]).parent.name} ({sim:.2f})", width="stretch")
 
-common.device_banner()
+device_banner()

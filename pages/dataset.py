@@ -10,17 +10,10 @@ from alexnet_core.inputs.images import MAX_UPLOAD_FILES, UPLOAD_TYPES, ImageDeco
 from alexnet_core.predict.inference import top_k, verdict
 from alexnet_core.settings.config import ConfigError
 from alexnet_core.store import catalog, fileio, layout
-from alexnet_ui.common import (
-    all_runs,
-    device_banner,
-    image_from_disk,
-    image_problem,
-    loaded_model_or_stop,
-    page_setup,
-    plain,
-    runs_root,
-    state_badge,
-)
+from alexnet_ui.loaders import all_runs, image_from_disk, image_problem, runs_root
+from alexnet_ui.navigation import loaded_model_or_stop, page_setup
+from alexnet_ui.text import plain
+from alexnet_ui.widgets import device_banner, state_badge
 
 NEW = "+ New dataset"
 THUMBS = 16  # thumbnails shown per class

@@ -7,20 +7,11 @@ from alexnet_core.analysis.explain import gradcam, overlay
 from alexnet_core.inputs.data import DataError
 from alexnet_core.inputs.images import ImageDecodeError
 from alexnet_core.predict.inference import resolve_model_path, top_k
-from alexnet_ui.common import (
-    damaged_note,
-    data_choices,
-    device_banner,
-    epoch_timeline,
-    heat_legend,
-    image_from_disk,
-    loaded_model,
-    loaded_model_or_stop,
-    model_stamp,
-    page_setup,
-    pick_model,
-    plain,
-)
+from alexnet_ui.loaders import data_choices, image_from_disk, loaded_model, model_stamp
+from alexnet_ui.navigation import loaded_model_or_stop, page_setup
+from alexnet_ui.text import plain
+from alexnet_ui.timeline import epoch_timeline
+from alexnet_ui.widgets import damaged_note, device_banner, heat_legend, pick_model
 
 page_setup()
 st.title("Evaluate")
@@ -46,7 +37,7 @@ if not data:
 
 
 def pick_label(spec: str) -> str:
-    from alexnet_ui.common import model_choices
+    from alexnet_ui.loaders import model_choices
 
     return model_choices().get(spec, spec)
 

@@ -2,7 +2,10 @@ import streamlit as st
 
 from alexnet_core.locations import DEMO_RUN
 from alexnet_core.store import catalog
-from alexnet_ui.common import cpu_friendly_variants, device_banner, device_info, format_bytes, page_setup, plain
+from alexnet_ui.loaders import device_info
+from alexnet_ui.navigation import page_setup
+from alexnet_ui.text import cpu_friendly_variants, format_bytes, plain
+from alexnet_ui.widgets import device_banner
 
 page_setup()
 st.title("AlexNet Explorer")

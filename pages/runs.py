@@ -7,17 +7,12 @@ import streamlit as st
 
 from alexnet_core.analysis.charts import compare_curves
 from alexnet_core.store import catalog, layout
-from alexnet_ui.common import (
-    all_runs,
-    device_banner,
-    epoch_timeline,
-    format_duration,
-    page_setup,
-    plain,
-    run_dir_of,
-    runs_root,
-)
-from alexnet_ui.train_form import clone_settings
+from alexnet_ui.loaders import all_runs, run_dir_of, runs_root
+from alexnet_ui.navigation import page_setup
+from alexnet_ui.text import format_duration, plain
+from alexnet_ui.timeline import epoch_timeline
+from alexnet_ui.train_form import TrainForm
+from alexnet_ui.widgets import device_banner
 
 page_setup()
 st.title("Runs")
@@ -213,7 +208,7 @@ for r in selected:
         if configs[r["run_id"]]:
             if b[1].button("Clone settings", icon=":material/content_copy:", key=f"clone_{run_key}", width="stretch",
                            help="A new run on the Train page, with this run's settings filled in"):
-                clone_settings(configs[r["run_id"]], r["run_id"])
+                TrainForm().clone(configs[r["run_id"]], r["run_id"])
                 st.switch_page("pages/train.py")
         if not r["read_only"]:
             label_editor(r, run_dir, run_key, b[2])

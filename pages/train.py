@@ -19,21 +19,11 @@ from alexnet_core.settings.recipes import RECIPES
 from alexnet_core.store import catalog, layout, liveness
 from alexnet_core.train.estimate import estimate_epoch_seconds
 from alexnet_core.train.launcher import resume, start
-from alexnet_ui.common import (
-    all_runs,
-    cpu_friendly_variants,
-    data_choices,
-    device_banner,
-    device_info,
-    format_duration,
-    model_choices,
-    page_setup,
-    plain,
-    run_dir_of,
-    runs_root,
-    state_badge,
-)
+from alexnet_ui.loaders import all_runs, data_choices, device_info, model_choices, run_dir_of, runs_root
+from alexnet_ui.navigation import page_setup
+from alexnet_ui.text import cpu_friendly_variants, format_duration, plain
 from alexnet_ui.train_form import BATCH_SIZES, DEFAULT_RECIPE, apply_recipe, clone_settings, form_state
+from alexnet_ui.widgets import device_banner, state_badge
 
 page_setup()
 st.title("Train")

@@ -288,12 +288,12 @@ def test_pages_without_images_render_with_bad_files_everywhere(tmp_path, own_ass
 
 
 def test_pages_open_no_image_file_but_through_the_safe_decoder():
-    """Images from disk reach a page only through inference.read_image (alexnet_ui.common.image_from_disk
-    and image_problem): no page opens an image file itself or hands st.image a path."""
+    """Images from disk reach a page only through inputs.images.read_image (alexnet_ui.loaders.image_from_disk
+    and image_problem): no page script or page module opens an image file itself or hands st.image a path."""
     import re
 
     root = Path(__file__).resolve().parent.parent
-    for script in sorted((root / "pages").glob("*.py")):
+    for script in sorted([*(root / "pages").glob("*.py"), *(root / "alexnet_ui").glob("*.py")]):
         source = script.read_text()
         assert "Image.open(" not in source, script.name
         assert not re.search(r"\.image\(\s*(\[\s*)?str\(", source), script.name

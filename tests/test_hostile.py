@@ -245,7 +245,7 @@ def test_an_upload_batch_is_capped(monkeypatch):
 
 
 def test_a_tall_strip_cannot_stretch_the_page():
-    from alexnet_ui.common import fit_for_display
+    from alexnet_ui.images import fit_for_display
 
     shown = fit_for_display(np.zeros((900, 20, 3), np.uint8))
     assert shown.shape[0] <= 2 * shown.shape[1] and shown.shape[0] <= 768

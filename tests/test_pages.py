@@ -325,12 +325,15 @@ def test_classify_is_honest_about_what_the_model_sees():
 
 
 def test_streamlit_still_has_the_legacy_pages_flag(tmp_path):
-    """pages/common.leave_legacy_pages_mode relies on this private flag and on how Streamlit sets
-    it; if an upgrade changes either, this fails instead of deep links silently losing navigation."""
+    """alexnet_ui/streamlit_internals.declare_navigation_app relies on this private flag and on how
+    Streamlit sets it; if an upgrade changes either, this fails instead of deep links silently
+    losing app.py's navigation."""
     import inspect
 
     from streamlit.commands import navigation
     from streamlit.runtime.pages_manager import PagesManager
+
+    from alexnet_ui import streamlit_internals
 
     assert "uses_pages_directory" in vars(PagesManager), "Streamlit removed PagesManager.uses_pages_directory"
     (tmp_path / "pages").mkdir()
@@ -341,6 +344,10 @@ def test_streamlit_still_has_the_legacy_pages_flag(tmp_path):
         PagesManager(str(tmp_path / "app.py"))
         assert PagesManager.uses_pages_directory is True  # a pages/ folder means legacy mode...
         assert "PagesManager.uses_pages_directory = False" in inspect.getsource(navigation)  # ...until st.navigation
+        PagesManager.uses_pages_directory = None
+        assert streamlit_internals.declare_navigation_app()
+        PagesManager(str(tmp_path / "app.py"))  # the first session, after the server started
+        assert PagesManager.uses_pages_directory is False  # decided once: a set flag is kept
     finally:
         PagesManager.uses_pages_directory = saved
 

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from alexnet_ui import server
+from alexnet_ui import server, streamlit_internals
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -84,22 +84,27 @@ def test_noise_filter_keeps_other_lines():
 
 
 def test_streamlit_run_serves_the_app_module_with_its_fixes(monkeypatch):
-    """`streamlit run app.py` imports app.py as the module `app` and serves its `app` object."""
+    """`streamlit run app.py` imports app.py as the module `app` and serves its `app` object; the
+    import applies streamlit_internals before the first session."""
     import streamlit as st
+    from streamlit.runtime.pages_manager import PagesManager
     from streamlit.runtime.scriptrunner import script_runner
     from streamlit.web.server.app_discovery import discover_asgi_app
 
     found = discover_asgi_app(ROOT / "app.py")
     assert found.is_asgi_app and found.app_name == "app"
-    saved = script_runner._clean_problem_modules
+    saved, saved_flag = script_runner._clean_problem_modules, PagesManager.uses_pages_directory
     monkeypatch.setattr(sys, "path", [str(ROOT), *sys.path])
     sys.modules.pop("app", None)
     try:
+        PagesManager.uses_pages_directory = None
         module = importlib.import_module("app")
         assert isinstance(module.app, st.App)
         assert script_runner._clean_problem_modules is not saved  # Keras is no longer cleared per run
+        assert PagesManager.uses_pages_directory is False  # app.py's st.navigation pages, from the first session
     finally:
         script_runner._clean_problem_modules = saved
+        PagesManager.uses_pages_directory = saved_flag
         sys.modules.pop("app", None)
 
 
@@ -112,7 +117,7 @@ def test_imports_are_warmed_once_the_server_is_up():
     assert thread.name == "warm-up"
     thread.join(timeout=120)
     assert not thread.is_alive()
-    assert "alexnet_ui.common" in sys.modules and "alexnet_core.store.catalog" in sys.modules
+    assert "alexnet_ui.loaders" in sys.modules and "alexnet_core.store.catalog" in sys.modules
 
 
 def test_streamlit_still_clears_keras_after_each_run_unless_told_not_to():
@@ -124,10 +129,40 @@ def test_streamlit_still_clears_keras_after_each_run_unless_told_not_to():
     assert "clear_session" in inspect.getsource(script_runner._clean_problem_modules)
     saved = script_runner._clean_problem_modules
     try:
-        assert server.keep_keras_state()
+        assert streamlit_internals.keep_keras_state()
         assert "clear_session" not in inspect.getsource(script_runner._clean_problem_modules)
     finally:
         script_runner._clean_problem_modules = saved
+
+
+def test_private_streamlit_internals_are_used_on_checked_versions_only(monkeypatch):
+    """streamlit_internals changes Streamlit only on the versions its premises were checked on: this
+    fails after an upgrade until someone checks them again (this file and test_pages.py's guard)."""
+    from streamlit.runtime.pages_manager import PagesManager
+    from streamlit.runtime.scriptrunner import script_runner
+
+    assert streamlit_internals.checked(), (
+        f"Streamlit {streamlit_internals.streamlit_version()}: check alexnet_ui/streamlit_internals.py's "
+        "premises, then add the version to CHECKED_VERSIONS")
+    monkeypatch.setattr(streamlit_internals, "CHECKED_VERSIONS", ())
+    saved, saved_flag = script_runner._clean_problem_modules, PagesManager.uses_pages_directory
+    PagesManager.uses_pages_directory = None
+    try:
+        assert streamlit_internals.apply() == {"declare_navigation_app": False, "keep_keras_state": False}
+        assert script_runner._clean_problem_modules is saved and PagesManager.uses_pages_directory is None
+    finally:
+        PagesManager.uses_pages_directory = saved_flag
+
+
+def test_the_frontend_still_reads_the_server_location_the_pages_give_it():
+    """BaseUrlHint sets window.__streamlit's BACKEND_BASE_URL and MAIN_PAGE_BASE_URL; this fails if
+    the frontend Streamlit ships stops reading them (deep links would log 404s again)."""
+    import streamlit
+
+    bundle = "".join(p.read_text(errors="ignore")
+                     for p in (Path(streamlit.__file__).parent / "static" / "static" / "js").glob("*.js"))
+    assert "window.__streamlit" in bundle
+    assert "BACKEND_BASE_URL" in bundle and "MAIN_PAGE_BASE_URL" in bundle
 
 
 def test_streamlit_settings_the_speed_depends_on():

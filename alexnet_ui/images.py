@@ -1,0 +1,39 @@
+"""Pictures as a page shows them: shrunk to a size a page can hold, padded so a strip cannot
+stretch it, or a small network input enlarged so its pixels can be seen. Pure functions of
+pixels (uint8 RGB arrays); files are read only through loaders.image_from_disk."""
+
+from __future__ import annotations
+
+import numpy as np
+
+
+def thumbnail(image, max_side: int = 768):
+    """`image` shrunk to at most `max_side` pixels a side (what the page shows and overlays on)."""
+    from PIL import Image
+
+    picture = Image.fromarray(image)
+    picture.thumbnail((max_side, max_side))
+    return np.asarray(picture)
+
+
+def fit_for_display(image, max_side: int = 768, max_ratio: float = 2.0):
+    """An image to show: at most `max_side` pixels a side, and padded (white) to at most
+    `max_ratio` tall, so a 20x900 strip cannot stretch the page."""
+    from PIL import Image
+
+    picture = Image.fromarray(thumbnail(image, max_side))
+    w, h = picture.size
+    if h > max_ratio * w:
+        canvas = Image.new("RGB", (int(np.ceil(h / max_ratio)), h), (255, 255, 255))
+        canvas.paste(picture, ((canvas.width - w) // 2, 0))
+        picture = canvas
+    return np.asarray(picture)
+
+
+def enlarged(view: np.ndarray, side: int = 224) -> np.ndarray:
+    """The network's input made big enough to see, each pixel a block (nearest neighbour)."""
+    from PIL import Image
+
+    scale = max(1, side // view.shape[0])
+    return np.asarray(Image.fromarray(view).resize((view.shape[1] * scale, view.shape[0] * scale),
+                                                   Image.Resampling.NEAREST))

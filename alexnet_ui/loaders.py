@@ -1,0 +1,184 @@
+"""What the pages read, cached across sessions where it is worth it: the device, a variant's
+layer table, the runs, the models a user can question (loaded once per file version) and images
+from disk (always through the safe decoder, memoised per file version).
+
+Models and layer tables are shared read-only by every session (st.cache_resource and
+st.cache_data); the runs are read afresh on every page run, so a page never shows a stale run.
+"""
+
+from __future__ import annotations
+
+import gc
+import json
+
+import streamlit as st
+
+from alexnet_ui.images import thumbnail
+
+# --- The machine and the networks -----------------------------------------------------------
+
+
+@st.cache_resource(show_spinner=False)
+def device_info() -> dict:
+    from alexnet_core.train.devices import describe
+
+    return describe()
+
+
+@st.cache_data(show_spinner="Building the network...", max_entries=64)
+def variant_table(variant: str, switches_json: str):
+    """Layer table (a DataFrame) of `variant` with switches (a JSON object, so the cache key is stable)."""
+    from alexnet_core.models.anatomy import layer_table
+    from alexnet_core.models.variants import build_model
+
+    model = build_model(variant, **json.loads(switches_json))
+    table = layer_table(model)
+    del model
+    gc.collect()
+    return table
+
+
+# --- Runs -------------------------------------------------------------------------------------
+
+
+def runs_root():
+    from alexnet_core.store.layout import runs_root as root
+
+    return root()
+
+
+def all_runs() -> list[dict]:
+    """The user's runs, then the bundled ones (a user run with the same id wins)."""
+    from alexnet_core.store.catalog import all_runs as rows
+
+    return rows(runs_root())
+
+
+def run_dir_of(run_id: str):
+    """The folder of a run id from the user (URL or widget), validated; None if unknown."""
+    from alexnet_core.store.catalog import find_run
+
+    return find_run(run_id, runs_root())
+
+
+def model_choices() -> dict[str, str]:
+    """{spec: label} of the models a user can question: the bundled demo, then finished runs."""
+    from alexnet_core.locations import DEMO_RUN
+    from alexnet_core.store import catalog
+    from alexnet_core.store.layout import MODEL
+
+    rows = all_runs()
+    choices = {}
+    if (DEMO_RUN / MODEL).exists():
+        variant = next((row["variant"] for row in rows if row["path"] == str(DEMO_RUN)), None)
+        choices["demo"] = f"Bundled demo model ({variant}, CIFAR-10)" if isinstance(variant, str) else \
+            "Bundled demo model (CIFAR-10)"
+    for row in rows:
+        if row["has_model"] and row["path"] != str(DEMO_RUN) and not catalog.is_active(row):
+            choices[row["path"]] = f"{catalog.display_name(row)} ({row['variant']}, {row['state']})"
+    return choices
+
+
+def data_choices(with_download: bool = False) -> dict[str, str]:
+    """{source: label} of the data sources; CIFAR-10 only when it is downloaded, unless
+    `with_download` (training may download it)."""
+    from alexnet_core.inputs.data import cifar10_available
+    from alexnet_core.inputs.datasets import data_root, list_datasets
+
+    choices = {"sample": "Bundled sample (CIFAR-10 validation images)"}
+    if with_download or cifar10_available():
+        choices["cifar10"] = "CIFAR-10" if with_download else "CIFAR-10 (downloaded)"
+    root = data_root()
+    for name in list_datasets(root):  # built on the Your classes page
+        choices[str(root / name)] = f"Your classes: {name}"
+    choices["folder"] = "An image folder..."
+    return choices
+
+
+# --- Models -----------------------------------------------------------------------------------
+
+
+def model_stamp(spec: str) -> str:
+    """The version of the model file behind `spec` (store.cache.model_fingerprint), so what is
+    cached from a model is per file version; "" if the spec names no model."""
+    from alexnet_core.predict.inference import resolve_model_path
+    from alexnet_core.store.cache import model_fingerprint
+
+    try:
+        return model_fingerprint(resolve_model_path(spec)[0])
+    except Exception:
+        return ""
+
+
+@st.cache_resource(show_spinner="Loading the model...", max_entries=4)
+def _loaded_model(spec: str, stamp: str):
+    from alexnet_core.predict.inference import Predictor, load_model
+
+    loaded = load_model(spec)
+    return loaded, Predictor(loaded)
+
+
+def loaded_model(spec: str):
+    """(LoadedModel, Predictor), cached per model file version; shared read-only by all sessions."""
+    return _loaded_model(spec, model_stamp(spec))
+
+
+# --- Images from disk: always through the safe decoder ------------------------------------------
+
+
+def _file_stamp(path) -> tuple | None:
+    """(size, mtime) of a file, so a memo is per file version; None if it cannot be stat'ed."""
+    import os
+
+    try:
+        info = os.stat(path)
+    except OSError:
+        return None
+    return info.st_size, info.st_mtime_ns
+
+
+def _named(message: str, path, label: str) -> str:
+    """A read_image message about `path` that names it as `label` (not by its server folder)."""
+    return message.replace(str(path), label, 1)
+
+
+@st.cache_data(show_spinner=False, max_entries=100_000)
+def _image_problem(path: str, stamp, label: str | None) -> str | None:
+    from alexnet_core.inputs.datasets import image_problem as problem
+
+    return problem(path, label)
+
+
+def image_problem(path, label: str | None = None) -> str | None:
+    """None if the file decodes through the safe decoder (inputs.images.read_image: regular files
+    only, size and pixel limits), else what is wrong with it, naming it as `label` (default: its
+    file name). Memoised per file version, so a page checks each file once."""
+    return _image_problem(str(path), _file_stamp(path), label)
+
+
+@st.cache_data(show_spinner=False, max_entries=512)
+def _image_from_disk(path: str, stamp, max_side: int):
+    from alexnet_core.inputs.images import ImageDecodeError, read_image
+
+    try:
+        return thumbnail(read_image(path), max_side)
+    except ImageDecodeError as exc:
+        return str(exc)
+
+
+def image_from_disk(path, max_side: int | None = 768, label: str | None = None):
+    """An image file to show: its pixels through the safe decoder, at most `max_side` pixels a
+    side (memoised per file version), or as decoded with None (not memoised); or (a str) what is
+    wrong with it, naming it as `label` (default: its file name). Never raises for a bad file."""
+    from pathlib import Path
+
+    from alexnet_core.inputs.images import ImageDecodeError, read_image
+
+    if max_side is None:
+        try:
+            image = read_image(path)
+        except ImageDecodeError as exc:
+            image = str(exc)
+    else:
+        image = _image_from_disk(str(path), _file_stamp(path), max_side)
+    return _named(image, path, label or Path(path).name) if isinstance(image, str) else image

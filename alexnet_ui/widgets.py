@@ -1,0 +1,55 @@
+"""Small pieces several pages draw the same way: a run's state badge, the device banner, the
+model picker, the Grad-CAM colour legend and the note where a damaged picture would be."""
+
+from __future__ import annotations
+
+import streamlit as st
+
+from alexnet_ui.loaders import device_info, model_choices
+from alexnet_ui.text import format_bytes, plain
+
+STATE_BADGES = {
+    "created": ("gray", ":material/schedule:"), "running": ("blue", ":material/sprint:"), "starting": ("blue", ":material/hourglass_top:"),
+    "finished": ("green", ":material/check_circle:"), "stopped": ("orange", ":material/pause_circle:"),
+    "interrupted": ("orange", ":material/warning:"), "failed": ("red", ":material/error:"),
+    "diverged": ("red", ":material/trending_up:"), "damaged": ("red", ":material/report:"),
+}
+
+
+def state_badge(state: str) -> None:
+    color, icon = STATE_BADGES.get(state, ("gray", ":material/help:"))
+    st.badge(state, color=color, icon=icon)
+
+
+def device_banner() -> None:
+    """The device this app trains and predicts on, in the sidebar."""
+    info = device_info()
+    icon = ":material/memory:" if info["kind"] == "GPU" else ":material/developer_board:"
+    count = f"{info['count']} x " if info["count"] > 1 else ""
+    with st.sidebar:
+        st.caption(f"{icon} **{info['kind']}**: {count}{info['name']}  \n"
+                   f"memory {format_bytes(info['memory_bytes'])}, {info['cores']} CPU cores")
+
+
+def pick_model(key: str) -> str | None:
+    """The model to question (a spec for loaders.loaded_model), or None, with a note, if there is none."""
+    choices = model_choices()
+    if not choices:
+        st.info("No trained model yet: train one on the Train page.", icon=":material/info:")
+        return None
+    return st.selectbox("Model", list(choices), format_func=choices.get, key=key)
+
+
+def heat_legend(container=None) -> None:
+    """The Grad-CAM colour scale, with what its ends mean."""
+    from alexnet_core.analysis.explain import heat_legend as strip
+
+    where = container or st
+    where.image(strip(), width="stretch")
+    where.caption("Grad-CAM colours: :blue[**blue**] where the network looked least, through cyan and yellow, "
+                  "to :red[**red**] where it looked most for the chosen class.")
+
+
+def damaged_note(problem: str, container=None) -> None:
+    """One damaged file, named with what is wrong with it, where its picture would be."""
+    (container or st).caption(f":material/broken_image: Damaged file, not shown: {plain(problem, 300)}")
