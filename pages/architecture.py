@@ -1,129 +1,32 @@
-import json
-
-import pandas as pd
 import streamlit as st
 
-from alexnet_core.analysis.charts import activation_memory, network_dot, params_and_macs, time_against_arithmetic
-from alexnet_core.models.anatomy import compare_tables, totals
-from alexnet_core.models.variants import NORMS, WIDTHS, get_arch, list_variants
-from alexnet_ui.loaders import variant_table
+from alexnet_core.analysis.charts import activation_memory, network_dot, params_and_macs
+from alexnet_core.models.anatomy import totals
+from alexnet_core.models.variants import get_arch
+from alexnet_ui import architecture_view as view
 from alexnet_ui.navigation import page_setup
-from alexnet_ui.text import format_bytes, plain, shape_text
 from alexnet_ui.widgets import device_banner
 
-page_setup()
-st.title("Architecture")
-st.caption("Pick a variant, flip the paper's design switches, and see what each layer costs.")
+page_setup("Architecture", "Pick a variant, flip the paper's design switches, and see what each layer costs.")
 
-
-def variant_picker(label: str, key: str, index: int = 0) -> str:
-    return st.selectbox(label, list_variants(), index=index, key=key,
-                        format_func=lambda n: f"{n}: {get_arch(n).title}")
-
-
-def switch_form(variant: str, prefix: str) -> dict:
-    """Widgets for the paper-fidelity switches; keys per variant keep each one's settings."""
-    d = get_arch(variant)
-    k = f"{prefix}_{variant}"
-    c = st.columns(4)
-    norm = c[0].selectbox("Normalisation", NORMS, index=NORMS.index(d.norm), key=f"{k}_norm",
-                          help="LRN as in the paper, BatchNorm as in later versions, or none")
-    groups = c[1].toggle("Grouped conv2/4/5", value=d.groups, key=f"{k}_groups",
-                         help="The paper's two-GPU split: conv2, conv4, conv5 see half the maps")
-    overlapping = c[1].toggle("Overlapping pooling", value=d.overlapping_pool, key=f"{k}_pool",
-                              help="3x3 windows with stride 2 (paper) instead of 2x2")
-    dropout = c[2].slider("Dropout", 0.0, 0.9, float(d.dropout), 0.05, key=f"{k}_dropout")
-    width = c[2].select_slider("Width multiplier", WIDTHS,
-                               value=d.width, key=f"{k}_width")
-    input_size = c[3].number_input("Input size (px)", 1, 1024, d.input_size, key=f"{k}_size")
-    num_classes = c[3].number_input("Classes", 0, 100_000, d.num_classes, key=f"{k}_classes")
-    c[0].button("Reset to the published settings", key=f"{k}_reset", icon=":material/restart_alt:",
-                on_click=lambda: [st.session_state.pop(f"{k}_{name}", None)
-                                  for name in ("norm", "groups", "pool", "dropout", "width", "size", "classes")])
-    return {"norm": norm, "groups": groups, "overlapping_pool": overlapping, "dropout": dropout,
-            "width": width, "input_size": int(input_size), "num_classes": int(num_classes)}
-
-
-def arch_input(table) -> int:
-    return int(table["output_shape"].iloc[0][0])
-
-
-def load(variant: str, switches: dict):
-    """The layer table, or None after showing why these settings cannot be built."""
-    try:
-        get_arch(variant, **switches)
-    except ValueError as exc:
-        st.error(f"{plain(exc, 400)}. Change the setting above to build this network.", icon=":material/error:")
-        return None
-    return variant_table(variant, json.dumps(switches, sort_keys=True))
-
-
-variant = variant_picker("Variant", "arch_variant")
+variant = view.variant_picker("Variant", "arch_variant")
 arch = get_arch(variant)
 with st.expander("Design switches", expanded=False, icon=":material/tune:"):
-    switches = switch_form(variant, "arch")
-table = load(variant, switches)
+    switches = view.switch_form(variant, "arch")
+table = view.load(variant, switches)
 if table is None:
     st.stop()
 
 sums = totals(table)
-m = st.columns(5)
-m[0].metric("Parameters", f"{sums['total_params']:,}")
-m[1].metric("Trainable", f"{sums['trainable_params']:,}")
-m[2].metric("MACs per image", f"{sums['total_macs'] / 1e6:,.1f} M")
-m[3].metric("Activations per image", format_bytes(sums["activation_bytes"]))
-m[4].metric("Input", "×".join(map(str, table["output_shape"].iloc[0])))
-
-at_defaults = switches == {k: v for k, v in arch.switches().items()}
-published = arch.published
-if at_defaults and published:
-    checks = [f"{label} {published[key]:,} {'✓' if sums[key] == published[key] else '✗'}"
-              for key, label in (("total_params", "parameters"), ("total_macs", "MACs")) if key in published]
-    st.success("Published figures reproduced: " + ", ".join(checks), icon=":material/verified:")
+view.figures(table, sums)
+view.published_check(arch, switches, sums)
 st.info(f"**{arch.title}**. {arch.note}  \n*Source: {arch.source}*", icon=":material/menu_book:")
 
 tab_table, tab_charts, tab_time, tab_diagram, tab_compare = st.tabs(
     ["Layer table", "Parameters and compute", "Measured time", "Diagram", "Compare"])
 
-LABELS = {"name": "Layer", "type": "Type", "detail": "Configuration", "output_shape": "Output", "params": "Params",
-          "non_trainable_params": "Non-trainable params", "macs": "MACs", "activation_kib": "Activations (KiB)",
-          "receptive_field": "Receptive field (px)", "cumulative_stride": "Stride (px)"}
-
-
-def spatial(value) -> str:
-    """A receptive field or stride, or a dash where a layer has none (dense layers have no stride)."""
-    return "—" if pd.isna(value) else f"{int(value)}"
-
-
 with tab_table:
-    shown = table.drop(columns=["inputs", "trainable_params"]).assign(
-        output_shape=table["output_shape"].map(shape_text),
-        activation_kib=table["activation_bytes"] / 1024,
-        receptive_field=table["receptive_field"].map(spatial),
-        cumulative_stride=table["cumulative_stride"].map(spatial),
-    ).drop(columns=["activation_bytes"])
-    st.dataframe(
-        shown, hide_index=True, width="stretch", height=min(36 * len(shown) + 40, 720),
-        column_config={
-            "name": st.column_config.TextColumn(LABELS["name"], width="small"),
-            "type": LABELS["type"],
-            "detail": st.column_config.TextColumn(LABELS["detail"], width="large"),
-            "output_shape": LABELS["output_shape"],
-            "params": st.column_config.NumberColumn(LABELS["params"], format="localized", width="medium"),
-            "non_trainable_params": st.column_config.NumberColumn(LABELS["non_trainable_params"], format="localized"),
-            "macs": st.column_config.NumberColumn(LABELS["macs"], format="localized", width="medium"),
-            "activation_kib": st.column_config.NumberColumn(LABELS["activation_kib"], format="%.1f"),
-            "receptive_field": st.column_config.TextColumn(LABELS["receptive_field"]),
-            "cumulative_stride": st.column_config.TextColumn(LABELS["cumulative_stride"]),
-        },
-    )
-    st.caption("Receptive field: how many input pixels one unit of the layer sees. It can exceed the input "
-               f"({int(pd.to_numeric(table['receptive_field'], errors='coerce').max())} px on a "
-               f"{arch_input(table)} px image here) "
-               "because it counts the zero padding around the image. Dense layers see the whole image and "
-               "have no stride (a dash).")
-    st.download_button("Download the table (CSV)", shown.rename(columns=LABELS).to_csv(index=False),
-                       f"{variant}-layers.csv", mime="text/csv", icon=":material/download:")
+    view.layer_table(table, variant)
 
 with tab_charts:
     st.plotly_chart(params_and_macs(table), width="stretch", key="arch_bars")
@@ -132,97 +35,13 @@ with tab_charts:
     st.markdown("**Activation memory per layer** (float32, one image)")
     st.plotly_chart(activation_memory(table), width="stretch", key="arch_memory")
 
-@st.cache_data(show_spinner=False, max_entries=16)
-def measured(variant: str, switches_json: str, batch: int) -> dict:
-    from alexnet_core.analysis.profile import profile
-
-    return profile(variant, batch_size=batch, repeats=10, **json.loads(switches_json))
-
-
 with tab_time:
-    st.markdown("How long each layer takes on **this machine**, next to how much arithmetic it does: "
-                "the same network, run on a batch of random images, one layer at a time.")
-    c1, c2 = st.columns([1, 2], vertical_alignment="bottom")
-    batch = c1.selectbox("Images per batch", [1, 8, 32, 128], index=1, key="arch_profile_batch",
-                         help="Bigger batches use the hardware better; the paper trained with 128")
-    key = (variant, json.dumps(switches, sort_keys=True), batch)
-    if c2.button("Measure on this machine", icon=":material/timer:", key="arch_profile"):
-        with st.spinner("Timing every layer (a few seconds; the big variants take longer)..."):
-            st.session_state["arch_profile_result"] = (key, measured(*key))
-    result = st.session_state.get("arch_profile_result")
-    if not result or result[0] != key:
-        st.caption("Nothing measured yet for these settings: press the button.")
-    else:
-        doc = result[1]
-        t = st.columns(3)
-        t[0].metric("Forward pass", f"{doc['total_ms']:.1f} ms", help=f"A batch of {doc['batch_size']} on {doc['device']}")
-        t[1].metric("Images per second", f"{doc['batch_size'] / doc['total_ms'] * 1000:,.0f}",
-                    help="Inference only; training also runs the backward pass (about twice the work)")
-        achieved = 2 * sum(r["macs"] for r in doc["layers"]) * doc["batch_size"] / (doc["total_ms"] / 1000) / 1e9
-        t[2].metric("Achieved", f"{achieved:,.1f} GFLOP/s", help="2 x MACs per image x images, per second")
-        st.plotly_chart(time_against_arithmetic(doc["groups"]), width="stretch", key="arch_time_split")
-        lrn = doc["groups"].get("lrn")
-        if lrn:
-            st.caption(f"Local response normalisation does no multiply-accumulates worth counting, yet takes "
-                       f"{lrn['time_share']:.0%} of the time here: it reads and writes every activation of "
-                       "conv1 and conv2 several times. Later networks dropped it (batch norm, or nothing).")
-        st.caption(f"Measured on {plain(doc['device'])}, {doc['batch_size']} images of {doc['input_size']} px, the "
-                   "median of 10 runs. A layer's time is what it adds to the network: the network cut after it "
-                   "minus the network cut before it, so a ReLU that TensorFlow merges into the convolution before "
-                   f"it costs next to nothing. The layers add up to {doc['sum_ms']:.1f} ms; the rest is the fixed "
-                   f"cost of a call ({doc['overhead_ms']:.2f} ms here). Forward pass only, in float32. "
-                   "Also on the command line: `python -m alexnet_core profile VARIANT --json`.")
-        rows = pd.DataFrame(doc["layers"])[["name", "type", "macs", "ms", "gflops"]]
-        st.dataframe(rows, hide_index=True, width="stretch", height=min(36 * len(rows) + 40, 560),
-                     column_config={
-                         "name": "Layer", "type": "Type",
-                         "macs": st.column_config.NumberColumn("MACs per image", format="localized"),
-                         "ms": st.column_config.NumberColumn("Time (ms per batch)", format="%.3f"),
-                         "gflops": st.column_config.NumberColumn("GFLOP/s", format="%.1f",
-                                                                 help="Achieved: 2 x MACs x images / time"),
-                     })
+    view.measured_time(variant, switches)
 
 with tab_diagram:
     st.graphviz_chart(network_dot(table), width="content")
 
 with tab_compare:
-    st.markdown("Compare the network above (**A**) with another variant or other switches (**B**).")
-    variant_b = variant_picker("Variant B", "arch_variant_b", index=list_variants().index(
-        "paper-ungrouped" if variant == "paper" else "paper"))
-    with st.expander("Switches of B", icon=":material/tune:"):
-        switches_b = switch_form(variant_b, "arch_b")
-    table_b = load(variant_b, switches_b)
-    if table_b is not None:
-        sums_b = totals(table_b)
-        c = st.columns(3)
-        for col, key, label, scale in ((c[0], "total_params", "Parameters (B)", 1),
-                                       (c[1], "total_macs", "MACs per image (B)", 1e6),
-                                       (c[2], "activation_bytes", "Activations (B)", 2**20)):
-            delta = sums_b[key] - sums[key]
-            unit = {1: "", 1e6: " M", 2**20: " MiB"}[scale]
-            col.metric(label, f"{sums_b[key] / scale:,.1f}{unit}" if scale != 1 else f"{sums_b[key]:,}",
-                       delta=f"{delta / scale:+,.1f}{unit}" if scale != 1 else f"{delta:+,}",
-                       delta_color="inverse")
-        diff = compare_tables(table, table_b)
-        only_changes = st.toggle("Only layers that differ", value=True, key="arch_only_changes")
-        if only_changes:
-            diff = diff[diff["status"] != "same"]
-        for col in ("output_shape_a", "output_shape_b"):
-            diff[col] = diff[col].map(lambda s: shape_text(s) if isinstance(s, tuple) else "")
-        st.dataframe(
-            diff[["name", "status", "detail_a", "detail_b", "output_shape_a", "output_shape_b",
-                  "params_a", "params_b", "params_change", "macs_change"]],
-            hide_index=True, width="stretch",
-            column_config={
-                "name": "Layer", "status": "Status", "detail_a": "A", "detail_b": "B",
-                "output_shape_a": "Output A", "output_shape_b": "Output B",
-                "params_a": st.column_config.NumberColumn("Params A", format="localized"),
-                "params_b": st.column_config.NumberColumn("Params B", format="localized"),
-                "params_change": st.column_config.NumberColumn("Δ params", format="localized"),
-                "macs_change": st.column_config.NumberColumn("Δ MACs", format="localized"),
-            },
-        )
-        if diff.empty:
-            st.caption("The two networks are identical layer by layer.")
+    view.comparison(table, sums, variant)
 
 device_banner()

@@ -1,0 +1,207 @@
+"""The Architecture page's parts: the variant picker and its design switches, the network's
+figures, and the five tabs (layer table, parameters and compute, measured time, diagram,
+comparison with a second network)."""
+
+from __future__ import annotations
+
+import json
+
+import pandas as pd
+import streamlit as st
+
+from alexnet_core.models.anatomy import compare_tables, totals
+from alexnet_core.models.variants import NORMS, WIDTHS, get_arch, list_variants
+from alexnet_ui.loaders import variant_table
+from alexnet_ui.text import format_bytes, plain, shape_text
+
+SWITCH_KEYS = ("norm", "groups", "pool", "dropout", "width", "size", "classes")
+LABELS = {"name": "Layer", "type": "Type", "detail": "Configuration", "output_shape": "Output", "params": "Params",
+          "non_trainable_params": "Non-trainable params", "macs": "MACs", "activation_kib": "Activations (KiB)",
+          "receptive_field": "Receptive field (px)", "cumulative_stride": "Stride (px)"}
+
+
+def variant_picker(label: str, key: str, index: int = 0) -> str:
+    return st.selectbox(label, list_variants(), index=index, key=key,
+                        format_func=lambda n: f"{n}: {get_arch(n).title}")
+
+
+def switch_form(variant: str, prefix: str) -> dict:
+    """Widgets for the paper-fidelity switches; keys per variant keep each one's settings."""
+    d = get_arch(variant)
+    k = f"{prefix}_{variant}"
+    c = st.columns(4)
+    norm = c[0].selectbox("Normalisation", NORMS, index=NORMS.index(d.norm), key=f"{k}_norm",
+                          help="LRN as in the paper, BatchNorm as in later versions, or none")
+    groups = c[1].toggle("Grouped conv2/4/5", value=d.groups, key=f"{k}_groups",
+                         help="The paper's two-GPU split: conv2, conv4, conv5 see half the maps")
+    overlapping = c[1].toggle("Overlapping pooling", value=d.overlapping_pool, key=f"{k}_pool",
+                              help="3x3 windows with stride 2 (paper) instead of 2x2")
+    dropout = c[2].slider("Dropout", 0.0, 0.9, float(d.dropout), 0.05, key=f"{k}_dropout")
+    width = c[2].select_slider("Width multiplier", WIDTHS, value=d.width, key=f"{k}_width")
+    input_size = c[3].number_input("Input size (px)", 1, 1024, d.input_size, key=f"{k}_size")
+    num_classes = c[3].number_input("Classes", 0, 100_000, d.num_classes, key=f"{k}_classes")
+    c[0].button("Reset to the published settings", key=f"{k}_reset", icon=":material/restart_alt:",
+                on_click=lambda: [st.session_state.pop(f"{k}_{name}", None) for name in SWITCH_KEYS])
+    return {"norm": norm, "groups": groups, "overlapping_pool": overlapping, "dropout": dropout,
+            "width": width, "input_size": int(input_size), "num_classes": int(num_classes)}
+
+
+def load(variant: str, switches: dict):
+    """The layer table, or None after showing why these settings cannot be built."""
+    try:
+        get_arch(variant, **switches)
+    except ValueError as exc:  # get_arch's own check of a switch, said with what to do about it
+        st.error(f"{plain(exc, 400)}. Change the setting above to build this network.", icon=":material/error:")
+        return None
+    return variant_table(variant, json.dumps(switches, sort_keys=True))
+
+
+def figures(table, sums: dict) -> None:
+    m = st.columns(5)
+    m[0].metric("Parameters", f"{sums['total_params']:,}")
+    m[1].metric("Trainable", f"{sums['trainable_params']:,}")
+    m[2].metric("MACs per image", f"{sums['total_macs'] / 1e6:,.1f} M")
+    m[3].metric("Activations per image", format_bytes(sums["activation_bytes"]))
+    m[4].metric("Input", "×".join(map(str, table["output_shape"].iloc[0])))
+
+
+def published_check(arch, switches: dict, sums: dict) -> None:
+    """At the published settings, whether the figures match the publication's."""
+    published = arch.published
+    if switches == dict(arch.switches().items()) and published:
+        checks = [f"{label} {published[key]:,} {'✓' if sums[key] == published[key] else '✗'}"
+                  for key, label in (("total_params", "parameters"), ("total_macs", "MACs")) if key in published]
+        st.success("Published figures reproduced: " + ", ".join(checks), icon=":material/verified:")
+
+
+def _spatial(value) -> str:
+    """A receptive field or stride, or a dash where a layer has none (dense layers have no stride)."""
+    return "—" if pd.isna(value) else f"{int(value)}"
+
+
+def layer_table(table, variant: str) -> None:
+    shown = table.drop(columns=["inputs", "trainable_params"]).assign(
+        output_shape=table["output_shape"].map(shape_text),
+        activation_kib=table["activation_bytes"] / 1024,
+        receptive_field=table["receptive_field"].map(_spatial),
+        cumulative_stride=table["cumulative_stride"].map(_spatial),
+    ).drop(columns=["activation_bytes"])
+    number = st.column_config.NumberColumn
+    st.dataframe(
+        shown, hide_index=True, width="stretch", height=min(36 * len(shown) + 40, 720),
+        column_config={
+            "name": st.column_config.TextColumn(LABELS["name"], width="small"),
+            "type": LABELS["type"],
+            "detail": st.column_config.TextColumn(LABELS["detail"], width="large"),
+            "output_shape": LABELS["output_shape"],
+            "params": number(LABELS["params"], format="localized", width="medium"),
+            "non_trainable_params": number(LABELS["non_trainable_params"], format="localized"),
+            "macs": number(LABELS["macs"], format="localized", width="medium"),
+            "activation_kib": number(LABELS["activation_kib"], format="%.1f"),
+            "receptive_field": st.column_config.TextColumn(LABELS["receptive_field"]),
+            "cumulative_stride": st.column_config.TextColumn(LABELS["cumulative_stride"]),
+        },
+    )
+    st.caption("Receptive field: how many input pixels one unit of the layer sees. It can exceed the input "
+               f"({int(pd.to_numeric(table['receptive_field'], errors='coerce').max())} px on a "
+               f"{int(table['output_shape'].iloc[0][0])} px image here) "
+               "because it counts the zero padding around the image. Dense layers see the whole image and "
+               "have no stride (a dash).")
+    st.download_button("Download the table (CSV)", shown.rename(columns=LABELS).to_csv(index=False),
+                       f"{variant}-layers.csv", mime="text/csv", icon=":material/download:")
+
+
+@st.cache_data(show_spinner=False, max_entries=16)
+def measured(variant: str, switches_json: str, batch: int) -> dict:
+    from alexnet_core.analysis.profile import profile
+
+    return profile(variant, batch_size=batch, repeats=10, **json.loads(switches_json))
+
+
+def measured_time(variant: str, switches: dict) -> None:
+    """The Measured time tab: a button that times every layer on this machine, and the result."""
+    from alexnet_core.analysis.charts import time_against_arithmetic
+
+    st.markdown("How long each layer takes on **this machine**, next to how much arithmetic it does: "
+                "the same network, run on a batch of random images, one layer at a time.")
+    c1, c2 = st.columns([1, 2], vertical_alignment="bottom")
+    batch = c1.selectbox("Images per batch", [1, 8, 32, 128], index=1, key="arch_profile_batch",
+                         help="Bigger batches use the hardware better; the paper trained with 128")
+    key = (variant, json.dumps(switches, sort_keys=True), batch)
+    if c2.button("Measure on this machine", icon=":material/timer:", key="arch_profile"):
+        with st.spinner("Timing every layer (a few seconds; the big variants take longer)..."):
+            st.session_state["arch_profile_result"] = (key, measured(*key))
+    result = st.session_state.get("arch_profile_result")
+    if not result or result[0] != key:
+        st.caption("Nothing measured yet for these settings: press the button.")
+        return
+    doc = result[1]
+    t = st.columns(3)
+    t[0].metric("Forward pass", f"{doc['total_ms']:.1f} ms", help=f"A batch of {doc['batch_size']} on {doc['device']}")
+    t[1].metric("Images per second", f"{doc['batch_size'] / doc['total_ms'] * 1000:,.0f}",
+                help="Inference only; training also runs the backward pass (about twice the work)")
+    achieved = 2 * sum(r["macs"] for r in doc["layers"]) * doc["batch_size"] / (doc["total_ms"] / 1000) / 1e9
+    t[2].metric("Achieved", f"{achieved:,.1f} GFLOP/s", help="2 x MACs per image x images, per second")
+    st.plotly_chart(time_against_arithmetic(doc["groups"]), width="stretch", key="arch_time_split")
+    lrn = doc["groups"].get("lrn")
+    if lrn:
+        st.caption(f"Local response normalisation does no multiply-accumulates worth counting, yet takes "
+                   f"{lrn['time_share']:.0%} of the time here: it reads and writes every activation of "
+                   "conv1 and conv2 several times. Later networks dropped it (batch norm, or nothing).")
+    st.caption(f"Measured on {plain(doc['device'])}, {doc['batch_size']} images of {doc['input_size']} px, the "
+               "median of 10 runs. A layer's time is what it adds to the network: the network cut after it "
+               "minus the network cut before it, so a ReLU that TensorFlow merges into the convolution before "
+               f"it costs next to nothing. The layers add up to {doc['sum_ms']:.1f} ms; the rest is the fixed "
+               f"cost of a call ({doc['overhead_ms']:.2f} ms here). Forward pass only, in float32. "
+               "Also on the command line: `python -m alexnet_core profile VARIANT --json`.")
+    rows = pd.DataFrame(doc["layers"])[["name", "type", "macs", "ms", "gflops"]]
+    st.dataframe(rows, hide_index=True, width="stretch", height=min(36 * len(rows) + 40, 560),
+                 column_config={
+                     "name": "Layer", "type": "Type",
+                     "macs": st.column_config.NumberColumn("MACs per image", format="localized"),
+                     "ms": st.column_config.NumberColumn("Time (ms per batch)", format="%.3f"),
+                     "gflops": st.column_config.NumberColumn("GFLOP/s", format="%.1f",
+                                                             help="Achieved: 2 x MACs x images / time"),
+                 })
+
+
+def comparison(table, sums: dict, variant: str) -> None:
+    """The Compare tab: a second network (B) beside the one above (A), layer by layer."""
+    st.markdown("Compare the network above (**A**) with another variant or other switches (**B**).")
+    variant_b = variant_picker("Variant B", "arch_variant_b", index=list_variants().index(
+        "paper-ungrouped" if variant == "paper" else "paper"))
+    with st.expander("Switches of B", icon=":material/tune:"):
+        switches_b = switch_form(variant_b, "arch_b")
+    table_b = load(variant_b, switches_b)
+    if table_b is None:
+        return
+    sums_b = totals(table_b)
+    c = st.columns(3)
+    for col, key, label, scale in ((c[0], "total_params", "Parameters (B)", 1),
+                                   (c[1], "total_macs", "MACs per image (B)", 1e6),
+                                   (c[2], "activation_bytes", "Activations (B)", 2**20)):
+        delta = sums_b[key] - sums[key]
+        unit = {1: "", 1e6: " M", 2**20: " MiB"}[scale]
+        col.metric(label, f"{sums_b[key] / scale:,.1f}{unit}" if scale != 1 else f"{sums_b[key]:,}",
+                   delta=f"{delta / scale:+,.1f}{unit}" if scale != 1 else f"{delta:+,}",
+                   delta_color="inverse")
+    diff = compare_tables(table, table_b)
+    if st.toggle("Only layers that differ", value=True, key="arch_only_changes"):
+        diff = diff[diff["status"] != "same"]
+    for col in ("output_shape_a", "output_shape_b"):
+        diff[col] = diff[col].map(lambda s: shape_text(s) if isinstance(s, tuple) else "")
+    st.dataframe(
+        diff[["name", "status", "detail_a", "detail_b", "output_shape_a", "output_shape_b",
+              "params_a", "params_b", "params_change", "macs_change"]],
+        hide_index=True, width="stretch",
+        column_config={
+            "name": "Layer", "status": "Status", "detail_a": "A", "detail_b": "B",
+            "output_shape_a": "Output A", "output_shape_b": "Output B",
+            "params_a": st.column_config.NumberColumn("Params A", format="localized"),
+            "params_b": st.column_config.NumberColumn("Params B", format="localized"),
+            "params_change": st.column_config.NumberColumn("Δ params", format="localized"),
+            "macs_change": st.column_config.NumberColumn("Δ MACs", format="localized"),
+        },
+    )
+    if diff.empty:
+        st.caption("The two networks are identical layer by layer.")
