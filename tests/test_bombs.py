@@ -219,7 +219,7 @@ def test_npz_bombs_are_damage_read_in_bounded_memory(tmp_path, kind):
     bomb = write_npz(tmp_path / "bomb" / name, arrays, bombs)
     assert bomb.stat().st_size < 12 * 2**20
     keys = KEYS[kind]
-    setup = "from alexnet_core import runs"
+    setup = "from alexnet_core.store import fileio"
     grew, value = peak_growth(setup, f"assert fileio.load_npz({str(good)!r}, {keys!r}) is not None",
                               f"fileio.load_npz({str(bomb)!r}, {keys!r})")
     assert value == "None" and grew < MAX_GROWTH_MIB, (value, f"+{grew:.0f} MiB")
