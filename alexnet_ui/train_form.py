@@ -1,65 +1,251 @@
-"""The Train page's settings form: its widget keys, filled from a recipe or a run."""
+"""The Train page's "Start a new run" form, drawn from the settings' own descriptions.
+
+Every widget of the form is a setting of settings.config (its label, key, kind of widget, range,
+choices and column come from its `Setting`), so the form, the command line and the run record
+cannot drift apart. TrainForm owns the form's session-state keys: the recipe picker, and Clone
+settings on the Train and Runs pages, fill them through it, and it reads them back as a TrainConfig.
+"""
 
 from __future__ import annotations
 
+import functools
+from dataclasses import dataclass
+
 import streamlit as st
 
-from alexnet_ui.loaders import data_choices
+from alexnet_core.inputs import data as sources
+from alexnet_core.models.variants import CPU_FRIENDLY
+from alexnet_core.settings.config import SETTINGS, ConfigError, Setting, TrainConfig, each_setting
+from alexnet_core.settings.recipes import RECIPES, Recipe
+from alexnet_ui.loaders import data_choices, device_info, model_choices
+from alexnet_ui.text import cpu_friendly_variants, plain
 
-BATCH_SIZES = [16, 32, 64, 128, 256, 512]
-DEFAULT_RECIPE = "quick"
+DEFAULT_RECIPE = "quick"  # the form's first recipe
+CUSTOM = "custom"  # the recipe picker's "your own settings"
+PARTS = ("top", "main", "more", "start")  # the form's parts (Setting.place), top to bottom
 
-
-def form_state(settings: dict) -> dict:
-    """{widget key: value} of the Train form for TrainConfig-like `settings` (a recipe's, or a
-    run's config.json). Data is not included: see data_state. Raises ConfigError if invalid."""
-    from alexnet_core.models.variants import get_arch
-    from alexnet_core.settings.config import TrainConfig
-
-    config = TrainConfig.from_dict({**settings, "data": settings.get("data") or "sample"})
-    arch = get_arch(config.variant)
-    switches = config.switches
-    return {
-        "train_variant": config.variant, "train_epochs": int(config.epochs), "train_batch": int(config.batch_size),
-        "train_optimizer": config.optimizer, "train_lr": float(config.lr), "train_schedule": config.schedule,
-        "train_augment": config.augment, "train_warmup": float(config.warmup_epochs),
-        "train_smoothing": float(config.label_smoothing), "train_decay": float(config.weight_decay),
-        "train_seed": int(config.seed), "train_val_split": float(config.val_split),
-        "train_mixed": config.mixed_precision, "train_norm": switches.get("norm", arch.norm),
-        "train_dropout": float(switches.get("dropout", arch.dropout)),
-        "train_width": float(switches.get("width", arch.width)),
-        "train_init_from": config.init_from or "", "train_freeze": bool(config.freeze_features),
-    }
+# The settings the form shows with a widget of their own, in field order (the recipe picker and
+# the data have theirs, drawn by TrainForm).
+FORM: dict[str, Setting] = {path: s for path, s in each_setting().items() if s.key and s.widget not in
+                            ("recipe", "data")}
 
 
-def data_state(data: str) -> dict:
-    if data in ("sample", "cifar10") or data in data_choices(with_download=True):
-        return {"train_data_kind": data}
-    return {"train_data_kind": "folder", "train_folder": data}
+def _value(config: TrainConfig, path: str):
+    """A setting's value in `config` ("switches.width": a switch; None if not set)."""
+    name, _, switch = path.partition(".")
+    value = getattr(config, name)
+    return value.get(switch) if switch else value
 
 
-def apply_recipe() -> None:
-    """on_change of the recipe picker: every setting but the data takes the recipe's value."""
-    from alexnet_core.settings.recipes import RECIPES
-
-    recipe = RECIPES.get(st.session_state.get("train_recipe"))
-    if recipe is not None:
-        st.session_state.update(form_state(recipe.settings))
+def recipe_label(name: str) -> str:
+    if name == CUSTOM:
+        return "Custom: your own settings"
+    recipe = RECIPES[name]
+    return f"{recipe.title} ({name}): {recipe.settings['variant']}, {recipe.settings['epochs']} epochs"
 
 
-def clone_settings(config: dict, run_id: str) -> None:
-    """Fill the Train form with a run's settings and data (shown next time the Train page runs)."""
-    from alexnet_core.settings.config import ConfigError
-    from alexnet_core.settings.recipes import RECIPES
+@st.cache_data(show_spinner="Checking whether CIFAR-10 can be downloaded...", ttl=60)
+def cifar10_can_download() -> bool:
+    return sources.cifar10_reachable()
 
-    try:
-        state = form_state(config)
-    except (ConfigError, TypeError, ValueError) as exc:
-        st.session_state["train_clone_problem"] = str(exc)
-        return
-    state.update(data_state(config.get("data") or "sample"))
-    recipe = config.get("recipe")
-    state["train_recipe"] = recipe if recipe in RECIPES else "custom"
-    state["train_form_open"] = True
-    state["train_cloned_from"] = run_id
-    st.session_state.update(state)
+
+@dataclass
+class NewRun:
+    """What the form asks for, and what the page says about it before Start."""
+
+    config: TrainConfig
+    recipe: Recipe | None
+    changed: list[str]  # the settings that differ from the recipe's, as "epochs 4 → 10"
+    download: bool  # CIFAR-10 is not on this machine yet: the run downloads it
+    blocked: bool  # ... and cannot, from here: Start stays disabled
+
+
+class TrainForm:
+    """The form's values in `state` (st.session_state unless given): one key per setting on the
+    form (Setting.key), the recipe's and the data's, and what the page says once (CLONED, PROBLEM)."""
+
+    RECIPE = SETTINGS["recipe"].key
+    DATA = SETTINGS["data"].key  # a source: "sample", "cifar10", a dataset's folder, or "folder"...
+    FOLDER = "train_folder"  # ... and then the folder's path
+    OPEN = "train_form_open"  # the "Start a new run" expander is open
+    CLONED = "train_cloned_from"  # the run whose settings were just filled in
+    PROBLEM = "train_clone_problem"  # why a run's settings could not be
+
+    def __init__(self, state=None):
+        self.state = st.session_state if state is None else state
+
+    @classmethod
+    def keys(cls) -> set[str]:
+        """Every key of the form's values: what Clone fills and the widgets read."""
+        return {s.key for s in FORM.values()} | {cls.RECIPE, cls.DATA, cls.FOLDER}
+
+    # --- Filling the form -------------------------------------------------------------------
+
+    @staticmethod
+    def values(settings: dict) -> dict:
+        """{widget key: value} for TrainConfig-like `settings` (a recipe's, or a run's config.json):
+        every setting but the data (data_values) and the recipe. Raises ConfigError if invalid."""
+        config = TrainConfig.from_dict({**settings, "data": settings.get("data") or "sample"})
+        values = {}
+        for path, s in FORM.items():
+            value = _value(config, path)
+            if value is None and s.unset:  # the default it stands for: the optimizer's, the variant's
+                value = s.unset(_value(config, s.follows))
+            values[s.key] = s.kind() if value is None else s.kind(value)
+        return values
+
+    @classmethod
+    def data_values(cls, data: str) -> dict:
+        if data in ("sample", "cifar10") or data in data_choices(with_download=True):
+            return {cls.DATA: data}
+        return {cls.DATA: "folder", cls.FOLDER: data}
+
+    def use_recipe(self) -> None:
+        """on_change of the recipe picker: every setting but the data takes the recipe's value."""
+        recipe = RECIPES.get(self.state.get(self.RECIPE))
+        if recipe is not None:
+            self.state.update(self.values(recipe.settings))
+
+    def clone(self, config: dict, run_id: str) -> None:
+        """Fill the form with a run's settings and data (shown next time the Train page runs)."""
+        try:
+            state = self.values(config)
+        except (ConfigError, TypeError, ValueError) as exc:
+            self.state[self.PROBLEM] = str(exc)
+            return
+        state.update(self.data_values(config.get("data") or "sample"))
+        recipe = config.get("recipe")
+        state[self.RECIPE] = recipe if recipe in RECIPES else CUSTOM
+        state[self.OPEN] = True
+        state[self.CLONED] = run_id
+        self.state.update(state)
+
+    def follow(self, path: str) -> None:
+        """on_change of `path`'s widget: the settings that follow it take the value it implies (a
+        new variant's own switches, a new optimizer's learning rate)."""
+        value = self.state[FORM[path].key]
+        self.state.update({s.key: s.kind(s.unset(value)) for s in FORM.values() if s.follows == path})
+
+    # --- Reading it back --------------------------------------------------------------------
+
+    def config(self, data: str, recipe: Recipe | None) -> TrainConfig:
+        """The form's settings with `data`; ConfigError (a ValueError) naming a bad one."""
+        fields, switches = {}, {}
+        for path, s in FORM.items():
+            value = self.state[s.key]
+            if s.needs and not self.state.get(FORM[s.needs].key):
+                value = s.kind()  # off without what it needs
+            name, _, switch = path.partition(".")
+            (switches if switch else fields)[switch or name] = None if s.optional and value == "" else s.kind(value)
+        return TrainConfig(**fields, data=data, switches=switches, recipe=recipe.name if recipe else None)
+
+    def changed_from(self, recipe: Recipe) -> list[str]:
+        """The settings that differ from `recipe`'s, as 'epochs 4 → 10', in the form's order."""
+        wanted = self.values(recipe.settings)
+        changed = []
+        for s in sorted(FORM.values(), key=lambda s: PARTS.index(s.place[0])):
+            if s.key not in self.state or self.state[s.key] == wanted[s.key]:
+                continue
+            was, now = wanted[s.key], self.state[s.key]
+            changed.append(f"{s.in_words} {was:g} → {now:g}" if isinstance(was, float) and isinstance(now, (int, float))
+                           else f"{s.in_words} {was} → {now}")
+        return changed
+
+    # --- Drawing it -------------------------------------------------------------------------
+
+    def draw(self) -> NewRun | None:
+        """The form; its settings as a NewRun, or None (with a message) while they cannot start a run."""
+        if FORM["variant"].key not in self.state:  # first visit: the default recipe fills the form
+            self.state.setdefault(self.RECIPE, DEFAULT_RECIPE)
+            self.state.update(self.values(RECIPES[DEFAULT_RECIPE].settings))
+        problem = self.state.pop(self.PROBLEM, None)
+        if problem:
+            st.error(f"That run's settings cannot be reused: {plain(problem, 400)}", icon=":material/error:")
+        cloned = self.state.pop(self.CLONED, None)
+        if cloned:
+            st.success(f"Settings and data of {plain(cloned, 80)} filled in below: change what you like, then "
+                       "start.", icon=":material/content_copy:")
+        recipe, changed = self._recipe_picker()
+        places = {"main": st.columns(3)}
+        with st.expander("More settings", icon=":material/tune:"):
+            places["more"] = st.columns(4)
+            places["start"] = st.columns([2, 2])
+        data, download, blocked = None, False, False
+        for path, s in each_setting().items():
+            if s.widget == "data":
+                data, download, blocked = self._data_picker(places["main"][s.place[1]])
+            elif path in FORM:
+                self._widget(path, s, places[s.place[0]][s.place[1]])
+        if not data:
+            st.info("Enter the path of an image folder: PATH/<class>/<image> or PATH/train/<class>/<image>.")
+            return None
+        try:
+            config = self.config(data, recipe)
+        except ValueError as exc:
+            st.error(f"{plain(exc, 400)}. Change the setting above.", icon=":material/error:")
+            return None
+        return NewRun(config, recipe, changed, download, blocked)
+
+    def _recipe_picker(self) -> tuple[Recipe | None, list[str]]:
+        described = SETTINGS["recipe"]
+        name = st.selectbox(described.label, [*RECIPES, CUSTOM], key=self.RECIPE, format_func=recipe_label,
+                            on_change=self.use_recipe, help=described.tip)
+        recipe = RECIPES.get(name)
+        changed = self.changed_from(recipe) if recipe is not None else []
+        if recipe is not None:
+            st.caption(f"{recipe.description} Settings: {recipe.summary()}. Made for {recipe.made_for}. "
+                       f"{recipe.result}")
+            if changed:
+                st.caption(":material/edit: Changed from the recipe: " + "; ".join(changed) + ".")
+        return recipe, changed
+
+    def _data_picker(self, where) -> tuple[str, bool, bool]:
+        """(the source, whether CIFAR-10 must be downloaded, whether it cannot be)."""
+        cached = sources.cifar10_available()
+        labels = data_choices(with_download=True)
+        if not cached:
+            labels["cifar10"] = "CIFAR-10 (download, 170 MB)"
+        self.state.setdefault(self.DATA, "cifar10" if cached else "sample")
+        kind = where.radio(SETTINGS["data"].label, list(labels), format_func=labels.get, horizontal=True,
+                           key=self.DATA)
+        download = kind == "cifar10" and not cached
+        blocked = download and not cifar10_can_download()
+        if download and not blocked:
+            where.caption("CIFAR-10 is not on this machine yet: the run downloads it first (170 MB, once).")
+        elif blocked:
+            where.warning("CIFAR-10 is not on this machine, and its download server cannot be reached from here. "
+                          "Connect this machine to the internet and pick CIFAR-10 again (it downloads once, "
+                          "170 MB), or train on the bundled sample or on a folder of your own images.",
+                          icon=":material/cloud_off:")
+        if kind == "folder":
+            return where.text_input("Folder", placeholder="/path/to/images (class folders inside)",
+                                    key=self.FOLDER).strip(), download, blocked
+        return kind, download, blocked
+
+    def _widget(self, path: str, s: Setting, where) -> None:
+        """One setting's widget, as its Setting describes it."""
+        options = {"key": s.key, "help": s.tip}
+        if any(other.follows == path for other in FORM.values()):
+            options["on_change"] = functools.partial(self.follow, path)
+        if s.widget == "selectbox":
+            where.selectbox(s.label, s.offered(), format_func=s.names or str, **options)
+        elif s.widget == "select_slider":  # the current value stays on the scale (a recipe's or a run's)
+            where.select_slider(s.label, sorted({*s.offered(), s.kind(self.state[s.key])}), **options)
+        elif s.widget == "number_input":
+            where.number_input(s.label, *s.bounds, step=s.step, format=s.format, **options)
+        elif s.widget == "slider":
+            where.slider(s.label, *s.bounds, step=s.step, **options)
+        elif s.widget == "toggle":
+            where.toggle(s.label, disabled=bool(s.needs) and not self.state.get(FORM[s.needs].key), **options)
+        elif s.widget == "model":
+            starts = {"": "Random weights (from scratch)", **model_choices()}
+            if self.state.get(s.key) not in starts:  # a cloned run's base that is not listed
+                starts[self.state[s.key]] = self.state[s.key]
+            where.selectbox(s.label, list(starts), format_func=starts.get, **options)
+        else:
+            raise ValueError(f"{path}: no widget {s.widget!r}")
+        if s.notes:
+            where.caption(s.notes[self.state[s.key]])
+        if path == "variant" and device_info()["kind"] == "CPU" and self.state[s.key] not in CPU_FRIENDLY:
+            where.caption(f":material/info: On a CPU, {cpu_friendly_variants()} train in minutes; ImageNet-sized "
+                          "variants take hours.")

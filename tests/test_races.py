@@ -309,10 +309,10 @@ def test_two_tabs_pressing_resume_at_once_start_one_trainer_and_show_no_error(no
 def test_the_start_button_shows_a_setting_refused_at_start_as_an_error(no_trainer):
     """new_run refuses a model to fine-tune from that is not there (ConfigError): an error, no traceback."""
     from alexnet_core.settings.recipes import RECIPES
-    from alexnet_ui.train_form import form_state
+    from alexnet_ui.train_form import TrainForm
 
     # The form as Clone settings fills it from a run whose base model has gone since.
-    tab = train_page(**form_state({**RECIPES["quick"].settings, "init_from": "/nowhere/model.keras"}))
+    tab = train_page(**TrainForm.values({**RECIPES["quick"].settings, "init_from": "/nowhere/model.keras"}))
     tab.button(key="train_start").click().run()
     assert not tab.exception, tab.exception
     assert any("Cannot fine-tune from '/nowhere/model.keras'" in text for text in shown(tab.error)), shown(tab.error)

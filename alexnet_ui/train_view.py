@@ -1,0 +1,190 @@
+"""The Train page's views of runs: a run as it trains (progress, figures, curves) with the one
+action that fits its state, and what the page says about a new run before Start (its data, the
+time per epoch) with the Start button."""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import asdict
+from pathlib import Path
+
+import streamlit as st
+
+from alexnet_core.analysis.charts import training_curves
+from alexnet_core.inputs import data as sources
+from alexnet_core.settings.config import ConfigError, TrainConfig
+from alexnet_core.store import catalog, layout, liveness
+from alexnet_core.train import estimate, launcher
+from alexnet_ui.loaders import device_info, run_dir_of, runs_root
+from alexnet_ui.text import format_duration, plain
+from alexnet_ui.train_form import NewRun, TrainForm
+from alexnet_ui.widgets import state_badge
+
+SHOW_NEXT = "train_show_next"  # the run the picker selects on the next page run (a run just started)
+
+
+@st.cache_data(show_spinner="Timing a few training steps...", max_entries=32)
+def epoch_estimate(config_json: str, num_classes: int, num_images: int, num_val: int) -> float:
+    return estimate.estimate_epoch_seconds(TrainConfig.from_dict(json.loads(config_json)), num_classes, num_images,
+                                           num_val=num_val)
+
+
+@st.cache_data(show_spinner="Checking the data...", ttl=60)
+def describe_source(source: str, val_split: float):
+    """(classes, train count, val count, skipped, note on empty class folders) or the error message."""
+    try:
+        data = sources.load_source(source, val_split)
+    except sources.DataError as exc:
+        return str(exc)
+    return (data.class_names, len(data.train), len(data.val) if data.val else 0, sum(data.skipped.values()),
+            data.empty_note())
+
+
+def start_panel(new: NewRun) -> None:
+    """What the new run will train on, its time per epoch on request, and Start."""
+    config, recipe, info = new.config, new.recipe, device_info()
+    described = None if new.download else describe_source(config.data, float(config.val_split))
+    if isinstance(described, str):
+        st.error(plain(described, 600), icon=":material/folder_off:")
+        return
+    b1, b2 = st.columns([1, 3])
+    if described:
+        classes, n_train, n_val, skipped, note = described
+        b2.caption(f"{n_train:,} training and {n_val:,} validation images in {len(classes)} classes"
+                   + (f"; {skipped} unreadable files will be skipped" if skipped else "")
+                   + (f". {plain(note, 300)}" if note else ""))
+        if b1.button("Estimate time per epoch", icon=":material/timer:", key="train_estimate"):
+            seconds = epoch_estimate(json.dumps(asdict(config), sort_keys=True), len(classes), n_train, n_val)
+            same = recipe is not None and recipe.reached and not new.changed
+            reach = (f" With these settings the {recipe.name} recipe reached {recipe.reached}: about "
+                     f"{format_duration(seconds * config.epochs)} on this machine."
+                     if same and config.data == "cifar10" else "")
+            b2.info(f"About **{format_duration(seconds)} per epoch** on this {info['kind']} "
+                    f"({format_duration(seconds * config.epochs)} for {config.epochs} epochs), "
+                    f"measured from a few training and validation steps.{reach}", icon=":material/timer:")
+    if st.button("Start training", type="primary", icon=":material/play_arrow:", key="train_start",
+                 disabled=new.blocked):
+        try:
+            run_dir = launcher.start(config, runs_root())
+        except (layout.RunError, ConfigError, sources.DataError, OSError) as exc:  # ActiveRunError: another run
+            st.error(plain(exc, 600), icon=":material/block:")
+            return
+        st.session_state[SHOW_NEXT] = run_dir.name  # selected before the picker is drawn
+        st.session_state[TrainForm.OPEN] = False
+        st.query_params["run"] = run_dir.name
+        st.rerun()
+
+
+def live_view(run_id: str) -> None:
+    """A run as it is now: state, progress, figures and curves (polled while it trains)."""
+    run_dir = run_dir_of(run_id)
+    if run_dir is None:
+        st.warning(f"There is no run named {plain(run_id, 80)}.")
+        return
+    run = catalog.read_run(run_dir)
+    status, config, metrics, steps = run["status"], run["config"], run["metrics"], run["steps"]
+    row = catalog.run_summary(run_dir, run)
+    state = status.get("state", "unknown")
+    top = st.columns([3, 1])
+    with top[0]:
+        state_badge(state)
+    with top[1]:
+        run_actions(row, config)  # here, inside the polling view, so the buttons always match the state
+    where = catalog.trained_on(row)
+    st.markdown(f"**{plain(catalog.display_name(row), 160)}**: {plain(row['variant'] or '?')} on "
+                f"{plain(row['data'] or '?')}" + (f", trained on {plain(where)}" if where else "")
+                + f". {plain(status.get('message', ''), 600)}")
+    for problem in run["problems"]:
+        st.warning(f"Damaged: {plain(problem, 300)}", icon=":material/report:")
+    epochs = int(config.get("epochs") or 1)
+    per_epoch = int(status.get("steps_per_epoch") or 1)
+    epoch = int(status.get("epoch") or 0)
+    step = int(status.get("step") or 0)
+    done = len(metrics)
+    if catalog.is_active(status):
+        if status.get("phase") in ("validating", "saving"):
+            step = per_epoch  # every step of this epoch has run
+        fraction = min(1.0, (max(epoch - 1, 0) + step / per_epoch) / epochs)
+        speed = status.get("images_per_sec")
+        phase = {"validating": ", validating", "saving": ", saving checkpoint"}.get(status.get("phase"), "")
+        st.progress(fraction, text=f"epoch {epoch}/{epochs}, step {step}/{per_epoch}{phase}"
+                    + (f", {speed:,.0f} images/s, about {format_duration(status.get('eta_seconds'))} left"
+                       if speed else ""))
+    else:
+        st.progress(min(1.0, done / epochs), text=f"{done} of {epochs} epochs")
+    m = st.columns(4)
+    headline = catalog.headline_accuracy(run_dir)
+    if headline:  # the model's own accuracy, measured after training: the one figure it is quoted by
+        m[0].metric("Model accuracy", f"{headline['accuracy']:.1%}",
+                    help=f"Measured on {headline.get('description') or headline.get('data')}")
+        st.caption(f"Model accuracy: the saved model on {plain(headline.get('description') or headline.get('data'))}. "
+                   "The curves below are the per-epoch figures logged during training.")
+    elif "val_accuracy" in metrics and done:
+        m[0].metric("Best validation accuracy", f"{metrics['val_accuracy'].max():.1%}")
+        m[1].metric("Last validation accuracy", f"{metrics['val_accuracy'].iloc[-1]:.1%}",
+                    delta=f"{metrics['val_accuracy'].iloc[-1] - metrics['val_accuracy'].iloc[-2]:+.1%}"
+                    if done > 1 else None)
+    if "loss" in metrics and done:
+        m[2].metric("Training loss", f"{metrics['loss'].iloc[-1]:.3f}")
+    m[3].metric("Epochs done", f"{done} / {epochs}")
+    if done or len(steps) >= 2:
+        st.plotly_chart(training_curves(metrics, steps, per_epoch), width="stretch", key=f"curves_{run_id}")
+    elif catalog.is_active(status):
+        st.info(f"Waiting for the first steps: the curves start after {int(config.get('log_every') or 10) * 2} "
+                "training steps.", icon=":material/hourglass_top:")
+    else:
+        st.caption("This run logged no training steps.")
+    log = layout.safe_file(run_dir, layout.LOG)
+    if state == "failed" and log is not None:
+        st.download_button("Trainer log (train.log)", log.read_bytes()[-1_000_000:], f"{run_id}-train.log",
+                           mime="text/plain", icon=":material/download:", key="train_log")
+    was_active = st.session_state.get("train_was_active")
+    st.session_state["train_was_active"] = catalog.is_active(status)
+    if was_active and not catalog.is_active(status):
+        st.rerun()  # the run ended: redraw the page and stop polling
+
+
+def run_actions(row: dict, config: dict) -> None:
+    """The one action that fits the run's state: Stop, Resume, or a new run with its settings."""
+    run_dir = Path(row["path"])
+    if row["read_only"]:
+        st.caption(":material/lock: Bundled with the app: read-only.")
+        return
+    notice = st.session_state.get("train_resumed_elsewhere")
+    if notice and notice[0] == row["run_id"] and time.time() - notice[2] < 10:
+        st.info(plain(notice[1], 600), icon=":material/hourglass_top:")
+    if catalog.is_active(row):
+        if st.button("Stop", icon=":material/stop:", key="train_stop", width="stretch"):
+            liveness.request_stop(run_dir)
+            st.toast("Stop requested: the run stops after its current step. Completed epochs are saved; "
+                     "an unfinished epoch is redone from its start when you resume.")
+    elif catalog.can_resume(row):
+        if st.button("Resume", icon=":material/play_arrow:", key="train_resume", type="primary", width="stretch"):
+            try:
+                launcher.resume(run_dir)
+            except layout.ActiveRunError as exc:  # resumed a moment ago (another tab), or another run is training
+                if catalog.is_active(liveness.read_status(run_dir)):  # said for a few seconds over the live view
+                    st.session_state["train_resumed_elsewhere"] = (row["run_id"], str(exc), time.time())
+                    st.rerun()
+                st.warning(plain(exc, 600), icon=":material/block:")
+            except (layout.RunError, OSError) as exc:
+                st.error(plain(exc, 600))
+            else:
+                st.rerun()
+    if catalog.is_active(row) or not config:
+        return
+    failed = row["state"] in ("failed", "diverged") and not catalog.can_resume(row)
+    if st.button("New run with these settings" if failed else "Clone settings", icon=":material/content_copy:",
+                 key="train_clone", type="primary" if failed else "secondary", width="stretch",
+                 help="Fill the form below with this run's settings and data"):
+        TrainForm().clone(config, row["run_id"])
+        st.rerun(scope="app")
+    advice = {"data": "Its data could not be used: fix the data or pick other data, then start a new run.",
+              "settings": "A setting could not be used: change it in a new run.",
+              "diverged": "The loss blew up: a new run with a smaller learning rate should work.",
+              "cluster": "A worker of this multi-worker run was lost. Start every worker again with --resume "
+                         "(docs/DISTRIBUTED.md), or resume it here to finish on this machine alone."}
+    why = "diverged" if row["state"] == "diverged" else row.get("reason")
+    if row["state"] in ("failed", "diverged") and why in advice:
+        st.caption(advice[why])
