@@ -307,6 +307,20 @@ def cmd_stop(args) -> int:
     return 0
 
 
+def cmd_app(args) -> int:
+    """`streamlit run` on the app.py installed with the package (or this checkout's), with every
+    other argument passed on. Streamlit replaces this process: its signals and exit code are the app's."""
+    from alexnet_core import locations
+
+    if not locations.APP.is_file():
+        raise UsageError(f"The app's files are missing ({locations.APP} does not exist): reinstall alexnet-explorer")
+    passed_on = args.streamlit_args[1:] if args.streamlit_args[:1] == ["--"] else args.streamlit_args
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os.execv(sys.executable, [sys.executable, "-m", "streamlit", "run", str(locations.APP), *passed_on])
+    return 0  # not reached
+
+
 def _load(spec: str):
     from alexnet_core.predict.inference import ModelLoadError, load_model
 
@@ -471,12 +485,24 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("stop", help="ask a training run to stop after its current batch")
     p.add_argument("run_dir")
     p.set_defaults(func=cmd_stop)
+
+    p = sub.add_parser("app", help="start the app (streamlit run on the installed app.py)",
+                       usage="%(prog)s [STREAMLIT OPTION ...]",
+                       description="Start the app in the browser: `streamlit run` on the app.py installed with "
+                                   "this package, with the bundled model and sample. Every other argument goes "
+                                   "to streamlit run, e.g. --server.port 8502, --server.address 0.0.0.0, "
+                                   "--server.headless true.")
+    p.set_defaults(func=cmd_app, streamlit_args=[])
     return parser
 
 
 def main(argv=None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args, passed_on = parser.parse_known_args(argv)
+    if passed_on and args.command != "app":  # only `app` passes arguments on (to streamlit run)
+        parser.error(f"unrecognized arguments: {' '.join(passed_on)}")
+    if passed_on:
+        args.streamlit_args = passed_on
     try:
         return args.func(args)
     except UsageError as exc:
