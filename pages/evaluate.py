@@ -7,6 +7,7 @@ from alexnet_core.analysis.explain import gradcam, overlay
 from alexnet_core.inputs.data import DataError
 from alexnet_core.inputs.images import ImageDecodeError
 from alexnet_core.predict.inference import resolve_model_path, top_k
+from alexnet_core.settings.choices import AUTO_SPLIT, EVAL_SPLITS
 from alexnet_ui.loaders import data_choices, image_from_disk, loaded_model, model_stamp
 from alexnet_ui.navigation import loaded_model_or_stop, page_setup
 from alexnet_ui.text import plain
@@ -27,7 +28,7 @@ choices = data_choices()
 data = c2.selectbox("Data", list(choices), format_func=choices.get, key="eval_data")
 if data == "folder":
     data = c2.text_input("Folder", placeholder="/path/to/images (class folders inside)", key="eval_folder").strip()
-split = c3.selectbox("Split", ["auto", "test", "val", "train", "all"], key="eval_split",
+split = c3.selectbox("Split", [AUTO_SPLIT, *EVAL_SPLITS], key="eval_split",
                      help="auto: test if the data has one, else validation")
 flip = c3.toggle("Flip averaging", key="eval_flip", help="Average each prediction with its mirror image")
 if not data:
@@ -59,7 +60,7 @@ def run_evaluation(spec: str, data: str, split: str | None, flip: bool):
 
 loaded, _ = loaded_model_or_stop(spec)
 try:
-    result = run_evaluation(spec, data, None if split == "auto" else split, flip)
+    result = run_evaluation(spec, data, None if split == AUTO_SPLIT else split, flip)
 except (DataError, ValueError) as exc:
     st.error(plain(exc, 600), icon=":material/error:")
     device_banner()
