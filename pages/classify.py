@@ -1,258 +1,46 @@
-import hashlib
-from pathlib import Path
-
-import numpy as np
 import streamlit as st
 
-from alexnet_core.analysis.charts import topk_bars
-from alexnet_core.analysis.explain import (
-    activations,
-    conv1_filters,
-    embeddings,
-    feature_layers,
-    gradcam,
-    nearest,
-    overlay,
-)
-from alexnet_core.inputs.data import DataError, load_source
-from alexnet_core.inputs.images import (
-    MAX_UPLOAD_BYTES,
-    MAX_UPLOAD_FILES,
-    UPLOAD_TYPES,
-    ImageDecodeError,
-    decode_image,
-    read_image,
-)
-from alexnet_core.locations import EXAMPLES_DIR
-from alexnet_core.predict.inference import (
-    DEFAULT_FRAMING,
-    FRAMINGS,
-    SURE_MARGIN,
-    SURE_PROBABILITY,
-    frame,
-    network_view,
-    top_k,
-    verdict,
-)
-from alexnet_ui.images import fit_for_display, thumbnail
-from alexnet_ui.loaders import image_from_disk, image_problem, loaded_model, model_stamp
-from alexnet_ui.navigation import loaded_model_or_stop, page_setup
-from alexnet_ui.text import plain
-from alexnet_ui.widgets import damaged_note, device_banner, heat_legend, pick_model
+from alexnet_core.inputs.images import UPLOAD_TYPES
+from alexnet_ui import classify_view as view
+from alexnet_ui.loaders import model_stamp
+from alexnet_ui.navigation import loaded_model_or_stop, page_setup, stop_page
+from alexnet_ui.widgets import device_banner, heat_legend, pick_model
 
-page_setup()
-st.title("Classify")
-st.caption("Upload images and see what the network predicts, and where it looked.")
+page_setup("Classify", "Upload images and see what the network predicts, and where it looked.")
 
-EXAMPLES = sorted(EXAMPLES_DIR.glob("*.jpg"))
 top = st.columns([2, 1])
 with top[0]:
     spec = pick_model("classify_model")
 if spec is None:
-    device_banner()
-    st.stop()
+    stop_page()
 k = top[1].slider("Top-k", 1, 10, 5, key="classify_k")
 loaded, _ = loaded_model_or_stop(spec)
-classes = loaded.class_names
-size = loaded.input_size
-shown = ", ".join(classes) if len(classes) <= 12 else ", ".join(classes[:10]) + f" and {len(classes) - 10} more"
-st.info(f"**What this model can say.** It knows {len(classes)} classes ({plain(shown, 400)}) and sees "
-        f"every image as {size}×{size} pixels. Anything else in a photo still gets one of these labels, so a "
-        "low score, or two close ones, means the model is not sure.", icon=":material/lightbulb:")
-
-settings = st.columns([1, 1, 1])
-framing = settings[0].segmented_control(
-    "Images that are not square", list(FRAMINGS), default=DEFAULT_FRAMING, key="classify_framing",
-    format_func=lambda f: {"crop": "Centre crop", "fit": "Whole image"}[f], help="\n\n".join(FRAMINGS.values()),
-) or DEFAULT_FRAMING
-sure_probability = settings[1].slider(
-    "Sure when the top class has at least", 20, 95, round(SURE_PROBABILITY * 100), 5, format="%d%%",
-    key="classify_sure_p", help="Below this probability for the top class, the answer is shown as unsure.") / 100
-sure_margin = settings[2].slider(
-    "...and leads the next class by at least", 0, 80, round(SURE_MARGIN * 100), 5, format="%d points",
-    key="classify_sure_margin",
-    help="If the top class leads the second by fewer percentage points, the answer is shown as unsure.") / 100
+view.what_the_model_can_say(loaded)
+framing, sure_probability, sure_margin = view.judging_settings()
 
 uploads = st.file_uploader("Images (JPEG, PNG, WebP, BMP, GIF, TIFF)", type=UPLOAD_TYPES,
                            accept_multiple_files=True, key="classify_uploads")
 c1, c2 = st.columns(2)
 use_examples = c1.toggle("Try the examples", value=True, key="classify_examples", disabled=bool(uploads),
-                         help=f"{len(EXAMPLES)} images from the CIFAR-10 validation split; hidden while "
+                         help=f"{len(view.examples())} images from the CIFAR-10 validation split; hidden while "
                               "you have uploads")
-if c2.toggle("Take a photo", key="classify_camera_on"):
-    photo = st.camera_input("Camera", key="classify_camera")
-else:
-    photo = None
+photo = st.camera_input("Camera", key="classify_camera") if c2.toggle("Take a photo", key="classify_camera_on") \
+    else None
 
-items = []  # (name shown, bytes); names are made unique, since two uploads may share one
-kept_bytes, dropped = 0, 0
-for upload in uploads or []:
-    if len(items) >= MAX_UPLOAD_FILES or kept_bytes + upload.size > MAX_UPLOAD_BYTES:
-        dropped += 1
-        continue
-    kept_bytes += upload.size
-    items.append((upload.name, upload.getvalue()))
-if dropped:
-    st.warning(f"Classified the first {len(items)} of {len(items) + dropped} images: one batch takes at most "
-               f"{MAX_UPLOAD_FILES} images and {MAX_UPLOAD_BYTES // 2**20} MB. Remove some to see the rest.",
-               icon=":material/filter_list:")
-if photo is not None:
-    items.append(("camera photo", photo.getvalue()))
-damaged_examples = []
-if use_examples and not items:
-    for example in EXAMPLES:  # read only once the safe decoder has passed the file (never a FIFO or a folder)
-        problem = image_problem(example)
-        if problem:
-            damaged_examples.append(problem)
-        else:
-            items.append((example.name, example.read_bytes()))
-for problem in damaged_examples:
-    st.warning(f"Damaged example image, left out: {plain(problem, 300)}", icon=":material/broken_image:")
+items = view.images_to_classify(uploads, photo, use_examples)
 if not items:
     st.info("Upload images above, take a photo, or switch on the examples.", icon=":material/upload:")
-    device_banner()
-    st.stop()
-seen = {}
-for i, (name, data) in enumerate(items):
-    seen[name] = seen.get(name, 0) + 1
-    items[i] = (f"{name} ({seen[name]})" if seen[name] > 1 else name, data)
-
-@st.cache_data(max_entries=64, ttl=3600, show_spinner=False)
-def analyse(spec: str, stamp: float, data: bytes, name: str, framing: str):
-    """Decode one image and predict it (cached: the examples, or an image sent twice, cost nothing):
-    (a digest of the bytes (the key of this image's widgets), thumbnail of the original, of the framed square, (width, height) decoded, the exact pixels the
-    network gets, its standardised input, probabilities), or the error."""
-    try:
-        image = decode_image(data, name)
-    except ImageDecodeError as exc:
-        return str(exc)
-    model, predictor = loaded_model(spec)
-    square = frame(image, framing)
-    view = network_view(square, model.input_size, framing)  # already square: framed once
-    probs = predictor.probabilities(view[None])[0]
-    return (hashlib.sha1(data).hexdigest()[:12], thumbnail(image), thumbnail(square),
-            (image.shape[1], image.shape[0]), view, model.preprocess(view), probs)
-
-
-def enlarged(view: np.ndarray, side: int = 224) -> np.ndarray:
-    """The network's input made big enough to see, each pixel a block (nearest neighbour)."""
-    from PIL import Image
-
-    scale = max(1, side // view.shape[0])
-    return np.asarray(Image.fromarray(view).resize((view.shape[1] * scale, view.shape[0] * scale),
-                                                   Image.Resampling.NEAREST))
-
-
-@st.cache_data(max_entries=256, ttl=3600, show_spinner=False)
-def heat_map(spec: str, stamp: float, model_input: np.ndarray, class_index: int) -> np.ndarray:
-    model, _ = loaded_model(spec)
-    return gradcam(model.model, model_input, class_index)[0]
-
+    stop_page()
 
 stamp = model_stamp(spec)
-results, problems = [], []
-for name, data in items:
-    outcome = analyse(spec, stamp, data, name, framing)
-    if isinstance(outcome, str):
-        problems.append(outcome)
-    else:
-        results.append((name, *outcome))
+results = view.classified(spec, stamp, items, framing)
 items = None  # the uploaded bytes are not needed past this point
-for problem in problems:
-    st.error(plain(problem, 400), icon=":material/broken_image:")
 if not results:
-    device_banner()
-    st.stop()
-
-for index, (name, digest, small, square, dims, view, model_input, p) in enumerate(results):
-    with st.container(border=True):
-        order = np.argsort(-p)
-        cols = st.columns([1, 1, 2, 1])
-        cols[0].image(fit_for_display(small), caption=f"{plain(name, 80)} ({dims[0]}×{dims[1]})",
-                      width="stretch")
-        cols[1].image(enlarged(view), width="stretch",
-                      caption=f"What the network sees: {size}×{size} pixels, enlarged")
-        predictions = top_k(p, classes, k, loaded.class_words)
-        judged = verdict(p, sure_probability, sure_margin)
-        best = f"{plain(predictions[0].get('words') or predictions[0]['label'])} ({predictions[0]['probability']:.1%})"
-        if judged["sure"]:
-            cols[2].markdown(f":material/check_circle: **{best}**")
-        else:
-            cols[2].markdown(f":orange-badge[:material/help: Unsure] best guess **{best}**")
-            cols[2].caption(f"Unsure because {judged['reason']}.")
-        cols[2].plotly_chart(topk_bars(predictions, height=40 + 28 * len(predictions)), width="stretch",
-                             key=f"classify_bars_{index}_{digest}", config={"displayModeBar": False})
-        target = cols[3].selectbox("Grad-CAM for", [classes[i] for i in order], key=f"classify_cam_{index}_{digest}")
-        heat = heat_map(spec, stamp, model_input, classes.index(target))
-        cols[3].image(fit_for_display(overlay(square, heat)), width="stretch",
-                      caption=f"Where it looked for '{plain(target, 60)}'")
+    stop_page()
+for index, result in enumerate(results):
+    view.result_card(index, result, loaded, spec, stamp, k, (sure_probability, sure_margin))
 heat_legend(st.columns([3, 1])[1])
 
-
-@st.cache_data(show_spinner="Computing fc7 features of the sample...", max_entries=4)
-def sample_bank(spec: str, stamp: float, paths: tuple):
-    """(fc7 features, their files, what is wrong with each file left out) of the sample's
-    validation images; a file the safe decoder refuses is left out and named, not fatal."""
-    images, kept, damaged = [], [], []
-    for path in paths:
-        try:
-            image = read_image(path)
-        except ImageDecodeError as exc:
-            damaged.append(str(exc).replace(str(path), f"{Path(path).parent.name}/{Path(path).name}", 1))
-            continue
-        if images and image.shape != images[0].shape:
-            damaged.append(f"{Path(path).parent.name}/{Path(path).name}: {image.shape[1]}x{image.shape[0]} pixels, "
-                           f"unlike the sample's {images[0].shape[1]}x{images[0].shape[0]}")
-            continue
-        images.append(image)
-        kept.append(path)
-    if not images:
-        return None, [], damaged
-    model, _ = loaded_model(spec)
-    feats = embeddings(model.model, model.preprocess(np.stack(images)))
-    return feats, kept, damaged
-
-
-st.subheader("Explain further")
-EXPLAIN = {"filters": "conv1 filters", "maps": "Activation maps", "neighbours": "Nearest neighbours (fc7)"}
-explain = st.segmented_control("Explain further", list(EXPLAIN), format_func=EXPLAIN.get, key="classify_explain",
-                               label_visibility="collapsed")
-inputs = {name: model_input for name, _, _, _, _, _, model_input, _ in results}
-if explain is None:
-    st.caption("Pick one: the first layer's filters, what each layer responds to, or the most similar images.")
-elif explain == "filters":
-    st.image(conv1_filters(loaded.model), caption="The first layer's kernels (the paper's figure 3)", width=420)
-elif explain == "maps":
-    a, b = st.columns(2)
-    which = a.selectbox("Image", list(inputs), key="classify_map_image")
-    layer = b.selectbox("Layer", feature_layers(loaded.model), key="classify_map_layer")
-    maps = activations(loaded.model, inputs[which], layer, limit=32)
-    cols = st.columns(8)
-    for i, fmap in enumerate(maps):
-        cols[i % 8].image((fmap * 255).astype(np.uint8), caption=f"{layer}:{i}", width="stretch")
-else:
-    which = st.selectbox("Image", list(inputs), key="classify_nn_image")
-    try:
-        bank, paths, damaged = sample_bank(spec, stamp, tuple(load_source("sample").val.paths))
-    except (DataError, ImageDecodeError) as exc:
-        st.error(plain(exc, 400))
-        bank, damaged = None, []
-    for problem in damaged[:10]:
-        st.caption(f":material/broken_image: Damaged sample image, left out: {plain(problem, 300)}")
-    if len(damaged) > 10:
-        st.caption(f"... and {len(damaged) - 10} more damaged sample images left out.")
-    if bank is not None:
-        query = embeddings(loaded.model, inputs[which][None])[0]
-        order, sims = nearest(query, bank, k=8)
-        st.caption("The sample's validation images whose fc7 features are closest to this one "
-                   "(the paper's figure 4).")
-        cols = st.columns(8)
-        for col, i, sim in zip(cols, order, sims):
-            where = f"{Path(paths[i]).parent.name}/{Path(paths[i]).name}"
-            shown = image_from_disk(paths[i], 256, label=where)
-            if isinstance(shown, str):  # changed on disk since its features were read
-                damaged_note(shown, col)
-            else:
-                col.image(shown, caption=f"{Path(paths[i]).parent.name} ({sim:.2f})", width="stretch")
+view.explain_further(loaded, results, spec, stamp)
 
 device_banner()

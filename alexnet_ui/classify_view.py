@@ -1,0 +1,239 @@
+"""The Classify page's parts: what the model can say, how sure counts as sure, the images to
+classify (uploads, a photo, the examples), one card per classified image, and "Explain further"
+(conv1 filters, activation maps, nearest neighbours in fc7)."""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+import numpy as np
+import streamlit as st
+
+from alexnet_core import locations
+from alexnet_core.analysis.charts import topk_bars
+from alexnet_core.inputs import images as image_files
+from alexnet_core.inputs.images import ImageDecodeError
+from alexnet_core.predict.inference import DEFAULT_FRAMING, FRAMINGS, SURE_MARGIN, SURE_PROBABILITY, top_k, verdict
+from alexnet_ui.feedback import user_errors
+from alexnet_ui.images import enlarged, fit_for_display, thumbnail
+from alexnet_ui.loaders import image_from_disk, image_problem, loaded_model
+from alexnet_ui.text import plain
+from alexnet_ui.widgets import damaged_note
+
+EXPLAIN = {"filters": "conv1 filters", "maps": "Activation maps", "neighbours": "Nearest neighbours (fc7)"}
+
+
+def examples() -> list[Path]:
+    return sorted(locations.EXAMPLES_DIR.glob("*.jpg"))
+
+
+def what_the_model_can_say(loaded) -> None:
+    classes, size = loaded.class_names, loaded.input_size
+    shown = ", ".join(classes) if len(classes) <= 12 else ", ".join(classes[:10]) + f" and {len(classes) - 10} more"
+    st.info(f"**What this model can say.** It knows {len(classes)} classes ({plain(shown, 400)}) and sees "
+            f"every image as {size}×{size} pixels. Anything else in a photo still gets one of these labels, so a "
+            "low score, or two close ones, means the model is not sure.", icon=":material/lightbulb:")
+
+
+def judging_settings() -> tuple[str, float, float]:
+    """(framing, sure probability, sure margin) picked above the uploads."""
+    settings = st.columns([1, 1, 1])
+    framing = settings[0].segmented_control(
+        "Images that are not square", list(FRAMINGS), default=DEFAULT_FRAMING, key="classify_framing",
+        format_func=lambda f: {"crop": "Centre crop", "fit": "Whole image"}[f], help="\n\n".join(FRAMINGS.values()),
+    ) or DEFAULT_FRAMING
+    sure_probability = settings[1].slider(
+        "Sure when the top class has at least", 20, 95, round(SURE_PROBABILITY * 100), 5, format="%d%%",
+        key="classify_sure_p", help="Below this probability for the top class, the answer is shown as unsure.") / 100
+    sure_margin = settings[2].slider(
+        "...and leads the next class by at least", 0, 80, round(SURE_MARGIN * 100), 5, format="%d points",
+        key="classify_sure_margin",
+        help="If the top class leads the second by fewer percentage points, the answer is shown as unsure.") / 100
+    return framing, sure_probability, sure_margin
+
+
+def images_to_classify(uploads, photo, use_examples: bool) -> list[tuple[str, bytes]]:
+    """(name shown, bytes) of the uploads (capped, with a note when some are left out), the photo,
+    or, with neither, the examples (each checked by the safe decoder first; a damaged one is
+    named and left out). Names are made unique, since two uploads may share one."""
+    items, kept_bytes, dropped = [], 0, 0
+    for upload in uploads or []:
+        if len(items) >= image_files.MAX_UPLOAD_FILES or kept_bytes + upload.size > image_files.MAX_UPLOAD_BYTES:
+            dropped += 1
+            continue
+        kept_bytes += upload.size
+        items.append((upload.name, upload.getvalue()))
+    if dropped:
+        st.warning(f"Classified the first {len(items)} of {len(items) + dropped} images: one batch takes at most "
+                   f"{image_files.MAX_UPLOAD_FILES} images and {image_files.MAX_UPLOAD_BYTES // 2**20} MB. Remove "
+                   "some to see the rest.", icon=":material/filter_list:")
+    if photo is not None:
+        items.append(("camera photo", photo.getvalue()))
+    damaged = []
+    if use_examples and not items:
+        for example in examples():  # read only once the safe decoder has passed the file (never a FIFO or a folder)
+            problem = image_problem(example)
+            if problem:
+                damaged.append(problem)
+            else:
+                items.append((example.name, example.read_bytes()))
+    for problem in damaged:
+        st.warning(f"Damaged example image, left out: {plain(problem, 300)}", icon=":material/broken_image:")
+    seen = {}
+    for i, (name, data) in enumerate(items):
+        seen[name] = seen.get(name, 0) + 1
+        items[i] = (f"{name} ({seen[name]})" if seen[name] > 1 else name, data)
+    return items
+
+
+@st.cache_data(max_entries=64, ttl=3600, show_spinner=False)
+def analyse(spec: str, stamp: str, data: bytes, name: str, framing: str):
+    """Decode one image and predict it (cached: the examples, or an image sent twice, cost nothing):
+    (a digest of the bytes (the key of this image's widgets), thumbnail of the original, of the
+    framed square, (width, height) decoded, the exact pixels the network gets, its standardised
+    input, probabilities), or the error."""
+    from alexnet_core.inputs.images import decode_image
+    from alexnet_core.predict.inference import frame, network_view
+
+    try:
+        image = decode_image(data, name)
+    except ImageDecodeError as exc:
+        return str(exc)
+    model, predictor = loaded_model(spec)
+    square = frame(image, framing)
+    view = network_view(square, model.input_size, framing)  # already square: framed once
+    probs = predictor.probabilities(view[None])[0]
+    return (hashlib.sha1(data).hexdigest()[:12], thumbnail(image), thumbnail(square),
+            (image.shape[1], image.shape[0]), view, model.preprocess(view), probs)
+
+
+def classified(spec: str, stamp: str, items, framing: str) -> list[tuple]:
+    """(name, *analyse's result) of every image that decodes; each one that does not is said."""
+    results = []
+    for name, data in items:
+        outcome = analyse(spec, stamp, data, name, framing)
+        if isinstance(outcome, str):
+            st.error(plain(outcome, 400), icon=":material/broken_image:")
+        else:
+            results.append((name, *outcome))
+    return results
+
+
+@st.cache_data(max_entries=256, ttl=3600, show_spinner=False)
+def heat_map(spec: str, stamp: str, model_input: np.ndarray, class_index: int) -> np.ndarray:
+    from alexnet_core.analysis.explain import gradcam
+
+    model, _ = loaded_model(spec)
+    return gradcam(model.model, model_input, class_index)[0]
+
+
+def result_card(index: int, result: tuple, loaded, spec: str, stamp: str, k: int, sure: tuple[float, float]) -> None:
+    """One classified image: the original, what the network sees, its top k with a verdict, and
+    where it looked (Grad-CAM) for a class of the user's choice."""
+    from alexnet_core.analysis.explain import overlay
+
+    name, digest, small, square, dims, view, model_input, p = result
+    classes, size = loaded.class_names, loaded.input_size
+    with st.container(border=True):
+        cols = st.columns([1, 1, 2, 1])
+        cols[0].image(fit_for_display(small), caption=f"{plain(name, 80)} ({dims[0]}×{dims[1]})", width="stretch")
+        cols[1].image(enlarged(view), width="stretch", caption=f"What the network sees: {size}×{size} pixels, enlarged")
+        predictions = top_k(p, classes, k, loaded.class_words)
+        judged = verdict(p, *sure)
+        best = f"{plain(predictions[0].get('words') or predictions[0]['label'])} ({predictions[0]['probability']:.1%})"
+        if judged["sure"]:
+            cols[2].markdown(f":material/check_circle: **{best}**")
+        else:
+            cols[2].markdown(f":orange-badge[:material/help: Unsure] best guess **{best}**")
+            cols[2].caption(f"Unsure because {judged['reason']}.")
+        cols[2].plotly_chart(topk_bars(predictions, height=40 + 28 * len(predictions)), width="stretch",
+                             key=f"classify_bars_{index}_{digest}", config={"displayModeBar": False})
+        order = np.argsort(-p)
+        target = cols[3].selectbox("Grad-CAM for", [classes[i] for i in order], key=f"classify_cam_{index}_{digest}")
+        heat = heat_map(spec, stamp, model_input, classes.index(target))
+        cols[3].image(fit_for_display(overlay(square, heat)), width="stretch",
+                      caption=f"Where it looked for '{plain(target, 60)}'")
+
+
+@st.cache_data(show_spinner="Computing fc7 features of the sample...", max_entries=4)
+def sample_bank(spec: str, stamp: str, paths: tuple):
+    """(fc7 features, their files, what is wrong with each file left out) of the sample's
+    validation images; a file the safe decoder refuses is left out and named, not fatal."""
+    from alexnet_core.analysis.explain import embeddings
+    from alexnet_core.inputs.images import read_image
+
+    images, kept, damaged = [], [], []
+    for path in paths:
+        try:
+            image = read_image(path)
+        except ImageDecodeError as exc:
+            damaged.append(str(exc).replace(str(path), f"{Path(path).parent.name}/{Path(path).name}", 1))
+            continue
+        if images and image.shape != images[0].shape:
+            damaged.append(f"{Path(path).parent.name}/{Path(path).name}: {image.shape[1]}x{image.shape[0]} pixels, "
+                           f"unlike the sample's {images[0].shape[1]}x{images[0].shape[0]}")
+            continue
+        images.append(image)
+        kept.append(path)
+    if not images:
+        return None, [], damaged
+    model, _ = loaded_model(spec)
+    feats = embeddings(model.model, model.preprocess(np.stack(images)))
+    return feats, kept, damaged
+
+
+def activation_maps(loaded, inputs: dict) -> None:
+    from alexnet_core.analysis.explain import activations, feature_layers
+
+    a, b = st.columns(2)
+    which = a.selectbox("Image", list(inputs), key="classify_map_image")
+    layer = b.selectbox("Layer", feature_layers(loaded.model), key="classify_map_layer")
+    maps = activations(loaded.model, inputs[which], layer, limit=32)
+    cols = st.columns(8)
+    for i, fmap in enumerate(maps):
+        cols[i % 8].image((fmap * 255).astype(np.uint8), caption=f"{layer}:{i}", width="stretch")
+
+
+def nearest_neighbours(loaded, inputs: dict, spec: str, stamp: str) -> None:
+    """The sample's validation images whose fc7 features are closest to the picked image's."""
+    from alexnet_core.analysis.explain import embeddings, nearest
+    from alexnet_core.inputs.data import load_source
+
+    which = st.selectbox("Image", list(inputs), key="classify_nn_image")
+    bank, paths, damaged = None, [], []
+    with user_errors(limit=400, icon=None):
+        bank, paths, damaged = sample_bank(spec, stamp, tuple(load_source("sample").val.paths))
+    for problem in damaged[:10]:
+        st.caption(f":material/broken_image: Damaged sample image, left out: {plain(problem, 300)}")
+    if len(damaged) > 10:
+        st.caption(f"... and {len(damaged) - 10} more damaged sample images left out.")
+    if bank is None:
+        return
+    query = embeddings(loaded.model, inputs[which][None])[0]
+    order, sims = nearest(query, bank, k=8)
+    st.caption("The sample's validation images whose fc7 features are closest to this one (the paper's figure 4).")
+    for col, i, sim in zip(st.columns(8), order, sims):
+        where = f"{Path(paths[i]).parent.name}/{Path(paths[i]).name}"
+        shown = image_from_disk(paths[i], 256, label=where)
+        if isinstance(shown, str):  # changed on disk since its features were read
+            damaged_note(shown, col)
+        else:
+            col.image(shown, caption=f"{Path(paths[i]).parent.name} ({sim:.2f})", width="stretch")
+
+
+def explain_further(loaded, results: list[tuple], spec: str, stamp: str) -> None:
+    from alexnet_core.analysis.explain import conv1_filters
+
+    st.subheader("Explain further")
+    explain = st.segmented_control("Explain further", list(EXPLAIN), format_func=EXPLAIN.get,
+                                   key="classify_explain", label_visibility="collapsed")
+    inputs = {result[0]: result[6] for result in results}  # name: the network's standardised input
+    if explain is None:
+        st.caption("Pick one: the first layer's filters, what each layer responds to, or the most similar images.")
+    elif explain == "filters":
+        st.image(conv1_filters(loaded.model), caption="The first layer's kernels (the paper's figure 3)", width=420)
+    elif explain == "maps":
+        activation_maps(loaded, inputs)
+    else:
+        nearest_neighbours(loaded, inputs, spec, stamp)
