@@ -302,7 +302,9 @@ def _all_settings() -> dict[str, Setting]:
     network = typing.get_type_hints(Arch)
     settings = {}
     for f in dataclasses.fields(TrainConfig):
-        described = f.metadata["setting"]
+        described = f.metadata.get("setting")
+        if described is None:
+            raise TypeError(f"TrainConfig.{f.name} has no Setting: declare it with setting(...)")
         if described.parts:
             parts = {name: _described(part, name, network[name]) for name, part in described.parts.items()}
             described = dataclasses.replace(described, parts=parts)
