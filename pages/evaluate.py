@@ -1,233 +1,51 @@
-import pandas as pd
 import streamlit as st
 
-from alexnet_core.analysis.charts import confusion_figure, per_class_bars, topk_bars
-from alexnet_core.analysis.evaluation import evaluate
-from alexnet_core.analysis.explain import gradcam, overlay
-from alexnet_core.inputs.data import DataError
-from alexnet_core.inputs.images import ImageDecodeError
-from alexnet_core.predict.inference import resolve_model_path, top_k
-from alexnet_core.settings.choices import AUTO_SPLIT, EVAL_SPLITS
-from alexnet_ui.loaders import data_choices, image_from_disk, loaded_model, model_stamp
-from alexnet_ui.navigation import loaded_model_or_stop, page_setup
-from alexnet_ui.text import plain
+from alexnet_core.predict.inference import resolve_model_path
+from alexnet_ui import evaluate_view as view
+from alexnet_ui.feedback import user_errors
+from alexnet_ui.loaders import model_stamp
+from alexnet_ui.navigation import loaded_model_or_stop, page_setup, stop_page
 from alexnet_ui.timeline import epoch_timeline
-from alexnet_ui.widgets import damaged_note, device_banner, heat_legend, pick_model
+from alexnet_ui.widgets import device_banner, pick_model
 
-page_setup()
-st.title("Evaluate")
-st.caption("Which classes does the network confuse, on which images? Click a cell of the matrix to see them.")
+page_setup("Evaluate", "Which classes does the network confuse, on which images? Click a cell of the matrix to see them.")
 
 c1, c2, c3 = st.columns([2, 2, 1])
 with c1:
     spec = pick_model("eval_model")
 if spec is None:
-    device_banner()
-    st.stop()
-choices = data_choices()
-data = c2.selectbox("Data", list(choices), format_func=choices.get, key="eval_data")
-if data == "folder":
-    data = c2.text_input("Folder", placeholder="/path/to/images (class folders inside)", key="eval_folder").strip()
-split = c3.selectbox("Split", [AUTO_SPLIT, *EVAL_SPLITS], key="eval_split",
-                     help="auto: test if the data has one, else validation")
-flip = c3.toggle("Flip averaging", key="eval_flip", help="Average each prediction with its mirror image")
+    stop_page()
+data, split, flip = view.data_pickers(c2, c3)
 if not data:
     st.info("Enter the path of an image folder laid out as PATH/<class>/<image>.")
-    device_banner()
-    st.stop()
-
-
-def pick_label(spec: str) -> str:
-    from alexnet_ui.loaders import model_choices
-
-    return model_choices().get(spec, spec)
-
-
-def run_evaluation(spec: str, data: str, split: str | None, flip: bool):
-    """Evaluate with a progress bar; remembered per session (and cached on disk across sessions)."""
-    key = (spec, model_stamp(spec), data, split, flip)
-    memo = st.session_state.setdefault("eval_results", {})
-    if key not in memo:
-        loaded, _ = loaded_model(spec)
-        bar = st.progress(0.0, text="Evaluating...")
-        result = evaluate(loaded, data, split, flip=flip, progress=lambda done, total: bar.progress(
-            min(1.0, done / max(total, 1)), text=f"Evaluating {done:,}/{total:,} images"))
-        bar.empty()
-        memo.clear()
-        memo[key] = result
-    return memo[key]
-
+    stop_page()
 
 loaded, _ = loaded_model_or_stop(spec)
-try:
-    result = run_evaluation(spec, data, None if split == AUTO_SPLIT else split, flip)
-except (DataError, ValueError) as exc:
-    st.error(plain(exc, 600), icon=":material/error:")
-    device_banner()
-    st.stop()
+with user_errors(ValueError) as evaluation:
+    result = view.run_evaluation(spec, data, None if split == "auto" else split, flip)
+if evaluation.failed:
+    stop_page()
+view.headline(result, spec, data, flip)
 
-m = st.columns(4)
-m[0].metric("Accuracy", f"{result.accuracy():.1%}")
-m[1].metric("Top-5 accuracy", f"{result.top_k_accuracy(5):.1%}")
-m[2].metric("Images", f"{result.n:,}")
-m[3].metric("Split", result.split)
-source_words = {"sample": "the bundled sample", "cifar10": "CIFAR-10"}.get(data, "the folder " + plain(data, 80))
-st.caption(f"Every figure on this page: {plain(pick_label(spec))} on the {result.split} split of {source_words} "
-           f"({result.n:,} images){', averaged with mirror images' if flip else ''}. A model's headline accuracy "
-           "(Home, Runs) can differ: it is measured on its own, usually larger, validation set.")
-
-if result.note:
-    st.info(plain(result.note, 600), icon=":material/folder_off:")
-
-cm = result.confusion_matrix()
-normalize = st.toggle("Row-normalised (share of each true class)", key="eval_normalize")
-# The click of the previous run (the chart's state), read before the chart is drawn, so the
-# chart can outline the clicked cell.
-event = st.session_state.get("eval_cm") or {}
-points = (event.get("selection") or {}).get("points") or []
-if points:
-    # Points are laid out row by row: index = true * classes + predicted.
-    st.session_state["eval_cell"] = divmod(int(points[0]["point_index"]), len(result.classes))
-cell = st.session_state.get("eval_cell")
-if cell and not (0 <= cell[0] < len(result.classes) and 0 <= cell[1] < len(result.classes)):
-    cell = None  # left over from a model with more classes
-fig = confusion_figure(cm, result.classes, normalize, selected=cell)
-st.plotly_chart(fig, on_select="rerun", selection_mode="points", key="eval_cm", width="stretch",
-                config={"displayModeBar": False})
-st.download_button("Download the matrix (CSV)", pd.DataFrame(cm, index=result.classes, columns=result.classes)
-                   .to_csv(index_label="true \\ predicted"), "confusion_matrix.csv", mime="text/csv",
-                   icon=":material/download:")
-
-
-
-def shown_images(indices):
-    """The evaluated images at `indices` to show: from disk each through the safe decoder (a file
-    that no longer decodes is, in its place, a str naming it and what is wrong), or from memory;
-    None (with the error shown) if they cannot be had at all."""
-    from pathlib import Path
-
-    if result.paths is not None:
-        return [image_from_disk(result.paths[i], None, label="/".join(Path(result.paths[i]).parts[-2:]))
-                for i in indices]
-    try:
-        return result.images(indices)
-    except (DataError, ImageDecodeError) as exc:
-        st.error(plain(exc, 400))
-        return None
-
-
-def image_grid(indices, caption_for, key):
-    show_cam = st.toggle("Show Grad-CAM (what the network looked at)", key=f"{key}_cam")
-    if show_cam:
-        heat_legend(st.columns([1, 2])[0])
-    if not len(indices):
-        st.caption("No images here.")
-        return
-    images = shown_images(indices)
-    if images is None:
-        return
-    cols = st.columns(6)
-    for n, (i, image) in enumerate(zip(indices, images)):
-        with cols[n % 6]:
-            if isinstance(image, str):  # changed or damaged on disk since it was evaluated
-                damaged_note(image)
-                continue
-            shown = image
-            if show_cam:
-                heat, _ = gradcam(loaded.model, loaded.preprocess(image), int(result.predicted[i]))
-                shown = overlay(image, heat)
-            st.image(shown, caption=caption_for(i), width="stretch")
-            st.plotly_chart(topk_bars(top_k(result.probs[i], result.classes, 5), height=150),
-                            key=f"{key}_bars_{i}", config={"displayModeBar": False})
-
-
+cell = view.confusion_matrix(result)
 if cell:
-    true_i, pred_i = cell
-    indices = result.cell(true_i, pred_i)
-    st.subheader(f"True {result.classes[true_i]}, predicted {result.classes[pred_i]}: {len(indices)} images")
-    limit = st.slider("Images to show", 6, 60, 12, 6, key="eval_cell_limit") if len(indices) > 12 else 12
-    image_grid(indices[:limit], lambda i: f"{result.confidence[i]:.0%} {result.classes[result.predicted[i]]}",
-               "cell")
+    view.cell_images(result, loaded, cell)
 else:
     st.info("Click a cell of the matrix to see the images behind it, most confident first.",
             icon=":material/touch_app:")
 
 st.subheader("Per-class metrics")
-report = result.report()
-left, right = st.columns([2, 3])
-left.dataframe(report, hide_index=True, width="stretch", column_config={
-    k: st.column_config.NumberColumn(k.capitalize() if k != "f1" else "F1", format="percent")
-    for k in ("precision", "recall", "f1")})
-right.plotly_chart(per_class_bars(report), width="stretch", key="eval_per_class")
+view.per_class(result)
 
 st.subheader("Most confident mistakes")
-mistakes = result.mistakes(12)
-image_grid(mistakes, lambda i: f"{result.classes[result.labels[i]]} → {result.classes[result.predicted[i]]} "
-           f"({result.confidence[i]:.0%})", "mistakes")
+view.mistakes(result, loaded)
 
 st.subheader("A map of what the network learned")
 st.caption("Each point is one image, placed by the network's own view of it: its fc7 features (the paper's "
            "figure 4), reduced with PCA to 50 dimensions and laid out in 2-D with t-SNE. Images the network "
            "finds alike sit together; a class it has learned forms its own island. Colour: the true class; "
            "a cross: a mistake. Hover for the image, click a point for its top 5 and what the network looked at.")
-
-
-def draw_map():
-    from alexnet_core.analysis.charts import MAP_SELECTION, embedding_chart
-    from alexnet_core.analysis.embedding_map import MAP_POINTS, build_map, is_cached
-
-    key = (spec, model_stamp(spec), data, split, flip)
-    memo = st.session_state.setdefault("eval_maps", {})
-    if key not in memo:
-        slot = st.empty()
-        if not is_cached(loaded, result) and not slot.button(
-                f"Draw the map ({min(result.n, MAP_POINTS):,} images, a few seconds)", icon=":material/scatter_plot:",
-                key="eval_map_go"):
-            return
-        slot.empty()
-        bar = st.progress(0.0, text="Reading fc7 features...")
-        try:
-            made = build_map(loaded, result, progress=lambda done, total: bar.progress(
-                min(1.0, done / max(total, 1)), text=f"fc7 features of {done:,}/{total:,} images"))
-        except DataError as exc:
-            bar.empty()
-            st.error(plain(exc, 400))
-            return
-        bar.empty()
-        memo.clear()
-        memo[key] = made
-    made = memo[key]
-    idx = made.indices
-    sampled = (f"{len(idx):,} of the {made.total:,} images, every class in proportion"
-               if len(idx) < made.total else f"all {made.total:,} images")
-    chart = embedding_chart(made.xy, result.classes, result.labels[idx], result.predicted[idx],
-                            result.confidence[idx], made.thumbnails)
-    event = st.altair_chart(chart, on_select="rerun", key="eval_map", width="stretch")
-    st.caption(f"{plain(pick_label(spec))} on the {result.split} split: {sampled}. Distances between islands "
-               "mean little in t-SNE; who neighbours whom is what counts.")
-    picked = ((event or {}).get("selection") or {}).get(MAP_SELECTION) or []
-    if not picked or not 0 <= int(picked[0].get("i", -1)) < len(idx):
-        return
-    i = int(idx[int(picked[0]["i"])])
-    image = (shown_images([i]) or [None])[0]
-    if image is None:
-        return
-    if isinstance(image, str):
-        damaged_note(image)
-        return
-    truth, guess = result.classes[result.labels[i]], result.classes[result.predicted[i]]
-    st.markdown(f"**The picked image:** true class {plain(truth)}, predicted {plain(guess)} "
-                f"({result.confidence[i]:.0%}){'' if truth == guess else ', a mistake'}.")
-    a, b, c = st.columns([1, 1, 2])
-    a.image(image, caption="The image", width="stretch")
-    heat, _ = gradcam(loaded.model, loaded.preprocess(image), int(result.predicted[i]))
-    b.image(overlay(image, heat), caption=f"Grad-CAM for {plain(guess)}", width="stretch")
-    heat_legend(b)
-    c.plotly_chart(topk_bars(top_k(result.probs[i], result.classes, 5), height=230), key="eval_map_topk",
-                   config={"displayModeBar": False})
-
-
-draw_map()
+view.learned_map(result, loaded, spec, key=(spec, model_stamp(spec), data, split, flip))
 
 run_dir = resolve_model_path(spec)[1]
 if run_dir is not None:
