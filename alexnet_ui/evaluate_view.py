@@ -11,12 +11,12 @@ import streamlit as st
 
 from alexnet_core.analysis.charts import confusion_figure, per_class_bars, topk_bars
 from alexnet_core.predict.inference import top_k
+from alexnet_core.settings.choices import AUTO_SPLIT, EVAL_SPLITS
 from alexnet_ui.feedback import user_errors
 from alexnet_ui.loaders import data_choices, image_from_disk, loaded_model, model_choices, model_stamp
 from alexnet_ui.text import plain
 from alexnet_ui.widgets import damaged_note, heat_legend
 
-SPLITS = ["auto", "test", "val", "train", "all"]
 SOURCE_WORDS = {"sample": "the bundled sample", "cifar10": "CIFAR-10"}
 
 
@@ -27,7 +27,7 @@ def data_pickers(data_column, split_column) -> tuple[str, str, bool]:
     if data == "folder":
         data = data_column.text_input("Folder", placeholder="/path/to/images (class folders inside)",
                                       key="eval_folder").strip()
-    split = split_column.selectbox("Split", SPLITS, key="eval_split",
+    split = split_column.selectbox("Split", [AUTO_SPLIT, *EVAL_SPLITS], key="eval_split",
                                    help="auto: test if the data has one, else validation")
     flip = split_column.toggle("Flip averaging", key="eval_flip", help="Average each prediction with its mirror image")
     return data, split, flip

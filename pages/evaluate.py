@@ -1,6 +1,7 @@
 import streamlit as st
 
 from alexnet_core.predict.inference import resolve_model_path
+from alexnet_core.settings.choices import AUTO_SPLIT
 from alexnet_ui import evaluate_view as view
 from alexnet_ui.feedback import user_errors
 from alexnet_ui.loaders import model_stamp
@@ -22,7 +23,7 @@ if not data:
 
 loaded, _ = loaded_model_or_stop(spec)
 with user_errors(ValueError) as evaluation:
-    result = view.run_evaluation(spec, data, None if split == "auto" else split, flip)
+    result = view.run_evaluation(spec, data, None if split == AUTO_SPLIT else split, flip)
 if evaluation.failed:
     stop_page()
 view.headline(result, spec, data, flip)
