@@ -83,6 +83,17 @@ def test_the_wheel_holds_the_whole_app(installed):
     assert not stray, f"the wheel ships files the checkout does not: {sorted(stray)[:20]}"
 
 
+def test_pyproject_lists_every_package():
+    """pyproject.toml names the packages one by one (the app's files need a package of their own,
+    mapped to this folder): a new subpackage needs its line there, or the wheel goes without it."""
+    import tomllib
+
+    listed = set(tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"])
+    packages = {".".join(p.parent.relative_to(ROOT).parts) for top in ("alexnet_core", "alexnet_ui")
+                for p in (ROOT / top).rglob("__init__.py")}
+    assert listed == packages | {"alexnet_explorer", "alexnet_explorer.pages"}, listed ^ packages
+
+
 def test_installed_command_predicts_with_the_bundled_model(installed):
     cat = installed["app_dir"] / "assets" / "examples" / "cat.jpg"
     out = _run([installed["script"], "predict", "demo", cat, "--top-k", "3", "--json"], cwd=installed["outside"])
