@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from alexnet_core import locations
 from alexnet_core.inputs import datasets
 from alexnet_core.inputs.datasets import DatasetError
 from alexnet_core.inputs.images import ImageDecodeError
@@ -29,8 +30,8 @@ def test_hostile_names_are_refused_before_they_touch_the_disk(tmp_path, name):
 
 
 def test_build_a_dataset_of_safely_decoded_images(tmp_path, monkeypatch):
-    monkeypatch.setenv("ALEXNET_DATA_DIR", str(tmp_path / "mine"))
-    assert datasets.data_root() == tmp_path / "mine"
+    monkeypatch.setenv(locations.DATA_DIR_ENV, str(tmp_path / "mine"))
+    assert locations.data_root() == tmp_path / "mine"
     path = datasets.create_dataset("My pets")
     assert path == tmp_path / "mine" / "My pets"
     with pytest.raises(DatasetError, match="already"):
@@ -88,7 +89,7 @@ def test_fine_tuning_keeps_the_base_models_convolutions_and_trains_a_new_head(tm
     assert "Fine-tuning from demo: kept 10 layers" in result.stderr
     run_dir = tmp_path / "runs" / "tuned"
     tuned = keras.models.load_model(run_dir / layout.MODEL, safe_mode=True)
-    base = keras.models.load_model(layout.BUNDLED_DIR / "demo" / layout.MODEL, safe_mode=True)
+    base = keras.models.load_model(locations.DEMO_RUN / layout.MODEL, safe_mode=True)
     assert tuned.output_shape == (None, 2)
     for name in ("conv1", "bn1", "conv5", "bn5"):  # frozen: exactly the base model's, BatchNorm statistics too
         for a, b in zip(tuned.get_layer(name).get_weights(), base.get_layer(name).get_weights()):
