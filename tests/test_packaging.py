@@ -49,8 +49,10 @@ def installed(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("packaging")
     src = tmp / "src"
     shutil.copytree(ROOT, src, ignore=_not_copied)
-    _run([sys.executable, "-m", "pip", "wheel", src, "--no-deps", "--no-build-isolation", "-q", "-w", tmp / "dist"],
-         cwd=src)
+    # What `pip wheel --no-build-isolation` runs, called directly: the same backend, offline, in a
+    # third less time (pip asks the backend for the metadata first, in a process of its own).
+    _run([sys.executable, "-c", "import sys; from setuptools import build_meta; build_meta.build_wheel(sys.argv[1])",
+          tmp / "dist"], cwd=src)
     (wheel,) = (tmp / "dist").glob("alexnet_explorer-*.whl")
     venv = tmp / "venv"
     _run([sys.executable, "-m", "venv", "--system-site-packages", "--without-pip", venv], cwd=tmp)
