@@ -13,8 +13,6 @@ import signal
 import threading
 from pathlib import Path
 
-from alexnet_core.store import layout
-
 DISK_ERRORS = (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM)
 
 
@@ -213,13 +211,16 @@ def disk_message(exc: OSError, folder: Path, needed_bytes: int) -> str:
             "resume: the last completed epoch is saved and intact.")
 
 
+RESERVE = ".reserve"  # in a run folder: a little disk space the trainer frees to record a disk-full failure
+
+
 class Reserve:
     """A small file the trainer deletes on a disk-full error, so that it can still record why."""
 
     SIZE = 256 * 1024
 
     def __init__(self, run_dir: Path):
-        self.path = Path(run_dir) / layout.RESERVE
+        self.path = Path(run_dir) / RESERVE
 
     def claim(self) -> None:
         with contextlib.suppress(OSError):

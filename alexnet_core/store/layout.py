@@ -57,7 +57,6 @@ STOP_REQUEST = "stop.request"
 LOCK = "trainer.lock"  # held (flock) by the one trainer of a run for its whole life
 
 
-RESERVE = ".reserve"  # a little disk space the trainer frees to record a disk-full failure
 
 
 READ_ONLY = ".read-only"  # marks a bundled run the app must not delete or resume

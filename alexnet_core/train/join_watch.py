@@ -180,7 +180,7 @@ def _kept(run_dir, place) -> str:
 def _record_join_end(run_dir, state: str, message: str) -> None:
     """status.json of a run whose trainer this process ended during the join: its last commit
     republished (nothing was trained since), the state and why."""
-    from alexnet_core.store import layout, liveness
+    from alexnet_core.store import fileio, layout, liveness
     from alexnet_core.train.checkpoints import CheckpointStore
 
     fields = {}
@@ -189,8 +189,8 @@ def _record_join_end(run_dir, state: str, message: str) -> None:
         store.recover()
         fields = {"completed_epochs": store.completed_epochs, "has_model": store.publish_model() is not None}
     with contextlib.suppress(OSError):
-        (run_dir / layout.RESERVE).unlink(missing_ok=True)
+        (run_dir / fileio.RESERVE).unlink(missing_ok=True)
         if state == "stopped":
             (run_dir / layout.STOP_REQUEST).unlink(missing_ok=True)
         liveness.write_status(run_dir, state=state, message=message, finished=time.time(), phase=None,
-                          **({"reason": "cluster"} if state == "failed" else {}), **fields)
+                              **({"reason": "cluster"} if state == "failed" else {}), **fields)
