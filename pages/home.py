@@ -7,8 +7,7 @@ from alexnet_ui.navigation import page_setup
 from alexnet_ui.text import cpu_friendly_variants, format_bytes, plain
 from alexnet_ui.widgets import device_banner
 
-page_setup()
-st.title("AlexNet Explorer")
+page_setup("AlexNet Explorer")
 st.markdown(
     "See, train and question AlexNet, the network that won ImageNet 2012, in every published "
     "variant. Everything runs on this machine, offline: a trained model and sample images come with the app."
