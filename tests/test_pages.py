@@ -368,3 +368,61 @@ def test_your_classes_page_creates_a_dataset_and_refuses_hostile_names(tmp_path)
     assert (tmp_path / "data" / "my pets" / "cats").is_dir()
     train = run_page("pages/train.py")
     assert "Your classes: my pets" in train.radio(key="train_data_kind").options  # offered as data to train on
+
+
+# --- One place where pages catch errors -------------------------------------------------------------
+
+
+def test_user_errors_says_what_a_user_can_act_on_and_lets_bugs_through():
+    def script():
+        import errno
+
+        import streamlit as st
+
+        from alexnet_core.store.layout import RunError
+        from alexnet_ui.feedback import user_errors
+
+        with user_errors() as refused:
+            raise RunError("Another run is training: stop it first.")
+        st.write(f"refused: {refused.failed}")
+        with user_errors(limit=400, icon=None):
+            raise OSError(errno.ENOSPC, "No space left on device", "/nowhere/runs/x/config.json")
+        with user_errors() as fine:
+            st.write("inside")
+        st.write(f"fine: {fine.failed}")
+        with user_errors():
+            raise KeyError("a bug")
+
+    at = AppTest.from_function(script, default_timeout=TIMEOUT).run()
+    errors = [e.value.replace("\\", "") for e in at.error]
+    assert errors[0] == "Another run is training: stop it first."
+    assert "No space left on device" in errors[1] and "/nowhere/runs/x/config.json" in errors[1]
+    assert [m.value for m in at.markdown] == ["refused: True", "inside", "fine: False"]
+    assert at.exception and "KeyError" in at.exception[0].message + str(at.exception[0].proto)
+
+
+def test_user_errors_lets_rerun_and_stop_through():
+    def script():
+        import streamlit as st
+
+        from alexnet_ui.feedback import user_errors
+
+        st.session_state["runs"] = st.session_state.get("runs", 0) + 1
+        with user_errors():
+            if st.session_state["runs"] == 1:
+                st.rerun()
+            st.stop()
+        st.write("after the block")
+
+    at = AppTest.from_function(script, default_timeout=TIMEOUT).run()
+    assert at.session_state["runs"] == 2 and not at.markdown and not at.error
+
+
+def test_page_scripts_catch_nothing_themselves():
+    """A page shows a user's error through alexnet_ui.feedback.user_errors (or a helper of its
+    alexnet_ui module that does more than show it), never with an except clause of its own."""
+    import ast
+
+    for script in sorted((ROOT / "pages").glob("*.py")):
+        handlers = [node for node in ast.walk(ast.parse(script.read_text())) if isinstance(node, ast.ExceptHandler)]
+        assert not handlers, f"{script.name} line {handlers[0].lineno}: use alexnet_ui.feedback.user_errors"
