@@ -86,13 +86,19 @@ def main() -> None:
         bomb_map = write_npz(tmp / "bomb-map.npz", {"xy": np.zeros((1000, 2), np.float32)},
                              {"thumbnails": ((size // 2**22,), "<U1048576", size)})
 
-        load = ("from alexnet_core.predict.inference import ModelLoadError, load_model\n"
+        # Each setup imports by the package layout of the checkout it runs in (grouped or flat), so
+        # the same script measures this code and an older checkout for the "before" column.
+        load = ("try:\n    from alexnet_core.predict.inference import ModelLoadError, load_model\n"
+                "except ImportError:\n    from alexnet_core.inference import ModelLoadError, load_model\n"
                 "def attempt(spec):\n"
                 "    try:\n        return load_model(spec).path.name\n"
                 "    except ModelLoadError as exc:\n        return str(exc)")
-        timeline = "from alexnet_core.train.snapshots import read_timeline"
+        timeline = ("try:\n    from alexnet_core.train.snapshots import read_timeline\n"
+                    "except ImportError:\n    from alexnet_core.snapshots import read_timeline")
         usual_timeline = f"read_timeline({str(DEMO)!r}, 120, 10)"
-        cache = ("from alexnet_core import runs, evaluation, embedding_map\n"
+        cache = ("try:\n    from alexnet_core.analysis import embedding_map, evaluation\n"
+                 "    from alexnet_core.store import fileio as runs\n"
+                 "except ImportError:\n    from alexnet_core import embedding_map, evaluation, runs\n"
                  "def read_eval(path):\n"
                  "    if hasattr(evaluation, 'read_cache'):\n        return evaluation.read_cache(path, 1000, 10)\n"
                  "    return runs.load_npz(path, ('probs', 'kept'))\n"
