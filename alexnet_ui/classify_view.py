@@ -15,6 +15,7 @@ from alexnet_core.analysis.charts import topk_bars
 from alexnet_core.inputs import images as image_files
 from alexnet_core.inputs.images import ImageDecodeError
 from alexnet_core.predict.inference import DEFAULT_FRAMING, FRAMINGS, SURE_MARGIN, SURE_PROBABILITY, top_k, verdict
+from alexnet_core.settings.choices import framing_name
 from alexnet_ui.feedback import user_errors
 from alexnet_ui.images import enlarged, fit_for_display, thumbnail
 from alexnet_ui.loaders import image_from_disk, image_problem, loaded_model
@@ -41,7 +42,7 @@ def judging_settings() -> tuple[str, float, float]:
     settings = st.columns([1, 1, 1])
     framing = settings[0].segmented_control(
         "Images that are not square", list(FRAMINGS), default=DEFAULT_FRAMING, key="classify_framing",
-        format_func=lambda f: {"crop": "Centre crop", "fit": "Whole image"}[f], help="\n\n".join(FRAMINGS.values()),
+        format_func=framing_name, help="\n\n".join(FRAMINGS.values()),
     ) or DEFAULT_FRAMING
     sure_probability = settings[1].slider(
         "Sure when the top class has at least", 20, 95, round(SURE_PROBABILITY * 100), 5, format="%d%%",
