@@ -14,8 +14,9 @@ import os
 import sys
 import time
 
+from alexnet_core import exits
 from alexnet_core.errors import AlexNetError
-from alexnet_core.train.join_watch import JOIN_TIMEOUT_S
+from alexnet_core.join_watch import JOIN_TIMEOUT_S
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 STARTED = time.time()  # when this command started (a stop request older than this is stale)
@@ -229,13 +230,13 @@ def cmd_train(args) -> int:
     except OSError as exc:
         raise UsageError(f"Cannot create the run folder: {exc}") from exc
     if place is not None:
-        from alexnet_core.train.join_watch import supervise_worker
+        from alexnet_core.join_watch import supervise_worker
 
         code = supervise_worker(config, run_dir, place, args.join_timeout)
     else:
         prepare_tensorflow()
         with contextlib.redirect_stdout(sys.stderr):  # Keras' progress lines are logs: stdout stays for results
-            code = run_training(config, run_dir)
+            code = exits.of_training(run_training(config, run_dir))
     if not args.json:
         print(run_dir)
     else:
@@ -373,7 +374,7 @@ def cmd_predict(args) -> int:
                 continue
             top = ", ".join(f"{p.get('words') or p['label']} {p['probability']:.1%}" for p in r["predictions"])
             print(f"{r['image']}: {top}" + ("" if r["sure"] else f" (unsure: {r['unsure_because']})"))
-    return 2 if all(r["error"] for r in results) else 0
+    return exits.USAGE if all(r["error"] for r in results) else exits.OK
 
 
 def cmd_export(args) -> int:
@@ -507,7 +508,7 @@ def main(argv=None) -> int:
         return args.func(args)
     except UsageError as exc:
         print(f"error: {exc}", file=sys.stderr)
-        return 2
+        return exits.USAGE
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
-        return 130
+        return exits.INTERRUPTED

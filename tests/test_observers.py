@@ -13,7 +13,7 @@ from alexnet_core.train import lifecycle
 from alexnet_core.train.checkpoints import epoch_file
 from alexnet_core.train.loop import Trainer
 from alexnet_core.train.observers import Observer
-from alexnet_core.train.training import run_training
+from alexnet_core.train.training import Ending, run_training
 from tests.helpers import TINY, make_image_folder
 
 STEPS = 3
@@ -90,7 +90,7 @@ def test_a_new_observer_sees_every_step_each_commit_on_disk_and_the_end_once(fol
 def test_an_observer_that_raises_fails_the_run_and_keeps_every_committed_epoch(folder, tmp_path):
     config, run_dir = new_run(folder, tmp_path / "runs", epochs=3)
     recorder, messages = Recorder(), []
-    assert run_training(config, run_dir, log=messages.append, observers=[Boom(epoch=2), recorder]) == 1
+    assert run_training(config, run_dir, log=messages.append, observers=[Boom(epoch=2), recorder]) is Ending.FAILED
     status = liveness.read_status(run_dir)
     assert status["state"] == "failed" and status["reason"] == "internal", status
     assert "RuntimeError: an observer's bug" in status["message"] and "Traceback" in (run_dir / layout.LOG).read_text()
@@ -99,7 +99,7 @@ def test_an_observer_that_raises_fails_the_run_and_keeps_every_committed_epoch(f
     assert [c for c in recorder.calls if c[0] == "end"] == [("end", None, 2, "RuntimeError")]  # once, with the error
     assert not [t for t in threading.enumerate() if t.name == "run-monitor"]  # the heartbeat ended with the run
 
-    assert run_training(config, run_dir, log=messages.append) == 0  # resumed after epoch 2, not from scratch
+    assert run_training(config, run_dir, log=messages.append) is Ending.DONE  # resumed after epoch 2, not from scratch
     assert list(layout.read_metrics(run_dir)["epoch"]) == [1, 2, 3]
     assert fileio.read_json(run_dir / layout.CHECKPOINTS / layout.STATE)["iterations"] == 3 * STEPS
     assert liveness.read_status(run_dir)["state"] == "finished"

@@ -19,7 +19,7 @@ from alexnet_core.train import lifecycle
 from alexnet_core.train.loop import Trainer, divergence
 from alexnet_core.train.monitor import Progress
 from alexnet_core.train.optimizer import plateau_learning_rate
-from alexnet_core.train.training import run_training
+from alexnet_core.train.training import Ending, run_training
 from tests.helpers import TINY, TINY_ARGS, cli, make_image_folder
 
 
@@ -296,7 +296,7 @@ def test_internal_errors_exit_1_with_a_traceback_in_the_log(folder, tmp_path, mo
     monkeypatch.setattr(loop, "make_steps", broken)
     config, run_dir = new_run(folder, tmp_path / "runs", epochs=1)
     messages = []
-    assert run_training(config, run_dir, log=messages.append) == 1
+    assert run_training(config, run_dir, log=messages.append) is Ending.FAILED
     status = liveness.read_status(run_dir)
     assert status["state"] == "failed" and status["message"].startswith("Internal error: ValueError")
     assert "Traceback" in (run_dir / layout.LOG).read_text() and "Traceback" not in messages[-1]

@@ -10,6 +10,7 @@ TensorFlow: imported lazily.
 
 from __future__ import annotations
 
+import enum
 import os
 import sys
 import time
@@ -79,14 +80,16 @@ def prepare_tensorflow() -> None:
     configure_threads()
 
 
-BAD_INPUT_EXIT = 2
-INTERNAL_EXIT = 1
+class Ending(enum.Enum):
+    """How run_training ended; the command line turns it into its exit code (exits.of_training)."""
+
+    DONE = "done"  # finished, or stopped with every committed epoch kept
+    FAILED = "failed"  # diverged, failed or an internal error (the traceback in train.log)
+    BAD_INPUT = "bad input"  # settings, data or the run folder refused, with a message naming them
 
 
-def run_training(config: TrainConfig, run_dir: Path, log=None, observers=()) -> int:
-    """train() with every ending recorded in status.json; returns a process exit code:
-    0 finished or stopped, 1 diverged, failed or an internal error (traceback in train.log),
-    2 bad input (a message naming it), 130 interrupted."""
+def run_training(config: TrainConfig, run_dir: Path, log=None, observers=()) -> Ending:
+    """train() with every ending recorded in status.json, and how it ended."""
     from alexnet_core.inputs.data import DataError
     from alexnet_core.train.devices import cluster
 
@@ -95,29 +98,29 @@ def run_training(config: TrainConfig, run_dir: Path, log=None, observers=()) -> 
         place = cluster()
     except ConfigError as exc:
         log(f"error: {exc}")
-        return BAD_INPUT_EXIT
+        return Ending.BAD_INPUT
     writes = place is None or place.is_chief  # only the chief writes the run folder
     try:
         status = train(config, run_dir, log=log, observers=observers)
     except layout.ActiveRunError as exc:  # another trainer owns this run: leave its status alone
         log(f"error: {exc}")
-        return BAD_INPUT_EXIT
+        return Ending.BAD_INPUT
     except (DataError, ConfigError, layout.RunError) as exc:
         if writes:
             _record_failure(run_dir, str(exc), "data" if isinstance(exc, DataError) else "settings")
         log(f"error: {exc}")
-        return BAD_INPUT_EXIT
+        return Ending.BAD_INPUT
     except Exception as exc:
         if not writes:
             log(traceback.format_exc())
             log(f"error: internal error: {type(exc).__name__}: {exc}")
-            return INTERNAL_EXIT
+            return Ending.FAILED
         _record_failure(run_dir, f"Internal error: {type(exc).__name__}: {exc} (details in {layout.LOG})", "internal")
         _log_traceback(run_dir)
         log(f"error: internal error: {type(exc).__name__}: {exc}; the traceback is in {Path(run_dir) / layout.LOG}")
-        return INTERNAL_EXIT
+        return Ending.FAILED
     log(status.get("message", ""))
-    return 0 if status["state"] in ("finished", "stopped") else INTERNAL_EXIT
+    return Ending.DONE if status["state"] in ("finished", "stopped") else Ending.FAILED
 
 
 def _record_failure(run_dir: Path, message: str, reason: str) -> None:

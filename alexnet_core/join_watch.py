@@ -15,12 +15,14 @@ import os
 import sys
 import time
 
+from alexnet_core import exits
+
 CLUSTER_CHILD_ENV = "ALEXNET_CLUSTER_CHILD"  # the settings and run folder of a supervised multi-worker trainer
 JOIN_TIMEOUT_S = 300.0  # --join-timeout's default
 
 
 def cluster_child() -> int:
-    """The trainer of one worker of a multi-worker run, started by supervise_worker."""
+    """The trainer of one worker of a multi-worker run, started by supervise_worker; its exit code."""
     from pathlib import Path
 
     from alexnet_core.settings.config import TrainConfig
@@ -29,7 +31,7 @@ def cluster_child() -> int:
     spec = json.loads(os.environ.pop(CLUSTER_CHILD_ENV))
     prepare_tensorflow()
     with contextlib.redirect_stdout(sys.stderr):
-        return run_training(TrainConfig.from_dict(spec["config"]), Path(spec["run_dir"]))
+        return exits.of_training(run_training(TrainConfig.from_dict(spec["config"]), Path(spec["run_dir"])))
 
 
 def _die_with_parent() -> None:  # in the child, before exec: killing the supervisor kills the trainer
@@ -96,7 +98,7 @@ def supervise_worker(config, run_dir, place, join_timeout) -> int:
     asked: list[int] = []
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda sig, _: asked.append(sig))
-    proc = subprocess.Popen([sys.executable, "-c", "import sys; from alexnet_core.train.join_watch import cluster_child; "
+    proc = subprocess.Popen([sys.executable, "-c", "import sys; from alexnet_core.join_watch import cluster_child; "
                              "sys.exit(cluster_child())"], env=env, pass_fds=(write,), preexec_fn=_die_with_parent)
     os.close(write)
     joining = peers = scratch = None
@@ -144,14 +146,14 @@ def supervise_worker(config, run_dir, place, join_timeout) -> int:
             why = "Ctrl-C" if signal.SIGINT in asked else "SIGTERM" if asked else "Stop"
             where = f"while waiting for {who} to join" if waited is not None else "as the trainer started"
             return end("stopped", f"Stopped ({why}) {where}, before the first step; {_kept(run_dir, place)}; "
-                                  "start every worker again with --resume to continue.", 0)
+                                  "start every worker again with --resume to continue.", exits.OK)
         if waited is None:
             continue
         if waited > timeout:
             return end("failed", f"{who} did not join within {timeout:g} s (--join-timeout): start "
                                  f"{'it' if len(peers.missing()) == 1 else 'every worker'} with the same arguments, "
                                  f"check that each address is reachable from here, then start this worker again "
-                                 f"({_kept(run_dir, place)}).", 1)
+                                 f"({_kept(run_dir, place)}).", exits.FAILED)
         message = f"Waiting for {who} to join ({waited:.0f} s of the {timeout:g} s join timeout)"
         if place.is_chief:
             with contextlib.suppress(OSError):
@@ -164,8 +166,7 @@ def supervise_worker(config, run_dir, place, join_timeout) -> int:
         signal.signal(sig, lambda sig, _: proc.poll() is None and proc.send_signal(sig))
     if asked and proc.poll() is None:
         proc.send_signal(asked[-1])
-    code = proc.wait()
-    return 128 - code if code < 0 else code
+    return exits.of_child(proc.wait())
 
 
 def _kept(run_dir, place) -> str:
