@@ -24,8 +24,9 @@ c1, c2 = st.columns(2)
 use_examples = c1.toggle("Try the examples", value=True, key="classify_examples", disabled=bool(uploads),
                          help=f"{len(view.examples())} images from the CIFAR-10 validation split; hidden while "
                               "you have uploads")
-photo = st.camera_input("Camera", key="classify_camera") if c2.toggle("Take a photo", key="classify_camera_on") \
-    else None
+photo = None
+if c2.toggle("Take a photo", key="classify_camera_on"):
+    photo = st.camera_input("Camera", key="classify_camera")
 
 items = view.images_to_classify(uploads, photo, use_examples)
 if not items:
