@@ -6,6 +6,8 @@ Exit codes: 0 success, 2 bad usage or bad input (a message, no traceback).
 
 from __future__ import annotations
 
+# Imports inside functions are deliberate: TensorFlow and Keras, and the modules that reach them,
+# load on first use, so importing this module (the app's pages, the command line) stays light.
 import argparse
 import contextlib
 import json
@@ -13,10 +15,16 @@ import math
 import os
 import sys
 import time
+from pathlib import Path
 
-from alexnet_core import exits
+from alexnet_core import exits, locations
 from alexnet_core.errors import AlexNetError
 from alexnet_core.join_watch import JOIN_TIMEOUT_S
+from alexnet_core.settings.choices import DEFAULT_FRAMING, EVAL_SPLITS, FRAMINGS
+from alexnet_core.settings.config import ConfigError, TrainConfig
+from alexnet_core.settings.flags import add_network_flags, add_train_flags, network_from_args, train_settings_from_args
+from alexnet_core.settings.recipes import get_recipe, list_recipes
+from alexnet_core.store import layout, liveness
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 STARTED = time.time()  # when this command started (a stop request older than this is stale)
@@ -28,7 +36,6 @@ class UsageError(AlexNetError):
 
 def switches_from_args(args) -> dict:
     """The network flags (num_classes, input_size and the switches), each None where not given."""
-    from alexnet_core.settings.flags import network_from_args
 
     return network_from_args(args)
 
@@ -50,7 +57,6 @@ def cmd_variants(args) -> int:
 
 
 def cmd_recipes(args) -> int:
-    from alexnet_core.settings.recipes import list_recipes
 
     rows = list_recipes()
     if args.json:
@@ -132,9 +138,6 @@ def cmd_export_model(args) -> int:
 
 def _train_config(args):
     """The TrainConfig of a new run from the flags (a recipe, overridden by explicit flags)."""
-    from alexnet_core.settings.config import TrainConfig
-    from alexnet_core.settings.flags import train_settings_from_args
-    from alexnet_core.settings.recipes import get_recipe
 
     if not args.recipe and (not (args.variant or args.init_from) or not args.data):
         raise UsageError("train needs --recipe NAME, or --variant (or --init-from MODEL) and --data (or --resume "
@@ -193,11 +196,8 @@ def _refuse_settings_with_resume(args) -> None:
 
 def cmd_train(args) -> int:
     """Validate everything (settings, data, the one-run rule) before a run folder exists, then train."""
-    from pathlib import Path
 
     from alexnet_core.inputs.data import DataError
-    from alexnet_core.settings.config import ConfigError
-    from alexnet_core.store import layout, liveness
     from alexnet_core.train import launcher, lifecycle
     from alexnet_core.train.training import prepare_tensorflow, run_training
 
@@ -247,9 +247,7 @@ def cmd_train(args) -> int:
 def clear_stale_stop(run_dir, before: float) -> None:
     """Remove the run's stop request if it was written before `before` (a stop meant for an
     earlier trainer); one written since stays, for the trainer to honour as soon as it can."""
-    from pathlib import Path
 
-    from alexnet_core.store import layout
 
     path = Path(run_dir) / layout.STOP_REQUEST
     try:
@@ -279,10 +277,7 @@ def _join_cluster(args):
 
 def _worker_config(args):
     """(config, run folder) for a worker other than the chief, which gets the chief's arguments."""
-    from pathlib import Path
 
-    from alexnet_core.settings.config import TrainConfig
-    from alexnet_core.store import layout
 
     if args.resume:
         run_dir = Path(args.resume)
@@ -296,9 +291,7 @@ def _worker_config(args):
 
 
 def cmd_stop(args) -> int:
-    from pathlib import Path
 
-    from alexnet_core.store import layout, liveness
 
     run_dir = Path(args.run_dir)
     if not (run_dir / layout.CONFIG).exists():
@@ -311,7 +304,6 @@ def cmd_stop(args) -> int:
 def cmd_app(args) -> int:
     """`streamlit run` on the app.py installed with the package (or this checkout's), with every
     other argument passed on. Streamlit replaces this process: its signals and exit code are the app's."""
-    from alexnet_core import locations
 
     if not locations.APP.is_file():
         raise UsageError(f"The app's files are missing ({locations.APP} does not exist): reinstall alexnet-explorer")
@@ -381,7 +373,6 @@ def cmd_export(args) -> int:
     from alexnet_core.export import bundle
     from alexnet_core.inputs.data import DataError
     from alexnet_core.predict.inference import ModelLoadError
-    from alexnet_core.store import layout
 
     try:
         dest = bundle.export_run(args.run_dir, args.dest, evaluate_on=args.evaluate, split=args.split,
@@ -395,8 +386,6 @@ def cmd_export(args) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     from alexnet_core import __version__
-    from alexnet_core.settings.choices import DEFAULT_FRAMING, EVAL_SPLITS, FRAMINGS
-    from alexnet_core.settings.flags import add_network_flags, add_train_flags
 
     parser = argparse.ArgumentParser(prog="python -m alexnet_core",
                                      description="AlexNet Explorer on the command line.")

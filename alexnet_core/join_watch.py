@@ -9,13 +9,26 @@ TensorFlow here: the child imports it.
 
 from __future__ import annotations
 
+# Imports inside functions are deliberate: TensorFlow and Keras, and the modules that reach them,
+# load on first use, so importing this module (the app's pages, the command line) stays light.
 import contextlib
+import ctypes
+import dataclasses
 import json
 import os
+import select
+import shutil
+import signal
+import socket
+import subprocess
 import sys
+import threading
 import time
+from pathlib import Path
 
-from alexnet_core import exits
+from alexnet_core import exits, locations
+from alexnet_core.settings.config import TrainConfig
+from alexnet_core.store import fileio, layout, liveness
 
 CLUSTER_CHILD_ENV = "ALEXNET_CLUSTER_CHILD"  # the settings and run folder of a supervised multi-worker trainer
 JOIN_TIMEOUT_S = 300.0  # --join-timeout's default
@@ -23,9 +36,7 @@ JOIN_TIMEOUT_S = 300.0  # --join-timeout's default
 
 def cluster_child() -> int:
     """The trainer of one worker of a multi-worker run, started by supervise_worker; its exit code."""
-    from pathlib import Path
 
-    from alexnet_core.settings.config import TrainConfig
     from alexnet_core.train.training import prepare_tensorflow, run_training
 
     spec = json.loads(os.environ.pop(CLUSTER_CHILD_ENV))
@@ -36,8 +47,6 @@ def cluster_child() -> int:
 
 def _die_with_parent() -> None:  # in the child, before exec: killing the supervisor kills the trainer
     with contextlib.suppress(Exception):
-        import ctypes
-        import signal
 
         ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG (Linux)
 
@@ -46,8 +55,6 @@ class _Peers:
     """Which of the other workers answer on their address (a TCP connect every 2 s, in a thread)."""
 
     def __init__(self, place):
-        import socket
-        import threading
 
         self.place, self.answering, self.done = place, set(), threading.Event()
         others = [i for i in range(place.size) if i != place.position]
@@ -80,13 +87,7 @@ def supervise_worker(config, run_dir, place, join_timeout) -> int:
     on --join-timeout, Stop (the chief), SIGTERM or Ctrl-C it ends the child and records the
     run failed (timeout) or stopped. Nothing has been trained then. After the join it passes
     SIGTERM and Ctrl-C on to the trainer, which stops as always, and exits with its code."""
-    import dataclasses
-    import select
-    import signal
-    import subprocess
 
-    from alexnet_core import locations
-    from alexnet_core.store import liveness
     from alexnet_core.train.distributed import JOIN_PIPE_ENV
 
     timeout = JOIN_TIMEOUT_S if join_timeout is None else join_timeout
@@ -111,7 +112,6 @@ def supervise_worker(config, run_dir, place, join_timeout) -> int:
         proc.kill()
         proc.wait()
         if scratch:
-            import shutil
 
             shutil.rmtree(scratch, ignore_errors=True)
         log(("error: " if state == "failed" else "") + message)
@@ -170,7 +170,6 @@ def supervise_worker(config, run_dir, place, join_timeout) -> int:
 
 
 def _kept(run_dir, place) -> str:
-    from alexnet_core.store import fileio, layout
 
     if not place.is_chief:
         return "the run is kept as it was"
@@ -181,7 +180,6 @@ def _kept(run_dir, place) -> str:
 def _record_join_end(run_dir, state: str, message: str) -> None:
     """status.json of a run whose trainer this process ended during the join: its last commit
     republished (nothing was trained since), the state and why."""
-    from alexnet_core.store import fileio, layout, liveness
     from alexnet_core.train.checkpoints import CheckpointStore
 
     fields = {}

@@ -2,6 +2,12 @@
 
 from __future__ import annotations
 
+# Imports inside functions are deliberate: TensorFlow and Keras, the modules that reach them
+# and Pillow, Altair load on first use, so importing this module
+# (the app's pages, the command line) stays light.
+import base64
+import io
+
 import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
@@ -323,8 +329,6 @@ PROBE_COLUMNS = 8
 
 
 def _png_uri(image: np.ndarray) -> str:
-    import base64
-    import io
 
     from PIL import Image
 

@@ -9,6 +9,9 @@ and the evaluated images, which are read through evaluation's pixel pipeline (da
 
 from __future__ import annotations
 
+# Imports inside functions are deliberate: TensorFlow and Keras, the modules that reach them
+# and Pillow, scikit-learn load on first use, so importing this module
+# (the app's pages, the command line) stays light.
 import base64
 import io
 from dataclasses import dataclass

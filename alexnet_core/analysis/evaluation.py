@@ -7,6 +7,9 @@ is instant.
 
 from __future__ import annotations
 
+# Imports inside functions are deliberate: TensorFlow and Keras, the modules that reach them
+# and pandas, scikit-learn load on first use, so importing this module
+# (the app's pages, the command line) stays light.
 from dataclasses import dataclass
 from pathlib import Path
 

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+# Imports inside functions are deliberate: TensorFlow and Keras, the modules that reach them
+# and Pillow load on first use, so importing this module
+# (the app's pages, the command line) stays light.
 import weakref
 
 import numpy as np

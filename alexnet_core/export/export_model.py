@@ -10,6 +10,9 @@ the preprocessing and the parity figures.
 
 from __future__ import annotations
 
+# Imports inside functions are deliberate: TensorFlow and Keras, the modules that reach them
+# and NumPy load on first use, so importing this module
+# (the app's pages, the command line) stays light.
 import json
 import shutil
 import statistics

@@ -7,8 +7,11 @@ Folders stream from disk; decoded images are cached in memory only when they fit
 
 from __future__ import annotations
 
+# Imports inside functions are deliberate: TensorFlow and Keras, and the modules that reach them,
+# load on first use, so importing this module (the app's pages, the command line) stays light.
 import math
 import os
+import socket
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -215,7 +218,6 @@ def cifar10_available() -> bool:
 
 def cifar10_reachable(timeout: float = 2.0) -> bool:
     """Whether CIFAR-10's download server answers from here (a TCP connection, nothing sent)."""
-    import socket
 
     try:
         with socket.create_connection((CIFAR10_HOST, 443), timeout=timeout):

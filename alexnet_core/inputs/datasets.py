@@ -14,6 +14,8 @@ they touch the disk. No Streamlit, no TensorFlow.
 
 from __future__ import annotations
 
+# Imports inside functions are deliberate: Pillow loads on first use, so importing this module
+# (the app's pages, the command line) stays light.
 import hashlib
 import io
 import re
@@ -27,6 +29,7 @@ from alexnet_core.errors import AlexNetError
 from alexnet_core.inputs.images import MAX_UPLOAD_FILES, ImageDecodeError, decode_image, read_image
 from alexnet_core.locations import data_root
 from alexnet_core.settings.config import ConfigError, TrainConfig
+from alexnet_core.settings.recipes import get_recipe
 from alexnet_core.store import fileio
 
 NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9 _.-]{0,47}$")
@@ -281,7 +284,6 @@ def train_config(path: Path, fine_tune: bool, epochs: int) -> TrainConfig:
     """A run on a built dataset: the `fine-tune` recipe (the bundled model's convolutional layers
     kept, a new head trained on them), or the `quick` recipe from scratch; a fifth of each class
     kept aside to measure it."""
-    from alexnet_core.settings.recipes import get_recipe
 
     problem = readiness(path)
     if problem:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import io
 import os
+import stat
 import warnings
 from pathlib import Path
 
@@ -125,7 +126,6 @@ def decode_image(data: bytes, name: str = "image") -> np.ndarray:
 def read_image(path: str | os.PathLike) -> np.ndarray:
     """An image file -> decode_image. Only regular files are read (never a FIFO, a device or a
     folder, which could block or never end), and at most MAX_IMAGE_BYTES of them."""
-    import stat
 
     path = Path(path)
     try:

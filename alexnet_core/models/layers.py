@@ -4,6 +4,8 @@ file that uses them loads with `safe_mode=True`."""
 
 from __future__ import annotations
 
+# Imports inside functions are deliberate: TensorFlow and Keras, and the modules that reach them,
+# load on first use, so importing this module (the app's pages, the command line) stays light.
 import math
 
 import keras

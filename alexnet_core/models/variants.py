@@ -9,6 +9,8 @@ like the paper: conv1..conv5, fc6, fc7, fc8 and a float32 softmax
 
 from __future__ import annotations
 
+# Imports inside functions are deliberate: TensorFlow and Keras, and the modules that reach them,
+# load on first use, so importing this module (the app's pages, the command line) stays light.
 import dataclasses
 import math
 from collections.abc import Callable

@@ -7,9 +7,15 @@ inputs.preprocess (shared with training and evaluation).
 
 from __future__ import annotations
 
+# Imports inside functions are deliberate: TensorFlow and Keras, the modules that reach them
+# and NumPy load on first use, so importing this module
+# (the app's pages, the command line) stays light.
 import json
 import os
+import stat
 import warnings
+import zipfile
+import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -196,9 +202,6 @@ def check_model_file(path: Path) -> None:
     MAX_MODEL_BYTES or what the file holds, or any of whose members would unpack to more than
     it should hold: the weights member more than its config declares (weights and optimizer
     state), config.json and metadata.json more than their limits, anything else over 1 MiB."""
-    import stat
-    import zipfile
-    import zlib
 
     try:
         if not stat.S_ISREG(os.stat(path).st_mode):  # a FIFO would block the reader

@@ -4,13 +4,21 @@ readers, disk-full handling. No TensorFlow."""
 
 from __future__ import annotations
 
+# Imports inside functions are deliberate: NumPy and pandas load on first use, so importing this module
+# (the app's pages, the command line) stays light.
 import contextlib
 import errno
+import io
 import json
+import math
 import os
 import shutil
 import signal
+import stat
+import struct
 import threading
+import zipfile
+import zlib
 from pathlib import Path
 
 DISK_ERRORS = (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM)
@@ -77,7 +85,6 @@ def atomic_write(path: str | os.PathLike, label: str | None = None, suffix: str 
 def save_npz(path: str | os.PathLike, label: str | None = None, **arrays) -> None:
     """Write `arrays` as a compressed .npz at `path` through `atomic_write`. Arrays of Python
     objects are refused (ValueError): `load_npz` never unpickles."""
-    import io
 
     import numpy as np
 
@@ -113,10 +120,6 @@ def load_npz(path: str | os.PathLike, keys, limits: dict | None = None) -> dict 
     (8 unless given). A key without limits may hold NPZ_MAX_BYTES of numbers or text. Each member's size
     in the zip directory and each array's header are checked against them before anything is
     decompressed, so a small file that unpacks to gigabytes costs nothing."""
-    import math
-    import struct
-    import zipfile
-    import zlib
 
     import numpy as np
     from numpy.lib import format as npy
@@ -238,7 +241,6 @@ MAX_JSON_DEPTH = 100  # nesting of any JSON file read from disk (Python recurses
 def regular_file(path) -> bool:
     """Whether `path` is a regular file (opening a FIFO named like one would block the reader);
     FileNotFoundError when there is nothing there."""
-    import stat
 
     return stat.S_ISREG(os.stat(path).st_mode)
 

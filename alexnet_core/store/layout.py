@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import zipfile
 from datetime import datetime
 from pathlib import Path
 
@@ -284,7 +285,6 @@ def safe_file(run_dir: Path, name: str) -> Path | None:
 
 def model_problem(run_dir: Path) -> str | None:
     """Why model.keras cannot be a Keras model (a .keras file is a zip archive), or None."""
-    import zipfile
 
     path = Path(run_dir) / MODEL
     if not path.exists():

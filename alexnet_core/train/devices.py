@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+# Imports inside functions are deliberate: TensorFlow and Keras, and the modules that reach them,
+# load on first use, so importing this module (the app's pages, the command line) stays light.
 import contextlib
 import json
 import os
@@ -11,7 +13,7 @@ import shutil
 import subprocess
 from dataclasses import dataclass
 
-from alexnet_core.settings.config import ConfigError
+from alexnet_core.settings.config import MIXED_PRECISION, ConfigError
 
 ADDRESS = re.compile(r"^(?:[A-Za-z0-9.-]+|\[[0-9A-Fa-f:]+\]):(\d{1,5})$")
 
@@ -209,7 +211,6 @@ def use_mixed_precision(setting: str = "auto") -> bool:
     import keras
     import tensorflow as tf
 
-    from alexnet_core.settings.config import MIXED_PRECISION
 
     if setting not in MIXED_PRECISION:
         raise ConfigError(f"mixed_precision must be {', '.join(MIXED_PRECISION)}, got {setting!r}")

@@ -14,6 +14,8 @@ starts and ends. TensorFlow: imported lazily.
 
 from __future__ import annotations
 
+# Imports inside functions are deliberate: TensorFlow and Keras, and the modules that reach them,
+# load on first use, so importing this module (the app's pages, the command line) stays light.
 import os
 import re
 import shutil

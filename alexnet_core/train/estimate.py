@@ -4,6 +4,9 @@ measured with the real training step and input pipeline. TensorFlow: imported la
 
 from __future__ import annotations
 
+# Imports inside functions are deliberate: TensorFlow and Keras, the modules that reach them
+# and NumPy load on first use, so importing this module
+# (the app's pages, the command line) stays light.
 import math
 import time
 

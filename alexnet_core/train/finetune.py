@@ -8,6 +8,10 @@ when a fine-tuning run starts. TensorFlow: imported lazily (by the model loader)
 
 from __future__ import annotations
 
+# Imports inside functions are deliberate: TensorFlow and Keras, and the modules that reach them,
+# load on first use, so importing this module (the app's pages, the command line) stays light.
+import dataclasses
+
 from alexnet_core.settings.config import ConfigError, TrainConfig
 from alexnet_core.store import fileio, layout
 
@@ -16,7 +20,6 @@ def fine_tune_source(config: TrainConfig):
     """(config with the base model's variant, switches and input size; the base Keras model) for
     a run that starts from a trained model's convolutional layers (`init_from`). The new head's
     dropout is the run's own when it sets one."""
-    import dataclasses
 
     from alexnet_core.predict.inference import ModelLoadError, load_model
 

@@ -7,6 +7,8 @@ resume is decided by train.lifecycle; this module only spawns the process.
 
 from __future__ import annotations
 
+# Imports inside functions are deliberate: TensorFlow and Keras, and the modules that reach them,
+# load on first use, so importing this module (the app's pages, the command line) stays light.
 import os
 import subprocess
 import sys

@@ -3,9 +3,13 @@ loaded and refused with a reason before a run folder exists."""
 
 from __future__ import annotations
 
+# Imports inside functions are deliberate: TensorFlow and Keras, and the modules that reach them,
+# load on first use, so importing this module (the app's pages, the command line) stays light.
 import os
+from dataclasses import asdict
 from pathlib import Path
 
+from alexnet_core.settings.config import ConfigError, TrainConfig
 from alexnet_core.store import catalog, layout, liveness
 
 
@@ -16,14 +20,12 @@ def new_run(config, root=None, run_id: str | None = None, allow_parallel: bool =
     creation are one step (`liveness.runs_lock`). `starter_pid`: the process that starts the run's trainer
     at once (the command line, which trains it itself, or the launcher, which spawns it): the run
     is then created `starting`, so the rule counts it before that trainer takes its lock."""
-    from dataclasses import asdict
 
     from alexnet_core.inputs.data import load_source
 
     load_source(config.data, config.val_split)  # DataError names what is wrong with the data
     if config.init_from:
         from alexnet_core.predict.inference import ModelLoadError, resolve_model_path
-        from alexnet_core.settings.config import ConfigError
 
         try:
             resolve_model_path(config.init_from)
@@ -48,7 +50,6 @@ def check_resumable(run_dir: Path, allow_parallel: bool = False, launching: bool
     `starter_pid`: the process that starts its trainer now (as in `new_run`): the run is marked
     `starting` in the same step as the checks (`liveness.runs_lock`), so two resumes give one trainer.
     """
-    from alexnet_core.settings.config import ConfigError, TrainConfig
 
     run_dir = Path(run_dir)
     if not (run_dir / layout.CONFIG).exists():

@@ -19,6 +19,8 @@ feature is a new observer, given to the Trainer, not an edit here.
 
 from __future__ import annotations
 
+# Imports inside functions are deliberate: TensorFlow and Keras, and the modules that reach them,
+# load on first use, so importing this module (the app's pages, the command line) stays light.
 import math
 import platform
 import shutil

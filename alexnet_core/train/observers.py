@@ -35,6 +35,8 @@ raises (each may have something to close); the first error is raised after all o
 
 from __future__ import annotations
 
+# Imports inside functions are deliberate: TensorFlow and Keras, and the modules that reach them,
+# load on first use, so importing this module (the app's pages, the command line) stays light.
 import math
 from dataclasses import dataclass, field
 from pathlib import Path

@@ -5,6 +5,8 @@ so it survives stops, kills and resumes exactly. TensorFlow: imported lazily (Ke
 
 from __future__ import annotations
 
+# Imports inside functions are deliberate: TensorFlow and Keras, and the modules that reach them,
+# load on first use, so importing this module (the app's pages, the command line) stays light.
 import math
 
 from alexnet_core.settings.config import TrainConfig

@@ -20,6 +20,9 @@ limits below), however large its arrays claim to be. No TensorFlow.
 
 from __future__ import annotations
 
+# Imports inside functions are deliberate: TensorFlow and Keras, the modules that reach them
+# and scikit-learn load on first use, so importing this module
+# (the app's pages, the command line) stays light.
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
