@@ -4,6 +4,8 @@ comparison with a second network)."""
 
 from __future__ import annotations
 
+# Imports inside functions are deliberate: TensorFlow and Keras, and the modules that reach them,
+# load on first use, so importing this module (the app's pages, the command line) stays light.
 import json
 
 import pandas as pd

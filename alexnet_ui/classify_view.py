@@ -4,6 +4,8 @@ classify (uploads, a photo, the examples), one card per classified image, and "E
 
 from __future__ import annotations
 
+# Imports inside functions are deliberate: TensorFlow and Keras, and the modules that reach them,
+# load on first use, so importing this module (the app's pages, the command line) stays light.
 import hashlib
 from pathlib import Path
 

@@ -8,6 +8,8 @@ shows its result (`MESSAGES`)."""
 
 from __future__ import annotations
 
+# Imports inside functions are deliberate: TensorFlow and Keras, and the modules that reach them,
+# load on first use, so importing this module (the app's pages, the command line) stays light.
 from pathlib import Path
 
 import streamlit as st

@@ -4,6 +4,8 @@ the per-class report and the map of what the network learned."""
 
 from __future__ import annotations
 
+# Imports inside functions are deliberate: TensorFlow and Keras, and the modules that reach them,
+# load on first use, so importing this module (the app's pages, the command line) stays light.
 from pathlib import Path
 
 import pandas as pd

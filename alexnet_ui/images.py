@@ -4,6 +4,8 @@ pixels (uint8 RGB arrays); files are read only through loaders.image_from_disk."
 
 from __future__ import annotations
 
+# Imports inside functions are deliberate: Pillow loads on first use, so importing this module
+# (the app's pages, the command line) stays light.
 import numpy as np
 
 

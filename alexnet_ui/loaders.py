@@ -8,11 +8,21 @@ st.cache_data); the runs are read afresh on every page run, so a page never show
 
 from __future__ import annotations
 
+# Imports inside functions are deliberate: TensorFlow and Keras, and the modules that reach them,
+# load on first use, so importing this module (the app's pages, the command line) stays light.
 import gc
 import json
+import os
+from pathlib import Path
 
 import streamlit as st
 
+from alexnet_core.store import catalog
+from alexnet_core.store.cache import model_fingerprint
+from alexnet_core.store.catalog import all_runs as rows
+from alexnet_core.store.catalog import find_run
+from alexnet_core.store.layout import MODEL
+from alexnet_core.store.layout import runs_root as root
 from alexnet_ui.images import thumbnail
 
 # --- The machine and the networks -----------------------------------------------------------
@@ -42,21 +52,18 @@ def variant_table(variant: str, switches_json: str):
 
 
 def runs_root():
-    from alexnet_core.store.layout import runs_root as root
 
     return root()
 
 
 def all_runs() -> list[dict]:
     """The user's runs, then the bundled ones (a user run with the same id wins)."""
-    from alexnet_core.store.catalog import all_runs as rows
 
     return rows(runs_root())
 
 
 def run_dir_of(run_id: str):
     """The folder of a run id from the user (URL or widget), validated; None if unknown."""
-    from alexnet_core.store.catalog import find_run
 
     return find_run(run_id, runs_root())
 
@@ -64,8 +71,6 @@ def run_dir_of(run_id: str):
 def model_choices() -> dict[str, str]:
     """{spec: label} of the models a user can question: the bundled demo, then finished runs."""
     from alexnet_core.locations import DEMO_RUN
-    from alexnet_core.store import catalog
-    from alexnet_core.store.layout import MODEL
 
     rows = all_runs()
     choices = {}
@@ -102,7 +107,6 @@ def model_stamp(spec: str) -> str:
     """The version of the model file behind `spec` (store.cache.model_fingerprint), so what is
     cached from a model is per file version; "" if the spec names no model."""
     from alexnet_core.predict.inference import resolve_model_path
-    from alexnet_core.store.cache import model_fingerprint
 
     try:
         return model_fingerprint(resolve_model_path(spec)[0])
@@ -128,7 +132,6 @@ def loaded_model(spec: str):
 
 def _file_stamp(path) -> tuple | None:
     """(size, mtime) of a file, so a memo is per file version; None if it cannot be stat'ed."""
-    import os
 
     try:
         info = os.stat(path)
@@ -170,7 +173,6 @@ def image_from_disk(path, max_side: int | None = 768, label: str | None = None):
     """An image file to show: its pixels through the safe decoder, at most `max_side` pixels a
     side (memoised per file version), or as decoded with None (not memoised); or (a str) what is
     wrong with it, naming it as `label` (default: its file name). Never raises for a bad file."""
-    from pathlib import Path
 
     from alexnet_core.inputs.images import ImageDecodeError, read_image
 

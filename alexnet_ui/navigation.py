@@ -8,6 +8,8 @@ alexnet_ui/streamlit_internals.py.
 
 from __future__ import annotations
 
+# Imports inside functions are deliberate: TensorFlow and Keras, and the modules that reach them,
+# load on first use, so importing this module (the app's pages, the command line) stays light.
 import streamlit as st
 
 from alexnet_ui.loaders import loaded_model

@@ -4,7 +4,11 @@ deployable files), name and notes, and removal."""
 
 from __future__ import annotations
 
+# Imports inside functions are deliberate: TensorFlow and Keras, and the modules that reach them,
+# load on first use, so importing this module (the app's pages, the command line) stays light.
 import json
+import shutil
+import tempfile
 from datetime import datetime
 from pathlib import Path
 
@@ -13,6 +17,7 @@ import streamlit as st
 
 from alexnet_core.analysis.charts import compare_curves
 from alexnet_core.store import catalog, layout
+from alexnet_core.store.cache import model_fingerprint
 from alexnet_ui.feedback import user_errors
 from alexnet_ui.loaders import run_dir_of, runs_root
 from alexnet_ui.text import format_duration, plain
@@ -122,8 +127,6 @@ def summary(r: dict, run_dir: Path) -> None:
 @st.cache_data(show_spinner=False, max_entries=6)
 def deployable(model_path: str, stamp: str, kind: str) -> tuple[bytes, str, dict]:
     """(file bytes, file name, export record) of a run's model; made in a temporary folder."""
-    import shutil
-    import tempfile
 
     from alexnet_core.export.export_model import export_model
 
@@ -141,7 +144,6 @@ def deployable(model_path: str, stamp: str, kind: str) -> tuple[bytes, str, dict
 
 def deploy_download(model_path: Path, run_key: str) -> None:
     """Pick a deployable format, prepare it (a few seconds, checked against the model), download it."""
-    from alexnet_core.store.cache import model_fingerprint
 
     kind = st.selectbox("Deployable file", list(DEPLOY), format_func=DEPLOY.get, key=f"deploy_kind_{run_key}")
     made = st.session_state.get(f"deploy_{run_key}")

@@ -15,8 +15,12 @@ tests/test_startup.py fails if the frontend Streamlit ships stops reading the tw
 
 from __future__ import annotations
 
+# Imports inside functions are deliberate: Streamlit's internals are reached only when used, on the
+# versions checked, so importing this module never fails on another version.
 import contextlib
+import importlib
 import json
+import threading
 
 _HEAD = b"<head>"
 
@@ -98,8 +102,6 @@ async def warm_up_after_start(app):
 
 def warm_up():
     """Import what the first page needs while the browser is still loading the frontend (a thread)."""
-    import importlib
-    import threading
 
     def imports():
         for name in ("pandas", "plotly.graph_objects", "alexnet_ui.navigation", "alexnet_ui.loaders",

@@ -38,6 +38,8 @@ internals again, then add the version here.
 
 from __future__ import annotations
 
+# Imports inside functions are deliberate: Streamlit's internals are reached only when used, on the
+# versions checked, so importing this module never fails on another version.
 import logging
 import sys
 

@@ -3,17 +3,20 @@ and numbers in words (sizes, durations, shapes). No widgets and no caching."""
 
 from __future__ import annotations
 
+# Imports inside functions are deliberate: TensorFlow and Keras, and the modules that reach them,
+# load on first use, so importing this module (the app's pages, the command line) stays light.
 import re
+from pathlib import Path
+
+from alexnet_core.store.layout import runs_root
 
 _MARKDOWN = re.compile(r"([\\`*_{}\[\]()#+\-.!|<>~$:=])")
 
 
 def _short_paths(text: str) -> str:
     """Server folders in a message named the way the app names them, not as absolute paths."""
-    from pathlib import Path
 
     from alexnet_core.locations import ASSETS
-    from alexnet_core.store.layout import runs_root
 
     try:
         places = {str(runs_root().resolve()): "runs", str(ASSETS.parent): ".", str(Path.home()): "~"}

@@ -3,15 +3,19 @@ per-class accuracy, conv1, probe predictions), drawn on the Evaluate and Runs pa
 
 from __future__ import annotations
 
+# Imports inside functions are deliberate: TensorFlow and Keras, and the modules that reach them,
+# load on first use, so importing this module (the app's pages, the command line) stays light.
+from pathlib import Path
+
 import streamlit as st
 
+from alexnet_core.store import fileio, layout
 from alexnet_ui.text import plain
 
 
 @st.cache_data(show_spinner="Drawing every epoch...", max_entries=4)
 def _timeline(run_dir: str, stamp: float, completed: int, classes: tuple, total: int | None):
     """(figure or None, notes, images per epoch, probe size) of a run's snapshots, per folder version."""
-    from pathlib import Path
 
     from alexnet_core.analysis.charts import epoch_timeline_figure
     from alexnet_core.train.snapshots import read_timeline
@@ -27,9 +31,7 @@ def _timeline(run_dir: str, stamp: float, completed: int, classes: tuple, total:
 def epoch_timeline(run_dir, key: str, elsewhere: str = "") -> bool:
     """A run's epochs as one animated figure with a slider and Play, or a note saying why there
     is none. True if drawn. `elsewhere`: what else the page measures, which these figures are not."""
-    from pathlib import Path
 
-    from alexnet_core.store import fileio, layout
     from alexnet_core.train.snapshots import FOLDER
 
     run_dir = Path(run_dir)

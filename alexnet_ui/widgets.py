@@ -3,6 +3,8 @@ model picker, the Grad-CAM colour legend and the note where a damaged picture wo
 
 from __future__ import annotations
 
+# Imports inside functions are deliberate: TensorFlow and Keras, and the modules that reach them,
+# load on first use, so importing this module (the app's pages, the command line) stays light.
 import streamlit as st
 
 from alexnet_ui.loaders import device_info, model_choices
