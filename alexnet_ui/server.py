@@ -15,8 +15,8 @@ tests/test_startup.py fails if the frontend Streamlit ships stops reading the tw
 
 from __future__ import annotations
 
-# Imports inside functions are deliberate: Streamlit's internals are reached only when used, on the
-# versions checked, so importing this module never fails on another version.
+# The one import inside a function (streamlit, in BaseUrlHint) reads the server's settings when the
+# first page is served, once Streamlit has loaded them.
 import contextlib
 import importlib
 import json
