@@ -287,7 +287,7 @@ def _worker_config(args):
             raise UsageError(f"Cannot resume {run_dir}: {exc}. Every worker must read the run folder the chief "
                              "writes (shared storage)") from exc
     config = _train_config(args)
-    return config, layout.runs_root(args.runs_dir) / (args.run_id or "unnamed")
+    return config, locations.runs_root(args.runs_dir) / (args.run_id or "unnamed")
 
 
 def cmd_stop(args) -> int:

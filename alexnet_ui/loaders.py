@@ -17,12 +17,12 @@ from pathlib import Path
 
 import streamlit as st
 
+from alexnet_core.locations import runs_root as root
 from alexnet_core.store import catalog
 from alexnet_core.store.cache import model_fingerprint
 from alexnet_core.store.catalog import all_runs as rows
 from alexnet_core.store.catalog import find_run
 from alexnet_core.store.layout import MODEL
-from alexnet_core.store.layout import runs_root as root
 from alexnet_ui.images import thumbnail
 
 # --- The machine and the networks -----------------------------------------------------------

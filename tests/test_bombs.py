@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from alexnet_core import locations
 from alexnet_core.locations import DEMO_RUN
 from alexnet_core.predict import inference
 from alexnet_core.predict.inference import ModelLoadError, check_model_file
@@ -356,7 +357,7 @@ def test_cli_refuses_the_model_bomb_and_deep_json_with_a_message(model_bomb, tmp
 def test_pages_render_with_every_bomb_planted(model_bomb):
     from streamlit.testing.v1 import AppTest
 
-    root = layout.runs_root()
+    root = locations.runs_root()
     root.mkdir(parents=True, exist_ok=True)
     snaps = run_copy(root, "snapshot-bombs")
     write_npz(snaps / "snapshots" / "epoch-0002.npz", SNAPSHOT_ARRAYS, {"labels": ((GIB // 2,), "<i2", GIB)})

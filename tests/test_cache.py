@@ -8,6 +8,7 @@ import sys
 import numpy as np
 import pytest
 
+from alexnet_core import locations
 from alexnet_core.store import cache, fileio, layout
 
 LIMITS = {"values": ((4,), "f", 4)}
@@ -157,9 +158,9 @@ def test_results_of_a_run_are_kept_in_it_unless_it_is_read_only(tmp_path):
     run = tmp_path / "run"
     run.mkdir()
     assert cache.folder(run) == run / layout.EVAL
-    assert cache.folder(None) == layout.runs_root() / ".cache" / "eval"
+    assert cache.folder(None) == locations.runs_root() / ".cache" / "eval"
     (run / layout.READ_ONLY).touch()
-    assert cache.folder(run) == layout.runs_root() / ".cache" / "eval"
+    assert cache.folder(run) == locations.runs_root() / ".cache" / "eval"
 
 
 def test_keys_tell_their_parts_apart():

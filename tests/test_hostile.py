@@ -16,6 +16,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from alexnet_core import locations
 from alexnet_core.inputs import images
 from alexnet_core.inputs.images import ImageDecodeError, decode_image, read_image
 from alexnet_core.predict import inference
@@ -114,7 +115,7 @@ def damaged_runs(root, good):
 
 def test_damaged_runs_never_take_a_page_down(trained, tmp_path):
     good, _ = trained
-    root = layout.runs_root()
+    root = locations.runs_root()
     shutil.copytree(good, root / "good")
     made = damaged_runs(root, good)
     rows = {r["run_id"]: r for r in catalog.all_runs(root)}
@@ -164,7 +165,7 @@ def test_fuzz_every_file_of_a_run(trained, tmp_path, seed):
     turn; the readers, the pages and the CLI's resume never raise."""
     good, _ = trained
     rng = random.Random(seed)
-    root = layout.runs_root()
+    root = locations.runs_root()
     files = [p.relative_to(good) for p in good.rglob("*") if p.is_file() and p.suffix in (".json", ".csv", ".keras")]
     for n, rel in enumerate(files):
         run_dir = root / f"fuzz-{n}"
@@ -191,7 +192,7 @@ def test_a_linked_run_is_listed_as_such_and_never_written(trained, tmp_path):
     good, _ = trained
     elsewhere = tmp_path / "elsewhere" / "shared-run"
     shutil.copytree(good, elsewhere)
-    root = layout.runs_root()
+    root = locations.runs_root()
     root.mkdir(parents=True, exist_ok=True)
     (root / "linked").symlink_to(elsewhere, target_is_directory=True)
     row = next(r for r in catalog.all_runs(root) if r["run_id"] == "linked")

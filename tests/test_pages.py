@@ -96,6 +96,7 @@ def test_architecture_compare():
 
 import os  # noqa: E402
 
+from alexnet_core import locations  # noqa: E402
 from alexnet_core.store import catalog, layout, liveness  # noqa: E402
 
 
@@ -139,7 +140,7 @@ def test_train_page_warns_of_slow_variants_on_a_cpu_only():
 
 
 def test_train_page_shows_a_run_and_stops_it(tmp_path):
-    root = layout.runs_root()
+    root = locations.runs_root()
     fake_run(root, "old-run-a")
     active = fake_run(root, "live-run-b", state="running", epochs=5, pid=os.getpid())
     lock = liveness.TrainerLock(active).acquire()  # held by a live trainer
@@ -158,7 +159,7 @@ def test_train_page_shows_a_run_and_stops_it(tmp_path):
 
 
 def test_train_page_offers_resume_for_interrupted_runs():
-    root = layout.runs_root()
+    root = locations.runs_root()
     run_dir = fake_run(root, "cut-a", state="running", epochs=5, pid=2**22 + 7, done=2)  # a pid that is gone
     at = run_page("pages/train.py")
     assert liveness.read_status(run_dir)["state"] == "interrupted"
@@ -166,7 +167,7 @@ def test_train_page_offers_resume_for_interrupted_runs():
 
 
 def test_runs_page_lists_compares_and_deletes():
-    root = layout.runs_root()
+    root = locations.runs_root()
     fake_run(root, "first-a")
     fake_run(root, "second-b")
     at = run_page("pages/runs.py")
@@ -196,12 +197,12 @@ def test_runs_page_prepares_a_deployable_file_of_the_bundled_model():
     assert any("the same top class as the model on" in c.value and "airplane, automobile" in c.value
                for c in at.caption)
     assert at.session_state["deploy_demo"][0] == "int8" and at.session_state["deploy_demo"][2].endswith(".tflite")
-    model_bytes = (layout.BUNDLED_DIR / "demo" / layout.MODEL).stat().st_size
+    model_bytes = (locations.BUNDLED_DIR / "demo" / layout.MODEL).stat().st_size
     assert len(at.session_state["deploy_demo"][1]) < model_bytes / 3  # the int8 file, not the float model
 
 
 def test_runs_page_rejects_path_escapes_from_the_url():
-    fake_run(layout.runs_root(), "only-a")
+    fake_run(locations.runs_root(), "only-a")
     at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=TIMEOUT)
     at.switch_page("pages/runs.py")
     at.query_params["run"] = "../../etc"

@@ -20,6 +20,7 @@ from pathlib import Path
 
 import pytest
 
+from alexnet_core import locations
 from alexnet_core.settings.config import TrainConfig
 from alexnet_core.store import catalog, fileio, layout, liveness
 from alexnet_core.train import launcher, lifecycle
@@ -278,7 +279,7 @@ def another_tab(call, barrier):
 
 
 def test_two_tabs_pressing_start_at_once_make_one_run(no_trainer, monkeypatch):
-    root = layout.runs_root()
+    root = locations.runs_root()
     tab = train_page()
     barrier = threading.Barrier(2, timeout=PAGE_MEET_S)
     meet_after_the_check(barrier, monkeypatch.setattr)
@@ -292,7 +293,7 @@ def test_two_tabs_pressing_start_at_once_make_one_run(no_trainer, monkeypatch):
 
 
 def test_two_tabs_pressing_resume_at_once_start_one_trainer_and_show_no_error(no_trainer, monkeypatch):
-    run_dir = paused_run(layout.runs_root())
+    run_dir = paused_run(locations.runs_root())
     tab = train_page()  # shows the paused run, the only one of the user's
     barrier = threading.Barrier(2, timeout=PAGE_MEET_S)
     meet_after_the_check(barrier, monkeypatch.setattr)
@@ -316,4 +317,4 @@ def test_the_start_button_shows_a_setting_refused_at_start_as_an_error(no_traine
     tab.button(key="train_start").click().run()
     assert not tab.exception, tab.exception
     assert any("Cannot fine-tune from '/nowhere/model.keras'" in text for text in shown(tab.error)), shown(tab.error)
-    assert run_folders(layout.runs_root()) == [] and not no_trainer
+    assert run_folders(locations.runs_root()) == [] and not no_trainer

@@ -7,6 +7,7 @@ import pytest
 import streamlit as st
 from streamlit.testing.v1 import AppTest
 
+from alexnet_core import locations
 from alexnet_core.cli import main
 from alexnet_core.inputs import data as data_module
 from alexnet_core.settings.config import ConfigError, TrainConfig
@@ -97,7 +98,7 @@ def test_cifar10_unreachable_is_known_before_start(monkeypatch):
 
 
 def test_a_run_that_failed_on_its_data_offers_a_new_run_not_resume():
-    root = layout.runs_root()
+    root = locations.runs_root()
     run_dir = fake_run(root, "offline-a", state="failed", epochs=5, done=0)
     config = json.loads((run_dir / layout.CONFIG).read_text())
     config.update({"data": "cifar10", "epochs": 7})
@@ -117,7 +118,7 @@ def test_a_run_that_failed_on_its_data_offers_a_new_run_not_resume():
 
 
 def test_resume_stays_for_runs_a_resume_can_fix():
-    root = layout.runs_root()
+    root = locations.runs_root()
     for reason, resumable in (("disk", True), ("internal", True), ("data", False), ("settings", False)):
         run_dir = fake_run(root, f"r-{reason}", state="failed", epochs=5, done=1)
         liveness.write_status(run_dir, state="failed", reason=reason)
@@ -125,7 +126,7 @@ def test_resume_stays_for_runs_a_resume_can_fix():
 
 
 def test_runs_can_be_named_and_the_name_is_shown_everywhere():
-    root = layout.runs_root()
+    root = locations.runs_root()
     run_dir = fake_run(root, "plain-a")
     at = run_page("pages/runs.py")
     at.query_params["run"] = "plain-a"
@@ -140,7 +141,7 @@ def test_runs_can_be_named_and_the_name_is_shown_everywhere():
     train = run_page("pages/train.py")
     assert any("Baseline, lr 0.05 (plain-a)" in o for o in train.selectbox(key="train_run").options)
     with pytest.raises(layout.RunError, match="read-only"):
-        catalog.write_label(layout.BUNDLED_DIR / "demo", "mine", "")
+        catalog.write_label(locations.BUNDLED_DIR / "demo", "mine", "")
     with pytest.raises(layout.RunError, match="at most 80 characters"):
         catalog.write_label(run_dir, "x" * 81, "")
     (run_dir / layout.LABEL).write_text("{damaged")
@@ -148,7 +149,7 @@ def test_runs_can_be_named_and_the_name_is_shown_everywhere():
 
 
 def test_selection_stays_on_the_same_runs_after_a_delete():
-    root = layout.runs_root()
+    root = locations.runs_root()
     for name in ("one-a", "two-b", "three-c"):
         fake_run(root, name)
     at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=TIMEOUT)
@@ -199,7 +200,7 @@ def test_curves_have_fixed_axes_and_a_learning_rate_panel():
 def test_live_view_waits_for_the_first_steps_instead_of_an_empty_chart(tmp_path):
     import os
 
-    root = layout.runs_root()
+    root = locations.runs_root()
     run_dir = catalog.create_run(root, "fresh-a", {"variant": "compact", "data": "sample", "epochs": 2})
     liveness.write_status(run_dir, state="running", pid=os.getpid(), epoch=1, step=0, steps_per_epoch=16,
                       phase="training")

@@ -7,6 +7,7 @@ import json
 
 import pytest
 
+from alexnet_core import locations
 from alexnet_core.cli import _train_config, build_parser
 from alexnet_core.settings.config import TrainConfig, each_setting
 from alexnet_core.settings.recipes import RECIPES
@@ -142,9 +143,9 @@ def test_clone_writes_exactly_what_the_train_page_form_reads(data):
     from tests.test_pages import ROOT, TIMEOUT
 
     settings = {**dataclasses.asdict(TrainConfig(**{**EVERY_WIDGET, "data": data})), "recipe": "quick"}
-    catalog.create_run(layout.runs_root(), "cloned-a", settings)
+    catalog.create_run(locations.runs_root(), "cloned-a", settings)
     written = {}
-    TrainForm(written).clone(layout.read_config(layout.runs_root() / "cloned-a"), "cloned-a")
+    TrainForm(written).clone(layout.read_config(locations.runs_root() / "cloned-a"), "cloned-a")
 
     at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=TIMEOUT)
     at.switch_page("pages/runs.py")

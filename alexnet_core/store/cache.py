@@ -16,6 +16,7 @@ import os
 from collections.abc import Callable
 from pathlib import Path
 
+from alexnet_core import locations
 from alexnet_core.store import fileio, layout
 
 
@@ -53,7 +54,7 @@ def folder(run_dir: Path | None) -> Path:
     root's .cache/eval/."""
     if run_dir is not None and not layout.is_read_only(run_dir) and os.access(run_dir, os.W_OK):
         return Path(run_dir) / layout.EVAL
-    return layout.runs_root() / ".cache" / "eval"
+    return locations.runs_root() / ".cache" / "eval"
 
 
 def read(path: Path, limits: dict, check: Callable[[dict], dict | None]) -> dict | None:

@@ -8,6 +8,7 @@ import shutil
 import time
 from pathlib import Path
 
+from alexnet_core import locations
 from alexnet_core.store import fileio, layout, liveness
 
 
@@ -150,13 +151,13 @@ def headline_accuracy(run_dir: Path) -> dict | None:
 
 def bundled_runs() -> list[Path]:
     """Run folders shipped with the app (read-only)."""
-    return [p for p in sorted(layout.BUNDLED_DIR.glob("*")) if (p / layout.CONFIG).exists()] if layout.BUNDLED_DIR.is_dir() else []
+    return [p for p in sorted(locations.BUNDLED_DIR.glob("*")) if (p / layout.CONFIG).exists()] if locations.BUNDLED_DIR.is_dir() else []
 
 
 def list_runs(root: str | os.PathLike | None = None, extra: list[Path] | None = None) -> list[dict]:
     """Every run folder under `root` (newest first), then `extra` folders (the bundled runs)
     whose ids no run under `root` has taken."""
-    root = layout.runs_root(root)
+    root = locations.runs_root(root)
     folders = []
     if root.is_dir():
         for path in root.iterdir():
@@ -179,7 +180,7 @@ def all_runs(root: str | os.PathLike | None = None) -> list[dict]:
 def find_run(run_id: str, root: str | os.PathLike | None = None) -> Path | None:
     """The folder of a run id from the user (URL, widget): a run under the root, else a bundled run."""
     try:
-        path = layout.resolve_run(layout.runs_root(root), run_id)
+        path = layout.resolve_run(locations.runs_root(root), run_id)
         if (path / layout.CONFIG).exists():
             return path
     except (layout.RunError, OSError):
@@ -206,7 +207,7 @@ def check_no_active_run(root, except_run: Path | None = None) -> None:
 
 
 def create_run(root: str | os.PathLike, run_id: str, config: dict) -> Path:
-    root = layout.runs_root(root)
+    root = locations.runs_root(root)
     layout.check_runs_root(root)
     path = layout.resolve_run(root, run_id)
     root.mkdir(parents=True, exist_ok=True)
@@ -222,7 +223,7 @@ def create_run(root: str | os.PathLike, run_id: str, config: dict) -> Path:
 
 
 def delete_run(root: str | os.PathLike, run_id: str) -> None:
-    path = layout.resolve_run(layout.runs_root(root), run_id)
+    path = layout.resolve_run(locations.runs_root(root), run_id)
     if path.is_symlink():  # a run linked in from elsewhere: remove the link, never what it points to
         path.unlink()
         return

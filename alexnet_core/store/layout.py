@@ -11,8 +11,6 @@ from datetime import datetime
 from pathlib import Path
 
 from alexnet_core.errors import AlexNetError
-from alexnet_core.locations import BUNDLED_DIR as BUNDLED_DIR  # the run store's name for the bundled runs
-from alexnet_core.locations import runs_root as runs_root  # the run store's name for the runs folder
 from alexnet_core.settings.config import record_kinds
 from alexnet_core.store import fileio
 

@@ -11,6 +11,7 @@ import threading
 import time
 from pathlib import Path
 
+from alexnet_core import locations
 from alexnet_core.store import fileio, layout
 
 STALE_AFTER_S = 60  # a trainer on another host writes a heartbeat every 2 s
@@ -163,7 +164,7 @@ def runs_lock(root: str | os.PathLike | None = None, wait_s: float = RUNS_LOCK_W
     that each open the folder exclude each other as two processes do; a thread that already holds
     it may take it again. No lock file: the folder is its own lock, and the kernel drops the lock
     however its holder ends."""
-    root = layout.runs_root(root)
+    root = locations.runs_root(root)
     key = os.path.realpath(root)
     held = _runs_locks_held.roots
     if key in held:

@@ -9,6 +9,7 @@ import os
 from dataclasses import asdict
 from pathlib import Path
 
+from alexnet_core import locations
 from alexnet_core.settings.config import ConfigError, TrainConfig
 from alexnet_core.store import catalog, layout, liveness
 
@@ -31,7 +32,7 @@ def new_run(config, root=None, run_id: str | None = None, allow_parallel: bool =
             resolve_model_path(config.init_from)
         except ModelLoadError as exc:
             raise ConfigError(f"Cannot fine-tune from {config.init_from!r}: {exc}") from exc
-    root = layout.runs_root(root)
+    root = locations.runs_root(root)
     layout.check_runs_root(root)
     with liveness.runs_lock(root):
         if not allow_parallel:
