@@ -24,6 +24,7 @@ DEMO_RUN = BUNDLED_DIR / "demo"  # the bundled demo model's run (MODEL `demo`)
 
 RUNS_DIR_ENV = "ALEXNET_RUNS_DIR"  # where runs go (default ./runs)
 DATA_DIR_ENV = "ALEXNET_DATA_DIR"  # where datasets built in the app go (default ./data)
+MODELS_DIR_ENV = "ALEXNET_MODELS_DIR"  # where installed ImageNet models and opened models go (default ./models)
 
 
 def runs_root(path: str | os.PathLike | None = None) -> Path:
@@ -34,3 +35,9 @@ def runs_root(path: str | os.PathLike | None = None) -> Path:
 def data_root() -> Path:
     """The folder of datasets built in the app: $ALEXNET_DATA_DIR, else ./data (absolute)."""
     return Path(os.environ.get(DATA_DIR_ENV) or "data").expanduser().resolve()
+
+
+def models_root() -> Path:
+    """The folder of installed models (the ImageNet weights, the user's own opened models):
+    $ALEXNET_MODELS_DIR, else ./models (it may not exist yet)."""
+    return Path(os.environ.get(MODELS_DIR_ENV) or "models").expanduser()

@@ -8,9 +8,10 @@ import pytest  # noqa: E402
 
 @pytest.fixture(autouse=True)
 def _isolated_runs_dir(tmp_path, monkeypatch):
-    """No test reads or writes the user's ./runs or ./data."""
+    """No test reads or writes the user's ./runs, ./data or ./models."""
     monkeypatch.setenv("ALEXNET_RUNS_DIR", str(tmp_path / "runs"))
     monkeypatch.setenv("ALEXNET_DATA_DIR", str(tmp_path / "data"))
+    monkeypatch.setenv("ALEXNET_MODELS_DIR", str(tmp_path / "models"))
 
 
 @pytest.fixture(autouse=True, scope="session")

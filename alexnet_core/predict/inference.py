@@ -25,7 +25,7 @@ from alexnet_core.errors import AlexNetError
 from alexnet_core.inputs.images import ImageDecodeError, env_limit, read_image
 from alexnet_core.locations import DEMO_RUN
 from alexnet_core.settings.choices import DEFAULT_FRAMING, FRAMINGS  # how a photo becomes square
-from alexnet_core.store import fileio, layout
+from alexnet_core.store import fileio, layout, model_home
 
 # Keras warns when a model restored from disk is called with a bare tensor instead of a one-element
 # list; the call is correct either way.
@@ -79,11 +79,14 @@ def make_forward(loaded: LoadedModel, flip: bool = False):
 
 
 def resolve_model_path(spec: str) -> tuple[Path, Path | None]:
-    """MODEL spec (demo | run folder | .keras file) -> (model file, run folder or None)."""
+    """MODEL spec (demo | an installed model's name | run folder | .keras file) -> (model file, run folder or None)."""
     if spec == "demo":
         if not (DEMO_RUN / layout.MODEL).exists():
             raise ModelLoadError(f"The bundled demo model is missing ({DEMO_RUN}); reinstall the app")
         return DEMO_RUN / layout.MODEL, DEMO_RUN
+    installed = model_home.find(spec)
+    if installed is not None:  # an installed model by name: imagenet-torchvision, a user's opened model
+        return installed, None
     path = Path(spec).expanduser()
     if path.is_dir():
         # A finished run's model, else the best checkpoint so far of a run still training.
@@ -92,7 +95,8 @@ def resolve_model_path(spec: str) -> tuple[Path, Path | None]:
                 return candidate, path
         raise ModelLoadError(f"{path} has no model yet: the run has not finished an epoch")
     if path.suffix != ".keras":
-        raise ModelLoadError(f"{spec}: give a run folder, a .keras file or 'demo'")
+        raise ModelLoadError(f"{spec}: give a run folder, a .keras file, 'demo' or an installed model's name "
+                             "(`python -m alexnet_core pretrained` lists them)")
     if not path.is_file():
         raise ModelLoadError(f"{path} does not exist")
     return path, path.parent if (path.parent / layout.CONFIG).exists() else None
