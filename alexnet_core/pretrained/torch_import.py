@@ -1,0 +1,290 @@
+"""torchvision's AlexNet weights (a `.pth` file) into the Keras `torchvision` variant.
+
+Reading: only `torch.load(path, weights_only=True, map_location="cpu")` (memory-mapped when the
+file's format allows), PyTorch's loader that unpickles tensors and plain containers and nothing
+else, so nothing in the file can run code. PyTorch is the `pretrained` extra; without it every
+function here raises `MissingDependency` saying what to install.
+
+Identifying: by structure, never by the tensors' names: the ordered kinds (convolution: 4-D,
+linear: 2-D, each followed by its 1-D bias) and shapes must be torchvision's AlexNet's, with any
+number of classes in the last layer (a fine-tuned copy). What differs is said plainly.
+
+Converting: convolution kernels OIHW -> HWIO, linear weights (out, in) -> (in, out), and fc6's
+rows from PyTorch's NCHW flatten order (c, h, w) to Keras' NHWC order (h, w, c).
+"""
+
+from __future__ import annotations
+
+# Imports inside functions are deliberate: PyTorch, NumPy and Keras load on first use, so importing
+# this module (the pages, the command line's `pretrained` listing) stays light.
+import os
+import stat
+from dataclasses import dataclass
+from pathlib import Path
+
+from alexnet_core.pretrained.sources import PretrainedError, missing
+
+VARIANT = "torchvision"
+INPUT_SIZE = 224
+# torchvision's AlexNet: (layer, kind, weight shape); None is the class count, read from the file.
+EXPECTED = (
+    ("conv1", "conv", (64, 3, 11, 11)),
+    ("conv2", "conv", (192, 64, 5, 5)),
+    ("conv3", "conv", (384, 192, 3, 3)),
+    ("conv4", "conv", (256, 384, 3, 3)),
+    ("conv5", "conv", (256, 256, 3, 3)),
+    ("fc6", "linear", (4096, 256 * 6 * 6)),
+    ("fc7", "linear", (4096, 4096)),
+    ("fc8", "linear", (None, 4096)),
+)
+KIND_OF_RANK = {4: "conv", 2: "linear"}
+MAX_CLASSES = 100_000
+
+
+def require_torch():
+    try:
+        import torch
+    except ImportError as exc:
+        raise missing("PyTorch") from exc
+    return torch
+
+
+@dataclass
+class Layer:
+    """One weighted layer found in the file, in file order."""
+
+    kind: str  # conv | linear
+    weight: object  # torch.Tensor
+    bias: object | None
+    names: tuple[str, ...]  # the tensors' names in the file (for messages only)
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        return tuple(int(d) for d in self.weight.shape)
+
+
+def _shape_text(shape) -> str:
+    return "x".join("N" if d is None else str(d) for d in shape)
+
+
+def _check_file(path: Path) -> Path:
+    from alexnet_core.predict.inference import MAX_MODEL_BYTES
+
+    path = Path(path).expanduser()
+    try:
+        info = os.stat(path)
+    except OSError as exc:
+        raise PretrainedError(f"{path} cannot be read ({exc.strerror or exc}); give the path of the .pth file.") from exc
+    if not stat.S_ISREG(info.st_mode):
+        raise PretrainedError(f"{path} is not a regular file; give the path of the .pth file.")
+    if info.st_size > MAX_MODEL_BYTES:
+        raise PretrainedError(f"{path.name} is {info.st_size / 2**20:,.0f} MiB, over the limit of "
+                              f"{MAX_MODEL_BYTES / 2**20:,.0f} MiB (ALEXNET_MAX_MODEL_BYTES); AlexNet's weights "
+                              "are about 233 MiB.")
+    return path
+
+
+def read_state_dict(path) -> dict:
+    """The tensors of a `.pth` file, in file order ({name: tensor}), read with PyTorch's weights-only
+    loader (no code in the file can run). A checkpoint that wraps its weights ({"state_dict": ...},
+    {"model": ...}) is unwrapped."""
+    torch = require_torch()
+    path = _check_file(path)
+    try:
+        try:
+            data = torch.load(path, weights_only=True, map_location="cpu", mmap=True)
+        except RuntimeError as exc:  # a file in PyTorch's legacy (pre-1.6) format cannot be memory-mapped
+            if "mmap" not in str(exc):
+                raise
+            data = torch.load(path, weights_only=True, map_location="cpu")
+    except MemoryError:
+        raise
+    except Exception as exc:  # weights-only refusals (UnpicklingError), damaged archives, not a .pth at all
+        detail = " ".join(str(exc).split())[:400]
+        raise PretrainedError(f"{path.name} is not a PyTorch weights file that can be read safely "
+                              f"({type(exc).__name__}: {detail}). Only plain tensors are read (PyTorch's "
+                              "weights-only loading): a file that holds code or other objects is refused.") from exc
+    return _tensors(data, path.name)
+
+
+def _tensors(data, name: str) -> dict:
+    torch = require_torch()
+    for _ in range(3):  # {"state_dict": {...}}, {"model": {...}}, possibly nested once more
+        if isinstance(data, dict) and data and all(isinstance(v, torch.Tensor) for v in data.values()):
+            return dict(data)
+        if isinstance(data, dict):
+            inner = [v for k, v in data.items() if k in ("state_dict", "model", "model_state_dict", "weights")
+                     and isinstance(v, dict)]
+            if len(inner) == 1:
+                data = inner[0]
+                continue
+        break
+    what = type(data).__name__ if not isinstance(data, dict) else f"a dict of {len(data)} entries, not all tensors"
+    raise PretrainedError(f"{name} holds {what}, not a model's weights (a state_dict of tensors). Save the "
+                          "model's weights with torch.save(model.state_dict(), path).")
+
+
+def find_layers(tensors: dict, name: str = "the file") -> list[Layer]:
+    """The weighted layers of a state_dict in file order: each 4-D (convolution) or 2-D (linear)
+    tensor with the 1-D bias after it. Anything else is refused, named."""
+    layers: list[Layer] = []
+    strays = []
+    for key, tensor in tensors.items():
+        if not tensor.is_floating_point():
+            strays.append(f"{key} ({tensor.dtype}, {_shape_text(tuple(tensor.shape))})")
+            continue
+        rank = tensor.dim()
+        if rank in KIND_OF_RANK:
+            layers.append(Layer(KIND_OF_RANK[rank], tensor, None, (str(key),)))
+        elif rank == 1 and layers and layers[-1].bias is None and tensor.shape[0] == layers[-1].weight.shape[0]:
+            layers[-1].bias = tensor
+            layers[-1].names += (str(key),)
+        else:
+            strays.append(f"{key} ({_shape_text(tuple(tensor.shape))})")
+    if strays:
+        more = f" and {len(strays) - 4} more" if len(strays) > 4 else ""
+        raise PretrainedError(
+            f"{name} is not torchvision's AlexNet: it has tensors that AlexNet has none of: "
+            f"{', '.join(strays[:4])}{more} (batch normalisation or another network?). AlexNet has 5 "
+            "convolutions and 3 linear layers, each a weight and a bias, and nothing else.")
+    return layers
+
+
+def identify(layers: list[Layer], name: str = "the file") -> int:
+    """Check the layers are torchvision's AlexNet (any class count); returns the class count."""
+    found = [layer.kind for layer in layers]
+    expected = [kind for _, kind, _ in EXPECTED]
+    differences = []
+    if found != expected:
+        counts = f"{found.count('conv')} convolutions and {found.count('linear')} linear layers"
+        differences.append(f"it has {counts} in the order {' '.join(found) or 'none'}, where torchvision's AlexNet "
+                           f"has 5 convolutions then 3 linear layers")
+    else:
+        for (label, _, shape), layer in zip(EXPECTED, layers):
+            want = tuple(layer.shape[0] if d is None else d for d in shape)
+            if layer.shape != want:
+                differences.append(f"{label} is {_shape_text(layer.shape)} where it should be {_shape_text(shape)}")
+            if layer.bias is None:
+                differences.append(f"{label} has no bias")
+    if not differences:
+        classes = layers[-1].shape[0]
+        if not 2 <= classes <= MAX_CLASSES:
+            differences.append(f"its last layer has {classes} outputs (a classifier needs 2 to {MAX_CLASSES:,})")
+    if differences:
+        layout = ", ".join(f"{label} {_shape_text(shape)}" for label, _, shape in EXPECTED)
+        raise PretrainedError(f"{name} is not torchvision's AlexNet: {'; '.join(differences[:6])}. Expected, in "
+                              f"order (weights as PyTorch stores them, N classes): {layout}.")
+    return layers[-1].shape[0]
+
+
+def read_layers(path) -> tuple[list[Layer], int]:
+    """Read and identify a `.pth` file: (its layers in order, its class count)."""
+    path = Path(path)
+    layers = find_layers(read_state_dict(path), path.name)
+    return layers, identify(layers, path.name)
+
+
+def _float32(tensor):
+    import numpy as np
+
+    array = tensor.detach().numpy()  # a view of the tensor (of the mapped file)
+    return array if array.dtype == np.float32 else array.astype(np.float32)
+
+
+def keras_weights(layer: Layer, label: str) -> list:
+    """A layer's weights in Keras' layout (views where possible, no copies until Keras assigns)."""
+    weight, bias = _float32(layer.weight), _float32(layer.bias)
+    if layer.kind == "conv":
+        return [weight.transpose(2, 3, 1, 0), bias]  # OIHW -> HWIO
+    if label == "fc6":
+        # PyTorch flattens (C, H, W); Keras flattens (H, W, C): reorder fc6's inputs to match.
+        out = weight.shape[0]
+        return [weight.reshape(out, 256, 6, 6).transpose(2, 3, 1, 0).reshape(6 * 6 * 256, out), bias]
+    return [weight.T, bias]  # (out, in) -> (in, out)
+
+
+def to_keras(layers: list[Layer], num_classes: int):
+    """The Keras `torchvision` variant at 224 px holding these weights (it ends in a softmax;
+    its `fc8` layer gives the logits)."""
+    from alexnet_core.models.variants import build_model
+
+    model = build_model(VARIANT, num_classes=num_classes, input_size=INPUT_SIZE)
+    for (label, _, _), layer in zip(EXPECTED, layers):
+        model.get_layer(label).set_weights(keras_weights(layer, label))
+    return model
+
+
+def convert(path) -> tuple[object, dict]:
+    """A `.pth` of torchvision's AlexNet structure -> (the Keras model, what was identified)."""
+    layers, num_classes = read_layers(path)
+    model = to_keras(layers, num_classes)
+    info = {"format": "pth", "variant": VARIANT, "input_size": INPUT_SIZE, "num_classes": num_classes,
+            "layers": [{"layer": label, "kind": layer.kind, "shape": list(layer.shape), "tensors": list(layer.names)}
+                       for (label, _, _), layer in zip(EXPECTED, layers)]}
+    return model, info
+
+
+# --- The reference: PyTorch running torchvision's AlexNet -------------------------------------
+
+
+def reference_module(num_classes: int = 1000):
+    """torchvision's AlexNet as a torch module: `torchvision.models.alexnet` when torchvision
+    imports, else the same structure written out (its state_dict keys are torchvision's:
+    features.0/3/6/8/10, classifier.1/4/6)."""
+    torch = require_torch()
+    try:
+        from torchvision.models import alexnet
+
+        return alexnet(weights=None, num_classes=num_classes)
+    except Exception:  # torchvision missing, or built against another PyTorch (its C++ operators fail to load)
+        pass
+    nn = torch.nn
+
+    class AlexNet(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.features = nn.Sequential(
+                nn.Conv2d(3, 64, kernel_size=11, stride=4, padding=2), nn.ReLU(inplace=True),
+                nn.MaxPool2d(kernel_size=3, stride=2),
+                nn.Conv2d(64, 192, kernel_size=5, padding=2), nn.ReLU(inplace=True),
+                nn.MaxPool2d(kernel_size=3, stride=2),
+                nn.Conv2d(192, 384, kernel_size=3, padding=1), nn.ReLU(inplace=True),
+                nn.Conv2d(384, 256, kernel_size=3, padding=1), nn.ReLU(inplace=True),
+                nn.Conv2d(256, 256, kernel_size=3, padding=1), nn.ReLU(inplace=True),
+                nn.MaxPool2d(kernel_size=3, stride=2),
+            )
+            self.avgpool = nn.AdaptiveAvgPool2d((6, 6))
+            self.classifier = nn.Sequential(
+                nn.Dropout(p=0.5), nn.Linear(256 * 6 * 6, 4096), nn.ReLU(inplace=True),
+                nn.Dropout(p=0.5), nn.Linear(4096, 4096), nn.ReLU(inplace=True),
+                nn.Linear(4096, num_classes),
+            )
+
+        def forward(self, x):
+            return self.classifier(torch.flatten(self.avgpool(self.features(x)), 1))
+
+    return AlexNet()
+
+
+def reference_model(layers: list[Layer], num_classes: int):
+    """torchvision's AlexNet in PyTorch holding the file's weights (matched by order, as the
+    conversion does), in eval mode."""
+    torch = require_torch()
+    module = reference_module(num_classes)
+    targets = [m for m in module.modules() if isinstance(m, (torch.nn.Conv2d, torch.nn.Linear))]
+    with torch.no_grad():
+        for target, layer in zip(targets, layers):
+            target.weight.copy_(layer.weight.float())
+            target.bias.copy_(layer.bias.float())
+    return module.eval()
+
+
+def reference_logits(path, batch_nchw) -> object:
+    """PyTorch's logits for a batch (N, 3, H, W float32, already preprocessed) of a `.pth` file."""
+    import numpy as np
+
+    torch = require_torch()
+    layers, num_classes = read_layers(path)
+    module = reference_model(layers, num_classes)
+    with torch.inference_mode():
+        return module(torch.from_numpy(np.ascontiguousarray(batch_nchw, dtype=np.float32))).numpy()
