@@ -21,19 +21,16 @@ from pathlib import Path
 
 import numpy as np
 
-from alexnet_core.errors import AlexNetError
 from alexnet_core.inputs.images import ImageDecodeError, env_limit, read_image
 from alexnet_core.locations import DEMO_RUN
+from alexnet_core.predict import untrusted
+from alexnet_core.predict.untrusted import ModelLoadError  # noqa: F401  (raised by every loader; imported from here)
 from alexnet_core.settings.choices import DEFAULT_FRAMING, FRAMINGS  # how a photo becomes square
 from alexnet_core.store import fileio, layout, model_home
 
 # Keras warns when a model restored from disk is called with a bare tensor instead of a one-element
 # list; the call is correct either way.
 warnings.filterwarnings("ignore", message="The structure of `inputs` doesn't match the expected structure")
-
-
-class ModelLoadError(AlexNetError, ValueError):
-    """A model that cannot be loaded; the message says what to give instead."""
 
 
 @dataclass
@@ -79,7 +76,8 @@ def make_forward(loaded: LoadedModel, flip: bool = False):
 
 
 def resolve_model_path(spec: str) -> tuple[Path, Path | None]:
-    """MODEL spec (demo | an installed model's name | run folder | .keras file) -> (model file, run folder or None)."""
+    """MODEL spec (demo | an installed model's name | run folder | .keras or legacy .h5 file) -> (model file,
+    run folder or None)."""
     if spec == "demo":
         if not (DEMO_RUN / layout.MODEL).exists():
             raise ModelLoadError(f"The bundled demo model is missing ({DEMO_RUN}); reinstall the app")
@@ -94,9 +92,9 @@ def resolve_model_path(spec: str) -> tuple[Path, Path | None]:
             if candidate.exists():
                 return candidate, path
         raise ModelLoadError(f"{path} has no model yet: the run has not finished an epoch")
-    if path.suffix != ".keras":
-        raise ModelLoadError(f"{spec}: give a run folder, a .keras file, 'demo' or an installed model's name "
-                             "(`python -m alexnet_core pretrained` lists them)")
+    if path.suffix != ".keras" and not untrusted.is_h5(path):
+        raise ModelLoadError(f"{spec}: give a run folder, a .keras (or legacy Keras .h5) file, 'demo' or an "
+                             "installed model's name (`python -m alexnet_core pretrained` lists them)")
     if not path.is_file():
         raise ModelLoadError(f"{path} does not exist")
     return path, path.parent if (path.parent / layout.CONFIG).exists() else None
@@ -227,6 +225,7 @@ def check_model_file(path: Path) -> None:
                 EOFError) as exc:  # RuntimeError: an encrypted member; NotImplementedError: an unknown compression
             raise ModelLoadError(f"{path.name}: its config.json is damaged ({str(exc)[:200]})") from exc
     document = document if isinstance(document, dict) else {}
+    untrusted.check_description(document, path.name)  # code named or carried: refused before Keras reads it
     layers = (document.get("config") or {}).get("layers") if isinstance(document.get("config"), dict) else None
     declared = _declared_parameters(layers, weigh=True)
     if declared > MAX_MODEL_BYTES:
@@ -305,13 +304,38 @@ def float32_model(model, portable: bool = False):
     return copy
 
 
-def load_model(spec: str) -> LoadedModel:
-    """Load with Keras safe_mode=True (no arbitrary code: lambdas, pickles), after checking the
-    file's size and declared weights, and only if it is an image classifier this app can use."""
+def check_file(path: Path) -> None:
+    """Every check a model file passes before Keras reads it: a .keras archive's (check_model_file,
+    its config included), or a legacy .h5 file's (untrusted.check_h5_file) under the same caps."""
+    if untrusted.is_h5(path):
+        untrusted.check_h5_file(path, MAX_MODEL_CONFIG_BYTES, MAX_MODEL_BYTES)
+    else:
+        check_model_file(path)
+
+
+def load_keras_file(path: Path, name: str | None = None):
+    """A model file checked (check_file: no code, sizes within the caps), loaded with Keras'
+    safe_mode=True, checked to be an image classifier this app can use, computing in float32."""
     import keras
 
-    from alexnet_core.inputs.preprocess import recorded
     from alexnet_core.models import layers  # noqa: F401  (registers the custom layers)
+
+    path = Path(path)
+    check_file(path)
+    try:
+        model = keras.models.load_model(path, safe_mode=True, compile=False)
+    except Exception as exc:
+        raise ModelLoadError(f"{path.name} is not a Keras model this app can load safely ({type(exc).__name__}: "
+                             f"{str(exc)[:300]})") from exc
+    check_classifier(model, name or path.name)
+    return float32_model(model)
+
+
+def load_model(spec: str) -> LoadedModel:
+    """Load with Keras safe_mode=True (no arbitrary code: lambdas, pickles), after checking the
+    file's size, declared weights and description (untrusted), and only if it is an image
+    classifier this app can use."""
+    from alexnet_core.inputs.preprocess import recorded
 
     path, run_dir = resolve_model_path(spec)
     if run_dir is not None and run_dir != DEMO_RUN:
@@ -319,14 +343,7 @@ def load_model(spec: str) -> LoadedModel:
         if problems:
             raise ModelLoadError(f"{run_dir.name}: {'; '.join(problems)}. Its class names are unknown, so its "
                                  "predictions could not be named.")
-    check_model_file(path)
-    try:
-        model = keras.models.load_model(path, safe_mode=True, compile=False)
-    except Exception as exc:
-        raise ModelLoadError(f"{path.name} is not a Keras model this app can load safely ({type(exc).__name__}: "
-                             f"{str(exc)[:300]})") from exc
-    check_classifier(model, path.name)
-    model = float32_model(model)
+    model = load_keras_file(path)
     record = model_record(path, run_dir)
     names = class_names_for(record, int(model.output_shape[-1]))
     words = record.get("class_words") if isinstance(record.get("class_words"), dict) else {}
