@@ -192,35 +192,63 @@ def _float32(tensor):
 
 
 def keras_weights(layer: Layer, label: str) -> list:
-    """A layer's weights in Keras' layout (views where possible, no copies until Keras assigns)."""
+    """A layer's weights in Keras' layout, as views of the file's tensors (no copy yet): fc6's
+    kernel as (h, w, c, out), whose rows in that order are Keras' (h, w, c) flatten order."""
     weight, bias = _float32(layer.weight), _float32(layer.bias)
     if layer.kind == "conv":
         return [weight.transpose(2, 3, 1, 0), bias]  # OIHW -> HWIO
     if label == "fc6":
-        # PyTorch flattens (C, H, W); Keras flattens (H, W, C): reorder fc6's inputs to match.
-        out = weight.shape[0]
-        return [weight.reshape(out, 256, 6, 6).transpose(2, 3, 1, 0).reshape(6 * 6 * 256, out), bias]
+        # PyTorch flattens (C, H, W); Keras flattens (H, W, C): fc6's inputs are reordered to match.
+        return [weight.reshape(weight.shape[0], 256, 6, 6).transpose(2, 3, 1, 0), bias]
     return [weight.T, bias]  # (out, in) -> (in, out)
+
+
+ASSIGN_ROWS = 1024  # rows of a kernel assigned at a time: no second whole copy of fc6 (151 MB) in memory
+
+
+def _assign(variable, value) -> None:
+    """`variable` = `value` (a NumPy view in Keras' layout), a block of rows at a time, so the only
+    copy made on the way is one block. A (h, w, c, out) value fills a (h*w*c, out) kernel."""
+    import numpy as np
+
+    if value.ndim == 4 and len(variable.shape) == 2:  # fc6: one (w, c, out) block per row of the map
+        rows = value.shape[1] * value.shape[2]
+        target = variable.value
+        for h in range(value.shape[0]):
+            target[h * rows:(h + 1) * rows].assign(np.ascontiguousarray(value[h]).reshape(rows, -1))
+        return
+    if value.ndim < 2 or value.shape[0] <= ASSIGN_ROWS:
+        variable.assign(np.ascontiguousarray(value))
+        return
+    target = variable.value  # the backend's variable, which takes assignments to a slice
+    for start in range(0, value.shape[0], ASSIGN_ROWS):
+        target[start:start + ASSIGN_ROWS].assign(np.ascontiguousarray(value[start:start + ASSIGN_ROWS]))
 
 
 def to_keras(layers: list[Layer], num_classes: int):
     """The Keras `torchvision` variant at 224 px holding these weights (it ends in a softmax;
-    its `fc8` layer gives the logits)."""
+    its `fc8` layer gives the logits). Each layer's tensors are dropped from `layers` once copied,
+    so the file's weights and the model's are not both whole in memory for longer than needed."""
     from alexnet_core.models.variants import build_model
 
     model = build_model(VARIANT, num_classes=num_classes, input_size=INPUT_SIZE)
     for (label, _, _), layer in zip(EXPECTED, layers):
-        model.get_layer(label).set_weights(keras_weights(layer, label))
+        target = model.get_layer(label)
+        kernel, bias = keras_weights(layer, label)
+        _assign(target.kernel, kernel)
+        _assign(target.bias, bias)
+        layer.weight = layer.bias = None
+        del kernel, bias
     return model
 
 
 def convert(path) -> tuple[object, dict]:
     """A `.pth` of torchvision's AlexNet structure -> (the Keras model, what was identified)."""
     layers, num_classes = read_layers(path)
-    model = to_keras(layers, num_classes)
     info = {"format": "pth", "variant": VARIANT, "input_size": INPUT_SIZE, "num_classes": num_classes,
             "layers": [{"layer": label, "kind": layer.kind, "shape": list(layer.shape), "tensors": list(layer.names)}
                        for (label, _, _), layer in zip(EXPECTED, layers)]}
+    model = to_keras(layers, num_classes)
     return model, info
 
 
