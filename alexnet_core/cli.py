@@ -20,6 +20,7 @@ from pathlib import Path
 from alexnet_core import exits, locations
 from alexnet_core.errors import AlexNetError
 from alexnet_core.join_watch import JOIN_TIMEOUT_S
+from alexnet_core.pretrained.sources import SOURCES
 from alexnet_core.settings.choices import DEFAULT_FRAMING, EVAL_SPLITS, FRAMINGS
 from alexnet_core.settings.config import ConfigError, TrainConfig
 from alexnet_core.settings.flags import add_network_flags, add_train_flags, network_from_args, train_settings_from_args
@@ -384,6 +385,136 @@ def cmd_export(args) -> int:
     return 0
 
 
+# --- pretrained: the published ImageNet weights -------------------------------------------
+
+
+def _install_progress():
+    """An install's progress on stderr: bytes, rate and time left while downloading."""
+    last = {"at": 0.0}
+
+    def show(event: dict) -> None:
+        phase, done, total = event.get("phase"), event.get("done") or 0, event.get("total") or 0
+        final = bool(total) and done >= total
+        now = time.monotonic()
+        if phase in ("download", "verify") and not final and now - last["at"] < 0.5:
+            return
+        last["at"] = now
+        mib = 2**20
+        if phase == "download":
+            eta = event.get("eta")
+            line = (f"downloading {done / mib:,.1f} / {total / mib:,.1f} MiB at {(event.get('rate') or 0) / mib:.1f} "
+                    f"MiB/s" + (f", {eta:,.0f} s left" if eta is not None else ""))
+        elif phase == "verify":
+            line = f"checking the file's SHA-256: {done / mib:,.0f} / {total / mib:,.0f} MiB"
+        else:
+            line = {"convert": "converting", "write": "writing the model"}.get(phase, str(phase))
+        print(f"\r{line:<76}", end="\n" if final or phase not in ("download", "verify") else "", file=sys.stderr,
+              flush=True)
+
+    return show
+
+
+def _pretrained_list(args) -> int:
+    from alexnet_core.pretrained import install
+    from alexnet_core.store import model_home
+
+    rows = install.status()
+    if args.json:
+        print(json.dumps(rows))
+        return exits.OK
+    for row in rows:
+        published = row["published"]
+        state = f"installed as {row['model_name']}" if row["installed"] else "not installed"
+        print(f"{row['source']}: {row['title']} ({row['bytes'] / 2**20:,.0f} MiB download, {state})")
+        print(f"  {row['what']}")
+        print(f"  published accuracy: {published['top1']:.1%} top-1, {published['top5']:.1%} top-5 "
+              f"({published['split']})")
+        print(f"  licence: {row['licence']}")
+        if not row["reader_available"]:
+            print(f"  needs {row['needs']}: {row['install_hint']}")
+    own = [m for m in model_home.installed() if m["name"] not in {r["model_name"] for r in rows}]
+    if own:
+        print("other installed models: " + ", ".join(f"{m['name']} ({m['record'].get('kind', 'own')})" for m in own))
+    print("install: python -m alexnet_core pretrained install torchvision|bvlc [--file PATH]", file=sys.stderr)
+    return exits.OK
+
+
+def _pretrained_install(args) -> int:
+    from alexnet_core.pretrained import install
+
+    result = install.install(args.source, file=args.file, name=args.name, classes_file=args.classes,
+                             progress=None if args.json else _install_progress())
+    if args.json:
+        print(json.dumps(result))
+        return exits.OK
+    kind = "the published weights, checksum verified" if result["checksum_match"] else "your own weights"
+    print(f"installed {result['name']} ({kind}, {result['num_classes']} classes) in {result['seconds']:.0f} s: "
+          f"name it as MODEL, e.g. python -m alexnet_core predict {result['name']} IMAGE")
+    return exits.OK
+
+
+def _pretrained_check(args) -> int:
+    from alexnet_core.pretrained import check
+
+    result = check.check(args.source, args.file, images_dir=args.images, n=args.count)
+    if args.json:
+        print(json.dumps(result))
+    else:
+        verdict = "agrees" if result["agrees"] else "DOES NOT agree"
+        print(f"our conversion {verdict} with {result['reference']} on {result['n']} images ({result['images']}): "
+              f"largest logit difference {result['max_abs_diff']:.3g} ({result['max_rel_diff']:.3g} relative, "
+              f"tolerance {result['tolerance']:g}), top-1 agreement {result['top1_agreement']:.0%}, top-5 order "
+              f"agreement {result['top5_agreement']:.0%}")
+    return exits.OK if result["agrees"] else exits.FAILED
+
+
+def _pretrained_remove(args) -> int:
+    from alexnet_core.store import model_home
+
+    model_home.remove(args.name)
+    print(f"removed {args.name}", file=sys.stderr)
+    return exits.OK
+
+
+def cmd_pretrained(args) -> int:
+    """`pretrained` (list), `pretrained install|check|remove`: the published ImageNet weights."""
+    action = {None: _pretrained_list, "install": _pretrained_install, "check": _pretrained_check,
+              "remove": _pretrained_remove}[args.action]
+    try:
+        return action(args)
+    except AlexNetError as exc:
+        raise UsageError(str(exc)) from exc
+
+
+def add_pretrained_parser(sub) -> None:
+    p = sub.add_parser("pretrained", help="the published ImageNet weights: list, install, check, remove",
+                       description="Without an action: list the sources of published ImageNet weights (what each "
+                                   "is, its size, its licence, whether it is installed).")
+    p.add_argument("--json", action="store_true", help="print one JSON document")
+    p.set_defaults(func=cmd_pretrained, action=None)
+    actions = p.add_subparsers(dest="action")
+    sources = list(SOURCES)
+    a = actions.add_parser("install", help="download (or take --file) and convert a source into an installed model")
+    a.add_argument("source", choices=sources)
+    a.add_argument("--file", metavar="PATH", help="the weights file you already have (no download)")
+    a.add_argument("--classes", metavar="FILE",
+                   help="class names, one per line in output order, for a file that is not the published one "
+                        "(or 'imagenet' for the 1,000 ImageNet classes); default: numbered")
+    a.add_argument("--name", help="the installed model's name (default imagenet-SOURCE, or own-SOURCE for a file "
+                                  "that is not the published one)")
+    a.add_argument("--json", action="store_true", help="print one JSON document")
+    a = actions.add_parser("check", help="compare our conversion of a file with its reference runtime")
+    a.add_argument("source", choices=sources)
+    a.add_argument("--file", metavar="PATH", required=True, help="the weights file (.pth for torchvision, .onnx "
+                                                                 "for bvlc)")
+    a.add_argument("--images", metavar="DIR", help="a folder of images (default: generated images)")
+    a.add_argument("--count", type=int, default=8, help="how many images (default 8)")
+    a.add_argument("--json", action="store_true", help="print one JSON document")
+    a = actions.add_parser("remove", help="remove an installed model")
+    a.add_argument("name")
+    a.add_argument("--json", action="store_true", help=argparse.SUPPRESS)
+
+
 def build_parser() -> argparse.ArgumentParser:
     from alexnet_core import __version__
 
@@ -475,6 +606,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("stop", help="ask a training run to stop after its current batch")
     p.add_argument("run_dir")
     p.set_defaults(func=cmd_stop)
+
+    add_pretrained_parser(sub)
 
     p = sub.add_parser("app", help="start the app (streamlit run on the installed app.py)",
                        usage="%(prog)s [STREAMLIT OPTION ...]",
