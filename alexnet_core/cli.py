@@ -357,6 +357,13 @@ def cmd_predict(args) -> int:
     if args.top_k < 1:
         raise UsageError(f"--top-k must be >= 1, got {args.top_k}")
     loaded = _load(args.model)
+    if args.classes:
+        from alexnet_core.predict.own_model import OwnModelError, read_classes_file
+
+        try:
+            loaded.class_names, loaded.class_words = read_classes_file(args.classes, len(loaded.class_names)), {}
+        except OwnModelError as exc:
+            raise UsageError(str(exc)) from exc
     results = predict_files(loaded, args.images, args.top_k, args.framing)
     if args.json:
         print(json.dumps(results))
@@ -588,6 +595,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--top-k", type=int, default=5)
     p.add_argument("--framing", choices=list(FRAMINGS), default=DEFAULT_FRAMING,
                    help="images that are not square: centre crop (default) or the whole image on a square")
+    p.add_argument("--classes", metavar="FILE",
+                   help="the model's class names, one per line in output order (e.g. for a bare .keras or .h5 file)")
     p.add_argument("--json", action="store_true", help="print one JSON document")
     p.set_defaults(func=cmd_predict)
 
