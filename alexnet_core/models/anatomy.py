@@ -68,8 +68,31 @@ def _detail(layer) -> str:
     return formatter(layer) if formatter else ""
 
 
+def _end_padding(layer) -> bool:
+    """Whether `layer` pads only after the map (bottom and right): how the builder rounds a
+    pooling's output up, as Caffe does (variants.ceil_padding)."""
+    if type(layer).__name__ != "ZeroPadding2D":
+        return False
+    (top, bottom), (left, right) = layer.padding
+    return top == left == 0 and (bottom or right)
+
+
 def _pool_text(layer) -> str:
-    return f"{layer.pool_size[0]}x{layer.pool_size[1]} /{layer.strides[0]}"
+    text = f"{layer.pool_size[0]}x{layer.pool_size[1]} /{layer.strides[0]}"
+    if layer.padding == "same":
+        text += ", same"
+    elif any(_end_padding(parent) for parent in _inbound_layers(layer)):
+        text += ", rounded up"
+    return text
+
+
+def _pad_text(layer) -> str:
+    (top, bottom), (left, right) = layer.padding
+    if top == bottom == left == right:
+        return f"pad {top}"
+    if (top, bottom) == (left, right):
+        return f"pad {top} before, {bottom} after"
+    return f"pad {top}/{bottom} rows, {left}/{right} columns"
 
 
 # How each other kind of layer describes its configuration in the layer table.
@@ -80,7 +103,7 @@ _CONFIGURATION = {
     "LocalResponseNormalization": lambda layer: (f"n={2 * layer.depth_radius + 1}, k={layer.bias:g}, "
                                                  f"alpha={layer.alpha:g}, beta={layer.beta:g}"),
     "Dropout": lambda layer: f"rate {layer.rate:g}",
-    "ZeroPadding2D": lambda layer: f"pad {layer.padding[0][0]}",
+    "ZeroPadding2D": _pad_text,
     "AdaptiveAveragePooling2D": lambda layer: f"to {layer.output_size}x{layer.output_size}",
     "Activation": lambda layer: getattr(layer.activation, "__name__", ""),
 }

@@ -19,7 +19,9 @@ class LocalResponseNormalization(keras.layers.Layer):
     b = a / (bias + alpha * sum_{|j-i| <= depth_radius} a_j^2) ** beta
 
     The paper's k=2, n=5, alpha=1e-4, beta=0.75 are depth_radius=2, bias=2,
-    alpha=1e-4, beta=0.75 here. Computed in float32 so mixed precision cannot
+    alpha=1e-4, beta=0.75 here. Caffe's and ONNX's LRN (local_size, alpha, beta, k) divides its
+    alpha by local_size: it is depth_radius=(local_size-1)/2, bias=k, alpha=alpha/local_size
+    (variants.LRN.caffe), so the BVLC AlexNet's (5, 1e-4, 0.75, 1) is (2, 1, 2e-5, 0.75). Computed in float32 so mixed precision cannot
     overflow the squared sum. The same sum as tf.nn.local_response_normalization: channels
     beyond the edges count as zero (tests/test_layers_backend.py compares the two).
     """

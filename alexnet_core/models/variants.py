@@ -22,6 +22,13 @@ CPU_FRIENDLY = ("compact", "compact-hires")  # sized for 32x32 images: minutes a
 MAX_INPUT_SIZE = 1024
 MIN_INPUT_SIZE = 8  # the smallest image the app classifies (inference.check_classifier), whatever the layers take
 Padding = str | int  # "valid", "same" or explicit zero padding in pixels
+# How a pooling window meets the map's edge: "valid" (floor: a partial window at the end is
+# dropped), "same" (TensorFlow's), "ceil" (Caffe's: the output size rounded up, so a partial
+# window at the end is pooled too; see `ceil_padding`).
+POOL_PADDINGS = ("valid", "same", "ceil")
+# What an Arch holds besides the user's switches: settings a converted network needs to be held
+# exactly (Caffe's LRN constants and pooling), accepted by `get_arch` and recorded with a model.
+DETAILS = ("lrn", "pool_padding")
 
 
 @dataclass(frozen=True)
@@ -36,6 +43,42 @@ class Conv:
 
 
 @dataclass(frozen=True)
+class LRN:
+    """Local response normalisation's constants as the paper writes them (section 3.3):
+    b = a / (k + alpha * sum of a^2 over the n maps centred on a's) ** beta.
+    The defaults are the paper's. Caffe (and ONNX) write the same layer with `local_size` n and an
+    alpha that is divided by n inside the layer: `LRN.caffe` converts."""
+
+    n: int = 5
+    k: float = 2.0
+    alpha: float = 1e-4
+    beta: float = 0.75
+
+    @classmethod
+    def caffe(cls, local_size: int = 5, alpha: float = 1e-4, beta: float = 0.75, k: float = 1.0) -> LRN:
+        """Caffe's LRN layer (ACROSS_CHANNELS; ONNX's LRN is the same): its alpha is divided by
+        local_size, and its k defaults to 1."""
+        return cls(n=int(local_size), k=float(k), alpha=float(alpha) / int(local_size), beta=float(beta))
+
+    @classmethod
+    def from_value(cls, value) -> LRN:
+        """An LRN from itself or a mapping of its fields (as `as_dict` writes it)."""
+        if isinstance(value, LRN):
+            return value
+        if not isinstance(value, dict) or set(value) - {"n", "k", "alpha", "beta"}:
+            raise ValueError(f"lrn must be a mapping of n, k, alpha and beta, got {str(value)[:100]!r}")
+        return cls(**value)
+
+    def as_dict(self) -> dict:
+        return {"n": self.n, "k": self.k, "alpha": self.alpha, "beta": self.beta}
+
+    def layer_config(self) -> dict:
+        """The arguments of `layers.LocalResponseNormalization`."""
+        return {"depth_radius": (self.n - 1) // 2, "bias": float(self.k), "alpha": float(self.alpha),
+                "beta": float(self.beta)}
+
+
+@dataclass(frozen=True)
 class Arch:
     title: str
     source: str
@@ -47,7 +90,8 @@ class Arch:
     norm: str = "lrn"
     groups: bool = False
     overlapping_pool: bool = True  # 3x3 stride 2 (paper) instead of 2x2 stride 2
-    pool_padding: str = "valid"
+    pool_padding: str = "valid"  # one of POOL_PADDINGS
+    lrn: LRN = LRN()  # the constants of every LRN layer (norm="lrn")
     dropout: float = 0.5
     dropout_before_fc: bool = False  # torchvision: Dropout -> Linear -> ReLU
     fc_norm: bool = False  # BatchNorm after every dense layer (Keras CIFAR-10 network)
@@ -67,6 +111,11 @@ class Arch:
             "input_size": self.input_size,
             "num_classes": self.num_classes,
         }
+
+    def details(self) -> dict:
+        """The settings besides the switches (`DETAILS`), as JSON: `get_arch(name, **details)`
+        builds the same network again."""
+        return {"lrn": self.lrn.as_dict(), "pool_padding": self.pool_padding}
 
 
 _REGISTRY: dict[str, Callable[[], Arch]] = {}
@@ -277,16 +326,19 @@ def compact_hires() -> Arch:
 def get_arch(name: str, **switches) -> Arch:
     """The `Arch` of variant `name` with `switches` applied and checked.
 
-    A switch given as None keeps the variant's default.
+    A switch given as None keeps the variant's default. The `DETAILS` (`lrn`, an `LRN` or its
+    mapping, and `pool_padding`) are accepted too: what a converted network needs.
     """
     if name not in _REGISTRY:
         raise ValueError(f"Unknown variant {name!r}. Available: {', '.join(_REGISTRY)}")
     arch = _REGISTRY[name]()
     allowed = set(arch.switches())
-    unknown = sorted(set(switches) - allowed)
+    unknown = sorted(set(switches) - allowed - set(DETAILS))
     if unknown:
         raise ValueError(f"Unknown switch {unknown[0]!r}. Available: {', '.join(sorted(allowed))}")
     changes = {k: v for k, v in switches.items() if v is not None}
+    if "lrn" in changes:
+        changes["lrn"] = LRN.from_value(changes["lrn"])
     arch = dataclasses.replace(arch, **changes)
     _validate(name, arch)
     return arch
@@ -310,11 +362,27 @@ def _validate(name: str, arch: Arch) -> None:
         raise ValueError(f"dropout must be in [0, 1), got {arch.dropout!r}")
     if not isinstance(arch.width, (int, float)) or not 0.05 <= arch.width <= 4.0:
         raise ValueError(f"width must be between 0.05 and 4, got {arch.width!r}")
+    if arch.pool_padding not in POOL_PADDINGS:
+        raise ValueError(f"pool_padding must be one of {', '.join(POOL_PADDINGS)}, got {arch.pool_padding!r}")
+    _validate_lrn(arch.lrn)
     minimum = min_input_size(arch)
     if arch.input_size < minimum:
         why = ("its layers shrink a smaller image to nothing" if minimum > MIN_INPUT_SIZE else
                f"the app classifies no image under {MIN_INPUT_SIZE}x{MIN_INPUT_SIZE} pixels")
         raise ValueError(f"input_size must be >= {minimum} for {name!r}, got {arch.input_size}: {why}")
+
+
+def _validate_lrn(lrn: LRN) -> None:
+    if isinstance(lrn.n, bool) or not isinstance(lrn.n, int) or lrn.n < 1 or lrn.n % 2 == 0 or lrn.n > 63:
+        raise ValueError(f"the LRN's n must be an odd whole number from 1 to 63 (a window centred on each map), "
+                         f"got {lrn.n!r}")
+    for label, value, low in (("k", lrn.k, 0.0), ("alpha", lrn.alpha, 0.0), ("beta", lrn.beta, 0.0)):
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value < low:
+            raise ValueError(f"the LRN's {label} must be a number >= {low:g}, got {value!r}")
+    if lrn.k <= 0:
+        # k > 0 keeps the denominator positive: an all-zero window stays 0 (not 0/0), and every
+        # output keeps the sign of its input, which "ceil" pooling relies on.
+        raise ValueError(f"the LRN's k must be above 0, got {lrn.k!r}")
 
 
 def scaled(filters: int, width: float) -> int:
@@ -327,6 +395,11 @@ def scaled(filters: int, width: float) -> int:
 def _out_size(size: int, kernel: int, stride: int, padding: Padding) -> int:
     if padding == "same":
         return math.ceil(size / stride)
+    if padding == "ceil":
+        if size < kernel:
+            return 0
+        out = -(-(size - kernel) // stride) + 1
+        return out - 1 if (out - 1) * stride >= size else out  # no window starts past the map (Caffe)
     if isinstance(padding, int):
         size += 2 * padding
     return (size - kernel) // stride + 1 if size >= kernel else 0
@@ -355,6 +428,14 @@ def min_input_size(arch: Arch) -> int:
         if len(sizes) == len(arch.convs) and sizes[-1] > 0:
             return size
     return MAX_INPUT_SIZE + 1
+
+
+def ceil_padding(size: int, pool: int, stride: int) -> int:
+    """Zero pixels to add after a map of side `size` so that a "valid" pooling gives Caffe's
+    rounded-up output: ceil((size - pool) / stride) + 1 windows, the last one allowed to run past
+    the edge (but never to start past it)."""
+    out = _out_size(size, pool, stride, "ceil")
+    return max(0, (out - 1) * stride + pool - size) if out > 0 else 0
 
 
 # --- The builder ---------------------------------------------------------------------------
@@ -387,9 +468,19 @@ def build_from_arch(arch: Arch, name: str = "alexnet"):
             x = BatchNormalization(name=f"bn{i}{suffix}")(x)
         x = L.ReLU(name=f"relu{i}{suffix}")(x)
         if conv.norm and arch.norm == "lrn":
-            x = LocalResponseNormalization(name=f"lrn{i}{suffix}")(x)
+            x = LocalResponseNormalization(**arch.lrn.layer_config(), name=f"lrn{i}{suffix}")(x)
         if conv.pool:
-            x = L.MaxPooling2D(pool_size, strides=2, padding=arch.pool_padding, name=f"pool{i}{suffix}")(x)
+            padding = arch.pool_padding
+            if padding == "ceil":
+                # Caffe's rounded-up pooling as zero padding at the end, then "valid" pooling. Exact
+                # because every value pooled here is >= 0 (a ReLU, or an LRN with k > 0 of a ReLU's
+                # output, comes right before every pool this builder makes), so a padded zero never
+                # beats a real pixel, and every window holds one (none starts past the map).
+                rows, cols = (ceil_padding(int(side), pool_size, 2) for side in x.shape[1:3])
+                if rows or cols:
+                    x = L.ZeroPadding2D(((0, rows), (0, cols)), name=f"ceilpad{i}{suffix}")(x)
+                padding = "valid"
+            x = L.MaxPooling2D(pool_size, strides=2, padding=padding, name=f"pool{i}{suffix}")(x)
         return x
 
     streams = [inputs]
