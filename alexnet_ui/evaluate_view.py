@@ -1,6 +1,7 @@
 """The Evaluate page's parts: the data pickers, the evaluation (remembered per session), its
-headline figures, the clickable confusion matrix, grids of images with their top 5 and Grad-CAM,
-the per-class report and the map of what the network learned."""
+headline figures, the clickable confusion matrix (at many classes, such as ImageNet's 1,000,
+restricted to the classes the user picks), the most confused pairs, grids of images with their
+top 5 and Grad-CAM, the searchable per-class report and the map of what the network learned."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ from __future__ import annotations
 # load on first use, so importing this module (the app's pages, the command line) stays light.
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import streamlit as st
 
@@ -70,26 +72,121 @@ def headline(result, spec: str, data: str, flip: bool) -> None:
         st.info(plain(result.note, 600), icon=":material/folder_off:")
 
 
-def confusion_matrix(result) -> tuple[int, int] | None:
-    """The matrix, clickable; returns the clicked cell (true class, predicted class) or None."""
-    cm = result.confusion_matrix()
-    normalize = st.toggle("Row-normalised (share of each true class)", key="eval_normalize")
-    # The click of the previous run (the chart's state), read before the chart is drawn, so the
-    # chart can outline the clicked cell.
-    event = st.session_state.get("eval_cm") or {}
-    points = (event.get("selection") or {}).get("points") or []
-    if points:
+MATRIX_ALL = 30  # up to this many classes the matrix shows every one; beyond, the ones picked
+MATRIX_DEFAULT = 20  # classes the picked matrix starts with
+PAIRS = 20  # rows of the most-confused-pairs table
+CELL = "eval_cell"  # the cell whose images are shown: (true, predicted) model class indices
+SHOWN = "eval_cm_shown"  # the model classes along the drawn matrix's axes, in order
+PICKED = "eval_matrix_classes"  # the classes picked for the matrix (many classes)
+PICKED_FOR = "eval_matrix_for"  # the evaluation they were picked for
+
+
+def _identity(result) -> tuple:
+    return result.source, result.split, result.n, len(result.classes)
+
+
+def default_matrix_classes(result, limit: int = MATRIX_DEFAULT) -> list[int]:
+    """The classes a matrix over many starts with: those in the data (when they fit), then those
+    of the most confused pairs, at most `limit`."""
+    chosen = result.present()[:limit] if len(result.present()) <= limit else []
+    for _, row in result.confused_pairs(4 * limit).iterrows():
+        for c in (int(row["true_index"]), int(row["predicted_index"])):
+            if c not in chosen and len(chosen) < limit:
+                chosen.append(c)
+    return sorted(chosen or result.present()[:limit])
+
+
+def matrix_classes(result) -> list[int]:
+    """The model classes the matrix shows: all of them up to MATRIX_ALL, else those the user picks."""
+    total = len(result.classes)
+    if total <= MATRIX_ALL:
+        return list(range(total))
+    if st.session_state.get(PICKED_FOR) != _identity(result) or not all(
+            isinstance(c, int) and 0 <= c < total for c in st.session_state.get(PICKED) or []):
+        st.session_state[PICKED] = default_matrix_classes(result)
+        st.session_state[PICKED_FOR] = _identity(result)
+    picked = st.multiselect(
+        f"Classes in the matrix (of the model's {total:,})", range(total), key=PICKED, format_func=result.label,
+        placeholder="Type a class name or its words", max_selections=60,
+        help="The matrix of all the classes would be too large to read: pick the classes to compare. It starts "
+             "with the classes in the data (when they are few) and those of the most confused pairs.")
+    return sorted(int(c) for c in picked)
+
+
+def _clicked() -> None:
+    """The matrix was clicked: the cell under the click, mapped to the model's classes."""
+    points = ((st.session_state.get("eval_cm") or {}).get("selection") or {}).get("points") or []
+    shown = st.session_state.get(SHOWN) or []
+    if points and shown:
         # Points are laid out row by row: index = true * classes + predicted.
-        st.session_state["eval_cell"] = divmod(int(points[0]["point_index"]), len(result.classes))
-    cell = st.session_state.get("eval_cell")
+        row, column = divmod(int(points[0]["point_index"]), len(shown))
+        if row < len(shown) and column < len(shown):
+            st.session_state[CELL] = (shown[row], shown[column])
+
+
+def confusion_matrix(result) -> tuple[int, int] | None:
+    """The matrix (of the picked classes when the model has many), clickable; returns the
+    clicked cell (true class, predicted class) or None."""
+    shown = matrix_classes(result)
+    st.session_state[SHOWN] = shown
+    cell = st.session_state.get(CELL)
     if cell and not (0 <= cell[0] < len(result.classes) and 0 <= cell[1] < len(result.classes)):
         cell = None  # left over from a model with more classes
-    st.plotly_chart(confusion_figure(cm, result.classes, normalize, selected=cell), on_select="rerun",
+    if not shown:
+        st.info("Pick some classes above to draw their matrix.", icon=":material/grid_on:")
+        return cell
+    normalize = st.toggle("Row-normalised (share of each true class)", key="eval_normalize")
+    cm = result.confusion_matrix()
+    many = len(result.classes) > MATRIX_ALL
+    names = [result.label(i) for i in shown] if many else list(result.classes)
+    part = cm[np.ix_(shown, shown)]
+    at = (shown.index(cell[0]), shown.index(cell[1])) if cell and cell[0] in shown and cell[1] in shown else None
+    st.plotly_chart(confusion_figure(part, names, normalize, selected=at), on_select=_clicked,
                     selection_mode="points", key="eval_cm", width="stretch", config={"displayModeBar": False})
-    st.download_button("Download the matrix (CSV)", pd.DataFrame(cm, index=result.classes, columns=result.classes)
-                       .to_csv(index_label="true \\ predicted"), "confusion_matrix.csv", mime="text/csv",
-                       icon=":material/download:")
+    if many:
+        rows = cm[shown].sum()
+        outside = int(rows - part.sum())
+        st.caption(f"{len(shown)} of the model's {len(result.classes):,} classes. Of the {int(rows):,} images of these "
+                   f"true classes, {outside:,} were predicted as a class not drawn here"
+                   f"{' (row shares still count them)' if normalize else ''}.")
+        nonzero = np.argwhere(cm)
+        table = pd.DataFrame({"true": [result.classes[i] for i in nonzero[:, 0]],
+                              "predicted": [result.classes[j] for j in nonzero[:, 1]],
+                              "count": cm[nonzero[:, 0], nonzero[:, 1]]})
+        st.download_button("Download every non-empty cell (CSV)", table.to_csv(index=False),
+                           "confusion_cells.csv", mime="text/csv", icon=":material/download:")
+    else:
+        st.download_button("Download the matrix (CSV)", pd.DataFrame(cm, index=result.classes, columns=result.classes)
+                           .to_csv(index_label="true \\ predicted"), "confusion_matrix.csv", mime="text/csv",
+                           icon=":material/download:")
     return cell
+
+
+def _pick_pair(pairs) -> None:
+    """on_change of the pair picker: show that pair's images."""
+    picked = st.session_state.get("eval_pair")
+    if isinstance(picked, int) and 0 <= picked < len(pairs):
+        st.session_state[CELL] = (int(pairs.iloc[picked]["true_index"]), int(pairs.iloc[picked]["predicted_index"]))
+
+
+def confused_pairs(result) -> None:
+    """The most confused pairs (true, predicted, count, with words), and a picker that shows
+    the images of one of them."""
+    pairs = result.confused_pairs(PAIRS)
+    if pairs.empty:
+        st.caption("No mistakes: every image was given its own class.")
+        return
+    shown = pairs.drop(columns=["true_index", "predicted_index"])
+    if not any(result.words):
+        shown = shown.drop(columns=["true words", "predicted words"])
+    st.dataframe(shown, hide_index=True, width="stretch", key="eval_pairs_table", column_config={
+        "share": st.column_config.NumberColumn("share of the true class", format="percent"),
+        "count": st.column_config.NumberColumn("images")})
+    st.selectbox("See the images of a pair", range(len(pairs)), index=None, key="eval_pair",
+                 placeholder="Pick a pair", on_change=_pick_pair, args=(pairs,),
+                 format_func=lambda k: f"{result.label(int(pairs.iloc[k]['true_index']))} → "
+                                       f"{result.label(int(pairs.iloc[k]['predicted_index']))} "
+                                       f"({int(pairs.iloc[k]['count'])})")
 
 
 def shown_images(result, indices):
@@ -128,31 +225,50 @@ def image_grid(result, loaded, indices, caption_for, key: str) -> None:
                 heat, _ = gradcam(loaded.model, loaded.preprocess(image), int(result.predicted[i]))
                 shown = overlay(image, heat)
             st.image(shown, caption=caption_for(i), width="stretch")
-            st.plotly_chart(topk_bars(top_k(result.probs[i], result.classes, 5), height=150),
+            st.plotly_chart(topk_bars(top_k(result.probs[i], result.classes, 5, result.words), height=150),
                             key=f"{key}_bars_{i}", config={"displayModeBar": False})
 
 
 def cell_images(result, loaded, cell: tuple[int, int]) -> None:
     true_i, pred_i = cell
     indices = result.cell(true_i, pred_i)
-    st.subheader(f"True {result.classes[true_i]}, predicted {result.classes[pred_i]}: {len(indices)} images")
+    st.subheader(f"True {plain(result.label(true_i))}, predicted {plain(result.label(pred_i))}: "
+                 f"{len(indices)} images")
     limit = st.slider("Images to show", 6, 60, 12, 6, key="eval_cell_limit") if len(indices) > 12 else 12
     image_grid(result, loaded, indices[:limit],
-               lambda i: f"{result.confidence[i]:.0%} {result.classes[result.predicted[i]]}", "cell")
+               lambda i: f"{result.confidence[i]:.0%} {result.label(int(result.predicted[i]))}", "cell")
+
+
+BARS_MAX = 40  # classes in the per-class bars; more only in the table
 
 
 def per_class(result) -> None:
+    """The per-class table, searchable by class name or words, and bars for the classes found."""
     report = result.report()
-    left, right = st.columns([2, 3])
-    left.dataframe(report, hide_index=True, width="stretch", column_config={
+    query = st.text_input("Search the classes", key="eval_class_search", placeholder="a class name or its words",
+                          help="Shows the classes whose name or words contain this text").strip().lower()
+    if query:
+        found = report["class"].str.lower().str.contains(query, regex=False) | \
+            report["words"].str.lower().str.contains(query, regex=False)
+        report = report[found]
+    if not report["words"].astype(bool).any():
+        report = report.drop(columns=["words"])
+    if report.empty:
+        st.caption(f"No class in the data matches {plain(query, 80)}.")
+        return
+    table, bars = (st.columns([2, 3]) if len(report) <= BARS_MAX else (st.container(), None))
+    table.dataframe(report, hide_index=True, width="stretch", key="eval_per_class_table", column_config={
         k: st.column_config.NumberColumn(k.capitalize() if k != "f1" else "F1", format="percent")
         for k in ("precision", "recall", "f1")})
-    right.plotly_chart(per_class_bars(report), width="stretch", key="eval_per_class")
+    if bars is None:
+        st.caption(f"{len(report):,} classes: search for some to see them as bars.")
+    else:
+        bars.plotly_chart(per_class_bars(report), width="stretch", key="eval_per_class")
 
 
 def mistakes(result, loaded) -> None:
     image_grid(result, loaded, result.mistakes(12),
-               lambda i: f"{result.classes[result.labels[i]]} → {result.classes[result.predicted[i]]} "
+               lambda i: f"{result.label(int(result.labels[i]))} → {result.label(int(result.predicted[i]))} "
                          f"({result.confidence[i]:.0%})", "mistakes")
 
 
@@ -182,8 +298,12 @@ def learned_map(result, loaded, spec: str, key: tuple) -> None:
     idx = made.indices
     sampled = (f"{len(idx):,} of the {made.total:,} images, every class in proportion"
                if len(idx) < made.total else f"all {made.total:,} images")
-    chart = embedding_chart(made.xy, result.classes, result.labels[idx], result.predicted[idx],
-                            result.confidence[idx], made.thumbnails)
+    # Only the classes on the map name its colours (a 1,000-class model's others would crowd the legend).
+    labels, predicted = result.labels[idx], result.predicted[idx]
+    on_map = list(dict.fromkeys([*sorted(set(labels.tolist())), *sorted(set(predicted.tolist()))]))
+    position = {c: k for k, c in enumerate(on_map)}
+    chart = embedding_chart(made.xy, [result.label(c) for c in on_map], np.array([position[c] for c in labels]),
+                            np.array([position[c] for c in predicted]), result.confidence[idx], made.thumbnails)
     event = st.altair_chart(chart, on_select="rerun", key="eval_map", width="stretch")
     st.caption(f"{plain(model_label(spec))} on the {result.split} split: {sampled}. Distances between islands "
                "mean little in t-SNE; who neighbours whom is what counts.")
@@ -202,7 +322,7 @@ def picked_point(result, loaded, i: int) -> None:
     if isinstance(image, str):
         damaged_note(image)
         return
-    truth, guess = result.classes[result.labels[i]], result.classes[result.predicted[i]]
+    truth, guess = result.label(int(result.labels[i])), result.label(int(result.predicted[i]))
     st.markdown(f"**The picked image:** true class {plain(truth)}, predicted {plain(guess)} "
                 f"({result.confidence[i]:.0%}){'' if truth == guess else ', a mistake'}.")
     a, b, c = st.columns([1, 1, 2])
@@ -210,5 +330,5 @@ def picked_point(result, loaded, i: int) -> None:
     heat, _ = gradcam(loaded.model, loaded.preprocess(image), int(result.predicted[i]))
     b.image(overlay(image, heat), caption=f"Grad-CAM for {plain(guess)}", width="stretch")
     heat_legend(b)
-    c.plotly_chart(topk_bars(top_k(result.probs[i], result.classes, 5), height=230), key="eval_map_topk",
+    c.plotly_chart(topk_bars(top_k(result.probs[i], result.classes, 5, result.words), height=230), key="eval_map_topk",
                    config={"displayModeBar": False})

@@ -29,6 +29,8 @@ if evaluation.failed:
 view.headline(result, spec, data, flip)
 
 cell = view.confusion_matrix(result)
+st.subheader("Most confused pairs")
+view.confused_pairs(result)
 if cell:
     view.cell_images(result, loaded, cell)
 else:

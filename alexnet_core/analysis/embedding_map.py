@@ -64,7 +64,8 @@ def _pixels(loaded, evaluation, indices: np.ndarray, batch: int):
         evaluated = Split(evaluation.labels, paths=evaluation.paths)
     else:  # in memory (CIFAR-10 from Keras): nothing was skipped, positions are the split's
         evaluated = load_source(evaluation.source).split(evaluation.split)
-    return model_pixels(evaluated, loaded.input_size, indices, batch, skip_unreadable=False)
+    return model_pixels(evaluated, loaded.input_size, indices, batch, skip_unreadable=False,
+                        record=loaded.preprocessing)
 
 
 def _thumbnail(pixels: np.ndarray) -> str:
@@ -80,13 +81,17 @@ def _thumbnail(pixels: np.ndarray) -> str:
     return THUMB_PREFIX + base64.b64encode(buffer.getvalue()).decode("ascii")
 
 
-def features(loaded, evaluation, indices: np.ndarray, batch: int = 256, progress=None) -> tuple[np.ndarray, list[str]]:
-    """(fc7 features, hover thumbnails) of the evaluated images at `indices`."""
+def features(loaded, evaluation, indices: np.ndarray, batch: int | None = None,
+             progress=None) -> tuple[np.ndarray, list[str]]:
+    """(fc7 features, hover thumbnails) of the evaluated images at `indices` (`batch` images at a
+    time: by default fewer for a 224-px model, as evaluation reads them)."""
     import tensorflow as tf
 
+    from alexnet_core.analysis.evaluation import BATCH, LARGE_BATCH, LARGE_INPUT
     from alexnet_core.analysis.explain import _tap, embedding_layer
     from alexnet_core.inputs.preprocess import standardize
 
+    batch = batch or (LARGE_BATCH if loaded.input_size >= LARGE_INPUT else BATCH)
     tap = _tap(loaded.model, embedding_layer(loaded.model))
     feats, thumbs = [], []
     try:
@@ -121,7 +126,8 @@ def project(feats: np.ndarray, seed: int = 0) -> np.ndarray:
 def _cache_path(loaded, evaluation, indices: np.ndarray) -> Path:
     name = cache.key(cache.model_fingerprint(loaded.path), evaluation.source, evaluation.split, evaluation.n,
                      np.ascontiguousarray(indices, dtype=np.int64).tobytes(),
-                     None if evaluation.paths is None else [evaluation.paths[i] for i in indices])
+                     None if evaluation.paths is None else [evaluation.paths[i] for i in indices],
+                     loaded.preprocessing)
     return cache.folder(loaded.run_dir) / f"map-{name}.npz"
 
 

@@ -148,10 +148,11 @@ MAX_CLASS_WORDS_BYTES = 4 * 2**20
 
 
 def read_class_words(root: Path, class_names: list[str]) -> dict[str, str]:
-    """{folder name: words} from the first class-names file in `root`, for the folders that
-    exist; lines that do not parse are skipped, and an unreadable file counts as none."""
-    for name in CLASS_WORDS_FILES:
-        path = root / name
+    """{folder name: words} from the first class-names file in `root` (or, for a split folder
+    such as ILSVRC's val/ given alone, beside it), for the folders that exist; lines that do not
+    parse are skipped, and an unreadable file counts as none."""
+    places = [root] + ([root.parent] if root.name in SPLITS else [])
+    for path in (place / name for place in places for name in CLASS_WORDS_FILES):
         try:
             if not path.is_file() or path.stat().st_size > MAX_CLASS_WORDS_BYTES:
                 continue
@@ -175,8 +176,10 @@ def load_folder(path: str | os.PathLike, val_split: float = 0.1, name: str | Non
                         "PATH/<class>/<image> or PATH/train/<class>/<image>.")
     if not path.is_dir():
         raise DataError(f"'{path}' is a file; give a folder laid out as PATH/<class>/<image>.")
-    split_layout = (path / "train").is_dir()
-    root = path / "train" if split_layout else path
+    split_layout = (path / "train").is_dir() or _splits_only(path)
+    root = path / "train" if (path / "train").is_dir() else path
+    if split_layout and root == path:  # val/ and/or test/ alone (e.g. ILSVRC's val/<wnid>/ to evaluate on)
+        return _load_splits_only(path, name)
     if not _class_dirs(root):
         raise DataError(f"'{root}' has no class folders. Lay images out as {path}/<class>/<image> "
                         f"(or {path}/train/<class>/<image> with optional val/ and test/).")
@@ -200,6 +203,30 @@ def load_folder(path: str | os.PathLike, val_split: float = 0.1, name: str | Non
         test_files, source.skipped["test"], empty_test = _scan(path / "test")
         source.empty_classes += [n for n in empty_test if n not in source.empty_classes and n not in class_names]
         source.test = _labelled(test_files, class_names, path / "test")
+    return source
+
+
+def _splits_only(path: Path) -> bool:
+    """Whether `path` holds val/ or test/ (no train/) and no other folder: a split layout with
+    nothing to train on, such as an evaluation copy of ILSVRC's val/<wnid>/."""
+    folders = {p.name for p in _class_dirs(path)}
+    return bool(folders) and folders <= {"val", "test"}
+
+
+def _load_splits_only(path: Path, name: str | None) -> DataSource:
+    """PATH/{val,test}/<class>/* without train/: the classes are those of both splits."""
+    scanned = {split: _scan(path / split) for split in ("val", "test") if (path / split).is_dir()}
+    class_names = sorted({c for files, _, _ in scanned.values() for c in files})
+    empty = sorted({c for _, _, gone in scanned.values() for c in gone} - set(class_names))
+    if not class_names:
+        raise DataError(f"'{path}' has {' and '.join(f'{s}/' for s in scanned)} but no class folder of JPEG, PNG, "
+                        "GIF, BMP or WebP images inside: lay images out as "
+                        f"{path}/val/<class>/<image>.")
+    source = DataSource(name=name or str(path), class_names=class_names, empty_classes=empty,
+                        skipped={split: skipped for split, (_, skipped, _) in scanned.items()},
+                        class_words=read_class_words(path, class_names))
+    for split, (files, _, _) in scanned.items():
+        setattr(source, split, _labelled(files, class_names, path / split))
     return source
 
 
@@ -288,20 +315,57 @@ def decode_file(path, size: int):
     return resize(_decode_any(tf.io.read_file(path), "INTEGER_ACCURATE"), size)
 
 
-def model_pixels(split: Split, size: int, positions=None, batch: int = 256, skip_unreadable: bool = True):
+def _fitted(record: dict, from_file: bool):
+    """A tf.data map of one image file path (or in-memory image) to the pixels a model with the
+    ImageNet recipe `record` gets from it, exactly as Classify frames a photo: decoded by the
+    safe decoder (Pillow, as Classify decodes), then preprocess.fit (the intermediate size and the
+    centre crop), float32 0..255."""
+    import tensorflow as tf
+
+    from alexnet_core.inputs.images import read_image
+    from alexnet_core.inputs.preprocess import fit
+
+    size = int(record["input_size"])
+
+    def one(item):
+        image = read_image(item.numpy().decode()) if from_file else item.numpy()
+        return fit(image, record, "crop").astype(np.float32)
+
+    def mapped(item):
+        pixels = tf.py_function(one, [item], tf.float32)
+        pixels.set_shape([size, size, 3])
+        return pixels
+
+    return mapped
+
+
+def model_pixels(split: Split, size: int, positions=None, batch: int = 256, skip_unreadable: bool = True,
+                 record: dict | None = None):
     """Batches of (positions, pixels): the images of `split` at `positions` (default: all of them,
     in order) as a model of input `size` gets them before standardisation, float32 0..255 at
     size x size. Files are decoded by `decode_file`, as training decodes them; in-memory images
-    are taken as they are. The one pixel pipeline of evaluation and the embedding map: with
+    are taken as they are. A model whose preprocessing `record` has an ImageNet recipe
+    (preprocess.has_recipe: shorter side to 256, centre crop 224) gets each image as Classify
+    gives it (`_fitted`). The one pixel pipeline of evaluation and the embedding map: with
     `skip_unreadable`, a file that cannot be decoded is left out (tf.data logs it), its position
     with it; without, iterating raises tf.errors.OpError at the first such file."""
     import tensorflow as tf
 
-    from alexnet_core.inputs.preprocess import resize
+    from alexnet_core.inputs.preprocess import has_recipe, resize
 
     autotune = tf.data.AUTOTUNE
     every = positions is None
     positions = np.arange(len(split), dtype=np.int64) if every else np.asarray(positions, dtype=np.int64)
+    recipe = has_recipe(record) and int(record["input_size"]) == size
+    if recipe:
+        from_file = split.images is None
+        items = np.array(split.paths, dtype=str) if from_file else split.images
+        ds = tf.data.Dataset.from_tensor_slices((positions, items if every else items[positions]))
+        take = _fitted(record, from_file)
+        ds = ds.map(lambda i, x: (i, take(x)), num_parallel_calls=autotune)
+        if from_file and skip_unreadable:
+            ds = ds.ignore_errors(log_warning=True)
+        return ds.batch(batch).prefetch(autotune)
     if split.images is not None:
         images = split.images if every else split.images[positions]
         ds = tf.data.Dataset.from_tensor_slices((positions, images))
