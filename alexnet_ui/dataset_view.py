@@ -235,20 +235,49 @@ def train_section(path: Path, found: dict[str, list[Path]], damaged_files: list[
         st.info(problem, icon=":material/info:")
         return
     counts = {name: sum(f not in damaged_files for f in files) for name, files in found.items()}
-    mode = st.radio("How", ["fine-tune", "scratch"], horizontal=True, key="dataset_mode", format_func={
-        "fine-tune": "Fine-tune the bundled model (best for a few photos)", "scratch": "From scratch"}.get,
-        help="Fine-tuning keeps what the bundled model learned to see on CIFAR-10 (its convolutional layers, "
-             "as they are) and trains only a new head for your classes. From scratch learns everything from "
-             "your photos alone, which needs hundreds per class.")
-    epochs = st.number_input("Epochs", 1, 200, 10 if mode == "fine-tune" else 30, key=f"dataset_epochs_{mode}")
+    from alexnet_core.train.finetune import imagenet_bases
+
+    bases, unusable = imagenet_bases()
+    modes = {"fine-tune": "Fine-tune the bundled model (best for a few photos)",
+             **{FROM + name: f"Start from ImageNet features ({name}, 224 px)" for name in bases},
+             "scratch": "From scratch"}
+    if st.session_state.get("dataset_mode") not in modes:  # a base removed since it was picked
+        st.session_state.pop("dataset_mode", None)
+    mode = st.radio("How", list(modes), horizontal=True, key="dataset_mode", format_func=modes.get,
+                    help="Fine-tuning keeps what the bundled model learned to see on CIFAR-10 (its convolutional "
+                         "layers, as they are) and trains only a new head for your classes. Starting from ImageNet "
+                         "features keeps what AlexNet learned from 1.2 million photos of 1,000 classes (its "
+                         "convolutional layers, fc6 and fc7, as they are) and trains only a new last layer, at "
+                         "224 px: slower, and far better on real photos. From scratch learns everything from your "
+                         "photos alone, which needs hundreds per class.")
+    imagenet_note(bases, unusable)
+    base = mode[len(FROM):] if mode.startswith(FROM) else "demo"
+    kind = "imagenet" if mode.startswith(FROM) else mode
+    epochs = st.number_input("Epochs", 1, 200, {"fine-tune": 10, "imagenet": 3}.get(kind, 30),
+                             key=f"dataset_epochs_{kind}")
     st.caption(f"{sum(counts.values())} images in {len(counts)} classes; a fifth of each class is kept aside to "
                "measure the model (its validation accuracy).")
     if st.button("Start training", type="primary", icon=":material/play_arrow:", key="dataset_train"):
         from alexnet_core.train.launcher import start
 
         with user_errors(limit=400, icon=None):
-            start(datasets.train_config(path, fine_tune=mode == "fine-tune", epochs=int(epochs)), runs_root())
+            start(datasets.train_config(path, fine_tune=mode != "scratch", epochs=int(epochs), base=base),
+                  runs_root())
             st.rerun()
+
+
+FROM = "from:"  # a training mode that starts from an installed ImageNet model: "from:imagenet-torchvision"
+
+
+def imagenet_note(bases: list[str], unusable: dict[str, str]) -> None:
+    """Why starting from ImageNet features is not offered, or which installed model is not."""
+    for why in unusable.values():
+        st.caption(f":material/info: Not offered as a base: {plain(why, 300)}.")
+    if not bases:
+        st.caption(":material/info: To start from ImageNet features (AlexNet trained on 1,000 classes of real "
+                   "photos), install torchvision's ImageNet weights first: `python -m alexnet_core pretrained "
+                   "install torchvision` (233 MB, or `--file PATH` with alexnet-owt-7be5be79.pth you already "
+                   "have). They are not installed on this machine.")
 
 
 def runs_of_dataset(path: Path) -> list[dict]:

@@ -17,6 +17,7 @@ from alexnet_core.inputs import data as sources
 from alexnet_core.models.variants import CPU_FRIENDLY
 from alexnet_core.settings.config import SETTINGS, ConfigError, Setting, TrainConfig, each_setting
 from alexnet_core.settings.recipes import RECIPES, Recipe
+from alexnet_core.train.finetune import imagenet_bases
 from alexnet_ui.loaders import data_choices, device_info, model_choices
 from alexnet_ui.text import cpu_friendly_variants, plain
 
@@ -239,6 +240,8 @@ class TrainForm:
             where.toggle(s.label, disabled=bool(s.needs) and not self.state.get(FORM[s.needs].key), **options)
         elif s.widget == "model":
             starts = {"": "Random weights (from scratch)", **model_choices()}
+            for name in imagenet_bases()[0]:  # installed ImageNet models: their features through fc7
+                starts.setdefault(name, f"{name}: ImageNet features (224 px)")
             if self.state.get(s.key) not in starts:  # a cloned run's base that is not listed
                 starts[self.state[s.key]] = self.state[s.key]
             where.selectbox(s.label, list(starts), format_func=starts.get, **options)

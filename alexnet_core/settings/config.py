@@ -242,13 +242,14 @@ class TrainConfig:
         help="keep no per-epoch snapshots (validation predictions, conv1, probe top-5)",
         cli_only="the Train page always keeps them: the Runs page's epoch time-travel shows them")
     init_from: str | None = setting(  # fine-tune: a trained model whose conv layers start the run
-        None, rule="a model (a run folder or 'demo')",
+        None, rule="a model (a run folder, 'demo' or an installed ImageNet model such as imagenet-torchvision)",
         valid=lambda v, c: v is None or (isinstance(v, str) and v.strip() != ""),
-        metavar="MODEL", help="fine-tune: start from this model's convolutional layers (a run folder or 'demo')",
+        metavar="MODEL", help="fine-tune: start from this model's convolutional layers (a run folder or 'demo'), "
+                              "or from an installed ImageNet model's features through fc7 (imagenet-torchvision)",
         label="Start from", key="train_init_from", widget="model", place=("start", 0),
         tip="Fine-tuning: a trained model's convolutional layers start the run and new dense layers learn your "
-            "classes. The run keeps that model's network: its variant, width and input size replace the ones "
-            "set here.")
+            "classes (from an installed ImageNet model, its fc6 and fc7 too, and a new last layer). The run keeps "
+            "that model's network: its variant, width and input size replace the ones set here.")
     freeze_features: bool = setting(  # with init_from: keep those layers as they are, train only the new head
         False, rule="true or false", valid=lambda v, c: isinstance(v, bool),
         action="on-off", help="with --init-from: keep those layers as they are and train only the new head",

@@ -38,7 +38,7 @@ from alexnet_core.store import fileio, layout, liveness
 from alexnet_core.train import distributed
 from alexnet_core.train.checkpoints import CheckpointStore
 from alexnet_core.train.distributed import WorkerLost
-from alexnet_core.train.finetune import copy_features, fine_tune_source
+from alexnet_core.train.finetune import copy_features, fine_tune_source, run_preprocessing
 from alexnet_core.train.monitor import StatusWriter, identity
 from alexnet_core.train.observers import Observers, RunState, builtin_observers
 from alexnet_core.train.optimizer import build_optimizer, current_learning_rate, plateau_learning_rate
@@ -444,14 +444,12 @@ class Trainer:
     def _record_config(self, plan: _Plan) -> None:
         """config.json: the settings, the data's classes and what the run runs on; and the log's
         first lines."""
-        from alexnet_core.inputs.preprocess import describe as describe_preprocessing
-
         config, state, source, has_val = self.config, self.state, self.state.source, plan.has_val
         fileio.write_json_atomic(self.run_dir / layout.CONFIG, {
             **asdict(config), "class_names": list(source.class_names),
             **({"class_words": source.class_words} if source.class_words else {}),
             "environment": environment(plan.strategy, self.cluster),
-            "preprocessing": describe_preprocessing(state.input_size),
+            "preprocessing": run_preprocessing(config, state.input_size, self.run_dir),  # a fine-tuning base's
             "steps_per_epoch": state.steps_per_epoch,
             "monitor": {"best_checkpoint": plan.best_monitor, "schedule": plan.schedule_monitor,
                         "schedule_note": None if plan.schedule_monitor is None or has_val else
