@@ -17,6 +17,7 @@ if __name__ == "__main__":
         st.Page("pages/evaluate.py", title="Evaluate", icon=":material/grid_on:"),
         st.Page("pages/classify.py", title="Classify", icon=":material/image_search:"),
         st.Page("pages/dataset.py", title="Your classes", icon=":material/add_photo_alternate:"),
+        st.Page("pages/models.py", title="Models", icon=":material/deployed_code:"),
         st.Page("pages/runs.py", title="Runs", icon=":material/folder_open:"),
     ]
 
