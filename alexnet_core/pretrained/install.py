@@ -127,10 +127,10 @@ def download(url: str, dest: Path, expected_bytes: int, progress: Progress | Non
     return digest.hexdigest()
 
 
-def read_classes(classes_file, num_classes: int) -> tuple[list[str], dict[str, str]]:
+def read_classes(classes_file, num_classes: int | None) -> tuple[list[str], dict[str, str]]:
     """Class names (and words) for a model with `num_classes` outputs: the lines of a text file,
     one per output in order (`wnid words` lines give the wnid as name and the rest as words), or
-    `imagenet` for the bundled 1,000 ImageNet classes."""
+    `imagenet` for the bundled 1,000 ImageNet classes. `num_classes` None: the count is checked later."""
     if str(classes_file) == IMAGENET:
         names, words = sources.imagenet_classes()
     else:
@@ -162,10 +162,14 @@ def read_classes(classes_file, num_classes: int) -> tuple[list[str], dict[str, s
         if duplicates:
             raise PretrainedError(f"The classes file {path} names {', '.join(map(repr, duplicates[:3]))} more than "
                                   "once; every class needs its own name.")
-    if len(names) != num_classes:
+    check_count(names, num_classes)
+    return names, words
+
+
+def check_count(names: list[str], num_classes: int | None) -> None:
+    if num_classes is not None and len(names) != num_classes:
         raise PretrainedError(f"The classes file gives {len(names):,} class names but the model's last layer has "
                               f"{num_classes:,} outputs; give exactly one name per output, in order.")
-    return names, words
 
 
 def converter(source: sources.Source):
@@ -231,14 +235,18 @@ def install(source: str, file=None, name: str | None = None, classes_file=None,
         published = digest == src.sha256
         chosen = _choose_name(src, published, name)
         _check_space(root, int(src.bytes * 1.1), f"the converted model {chosen!r}")
+        given = read_classes(IMAGENET if published else classes_file, None) if published or classes_file else None
+        if given is not None and src.file_format == "pth":  # the class count is known before converting
+            from alexnet_core.pretrained import torch_import
+
+            check_count(given[0], torch_import.read_layers(path)[1])
         _report(progress, phase="convert", done=0, total=1, rate=None, eta=None)
         model, info = converter(src).convert(path)
         num_classes = int(model.output_shape[-1])
         input_size = int(model.input_shape[1])
-        if published:
-            names, words = read_classes(IMAGENET, num_classes)
-        elif classes_file is not None:
-            names, words = read_classes(classes_file, num_classes)
+        if given is not None:
+            check_count(given[0], num_classes)
+            names, words = given
         else:
             names, words = [f"class {i}" for i in range(num_classes)], {}
         record = {
