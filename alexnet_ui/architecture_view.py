@@ -1,6 +1,7 @@
 """The Architecture page's parts: the variant picker and its design switches, the network's
 figures, and the five tabs (layer table, parameters and compute, measured time, diagram,
-comparison with a second network)."""
+comparison with a second network); and the installed models (the ImageNet AlexNets, a user's
+own): where their weights came from, their layer table and their real first-layer filters."""
 
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ import streamlit as st
 
 from alexnet_core.models.anatomy import compare_tables, totals
 from alexnet_core.models.variants import NORMS, WIDTHS, get_arch, list_variants
-from alexnet_ui.loaders import variant_table
+from alexnet_ui.loaders import installed_label, installed_models, loaded_model, model_stamp, variant_table
 from alexnet_ui.text import format_bytes, plain, shape_text
 
 SWITCH_KEYS = ("norm", "groups", "pool", "dropout", "width", "size", "classes")
@@ -207,3 +208,95 @@ def comparison(table, sums: dict, variant: str) -> None:
     )
     if diff.empty:
         st.caption("The two networks are identical layer by layer.")
+
+
+# --- Installed models --------------------------------------------------------------------------
+
+SHOW = {"variants": "The variants, built fresh", "installed": "Installed models, with their weights"}
+
+
+def what_to_show() -> str:
+    """The variants (always), or the installed models when there are any."""
+    if not installed_models():
+        return "variants"
+    return st.segmented_control("Show", list(SHOW), default="variants", format_func=SHOW.get,
+                                key="arch_show") or "variants"
+
+
+@st.cache_data(show_spinner="Reading the model's layers...", max_entries=16)
+def installed_table(spec: str, stamp: str):
+    from alexnet_core.analysis.explain import functional
+    from alexnet_core.models.anatomy import layer_table
+
+    loaded, _ = loaded_model(spec)
+    return layer_table(functional(loaded.model))  # a user's Sequential model with its input layer
+
+
+@st.cache_data(show_spinner=False, max_entries=16)
+def installed_filters(spec: str, stamp: str):
+    """(one grid per group of conv1's kernels, how many kernels), or why there are none."""
+    from alexnet_core.analysis.explain import NotApplicable, conv1_figure
+
+    loaded, _ = loaded_model(spec)
+    try:
+        return conv1_figure(loaded.model)
+    except NotApplicable as exc:
+        return str(exc)
+
+
+def _preprocessing_text(record: dict) -> str:
+    p = record.get("preprocessing") if isinstance(record.get("preprocessing"), dict) else {}
+    if "resize_to" in p:
+        how = "shorter side" if p.get("resize_mode") == "shorter" else "whole image stretched to a square"
+        return f"{how} to {p['resize_to']} px, centre crop {p.get('crop', p.get('input_size'))} px"
+    return f"resized to {p.get('input_size', '?')} px" if p else "as recorded with the model"
+
+
+def installed_model_view() -> None:
+    """One installed model: where it came from, its figures, its layer table and its real filters."""
+    from alexnet_core.models.anatomy import totals
+
+    rows = {row["name"]: row for row in installed_models()}
+    name = st.selectbox("Installed model", list(rows), key="arch_installed",
+                        format_func=lambda n: installed_label(rows[n]))
+    row = rows[name]
+    record = row["record"]
+    stamp = model_stamp(name)
+    with st.spinner("Loading the model..."):
+        table = installed_table(name, stamp)
+    sums = totals(table)
+    figures(table, sums)
+    variant = record.get("variant") if record.get("variant") in list_variants() else None
+    kind = "ImageNet weights" if record.get("kind") == "pretrained" else "your own model"
+    lines = [f"**{plain(record.get('title') or name, 120)}** ({kind}, {format_bytes(row['bytes'])} on disk)."]
+    if variant:
+        lines.append(f"The network is the `{variant}` variant ({plain(get_arch(variant).title)}) at "
+                     f"{int(table['output_shape'].iloc[0][0])} px with {len(record.get('class_names') or []):,} "
+                     "classes: pick it under *The variants* for its design and its switches.")
+    published = record.get("published") if isinstance(record.get("published"), dict) else {}
+    if isinstance(published.get("top1"), float) and isinstance(published.get("top5"), float):
+        lines.append(f"Published accuracy: top-1 {published['top1']:.1%}, top-5 {published['top5']:.1%} "
+                     f"({plain(published.get('split') or 'ImageNet validation', 100)}).")
+    lines.append(f"Preprocessing: {_preprocessing_text(record)}.")
+    if isinstance(record.get("file_name"), str):
+        lines.append(f"Converted from {plain(record['file_name'], 80)}.")
+    st.info("  \n".join(lines), icon=":material/inventory_2:")
+    tab_table, tab_filters = st.tabs(["Layer table", "First-layer filters"])
+    with tab_table:
+        layer_table(table, name)
+    with tab_filters:
+        figure = installed_filters(name, stamp)
+        if isinstance(figure, str):
+            st.info(f"**No filters to show.** {plain(figure, 400)}", icon=":material/block:")
+            return
+        grids, count = figure
+        per = count // len(grids)
+        if len(grids) > 1:
+            st.markdown(f"The model's own **{count} first-layer kernels in {len(grids)} groups of {per}**, as the "
+                        "paper's Figure 3 shows them: the kernels learned on the first GPU above those learned "
+                        "on the second.")
+        else:
+            st.markdown(f"The model's own **{count} first-layer kernels**, each scaled to its own range.")
+        for g, grid in enumerate(grids, start=1):
+            caption = f"GPU {g}: kernels {(g - 1) * per + 1}-{g * per}" if len(grids) > 1 else f"conv1: {count} kernels"
+            st.image(grid, caption=caption, width=min(720, grid.shape[1]))

@@ -25,18 +25,49 @@ from alexnet_ui.text import plain
 from alexnet_ui.widgets import damaged_note
 
 EXPLAIN = {"filters": "conv1 filters", "maps": "Activation maps", "neighbours": "Nearest neighbours (fc7)"}
+# The images fc7 neighbours are looked for among, each named on the page.
+GALLERIES = {"sample": "The bundled sample's validation images (1,000 CIFAR-10 images, 32×32)",
+             "examples": "The example photos", "batch": "The images classified above"}
+LARGE_INPUT = 128  # from this input size on, the sample's 1,000 images are not the default gallery (slow on a CPU)
 
 
 def examples() -> list[Path]:
     return sorted(locations.EXAMPLES_DIR.glob("*.jpg"))
 
 
-def what_the_model_can_say(loaded) -> None:
+def class_text(loaded, name: str) -> str:
+    """A class as a user reads it: its words when the model has them ("tench, Tinca tinca"), else its name."""
+    return loaded.class_words.get(name) or name
+
+
+def recipe_text(record: dict) -> str:
+    """How the model frames an image, in words."""
+    size = int(record.get("input_size", 0))
+    if "resize_to" in record:
+        how = ("shorter side" if record.get("resize_mode") == "shorter" else "whole image, stretched to a square")
+        return (f"{how} to {record['resize_to']} px, then the centre {size}×{size}; an image already that size is "
+                "only cropped")
+    return f"framed square and resized to {size}×{size}"
+
+
+def what_the_model_can_say(loaded, facts: dict | None = None) -> None:
     classes, size = loaded.class_names, loaded.input_size
-    shown = ", ".join(classes) if len(classes) <= 12 else ", ".join(classes[:10]) + f" and {len(classes) - 10} more"
-    st.info(f"**What this model can say.** It knows {len(classes)} classes ({plain(shown, 400)}) and sees "
-            f"every image as {size}×{size} pixels. Anything else in a photo still gets one of these labels, so a "
-            "low score, or two close ones, means the model is not sure.", icon=":material/lightbulb:")
+    names = [class_text(loaded, c) for c in classes]
+    shown = "; ".join(names) if len(names) <= 12 else "; ".join(names[:10]) + f" and {len(names) - 10:,} more"
+    facts = facts or {}
+    origin = ""
+    if facts.get("kind") == "pretrained":
+        published = facts.get("published") or {}
+        accuracy = (f" (published top-1 {published['top1']:.1%}, top-5 {published['top5']:.1%} on "
+                    f"{plain(published.get('split', 'ImageNet'), 100)})"
+                    if isinstance(published.get("top1"), float) and isinstance(published.get("top5"), float) else "")
+        origin = f"{plain(facts.get('title') or 'ImageNet weights', 120)}{accuracy}. "
+    elif facts.get("kind") == "own":
+        origin = f"Your own model, {plain(facts.get('title') or loaded.source, 120)}. "
+    st.info(f"**What this model can say.** {origin}It knows {len(classes):,} classes ({plain(shown, 400)}) and "
+            f"sees every image as {size}×{size} pixels ({recipe_text(loaded.preprocessing)}). Anything else in a "
+            "photo still gets one of these labels, so a low score, or two close ones, means the model is not sure.",
+            icon=":material/lightbulb:")
 
 
 def judging_settings() -> tuple[str, float, float]:
@@ -97,17 +128,19 @@ def analyse(spec: str, stamp: str, data: bytes, name: str, framing: str):
     framed square, (width, height) decoded, the exact pixels the network gets, its standardised
     input, probabilities), or the error."""
     from alexnet_core.inputs.images import decode_image
-    from alexnet_core.predict.inference import frame, network_view
+    from alexnet_core.inputs.preprocess import seen
+    from alexnet_core.predict.inference import network_view
 
     try:
         image = decode_image(data, name)
     except ImageDecodeError as exc:
         return str(exc)
     model, predictor = loaded_model(spec)
-    square = frame(image, framing)
-    view = network_view(square, model.input_size, framing)  # already square: framed once
-    probs = predictor.probabilities(view[None])[0]
-    return (hashlib.sha1(data).hexdigest()[:12], thumbnail(image), thumbnail(square),
+    record = {**model.preprocessing, "input_size": model.input_size}
+    region = seen(image, record, framing)  # the part of the image the network's input shows
+    view = network_view(image, model.input_size, framing, record)  # the ImageNet recipe, when the model has one
+    probs = predictor.probabilities(view[None])[0]  # already the network's pixels: taken as they are
+    return (hashlib.sha1(data).hexdigest()[:12], thumbnail(image), thumbnail(region),
             (image.shape[1], image.shape[0]), view, model.preprocess(view), probs)
 
 
@@ -134,14 +167,15 @@ def heat_map(spec: str, stamp: str, model_input: np.ndarray, class_index: int) -
 def result_card(index: int, result: tuple, loaded, spec: str, stamp: str, k: int, sure: tuple[float, float]) -> None:
     """One classified image: the original, what the network sees, its top k with a verdict, and
     where it looked (Grad-CAM) for a class of the user's choice."""
-    from alexnet_core.analysis.explain import overlay
+    from alexnet_core.analysis.explain import has_convolution, overlay
 
     name, digest, small, square, dims, view, model_input, p = result
     classes, size = loaded.class_names, loaded.input_size
     with st.container(border=True):
         cols = st.columns([1, 1, 2, 1])
         cols[0].image(fit_for_display(small), caption=f"{plain(name, 80)} ({dims[0]}×{dims[1]})", width="stretch")
-        cols[1].image(enlarged(view), width="stretch", caption=f"What the network sees: {size}×{size} pixels, enlarged")
+        cols[1].image(enlarged(view), width="stretch", caption=f"What the network sees: {size}×{size} pixels"
+                      + (", enlarged" if size < 224 else ""))
         predictions = top_k(p, classes, k, loaded.class_words)
         judged = verdict(p, *sure)
         best = f"{plain(predictions[0].get('words') or predictions[0]['label'])} ({predictions[0]['probability']:.1%})"
@@ -152,82 +186,157 @@ def result_card(index: int, result: tuple, loaded, spec: str, stamp: str, k: int
             cols[2].caption(f"Unsure because {judged['reason']}.")
         cols[2].plotly_chart(topk_bars(predictions, height=40 + 28 * len(predictions)), width="stretch",
                              key=f"classify_bars_{index}_{digest}", config={"displayModeBar": False})
+        if not has_convolution(loaded.model):
+            cols[3].caption(":material/block: **No Grad-CAM for this model**: it has no convolutional layer, so "
+                            "there is no feature map to say where it looked.")
+            return
         order = np.argsort(-p)
-        target = cols[3].selectbox("Grad-CAM for", [classes[i] for i in order], key=f"classify_cam_{index}_{digest}")
+        target = cols[3].selectbox("Grad-CAM for", [classes[i] for i in order], key=f"classify_cam_{index}_{digest}",
+                                   format_func=lambda c: class_text(loaded, c))
         heat = heat_map(spec, stamp, model_input, classes.index(target))
         cols[3].image(fit_for_display(overlay(square, heat)), width="stretch",
-                      caption=f"Where it looked for '{plain(target, 60)}'")
+                      caption=f"Where it looked for '{plain(class_text(loaded, target), 60)}' (Grad-CAM at "
+                              f"{heat.shape[1]}×{heat.shape[0]})")
 
 
-@st.cache_data(show_spinner="Computing fc7 features of the sample...", max_entries=4)
-def sample_bank(spec: str, stamp: str, paths: tuple):
-    """(fc7 features, their files, what is wrong with each file left out) of the sample's
-    validation images; a file the safe decoder refuses is left out and named, not fatal."""
+def network_inputs(loaded, images: list) -> np.ndarray:
+    """Images (any sizes) as this model's standardised inputs, framed as Classify frames them."""
+    from alexnet_core.predict.inference import network_view
+
+    record = {**loaded.preprocessing, "input_size": loaded.input_size}
+    return np.stack([loaded.preprocess(network_view(image, loaded.input_size, DEFAULT_FRAMING, record))
+                     for image in images])
+
+
+@st.cache_data(show_spinner="Computing the gallery's fc7 features (once per model)...", max_entries=8)
+def gallery_bank(spec: str, stamp: str, paths: tuple):
+    """(fc7 features, their files, what is wrong with each file left out) of the gallery's image
+    files; a file the safe decoder refuses is left out and named, not fatal."""
     from alexnet_core.analysis.explain import embeddings
     from alexnet_core.inputs.images import read_image
 
     images, kept, damaged = [], [], []
     for path in paths:
         try:
-            image = read_image(path)
+            images.append(read_image(path))
         except ImageDecodeError as exc:
             damaged.append(str(exc).replace(str(path), f"{Path(path).parent.name}/{Path(path).name}", 1))
             continue
-        if images and image.shape != images[0].shape:
-            damaged.append(f"{Path(path).parent.name}/{Path(path).name}: {image.shape[1]}x{image.shape[0]} pixels, "
-                           f"unlike the sample's {images[0].shape[1]}x{images[0].shape[0]}")
-            continue
-        images.append(image)
         kept.append(path)
     if not images:
         return None, [], damaged
     model, _ = loaded_model(spec)
-    feats = embeddings(model.model, model.preprocess(np.stack(images)))
+    feats = np.concatenate([embeddings(model.model, network_inputs(model, images[i:i + 64]))
+                            for i in range(0, len(images), 64)])
     return feats, kept, damaged
 
 
 def activation_maps(loaded, inputs: dict) -> None:
     from alexnet_core.analysis.explain import activations, feature_layers
 
+    layers = feature_layers(loaded.model)
+    if not layers:
+        st.info("**No activation maps for this model**: it has no convolutional layer, so no layer keeps the "
+                "image's layout to draw as a map.", icon=":material/block:")
+        return
     a, b = st.columns(2)
     which = a.selectbox("Image", list(inputs), key="classify_map_image")
-    layer = b.selectbox("Layer", feature_layers(loaded.model), key="classify_map_layer")
+    layer = b.selectbox("Layer", layers, key="classify_map_layer")
     maps = activations(loaded.model, inputs[which], layer, limit=32)
     cols = st.columns(8)
     for i, fmap in enumerate(maps):
         cols[i % 8].image((fmap * 255).astype(np.uint8), caption=f"{layer}:{i}", width="stretch")
+    st.caption(f"The first {len(maps)} channels of {plain(layer)} ({maps.shape[2]}×{maps.shape[1]} each), each "
+               "scaled to its own brightest point.")
+
+
+def gallery_picker(loaded) -> str:
+    default = "examples" if loaded.input_size >= LARGE_INPUT else "sample"
+    return st.segmented_control("Look among", list(GALLERIES), default=default, key="classify_nn_gallery",
+                                format_func=GALLERIES.get) or default
 
 
 def nearest_neighbours(loaded, inputs: dict, spec: str, stamp: str) -> None:
-    """The sample's validation images whose fc7 features are closest to the picked image's."""
-    from alexnet_core.analysis.explain import embeddings, nearest
+    """The gallery's images (named on the page) whose fc7 features are closest to the picked image's."""
+    from alexnet_core.analysis.explain import embedding_layer, embeddings, nearest
     from alexnet_core.inputs.data import load_source
 
-    which = st.selectbox("Image", list(inputs), key="classify_nn_image")
+    left, right = st.columns([1, 2])
+    with left:
+        which = st.selectbox("Image", list(inputs), key="classify_nn_image")
+    with right:
+        gallery = gallery_picker(loaded)
+    query = embeddings(loaded.model, inputs[which][None])[0]
+    layer = plain(embedding_layer(loaded.model))
+    if gallery == "batch":
+        names = [name for name in inputs if name != which]
+        if not names:
+            st.caption("Only one image is classified above: add more to compare it with.")
+            return
+        bank = embeddings(loaded.model, np.stack([inputs[name] for name in names]))
+        order, sims = nearest(query, bank, k=8)
+        st.caption(f"Gallery: the {len(names)} other images classified above; the closest by their {layer} "
+                   "features (the paper's figure 4).")
+        for col, i, sim in zip(st.columns(8), order, sims):
+            col.caption(f"{plain(names[i], 60)} ({sim:.2f})")
+        return
     bank, paths, damaged = None, [], []
     with user_errors(limit=400, icon=None):
-        bank, paths, damaged = sample_bank(spec, stamp, tuple(load_source("sample").val.paths))
+        files = tuple(load_source("sample").val.paths) if gallery == "sample" else tuple(str(p) for p in examples())
+        bank, paths, damaged = gallery_bank(spec, stamp, files)
+    kind = "sample" if gallery == "sample" else "example"
     for problem in damaged[:10]:
-        st.caption(f":material/broken_image: Damaged sample image, left out: {plain(problem, 300)}")
+        st.caption(f":material/broken_image: Damaged {kind} image, left out: {plain(problem, 300)}")
     if len(damaged) > 10:
-        st.caption(f"... and {len(damaged) - 10} more damaged sample images left out.")
+        st.caption(f"... and {len(damaged) - 10} more damaged {kind} images left out.")
     if bank is None:
+        st.caption("The gallery has no image to compare with.")
         return
-    query = embeddings(loaded.model, inputs[which][None])[0]
     order, sims = nearest(query, bank, k=8)
-    st.caption("The sample's validation images whose fc7 features are closest to this one (the paper's figure 4).")
+    st.caption(f"Gallery: {GALLERIES[gallery].lower()} ({len(paths):,} images); the closest by their {layer} "
+               "features (the paper's figure 4).")
     for col, i, sim in zip(st.columns(8), order, sims):
         where = f"{Path(paths[i]).parent.name}/{Path(paths[i]).name}"
         shown = image_from_disk(paths[i], 256, label=where)
         if isinstance(shown, str):  # changed on disk since its features were read
             damaged_note(shown, col)
         else:
-            col.image(shown, caption=f"{Path(paths[i]).parent.name} ({sim:.2f})", width="stretch")
+            label = Path(paths[i]).parent.name if gallery == "sample" else Path(paths[i]).stem
+            col.image(shown, caption=f"{plain(label, 40)} ({sim:.2f})", width="stretch")
+
+
+@st.cache_data(show_spinner=False, max_entries=8)
+def filter_figure(spec: str, stamp: str):
+    """(one image per group of conv1's kernels, how many kernels) of the model, or the reason none."""
+    from alexnet_core.analysis.explain import NotApplicable, conv1_figure
+
+    model, _ = loaded_model(spec)
+    try:
+        return conv1_figure(model.model)
+    except NotApplicable as exc:
+        return str(exc)
+
+
+def first_layer_filters(spec: str, stamp: str) -> None:
+    """conv1's kernels as the paper's Figure 3 shows them: for the paper's network, the kernels
+    of the first GPU above those of the second."""
+    figure = filter_figure(spec, stamp)
+    if isinstance(figure, str):
+        st.info(f"**No filters to show.** {plain(figure, 400)}", icon=":material/block:")
+        return
+    grids, count = figure
+    if len(grids) == 1:
+        st.image(grids[0], caption=f"The first layer's {count} kernels, each scaled to its own range (the paper's "
+                                   "figure 3)", width=min(720, grids[0].shape[1]))
+        return
+    per = count // len(grids)
+    st.markdown(f"The first layer's **{count} kernels in {len(grids)} groups of {per}**, as the paper's Figure 3 "
+                "shows them: the paper trained the network on two GPUs, and each GPU's kernels are shown together.")
+    for g, grid in enumerate(grids, start=1):
+        st.image(grid, caption=f"GPU {g}: kernels {(g - 1) * per + 1}-{g * per}", width=min(720, grid.shape[1]))
 
 
 def explain_further(loaded, results: list[tuple], spec: str, stamp: str) -> None:
-    from alexnet_core.analysis.explain import conv1_filters
-
     st.subheader("Explain further")
     explain = st.segmented_control("Explain further", list(EXPLAIN), format_func=EXPLAIN.get,
                                    key="classify_explain", label_visibility="collapsed")
@@ -235,7 +344,7 @@ def explain_further(loaded, results: list[tuple], spec: str, stamp: str) -> None
     if explain is None:
         st.caption("Pick one: the first layer's filters, what each layer responds to, or the most similar images.")
     elif explain == "filters":
-        st.image(conv1_filters(loaded.model), caption="The first layer's kernels (the paper's figure 3)", width=420)
+        first_layer_filters(spec, stamp)
     elif explain == "maps":
         activation_maps(loaded, inputs)
     else:

@@ -17,8 +17,9 @@ from pathlib import Path
 
 import streamlit as st
 
+from alexnet_core.inputs.images import env_limit
 from alexnet_core.locations import runs_root as root
-from alexnet_core.store import catalog
+from alexnet_core.store import catalog, model_home
 from alexnet_core.store.cache import model_fingerprint
 from alexnet_core.store.catalog import all_runs as rows
 from alexnet_core.store.catalog import find_run
@@ -68,12 +69,51 @@ def run_dir_of(run_id: str):
     return find_run(run_id, runs_root())
 
 
+def installed_models() -> list[dict]:
+    """The installed models (store.model_home), the pretrained ones first, each with its record:
+    {"name", "path", "record", "bytes"}. A damaged folder is simply not listed."""
+    try:
+        rows = model_home.installed()
+    except OSError:  # the models folder unreadable: as if none were installed
+        return []
+    return sorted(rows, key=lambda row: (row["record"].get("kind") != "pretrained", row["name"]))
+
+
+def installed_label(row: dict) -> str:
+    """How the model picker names an installed model: its title, with the published accuracy and
+    its split for the pretrained ones."""
+    record = row["record"]
+    title = record.get("title") if isinstance(record.get("title"), str) else row["name"]
+    title = title[:80]
+    if record.get("kind") == "pretrained":
+        published = record.get("published") if isinstance(record.get("published"), dict) else {}
+        top1, top5 = published.get("top1"), published.get("top5")
+        if isinstance(top1, float) and isinstance(top5, float):
+            split = str(published.get("split") or "ImageNet validation")[:60]
+            return f"{row['name']}: {title} (published top-1 {top1:.1%}, top-5 {top5:.1%}, {split})"
+        return f"{row['name']}: {title} (ImageNet)"
+    return f"{row['name']}: {title} (your own model)"
+
+
+def model_facts(spec: str) -> dict:
+    """The record of installed model `spec` (its kind, title, published figures...), {} for a run
+    or a file."""
+    if model_home.find(spec) is None:
+        return {}
+    try:
+        return model_home.read_record(spec)
+    except (OSError, ValueError):
+        return {}
+
+
 def model_choices() -> dict[str, str]:
-    """{spec: label} of the models a user can question: the bundled demo, then finished runs."""
+    """{spec: label} of the models a user can question: the installed models (the pretrained
+    ImageNet ones first, with their published accuracy, then the user's own), the bundled demo,
+    then finished runs."""
     from alexnet_core.locations import DEMO_RUN
 
     rows = all_runs()
-    choices = {}
+    choices = {row["name"]: installed_label(row) for row in installed_models()}
     if (DEMO_RUN / MODEL).exists():
         variant = next((row["variant"] for row in rows if row["path"] == str(DEMO_RUN)), None)
         choices["demo"] = f"Bundled demo model ({variant}, CIFAR-10)" if isinstance(variant, str) else \
@@ -114,17 +154,49 @@ def model_stamp(spec: str) -> str:
         return ""
 
 
-@st.cache_resource(show_spinner="Loading the model...", max_entries=4)
-def _loaded_model(spec: str, stamp: str):
+# A model file over LARGE_MODEL_BYTES (the ImageNet AlexNets: 233 MB of weights, about twice
+# that in memory while loading) is kept in a cache of its own that holds at most
+# MAX_LARGE_MODELS of them (ALEXNET_MAX_LARGE_MODELS; 2 by default: both ImageNet models),
+# so four of them are never held at once; small models (a 32-px run, a few MB) in another.
+LARGE_MODEL_BYTES = 64 * 2**20
+MAX_LARGE_MODELS = max(1, env_limit("ALEXNET_MAX_LARGE_MODELS", 2))
+MAX_SMALL_MODELS = 4
+
+
+def _load(spec: str):
     from alexnet_core.predict.inference import Predictor, load_model
 
     loaded = load_model(spec)
     return loaded, Predictor(loaded)
 
 
+@st.cache_resource(show_spinner="Loading the model...", max_entries=MAX_SMALL_MODELS)
+def _loaded_model(spec: str, stamp: str):
+    return _load(spec)
+
+
+@st.cache_resource(show_spinner="Loading the model (a large one: once per server, shared by every session)...",
+                   max_entries=MAX_LARGE_MODELS)
+def _loaded_large_model(spec: str, stamp: str):
+    return _load(spec)
+
+
+def _file_bytes(spec: str) -> int:
+    from alexnet_core.predict.inference import resolve_model_path
+
+    try:
+        return resolve_model_path(spec)[0].stat().st_size
+    except Exception:
+        return 0
+
+
 def loaded_model(spec: str):
-    """(LoadedModel, Predictor), cached per model file version; shared read-only by all sessions."""
-    return _loaded_model(spec, model_stamp(spec))
+    """(LoadedModel, Predictor), cached per model file version; one copy per server process,
+    shared read-only by all sessions."""
+    stamp = model_stamp(spec)
+    if _file_bytes(spec) > LARGE_MODEL_BYTES:
+        return _loaded_large_model(spec, stamp)
+    return _loaded_model(spec, stamp)
 
 
 # --- Images from disk: always through the safe decoder ------------------------------------------

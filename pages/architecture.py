@@ -9,6 +9,11 @@ from alexnet_ui.widgets import device_banner
 
 page_setup("Architecture", "Pick a variant, flip the paper's design switches, and see what each layer costs.")
 
+if view.what_to_show() == "installed":
+    view.installed_model_view()
+    device_banner()
+    st.stop()
+
 variant = view.variant_picker("Variant", "arch_variant")
 arch = get_arch(variant)
 with st.expander("Design switches", expanded=False, icon=":material/tune:"):

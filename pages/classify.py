@@ -2,7 +2,7 @@ import streamlit as st
 
 from alexnet_core.inputs.images import UPLOAD_TYPES
 from alexnet_ui import classify_view as view
-from alexnet_ui.loaders import model_stamp
+from alexnet_ui.loaders import model_facts, model_stamp
 from alexnet_ui.navigation import loaded_model_or_stop, page_setup, stop_page
 from alexnet_ui.widgets import device_banner, heat_legend, pick_model
 
@@ -15,7 +15,7 @@ if spec is None:
     stop_page()
 k = top[1].slider("Top-k", 1, 10, 5, key="classify_k")
 loaded, _ = loaded_model_or_stop(spec)
-view.what_the_model_can_say(loaded)
+view.what_the_model_can_say(loaded, model_facts(spec))
 framing, sure_probability, sure_margin = view.judging_settings()
 
 uploads = st.file_uploader("Images (JPEG, PNG, WebP, BMP, GIF, TIFF)", type=UPLOAD_TYPES,

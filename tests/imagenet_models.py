@@ -89,10 +89,15 @@ def generated_model_file(variant: str = "torchvision", num_classes: int = NUM_CL
             return _built[key]
         import keras
 
-        from alexnet_core.models.variants import build_model
+        from alexnet_core.models import variants
 
+        extra = {}
+        if variant == "paper" and "ceil" in getattr(variants, "POOL_PADDINGS", ()):
+            # The BVLC model as its converter builds it: Caffe's pooling (rounded up, so 224 px
+            # gives conv5 its 6x6) and Caffe's LRN constants.
+            extra = {"pool_padding": "ceil", "lrn": variants.LRN.caffe(5, 1e-4, 0.75, 1.0)}
         keras.utils.set_random_seed(seed)
-        model = build_model(variant, num_classes=num_classes, input_size=INPUT_SIZE)
+        model = variants.build_model(variant, num_classes=num_classes, input_size=INPUT_SIZE, **extra)
         path = _cache() / f"{variant}-{num_classes}-{seed}.keras"
         model.save(path)
         _built[key] = path

@@ -9,7 +9,28 @@ import weakref
 
 import numpy as np
 
+from alexnet_core.errors import AlexNetError
 from alexnet_core.models.anatomy import conv1_kernels
+
+
+class NotApplicable(AlexNetError, ValueError):
+    """An explanation that a model's structure rules out (Grad-CAM or filters without any
+    convolution); the message says why, in the user's words."""
+
+
+def _conv_layers(model) -> list:
+    import keras
+
+    return [layer for layer in model.layers if isinstance(layer, keras.layers.Conv2D)]
+
+
+def has_convolution(model) -> bool:
+    """Whether the model has a convolutional layer (Grad-CAM, filters and activation maps need one)."""
+    return bool(_conv_layers(model))
+
+
+NO_CONVOLUTION = ("This model has no convolutional layer, so there is no feature map for Grad-CAM, no first-layer "
+                  "filters and no activation maps to show; its top-k predictions still are.")
 
 _TAPS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
@@ -23,12 +44,49 @@ def _tap(model, layers: tuple[str, ...] | str, with_predictions: bool = False):
     names = (layers,) if isinstance(layers, str) else tuple(layers)
     taps = _TAPS.setdefault(model, {})
     key = (names, with_predictions)
+    if key not in taps and isinstance(model, keras.Sequential):
+        taps[key] = _SequentialTap(model, names, with_predictions)
     if key not in taps:
         outputs = [model.get_layer(n).output for n in names]
         if with_predictions:
-            outputs.append(model.output)
+            outputs.append(_output(model))
         taps[key] = keras.Model(model.inputs, outputs if len(outputs) > 1 else outputs[0])
     return taps[key]
+
+
+class _SequentialTap:
+    """A tap on a Sequential model (a user's own, read from a file): its layers called in order,
+    keeping the named layers' outputs (its saved graph need not connect them to its output)."""
+
+    def __init__(self, model, names: tuple[str, ...], with_predictions: bool):
+        self.model, self.names, self.with_predictions = model, names, with_predictions
+
+    def __call__(self, x, training: bool = False):
+        kept = {}
+        for layer in self.model.layers:
+            x = layer(x, training=training)
+            if layer.name in self.names:
+                kept[layer.name] = x
+        outputs = [kept[n] for n in self.names] + ([x] if self.with_predictions else [])
+        return outputs if len(outputs) > 1 else outputs[0]
+
+
+def _output(model):
+    """The model's output tensor (a Sequential model read from a file has it only on its last layer)."""
+    try:
+        return model.output
+    except AttributeError:
+        return model.layers[-1].output
+
+
+def functional(model):
+    """`model` as a functional model (its layers with their input layer), so every layer table and
+    tap reads it alike: a Sequential model becomes one over the same layers and weights."""
+    import keras
+
+    if not isinstance(model, keras.Sequential):
+        return model
+    return keras.Model(model.inputs, _output(model), name=model.name)
 
 
 def gradcam_layers(model) -> list[str]:
@@ -38,7 +96,7 @@ def gradcam_layers(model) -> list[str]:
 
     convs = [i for i, layer in enumerate(model.layers) if isinstance(layer, keras.layers.Conv2D)]
     if not convs:
-        raise ValueError("The model has no convolutional feature map")
+        raise NotApplicable(NO_CONVOLUTION)
     names = []
     for layer in model.layers[convs[-1] + 1:]:
         if len(layer.output.shape) != 4:
@@ -55,6 +113,33 @@ def gradcam_layers(model) -> list[str]:
     return names
 
 
+def _cam_function(model, layers: tuple[str, ...]):
+    """Grad-CAM's forward and backward pass as one compiled function per model and layers (a
+    224-px ImageNet AlexNet: about 10x faster than running it eagerly): (image batch of one,
+    class index or -1 for the top class) -> (the summed map at the features' size, the class)."""
+    import tensorflow as tf
+
+    taps = _TAPS.setdefault(model, {})
+    key = ("gradcam", layers)
+    if key not in taps:
+        grad_model = _tap(model, layers, with_predictions=True)
+
+        @tf.function(reduce_retracing=True)
+        def cam_of(x, class_index):
+            with tf.GradientTape() as tape:
+                *features, probs = grad_model(x, training=False)
+                chosen = tf.where(class_index < 0, tf.cast(tf.argmax(probs[0]), tf.int32), class_index)
+                score = tf.math.log(probs[:, chosen] + 1e-12)
+            cam = 0.0
+            for feature, grads in zip(features, tape.gradient(score, features)):
+                weights = tf.reduce_mean(tf.cast(grads[0], tf.float32), axis=(0, 1))
+                cam += tf.nn.relu(tf.reduce_sum(tf.cast(feature[0], tf.float32) * weights, axis=-1))
+            return cam, chosen
+
+        taps[key] = cam_of
+    return taps[key]
+
+
 def gradcam(model, image: np.ndarray, class_index: int | None = None, layers: list[str] | None = None) -> tuple[np.ndarray, int]:
     """Grad-CAM (Selvaraju et al. 2017) heat map in [0, 1] at the input's size, and the class used.
 
@@ -63,17 +148,10 @@ def gradcam(model, image: np.ndarray, class_index: int | None = None, layers: li
     import tensorflow as tf
 
     layers = tuple(layers or gradcam_layers(model))
-    grad_model = _tap(model, layers, with_predictions=True)
+    cam_of = _cam_function(model, layers)
     x = tf.convert_to_tensor(image[None].astype(np.float32))
-    with tf.GradientTape() as tape:
-        *features, probs = grad_model(x, training=False)
-        if class_index is None:
-            class_index = int(tf.argmax(probs[0]))
-        score = tf.math.log(probs[:, class_index] + 1e-12)
-    cam = 0.0
-    for feature, grads in zip(features, tape.gradient(score, features)):
-        weights = tf.reduce_mean(tf.cast(grads[0], tf.float32), axis=(0, 1))
-        cam += tf.nn.relu(tf.reduce_sum(tf.cast(feature[0], tf.float32) * weights, axis=-1))
+    cam, chosen = cam_of(x, tf.constant(-1 if class_index is None else int(class_index), tf.int32))
+    class_index = int(chosen)
     cam = np.asarray(cam)
     if cam.max() > 0:
         cam = cam / cam.max()
@@ -103,9 +181,10 @@ def heat_legend(width: int = 256, height: int = 14) -> np.ndarray:
     return (heat_colours(ramp) * 255).astype(np.uint8)
 
 
-def kernel_grid(kernels: np.ndarray, scale: int = 1) -> np.ndarray:
+def kernel_grid(kernels: np.ndarray, scale: int = 1, cols: int | None = None) -> np.ndarray:
     """Kernels (kh x kw x 3 x filters) as one RGB uint8 image grid, as in the paper's figure 3:
-    each filter stretched to 0..255 on its own, enlarged `scale` times, 1-px white gaps."""
+    each filter stretched to 0..255 on its own, enlarged `scale` times, 1-px white gaps,
+    `cols` kernels a row (default: about twice as many columns as rows)."""
     k = np.asarray(kernels, dtype=np.float32).transpose(3, 0, 1, 2)
     if k.shape[-1] != 3:  # a grey or multi-channel input: the mean over channels
         k = np.repeat(k.mean(axis=-1, keepdims=True), 3, axis=-1)
@@ -114,7 +193,7 @@ def kernel_grid(kernels: np.ndarray, scale: int = 1) -> np.ndarray:
     if scale > 1:
         k = k.repeat(scale, axis=1).repeat(scale, axis=2)
     n, kh, kw, _ = k.shape
-    cols = int(np.ceil(np.sqrt(n * 2)))
+    cols = int(cols or np.ceil(np.sqrt(n * 2)))
     rows = int(np.ceil(n / cols))
     pad = 1
     grid = np.ones((rows * (kh + pad) + pad, cols * (kw + pad) + pad, 3))
@@ -124,15 +203,58 @@ def kernel_grid(kernels: np.ndarray, scale: int = 1) -> np.ndarray:
     return (grid * 255).astype(np.uint8)
 
 
-def conv1_filters(model, layer: str = "conv1") -> np.ndarray:
+def first_conv(model) -> str:
+    """The name of the first convolution: `conv1` in our networks, the first Conv2D in a user's."""
+    names = [layer.name for layer in model.layers]
+    if "conv1" in names or "conv1_a" in names:
+        return "conv1"
+    convs = _conv_layers(model)
+    if not convs:
+        raise NotApplicable(NO_CONVOLUTION)
+    return convs[0].name
+
+
+def conv1_groups(model) -> int:
+    """How many groups conv1's kernels form: 2 for the paper's network (its two GPUs: conv2 sees
+    the first half of conv1's maps on one GPU and the second half on the other, as conv2's
+    groups say, or two towers), else 1."""
+    names = [layer.name for layer in model.layers]
+    if "conv1_a" in names and "conv1_b" in names:
+        return 2
+    convs = _conv_layers(model)
+    if len(convs) > 1 and convs[0].name == "conv1":
+        groups, filters = int(getattr(convs[1], "groups", 1) or 1), int(convs[0].filters)
+        if groups > 1 and filters % groups == 0:
+            return groups
+    return 1
+
+
+def conv1_filters(model, layer: str | None = None, cols: int | None = None) -> np.ndarray:
     """conv1's kernels as one RGB image grid (the paper's figure 3), uint8."""
-    return kernel_grid(conv1_kernels(model, layer))
+    return kernel_grid(conv1_kernels(model, layer or first_conv(model)), cols=cols)
+
+
+def conv1_figure(model, scale: int = 3) -> tuple[list[np.ndarray], int]:
+    """conv1's kernels as the paper's Figure 3 shows them: one grid per group, in order (the
+    kernels of the first GPU, then of the second), 16 a row when they split in two as the
+    paper's 96 do; and how many kernels in all. Raises NotApplicable without a convolution."""
+    kernels = conv1_kernels(model, first_conv(model))
+    count, groups = kernels.shape[-1], conv1_groups(model)
+    per = count // groups
+    cols = 16 if groups > 1 and per % 16 == 0 else None
+    return [kernel_grid(kernels[..., g * per:(g + 1) * per], scale=scale, cols=cols) for g in range(groups)], count
 
 
 def feature_layers(model) -> list[str]:
-    """Layers whose activations are worth showing (conv blocks and pools)."""
-    return [l.name for l in model.layers if len(l.output.shape) == 4 and type(l).__name__ in
-            ("ReLU", "MaxPooling2D", "LocalResponseNormalization", "Concatenate")]
+    """Layers whose activations are worth showing (conv blocks and pools; a user's convolution
+    with its activation built in)."""
+    def shown(layer) -> bool:
+        kind = type(layer).__name__
+        if kind == "Conv2D":
+            return getattr(getattr(layer, "activation", None), "__name__", "linear") != "linear"
+        return kind in ("ReLU", "MaxPooling2D", "LocalResponseNormalization", "Concatenate")
+
+    return [l.name for l in model.layers if len(l.output.shape) == 4 and shown(l)]
 
 
 def activations(model, image: np.ndarray, layer: str, limit: int = 32) -> np.ndarray:

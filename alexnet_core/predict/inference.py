@@ -364,29 +364,19 @@ def check_framing(framing: str) -> str:
 
 def frame(image: np.ndarray, framing: str = DEFAULT_FRAMING) -> np.ndarray:
     """A square image from `image` (uint8 HxWx3): its centre square, or all of it on a square
-    canvas of its mean colour. Already square images come back unchanged."""
-    check_framing(framing)
-    height, width = image.shape[:2]
-    if height == width:
-        return image
-    side = min(height, width) if framing == "crop" else max(height, width)
-    if framing == "crop":
-        top, left = (height - side) // 2, (width - side) // 2
-        return image[top:top + side, left:left + side]
-    canvas = np.empty((side, side, 3), dtype=image.dtype)
-    canvas[:] = image.reshape(-1, 3).mean(axis=0).astype(image.dtype)
-    top, left = (side - height) // 2, (side - width) // 2
-    canvas[top:top + height, left:left + width] = image
-    return canvas
+    canvas of its mean colour. Already square images come back unchanged (preprocess.frame)."""
+    from alexnet_core.inputs.preprocess import frame
+
+    return frame(image, framing)
 
 
-def network_view(image: np.ndarray, size: int, framing: str = DEFAULT_FRAMING) -> np.ndarray:
-    """Exactly the pixels the network gets (before standardisation): framed, resized to size x size,
-    uint8."""
-    from alexnet_core.inputs.preprocess import resize
+def network_view(image: np.ndarray, size: int, framing: str = DEFAULT_FRAMING, record: dict | None = None) -> np.ndarray:
+    """Exactly the pixels the network gets (before standardisation): uint8, size x size. With the
+    model's preprocessing `record` (LoadedModel.preprocessing) an ImageNet recipe frames it
+    (resize to the intermediate size, centre crop: preprocess.fit); without, framed and resized."""
+    from alexnet_core.inputs.preprocess import fit
 
-    square = frame(image, framing)
-    return np.clip(np.rint(resize(square, size).numpy()), 0, 255).astype(np.uint8)
+    return fit(image, {**(record or {}), "input_size": int(size)}, framing)
 
 
 def verdict(probs: np.ndarray, sure_probability: float = SURE_PROBABILITY, sure_margin: float = SURE_MARGIN) -> dict:
@@ -415,11 +405,13 @@ class Predictor:
     def probabilities(self, images: list[np.ndarray] | np.ndarray) -> np.ndarray:
         """uint8/float 0..255 RGB images (any sizes) -> (n, classes) probabilities; images that are
         not square are framed first (`framing`)."""
-        from alexnet_core.inputs.preprocess import resize
+        from alexnet_core.inputs.preprocess import fit, has_recipe, resize
 
-        size = self.loaded.input_size
+        size, record = self.loaded.input_size, self.loaded.preprocessing
         if isinstance(images, np.ndarray) and images.ndim == 4 and images.shape[1:3] == (size, size):
             batch = images.astype(np.float32)
+        elif has_recipe(record):  # the ImageNet recipe: exactly the pixels network_view shows
+            batch = np.stack([fit(img, {**record, "input_size": size}, self.framing) for img in images]).astype(np.float32)
         else:
             batch = np.stack([resize(frame(img, self.framing), size).numpy() for img in images]).astype(np.float32)
         return self._forward(batch).numpy()
