@@ -390,3 +390,24 @@ def test_remove_and_host_reachable(server, capsys):
     assert not install.host_reachable("not a url")
     assert main(["pretrained", "remove", "nothing-here"]) == 2
     assert "No model named 'nothing-here'" in capsys.readouterr().err
+
+
+def test_the_bvlc_source_installs_and_checks_through_onnx(tmp_path, capsys):
+    """The `bvlc` source goes through onnx_import (graph built as the zoo's Caffe2 export is, in
+    tests/test_pretrained_onnx.py): check against ONNX Runtime, then installed as the user's own
+    with the ImageNet classes and Caffe's recipe recorded."""
+    onnx = pytest.importorskip("onnx")
+    from tests.test_pretrained_onnx import zoo_graph
+
+    path = tmp_path / "bvlcalexnet-generated.onnx"
+    onnx.save(zoo_graph("caffe2", "pads", seed=2), path)
+    assert main(["pretrained", "check", "bvlc", "--file", str(path), "--count", "3", "--json"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result["reference"] == "ONNX Runtime" and result["n"] == 3 and result["agrees"]
+    assert result["max_rel_diff"] <= TOLERANCE and result["top1_agreement"] == 1.0
+    assert main(["pretrained", "install", "bvlc", "--file", str(path), "--classes", "imagenet", "--json"]) == 0
+    installed = json.loads(capsys.readouterr().out)
+    assert installed["name"] == "own-bvlc" and installed["kind"] == "own"
+    record = model_home.read_record("own-bvlc")
+    assert record["variant"] == "paper" and record["class_words"]["n01440764"] == "tench, Tinca tinca"
+    assert record["preprocessing"] == sources.get("bvlc").preprocessing(224)
