@@ -26,19 +26,19 @@ from alexnet_ui.feedback import user_errors
 from alexnet_ui.loaders import installed_models
 from alexnet_ui.text import format_bytes, format_duration, plain
 
-MESSAGES = "models_messages"  # [(kind, text)] to say on the next run
+MESSAGES = "models_messages"  # {section: [(kind, text)]} to say on the next run, where the action was
 OPENED = "models_own_opened"  # {"opened": own_model.Opened, "upload": Path | None}
 SAY = {"success": st.success, "warning": st.warning, "error": st.error}
-UPLOAD_MB = {"own": 512, "source": 300}  # the largest upload each uploader takes (larger: give a path)
+UPLOAD_MB = {"own": 500, "source": 300}  # the largest upload each uploader takes (larger: give a path)
 
 
-def _say_next(kind: str, text: str) -> None:
-    st.session_state.setdefault(MESSAGES, []).append((kind, text))
+def _say_next(section: str, kind: str, text: str) -> None:
+    st.session_state.setdefault(MESSAGES, {}).setdefault(section, []).append((kind, text))
 
 
-def messages() -> None:
-    """Say what the last action did (kept across its rerun)."""
-    for kind, text in st.session_state.pop(MESSAGES, []):
+def messages(section: str) -> None:
+    """Say what the last action in `section` (sources, own, installed) did, kept across its rerun."""
+    for kind, text in st.session_state.get(MESSAGES, {}).pop(section, []):
         SAY.get(kind, st.info)(plain(text, 600))
 
 
@@ -101,11 +101,11 @@ def _install_source(row: dict, file=None, name: str | None = None, classes: str 
     if outcome.failed:
         return
     if result["checksum_match"]:
-        _say_next("success", f"Installed {result['name']}: the published {row['file_name']} (checksum verified), "
-                             f"converted in {format_duration(result['seconds'])}. Every page can use it now.")
+        _say_next("sources", "success", f"Installed {result['name']}: the published {row['file_name']} (checksum "
+                  f"verified), converted in {format_duration(result['seconds'])}. Every page can use it now.")
     else:
-        _say_next("warning", f"Installed {result['name']} as your own model: the file has {row['title']}'s "
-                             f"structure but is not the published file (its checksum differs), with "
+        _say_next("sources", "warning", f"Installed {result['name']} as your own model: the file has "
+                  f"{row['title']}'s structure but is not the published file (its checksum differs), with "
                              f"{result['num_classes']} classes.")
     st.rerun()
 
@@ -254,13 +254,17 @@ def _install_form(opened: own_model.Opened) -> None:
             st.rerun()
     if not submitted:
         return
+    if choice is None:
+        st.error("Choose how its training images were scaled (\"How were its training images scaled?\"): the app gives "
+                 "the model its pixels the way it saw them in training.", icon=":material/error:")
+        return
     with user_errors():
         own_model.install(opened, name.strip(), classes, choice, replace=replace)
         _forget_opened()
         for key in ("models_own_name", "models_own_classes", "models_own_preprocessing", "models_own_replace"):
             st.session_state.pop(key, None)
-        _say_next("success", f"Installed {name.strip()}: pick it as the model on Classify, Evaluate or Your "
-                             f"classes, or give it as MODEL on the command line.")
+        _say_next("own", "success", f"Installed {name.strip()}: pick it as the model on Classify, Evaluate or Your "
+                  f"classes, or give it as MODEL on the command line.")
         st.rerun()
 
 
@@ -294,5 +298,5 @@ def installed_list() -> None:
                 if st.button("Remove", key=f"models_remove_{row['name']}", type="primary"):
                     with user_errors():
                         model_home.remove(row["name"])
-                        _say_next("success", f"Removed {row['name']}.")
+                        _say_next("installed", "success", f"Removed {row['name']}.")
                         st.rerun()

@@ -1,6 +1,7 @@
 import streamlit as st
 
 from alexnet_core import locations
+from alexnet_core.pretrained import install
 from alexnet_ui import models_view as view
 from alexnet_ui.navigation import page_setup
 from alexnet_ui.text import plain
@@ -10,16 +11,18 @@ page_setup("Models", "The real AlexNet, trained on ImageNet's 1,000 classes, fro
            "image classifiers of your own. Each is kept in "
            f"{plain(str(locations.models_root()), 200)} and named on every page and in every command.")
 view.tidy_once()
-view.messages()
 
 st.subheader("ImageNet AlexNets")
-for row in view.install.status():
+view.messages("sources")
+for row in install.status():
     view.source_card(row)
 
 st.subheader("Open a model of your own")
+view.messages("own")
 view.open_own_model()
 
 st.subheader("Installed models")
+view.messages("installed")
 view.installed_list()
 
 device_banner()

@@ -86,7 +86,7 @@ def test_opening_your_own_keras_file_by_path_installs_it(host, tmp_path):
     assert at.text_area(key="models_own_classes").value.splitlines() == own_class_names()  # from its sidecar
     # Install without saying how its pixels were scaled: asked, nothing lost, nothing installed.
     next(b for b in at.button if b.label == "Install").click().run()
-    assert "training images scaled" in texts(at.error)
+    assert "Choose how its training images were scaled" in texts(at.error)
     assert model_home.installed() == [] and at.text_input(key="models_own_name").value == "my-flowers"
     at.selectbox(key="models_own_preprocessing").set_value("unit")
     at.text_input(key="models_own_name").set_value("flowers")

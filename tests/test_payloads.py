@@ -251,7 +251,8 @@ FORMS = {
     "safe-mode-key": ({"class_name": "Dense", "module": "keras.layers", "config": {"name": "d", "safe_mode": False}},
                       "safe mode"),
     "function-by-module": ({"class_name": "Dense", "module": "keras.layers", "config": {"name": "d", "activation": {
-        "module": "__main__", "class_name": "function", "config": "shout", "registered_name": None}}}, "__main__.shout"),
+        "module": "__main__", "class_name": "function", "config": "shout", "registered_name": None}}},
+        "__main__.shout"),
     "utils-function": ({"class_name": "Dense", "module": "keras.layers", "config": {"name": "d", "activation": {
         "module": "keras.utils", "class_name": "function", "config": "get_file"}}}, "keras.utils.get_file"),
     "tfsm": ({"class_name": "TFSMLayer", "module": "keras.layers", "config": {"name": "t", "filepath": "/x"}},

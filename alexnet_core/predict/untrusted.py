@@ -113,7 +113,8 @@ def _check_object(node: dict, where: str) -> list[str]:
         return [f"a TensorFlow type specification at {where} naming {str(node.get('module'))[:80]!r}: image "
                 "classifiers do not carry one, and it names a class outside Keras"]
     if short in CODE_LAYERS:
-        return [f"a {short}{'' if short.endswith('Layer') else ' layer'} ({_describe(class_name, node)!r}) at {where}: {CODE_LAYERS[short]}. Remove it: "
+        kind = short if short.endswith("Layer") else f"{short} layer"
+        return [f"a {kind} ({_describe(class_name, node)!r}) at {where}: {CODE_LAYERS[short]}. Remove it: "
                 f"{REBUILD}"]
     if class_name in SPECIAL_CLASS_NAMES:
         return []
@@ -265,8 +266,8 @@ def check_h5_file(path: Path, max_config_bytes: int, max_weight_bytes: int) -> d
         raise ModelLoadError(f"{path.name} declares {declared / 2**30:.1f} GiB of weights, over the "
                      f"{max_weight_bytes / 2**30:.1f} GiB limit (ALEXNET_MAX_MODEL_BYTES); not loaded")
     if declared > 1.1 * size + 2**20:
-        raise ModelLoadError(f"{path.name} declares {declared / 2**20:.0f} MiB of weights but holds {size / 2**20:.0f} MiB: "
-                     "the file is damaged or not what it claims; not loaded")
+        raise ModelLoadError(f"{path.name} declares {declared / 2**20:.0f} MiB of weights but holds "
+                             f"{size / 2**20:.0f} MiB: the file is damaged or not what it claims; not loaded")
     return document
 
 
@@ -282,18 +283,19 @@ def _h5_weight_bytes(handle, file_name: str) -> int:
         for key in list(group.keys()):
             seen += 1
             if seen > MAX_H5_OBJECTS:
-                raise ModelLoadError(f"{file_name} holds over {MAX_H5_OBJECTS:,} objects: damaged or not a model; not loaded")
+                raise ModelLoadError(f"{file_name} holds over {MAX_H5_OBJECTS:,} objects: damaged or not a model; "
+                                     "not loaded")
             link = group.get(key, getlink=True)
             if isinstance(link, (h5py.ExternalLink, h5py.SoftLink)):
-                raise ModelLoadError(f"{file_name}: {where}{key[:80]} is a link to "
-                             f"{'another file' if isinstance(link, h5py.ExternalLink) else 'another place'}; a model "
-                             "file must hold its own weights. Not loaded.")
+                target = "another file" if isinstance(link, h5py.ExternalLink) else "another place"
+                raise ModelLoadError(f"{file_name}: {where}{key[:80]} is a link to {target}; a model file must hold "
+                                     "its own weights. Not loaded.")
             item = group.get(key)
             if isinstance(item, h5py.Group):
                 stack.append((item, f"{where}{key[:80]}/"))
             elif isinstance(item, h5py.Dataset):
                 if item.external or item.is_virtual:
-                    raise ModelLoadError(f"{file_name}: the weights {where}{key[:80]} are stored in another file; a model "
-                                 "file must hold its own weights. Not loaded.")
+                    raise ModelLoadError(f"{file_name}: the weights {where}{key[:80]} are stored in another file; a "
+                                         "model file must hold its own weights. Not loaded.")
                 total += int(item.size) * int(item.dtype.itemsize)
     return total
