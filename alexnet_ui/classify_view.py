@@ -26,8 +26,8 @@ from alexnet_ui.widgets import damaged_note
 
 EXPLAIN = {"filters": "conv1 filters", "maps": "Activation maps", "neighbours": "Nearest neighbours (fc7)"}
 # The images fc7 neighbours are looked for among, each named on the page.
-GALLERIES = {"sample": "The bundled sample's validation images (1,000 CIFAR-10 images, 32×32)",
-             "examples": "The example photos", "batch": "The images classified above"}
+GALLERIES = {"sample": "The sample (1,000 images)", "examples": "The example photos", "batch": "The images above"}
+GALLERY_TEXT = {"sample": "the bundled sample's validation images (CIFAR-10, 32×32)", "examples": "the example photos"}
 LARGE_INPUT = 128  # from this input size on, the sample's 1,000 images are not the default gallery (slow on a CPU)
 
 
@@ -293,7 +293,7 @@ def nearest_neighbours(loaded, inputs: dict, spec: str, stamp: str) -> None:
         st.caption("The gallery has no image to compare with.")
         return
     order, sims = nearest(query, bank, k=8)
-    st.caption(f"Gallery: {GALLERIES[gallery].lower()} ({len(paths):,} images); the closest by their {layer} "
+    st.caption(f"Gallery: {GALLERY_TEXT[gallery]} ({len(paths):,} images); the closest by their {layer} "
                "features (the paper's figure 4).")
     for col, i, sim in zip(st.columns(8), order, sims):
         where = f"{Path(paths[i]).parent.name}/{Path(paths[i]).name}"

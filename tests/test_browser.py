@@ -47,10 +47,16 @@ def runs_root(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory, runs_root):
+def models_root(tmp_path_factory):
+    return tmp_path_factory.mktemp("models")
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory, runs_root, models_root):
     _require_browser()
     port = _free_port()
-    env = {**os.environ, "ALEXNET_RUNS_DIR": str(runs_root), "ALEXNET_DATA_DIR": str(tmp_path_factory.mktemp("data"))}
+    env = {**os.environ, "ALEXNET_RUNS_DIR": str(runs_root), "ALEXNET_DATA_DIR": str(tmp_path_factory.mktemp("data")),
+           "ALEXNET_MODELS_DIR": str(models_root)}
     log = open(tmp_path_factory.mktemp("log") / "streamlit.log", "w+")
     proc = subprocess.Popen(
         [sys.executable, "-m", "streamlit", "run", "app.py", "--server.headless", "true",
@@ -340,3 +346,36 @@ def assert_no_errors_except(page, expected):
     problems = page.locator('[data-testid="stException"], [data-testid="stAlertContentError"]')
     texts = [problems.nth(i).inner_text() for i in range(problems.count())]
     assert all(expected in t for t in texts), texts
+
+
+def test_classify_with_an_installed_imagenet_model(server, browser, models_root, monkeypatch, tmp_path):
+    """The real AlexNet's shape (generated weights, 224 px, 1,000 classes) installed while the
+    server runs: Classify offers it first, shows its top 5 in words, the 224-px input, Grad-CAM
+    and its 64 first-layer kernels."""
+    import numpy as np
+    from PIL import Image
+
+    from alexnet_core.store import model_home
+    from tests.imagenet_models import install_generated_imagenet
+
+    monkeypatch.setenv("ALEXNET_MODELS_DIR", str(models_root))
+    install_generated_imagenet("imagenet-torchvision", "torchvision")
+    photo = tmp_path / "street.png"
+    Image.fromarray(np.random.default_rng(0).integers(0, 256, (300, 400, 3), dtype=np.uint8)).save(photo)
+    try:
+        page = open_page(browser, server, "/classify", "Classify")
+        page.get_by_text("published top-1 56.5%").first.wait_for(timeout=120_000)
+        page.locator('[data-testid="stFileUploaderDropzoneInput"]').set_input_files([str(photo)])
+        page.get_by_text("street.png (400×300)").wait_for(timeout=120_000)
+        settle(page, timeout=240_000)
+        assert page.get_by_text("What the network sees: 224×224 pixels").count() == 1
+        assert page.get_by_text("(Grad-CAM at 224×224)").count() == 1
+        assert page.locator('[data-testid="stPlotlyChart"]').count() == 1
+        assert page.locator('[data-testid="stPlotlyChart"]').get_by_text("thing ").count() >= 5  # top 5 in words
+        page.get_by_text("conv1 filters", exact=True).click()
+        page.get_by_text("The first layer's 64 kernels").wait_for(timeout=120_000)
+        settle(page)
+        assert_no_errors(page, "Classify with an installed ImageNet model")
+        page.close()
+    finally:
+        model_home.remove("imagenet-torchvision")  # the other tests see no installed model
