@@ -403,7 +403,7 @@ def _install_progress():
         phase, done, total = event.get("phase"), event.get("done") or 0, event.get("total") or 0
         final = bool(total) and done >= total
         now = time.monotonic()
-        if phase in ("download", "verify") and not final and now - last["at"] < 0.5:
+        if phase in ("download", "checksum") and not final and now - last["at"] < 0.5:
             return
         last["at"] = now
         mib = 2**20
@@ -411,11 +411,11 @@ def _install_progress():
             eta = event.get("eta")
             line = (f"downloading {done / mib:,.1f} / {total / mib:,.1f} MiB at {(event.get('rate') or 0) / mib:.1f} "
                     f"MiB/s" + (f", {eta:,.0f} s left" if eta is not None else ""))
-        elif phase == "verify":
+        elif phase == "checksum":
             line = f"checking the file's SHA-256: {done / mib:,.0f} / {total / mib:,.0f} MiB"
         else:
             line = {"convert": "converting", "write": "writing the model"}.get(phase, str(phase))
-        print(f"\r{line:<76}", end="\n" if final or phase not in ("download", "verify") else "", file=sys.stderr,
+        print(f"\r{line:<76}", end="\n" if final or phase not in ("download", "checksum") else "", file=sys.stderr,
               flush=True)
 
     return show

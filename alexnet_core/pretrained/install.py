@@ -60,7 +60,7 @@ def _sha256(path: Path, progress: Progress | None = None) -> str:
             digest.update(chunk)
             done += len(chunk)
             if done % (32 * CHUNK) < CHUNK or done == total:
-                _report(progress, phase="verify", done=done, total=total, rate=done / max(time.monotonic() - started,
+                _report(progress, phase="checksum", done=done, total=total, rate=done / max(time.monotonic() - started,
                                                                                           1e-6), eta=None)
     return digest.hexdigest()
 
@@ -206,7 +206,9 @@ def install(source: str, file=None, name: str | None = None, classes_file=None,
             progress: Progress | None = None, url: str | None = None) -> dict:
     """Install `source`'s weights (torchvision | bvlc): downloaded from `url` (default: the
     published address) when `file` is None, else read from `file`. Returns {"name", "path",
-    "kind", "source", "checksum_match", "sha256", "num_classes", "seconds"}."""
+    "kind", "source", "checksum_match", "sha256", "num_classes", "seconds"}. `progress(event)` is
+    called with {"phase": "download" | "checksum" | "convert" | "write", "done", "total" (bytes),
+    "rate" (bytes a second), "eta" (seconds left, or None)}."""
     started = time.monotonic()
     src = sources.get(source)
     _require(src)
