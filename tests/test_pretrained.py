@@ -411,3 +411,13 @@ def test_the_bvlc_source_installs_and_checks_through_onnx(tmp_path, capsys):
     record = model_home.read_record("own-bvlc")
     assert record["variant"] == "paper" and record["class_words"]["n01440764"] == "tench, Tinca tinca"
     assert record["preprocessing"] == sources.get("bvlc").preprocessing(224)
+
+
+def test_a_models_folder_that_cannot_be_one_is_said_plainly(weights, tmp_path, monkeypatch, capsys):
+    blocked = tmp_path / "a-file"
+    blocked.write_text("not a folder")
+    monkeypatch.setenv("ALEXNET_MODELS_DIR", str(blocked))
+    assert main(["pretrained", "install", "torchvision", "--file", str(weights["own"])]) == 2
+    err = capsys.readouterr().err
+    assert f"Cannot install into the models folder {blocked}" in err and "Traceback" not in err
+    assert blocked.read_text() == "not a folder"

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 # Imports inside functions are deliberate: the converters (PyTorch, ONNX, Keras) load only when a
 # file is converted, so listing the sources (the pages, the command line) stays light.
+import contextlib
 import errno
 import hashlib
 import importlib.util
@@ -22,6 +23,7 @@ import re
 import secrets
 import shutil
 import socket
+import threading
 import time
 import urllib.error
 import urllib.parse
@@ -209,6 +211,18 @@ def install(source: str, file=None, name: str | None = None, classes_file=None,
     "kind", "source", "checksum_match", "sha256", "num_classes", "seconds"}. `progress(event)` is
     called with {"phase": "download" | "checksum" | "convert" | "write", "done", "total" (bytes),
     "rate" (bytes a second), "eta" (seconds left, or None)}."""
+    try:
+        return _install(source, file, name, classes_file, progress, url)
+    except OSError as exc:  # the models folder cannot be made or written
+        root = locations.models_root()
+        if fileio.is_disk_error(exc):
+            raise _disk_refusal(exc, root, sources.get(source).bytes) from exc
+        raise PretrainedError(f"Cannot install into the models folder {root} ({exc.strerror or exc}"
+                              f"{': ' + str(exc.filename) if exc.filename else ''}); nothing was installed. Make it a "
+                              "writable folder (or set ALEXNET_MODELS_DIR to one) and try again.") from exc
+
+
+def _install(source, file, name, classes_file, progress, url) -> dict:
     started = time.monotonic()
     src = sources.get(source)
     _require(src)
@@ -233,7 +247,10 @@ def install(source: str, file=None, name: str | None = None, classes_file=None,
             if not fileio.regular_file(path):
                 raise PretrainedError(f"{path} is not a readable file; give the path of the {src.file_name} file "
                                       f"(or another .{src.file_format} file of the same structure).")
-            digest = _sha256(path, progress)
+            try:
+                digest = _sha256(path, progress)
+            except OSError as exc:
+                raise PretrainedError(f"{path} cannot be read ({exc.strerror or exc}); nothing was installed.") from exc
         published = digest == src.sha256
         chosen = _choose_name(src, published, name)
         _check_space(root, int(src.bytes * 1.1), f"the converted model {chosen!r}")
@@ -318,10 +335,26 @@ def host_reachable(url: str, timeout: float = 3) -> bool:
         port = parts.port or {"https": 443, "http": 80}.get(parts.scheme)
         if not parts.hostname or port is None:
             return False
-        with socket.create_connection((parts.hostname, port), timeout=timeout):
-            return True
+        found: list = []
+        # The name lookup ignores socket timeouts (it can hang for many seconds offline): bounded here.
+        lookup = threading.Thread(target=lambda: found.extend(_addresses(parts.hostname, port)), daemon=True)
+        lookup.start()
+        lookup.join(timeout)
+        for family, kind, proto, _, address in found[:4]:
+            with contextlib.suppress(OSError), socket.socket(family, kind, proto) as sock:
+                sock.settimeout(timeout)
+                sock.connect(address)
+                return True
+        return False
     except (OSError, ValueError):
         return False
+
+
+def _addresses(host: str, port: int) -> list:
+    try:
+        return socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    except (OSError, UnicodeError):
+        return []
 
 
 def remove(name: str) -> None:
