@@ -294,3 +294,25 @@ def test_h5_pointing_outside_itself_is_refused(tmp_path):
         f["model_weights/dense/kernel"] = h5py.ExternalLink(str(outside), "/secret")
     with pytest.raises(ModelLoadError, match="link to another file"):
         check_file(path)
+
+
+def test_keras_weights_stored_in_another_file_are_refused(clean_keras, tmp_path):
+    """A .keras whose weights member reads its numbers from a file elsewhere on the machine."""
+    import h5py
+
+    secret = tmp_path / "secret.bin"
+    secret.write_bytes(bytes(range(24)))
+    weights = tmp_path / "model.weights.h5"
+    with zipfile.ZipFile(clean_keras) as source:
+        weights.write_bytes(source.read("model.weights.h5"))
+        members = {i.filename: source.read(i.filename) for i in source.infolist()}
+    with h5py.File(weights, "a") as f:
+        f.create_dataset("layers/head/vars/extra", shape=(6,), dtype="float32", external=[(str(secret), 0, 24)])
+    path = tmp_path / "external.keras"
+    with zipfile.ZipFile(path, "w") as target:
+        for name, data in members.items():
+            target.writestr(name, weights.read_bytes() if name == "model.weights.h5" else data)
+    with h5py.File(weights, "r") as f:  # live: reading the dataset reads the other file
+        assert f["layers/head/vars/extra"][()].tobytes() == secret.read_bytes()
+    with pytest.raises(ModelLoadError, match=r"extra are stored in another file"):
+        load_model(str(path))

@@ -249,6 +249,8 @@ def check_model_file(path: Path) -> None:
         if info.file_size > budget:
             raise ModelLoadError(f"{path.name}: its {name[:100]} unpacks to {info.file_size / 2**20:.1f} MiB, more "
                                  f"than the {budget / 2**20:.1f} MiB {why}; not loaded")
+    if WEIGHTS_MEMBERS[0] in members:
+        untrusted.check_weights_member(path, WEIGHTS_MEMBERS[0])  # weights that point outside the file
 
 
 def check_classifier(model, name: str) -> None:

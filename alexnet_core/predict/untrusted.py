@@ -27,6 +27,8 @@ from __future__ import annotations
 import os
 import re
 import stat
+import zipfile
+import zlib
 from pathlib import Path
 
 from alexnet_core.errors import AlexNetError
@@ -269,6 +271,20 @@ def check_h5_file(path: Path, max_config_bytes: int, max_weight_bytes: int) -> d
         raise ModelLoadError(f"{path.name} declares {declared / 2**20:.0f} MiB of weights but holds "
                              f"{size / 2**20:.0f} MiB: the file is damaged or not what it claims; not loaded")
     return document
+
+
+def check_weights_member(path: Path, member: str) -> None:
+    """Refuse a .keras file whose weights (an HDF5 file inside the archive) link or point outside
+    it (external links, external storage, virtual datasets), from their metadata only."""
+    import h5py
+
+    try:
+        with zipfile.ZipFile(path) as archive, archive.open(member) as fh, h5py.File(fh, "r") as handle:
+            _h5_weight_bytes(handle, f"{path.name} ({member})")
+    except ModelLoadError:
+        raise
+    except (OSError, ValueError, RuntimeError, NotImplementedError, zipfile.BadZipFile, zlib.error, EOFError) as exc:
+        raise ModelLoadError(f"{path.name}: its weights ({member}) are damaged ({str(exc)[:200]}); not loaded") from exc
 
 
 def _h5_weight_bytes(handle, file_name: str) -> int:
