@@ -16,7 +16,7 @@ from alexnet_core import locations
 from alexnet_core.analysis.charts import topk_bars
 from alexnet_core.inputs import images as image_files
 from alexnet_core.inputs.images import ImageDecodeError
-from alexnet_core.predict.inference import DEFAULT_FRAMING, FRAMINGS, SURE_MARGIN, SURE_PROBABILITY, top_k, verdict
+from alexnet_core.predict.inference import DEFAULT_FRAMING, FRAMINGS, SURE_MARGIN, SURE_PROBABILITY, top_k
 from alexnet_core.settings.choices import framing_name
 from alexnet_ui.feedback import user_errors
 from alexnet_ui.images import enlarged, fit_for_display, thumbnail
@@ -177,13 +177,18 @@ def result_card(index: int, result: tuple, loaded, spec: str, stamp: str, k: int
         cols[1].image(enlarged(view), width="stretch", caption=f"What the network sees: {size}×{size} pixels"
                       + (", enlarged" if size < 224 else ""))
         predictions = top_k(p, classes, k, loaded.class_words)
-        judged = verdict(p, *sure)
+        _, (judged,) = loaded_model(spec)[1].judge(view[None], p[None], *sure)  # also: any of its classes at all?
         best = f"{plain(predictions[0].get('words') or predictions[0]['label'])} ({predictions[0]['probability']:.1%})"
         if judged["sure"]:
             cols[2].markdown(f":material/check_circle: **{best}**")
+        elif judged["unknown"]:
+            cols[2].markdown(f":red-badge[:material/block: None of its classes?] best guess **{best}**")
         else:
             cols[2].markdown(f":orange-badge[:material/help: Unsure] best guess **{best}**")
-            cols[2].caption(f"Unsure because {judged['reason']}.")
+        if not judged["sure"]:
+            cols[2].caption(f"Unsure because {plain(judged['reason'], 600)}.")
+        if judged["note"]:
+            cols[2].caption(plain(judged["note"], 600))
         cols[2].plotly_chart(topk_bars(predictions, height=40 + 28 * len(predictions)), width="stretch",
                              key=f"classify_bars_{index}_{digest}", config={"displayModeBar": False})
         if not has_convolution(loaded.model):
@@ -231,8 +236,17 @@ def gallery_bank(spec: str, stamp: str, paths: tuple):
     return feats, kept, damaged
 
 
-def activation_maps(loaded, inputs: dict) -> None:
-    from alexnet_core.analysis.explain import activations, feature_layers
+@st.cache_data(show_spinner=False, max_entries=64)
+def layer_maps(spec: str, stamp: str, model_input: np.ndarray, layer: str) -> np.ndarray:
+    """The first 32 channels of `layer` for one image (cached: a 224-px model's maps once per image)."""
+    from alexnet_core.analysis.explain import activations
+
+    model, _ = loaded_model(spec)
+    return activations(model.model, model_input, layer, limit=32)
+
+
+def activation_maps(loaded, inputs: dict, spec: str, stamp: str) -> None:
+    from alexnet_core.analysis.explain import feature_layers
 
     layers = feature_layers(loaded.model)
     if not layers:
@@ -242,7 +256,7 @@ def activation_maps(loaded, inputs: dict) -> None:
     a, b = st.columns(2)
     which = a.selectbox("Image", list(inputs), key="classify_map_image")
     layer = b.selectbox("Layer", layers, key="classify_map_layer")
-    maps = activations(loaded.model, inputs[which], layer, limit=32)
+    maps = layer_maps(spec, stamp, inputs[which], layer)
     cols = st.columns(8)
     for i, fmap in enumerate(maps):
         cols[i % 8].image((fmap * 255).astype(np.uint8), caption=f"{layer}:{i}", width="stretch")
@@ -346,6 +360,6 @@ def explain_further(loaded, results: list[tuple], spec: str, stamp: str) -> None
     elif explain == "filters":
         first_layer_filters(spec, stamp)
     elif explain == "maps":
-        activation_maps(loaded, inputs)
+        activation_maps(loaded, inputs, spec, stamp)
     else:
         nearest_neighbours(loaded, inputs, spec, stamp)
