@@ -377,6 +377,44 @@ def cmd_predict(args) -> int:
     return exits.USAGE if all(r["error"] for r in results) else exits.OK
 
 
+def cmd_calibrate(args) -> int:
+    """Calibrate a model for images outside its classes, on images of its own classes, and store
+    the calibration with the model (predict.novelty)."""
+    from alexnet_core.inputs.data import DataError, load_source
+    from alexnet_core.predict import novelty
+    from alexnet_core.predict.inference import Predictor, verdict
+
+    loaded = _load(args.model)
+
+    def show(done: int, total: int) -> None:
+        end = "\n" if done >= total else ""
+        print(f"\rcalibrating: {done}/{total} images", end=end, file=sys.stderr, flush=True)
+
+    try:
+        source = load_source(args.data)
+        keep = novelty.KEEP if args.keep is None else args.keep
+        calibration, report = novelty.calibrate(Predictor(loaded), source, keep=keep,
+                                                bank=novelty.BANK if args.bank is None else args.bank,
+                                                limit=novelty.LIMIT if args.limit is None else args.limit, sure=lambda p: verdict(p)["sure"],
+                                                progress=None if args.json else show)
+        path = novelty.location(loaded)
+        novelty.write(calibration, path)
+    except (DataError, novelty.NoveltyError) as exc:
+        raise UsageError(str(exc)) from exc
+    doc = {"model": args.model, "file": str(path), **report}
+    if args.json:
+        print(json.dumps(doc))
+        return exits.OK
+    images = report["images"]
+    print(f"Calibrated {args.model}: {images['bank']} training images to compare with, threshold set on "
+          f"{images['calibration']} held-out images of its classes (keeps {keep:.0%}); written to {path}")
+    if "held_out_kept" in report:
+        print(f"Checked on {images['held_out']} other held-out images: {report['held_out_kept']:.1%} pass the "
+              f"novelty test, {report['held_out_sure']:.1%} stay sure with the softmax rule too "
+              f"({report['held_out_sure_softmax']:.1%} with the softmax rule alone).")
+    return exits.OK
+
+
 def cmd_export(args) -> int:
     from alexnet_core.export import bundle
     from alexnet_core.inputs.data import DataError
@@ -599,6 +637,19 @@ def build_parser() -> argparse.ArgumentParser:
                    help="the model's class names, one per line in output order (e.g. for a bare .keras or .h5 file)")
     p.add_argument("--json", action="store_true", help="print one JSON document")
     p.set_defaults(func=cmd_predict)
+
+    p = sub.add_parser("calibrate", help="teach a model's verdict to flag images of none of its classes")
+    p.add_argument("model", help="a run folder, a .keras file, an installed model's name, or demo")
+    p.add_argument("--data", required=True,
+                   help="cifar10, sample, or PATH to images of the model's own classes (PATH/<class>/* or "
+                        "PATH/{train,val}/<class>/*; for an ImageNet model, an ImageNet-layout folder)")
+    p.add_argument("--keep", type=float,
+                   help="the share of held-out images of its classes the threshold keeps sure (default 0.96)")
+    p.add_argument("--bank", type=int, help="training images to compare with (default 1000)")
+    p.add_argument("--limit", type=int,
+                   help="at most this many held-out images to set the threshold on, and as many to check it on")
+    p.add_argument("--json", action="store_true", help="print one JSON document")
+    p.set_defaults(func=cmd_calibrate)
 
     p = sub.add_parser("export", help="copy a finished run into a compact (optionally read-only) folder")
     p.add_argument("run_dir")

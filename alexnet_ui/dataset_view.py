@@ -314,7 +314,7 @@ def try_it(loaded, predictor) -> None:
     """An upload or a photo, classified by the picked model."""
     from alexnet_core.analysis.charts import topk_bars
     from alexnet_core.inputs.images import decode_image
-    from alexnet_core.predict.inference import top_k, verdict
+    from alexnet_core.predict.inference import top_k
 
     source, shot = st.columns(2)
     upload = source.file_uploader("An image to classify", type=image_files.UPLOAD_TYPES, key="dataset_try_upload")
@@ -327,13 +327,15 @@ def try_it(loaded, predictor) -> None:
         image = decode_image(given.getvalue(), getattr(given, "name", "camera photo"))
     if decoding.failed:
         return
-    probs = predictor.probabilities([image])[0]
-    judged = verdict(probs)
+    probs, (judged,) = predictor.judge([image])  # the softmax rule and, when calibrated, any of its classes at all
+    probs = probs[0]
     shown, bars = st.columns([1, 2])
     shown.image(image, width="stretch")
     top = top_k(probs, loaded.class_names, 5, loaded.class_words)  # the probabilities above, not a second pass
     bars.markdown(f"**{plain(top[0]['label'])}** ({top[0]['probability']:.0%})"
-                  + ("" if judged["sure"] else f", unsure: {plain(judged['reason'], 200)}"))
+                  + ("" if judged["sure"] else f", unsure: {plain(judged['reason'], 400)}"))
+    if judged["note"]:
+        bars.caption(plain(judged["note"], 600))
     bars.plotly_chart(topk_bars(top, height=60 + 36 * len(top)), key="dataset_try_bars",
                       config={"displayModeBar": False})
     st.caption(f"The model knows only your {len(loaded.class_names)} classes "

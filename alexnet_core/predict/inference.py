@@ -10,12 +10,15 @@ from __future__ import annotations
 # Imports inside functions are deliberate: TensorFlow and Keras, the modules that reach them
 # and NumPy load on first use, so importing this module
 # (the app's pages, the command line) stays light.
+import hashlib
 import json
 import os
 import stat
+import threading
 import warnings
 import zipfile
 import zlib
+from collections import OrderedDict
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -23,7 +26,7 @@ import numpy as np
 
 from alexnet_core.inputs.images import ImageDecodeError, env_limit, read_image
 from alexnet_core.locations import DEMO_RUN
-from alexnet_core.predict import untrusted
+from alexnet_core.predict import novelty, untrusted
 from alexnet_core.predict.untrusted import ModelLoadError  # noqa: F401  (raised by every loader; imported from here)
 from alexnet_core.settings.choices import DEFAULT_FRAMING, FRAMINGS  # how a photo becomes square
 from alexnet_core.store import fileio, layout, model_home
@@ -356,6 +359,7 @@ def load_model(spec: str) -> LoadedModel:
 # A prediction is "unsure" below these: top-1 probability, and its lead over the second class.
 SURE_PROBABILITY = 0.5
 SURE_MARGIN = 0.2
+JUDGED_MEMORY = 256  # images whose novelty a Predictor remembers (a page drawn again judges them at once)
 
 
 def check_framing(framing: str) -> str:
@@ -381,19 +385,31 @@ def network_view(image: np.ndarray, size: int, framing: str = DEFAULT_FRAMING, r
     return fit(image, {**(record or {}), "input_size": int(size)}, framing)
 
 
-def verdict(probs: np.ndarray, sure_probability: float = SURE_PROBABILITY, sure_margin: float = SURE_MARGIN) -> dict:
-    """{'sure': bool, 'top1', 'margin', 'reason'}: unsure when the top class has less than
-    `sure_probability`, or leads the second by less than `sure_margin`."""
+def verdict(probs: np.ndarray, sure_probability: float = SURE_PROBABILITY, sure_margin: float = SURE_MARGIN,
+            judged: dict | None = None) -> dict:
+    """{'sure': bool, 'top1', 'margin', 'reason', 'calibrated', 'unknown', 'novelty', 'note'}:
+    unsure when the image does not look like any of the model's classes (`judged`: the novelty
+    part of the verdict, from a calibrated model's Predictor.judge), when the top class has less
+    than `sure_probability`, or when it leads the second by less than `sure_margin`. Without a
+    calibration only the last two rules apply, and `note` says so and how to calibrate."""
     ordered = np.sort(np.asarray(probs, dtype=float))[::-1]
     top1 = float(ordered[0])
     margin = float(ordered[0] - ordered[1]) if len(ordered) > 1 else top1
-    reasons = []
+    judged = judged or novelty.not_calibrated("")
+    reasons = [judged["reason"]] if judged.get("unknown") else []
     if top1 < sure_probability:
         reasons.append(f"the top class has {top1:.0%}, below the {sure_probability:.0%} needed")
     if margin < sure_margin:
         reasons.append(f"it leads the next class by {margin * 100:.0f} points, fewer than the "
                        f"{sure_margin * 100:.0f} needed")
-    return {"sure": not reasons, "top1": top1, "margin": margin, "reason": "; ".join(reasons)}
+    note = ""
+    if not judged.get("calibrated"):
+        why = judged.get("note") or "it has no calibration"
+        note = (f"Not calibrated for images outside its {len(ordered)} classes ({why}): sure only means the top "
+                f"class clearly leads; {novelty.HOW_TO}.")
+    return {"sure": not reasons, "top1": top1, "margin": margin, "reason": "; ".join(reasons),
+            "calibrated": bool(judged.get("calibrated")), "unknown": judged.get("unknown"),
+            "novelty": judged.get("score"), "note": note}
 
 
 class Predictor:
@@ -403,10 +419,16 @@ class Predictor:
         self.loaded = loaded
         self.framing = check_framing(framing)
         self._forward = make_forward(loaded, flip)
+        self._flip = flip
+        self._lock = threading.Lock()  # one Predictor serves every session of the app
+        self._calibration: tuple = (object(), None, "")  # (file stamp, Calibration or None, why not)
+        self._judged: OrderedDict = OrderedDict()  # recent images' novelty, for pages drawn again
 
-    def probabilities(self, images: list[np.ndarray] | np.ndarray) -> np.ndarray:
+    def probabilities(self, images: list[np.ndarray] | np.ndarray, taps: list | None = None) -> np.ndarray:
         """uint8/float 0..255 RGB images (any sizes) -> (n, classes) probabilities; images that are
-        not square are framed first (`framing`)."""
+        not square are framed first (`framing`). With `taps` (a list of layer names, see
+        novelty.tap_layers) it returns (probabilities, [pooled features per tap]) of the same
+        batch in one pass."""
         from alexnet_core.inputs.preprocess import fit, has_recipe, resize
 
         size, record = self.loaded.input_size, self.loaded.preprocessing
@@ -416,7 +438,62 @@ class Predictor:
             batch = np.stack([fit(img, {**record, "input_size": size}, self.framing) for img in images]).astype(np.float32)
         else:
             batch = np.stack([resize(frame(img, self.framing), size).numpy() for img in images]).astype(np.float32)
-        return self._forward(batch).numpy()
+        return self._answer(batch, taps)
+
+    def _answer(self, batch: np.ndarray, taps: list | None):
+        if taps is None:
+            return self._forward(batch).numpy()
+        probs, feats = novelty.tapped_function(self.loaded.model, self.loaded.preprocessing, taps)(batch)
+        probs = self._forward(batch) if self._flip else probs
+        return np.asarray(probs), [np.asarray(f) for f in feats]
+
+    def assess(self, images, taps: list[str]) -> tuple[np.ndarray, list[np.ndarray]]:
+        """(probabilities, pooled features of each tap) of images, in one pass."""
+        return self.probabilities(images, taps=taps)
+
+    def calibration(self) -> tuple[novelty.Calibration | None, str]:
+        """(the model's calibration for images outside its classes, '') or (None, why there is
+        none); read again whenever its file changes."""
+        path = novelty.location(self.loaded)
+        now = novelty.stamp(path)
+        with self._lock:
+            if self._calibration[0] != now:
+                calibration, why = novelty.read(path, self.loaded.model) if now else (None, "it has no calibration")
+                self._calibration = (now, calibration, why)
+                self._judged.clear()
+            return self._calibration[1], self._calibration[2]
+
+    def judge(self, images, probs: np.ndarray | None = None, sure_probability: float = SURE_PROBABILITY,
+              sure_margin: float = SURE_MARGIN) -> tuple[np.ndarray, list[dict]]:
+        """(probabilities, a verdict per image): the softmax rule and, for a calibrated model,
+        whether each image looks like any of its classes. Give `probs` when the images'
+        probabilities are at hand (a page drawn again): an image judged recently is not run again."""
+        calibration, why = self.calibration()
+        if calibration is None:
+            probs = self.probabilities(images) if probs is None else np.asarray(probs)
+            parts = [novelty.not_calibrated(why)] * len(probs)
+        else:
+            keys = [self._image_key(image) for image in images]
+            with self._lock:
+                known = [self._judged.get(key) for key in keys]
+            if probs is None or any(k is None for k in known):
+                computed, feats = self.assess(images, calibration.taps)
+                probs = computed if probs is None else np.asarray(probs)
+                scores, z = calibration.scores(feats)
+                classes = len(self.loaded.class_names)
+                known = [calibration.judge(float(s), row, classes) for s, row in zip(scores, z)]
+                with self._lock:
+                    for key, part in zip(keys, known):
+                        self._judged[key] = part
+                        self._judged.move_to_end(key)
+                    while len(self._judged) > JUDGED_MEMORY:
+                        self._judged.popitem(last=False)
+            parts = known
+        return probs, [verdict(p, sure_probability, sure_margin, part) for p, part in zip(probs, parts)]
+
+    def _image_key(self, image) -> str:
+        image = np.ascontiguousarray(image)
+        return hashlib.sha1(image.tobytes() + str((image.shape, image.dtype.str, self.framing)).encode()).hexdigest()
 
     def top_k(self, image: np.ndarray, k: int = 5) -> list[dict]:
         return top_k(self.probabilities([image])[0], self.loaded.class_names, k, self.loaded.class_words)
@@ -439,10 +516,12 @@ def predict_files(loaded: LoadedModel, paths: list[str], k: int = 5, framing: st
         except ImageDecodeError as exc:
             results.append({"image": str(path), "predictions": [], "error": str(exc)})
             continue
-        probs = predictor.probabilities([image])[0]
-        judged = verdict(probs)
+        probs, (judged,) = predictor.judge([image])
+        probs = probs[0]
         results.append({"image": str(path), "predictions": top_k(probs, loaded.class_names, k, loaded.class_words), "error": None,
-                        "sure": judged["sure"], "unsure_because": judged["reason"] or None})
+                        "sure": judged["sure"], "unsure_because": judged["reason"] or None,
+                        "calibrated": judged["calibrated"], "out_of_classes": judged["unknown"],
+                        "novelty": judged["novelty"], **({"note": judged["note"]} if judged["note"] else {})})
     return results
 
 
