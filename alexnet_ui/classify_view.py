@@ -164,10 +164,17 @@ def heat_map(spec: str, stamp: str, model_input: np.ndarray, class_index: int) -
     return gradcam(model.model, model_input, class_index)[0]
 
 
+def has_heat_maps(loaded) -> bool:
+    """Whether the cards show Grad-CAM (a model without a convolution has none)."""
+    from alexnet_core.analysis.explain import has_convolution
+
+    return has_convolution(loaded.model)
+
+
 def result_card(index: int, result: tuple, loaded, spec: str, stamp: str, k: int, sure: tuple[float, float]) -> None:
     """One classified image: the original, what the network sees, its top k with a verdict, and
     where it looked (Grad-CAM) for a class of the user's choice."""
-    from alexnet_core.analysis.explain import has_convolution, overlay
+    from alexnet_core.analysis.explain import overlay
 
     name, digest, small, square, dims, view, model_input, p = result
     classes, size = loaded.class_names, loaded.input_size
@@ -191,7 +198,7 @@ def result_card(index: int, result: tuple, loaded, spec: str, stamp: str, k: int
             cols[2].caption(plain(judged["note"], 600))
         cols[2].plotly_chart(topk_bars(predictions, height=40 + 28 * len(predictions)), width="stretch",
                              key=f"classify_bars_{index}_{digest}", config={"displayModeBar": False})
-        if not has_convolution(loaded.model):
+        if not has_heat_maps(loaded):
             cols[3].caption(":material/block: **No Grad-CAM for this model**: it has no convolutional layer, so "
                             "there is no feature map to say where it looked.")
             return

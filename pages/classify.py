@@ -40,7 +40,8 @@ if not results:
     stop_page()
 for index, result in enumerate(results):
     view.result_card(index, result, loaded, spec, stamp, k, (sure_probability, sure_margin))
-heat_legend(st.columns([3, 1])[1])
+if view.has_heat_maps(loaded):  # no Grad-CAM without a convolution: no colour scale either
+    heat_legend(st.columns([3, 1])[1])
 
 view.explain_further(loaded, results, spec, stamp)
 

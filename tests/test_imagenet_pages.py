@@ -242,6 +242,7 @@ def test_classify_on_an_own_model_says_what_does_not_apply(model):
     assert "Your own model" in at.info[0].value
     no_conv = model == "own-dense"
     assert ("No Grad-CAM for this model" in captions(at)) == no_conv
+    assert any(c.startswith("Grad-CAM colours") for c in captions(at).splitlines()) != no_conv  # no legend either
     at.segmented_control(key="classify_explain").set_value("filters").run()
     assert not at.exception
     assert any("No filters to show" in i.value for i in at.info) == no_conv
