@@ -80,20 +80,31 @@ def test_a_clean_model_passes_every_check(clean_keras):
     assert untrusted.findings(json.loads(zipfile.ZipFile(clean_keras).read("config.json"))) == []
 
 
-def test_os_system_as_an_activation(clean_keras, tmp_path):
-    marker = tmp_path / "owned-by-activation"
-    reference = {"module": "os", "class_name": "function", "config": "system", "registered_name": None}
-    path = planted(clean_keras, tmp_path / "activation.keras",
-                   lambda d: layer(d, "head")["config"].__setitem__("activation", reference))
+def _as_activation(document):
+    layer(document, "head")["config"]["activation"] = {"module": "os", "class_name": "function", "config": "system",
+                                                       "registered_name": None}
+    return "os", "system"
+
+
+def _as_class(document):
+    layer(document, "pool").update({"module": "os", "class_name": "system"})
+    return "os", "system"
+
+
+@pytest.mark.parametrize("plant", [_as_activation, _as_class], ids=["activation", "class"])
+def test_os_system_named_in_a_config(clean_keras, tmp_path, plant):
+    marker = tmp_path / "owned-by-os-system"
+    named = []
+    path = planted(clean_keras, tmp_path / "os-system.keras", lambda d: named.extend(plant(d)))
     # Live: a reader that honours the module path (as Keras did before 3.9) gets os.system itself,
     # which runs any command it is handed.
-    resolved = getattr(importlib.import_module(reference["module"]), reference["config"])
+    resolved = getattr(importlib.import_module(named[0]), named[1])
     assert resolved is os.system
     resolved(f'"{sys.executable}" -c "open(r\'{marker}\', \'w\').close()"')
     assert marker.exists()
     marker.unlink()
-    message = refused(path, marker, "os.system", "layer", "head")
-    assert "outside" in message
+    message = refused(path, marker, "'os'" if plant is _as_class else "os.system")
+    assert "outside" in message and ("'pool'" if plant is _as_class else "'head'") in message
 
 
 def test_a_module_named_as_a_class_is_never_imported(clean_keras, tmp_path, monkeypatch):

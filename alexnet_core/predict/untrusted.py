@@ -82,11 +82,6 @@ def _where(path: list[str]) -> str:
     return " > ".join(path[-4:]) if path else "the top level"
 
 
-def _describe(name: str, node: dict) -> str:
-    config = node.get("config") if isinstance(node.get("config"), dict) else {}
-    return str(node.get("name") or config.get("name") or name)[:80]
-
-
 def _function_allowed(module: str, name) -> bool:
     parts = module.split(".")
     if parts[0] != "keras" or not isinstance(name, str) or not IDENTIFIER.match(name):
@@ -116,7 +111,7 @@ def _check_object(node: dict, where: str) -> list[str]:
                 "classifiers do not carry one, and it names a class outside Keras"]
     if short in CODE_LAYERS:
         kind = short if short.endswith("Layer") else f"{short} layer"
-        return [f"a {kind} ({_describe(class_name, node)!r}) at {where}: {CODE_LAYERS[short]}. Remove it: "
+        return [f"a {kind} at {where}: {CODE_LAYERS[short]}. Remove it: "
                 f"{REBUILD}"]
     if class_name in SPECIAL_CLASS_NAMES:
         return []
@@ -140,9 +135,9 @@ def _check_object(node: dict, where: str) -> list[str]:
                              f"functions from Keras' {', '.join(FUNCTION_NAMESPACES[:4])}, ... only; this one "
                              "lives outside them and calling it could run anything")
         elif _module_package(module) not in ALLOWED_PACKAGES:
-            found.append(f"the Python module {module[:100]!r} (class {class_name[:60]!r}) at {where}: a model file "
-                         "may name classes from Keras and this app only, and importing that module would run its "
-                         "code")
+            found.append(f"the Python module {module[:100]!r} (class {class_name[:60]!r}) at {where}: it is outside "
+                         "Keras and this app, the only places a model file may name classes from, and importing it "
+                         "would run its code")
         elif _module_package(module) == PROJECT_PACKAGE and not (isinstance(registered, str)
                                                                  and registered.startswith(PROJECT_PACKAGE + ">")):
             found.append(f"the class {module[:100]}.{class_name[:60]} at {where}, which this app does not register "
@@ -179,12 +174,12 @@ def findings(document) -> list[str]:
             continue
         where = _where(path)
         if "class_name" in node:
-            found.extend(_check_object(node, where))
-            if str(node.get("class_name")).split(">")[-1] in CODE_LAYERS:
-                continue  # named once: its function is the code just reported
             name = node.get("name") or (node["config"].get("name") if isinstance(node.get("config"), dict) else None)
             if isinstance(name, str) and node.get("class_name") not in SPECIAL_CLASS_NAMES:
                 path = [*path, f"{str(node.get('class_name'))[:40]} {name[:60]!r}"]
+            found.extend(_check_object(node, _where(path)))
+            if str(node.get("class_name")).split(">")[-1] in CODE_LAYERS:
+                continue  # named once: its function is the code just reported
         for key, value in node.items():
             if key == "safe_mode" or (isinstance(value, str) and "enable_unsafe_deserialization" in value):
                 found.append(f"a request for unsafe deserialisation ({str(key)[:40]}: {str(value)[:60]}) at {where}: "
