@@ -189,7 +189,7 @@ def result_card(index: int, result: tuple, loaded, spec: str, stamp: str, k: int
         if judged["sure"]:
             cols[2].markdown(f":material/check_circle: **{best}**")
         elif judged["unknown"]:
-            cols[2].markdown(f":red-badge[:material/block: None of its classes?] best guess **{best}**")
+            cols[2].markdown(f":red-badge[:material/block: Unsure: none of its classes?] best guess **{best}**")
         else:
             cols[2].markdown(f":orange-badge[:material/help: Unsure] best guess **{best}**")
         if not judged["sure"]:

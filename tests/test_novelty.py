@@ -241,3 +241,23 @@ def test_the_demo_models_shipped_calibration_flags_a_generated_image_softmax_cal
     cat = Path(__file__).resolve().parent.parent / "assets" / "examples" / "cat.jpg"
     (result,) = predict_files(load_model("demo"), [str(cat)])
     assert result["calibrated"] and result["out_of_classes"] is False
+
+
+def test_the_classify_page_says_an_image_is_none_of_the_demo_models_classes():
+    import io
+
+    from streamlit.testing.v1 import AppTest
+
+    root = Path(__file__).resolve().parent.parent
+    at = AppTest.from_file(str(root / "app.py"), default_timeout=180)
+    at.switch_page("pages/classify.py")
+    at.run()
+    buffer = io.BytesIO()
+    Image.fromarray(demo_probes()[0]).save(buffer, "PNG")
+    at.get("file_uploader")[0].set_value([("gradient.png", buffer.getvalue(), "image/png")])
+    at.run()
+    assert not at.exception, at.exception
+    assert any("none of its classes" in m.value for m in at.markdown)
+    reasons = [c.value for c in at.caption if c.value.startswith("Unsure because")]
+    assert len(reasons) == 1 and "this does not look like any of my 10 classes" in reasons[0]
+    assert not any("Not calibrated" in c.value for c in at.caption)  # the demo model is calibrated
