@@ -201,6 +201,11 @@ def shown_images(result, indices):
     return None
 
 
+def short_words(result) -> dict:
+    """Each class's first words ("tench" of "tench, Tinca tinca"): what fits beside a small bar."""
+    return {name: words.split(",")[0].strip() or name for name, words in result.words.items()}
+
+
 def image_grid(result, loaded, indices, caption_for, key: str) -> None:
     """Six images a row, each with its top 5; with the toggle on, where the network looked."""
     from alexnet_core.analysis.explain import gradcam, overlay
@@ -214,8 +219,9 @@ def image_grid(result, loaded, indices, caption_for, key: str) -> None:
     images = shown_images(result, indices)
     if images is None:
         return
-    cols = st.columns(6)
     for n, (i, image) in enumerate(zip(indices, images)):
+        if n % 6 == 0:  # a row of its own per six: pictures of mixed shapes stay in line
+            cols = st.columns(6)
         with cols[n % 6]:
             if isinstance(image, str):  # changed or damaged on disk since it was evaluated
                 damaged_note(image)
@@ -225,7 +231,7 @@ def image_grid(result, loaded, indices, caption_for, key: str) -> None:
                 heat, _ = gradcam(loaded.model, loaded.preprocess(image), int(result.predicted[i]))
                 shown = overlay(image, heat)
             st.image(shown, caption=caption_for(i), width="stretch")
-            st.plotly_chart(topk_bars(top_k(result.probs[i], result.classes, 5, result.words), height=150),
+            st.plotly_chart(topk_bars(top_k(result.probs[i], result.classes, 5, short_words(result)), height=150),
                             key=f"{key}_bars_{i}", config={"displayModeBar": False})
 
 
@@ -256,7 +262,8 @@ def per_class(result) -> None:
     if report.empty:
         st.caption(f"No class in the data matches {plain(query, 80)}.")
         return
-    table, bars = (st.columns([2, 3]) if len(report) <= BARS_MAX else (st.container(), None))
+    wide = "words" in report.columns  # the words need room: the table gets more of the width
+    table, bars = st.columns([3, 2] if wide else [2, 3]) if len(report) <= BARS_MAX else (st.container(), None)
     table.dataframe(report, hide_index=True, width="stretch", key="eval_per_class_table", column_config={
         k: st.column_config.NumberColumn(k.capitalize() if k != "f1" else "F1", format="percent")
         for k in ("precision", "recall", "f1")})
@@ -330,5 +337,6 @@ def picked_point(result, loaded, i: int) -> None:
     heat, _ = gradcam(loaded.model, loaded.preprocess(image), int(result.predicted[i]))
     b.image(overlay(image, heat), caption=f"Grad-CAM for {plain(guess)}", width="stretch")
     heat_legend(b)
-    c.plotly_chart(topk_bars(top_k(result.probs[i], result.classes, 5, result.words), height=230), key="eval_map_topk",
+    c.plotly_chart(topk_bars(top_k(result.probs[i], result.classes, 5, short_words(result)), height=230),
+                   key="eval_map_topk",
                    config={"displayModeBar": False})
