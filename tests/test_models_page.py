@@ -5,12 +5,15 @@ and removing an installed model."""
 from __future__ import annotations
 
 import io
+import os
+import subprocess
+import sys
 import zipfile
 
 import pytest
 import streamlit as st
 from imagenet_models import install_own_keras, own_class_names, save_own_keras
-from test_pages import run_page
+from test_pages import ROOT, run_page
 
 from alexnet_core import locations
 from alexnet_core.predict.inference import load_model
@@ -148,3 +151,13 @@ def test_an_installed_model_is_listed_and_removed(host):
     at.button(key="models_remove_mine").click().run()
     assert not at.error and "Removed mine." in texts(at.success)
     assert model_home.find("mine") is None and "No models installed yet" in texts(at.info)
+
+
+def test_the_page_loads_no_tensorflow_torch_or_onnx_until_a_model_is_opened(tmp_path):
+    code = ("import sys; from streamlit.testing.v1 import AppTest; at = AppTest.from_file('app.py', "
+            "default_timeout=120); at.switch_page('pages/models.py'); at.run(); assert not at.exception, at.exception; "
+            "print(sorted(m for m in ('tensorflow', 'keras', 'torch', 'onnx', 'onnxruntime') if m in sys.modules))")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300, cwd=ROOT,
+                            env={**os.environ, "ALEXNET_MODELS_DIR": str(tmp_path / "models")})
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.strip().splitlines()[-1] == "[]"
