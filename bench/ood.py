@@ -9,8 +9,8 @@ these figures are on images that picked nothing.
 
 Out of class, none of them a CIFAR-10 class (airplane, automobile, bird, cat, deer, dog, frog,
 horse, ship, truck), each photo whole and in 4 random half-size crops:
-  people    scikit-image's astronaut and camera(man), matplotlib's grace_hopper, and 100 faces
-            of scikit-image's LFW subset (25x25 grey)
+  people    scikit-image's astronaut and camera(man), matplotlib's grace_hopper
+  faces     the 100 faces of scikit-image's LFW subset (25x25 grey, cropped tight)
   scenes    scikit-learn's china (a temple) and flower; scikit-image's coffee, rocket, moon,
             hubble_deep_field, clock_motion, coins, motorcycle_left, retina, ihc, cell, page,
             text, logo, color
@@ -98,7 +98,7 @@ def ood_set(seed: int = 2026) -> tuple[dict[str, list[np.ndarray]], list[str]]:
     from alexnet_core.inputs.images import read_image
 
     rng = np.random.default_rng(seed)
-    groups = {"people": [], "scenes": [], "textures": []}
+    groups = {"people": [], "faces": [], "scenes": [], "textures": []}
     missing = []
     skimage = package_folder("skimage")
     if skimage and (skimage / "data").is_dir():
@@ -112,7 +112,7 @@ def ood_set(seed: int = 2026) -> tuple[dict[str, list[np.ndarray]], list[str]]:
         lfw = skimage / "data" / "lfw_subset.npy"
         if lfw.is_file():
             faces = np.load(lfw, allow_pickle=False)[:100]  # the first 100 are faces, the rest are not
-            groups["people"] += [np.repeat(np.clip(f * 255, 0, 255).astype(np.uint8)[..., None], 3, axis=-1)
+            groups["faces"] += [np.repeat(np.clip(f * 255, 0, 255).astype(np.uint8)[..., None], 3, axis=-1)
                                  for f in faces]
     else:
         missing.append("scikit-image's data images (pip install scikit-image)")
