@@ -122,7 +122,7 @@ def source_card(row: dict) -> None:
         head = st.columns([4, 1])
         head[0].markdown(f"**{plain(row['title'])}**")
         if row["installed"]:
-            head[1].badge(f"installed as {row['model_name']}", color="green", icon=":material/check_circle:")
+            head[1].badge("installed", color="green", icon=":material/check_circle:")
         else:
             head[1].badge("not installed", color="gray", icon=":material/cloud_off:")
         st.write(plain(row["what"], 400))
