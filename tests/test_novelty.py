@@ -261,3 +261,23 @@ def test_the_classify_page_says_an_image_is_none_of_the_demo_models_classes():
     reasons = [c.value for c in at.caption if c.value.startswith("Unsure because")]
     assert len(reasons) == 1 and "this does not look like any of my 10 classes" in reasons[0]
     assert not any("Not calibrated" in c.value for c in at.caption)  # the demo model is calibrated
+
+
+def test_the_tapped_pass_is_dropped_with_its_model():
+    import gc
+    import weakref
+
+    from alexnet_core.inputs.preprocess import describe
+    from alexnet_core.models.variants import build_model
+
+    before = len(novelty._TAPPED)
+    model = build_model("compact", num_classes=3, input_size=32, width=0.25)
+    taps = novelty.tap_layers(model)
+    assert taps[-1] == "fc8:input" and len(taps) <= novelty.MAX_TAPS
+    probs, feats = novelty.tapped_function(model, describe(32), taps)(np.zeros((2, 32, 32, 3), np.float32))
+    assert probs.shape == (2, 3) and [f.shape[1] for f in feats] == novelty.tap_widths(model, taps)
+    assert len(novelty._TAPPED) == before + 1
+    alive = weakref.ref(model)
+    del model, probs, feats
+    gc.collect()
+    assert alive() is None and len(novelty._TAPPED) == before
