@@ -169,9 +169,11 @@ def _have_the_file(row: dict) -> None:
             name = st.text_input("Install it as", key=f"models_{key}_name", placeholder=install.own_name(key))
             classes = st.text_area("Its class names, one per line in output order (else numbered)",
                                    key=f"models_{key}_classes", height=100)
-        if st.button("Install from this file", key=f"models_{key}_install", icon=":material/install_desktop:",
-                     disabled=not (upload or (path or "").strip())):
-            if upload is not None:
+        # Never disabled: a path typed and not yet entered counts when the button is clicked.
+        if st.button("Install from this file", key=f"models_{key}_install", icon=":material/install_desktop:"):
+            if not (upload or (path or "").strip()):
+                st.warning("Give the file's path on this machine, or upload it, first.", icon=":material/info:")
+            elif upload is not None:
                 folder = own_model.upload_folder()
                 file = folder / _safe_file_name(upload.name, row["file_name"])
                 try:
@@ -209,8 +211,10 @@ def open_own_model() -> None:
     else:
         upload = None
         path = st.text_input("Path of the model file", key="models_own_path", placeholder="e.g. ~/models/flowers.keras")
-    if not st.button("Open", key="models_own_open", icon=":material/file_open:", type="primary",
-                     disabled=not (upload or (path or "").strip())):
+    if not st.button("Open", key="models_own_open", icon=":material/file_open:", type="primary"):
+        return
+    if not (upload or (path or "").strip()):
+        st.warning("Upload the model file, or give its path on this machine, first.", icon=":material/info:")
         return
     saved = None
     with st.spinner("Checking and loading the model safely..."), user_errors() as outcome:

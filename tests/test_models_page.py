@@ -55,6 +55,8 @@ def test_offline_each_source_is_shown_with_i_have_the_file_and_no_download(host)
         assert source.licence.split(";")[0] in shown
     assert "does not answer from this machine" in shown
     assert "No models installed yet" in texts(at.info)
+    at.button(key="models_own_open").click().run()  # nothing given yet: said, not a silent no-op
+    assert "Upload the model file, or give its path" in texts(at.warning) and not at.error
 
 
 def test_online_download_is_offered_and_a_missing_reader_says_what_to_install(host, monkeypatch):
@@ -161,3 +163,27 @@ def test_the_page_loads_no_tensorflow_torch_or_onnx_until_a_model_is_opened(tmp_
                             env={**os.environ, "ALEXNET_MODELS_DIR": str(tmp_path / "models")})
     assert result.returncode == 0, result.stderr[-2000:]
     assert result.stdout.strip().splitlines()[-1] == "[]"
+
+
+def test_i_have_the_file_installs_a_torchvision_structured_file_as_your_own(host, tmp_path):
+    """A .pth with torchvision's AlexNet structure but not the published checksum (generated
+    weights, 3 classes): installed under the name and class names given in the form."""
+    torch = pytest.importorskip("torch", reason="reading a .pth needs PyTorch (the pretrained extra)")
+    from alexnet_core.pretrained import torch_import
+
+    torch.manual_seed(0)
+    path = tmp_path / "alexnet-birds.pth"
+    torch.save(torch_import.reference_module(num_classes=3).state_dict(), path)
+    at = run_page(PAGE)
+    at.radio(key="models_torchvision_how").set_value("A path on this machine").run()
+    at.text_input(key="models_torchvision_path").set_value(str(path))
+    at.text_input(key="models_torchvision_name").set_value("birds")
+    at.text_area(key="models_torchvision_classes").set_value("robin\nwren\nowl\n")
+    at.button(key="models_torchvision_install").click().run(timeout=600)
+    assert not at.exception and not at.error, texts(at.error)
+    assert "Installed birds as your own model" in texts(at.warning)
+    record = model_home.read_record("birds")
+    assert record["kind"] == "own" and record["class_names"] == ["robin", "wren", "owl"]
+    shown = texts(at.markdown)
+    assert "birds" in shown and shown.count("not installed") == 2  # the published models still are not
+    assert sorted(leftovers()) == ["birds"]  # the class names' file is gone
