@@ -161,7 +161,9 @@ def paper() -> Arch:
             "conv1 and conv2, and overlapping 3x3/2 max-pooling follows both LRNs and conv5. "
             "Input 227x227 (the paper's '224' does not divide: (224-11)/4+1 is not whole). "
             "60,965,224 parameters and 724 million multiply-accumulates per image; the paper rounds "
-            "this to '60 million parameters'."
+            "this to '60 million parameters'. The BVLC AlexNet (Caffe's, from the ONNX model zoo) is this "
+            "network at 224x224 with Caffe's LRN constants (k=1, alpha=1e-4 over the window of 5) and "
+            "pooling rounded up (54 -> 27 after conv1), which keeps the 6x6 map before fc6."
         ),
         convs=PAPER_CONVS,
         groups=True,

@@ -564,7 +564,15 @@ def _array(tensors: dict, name: str, label: str) -> np.ndarray:
     return array
 
 
-ASSIGN_ROWS = 1024  # rows of a dense kernel copied at a time: no second whole copy of fc6 (151 MB)
+def _release(tensors: dict, name: str) -> None:
+    if name in tensors and tensors[name].HasField("raw_data"):
+        tensors[name].ClearField("raw_data")
+
+
+# Big kernels are filled a block of rows at a time: assigned whole, the BVLC conversion's peak memory
+# rose from 845 to 1,084 MiB over the process. The model so filled runs about 5x slower at batch 1 on
+# TensorFlow 2.21 than the same model saved and loaded, which is what the app runs (docs/BENCHMARKS.md).
+ASSIGN_ROWS = 1024
 
 
 def _assign(variable, value: np.ndarray) -> None:
@@ -577,9 +585,12 @@ def _assign(variable, value: np.ndarray) -> None:
         target[start:start + ASSIGN_ROWS].assign(np.ascontiguousarray(value[start:start + ASSIGN_ROWS], np.float32))
 
 
-def _load_layer(target, layer: Layer, tensors: dict, label: str, flat_shape: tuple) -> None:
-    """Copy `layer`'s weights from the graph into Keras layer `target`, in Keras' layout."""
+def _load_layer(target, layer: Layer, tensors: dict, label: str, flat_shape: tuple, keep: set) -> None:
+    """Copy `layer`'s weights from the graph into Keras layer `target`, in Keras' layout. The file's
+    copy of each tensor is released as soon as it is read (peak memory)."""
     w = _array(tensors, layer.weight, label)
+    if layer.weight not in keep:  # a later layer may read the same tensor
+        _release(tensors, layer.weight)
     if layer.op == "Conv":
         kernel = w.transpose(2, 3, 1, 0)  # OIHW -> HWIO (per group alike: both order groups the same)
         if layer.name == "conv1":
@@ -608,6 +619,8 @@ def _load_layer(target, layer: Layer, tensors: dict, label: str, flat_shape: tup
         bias = np.zeros(units, np.float32)
     else:
         bias = _array(tensors, layer.bias, label).reshape(-1)
+        if layer.bias not in keep:
+            _release(tensors, layer.bias)
         if layer.bias_scale != 1.0:
             bias = bias * np.float32(layer.bias_scale)
     target.bias.assign(bias)
@@ -634,11 +647,9 @@ def convert(path: str | Path):
         raise NotAlexNetError(f"{path.name} cannot be held as the {VARIANT!r} network: {exc}.") from None
     pool5 = keras_model.get_layer("pool5").output.shape
     flat_shape = (int(pool5[3]), int(pool5[1]), int(pool5[2]))
-    for layer in plan.layers:
-        _load_layer(keras_model.get_layer(layer.name), layer, tensors, path.name, flat_shape)
-        for name in (layer.weight, layer.bias):  # release the file's copy as we go (peak memory)
-            if name in tensors and tensors[name].HasField("raw_data"):
-                tensors[name].ClearField("raw_data")
+    for index, layer in enumerate(plan.layers):
+        keep = {name for later in plan.layers[index + 1:] for name in (later.weight, later.bias)}
+        _load_layer(keras_model.get_layer(layer.name), layer, tensors, path.name, flat_shape, keep)
     info["file_bytes"] = path.stat().st_size
     info["file_name"] = path.name[:MAX_NAME]
     return keras_model, info
