@@ -26,6 +26,7 @@ import argparse
 import json
 import os
 import resource
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -316,13 +317,8 @@ def main() -> None:
         return
 
     import numpy as np
-    import onnx
     import tensorflow as tf
     import torch
-
-    from alexnet_core.export.export_model import export_model
-    from alexnet_core.predict.inference import write_class_names
-    from alexnet_core.pretrained import onnx_import, torch_import
 
     print(f"threads: TensorFlow intra-op {tf.config.threading.get_intra_op_parallelism_threads() or 'default'}, "
           f"PyTorch {torch.get_num_threads()}, CPUs {os.cpu_count()}; TensorFlow {tf.__version__}, "
@@ -330,6 +326,21 @@ def main() -> None:
     rng = np.random.default_rng(0)
     images = rng.uniform(0, 255, (args.batch, 224, 224, 3)).astype(np.float32)
     tmp = Path(tempfile.mkdtemp(prefix="bench-pretrained-"))
+    try:
+        summary = run_all(args, tmp, images)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)  # 1.6 GB of weights, graphs and exports
+    print("\n" + json.dumps(summary, indent=1))
+
+
+def run_all(args, tmp: Path, images) -> dict:
+    import onnx
+    import torch
+
+    from alexnet_core.export.export_model import export_model
+    from alexnet_core.predict.inference import write_class_names
+    from alexnet_core.pretrained import onnx_import, torch_import
+
     summary = {}
     for net in ("torchvision", "bvlc"):
         if args.only and net != args.only:
@@ -372,7 +383,7 @@ def main() -> None:
               f"the file; while converting {conversion['peak_convert_mib'] - conversion['base_mib']:.0f} MiB over", flush=True)
         summary[net] = {"runtimes": results, "conversion": conversion, "weights_file": weights.name}
         del runners, module
-    print("\n" + json.dumps(summary, indent=1))
+    return summary
 
 
 if __name__ == "__main__":
