@@ -14,6 +14,7 @@ import streamlit as st
 
 from alexnet_core.models.anatomy import compare_tables, totals
 from alexnet_core.models.variants import NORMS, WIDTHS, get_arch, list_variants
+from alexnet_ui.classify_view import filter_figure
 from alexnet_ui.loaders import installed_label, installed_models, loaded_model, model_stamp, variant_table
 from alexnet_ui.text import format_bytes, plain, shape_text
 
@@ -232,18 +233,6 @@ def installed_table(spec: str, stamp: str):
     return layer_table(functional(loaded.model))  # a user's Sequential model with its input layer
 
 
-@st.cache_data(show_spinner=False, max_entries=16)
-def installed_filters(spec: str, stamp: str):
-    """(one grid per group of conv1's kernels, how many kernels), or why there are none."""
-    from alexnet_core.analysis.explain import NotApplicable, conv1_figure
-
-    loaded, _ = loaded_model(spec)
-    try:
-        return conv1_figure(loaded.model)
-    except NotApplicable as exc:
-        return str(exc)
-
-
 def _preprocessing_text(record: dict) -> str:
     p = record.get("preprocessing") if isinstance(record.get("preprocessing"), dict) else {}
     if "resize_to" in p:
@@ -285,7 +274,7 @@ def installed_model_view() -> None:
     with tab_table:
         layer_table(table, name)
     with tab_filters:
-        figure = installed_filters(name, stamp)
+        figure = filter_figure(name, stamp)
         if isinstance(figure, str):
             st.info(f"**No filters to show.** {plain(figure, 400)}", icon=":material/block:")
             return
