@@ -128,7 +128,7 @@ def test_every_page_renders_offline_without_errors(server, browser):
     settle(page)
     links = page.locator('[data-testid="stSidebarNavLink"]')
     hrefs = [links.nth(i).get_attribute("href") for i in range(links.count())]
-    assert len(hrefs) == 7, "the sidebar should list every page"
+    assert len(hrefs) == 8, "the sidebar should list every page"
     for href in hrefs:
         page.locator(f'[data-testid="stSidebarNavLink"][href="{href}"]').click()
         page.wait_for_timeout(300)
