@@ -79,7 +79,8 @@ def lock_held(run_dir: Path) -> bool | None:
         os.close(fd)
 
 
-def _pid_alive(pid) -> bool:
+def pid_alive(pid) -> bool:
+    """Whether process `pid` is running (a zombie counts as gone; a pid we may not signal as alive)."""
     try:
         os.kill(int(pid), 0)
     except ProcessLookupError:
@@ -107,7 +108,7 @@ def trainer_alive(run_dir: Path, status: dict) -> bool:
             pid = status.get("pid")
             if status.get("state") != "starting" or age > STARTING_GRACE_S:
                 return False
-            return _pid_alive(pid) if pid else age < 10  # launched: the pid is recorded within milliseconds
+            return pid_alive(pid) if pid else age < 10  # launched: the pid is recorded within milliseconds
     return age < STALE_AFTER_S
 
 

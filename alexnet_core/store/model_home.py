@@ -17,12 +17,11 @@ import os
 import re
 import secrets
 import shutil
-import stat
 from pathlib import Path
 
 from alexnet_core import locations
 from alexnet_core.errors import AlexNetError
-from alexnet_core.store import fileio
+from alexnet_core.store import fileio, liveness
 
 MODEL = "model.keras"
 RECORD = "model.json"  # beside model.keras: what inference.model_record reads as its sidecar
@@ -50,7 +49,7 @@ def model_dir(name: str) -> Path:
 
 def _regular(path: Path) -> bool:
     try:
-        return stat.S_ISREG(os.stat(path).st_mode)
+        return fileio.regular_file(path)
     except OSError:
         return False
 
@@ -139,18 +138,9 @@ def remove_leftovers() -> int:
     for folder in root.glob(f"{TEMP_PREFIX}*"):
         match = re.search(r"-(\d+)-[0-9a-f]{8}$", folder.name)
         pid = int(match.group(1)) if match else None
-        alive = pid is not None and pid != os.getpid() and _pid_alive(pid)
+        alive = pid is not None and pid != os.getpid() and liveness.pid_alive(pid)
         if not alive and pid != os.getpid():
             shutil.rmtree(folder, ignore_errors=True)
             removed += 1
     return removed
 
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
