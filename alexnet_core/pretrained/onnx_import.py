@@ -28,8 +28,6 @@ from __future__ import annotations
 # Imports inside functions are deliberate: onnx, onnxruntime, TensorFlow and Keras load on first
 # use, so importing this module (the command line, the app's pages) stays light.
 import math
-import os
-import stat
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -37,6 +35,7 @@ import numpy as np
 
 from alexnet_core.errors import AlexNetError
 from alexnet_core.predict.inference import MAX_MODEL_BYTES
+from alexnet_core.pretrained import sources
 
 INSTALL = 'pip install "alexnet-explorer[pretrained]"'
 # A protobuf file cannot exceed 2 GiB; the weights within it obey the project's model limit.
@@ -100,18 +99,8 @@ def load_graph(path: str | Path):
     onnx, _ = _modules()
     path = Path(path)
     label = path.name or str(path)
-    try:
-        info = os.stat(path)
-    except FileNotFoundError:
-        raise OnnxImportError(f"{label}: no such file. Give the path of the downloaded .onnx file.") from None
-    except OSError as exc:
-        raise OnnxImportError(f"{label} cannot be read ({exc.strerror or exc}).") from None
-    if not stat.S_ISREG(info.st_mode):
-        raise OnnxImportError(f"{label} is not a regular file; give the .onnx file itself.")
-    if info.st_size > MAX_FILE_BYTES:
-        raise OnnxImportError(f"{label} is {info.st_size / 2**20:,.0f} MiB, over the {MAX_FILE_BYTES / 2**20:,.0f} "
-                              "MiB this importer reads (ALEXNET_MAX_MODEL_BYTES); the BVLC AlexNet is 233 MB.")
-    if info.st_size == 0:
+    size = sources.checked_weights_file(path, MAX_FILE_BYTES, OnnxImportError, ".onnx")
+    if size == 0:
         raise OnnxImportError(f"{label} is empty: the download did not finish. Download it again.")
     try:
         with open(path, "rb") as handle:

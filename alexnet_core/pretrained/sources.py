@@ -25,7 +25,10 @@ How each fact was checked (nothing can be downloaded on the machines this was wr
 
 from __future__ import annotations
 
+import os
+import stat
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from alexnet_core import locations
 from alexnet_core.errors import AlexNetError
@@ -40,6 +43,25 @@ CAFFE_MEAN_BGR = (104.00698793, 116.66876762, 122.67891434)  # on 0..255 pixels,
 
 class PretrainedError(AlexNetError, ValueError):
     """A pretrained-weights file, source or install that cannot be used; the message says why and what to do."""
+
+
+def checked_weights_file(path: Path, limit: int, error: type[AlexNetError], kind: str) -> int:
+    """The size of the weights file `path` (a `kind` file such as ".pth"), refused with `error` when
+    it is missing, unreadable, not a regular file (a FIFO would block the reader) or over `limit`
+    bytes."""
+    label = path.name or str(path)
+    try:
+        info = os.stat(path)
+    except FileNotFoundError:
+        raise error(f"{label}: no such file. Give the path of the downloaded {kind} file.") from None
+    except OSError as exc:
+        raise error(f"{label} cannot be read ({exc.strerror or exc}); give the path of the {kind} file.") from None
+    if not stat.S_ISREG(info.st_mode):
+        raise error(f"{label} is not a regular file; give the {kind} file itself.")
+    if info.st_size > limit:
+        raise error(f"{label} is {info.st_size / 2**20:,.0f} MiB, over the {limit / 2**20:,.0f} MiB this importer "
+                    "reads (ALEXNET_MAX_MODEL_BYTES); AlexNet's weights are about 233 MiB.")
+    return info.st_size
 
 
 class MissingDependency(PretrainedError):

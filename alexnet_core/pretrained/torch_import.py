@@ -17,12 +17,10 @@ from __future__ import annotations
 
 # Imports inside functions are deliberate: PyTorch, NumPy and Keras load on first use, so importing
 # this module (the pages, the command line's `pretrained` listing) stays light.
-import os
-import stat
 from dataclasses import dataclass
 from pathlib import Path
 
-from alexnet_core.pretrained.sources import PretrainedError, missing
+from alexnet_core.pretrained.sources import PretrainedError, checked_weights_file, missing
 
 VARIANT = "torchvision"
 INPUT_SIZE = 224
@@ -71,16 +69,7 @@ def _check_file(path: Path) -> Path:
     from alexnet_core.predict.inference import MAX_MODEL_BYTES
 
     path = Path(path).expanduser()
-    try:
-        info = os.stat(path)
-    except OSError as exc:
-        raise PretrainedError(f"{path} cannot be read ({exc.strerror or exc}); give the path of the .pth file.") from exc
-    if not stat.S_ISREG(info.st_mode):
-        raise PretrainedError(f"{path} is not a regular file; give the path of the .pth file.")
-    if info.st_size > MAX_MODEL_BYTES:
-        raise PretrainedError(f"{path.name} is {info.st_size / 2**20:,.0f} MiB, over the limit of "
-                              f"{MAX_MODEL_BYTES / 2**20:,.0f} MiB (ALEXNET_MAX_MODEL_BYTES); AlexNet's weights "
-                              "are about 233 MiB.")
+    checked_weights_file(path, MAX_MODEL_BYTES, PretrainedError, ".pth")
     return path
 
 
