@@ -244,10 +244,7 @@ def install(opened: Opened, name: str, class_names: list[str] | str | None = Non
         "note": (f"Opened from {Path(opened.file_name).name[:200]}: checked for code, loaded with Keras' safe mode "
                  "and saved again as a .keras file."),
     }
-    with model_home.installing(name, replace=replace) as folder:
-        with fileio.atomic_write(folder / model_home.MODEL, label=model_home.MODEL, suffix=".keras") as tmp:
-            opened.model.save(tmp)
-        fileio.write_json_atomic(folder / model_home.RECORD, document)  # last: the folder is whole
+    model_home.keep(name, opened.model.save, document, replace=replace)
     return {"name": name, "path": model_home.find(name), "record": document}
 
 

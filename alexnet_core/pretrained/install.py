@@ -290,11 +290,7 @@ def _install(source, file, name, classes_file, progress, url) -> dict:
             record["published"] = dict(src.published)
         _report(progress, phase="write", done=0, total=1, rate=None, eta=None)
         try:
-            with model_home.installing(chosen) as folder:
-                with fileio.atomic_write(folder / model_home.MODEL, label=model_home.MODEL, suffix=".keras") as tmp:
-                    model.save(tmp)
-                del model
-                fileio.write_json_atomic(folder / model_home.RECORD, record)  # last: the folder is whole
+            model_home.keep(chosen, model.save, record)
         except OSError as exc:
             if fileio.is_disk_error(exc):
                 raise _disk_refusal(exc, root, src.bytes) from exc

@@ -117,6 +117,16 @@ def installing(name: str, replace: bool = True):
             shutil.rmtree(temp, ignore_errors=True)
 
 
+
+def keep(name: str, save, record: dict, replace: bool = True) -> Path:
+    """Install model `name`: `save(path)` writes its model file (a Keras model's `save`), then its
+    record, last, so the folder appears only whole (`installing`). Returns the model file."""
+    with installing(name, replace=replace) as folder:
+        with fileio.atomic_write(folder / MODEL, label=MODEL, suffix=".keras") as tmp:
+            save(tmp)
+        fileio.write_json_atomic(folder / RECORD, record)
+    return model_dir(name) / MODEL
+
 def remove(name: str) -> None:
     final = model_dir(name)
     if not final.exists():
