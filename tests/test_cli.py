@@ -1,15 +1,13 @@
 import json
-import subprocess
-import sys
 
 import pytest
 
 from alexnet_core.cli import main
+from tests import helpers
 
 
 def run_cli(*args):
-    return subprocess.run([sys.executable, "-m", "alexnet_core", *args], capture_output=True, text=True,
-                          timeout=300)
+    return helpers.cli(*args, timeout=300)
 
 
 def test_summary_json_reproduces_the_paper():

@@ -18,6 +18,7 @@ import pytest
 from alexnet_core.settings.config import ConfigError
 from alexnet_core.store import catalog, fileio, layout, liveness
 from alexnet_core.train.devices import parse_tf_config, workers_tf_config
+from tests import helpers
 from tests.helpers import make_image_folder, wait_for
 
 TINY = ["--variant", "compact", "--width", "0.25", "--input-size", "16", "--batch-size", "8"]
@@ -242,9 +243,8 @@ def test_bad_tf_config_is_named(text, message):
 
 def test_bad_worker_flags_are_usage_errors(folder, tmp_path):
     def train(*extra, env=None):
-        return subprocess.run([sys.executable, "-m", "alexnet_core", "train", *TINY, "--data", str(folder),
-                               "--runs-dir", str(tmp_path / "runs"), *extra], capture_output=True, text=True,
-                              timeout=120, env={**os.environ, **(env or {})})
+        return helpers.cli("train", *TINY, "--data", str(folder), "--runs-dir", str(tmp_path / "runs"), *extra,
+                           timeout=120, env=env)
 
     result = train("--workers", "127.0.0.1:1")
     assert result.returncode == 2 and "--workers and --worker-index go together" in result.stderr
@@ -326,8 +326,7 @@ def test_stop_or_sigterm_while_waiting_for_a_peer_ends_the_run_stopped(tmp_path,
 
 def test_join_timeout_is_a_multi_worker_flag(tmp_path):
     folder = make_image_folder(tmp_path / "data", classes=3, per_class=4)
-    result = subprocess.run([sys.executable, "-m", "alexnet_core", "train", *TINY, "--data", str(folder),
-                             "--runs-dir", str(tmp_path / "runs"), "--join-timeout", "10"],
-                            capture_output=True, text=True, timeout=120)
+    result = helpers.cli("train", *TINY, "--data", str(folder), "--runs-dir", str(tmp_path / "runs"),
+                         "--join-timeout", "10", timeout=120)
     assert result.returncode == 2 and "--join-timeout applies to a multi-worker run" in result.stderr
     assert not (tmp_path / "runs").exists()

@@ -1,14 +1,13 @@
 """Deployable exports: SavedModel and TensorFlow Lite (float and int8), each checked against its model."""
 
 import json
-import subprocess
-import sys
 
 import numpy as np
 import pytest
 
 from alexnet_core.export import export_model as exporting
 from alexnet_core.export.export_model import ExportError, export_model
+from tests import helpers
 
 
 @pytest.mark.parametrize("fmt, int8", [("tflite", False), ("tflite", True), ("savedmodel", False)])
@@ -45,8 +44,7 @@ def test_an_export_that_does_not_agree_is_not_kept(tmp_path, monkeypatch):
 
 def test_export_model_cli(tmp_path):
     def cli(*args):
-        return subprocess.run([sys.executable, "-m", "alexnet_core", "export-model", "demo", *args],
-                              capture_output=True, text=True, timeout=300)
+        return helpers.cli("export-model", "demo", *args, timeout=300)
 
     result = cli("--format", "tflite", "--int8", "--out", str(tmp_path / "demo-int8.tflite"), "--json")
     assert result.returncode == 0, result.stderr[-2000:]
@@ -57,6 +55,5 @@ def test_export_model_cli(tmp_path):
     wrong = cli("--format", "savedmodel", "--int8", "--out", str(tmp_path / "x"))
     assert wrong.returncode == 2 and "--int8 quantises TensorFlow Lite exports only" in wrong.stderr
     (tmp_path / "not-a-run").mkdir()
-    nothing = subprocess.run([sys.executable, "-m", "alexnet_core", "export-model", str(tmp_path / "not-a-run"),
-                              "--format", "tflite"], capture_output=True, text=True, timeout=120)
+    nothing = helpers.cli("export-model", str(tmp_path / "not-a-run"), "--format", "tflite", timeout=120)
     assert nothing.returncode == 2 and "Traceback" not in nothing.stderr and "not-a-run" in nothing.stderr

@@ -6,8 +6,6 @@ import json
 import os
 import random
 import shutil
-import subprocess
-import sys
 import time
 import zipfile
 from pathlib import Path
@@ -23,6 +21,7 @@ from alexnet_core.predict import inference
 from alexnet_core.predict.inference import ModelLoadError, load_model
 from alexnet_core.store import catalog, layout
 from alexnet_core.train import lifecycle
+from tests import helpers
 from tests.helpers import make_image_folder
 from tests.test_pages import run_page  # noqa: E402
 
@@ -33,8 +32,8 @@ HOSTILE_IDS = ["x" * 5000, "[x](http://example.com)", "![t](http://example.com/t
 
 
 def cli(*args, timeout=120, env=None):
-    return subprocess.run([sys.executable, "-m", "alexnet_core", *args], capture_output=True, text=True,
-                          timeout=timeout, env={**os.environ, **(env or {})})
+    """`python -m alexnet_core ARGS` in a fresh process (forked from one that has imported TensorFlow)."""
+    return helpers.cli(*args, timeout=timeout, env=env)
 
 
 def jpeg(size=(40, 30), color=(200, 30, 30)):

@@ -3,8 +3,6 @@ evaluation numbers on a model whose answers are known, and the evaluate/predict 
 
 import io
 import json
-import subprocess
-import sys
 
 import keras
 import numpy as np
@@ -17,6 +15,7 @@ from alexnet_core.inputs.data import DataError
 from alexnet_core.inputs.images import ImageDecodeError, decode_image
 from alexnet_core.inputs.preprocess import preprocess
 from alexnet_core.predict.inference import ModelLoadError, Predictor, load_model, predict_files, write_class_names
+from tests import helpers
 from tests.helpers import make_image_folder
 
 
@@ -188,8 +187,7 @@ def test_one_preprocessing_path_page_cli_and_evaluate_agree(tmp_path):
     loaded = load_model(str(model_path))
     result = evaluate(loaded, str(folder), "all", use_cache=False)
     path = result.paths[3]
-    cli = subprocess.run([sys.executable, "-m", "alexnet_core", "predict", str(model_path), path, "--json",
-                          "--top-k", "3"], capture_output=True, text=True, timeout=300)
+    cli = helpers.cli("predict", str(model_path), path, "--json", "--top-k", "3", timeout=300)
     cli_probs = {p["label"]: p["probability"] for p in json.loads(cli.stdout)[0]["predictions"]}
     page_probs = Predictor(loaded).probabilities([decode_image(open(path, "rb").read(), "upload.jpg")])[0]
     for i, name in enumerate(loaded.class_names):
@@ -245,15 +243,13 @@ def test_nearest_neighbours():
 def test_evaluate_cli_json(tmp_path):
     model = colour_model(tmp_path)
     data = colour_folder(tmp_path / "data", wrong=1)
-    result = subprocess.run([sys.executable, "-m", "alexnet_core", "evaluate", str(model), "--data", str(data),
-                             "--split", "all", "--json"], capture_output=True, text=True, timeout=300)
+    result = helpers.cli("evaluate", str(model), "--data", str(data), "--split", "all", "--json", timeout=300)
     assert result.returncode == 0, result.stderr[-2000:]
     doc = json.loads(result.stdout)
     assert doc["n"] == 13 and doc["classes"] == ["red", "green", "blue"]
     assert doc["confusion_matrix"][0] == [4, 0, 1]
     assert "evaluating [" in result.stderr  # the progress bar goes to stderr
-    bad = subprocess.run([sys.executable, "-m", "alexnet_core", "evaluate", str(model), "--data",
-                          str(tmp_path / "none")], capture_output=True, text=True, timeout=300)
+    bad = helpers.cli("evaluate", str(model), "--data", str(tmp_path / "none"), timeout=300)
     assert bad.returncode == 2 and "does not exist" in bad.stderr and "Traceback" not in bad.stderr
 
 

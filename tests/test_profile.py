@@ -1,18 +1,16 @@
 """Measured cost per layer: `profile` on the command line, in the library and on the Architecture page."""
 
 import json
-import subprocess
-import sys
 
 import pytest
 
 from alexnet_core.analysis.profile import split
+from tests import helpers
 from tests.test_pages import metric, run_page
 
 
 def profile_cli(*args):
-    result = subprocess.run([sys.executable, "-m", "alexnet_core", "profile", *args], capture_output=True, text=True,
-                            timeout=300)
+    result = helpers.cli("profile", *args, timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]
     return result
 
@@ -24,8 +22,7 @@ def test_profile_compact_json_times_every_layer_and_adds_up():
     assert doc["variant"] == "compact" and doc["batch_size"] == 32
     layers = doc["layers"]
     assert len(layers) >= 8 and all({"name", "macs", "params", "ms"} <= set(r) for r in layers)
-    summary = json.loads(subprocess.run([sys.executable, "-m", "alexnet_core", "summary", "compact", "--json"],
-                                        capture_output=True, text=True, timeout=120).stdout)
+    summary = json.loads(helpers.cli("summary", "compact", "--json", timeout=120).stdout)
     counted = {r["name"]: r["macs"] for r in summary["layers"]}
     assert all(r["macs"] == counted[r["name"]] for r in layers)  # the same MACs as the layer table
     assert [r["name"] for r in layers] == [r["name"] for r in summary["layers"]][1:]  # every layer but the input
@@ -43,8 +40,7 @@ def test_profile_table_on_the_command_line_names_the_split():
 
 
 def test_bad_profile_flags_are_usage_errors():
-    result = subprocess.run([sys.executable, "-m", "alexnet_core", "profile", "compact", "--batch-size", "0"],
-                            capture_output=True, text=True, timeout=120)
+    result = helpers.cli("profile", "compact", "--batch-size", "0", timeout=120)
     assert result.returncode == 2 and "--batch-size must be 1..4096" in result.stderr
 
 

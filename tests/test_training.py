@@ -3,8 +3,6 @@
 import json
 import os
 import signal
-import subprocess
-import sys
 
 import pytest
 
@@ -12,6 +10,7 @@ from alexnet_core.settings.config import TrainConfig
 from alexnet_core.store import catalog, fileio, layout, liveness
 from alexnet_core.store.layout import ActiveRunError
 from alexnet_core.train.launcher import resume, start
+from tests import helpers
 from tests.helpers import WNIDS, make_ilsvrc_folder, make_image_folder, wait_for, with_keras_alone
 
 TINY = ["--variant", "compact", "--width", "0.25", "--input-size", "16", "--batch-size", "8"]
@@ -19,8 +18,7 @@ TINY_SWITCHES = {"width": 0.25}
 
 
 def cli(*args, env=None, timeout=300):
-    return subprocess.run([sys.executable, "-m", "alexnet_core", *args], capture_output=True, text=True,
-                          timeout=timeout, env={**os.environ, **(env or {})})
+    return helpers.cli(*args, env=env, timeout=timeout)
 
 
 @pytest.fixture
