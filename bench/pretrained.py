@@ -18,6 +18,7 @@ with its peak memory against the weights file's size.
 Weights are generated in the published structures (seeded), since nothing can be downloaded here.
 
     python bench/pretrained.py [--calls 45] [--batch 32] [--batches 2] [--rounds 3] [--only bvlc|torchvision]
+                               [--runtimes keras,pytorch,onnxrt,tflite] [--no-conversion]
 """
 
 from __future__ import annotations
@@ -267,8 +268,10 @@ def bench_network(label: str, runners: dict, images, args) -> dict:
 
     one, batch = images[:1], images[:args.batch]
     probs = {name: run(batch) for name, run in runners.items()}  # warm-up (tracing), and the same answers?
-    for run in runners.values():
+    for name, run in runners.items():  # the first single image (tracing, once)
+        start = time.perf_counter()
         run(one)
+        print(f"  {label} {name}: first single image {1000 * (time.perf_counter() - start):.0f} ms", flush=True)
     reference = probs["pytorch"]
     for name, p in probs.items():
         agree = float(np.mean(p.argmax(1) == reference.argmax(1)))
@@ -310,6 +313,10 @@ def main() -> None:
     parser.add_argument("--batches", type=int, default=2)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--only", choices=("bvlc", "torchvision"))
+    parser.add_argument("--runtimes", default="keras,pytorch,onnxrt,tflite",
+                        help="comma-separated, from keras, pytorch, onnxrt, tflite (pytorch always runs: "
+                             "the reference)")
+    parser.add_argument("--no-conversion", action="store_true", help="time the runtimes only")
     parser.add_argument("--convert-child", nargs=3, metavar=("KIND", "PATH", "OUT"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.convert_child:
@@ -352,7 +359,8 @@ def run_all(args, tmp: Path, images) -> dict:
             weights = tmp / "alexnet-torchvision.pth"
             torch.save(module.state_dict(), weights)
             onnx.save(onnx_graph(module, False), tmp / "torchvision.onnx")
-            conversion = measure_conversion("torchvision", weights, tmp / "torchvision.keras")
+            conversion = None if args.no_conversion else measure_conversion("torchvision", weights,
+                                                                            tmp / "torchvision.keras")
             model, _ = torch_import.convert(weights)
             record = {"input_size": 224, "mean": list(IMAGENET_MEAN), "std": list(IMAGENET_STD)}
             graph = tmp / "torchvision.onnx"
@@ -362,20 +370,36 @@ def run_all(args, tmp: Path, images) -> dict:
             graph = tmp / "bvlcalexnet.onnx"
             onnx.save(onnx_graph(module, True), graph)
             weights = graph
-            conversion = measure_conversion("bvlc", graph, tmp / "bvlc.keras")
+            conversion = None if args.no_conversion else measure_conversion("bvlc", graph, tmp / "bvlc.keras")
             model, _ = onnx_import.convert(graph)
             record = onnx_import.preprocessing(224)
         keras_file = tmp / f"{net}.keras"
         model.save(keras_file)
         write_class_names(keras_file, [f"c{i}" for i in range(1000)], record)
         del model
-        lite = export_model(str(keras_file), "tflite", tmp / f"{net}.tflite", parity_images=64)
-        print(f"  TensorFlow Lite export: top-1 agreement {lite['parity']['top1_agreement']:.0%} on "
-              f"{lite['parity']['images']} images", flush=True)
-        runners = {"keras": keras_runner(keras_file), "pytorch": torch_runner(module, net == "bvlc"),
-                   "onnxrt": ort_runner(graph, net == "bvlc"), "tflite": tflite_runner(tmp / f"{net}.tflite", record)}
+        wanted = set(args.runtimes.split(",")) | {"pytorch"}
+        if "tflite" in wanted:
+            lite = export_model(str(keras_file), "tflite", tmp / f"{net}.tflite", parity_images=64)
+            print(f"  TensorFlow Lite export: top-1 agreement {lite['parity']['top1_agreement']:.0%} on "
+                  f"{lite['parity']['images']} images", flush=True)
+        runners = {}
+        for name in ("keras", "pytorch", "onnxrt", "tflite"):
+            if name not in wanted:
+                continue
+            if name == "keras":
+                runners[name] = keras_runner(keras_file)
+            elif name == "pytorch":
+                runners[name] = torch_runner(module, net == "bvlc")
+            elif name == "onnxrt":
+                runners[name] = ort_runner(graph, net == "bvlc")
+            else:
+                runners[name] = tflite_runner(tmp / f"{net}.tflite", record)
         results = bench_network(net, runners, images, args)
         print_table(net, results)
+        if conversion is None:
+            summary[net] = {"runtimes": results, "conversion": None, "weights_file": weights.name}
+            del runners, module
+            continue
         print(f"  conversion of the {conversion['file_mib']:.0f} MiB file: {conversion['convert_s']:.1f} s "
               f"(+{conversion['save_s']:.1f} s to save the .keras); peak memory {conversion['peak_mib']:.0f} MiB, "
               f"{conversion['peak_mib'] - conversion['base_mib']:.0f} MiB over the process after its imports "

@@ -32,15 +32,18 @@ class ExportError(AlexNetError, ValueError):
     """An export that cannot be made or does not predict like its model; the message says why."""
 
 
-def _batches(source: str, size: int, limit: int):
-    """Up to `limit` standardised images of `source` (its validation split, else all of it)."""
+def _batches(source: str, size: int, limit: int, preprocessing: dict | None = None):
+    """Up to `limit` images of `source` (its validation split, else all of it), standardised with
+    the model's recorded `preprocessing` (e.g. Caffe's mean subtraction), else ImageNet's."""
     import numpy as np
 
     from alexnet_core.inputs.data import load_source, make_dataset
 
     data = load_source(source, val_split=0.1)
     split = data.val if data.val is not None and len(data.val) else data.split("all")
-    return np.concatenate([x.numpy() for x, _ in make_dataset(split, len(data.class_names), size, 100)])[:limit]
+    standardisation = (preprocessing["mean"], preprocessing["std"]) if preprocessing else None
+    batches = make_dataset(split, len(data.class_names), size, 100, standardisation=standardisation)
+    return np.concatenate([x.numpy() for x, _ in batches])[:limit]
 
 
 class _Lite:
@@ -104,7 +107,7 @@ def export_model(spec: str, fmt: str, dest: str | Path | None = None, int8: bool
     if dest.exists():
         raise ExportError(f"{dest} already exists: remove it or give another --out")
     dest.parent.mkdir(parents=True, exist_ok=True)
-    images = _batches(parity_data, size, parity_images).astype(np.float32)
+    images = _batches(parity_data, size, parity_images, loaded.preprocessing).astype(np.float32)
     expected = np.concatenate([model(images[i:i + 100], training=False).numpy() for i in range(0, len(images), 100)])
 
     keras_forward = tf.function(lambda x: model(x, training=False))  # compiled, as the app predicts
@@ -119,7 +122,7 @@ def export_model(spec: str, fmt: str, dest: str | Path | None = None, int8: bool
         else:
             converter = tf.lite.TFLiteConverter.from_saved_model(str(saved))
             if int8:  # full integer weights and activations, calibrated on training-like images
-                calibration = _batches("sample", size, 200).astype(np.float32)
+                calibration = _batches("sample", size, 200, loaded.preprocessing).astype(np.float32)
                 converter.optimizations = [tf.lite.Optimize.DEFAULT]
                 converter.representative_dataset = lambda: ([calibration[i:i + 1]] for i in range(len(calibration)))
                 converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]

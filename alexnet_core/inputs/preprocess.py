@@ -53,10 +53,11 @@ def standardize(images, record: dict):
     return normalize(images, record["mean"], record["std"])
 
 
-def as_input(images):
+def as_input(images, mean=MEAN, std=STD):
     """A training batch as network input: uint8 pixels (the streamed crops of data.make_dataset)
-    are standardised here, inside the step and on its device; anything else already is."""
-    return normalize(images) if images.dtype == tf.uint8 else images
+    are standardised here (with the run's `mean` and `std`), inside the step and on its device;
+    anything else already is."""
+    return normalize(images, mean, std) if images.dtype == tf.uint8 else images
 
 
 def preprocess(images, size: int, mean=MEAN, std=STD):

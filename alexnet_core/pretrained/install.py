@@ -285,6 +285,9 @@ def _install(source, file, name, classes_file, progress, url) -> dict:
                      f"file (its SHA-256 differs), so these are your own weights"
                      + (" and class names." if classes_file is not None else "; its classes are numbered.")),
             "identified": {k: v for k, v in info.items() if k in ("format", "input_size", "num_classes", "layers")},
+            # The network as converted (variant, input size, classes and details such as the BVLC model's
+            # Caffe pooling and LRN constants): what a fine-tuning run rebuilds (train/finetune.py).
+            "arch": architecture(src.variant, input_size, num_classes, info),
         }
         if published:
             record["published"] = dict(src.published)
@@ -302,6 +305,17 @@ def _install(source, file, name, classes_file, progress, url) -> dict:
     return {"name": chosen, "path": str(final), "kind": record["kind"], "source": src.key,
             "checksum_match": published, "sha256": digest, "num_classes": num_classes,
             "seconds": round(time.monotonic() - started, 2)}
+
+
+def architecture(variant: str, input_size: int, num_classes: int, info: dict) -> dict:
+    """The record's `arch`: {variant, input_size, num_classes, lrn, pool_padding}, the details as
+    the converter built the network (`info["arch"]`), else the variant's own."""
+    from alexnet_core.models.variants import DETAILS, get_arch
+
+    built = info.get("arch") if isinstance(info.get("arch"), dict) else {}
+    details = {key: built[key] for key in DETAILS if key in built}
+    return {"variant": variant, "input_size": int(input_size), "num_classes": int(num_classes),
+            **get_arch(variant, input_size=input_size, **details).details()}
 
 
 def dependency_available(source: sources.Source) -> bool:

@@ -6,7 +6,11 @@ ImageNet models `imagenet-torchvision`, `imagenet-bvlc`, at 224 px). `copy_featu
 (or, as a dry run, checks) the base's layers into the network the run builds: the
 convolutional layers of a run's model; an installed ImageNet model's fc6 and fc7 too (its
 ImageNet features, as AlexNet is fine-tuned in practice), so only the last layer is new.
-`run_preprocessing` is what the run records, so its model classifies with its base's recipe.
+An installed model's network is rebuilt with the details its install recorded (`arch` in its
+model.json: the BVLC model's Caffe pooling and LRN constants), so its layers fit exactly.
+`run_preprocessing` is what the run records, and what training standardises every image with
+(the loop reads it back), so its model trains and classifies with its base's recipe: the BVLC
+model's Caffe mean subtraction on 0..255 pixels, torchvision's ImageNet mean and std.
 training.check_fine_tune uses these before a run folder exists; the loop uses them when a
 fine-tuning run starts. TensorFlow: imported lazily (by the model loader).
 """
@@ -16,17 +20,14 @@ from __future__ import annotations
 # Imports inside functions are deliberate: TensorFlow and Keras, and the modules that reach them,
 # load on first use, so importing this module (the app's pages, the command line) stays light.
 import dataclasses
-import math
 
-from alexnet_core.models.variants import list_variants
+from alexnet_core.models.variants import DETAILS, get_arch, list_variants
 from alexnet_core.settings.config import ConfigError, TrainConfig
 from alexnet_core.store import fileio, layout, model_home
 
-# What training standardises every image with (preprocess.MEAN/STD, as data.make_dataset and the
-# training step apply them): a base recorded with another standardisation (the BVLC model's
-# Caffe mean subtraction on 0..255 pixels) would be fed inputs it never saw.
-TRAINING_MEAN = (0.485, 0.456, 0.406)
-TRAINING_STD = (0.229, 0.224, 0.225)
+# Variants whose installed models are built with details besides their switches (the BVLC model:
+# Caffe's rounded-up pooling and LRN constants): without the recorded `arch`, no run can rebuild them.
+NEEDS_DETAILS = ("paper",)
 
 
 @dataclasses.dataclass
@@ -41,8 +42,9 @@ class Base:
 
 def installed_base(name: str) -> tuple[dict | None, str]:
     """(record, '') of installed model `name` if a run can start from it, else (None, why not):
-    not installed, its network not one of the app's variants, or preprocessing training cannot
-    give it. No TensorFlow: the Your classes page asks before it offers a base."""
+    not installed, its network not one of the app's variants, or its network's details (the
+    BVLC model's pooling and LRN) not recorded. No TensorFlow: the Your classes page asks
+    before it offers a base."""
     if not isinstance(name, str) or model_home.find(name) is None:
         return None, f"{name!r} is not installed"
     record = model_home.read_record(name)
@@ -50,11 +52,31 @@ def installed_base(name: str) -> tuple[dict | None, str]:
     if not isinstance(variant, str) or variant not in list_variants():
         return None, (f"{name!r} is not one of the app's AlexNet variants (its record names none), so no run "
                       "can rebuild its network")
-    if not _same_standardisation(record.get("preprocessing")):
-        return None, (f"{name!r} takes its pixels standardised another way than training gives them "
-                      "(e.g. the BVLC model's Caffe mean subtraction on 0..255 pixels): its features would "
-                      "see inputs they never saw. Start from imagenet-torchvision instead")
+    details, why = recorded_details(record)
+    if details is None:
+        return None, f"{name!r} {why}"
     return record, ""
+
+
+def recorded_details(record: dict) -> tuple[dict | None, str]:
+    """({lrn, pool_padding} an installed model's network was built with, as its install recorded
+    them in `arch`; {} for a variant built without any), or (None, why not usable)."""
+    variant = record.get("variant")
+    arch = record.get("arch")
+    if not isinstance(arch, dict) or not any(key in arch for key in DETAILS):
+        if variant in NEEDS_DETAILS:
+            source = record.get("source") if record.get("source") in ("bvlc", "torchvision") else "bvlc"
+            return None, (f"was installed before its network's details (Caffe's pooling and LRN constants) were "
+                          f"recorded, so no run can rebuild it exactly. Install it again (`python -m alexnet_core "
+                          f"pretrained install {source} --file PATH`, or the Models page) and start from it then")
+        return {}, ""
+    details = {key: arch[key] for key in DETAILS if key in arch}
+    try:
+        get_arch(variant, input_size=record.get("preprocessing", {}).get("input_size")
+                 if isinstance(record.get("preprocessing"), dict) else None, **details)
+    except (TypeError, ValueError, AttributeError) as exc:
+        return None, f"records a network its variant cannot build ({str(exc)[:200]}): install it again"
+    return details, ""
 
 
 def imagenet_bases() -> tuple[list[str], dict[str, str]]:
@@ -69,17 +91,6 @@ def imagenet_bases() -> tuple[list[str], dict[str, str]]:
         else:
             bases.append(row["name"])
     return bases, unusable
-
-
-def _same_standardisation(preprocessing) -> bool:
-    if not isinstance(preprocessing, dict):
-        return True  # nothing recorded: the app's own (preprocess.describe)
-    try:
-        mean, std = [float(v) for v in preprocessing["mean"]], [float(v) for v in preprocessing["std"]]
-    except (KeyError, TypeError, ValueError):
-        return True
-    return len(mean) == len(std) == 3 and all(math.isclose(a, b, abs_tol=1e-6) for a, b in
-                                              zip(mean + std, TRAINING_MEAN + TRAINING_STD))
 
 
 def fine_tune_source(config: TrainConfig):
@@ -104,6 +115,8 @@ def fine_tune_source(config: TrainConfig):
         raise ConfigError(f"Cannot fine-tune from {config.init_from!r}: its settings are not recorded. Give a run "
                           "folder, 'demo' or an installed ImageNet model (`python -m alexnet_core pretrained`).")
     switches = dict(record["switches"]) if isinstance(record.get("switches"), dict) else {}
+    if installed:  # the network as its install built it (the BVLC model: Caffe's pooling and LRN)
+        switches.update(recorded_details(record)[0] or {})
     if "dropout" in config.switches:  # only the new dense layers drop out
         switches["dropout"] = config.switches["dropout"]
     size = record.get("input_size") if isinstance(record.get("input_size"), int) else None
@@ -118,20 +131,22 @@ def fine_tune_source(config: TrainConfig):
 
 
 def run_preprocessing(config: TrainConfig, input_size: int, run_dir=None) -> dict:
-    """The preprocessing a run records (config.json), so its model classifies as it should: an
-    installed base's own at the run's input size (an ImageNet model's recipe: shorter side to
-    256, centre crop 224), else the app's (preprocess.describe). A resumed run keeps what it
-    recorded when it started (its base may have been removed since)."""
+    """The preprocessing a run records (config.json) and trains with (its mean and std standardise
+    every training image), so its model classifies as it was trained: an installed base's own at
+    the run's input size (an ImageNet model's recipe: torchvision's shorter side to 256, centre
+    crop 224 and ImageNet mean/std; the BVLC model's 256x256 warp and Caffe's mean subtraction
+    on 0..255 pixels), else the app's (preprocess.describe). A resumed run keeps what it
+    recorded when it started (its base may have been removed or reinstalled since)."""
     from alexnet_core.inputs.preprocess import describe, has_recipe, recorded
 
-    if config.init_from and model_home.find(config.init_from) is not None:
-        record = model_home.read_record(config.init_from)
-        if isinstance(record.get("preprocessing"), dict):
-            return {**recorded(record, int(input_size)), "input_size": int(input_size)}
     if config.init_from and run_dir is not None:
         before = recorded(fileio.read_object(run_dir / layout.CONFIG), int(input_size))
         if has_recipe(before):
             return before
+    if config.init_from and model_home.find(config.init_from) is not None:
+        record = model_home.read_record(config.init_from)
+        if isinstance(record.get("preprocessing"), dict):
+            return {**recorded(record, int(input_size)), "input_size": int(input_size)}
     return describe(input_size)
 
 

@@ -67,6 +67,7 @@ class RunState:
     steps_per_epoch: int = 0
     global_step: int = 0  # (epoch - 1) x steps_per_epoch + step: the step's number in steps.csv
     committed_steps: int = 0  # the optimizer's steps in the last commit
+    standardisation: tuple | None = None  # the run's (mean, std) of its recorded preprocessing; None: ImageNet's
     loss: float = math.nan  # this step's training loss (mean over the global batch)
     batch: dict = field(default_factory=dict)  # this step's sums over every replica: loss, correct, top5, count
     completed_epochs: int = 0  # epochs committed to disk
@@ -284,7 +285,7 @@ class SnapshotObserver(Observer):
         val = state.source.val if state.source is not None else None
         if not state.config.snapshots or val is None or not len(val):
             return
-        probe = probe_inputs(state.run_dir, val, state.num_classes, state.input_size)
+        probe = probe_inputs(state.run_dir, val, state.num_classes, state.input_size, state.standardisation)
         if probe is not None:
             self.attach(state.run_dir, state.model, probe)
 
@@ -302,9 +303,9 @@ class SnapshotObserver(Observer):
                            conv1_kernels(self.model), top, np.take_along_axis(probs, top, axis=1))
 
 
-def probe_inputs(run_dir: Path, split, num_classes: int, size: int):
+def probe_inputs(run_dir: Path, split, num_classes: int, size: int, standardisation: tuple | None = None):
     """The probe set's network inputs (None if none of its images reads), written once to
-    snapshots/probe.npz as thumbnails."""
+    snapshots/probe.npz as thumbnails. `standardisation`: the run's (mean, std), else ImageNet's."""
     from alexnet_core.inputs.data import Split, make_dataset
     from alexnet_core.inputs.preprocess import MEAN, STD
     from alexnet_core.train.snapshots import choose_probe, write_probe
@@ -312,11 +313,12 @@ def probe_inputs(run_dir: Path, split, num_classes: int, size: int):
     chosen = choose_probe(split.labels)
     part = Split(split.labels[chosen], paths=None if split.paths is None else [split.paths[i] for i in chosen],
                  images=None if split.images is None else split.images[chosen])
-    batches = list(make_dataset(part, num_classes, size, len(chosen)))  # unreadable files dropped
+    mean, std = standardisation or (MEAN, STD)
+    batches = list(make_dataset(part, num_classes, size, len(chosen), standardisation=(mean, std)))  # unreadable dropped
     if not batches:
         return None
     x = np.concatenate([b[0].numpy() for b in batches])
     labels = np.concatenate([np.argmax(b[1].numpy(), axis=-1) for b in batches])
-    thumbnails = np.clip((x * np.array(STD) + np.array(MEAN)) * 255 + 0.5, 0, 255).astype(np.uint8)
+    thumbnails = np.clip((x * np.array(std) + np.array(mean)) * 255 + 0.5, 0, 255).astype(np.uint8)
     write_probe(run_dir, thumbnails, labels)
     return x
