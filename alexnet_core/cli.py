@@ -221,8 +221,10 @@ def cmd_train(args) -> int:
                                                starter_pid=os.getpid())
             if os.environ.get(launcher.LAUNCHED_ENV) != str(run_dir):  # the launcher clears stale requests itself
                 clear_stale_stop(run_dir, STARTED)
+            _check_data_service(config)
         else:
             config = _train_config(args)
+            _check_data_service(config)  # before the run folder exists: a dispatcher that is not there, at once
             run_dir = lifecycle.new_run(config, args.runs_dir, args.run_id, allow_parallel=args.allow_parallel,
                                    starter_pid=os.getpid())
             print(f"run folder: {run_dir}", file=sys.stderr, flush=True)
@@ -243,6 +245,13 @@ def cmd_train(args) -> int:
     else:
         print(json.dumps({"run_dir": str(run_dir), **liveness.read_status(run_dir)}))
     return code
+
+
+def _check_data_service(config) -> None:
+    if config.data_service:
+        from alexnet_core.train.data_service import check_dispatcher
+
+        check_dispatcher(config.data_service)
 
 
 def clear_stale_stop(run_dir, before: float) -> None:
@@ -560,6 +569,81 @@ def add_pretrained_parser(sub) -> None:
     a.add_argument("--json", action="store_true", help=argparse.SUPPRESS)
 
 
+# --- prepare: a dataset written once as TFRecord shards of resized JPEGs ------------------
+
+
+def cmd_prepare(args) -> int:
+    from alexnet_core.inputs.prepare import PrepareError, WorkerLostError, prepare, progress_printer
+    from alexnet_core.inputs.splits import DataError
+
+    try:
+        summary = prepare(args.source, args.dest, size=args.size, shards=args.shards, quality=args.quality,
+                          val_split=args.val_split, workers=args.workers, seed=args.seed,
+                          progress=progress_printer(sys.stderr), overwrite=args.overwrite)
+    except WorkerLostError as exc:  # not bad input: a failure, as a training run's
+        print(f"error: {exc}", file=sys.stderr)
+        return exits.FAILED
+    except (PrepareError, DataError) as exc:
+        raise UsageError(str(exc)) from exc
+    if args.json:
+        print(json.dumps(summary))
+        return exits.OK
+    parts = ", ".join(f"{s} {p['count']:,}" for s, p in summary["splits"].items())
+    print(f"Prepared {summary['dest']}: {summary['images']:,} images ({parts}) in {summary['shards']} shards, "
+          f"{summary['bytes'] / 1e6:,.1f} MB; {summary['skipped']} damaged or unreadable files skipped; "
+          f"{summary['shards_written']} shards written now, {summary['shards_kept']} kept from before.")
+    return exits.OK
+
+
+def add_prepare_parser(sub) -> None:
+    p = sub.add_parser("prepare", help="write a dataset once as TFRecord shards of resized JPEGs (resumable)",
+                       description="Turn SOURCE (an image folder, an ImageNet-layout folder, sample) into DEST: "
+                                   "TFRecord shards of JPEGs with the shorter side at --size (aspect kept, never "
+                                   "enlarged), usable wherever SOURCE is. Run the same command again to resume.")
+    p.add_argument("source", help="sample, or PATH to PATH/<class>/* or PATH/{train,val,test}/<class>/*")
+    p.add_argument("dest", help="a new or empty folder (or one this command is writing)")
+    p.add_argument("--size", type=int, default=256, help="the shorter side in pixels (default 256)")
+    p.add_argument("--shards", type=int, help="shards of all splits together (default: about 1,000 images each)")
+    p.add_argument("--quality", type=int, default=90, help="JPEG quality of resized images (default 90)")
+    p.add_argument("--val-split", type=float, default=0.1,
+                   help="without a val/ folder: the last fraction of each class held out (default 0.1)")
+    p.add_argument("--workers", type=int, help="processes (default: the usable cores, fewer for a small job)")
+    p.add_argument("--seed", type=int, default=0, help="the order of images in the shards (default 0)")
+    p.add_argument("--overwrite", action="store_true", help="replace what an earlier prepare wrote in DEST")
+    p.add_argument("--json", action="store_true", help="print the summary as one JSON document")
+    p.set_defaults(func=cmd_prepare)
+
+
+def cmd_data_service(args) -> int:
+    """Run a tf.data service dispatcher or worker until SIGTERM or Ctrl-C (docs/DISTRIBUTED.md)."""
+    from alexnet_core.train.data_service import serve_dispatcher, serve_worker
+    from alexnet_core.train.training import prepare_tensorflow
+
+    prepare_tensorflow()
+    try:
+        if args.role == "dispatcher":
+            serve_dispatcher(args.port, args.work_dir, args.host)
+        else:
+            serve_worker(args.dispatcher, args.port, args.host)
+    except AlexNetError as exc:
+        raise UsageError(str(exc)) from exc
+    return exits.OK
+
+
+def add_data_service_parser(sub) -> None:
+    p = sub.add_parser("data-service", help="run a tf.data service dispatcher or worker for train --data-service")
+    roles = p.add_subparsers(dest="role", required=True)
+    a = roles.add_parser("dispatcher", help="the service's dispatcher: give its address to workers and trainers")
+    a.add_argument("--port", type=int, default=0, help="its port (default: a free one, printed)")
+    a.add_argument("--work-dir", metavar="DIR", help="keep its journal here, so a restarted dispatcher resumes its jobs")
+    a.add_argument("--host", help="the name or address others reach this machine at, for the printed address")
+    a = roles.add_parser("worker", help="a worker: decodes and augments training images for the dispatcher's jobs")
+    a.add_argument("--dispatcher", required=True, metavar="HOST:PORT", help="the dispatcher's address")
+    a.add_argument("--port", type=int, default=0, help="its port (default: a free one)")
+    a.add_argument("--host", help="the name or address trainers reach this machine at (default: its host name)")
+    p.set_defaults(func=cmd_data_service)
+
+
 def build_parser() -> argparse.ArgumentParser:
     from alexnet_core import __version__
 
@@ -667,7 +751,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("run_dir")
     p.set_defaults(func=cmd_stop)
 
+    add_data_service_parser(sub)
     add_pretrained_parser(sub)
+    add_prepare_parser(sub)
 
     p = sub.add_parser("app", help="start the app (streamlit run on the installed app.py)",
                        usage="%(prog)s [STREAMLIT OPTION ...]",

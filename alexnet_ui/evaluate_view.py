@@ -17,7 +17,14 @@ from alexnet_core.analysis.charts import confusion_figure, per_class_bars, topk_
 from alexnet_core.predict.inference import top_k
 from alexnet_core.settings.choices import AUTO_SPLIT, EVAL_SPLITS
 from alexnet_ui.feedback import user_errors
-from alexnet_ui.loaders import data_choices, image_from_disk, loaded_model, model_choices, model_stamp
+from alexnet_ui.loaders import (
+    data_choices,
+    image_from_disk,
+    loaded_model,
+    model_choices,
+    model_stamp,
+    prepared_description,
+)
 from alexnet_ui.text import plain
 from alexnet_ui.widgets import damaged_note, heat_legend
 
@@ -29,8 +36,11 @@ def data_pickers(data_column, split_column) -> tuple[str, str, bool]:
     choices = data_choices()
     data = data_column.selectbox("Data", list(choices), format_func=choices.get, key="eval_data")
     if data == "folder":
-        data = data_column.text_input("Folder", placeholder="/path/to/images (class folders inside)",
-                                      key="eval_folder").strip()
+        data = data_column.text_input("Folder", placeholder="/path/to/images (class folders inside, or a prepared "
+                                      "dataset)", key="eval_folder").strip()
+    described = prepared_description(data) if data not in ("sample", "cifar10") else None
+    if described:  # a prepared dataset: how it was made
+        data_column.caption(f":material/inventory_2: {plain(described, 600)}")
     split = split_column.selectbox("Split", [AUTO_SPLIT, *EVAL_SPLITS], key="eval_split",
                                    help="auto: test if the data has one, else validation")
     flip = split_column.toggle("Flip averaging", key="eval_flip", help="Average each prediction with its mirror image")

@@ -127,6 +127,7 @@ def model_choices() -> dict[str, str]:
 def data_choices(with_download: bool = False) -> dict[str, str]:
     """{source: label} of the data sources; CIFAR-10 only when it is downloaded, unless
     `with_download` (training may download it)."""
+    from alexnet_core.inputs import prepared
     from alexnet_core.inputs.data import cifar10_available
     from alexnet_core.inputs.datasets import data_root, list_datasets
 
@@ -134,10 +135,36 @@ def data_choices(with_download: bool = False) -> dict[str, str]:
     if with_download or cifar10_available():
         choices["cifar10"] = "CIFAR-10" if with_download else "CIFAR-10 (downloaded)"
     root = data_root()
+    ready = {folder.name: prepared_summary(str(folder)) for folder in prepared.find(root)}
     for name in list_datasets(root):  # built on the Your classes page
-        choices[str(root / name)] = f"Your classes: {name}"
+        if name not in ready:
+            choices[str(root / name)] = f"Your classes: {name}"
+    for name, summary in ready.items():  # written by `prepare` into the data folder
+        if summary:
+            choices[str(root / name)] = prepared_label(summary)
     choices["folder"] = "An image folder..."
     return choices
+
+
+def prepared_description(path: str) -> str | None:
+    """How the prepared dataset at `path` was made (prepared.describe), or None when `path` is
+    not a whole prepared dataset: what the data pickers show under the field."""
+    summary = prepared_summary(path)
+    return summary["description"] if summary else None
+
+
+def prepared_label(summary: dict) -> str:
+    """A prepared dataset as a picker names it: "Prepared: NAME (N images, 256 px)"."""
+    return f"Prepared: {summary['name']} ({summary['images']:,} images, {summary['size']} px)"
+
+
+@st.cache_data(show_spinner=False, ttl=10, max_entries=256)
+def prepared_summary(path: str) -> dict | None:
+    """prepared.summary of a folder (from its prepared.json alone), or None when it is not a
+    whole prepared dataset; read again after 10 s, so a dataset prepared meanwhile shows."""
+    from alexnet_core.inputs import prepared
+
+    return prepared.summary(path) if path else None
 
 
 # --- Models -----------------------------------------------------------------------------------
@@ -203,10 +230,13 @@ def loaded_model(spec: str):
 
 
 def _file_stamp(path) -> tuple | None:
-    """(size, mtime) of a file, so a memo is per file version; None if it cannot be stat'ed."""
+    """(size, mtime) of a file (of its shard, for a prepared dataset's record path), so a memo is
+    per file version; None if it cannot be stat'ed."""
+    from alexnet_core.inputs.prepared import parse_record_path
 
+    record = parse_record_path(path)
     try:
-        info = os.stat(path)
+        info = os.stat(record[0] if record and not os.path.lexists(path) else path)
     except OSError:
         return None
     return info.st_size, info.st_mtime_ns

@@ -18,7 +18,7 @@ from alexnet_core.models.variants import CPU_FRIENDLY
 from alexnet_core.settings.config import SETTINGS, ConfigError, Setting, TrainConfig, each_setting
 from alexnet_core.settings.recipes import RECIPES, Recipe
 from alexnet_core.train.finetune import imagenet_bases
-from alexnet_ui.loaders import data_choices, device_info, model_choices
+from alexnet_ui.loaders import data_choices, device_info, model_choices, prepared_description
 from alexnet_ui.text import cpu_friendly_variants, plain
 
 DEFAULT_RECIPE = "quick"  # the form's first recipe
@@ -172,6 +172,7 @@ class TrainForm:
             places["more"] = st.columns(4)
             places["start"] = st.columns([2, 2])
         data, download, blocked = None, False, False
+        self.prepared_data = False  # a prepared dataset picked: its splits are its own (no validation fraction)
         for path, s in each_setting().items():
             if s.widget == "data":
                 data, download, blocked = self._data_picker(places["main"][s.place[1]])
@@ -219,8 +220,13 @@ class TrainForm:
                           "170 MB), or train on the bundled sample or on a folder of your own images.",
                           icon=":material/cloud_off:")
         if kind == "folder":
-            return where.text_input("Folder", placeholder="/path/to/images (class folders inside)",
-                                    key=self.FOLDER).strip(), download, blocked
+            kind = where.text_input("Folder", placeholder="/path/to/images (class folders inside, or a prepared "
+                                    "dataset)", key=self.FOLDER).strip()
+        described = prepared_description(kind) if kind not in ("sample", "cifar10") else None
+        self.prepared_data = bool(described)
+        if described:  # a prepared dataset: how it was made; its splits were fixed when it was prepared
+            where.caption(f":material/inventory_2: {plain(described, 600)} Its splits are its own: the validation "
+                          "fraction does not apply.")
         return kind, download, blocked
 
     def _widget(self, path: str, s: Setting, where) -> None:
@@ -235,7 +241,8 @@ class TrainForm:
         elif s.widget == "number_input":
             where.number_input(s.label, *s.bounds, step=s.step, format=s.format, **options)
         elif s.widget == "slider":
-            where.slider(s.label, *s.bounds, step=s.step, **options)
+            where.slider(s.label, *s.bounds, step=s.step,
+                         disabled=path == "val_split" and getattr(self, "prepared_data", False), **options)
         elif s.widget == "toggle":
             where.toggle(s.label, disabled=bool(s.needs) and not self.state.get(FORM[s.needs].key), **options)
         elif s.widget == "model":

@@ -1,23 +1,33 @@
-"""ImageNet-scale input pipeline: decode plus the paper's augmentation against bare JPEG decode.
+"""ImageNet-scale input pipeline: the paper's augmentation on original and on prepared JPEGs,
+side by side with bare JPEG decode of the originals.
 
 Writes (once) a synthetic ImageNet-like folder: `--images` photo-like JPEGs of 500x375 in
-`--classes` class folders, the size of a typical ILSVRC photo. Then, side by side in one run and
-on the same files (read from the page cache after a first pass):
+`--classes` class folders, the size of a typical ILSVRC photo, and (once) its prepared copy in
+FOLDER.prepared-256/ beside it (shorter side 256: 341x256 JPEGs of quality 90 in TFRecord shards, the
+`python -m alexnet_core prepare` writes them). Then, side by side in one run, from the page cache:
 
-  (a) bare decode: read + tf.io.decode_jpeg, parallel, nothing else
-  (b) our training pipeline, `paper` crop: decode, shorter side to 256/224 of the input, random
-      227 crop, then in batches flip, PCA lighting, standardise (data.make_dataset, training=True)
-  (c) our training pipeline, `random-resized-crop`: only the crop's blocks are decoded
-      (decode_and_crop_jpeg), resized to 227, flip, standardise
+  (a) bare decode of the originals: read + tf.io.decode_jpeg, parallel, nothing else
+  (b) file pipeline, `paper`: data.make_dataset on the originals, crop of the square the
+      paper's 256-resize + 227-crop keeps (only its blocks decoded), flip, PCA lighting, 227 px
+  (c) file pipeline, `random-resized-crop`: the same with a random-resized crop, no lighting
+  (d) prepared pipeline, `paper`: data.make_dataset on the prepared folder, as training reads it
+      (records.train_batches: the same crop and flip; each image's PCA lighting shift drawn here
+      and sent beside its label, added by the training step on its device)
+  (e) prepared pipeline, `random-resized-crop`
+  (f) (d) with the lighting shift added in the stream instead (a float pass per image on the CPU:
+      what a CPU-only run pays in its step instead)
 
-Prints images/s and images/s per CPU core for each, and (b)/(a), (c)/(a) (goal >= 0.8).
+Prints images/s and images/s per CPU core for each and the ratios to (a) (issue #27's goal:
+(d) and (e) >= 1.15x (a) and >= 1,400 images/s per core). `--stages` adds a per-stage
+ablation of (d) (what each step of the prepared pipeline costs).
 
-    python bench/imagenet_pipeline.py [--images 20000] [--classes 100] [--folder /tmp/alexnet-imagenet-like]
+    python bench/imagenet_pipeline.py [--images 6000] [--classes 100] [--folder /tmp/alexnet-imagenet-like-6000]
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
 import time
@@ -28,9 +38,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import tensorflow as tf  # noqa: E402
 
+from alexnet_core.inputs import records  # noqa: E402
 from alexnet_core.inputs.augment import dataset_options  # noqa: E402
-from alexnet_core.inputs.data import load_folder, make_dataset  # noqa: E402
+from alexnet_core.inputs.data import load_folder, load_source, make_dataset  # noqa: E402
 from bench.synthetic import jpeg_folder  # noqa: E402
+
+PREPARED_SIZE = 256
+PREPARED_QUALITY = 90
 
 
 def cores() -> int:
@@ -40,18 +54,27 @@ def cores() -> int:
         return os.cpu_count() or 1
 
 
-def timed(name: str, dataset, images: int, batch: int) -> float:
-    """Images/s over `images` images of `dataset` (batches of `batch`), after one warm-up batch."""
+def timed(name: str, dataset, images: int, batch: int) -> tuple[float, float]:
+    """(images/s, images per CPU-second of this process) over `images` images of `dataset` (batches
+    of `batch`), after two warm-up batches."""
     iterator = iter(dataset)
     next(iterator)
-    start = time.perf_counter()
+    next(iterator)
+    start, cpu = time.perf_counter(), cpu_seconds()
     seen = 0
     while seen < images:
         seen += batch if batch else 1
         next(iterator)
     rate = seen / (time.perf_counter() - start)
-    print(f"{name:<58} {rate:8.0f} img/s   {rate / cores():7.0f} img/s per core", flush=True)
-    return rate
+    per_cpu = seen / max(cpu_seconds() - cpu, 1e-9)
+    print(f"{name:<62} {rate:7.0f} img/s {rate / cores():7.0f} per core {per_cpu:7.0f} per CPU-second", flush=True)
+    return rate, per_cpu
+
+
+def cpu_seconds() -> float:
+    """CPU time (user + system) of this process so far: what a pass costs, however busy the machine."""
+    times = os.times()
+    return times.user + times.system
 
 
 def bare_decode(paths, batch: int):
@@ -61,45 +84,152 @@ def bare_decode(paths, batch: int):
     return ds.map(lambda x: tf.shape(x)[0], num_parallel_calls=tf.data.AUTOTUNE).batch(batch).prefetch(2)
 
 
+# -- the prepared copy ---------------------------------------------------------------------------
+
+def prepared_copy(root: Path, shards: int) -> tuple[Path, bool]:
+    """FOLDER.prepared-256 beside the folder, made once by `prepare.prepare` (all images in the
+    train split). Returns the folder and whether this run made it."""
+    from alexnet_core.inputs import prepare
+
+    dest = root.parent / f"{root.name}.prepared-{PREPARED_SIZE}"
+    if (dest / "prepared.json").is_file():
+        return dest, False
+    prepare.prepare(str(root), dest, size=PREPARED_SIZE, shards=shards, quality=PREPARED_QUALITY, val_split=0.0)
+    return dest, True
+
+
+def train_shards(dest: Path) -> list[str]:
+    info = json.loads((dest / "prepared.json").read_text())
+    return [str(dest / name) for name in info["splits"]["train"]["shards"]]
+
+
+# -- per-stage ablation of the prepared `paper` pipeline -----------------------------------------
+
+def stages(shards: list[str], num_classes: int, size: int, batch: int):
+    """(name, dataset) for each step of the prepared `paper` stream added in turn."""
+    autotune = tf.data.AUTOTUNE
+    spec = {"image/encoded": tf.io.FixedLenFeature([], tf.string),
+            "image/class/label": tf.io.FixedLenFeature([], tf.int64)}
+    base = records.records(shards, seed=0)
+
+    def parsed():
+        def parse(step, serialized):
+            example = tf.io.parse_example(serialized, spec)
+            n = tf.shape(serialized)[0]
+            uniform = tf.random.stateless_uniform([n, 3], tf.stack([step, step]))
+            shifts = 0.5 + tf.random.stateless_normal([n, 3], tf.stack([step, step + 1]))
+            return example["image/encoded"], uniform, shifts
+        return base.batch(records.PARSE_BATCH).enumerate().map(parse, num_parallel_calls=autotune).unbatch()
+
+    def counted(ds):
+        return ds.batch(batch).prefetch(autotune).with_options(records.stream_options())
+
+    def window(data, uniform, flip=False):
+        begin, _ = records.paper_window(tf.io.extract_jpeg_shape(data), size, uniform[:2])
+        image = tf.io.decode_and_crop_jpeg(data, tf.concat([begin, [size, size]], 0), channels=3)
+        image.set_shape([size, size, 3])
+        return tf.cond(uniform[2] < 0.5, lambda: tf.reverse(image, [1]), lambda: image) if flip else image
+
+    def shape_of(image):
+        return image[0, 0, 0]  # one pixel out: the decode is timed, not the batching of pixels
+
+    return [
+        ("records: read, interleave, shuffle buffer", counted(base)),
+        ("+ parse and draw the random numbers, a batch at a time", counted(parsed())),
+        ("+ decode the whole 341x256 JPEG (no crop, one pixel out)", counted(parsed().map(
+            lambda d, u, s: shape_of(tf.io.decode_jpeg(d, channels=3)), num_parallel_calls=autotune))),
+        ("+ decode only the 227 window instead (one pixel out)", counted(parsed().map(
+            lambda d, u, s: shape_of(window(d, u)), num_parallel_calls=autotune))),
+        ("+ the window's pixels out, batched", counted(parsed().map(
+            lambda d, u, s: window(d, u), num_parallel_calls=autotune))),
+        ("+ flip", counted(parsed().map(lambda d, u, s: window(d, u, True), num_parallel_calls=autotune))),
+        ("+ PCA lighting: to float, add, clip, to bytes (train_batches)", records.train_batches(
+            shards, num_classes, size, batch, seed=0, crop="paper", lighting=0.1, drop_remainder=True)),
+    ]
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--images", type=int, default=20_000)
+    parser.add_argument("--images", type=int, default=6_000)
     parser.add_argument("--classes", type=int, default=100)
-    parser.add_argument("--folder", default=str(Path(os.environ.get("TMPDIR", "/tmp")) / "alexnet-imagenet-like"))
+    parser.add_argument("--folder", default=None, help="default: $TMPDIR/alexnet-imagenet-like-IMAGES")
+    parser.add_argument("--shards", type=int, default=16, help="shards of the prepared copy")
     parser.add_argument("--size", type=int, default=227)
     parser.add_argument("--batch-size", type=int, default=256)
     parser.add_argument("--timed", type=int, default=0, help="images timed per measurement (default: all)")
-    parser.add_argument("--rounds", type=int, default=2, help="alternating rounds; the best of each is kept")
+    parser.add_argument("--rounds", type=int, default=2,
+                        help="alternating rounds; the best of each is kept (0: only the stages)")
+    parser.add_argument("--stages", action="store_true", help="also time each step of the prepared paper stream")
     args = parser.parse_args()
 
+    folder = args.folder or str(Path(os.environ.get("TMPDIR", "/tmp")) / f"alexnet-imagenet-like-{args.images}")
     start = time.perf_counter()
-    root = jpeg_folder(Path(args.folder), args.images, args.classes)
+    root = jpeg_folder(Path(folder), args.images, args.classes)
     print(f"folder: {root} ({args.images} JPEGs of 500x375, {args.classes} classes; ready in "
           f"{time.perf_counter() - start:.0f} s); {cores()} CPU core(s); TensorFlow {tf.__version__}", flush=True)
     source = load_folder(root, val_split=0.0)
     split = source.train
+    start = time.perf_counter()
+    dest, made = prepared_copy(root, args.shards)
+    shards = train_shards(dest)
+    size_mb = sum(Path(s).stat().st_size for s in shards) / 2**20
+    print(f"prepared: {dest} ({len(shards)} shards, {size_mb:.0f} MB, shorter side {PREPARED_SIZE}, quality "
+          f"{PREPARED_QUALITY}; {'made by prepare.prepare' if made else 'made before'}, ready in {time.perf_counter() - start:.0f} s)", flush=True)
     n = args.timed or len(split)
-    for path in split.paths:  # first pass: every file in the page cache, as for every later epoch
+    for path in list(split.paths) + shards:  # first pass: every file in the page cache, as for every later epoch
         Path(path).read_bytes()
+    num_classes = len(source.class_names)
 
     def pipeline(preset):
-        return make_dataset(split, len(source.class_names), args.size, args.batch_size, training=True,
+        return make_dataset(split, num_classes, args.size, args.batch_size, training=True,
                             cache_budget=0, drop_remainder=True, **dataset_options(preset, args.size, 0))
 
-    best = {"bare": 0.0, "paper": 0.0, "random-resized-crop": 0.0}
+    prepared_split = load_source(str(dest)).train  # what training reads: record paths of the shards
+
+    def prepared(preset):  # make_dataset, as training: the lighting shifts go to the step
+        return make_dataset(prepared_split, num_classes, args.size, args.batch_size, training=True,
+                            cache_budget=0, drop_remainder=True, **dataset_options(preset, args.size, 0))
+
+    def prepared_lit_here():  # the same with the shifts added in the stream, a float pass per image on the CPU
+        options = dataset_options("paper", args.size, 0)
+        return records.train_batches(shards, num_classes, args.size, args.batch_size, seed=0, crop=options["crop"],
+                                     lighting=options["lighting"], drop_remainder=True)
+
+    runs = {
+        "bare": ("(a) bare JPEG decode of the 500x375 originals", lambda: bare_decode(split.paths, args.batch_size)),
+        "file-paper": ("(b) file pipeline, paper crop + flip + PCA lighting", lambda: pipeline("paper")),
+        "file-rrc": ("(c) file pipeline, random-resized crop + flip", lambda: pipeline("random-resized-crop")),
+        "prep-paper": ("(d) prepared 256 px, paper crop + flip + PCA lighting", lambda: prepared("paper")),
+        "prep-rrc": ("(e) prepared 256 px, random-resized crop + flip", lambda: prepared("random-resized-crop")),
+        "prep-lit": ("(f) = (d) with the lighting added in the stream", prepared_lit_here),
+    }
+    best, cpu = dict.fromkeys(runs, 0.0), dict.fromkeys(runs, 0.0)
     for round_ in range(args.rounds):
         print(f"round {round_ + 1}", flush=True)
-        best["bare"] = max(best["bare"], timed("(a) bare JPEG decode", bare_decode(split.paths, args.batch_size),
-                                               n, args.batch_size))
-        best["paper"] = max(best["paper"], timed("(b) pipeline, paper crop + flip + PCA lighting",
-                                                 pipeline("paper"), n, args.batch_size))
-        best["random-resized-crop"] = max(best["random-resized-crop"], timed(
-            "(c) pipeline, random-resized crop (decodes the crop) + flip", pipeline("random-resized-crop"), n,
-            args.batch_size))
-    print(f"best of {args.rounds}: bare {best['bare']:.0f}, paper {best['paper']:.0f}, random-resized-crop "
-          f"{best['random-resized-crop']:.0f} img/s")
-    print(f"ratios: (b)/(a) = {best['paper'] / best['bare']:.2f}   (c)/(a) = "
-          f"{best['random-resized-crop'] / best['bare']:.2f}   (goal >= 0.8)")
+        for key, (name, build) in runs.items():
+            rate, per_cpu = timed(name, build(), n, args.batch_size)
+            best[key], cpu[key] = max(best[key], rate), max(cpu[key], per_cpu)
+    if args.rounds:
+        print(f"\nbest of {args.rounds}: img/s, per core, ratio to (a); img per CPU-second, ratio to (a)")
+        for key, (name, _) in runs.items():
+            print(f"  {name:<62} {best[key]:7.0f} {best[key] / cores():7.0f} {best[key] / best['bare']:5.2f}x   "
+                  f"{cpu[key]:7.0f} {cpu[key] / cpu['bare']:5.2f}x")
+        print(f"goal: (d) and (e) >= 1.15x (a) and >= 1,400 img/s per core. Wall clock: (d) "
+              f"{best['prep-paper'] / best['bare']:.2f}x, {best['prep-paper'] / cores():.0f}/core; (e) "
+              f"{best['prep-rrc'] / best['bare']:.2f}x, {best['prep-rrc'] / cores():.0f}/core. CPU time: (d) "
+              f"{cpu['prep-paper'] / cpu['bare']:.2f}x, {cpu['prep-paper']:.0f}/CPU-s; (e) "
+              f"{cpu['prep-rrc'] / cpu['bare']:.2f}x, {cpu['prep-rrc']:.0f}/CPU-s")
+    if args.stages:
+        steps = {}
+        for round_ in range(max(args.rounds, 1)):
+            print(f"\nstages of (d), each step added in turn, round {round_ + 1}:", flush=True)
+            for name, dataset in stages(shards, num_classes, args.size, args.batch_size):
+                rate, per_cpu = timed(name, dataset, n, args.batch_size)
+                old_rate, old_cpu = steps.get(name, (0.0, 0.0))
+                steps[name] = (max(old_rate, rate), max(old_cpu, per_cpu))
+        print("\nstages, best: img/s, img per CPU-second, microseconds of CPU per image")
+        for name, (rate, per_cpu) in steps.items():
+            print(f"  {name:<62} {rate:7.0f} {per_cpu:7.0f} {1e6 / per_cpu:7.0f} us")
 
 
 if __name__ == "__main__":

@@ -103,3 +103,14 @@ def test_fine_tuning_keeps_the_base_models_convolutions_and_trains_a_new_head(tm
     unfrozen = cli("train", "--variant", "compact", "--data", str(folder), "--freeze-features", "--runs-dir",
                    str(tmp_path / "runs"))
     assert unfrozen.returncode == 2 and "freeze_features needs init_from" in unfrozen.stderr
+
+
+def test_prepared_folders_in_the_data_folder_are_not_listed_as_datasets_built_here(tmp_path):
+    datasets.create_dataset("pets", tmp_path)
+    done = tmp_path / "imagenet256"
+    done.mkdir()
+    (done / "prepared.json").write_text("{}")
+    (tmp_path / "halfway" / ".prepare").mkdir(parents=True)
+    assert datasets.list_datasets(tmp_path) == ["pets"]
+    with pytest.raises(DatasetError, match="already"):  # its name is still taken
+        datasets.create_dataset("ImageNet256", tmp_path)

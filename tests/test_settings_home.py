@@ -19,7 +19,7 @@ from alexnet_ui.train_form import FORM, TrainForm
 EVERY_FLAG = dict(variant="compact-hires", data="/photos/cats", input_size=24, epochs=3, batch_size=24, optimizer="adamw",
                   learning_rate=0.002, weight_decay=0.01, schedule="step", warmup_epochs=1.5, label_smoothing=0.1,
                   augment="cifar", val_split=0.2, seed=7, mixed_precision="off", jit=True, steps_per_epoch=5,
-                  log_every=3, cache_budget_mb=512, recipe="quick", snapshots=False,
+                  log_every=3, cache_budget_mb=512, recipe="quick", snapshots=False, data_service="10.0.0.5:5050",
                   switches={"norm": "batchnorm", "groups": True, "overlapping_pool": False, "dropout": 0.25,
                             "width": 0.5})
 # ... and a run's settings as the Train page can make them: every setting on the form away from

@@ -1,7 +1,8 @@
 """Data sources -> tf.data pipelines.
 
 SOURCE is `cifar10` (keras.datasets, downloaded once and cached), `sample` (the bundled
-sample in assets/) or a folder laid out as PATH/<class>/* or PATH/{train,val,test}/<class>/*.
+sample in assets/), a folder laid out as PATH/<class>/* or PATH/{train,val,test}/<class>/*, or a
+prepared folder of TFRecord shards (`prepare`, read by inputs/prepared.py).
 Folders stream from disk; decoded images are cached in memory only when they fit the budget.
 """
 
@@ -12,70 +13,20 @@ from __future__ import annotations
 import math
 import os
 import socket
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
 from alexnet_core import locations
-from alexnet_core.errors import AlexNetError
+from alexnet_core.inputs.crops import PAPER_RESIZE, crop_image, crop_window, to_input  # noqa: F401 (PAPER_RESIZE: importable here too)
+from alexnet_core.inputs.splits import SPLITS, DataError, DataSource, Split
 
 CIFAR10_CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
-SPLITS = ("train", "val", "test")
 CACHE_BUDGET_BYTES = 2 * 2**30  # decoded float32 images kept in memory up to this size
 
 # File signatures of the formats TensorFlow decodes in a pipeline.
 _SIGNATURES = ((b"\xff\xd8\xff", "JPEG"), (b"\x89PNG\r\n\x1a\n", "PNG"), (b"GIF87a", "GIF"),
                (b"GIF89a", "GIF"), (b"BM", "BMP"))
-
-
-class DataError(AlexNetError, ValueError):
-    """Data that cannot be trained or evaluated on; the message says what to fix."""
-
-
-@dataclass
-class Split:
-    """Either file paths or in-memory uint8 images, with integer labels."""
-
-    labels: np.ndarray
-    paths: list[str] | None = None
-    images: np.ndarray | None = None
-
-    def __len__(self) -> int:
-        return len(self.labels)
-
-
-@dataclass
-class DataSource:
-    name: str
-    class_names: list[str]
-    train: Split | None = None
-    val: Split | None = None
-    test: Split | None = None
-    skipped: dict[str, int] = field(default_factory=dict)  # unreadable files per split
-    description: str = ""
-    empty_classes: list[str] = field(default_factory=list)  # class folders left out: no readable image
-    class_words: dict[str, str] = field(default_factory=dict)  # folder name -> words (e.g. ImageNet's wnids)
-
-    def empty_note(self) -> str:
-        """A sentence about the class folders left out, or ''."""
-        if not self.empty_classes:
-            return ""
-        names = ", ".join(f"'{n}'" for n in self.empty_classes[:8]) + (" ..." if len(self.empty_classes) > 8 else "")
-        return (f"Left out {len(self.empty_classes)} class folder{'s' if len(self.empty_classes) > 1 else ''} "
-                f"with no readable image ({names}): add JPEG, PNG, GIF, BMP or WebP images to include them.")
-
-    def split(self, name: str) -> Split:
-        if name == "all":
-            parts = [s for s in (self.train, self.val, self.test) if s is not None]
-            if all(p.paths is not None for p in parts):
-                return Split(np.concatenate([p.labels for p in parts]), paths=sum((p.paths for p in parts), []))
-            return Split(np.concatenate([p.labels for p in parts]), images=np.concatenate([p.images for p in parts]))
-        part = getattr(self, name, None)
-        if part is None or len(part) == 0:
-            available = [s for s in SPLITS if getattr(self, s) is not None and len(getattr(self, s))]
-            raise DataError(f"{self.name} has no {name!r} split. Available: {', '.join(available) or 'none'}")
-        return part
 
 
 def image_kind(path: str | os.PathLike) -> str | None:
@@ -288,7 +239,55 @@ def load_source(source: str, val_split: float = 0.1) -> DataSource:
         if not locations.SAMPLE_DIR.is_dir():
             raise DataError(f"The bundled sample is missing ({locations.SAMPLE_DIR}); reinstall the app.")
         return load_folder(locations.SAMPLE_DIR, val_split, name="sample")
+    from alexnet_core.inputs import prepared
+
+    if prepared.detect(source):  # its splits are its own: val_split does not apply
+        return prepared.load(source)
     return load_folder(source, val_split)
+
+
+def is_records(split: Split) -> bool:
+    """Whether a split's paths are record paths of a prepared folder (inputs/prepared.py): marked
+    so by the loader, or a part of such a split built by hand (a probe set, an evaluation's files)."""
+    from alexnet_core.inputs.prepared import is_record_path
+
+    return split.records or bool(split.paths) and all(is_record_path(p) for p in split.paths)
+
+
+def record_bytes(path):
+    """The image bytes of a record path in a tf.data pipeline; an error (left out by
+    ignore_errors, as a damaged file) when the record cannot be read."""
+    import tensorflow as tf
+
+    from alexnet_core.inputs.prepared import record_jpeg
+
+    data = tf.numpy_function(record_jpeg, [path], tf.string, stateful=False)
+    data.set_shape([])
+    return data
+
+
+def shards_and_rows(split: Split) -> tuple[list[str], np.ndarray | None]:
+    """The shard files a record split reads (in the order they first appear) and, unless the
+    split is exactly all their records in order, the positions of its records in the shards'
+    concatenation (records.train_batches' `rows`)."""
+    from alexnet_core.inputs.prepared import parse_record_path, record_offsets
+
+    shards, first, rows = [], {}, []
+    for path in split.paths:
+        shard, index = parse_record_path(path)
+        key = str(shard)
+        if key not in first:
+            first[key] = None
+            shards.append(key)
+        rows.append((key, index))
+    starts, total = {}, 0
+    for key in shards:
+        starts[key] = total
+        total += len(record_offsets(key))
+    positions = np.array([starts[key] + index for key, index in rows], dtype=np.int64)
+    if len(positions) == total and np.array_equal(positions, np.arange(total)):
+        return shards, None
+    return shards, positions
 
 
 def _decode_any(data, dct_method: str = ""):
@@ -308,11 +307,21 @@ def decode_file(path, size: int):
     """Read and decode one image file to float32 0..255 RGB at size x size."""
     import tensorflow as tf
 
+    return decode_bytes(tf.io.read_file(path), size)
+
+
+def decode_bytes(data, size: int):
+    """Decode one image file's bytes to float32 0..255 RGB at size x size, as decode_file."""
     from alexnet_core.inputs.preprocess import resize
 
     # JPEGs with libjpeg's accurate integer DCT: pixel for pixel what Pillow decodes, so an image
     # gets the same probabilities in evaluation (tf.data) and classification (Pillow).
-    return resize(_decode_any(tf.io.read_file(path), "INTEGER_ACCURATE"), size)
+    return resize(_decode_any(data, "INTEGER_ACCURATE"), size)
+
+
+def decode_record(path, size: int):
+    """decode_file of a record path (inputs/prepared.py)."""
+    return decode_bytes(record_bytes(path), size)
 
 
 def _fitted(record: dict, from_file: bool):
@@ -343,10 +352,11 @@ def model_pixels(split: Split, size: int, positions=None, batch: int = 256, skip
                  record: dict | None = None):
     """Batches of (positions, pixels): the images of `split` at `positions` (default: all of them,
     in order) as a model of input `size` gets them before standardisation, float32 0..255 at
-    size x size. Files are decoded by `decode_file`, as training decodes them; in-memory images
-    are taken as they are. A model whose preprocessing `record` has an ImageNet recipe
-    (preprocess.has_recipe: shorter side to 256, centre crop 224) gets each image as Classify
-    gives it (`_fitted`). The one pixel pipeline of evaluation and the embedding map: with
+    size x size. Files are decoded by `decode_file`, as training decodes them (the records of a
+    prepared folder by `decode_record`); in-memory images are taken as they are. A model whose
+    preprocessing `record` has an ImageNet recipe (preprocess.has_recipe: shorter side to 256,
+    centre crop 224) gets each image as Classify gives it (`_fitted`; a record through
+    images.read_image). The one pixel pipeline of evaluation and the embedding map: with
     `skip_unreadable`, a file that cannot be decoded is left out (tf.data logs it), its position
     with it; without, iterating raises tf.errors.OpError at the first such file."""
     import tensorflow as tf
@@ -373,55 +383,11 @@ def model_pixels(split: Split, size: int, positions=None, batch: int = 256, skip
     else:
         paths = np.array(split.paths, dtype=str)
         ds = tf.data.Dataset.from_tensor_slices((positions, paths if every else paths[positions]))
-        ds = ds.map(lambda i, p: (i, decode_file(p, size)), num_parallel_calls=autotune)
+        decode = decode_record if is_records(split) else decode_file
+        ds = ds.map(lambda i, p: (i, decode(p, size)), num_parallel_calls=autotune)
         if skip_unreadable:
             ds = ds.ignore_errors(log_warning=True)
     return ds.batch(batch).prefetch(autotune)
-
-
-PAPER_RESIZE = 256 / 224  # the paper resizes to 256 and crops 224 (227 here)
-
-
-
-
-def crop_window(shape, size: int, crop: str, seed):
-    """(begin, extent) of one training crop, in the pixels of an image of `shape` (H, W, ...).
-
-    paper: the paper resizes the shorter side to size*256/224 and takes a random size x size
-    square; that is the square of side shorter*224/256 at a random place here, resized alone,
-    which costs a fraction of resizing the whole image.
-    random-resized: a random box of 8-100% of the area, aspect 3:4 to 4:3.
-    `seed` is a stateless-random seed pair (one per image)."""
-    import tensorflow as tf
-
-    if crop == "paper":
-        hw = tf.cast(shape[:2], tf.float32)
-        side = tf.maximum(1.0, tf.floor(tf.reduce_min(hw) * size / round(size * PAPER_RESIZE)))
-        begin = tf.floor(tf.random.stateless_uniform([2], seed) * (hw - side + 1.0))
-        return tf.cast(begin, tf.int32), tf.cast(tf.stack([side, side]), tf.int32)
-    begin, extent, _ = tf.image.stateless_sample_distorted_bounding_box(
-        tf.concat([shape[:2], [3]], 0), bounding_boxes=tf.zeros([1, 0, 4]), seed=seed, area_range=(0.08, 1.0),
-        aspect_ratio_range=(3 / 4, 4 / 3), max_attempts=10, use_image_if_no_bounding_boxes=True)
-    return begin[:2], extent[:2]
-
-
-def _to_input(image, size: int, seed):
-    # A random horizontal flip (of the small decoded crop: cheaper than of the float input), then
-    # plain bilinear (no antialiasing filter) as the standard ImageNet training pipelines: a crop
-    # is shrunk by about 1.5x at most for `paper`, and antialiasing would triple the cost.
-    import tensorflow as tf
-
-    image = tf.image.stateless_random_flip_left_right(image, tf.reverse(seed, [0]))
-    return tf.image.resize(tf.cast(image, tf.float32), (size, size), method="bilinear")
-
-
-def crop_image(image, size: int, crop: str, seed):
-    """One training crop (crop_window) of a decoded HWC image, randomly flipped, as float32
-    0..255 at size x size."""
-    import tensorflow as tf
-
-    begin, extent = crop_window(tf.shape(image), size, crop, seed)
-    return _to_input(tf.slice(image, tf.concat([begin, [0]], 0), tf.concat([extent, [-1]], 0)), size, seed)
 
 
 def crop_file(path, size: int, crop: str, seed):
@@ -434,14 +400,15 @@ def crop_file(path, size: int, crop: str, seed):
         begin, extent = crop_window(tf.io.extract_jpeg_shape(data), size, crop, seed)
         image = tf.io.decode_and_crop_jpeg(data, tf.concat([begin, extent], 0), channels=3)
         image.set_shape([None, None, 3])
-        return _to_input(image, size, seed)
+        return to_input(image, size, seed)
 
     return tf.cond(tf.io.is_jpeg(data), jpeg, lambda: crop_image(_decode_any(data), size, crop, seed))
 
 
 def make_dataset(split: Split, num_classes: int, input_size: int, batch_size: int, training: bool = False,
                  augment=None, seed: int = 0, cache_budget: int = CACHE_BUDGET_BYTES, drop_remainder: bool = False,
-                 shard: tuple[int, int] | None = None, crop: str | None = None, lighting: float = 0.0):
+                 shard: tuple[int, int] | None = None, crop: str | None = None, lighting: float = 0.0,
+                 standardisation: tuple | None = None, repeat: bool = True):
     """A batched tf.data pipeline of (standardised images, one-hot labels).
 
     Training shuffles the whole split every epoch, deterministically for a seed: decoded images
@@ -450,18 +417,20 @@ def make_dataset(split: Split, num_classes: int, input_size: int, batch_size: in
     decoding or resizing, which costs one small element each. Sources arrive sorted by class,
     so anything less than a full shuffle would feed one class at a time.
     Files that fail to decode are dropped (and logged by tf.data) instead of stopping a run.
-    Training datasets repeat forever (the trainer counts steps), so every batch is full.
+    Training datasets repeat forever (the trainer counts steps), so every batch is full; with
+    `repeat=False`, one epoch (each image once; the tf.data service's per-epoch jobs).
     `shard=(count, index)` keeps every count-th file from the index-th on, before anything is
     read: each worker of a multi-worker run decodes only its own disjoint part.
     `crop` ("paper", "random-resized"; training only) takes each image's random crop (and a
     random horizontal flip) from the decoded image at its own resolution, streamed (never
     cached: every epoch crops afresh), with PCA lighting of std `lighting`, then `augment`; these
     batches hold uint8 pixels, which the training step standardises (preprocess.as_input).
+    `standardisation` (mean, std): the run's own (a fine-tuning base's recipe), else ImageNet's.
     """
     import tensorflow as tf
 
     from alexnet_core.inputs.augment import lighting as colour_noise
-    from alexnet_core.inputs.preprocess import normalize, resize
+    from alexnet_core.inputs.preprocess import MEAN, STD, normalize, resize
 
     autotune = tf.data.AUTOTUNE
     count, index = shard or (1, 0)
@@ -471,9 +440,21 @@ def make_dataset(split: Split, num_classes: int, input_size: int, batch_size: in
     def shuffled(ds):
         return ds.shuffle(max(n, 1), seed=seed, reshuffle_each_iteration=True) if training else ds
 
+    if training and crop and split.images is None and is_records(split):
+        # A prepared folder's shards: the fast stream over them (inputs/records.py), which keeps
+        # these guarantees: a full shuffle per epoch per seed, per-worker shards, the same batches.
+        from alexnet_core.inputs.records import train_batches
+
+        # Its lighting shifts travel beside the labels, added in the training step on its device
+        # (records.py, `on_device`).
+        shards, rows = shards_and_rows(split)
+        return train_batches(shards, num_classes, input_size, batch_size, seed=seed, crop=crop, lighting=lighting,
+                             augment=augment, shard=shard, drop_remainder=drop_remainder, rows=rows,
+                             epochs=None if repeat else 1, on_device=True)
     if training and crop:
         pixels = split.images if split.images is not None else np.array(split.paths, dtype=str)
-        ds = shuffled(tf.data.Dataset.from_tensor_slices((pixels, split.labels)).shard(count, index)).repeat()
+        ds = shuffled(tf.data.Dataset.from_tensor_slices((pixels, split.labels)).shard(count, index))
+        ds = ds.repeat() if repeat else ds
         pairs = tf.data.Dataset.random(seed=seed).batch(2)  # a seed pair per image
         if lighting:  # colour shifts drawn 1,024 at a time; + 0.5 rounds when the pixels become bytes
             shifts = (tf.data.Dataset.random(seed=seed + 1).batch(2)
@@ -506,16 +487,18 @@ def make_dataset(split: Split, num_classes: int, input_size: int, batch_size: in
         ds = tf.data.Dataset.from_tensor_slices((np.array(split.paths, dtype=str), split.labels)).shard(count, index)
         if not fits:
             ds = shuffled(ds)
-        ds = ds.map(lambda p, y: (decode_file(p, input_size), y), num_parallel_calls=autotune)
+        decode = decode_record if is_records(split) else decode_file
+        ds = ds.map(lambda p, y: (decode(p, input_size), y), num_parallel_calls=autotune)
         ds = ds.ignore_errors(log_warning=True)
     if fits:
         ds = shuffled(ds.cache())
-    if training:
+    if training and repeat:
         ds = ds.repeat()
     ds = ds.batch(batch_size, drop_remainder=drop_remainder)
     if training and augment is not None:
         ds = ds.map(lambda x, y: (augment(x, training=True), y), num_parallel_calls=autotune)
-    ds = ds.map(lambda x, y: (normalize(x), tf.one_hot(y, num_classes)), num_parallel_calls=autotune)
+    mean, std = standardisation or (MEAN, STD)
+    ds = ds.map(lambda x, y: (normalize(x, mean, std), tf.one_hot(y, num_classes)), num_parallel_calls=autotune)
     return ds.prefetch(autotune)
 
 

@@ -63,14 +63,22 @@ def _folders(path: Path) -> list[Path]:
         return []
 
 
+def _prepared(folder: Path) -> bool:
+    """A folder written by `prepare` (complete, or still being written): not one built here."""
+    from alexnet_core.inputs.prepared_format import WORK_DIR, is_prepared
+
+    return is_prepared(folder) or (folder / WORK_DIR).is_dir()
+
+
 def list_datasets(root: Path | None = None) -> list[str]:
-    return [p.name for p in _folders(root or data_root())]
+    """The datasets built on the Your classes page (prepared folders beside them are left out)."""
+    return [p.name for p in _folders(root or data_root()) if not _prepared(p)]
 
 
 def create_dataset(name: str, root: Path | None = None) -> Path:
     root = root or data_root()
     name = check_name(name, "dataset")
-    if any(existing.lower() == name.lower() for existing in list_datasets(root)):
+    if any(existing.name.lower() == name.lower() for existing in _folders(root)):
         raise DatasetError(f"There is already a dataset named {name!r}: pick it, or choose another name.")
     path = root / name
     path.mkdir(parents=True)

@@ -81,9 +81,11 @@ def _reduce(image: Image.Image) -> Image.Image:
     return image.reduce(factor) if factor > 1 else image
 
 
-def decode_image(data: bytes, name: str = "image") -> np.ndarray:
+def decode_image(data: bytes, name: str = "image", shorter_at_least: int | None = None) -> np.ndarray:
     """Bytes of an uploaded or read file -> HxWx3 uint8 RGB (EXIF orientation applied); images
-    over REDUCE_ABOVE pixels a side come back reduced to about REDUCED_SIDE."""
+    over REDUCE_ABOVE pixels a side come back reduced to about REDUCED_SIDE. With
+    `shorter_at_least` (for a caller that shrinks the image anyway), a JPEG is decoded at the
+    smallest scale of the decoder (1/2, 1/4, 1/8) that keeps its shorter side at least that."""
     if not data:
         raise ImageDecodeError(f"{name}: the file is empty (0 bytes)")
     head = data[:256].lstrip().lower()
@@ -106,6 +108,8 @@ def decode_image(data: bytes, name: str = "image") -> np.ndarray:
                                        f"{MAX_PIXELS / 1e6:.0f}-megapixel limit for one image. Downscale it first, "
                                        "or raise ALEXNET_MAX_IMAGE_PIXELS.")
             image.seek(0)  # GIF/TIFF: the first frame
+            if shorter_at_least and image.format in ("JPEG", "MPO"):
+                image.draft("RGB", (shorter_at_least, shorter_at_least))
             image = _reduce(image)
             image.load()
             image = ImageOps.exif_transpose(image)
@@ -125,8 +129,20 @@ def decode_image(data: bytes, name: str = "image") -> np.ndarray:
 
 def read_image(path: str | os.PathLike) -> np.ndarray:
     """An image file -> decode_image. Only regular files are read (never a FIFO, a device or a
-    folder, which could block or never end), and at most MAX_IMAGE_BYTES of them."""
+    folder, which could block or never end), and at most MAX_IMAGE_BYTES of them. A record path
+    of a prepared dataset ("<shard>.tfrecord#<index>", inputs/prepared.py) reads that record's
+    image, so every page that shows an image by its path shows those too."""
 
+    from alexnet_core.inputs import prepared
+
+    if prepared.is_record_path(path) and not os.path.lexists(path):
+        try:
+            data = prepared.read_record(path)[0]
+        except AlexNetError as exc:
+            raise ImageDecodeError(str(exc)) from None
+        if len(data) > MAX_IMAGE_BYTES:
+            raise ImageDecodeError(f"{path}: over the {MAX_IMAGE_BYTES / 2**20:.0f} MiB limit for one image file")
+        return decode_image(data, str(path))
     path = Path(path)
     try:
         info = path.stat()
@@ -138,8 +154,8 @@ def read_image(path: str | os.PathLike) -> np.ndarray:
                                    f"{MAX_IMAGE_BYTES / 2**20:.0f} MiB limit for one image file")
         with open(path, "rb") as fh:
             data = fh.read(MAX_IMAGE_BYTES + 1)
-    except OSError as exc:
-        raise ImageDecodeError(f"{path}: cannot read the file ({exc.strerror or exc})") from exc
+    except (OSError, ValueError) as exc:  # ValueError: a name with a NUL byte
+        raise ImageDecodeError(f"{path}: cannot read the file ({getattr(exc, 'strerror', None) or exc})") from exc
     if len(data) > MAX_IMAGE_BYTES:
         raise ImageDecodeError(f"{path}: over the {MAX_IMAGE_BYTES / 2**20:.0f} MiB limit for one image file")
     return decode_image(data, str(path))

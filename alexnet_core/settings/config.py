@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import re
 import types
 import typing
 from collections.abc import Callable
@@ -45,6 +46,18 @@ BATCH_SIZES = (16, 32, 64, 128, 256, 512)  # what the Train page offers (any siz
 # What the schedules that react to a plateau watch, and what they fall back to without a
 # validation set (recorded in config.json as `monitor`).
 SCHEDULE_MONITOR = {"step": ("val_accuracy", "accuracy"), "plateau": ("val_loss", "loss")}
+
+
+_SERVICE_ADDRESS = re.compile(r"(?:grpc://)?(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9](?:[A-Za-z0-9.-]{0,252})):([0-9]{1,5})")
+
+
+def service_address(text) -> str | None:
+    """A tf.data service dispatcher's address as TensorFlow takes it ("grpc://HOST:PORT"), from
+    "grpc://HOST:PORT" or "HOST:PORT"; None when `text` is not one."""
+    match = _SERVICE_ADDRESS.fullmatch(text.strip()) if isinstance(text, str) else None
+    if match is None or not 1 <= int(match.group(2)) <= 65535:
+        return None
+    return f"grpc://{match.group(1)}:{int(match.group(2))}"
 
 
 class ConfigError(AlexNetError, ValueError):
@@ -250,6 +263,12 @@ class TrainConfig:
         tip="Fine-tuning: a trained model's convolutional layers start the run and new dense layers learn your "
             "classes (from an installed ImageNet model, its fc6 and fc7 too, and a new last layer). The run keeps "
             "that model's network: its variant, width and input size replace the ones set here.")
+    data_service: str | None = setting(  # decode and augment the training images on a tf.data service
+        None, rule="a dispatcher's address, grpc://HOST:PORT or HOST:PORT",
+        valid=lambda v, c: v is None or service_address(v) is not None, metavar="ADDRESS",
+        help="decode and augment the training images on a tf.data service's workers: its dispatcher's "
+             "address (python -m alexnet_core data-service; docs/DISTRIBUTED.md)",
+        cli_only="input on other machines is set up from the command line (docs/DISTRIBUTED.md)")
     freeze_features: bool = setting(  # with init_from: keep those layers as they are, train only the new head
         False, rule="true or false", valid=lambda v, c: isinstance(v, bool),
         action="on-off", help="with --init-from: keep those layers as they are and train only the new head",

@@ -82,17 +82,31 @@ def divergence(loss: float, initial: float | None) -> str | None:
 
 
 def make_steps(model, optimizer, strategy, loss_fn, global_batch: int, top_k: int, jit: bool = False,
-               per_image: bool = True):
+               per_image: bool = True, standardisation: tuple | None = None):
     """(train_step(iterator, stop=None), eval_step(batch)): one compiled step each, run on every
     replica; each returns the batch's loss sum, correct, top-k correct and count summed over
-    replicas. Batches of uint8 pixels are standardised in the step (preprocess.as_input).
+    replicas. Batches of uint8 pixels are standardised in the step (preprocess.as_input), after
+    the lighting shifts a prepared stream sends beside them are added (records.py).
     `stop` (a float scalar tensor, this worker's stop wish) comes back summed over every replica
     as "stop", so all workers see the same answer after the same step. `jit` compiles the
     training step with XLA. `per_image`: eval_step also returns every image's label and predicted
-    class (PER_IMAGE), for the epoch snapshots."""
+    class (PER_IMAGE), for the epoch snapshots. `standardisation`: the run's (mean, std), which
+    uint8 batches are standardised with (default ImageNet's)."""
     import tensorflow as tf
 
-    from alexnet_core.inputs.preprocess import as_input
+    from alexnet_core.inputs.preprocess import MEAN, STD, normalize
+    from alexnet_core.inputs.preprocess import as_input as standardise
+
+    mean, std = standardisation or (MEAN, STD)
+
+    def as_input(x, extras=None):
+        if not extras:
+            return standardise(x, mean, std)
+        # What a prepared stream leaves to the step's device (records.train_batches, `on_device`):
+        # each image's lighting shift, added as the bytes become floats and clipped to 0..255 as
+        # the stream would.
+        pixels = tf.cast(x, tf.float32) + tf.cast(extras["shift"], tf.float32)[:, None, None, :]
+        return normalize(tf.clip_by_value(pixels, 0.0, 255.0), mean, std)
 
     def sums(y, probs, per_example):
         labels = tf.argmax(y, axis=-1, output_type=tf.int32)
@@ -103,9 +117,9 @@ def make_steps(model, optimizer, strategy, loss_fn, global_batch: int, top_k: in
                 "top5": tf.reduce_sum(tf.cast(tf.math.in_top_k(labels, probs, top_k), tf.float32)),
                 "count": tf.cast(tf.shape(y)[0], tf.float32)}
 
-    def replica_train(x, y, stop):
+    def replica_train(x, y, stop, *extras):
         with tf.GradientTape() as tape:
-            probs = model(as_input(x), training=True)
+            probs = model(as_input(x, *extras), training=True)
             per_example = loss_fn(y, probs)
             loss = tf.nn.compute_average_loss(per_example, global_batch_size=global_batch)
             if model.losses:
@@ -141,8 +155,8 @@ def make_steps(model, optimizer, strategy, loss_fn, global_batch: int, top_k: in
 
     @tf.function
     def compiled_step(iterator, stop):
-        x, y = next(iterator)
-        return reduce(strategy.run(replica_step, args=(x, y, stop)))
+        x, y, *extras = next(iterator)  # (images, labels) or (images, labels, {"shift": ...})
+        return reduce(strategy.run(replica_step, args=(x, y, stop, *extras)))
 
     def train_step(iterator, stop=None):
         return compiled_step(iterator, tf.zeros((), tf.float32) if stop is None else stop)
@@ -156,13 +170,13 @@ def make_steps(model, optimizer, strategy, loss_fn, global_batch: int, top_k: in
 
 
 def distributed_eval_dataset(strategy, split, num_classes: int, size: int, batch: int,
-                             cache_budget: int = 2**31):
+                             cache_budget: int = 2**31, standardisation: tuple | None = None):
     """`split` in global batches of `batch`, each worker reading its own shard: for eval_step."""
     from alexnet_core.inputs.data import make_dataset
 
     def shard(context):
         return make_dataset(split, num_classes, size, context.get_per_replica_batch_size(batch),
-                            cache_budget=cache_budget,
+                            cache_budget=cache_budget, standardisation=standardisation,
                             shard=(context.num_input_pipelines, context.input_pipeline_id))
 
     return strategy.distribute_datasets_from_function(shard)
@@ -445,11 +459,13 @@ class Trainer:
         """config.json: the settings, the data's classes and what the run runs on; and the log's
         first lines."""
         config, state, source, has_val = self.config, self.state, self.state.source, plan.has_val
+        preprocessing = run_preprocessing(config, state.input_size, self.run_dir)  # a fine-tuning base's
+        state.standardisation = (tuple(preprocessing["mean"]), tuple(preprocessing["std"]))  # what training gives
         fileio.write_json_atomic(self.run_dir / layout.CONFIG, {
             **asdict(config), "class_names": list(source.class_names),
             **({"class_words": source.class_words} if source.class_words else {}),
             "environment": environment(plan.strategy, self.cluster),
-            "preprocessing": run_preprocessing(config, state.input_size, self.run_dir),  # a fine-tuning base's
+            "preprocessing": preprocessing,
             "steps_per_epoch": state.steps_per_epoch,
             "monitor": {"best_checkpoint": plan.best_monitor, "schedule": plan.schedule_monitor,
                         "schedule_note": None if plan.schedule_monitor is None or has_val else
@@ -516,21 +532,34 @@ class Trainer:
         train_split = plan.train_split
         plan.train_step, plan.eval_step = make_steps(state.model, state.optimizer, plan.strategy,
                                                      loss_function(config), batch, min(5, num_classes),
-                                                     jit=config.jit, per_image=config.snapshots)
+                                                     jit=config.jit, per_image=config.snapshots,
+                                                     standardisation=state.standardisation)
         if self.cluster:
             self._check_workers_agree(plan.strategy, done)
         self._stop_point("while preparing the first step")
+        service = None
+        if config.data_service:  # decoding and augmentation on a tf.data service's workers
+            from alexnet_core.train.data_service import ServiceInput
+
+            service = ServiceInput(config.data_service, self.status, self.log, self.cluster)
+            self.observers.observers.append(service.watchdog)
 
         def train_fn(context):  # each worker reads its own shard, in batches of one replica's share
-            return make_dataset(train_split, num_classes, size, context.get_per_replica_batch_size(batch),
-                                training=True, seed=config.seed + done, cache_budget=budget, drop_remainder=True,
-                                **dataset_options(config.augment, size, config.seed + done),
-                                shard=(context.num_input_pipelines, context.input_pipeline_id))
+            per_replica = context.get_per_replica_batch_size(batch)
+
+            def pipeline(**changes):
+                return make_dataset(train_split, num_classes, size, per_replica, **{
+                    "training": True, "seed": config.seed + done, "cache_budget": budget, "drop_remainder": True,
+                    "standardisation": state.standardisation,
+                    **dataset_options(config.augment, size, config.seed + done),
+                    "shard": (context.num_input_pipelines, context.input_pipeline_id), **changes})
+
+            return service.stream(pipeline, per_replica, config.seed + done) if service else pipeline()
 
         plan.iterator = iter(plan.strategy.distribute_datasets_from_function(train_fn))
         if plan.has_val:
             plan.validation = distributed_eval_dataset(plan.strategy, state.source.val, num_classes, size, batch,
-                                                       budget)
+                                                       budget, standardisation=state.standardisation)
         plan.initial_loss = self.record.get("initial_loss")
 
     def _check_workers_agree(self, strategy, done: int) -> None:

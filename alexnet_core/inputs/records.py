@@ -1,0 +1,271 @@
+"""The training stream over a prepared folder's TFRecord shards: crop, flip, PCA lighting.
+
+A prepared folder (inputs/prepare.py writes it, inputs/prepared.py reads it) holds each image
+once as a JPEG already resized to 256 px on its shorter side, in `*-NNNNN-of-NNNNN.tfrecord`
+shards of `tf.train.Example`s. `train_batches` turns a split's shards into what
+`data.make_dataset(..., training=True, crop=...)` gives for image files: batches of (uint8 HWC
+images at input_size, one-hot float32 labels), repeating forever, every epoch shuffled afresh
+and the same for the same seed.
+
+Per epoch: the shard files in a new seeded order, several read at once and interleaved in a
+fixed pattern, a shuffle buffer over the records. That is not a full permutation of the split as
+the file pipeline's is (the JPEG bytes of a large split do not fit a buffer), but `prepare` filled
+the shards in a seeded random order of the whole split, so each shard is already a mix of every
+class, and the order of each epoch is a new one. Per image: the crop's JPEG blocks decoded
+(`decode_and_crop_jpeg`), flipped, resized to the input (the paper's crop of an image already at
+the prepared size is a 227 window taken as it is, `paper_window`), its own PCA lighting shift
+added, and turned into bytes. Records are parsed a batch at a time, and each such batch draws the
+random numbers of its images at once (no random stream zipped with the images); the per-image work
+runs in one parallel map. docs/BENCHMARKS.md has what each step costs.
+"""
+
+from __future__ import annotations
+
+# TensorFlow loads on first use (inside the functions), as in data.py: importing this module
+# stays light for the app's pages and the command line.
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+
+from alexnet_core.inputs.splits import DataError
+
+SHUFFLE_RECORDS = 8192  # records in the shuffle buffer (~25 KB each at 256 px: about 200 MB)
+INTERLEAVE = 8  # shard files read at once
+PARSE_BATCH = 128  # records parsed (and their random numbers drawn) together
+
+
+def shard_counts(shards: list[str]) -> list[int]:
+    """The number of records of each shard: from its `.json` record when that is readable and
+    agrees with the shard's size, else by reading the shard through."""
+    import tensorflow as tf
+
+    counts = []
+    for shard in shards:
+        path = Path(shard)
+        count = None
+        try:
+            info = json.loads(path.with_suffix(".json").read_text(encoding="utf-8"))
+            if int(info["bytes"]) == path.stat().st_size and int(info["count"]) >= 0:
+                count = int(info["count"])
+        except (OSError, ValueError, KeyError, TypeError):
+            pass
+        if count is None:
+            try:
+                count = sum(1 for _ in tf.data.TFRecordDataset(str(path)))
+            except tf.errors.OpError as exc:
+                raise DataError(f"Cannot read the prepared shard '{path}' ({exc.message.splitlines()[0][:200]}): "
+                                "run `prepare` again to rewrite it.") from exc
+        counts.append(count)
+    return counts
+
+
+def _check(shards, num_classes, input_size, batch_size, crop, shard, rows):
+    if not shards:
+        raise DataError("No prepared shards to train on: the split is empty. Run `prepare` on a folder with images.")
+    missing = [s for s in shards if not os.path.isfile(s)]
+    if missing:
+        raise DataError(f"The prepared shard '{missing[0]}' is missing ({len(missing)} of {len(shards)} shards): "
+                        "run `prepare` again to rewrite the folder.")
+    if crop not in ("paper", "random-resized"):
+        raise DataError(f"Unknown training crop {crop!r}: use 'paper' or 'random-resized'.")
+    if num_classes < 1 or input_size < 1 or batch_size < 1:
+        raise DataError(f"num_classes, input_size and batch_size must be positive (got {num_classes}, "
+                        f"{input_size}, {batch_size}).")
+    if shard is not None:
+        count, index = shard
+        if count < 1 or not 0 <= index < count:
+            raise DataError(f"shard=(count, index) needs count >= 1 and 0 <= index < count, got {shard}.")
+    if rows is not None and len(rows) == 0:
+        raise DataError("rows selects no image: give at least one position, or None for all.")
+
+
+def records(shards: list[str], *, seed: int, shard: tuple[int, int] | None = None, rows=None,
+            epochs: int | None = None, buffer: int = SHUFFLE_RECORDS, interleave: int = INTERLEAVE):
+    """The serialized records of `shards`, each epoch in a fresh seeded order, repeating forever
+    (or `epochs` times): the shard order reshuffled per epoch, `interleave` shards read at once in
+    a fixed pattern, then a shuffle buffer of `buffer` records. `shard=(count, index)` keeps the
+    index-th of every count shard files (every count-th record when there are fewer files than
+    count); `rows` keeps only the records at those positions of the split (shard-then-record
+    order). Each epoch is complete before the next begins."""
+    import tensorflow as tf
+
+    shards = [str(s) for s in shards]
+    count, index = shard or (1, 0)
+    by_record = count > 1 and len(shards) < count
+    mine = list(range(len(shards)))
+    if count > 1 and not by_record:
+        mine = mine[index::count]
+    if rows is not None or by_record:
+        counts = shard_counts(shards)
+        total = sum(counts)
+        mask = np.ones(total, dtype=bool)
+        if rows is not None:
+            rows = np.asarray(rows, dtype=np.int64)
+            if rows.min() < 0 or rows.max() >= total:
+                raise DataError(f"rows has position {int(rows.max() if rows.max() >= total else rows.min())}, "
+                                f"outside the split's {total} images: the prepared folder changed; load it again.")
+            mask[:] = False
+            mask[rows] = True
+        if by_record:
+            mask &= np.arange(total) % count == index
+        keep = tf.constant(mask)
+        offsets = np.concatenate([[0], np.cumsum(counts)[:-1]]).astype(np.int64)
+        files = tf.data.Dataset.from_tensor_slices(([shards[i] for i in mine], offsets[mine]))
+
+        def read(path, offset):
+            return tf.data.TFRecordDataset(path).enumerate(offset).filter(lambda i, _: keep[i]).map(lambda _, r: r)
+    else:
+        files = tf.data.Dataset.from_tensor_slices([shards[i] for i in mine])
+
+        def read(path):
+            return tf.data.TFRecordDataset(path)
+
+    shards = [shards[i] for i in mine]
+    cycle = max(1, min(interleave, len(shards)))
+    epoch = files.shuffle(max(1, len(shards)), seed=seed, reshuffle_each_iteration=True)
+    epoch = epoch.interleave(read, cycle_length=cycle, block_length=1, num_parallel_calls=cycle, deterministic=True)
+    if buffer > 1:
+        epoch = epoch.shuffle(buffer, seed=seed + 1, reshuffle_each_iteration=True)
+    return epoch.repeat(epochs)
+
+
+def decode_crop(data, size: int, crop: str, seed, uniform, flip, shift=None):
+    """One training crop of a JPEG's bytes, decoding only the crop's blocks, flipped when `flip`,
+    as uint8 at size x size, with the per-channel lighting `shift` (float32 (3,), 0..255 scale)
+    added when given.
+
+    `seed` is the image's stateless seed pair (crops.crop_window's box); `uniform`, two numbers in
+    [0, 1), places the paper's window in an image already at the prepared size (`paper_window`)."""
+    import tensorflow as tf
+
+    from alexnet_core.inputs.crops import crop_window
+
+    shape = tf.io.extract_jpeg_shape(data)
+
+    def cut(begin, extent, side=None):
+        part = tf.io.decode_and_crop_jpeg(data, tf.concat([begin, extent], 0), channels=3)
+        part.set_shape([side, side, 3])
+        return tf.cond(flip, lambda: tf.reverse(part, [1]), lambda: part)
+
+    def resized():
+        # Bilinear, no antialiasing filter (crops.to_input says why), from the bytes directly (no
+        # float copy before it).
+        return _to_bytes(tf.image.resize(cut(*crop_window(shape, size, crop, seed)), (size, size)), shift)
+
+    if crop != "paper":
+        return resized()
+    begin, resample = paper_window(shape, size, uniform)
+
+    def window():
+        pixels = cut(begin, tf.constant([size, size]), size)
+        return pixels if shift is None else _to_bytes(tf.cast(pixels, tf.float32), shift)
+
+    return tf.cond(resample, resized, window)
+
+
+def _to_bytes(pixels, shift):
+    """float32 0..255 pixels, plus a per-channel lighting shift when given, rounded to uint8.
+    Bilinear pixels stay in 0..255, so without a shift + 0.5 and a cast round them; with one,
+    bias_add (a broadcast add costs several times more here) and a single clip."""
+    import tensorflow as tf
+
+    if shift is None:
+        return tf.cast(pixels + 0.5, tf.uint8)
+    shifted = tf.nn.bias_add(pixels, shift + 0.5)
+    return tf.cast(tf.raw_ops.ClipByValue(t=shifted, clip_value_min=0.0, clip_value_max=255.0), tf.uint8)
+
+
+def paper_window(shape, size: int, uniform):
+    """The paper's crop of an image already at the prepared size, as the paper's network was
+    trained (the BVLC Caffe model: random 227 crops of 256-px images): a random size x size window,
+    no resampling. crops.crop_window's square of side shorter*224/256 (224 at 256 px) resized to
+    227 is the same crop within 1.3% of scale, and that resize costs about 40% of the stream on a
+    CPU. Returns (begin, resample): `resample` (a boolean tensor) is true for an image not at the
+    prepared size (its shorter side off size*256/224 by more than 3%), which gets crop_window's
+    square resized, as from files."""
+    import tensorflow as tf
+
+    from alexnet_core.inputs.crops import PAPER_RESIZE
+
+    hw = tf.cast(shape[:2], tf.float32)
+    target = size * PAPER_RESIZE
+    resample = tf.abs(tf.reduce_min(hw) - target) > 0.03 * target
+    begin = tf.cast(tf.floor(uniform * tf.maximum(hw - size + 1.0, 1.0)), tf.int32)
+    return begin, resample
+
+
+def stream_options():
+    """tf.data options of the stream: autotuned parallelism and the usual fusions; the map is
+    not reordered (determinism per seed)."""
+    import tensorflow as tf
+
+    options = tf.data.Options()
+    options.deterministic = True
+    options.autotune.enabled = True
+    options.experimental_optimization.map_parallelization = True
+    options.experimental_optimization.parallel_batch = True
+    return options
+
+
+def train_batches(shards: list[str], num_classes: int, input_size: int, batch_size: int, *, seed: int,
+                  crop: str | None, lighting: float = 0.0, augment=None, shard: tuple[int, int] | None = None,
+                  drop_remainder: bool = False, rows=None, epochs: int | None = None,
+                  buffer: int = SHUFFLE_RECORDS, on_device: bool = False):
+    """Training batches of (uint8 images at input_size, one-hot float32 labels) from prepared
+    shards, the element spec of `data.make_dataset(..., training=True, crop=crop)`, repeating
+    forever (`epochs` limits it, for checks), deterministic for a seed (see `records`).
+
+    `crop` is "paper" or "random-resized" (crops.crop_window; the paper's crop of an image at the
+    prepared size is `paper_window`); `lighting` the std of the paper's PCA lighting noise
+    (augment.lighting), one shift per image; `augment` (Keras layers) runs per image after the
+    crop, as in make_dataset. A record whose JPEG cannot be decoded is left out (tf.data logs it).
+
+    `on_device` (with `lighting` and no `augment`): each image's lighting shift is drawn here but
+    added by the training step (train.loop.make_steps) as it turns the bytes into floats on its
+    device: the batches are (uint8 images, one-hot labels, {"shift": float32 (B, 3)}), which
+    saves the CPU its costliest pass after decoding. (The random-resized crop's resize stays here:
+    sending the unresized crops on a fixed canvas for the step to resize measured slower on a CPU,
+    700 against 1,000 images per CPU-second, the large per-image buffers costing more than the
+    resize; docs/BENCHMARKS.md.)
+"""
+    import tensorflow as tf
+
+    from alexnet_core.inputs.augment import lighting as colour_noise
+
+    _check(shards, num_classes, input_size, batch_size, crop, shard, rows)
+    ds = records(shards, seed=seed, shard=shard, rows=rows, epochs=epochs, buffer=buffer)
+    spec = {"image/encoded": tf.io.FixedLenFeature([], tf.string),
+            "image/class/label": tf.io.FixedLenFeature([], tf.int64)}
+    # The random numbers of a batch of records at once, from one stateless seed per batch (the
+    # batch's number and `seed`): each image's crop seed pair, window place, flip and lighting shift.
+    ds = ds.batch(PARSE_BATCH).enumerate()
+
+    def parse(step, serialized):
+        parsed = tf.io.parse_example(serialized, spec)
+        n = tf.shape(serialized)[0]
+        keys = [tf.stack([tf.cast(seed, tf.int64), 3 * step + k]) for k in range(3)]  # three streams
+        pairs = tf.random.stateless_uniform([n, 2], keys[0], minval=None, maxval=None, dtype=tf.int64)
+        uniform = tf.random.stateless_uniform([n, 3], keys[1])
+        shifts = colour_noise(keys[2], lighting, n) if lighting else tf.zeros([n, 3])
+        labels = tf.one_hot(parsed["image/class/label"], num_classes)
+        return parsed["image/encoded"], labels, pairs, uniform, shifts
+
+    ds = ds.map(parse, num_parallel_calls=tf.data.AUTOTUNE).unbatch()
+
+    def one(data, label, pair, uniform, shift):
+        if on_device and augment is None and lighting:
+            image = decode_crop(data, input_size, crop, pair, uniform[:2], uniform[2] < 0.5)
+            return image, label, {"shift": shift}
+        if augment is None:
+            return decode_crop(data, input_size, crop, pair, uniform[:2], uniform[2] < 0.5,
+                               shift if lighting else None), label
+        image = tf.cast(decode_crop(data, input_size, crop, pair, uniform[:2], uniform[2] < 0.5),
+                        tf.float32)
+        image = augment(image[None], training=True)[0]
+        return tf.saturate_cast(image + (shift + 0.5), tf.uint8), label
+
+    ds = ds.map(one, num_parallel_calls=tf.data.AUTOTUNE).ignore_errors(log_warning=True)
+    ds = ds.batch(batch_size, drop_remainder=drop_remainder).prefetch(tf.data.AUTOTUNE)
+    return ds.with_options(stream_options())
