@@ -29,7 +29,7 @@ def lighting(seed, std: float, count: int):
 # Presets whose augmentation is done per image while decoding (data.make_dataset's `crop` and
 # `lighting`): the crop from the image at its own resolution, a flip, and the PCA lighting std.
 ERASE_FILL = 120.0  # about the mean pixel of natural images: near zero once standardised
-CROPS = {"paper": ("paper", 0.1), "random-resized-crop": ("random-resized", 0.0)}
+CROPS = {"paper": ("paper", 0.1), "paper-no-lighting": ("paper", 0.0), "random-resized-crop": ("random-resized", 0.0)}
 
 
 def dataset_options(preset: str, input_size: int, seed: int | None = None) -> dict:

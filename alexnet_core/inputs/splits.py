@@ -34,6 +34,13 @@ class Split:
     def __len__(self) -> int:
         return len(self.labels)
 
+    def first_per_class(self, count: int) -> Split:
+        """The first `count` images of each class, in the split's order (its files' order by name)."""
+        keep = np.sort(np.concatenate([np.flatnonzero(self.labels == label)[:count]
+                                       for label in np.unique(self.labels)]))
+        return Split(self.labels[keep], paths=None if self.paths is None else [self.paths[i] for i in keep],
+                     images=None if self.images is None else self.images[keep], records=self.records)
+
 
 @dataclass
 class DataSource:

@@ -35,6 +35,8 @@ AUGMENTATIONS = {
     "keras-seed": "Rotation up to 2 degrees, horizontal flip, zoom 10% (the Keras seed's ImageDataGenerator).",
     "paper": "Shorter side resized to 256/224 of the input (256 for 224), a random square crop of the input "
              "size, horizontal flip, PCA lighting noise (std 0.1), as in the paper.",
+    "paper-no-lighting": "The paper's augmentation without its PCA lighting noise: the same crop and flip only "
+                         "(what the paper's lighting claim compares against).",
     "random-resized-crop": "A random crop of 8-100% of the image's area and 3:4-4:3 aspect, resized to the "
                            "input, horizontal flip (the Inception/ResNet ImageNet recipe; decodes only the crop).",
     "cifar": "4-pixel zero padding + random crop, horizontal flip (the standard CIFAR recipe).",
@@ -237,6 +239,11 @@ class TrainConfig:
     steps_per_epoch: int | None = setting(  # None: every image once an epoch
         None, rule=">= 1", valid=lambda v, c: v is None or (_is_int(v) and v >= 1),
         help="cap the steps of each epoch", cli_only="a cap for quick experiments from the command line")
+    train_per_class: int | None = setting(  # None: every training image
+        None, rule=">= 1", valid=lambda v, c: v is None or (_is_int(v) and v >= 1), metavar="N",
+        help="train on the first N training images of each class (by file name) only: a smaller training set "
+             "for quick experiments; the validation split stays whole",
+        cli_only="a smaller training set for quick experiments (the paper's claims) from the command line")
     log_every: int = setting(
         10, rule=">= 1", valid=lambda v, c: _is_int(v) and v >= 1,
         help="steps between rows of steps.csv", cli_only="the Train page's curves read the default")

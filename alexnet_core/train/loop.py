@@ -437,6 +437,8 @@ class Trainer:
 
         config, state = self.config, self.state
         source = load_source(config.data, config.val_split)
+        if config.train_per_class and source.train is not None:  # a quick experiment's smaller training set
+            source.train = source.train.first_per_class(config.train_per_class)
         self._stop_point("while loading the data")
         stored = fileio.read_object(self.run_dir / layout.CONFIG)
         if stored.get("class_names") and stored["class_names"] != source.class_names:
