@@ -204,6 +204,11 @@ def cmd_train(args) -> int:
 
     if args.resume:
         _refuse_settings_with_resume(args)
+    if args.queue:
+        return _train_queued(args)
+    if args.gpu is not None:
+        raise UsageError("--gpu applies to a queued run: give it with --queue (the queue gives the run that GPU "
+                         "alone and starts it when the GPU is free)")
     if args.join_timeout is not None and not (math.isfinite(args.join_timeout) and args.join_timeout > 0):
         raise UsageError(f"--join-timeout must be a number of seconds above 0, got {args.join_timeout:g}")
     try:
@@ -245,6 +250,97 @@ def cmd_train(args) -> int:
     else:
         print(json.dumps({"run_dir": str(run_dir), **liveness.read_status(run_dir)}))
     return code
+
+
+def _train_queued(args) -> int:
+    """`train ... --queue`: a new run checked as for a start, created `queued` and put in the queue;
+    returns at once (the run starts when its place is free)."""
+    from alexnet_core.inputs.data import DataError
+    from alexnet_core.train import queue
+
+    if args.workers is not None or args.worker_index is not None or os.environ.get("TF_CONFIG"):
+        raise UsageError("--queue starts a run on this machine: a multi-worker run (--workers, TF_CONFIG) is "
+                         "started on every worker by hand")
+    try:
+        config = _train_config(args)
+        _check_data_service(config)
+        run_dir = queue.enqueue(config, args.runs_dir, run_id=args.run_id, gpu=args.gpu)
+    except (ConfigError, DataError, layout.RunError) as exc:
+        raise UsageError(str(exc)) from exc
+    except OSError as exc:
+        raise UsageError(f"Cannot create the run folder: {exc}") from exc
+    status = liveness.read_status(run_dir)
+    position = next((e["position"] for e in queue.entries(args.runs_dir) if e["run_id"] == run_dir.name), None)
+    if args.json:
+        print(json.dumps({"run_dir": str(run_dir), "run_id": run_dir.name, "position": position,
+                          "state": status.get("state"), "gpu": args.gpu}))
+    else:
+        where = f"queued, position {position}" if position else f"{status.get('state')}: started by the queue"
+        print(f"{run_dir} ({where})", file=sys.stderr)
+        print(run_dir)
+    return exits.OK
+
+
+def cmd_queue(args) -> int:
+    """`queue` (start what can start, then list), `queue cancel RUN`, `queue move RUN POSITION`."""
+    from alexnet_core.store import catalog
+    from alexnet_core.train import queue
+
+    try:
+        if args.action == "cancel":
+            queue.cancel(args.run, args.runs_dir)
+            print(f"{args.run} left the queue; its folder stays (state created): resume it with "
+                  f"`python -m alexnet_core train --resume RUN_DIR`, or delete it.", file=sys.stderr)
+            return exits.OK
+        started = []
+        if args.action == "move":
+            order = queue.move(args.run, args.position, args.runs_dir)
+        else:
+            started = queue.advance(args.runs_dir)
+            order = queue.entries(args.runs_dir)
+        problems = queue.problems(args.runs_dir)
+        active = [(run_id, s) for run_id, s in catalog.statuses(args.runs_dir).items()
+                  if s.get("state") in layout.ACTIVE_STATES]
+    except AlexNetError as exc:
+        raise UsageError(str(exc)) from exc
+    except OSError as exc:
+        raise UsageError(f"Cannot read or change the queue in {locations.runs_root(args.runs_dir)}: {exc}") from exc
+    for problem in problems:
+        print(f"note: {problem}", file=sys.stderr)
+    if getattr(args, "json", False):
+        print(json.dumps({"queue": order, "started": [p.name for p in started],
+                          "training": [{"run_id": run_id, "state": s.get("state"), "gpu": s.get("gpu")}
+                                       for run_id, s in active]}))
+        return exits.OK
+    if args.action is None:
+        for path in started:
+            print(f"started {path.name}", file=sys.stderr)
+        for run_id, s in active:
+            print(f"training: {run_id} ({s.get('state')}{'' if s.get('gpu') is None else ', GPU ' + str(s['gpu'])})")
+    if not order:
+        print("The queue is empty.")
+    for entry in order:
+        gpu = "any GPU" if entry["gpu"] is None else f"GPU {entry['gpu']}"
+        print(f"{entry['position']:>3}. {entry['run_id']} ({gpu})")
+    return exits.OK
+
+
+def add_queue_parser(sub) -> None:
+    p = sub.add_parser("queue", help="list the run queue (starting the next run when nothing trains), or change it",
+                       description="Without an action: start the queued runs whose place is free (the machine, or "
+                                   "their GPU), then list the queue. `train ... --queue` adds a run to it.")
+    p.add_argument("--runs-dir", help="runs root (default ./runs or $ALEXNET_RUNS_DIR)")
+    p.add_argument("--json", action="store_true", help="print one JSON document")
+    p.set_defaults(func=cmd_queue, action=None)
+    actions = p.add_subparsers(dest="action")
+    a = actions.add_parser("cancel", help="take a waiting run out of the queue (its folder stays, state created)")
+    a.add_argument("run", metavar="RUN", help="the run's id (its folder's name)")
+    a.add_argument("--runs-dir", default=argparse.SUPPRESS, help="runs root (default ./runs or $ALEXNET_RUNS_DIR)")
+    a = actions.add_parser("move", help="put a waiting run at another place in the queue (1 is next)")
+    a.add_argument("run", metavar="RUN", help="the run's id (its folder's name)")
+    a.add_argument("position", type=int, metavar="POSITION", help="its new place, from 1")
+    a.add_argument("--runs-dir", default=argparse.SUPPRESS, help="runs root (default ./runs or $ALEXNET_RUNS_DIR)")
+    a.add_argument("--json", action="store_true", default=argparse.SUPPRESS, help="print the queue as one JSON document")
 
 
 def _check_data_service(config) -> None:
@@ -689,6 +785,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--run-id", help="name of the run folder")
     p.add_argument("--resume", metavar="RUN_DIR", help="continue a stopped or interrupted run")
     p.add_argument("--allow-parallel", action="store_true", help="start even if another run is training")
+    p.add_argument("--queue", action="store_true", default=None,
+                   help="add the run to the queue and return at once: it starts when nothing else trains "
+                        "(`queue` lists the queue)")
+    p.add_argument("--gpu", type=int, metavar="N", help="with --queue: the one GPU the run trains on")
     p.add_argument("--workers", metavar="HOST:PORT,...",
                    help="every worker of a multi-worker run, the chief first (sets TF_CONFIG)")
     p.add_argument("--worker-index", type=int, metavar="I", help="this worker's place in --workers (0: the chief)")
@@ -754,6 +854,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_data_service_parser(sub)
     add_pretrained_parser(sub)
     add_prepare_parser(sub)
+    add_queue_parser(sub)
 
     p = sub.add_parser("app", help="start the app (streamlit run on the installed app.py)",
                        usage="%(prog)s [STREAMLIT OPTION ...]",

@@ -22,7 +22,8 @@ UNFIXABLE_BY_RESUME = ("data", "settings")
 
 def can_resume(row: dict) -> bool:
     """A run can be resumed when it has epochs left, is not bundled, no trainer holds it, and it
-    did not fail on its data or settings (those need a new run: the same run would fail again)."""
+    did not fail on its data or settings (those need a new run: the same run would fail again).
+    A queued run is not resumed: the queue starts it (train/queue.py)."""
     epochs = row.get("epochs")
     left = not isinstance(epochs, int) or row.get("epochs_done", 0) < epochs
     repeat = row.get("state") == "failed" and row.get("reason") in UNFIXABLE_BY_RESUME
@@ -118,6 +119,9 @@ def run_summary(run_dir: Path, run: dict | None = None) -> dict:
         "has_model": run["model_ok"],
         "message": status.get("message", ""),
         "reason": status.get("reason"),
+        "gpu": status.get("gpu"),
+        "queued_at": status.get("queued_at"),
+        "queue_position": None,  # set by list_runs for a run waiting in the queue
         "strategy": env.get("strategy") if isinstance(env.get("strategy"), str) else None,
         "replicas": replicas if isinstance(replicas, int) and not isinstance(replicas, bool) else None,
         "workers": len(workers) if isinstance(workers, list) else 1,
@@ -168,8 +172,58 @@ def list_runs(root: str | os.PathLike | None = None, extra: list[Path] | None = 
                 continue
     rows = [run_summary(p) for p in folders]
     rows.sort(key=lambda r: r["started"] or 0, reverse=True)
+    positions = {e["run_id"]: e["position"] for e in queue_order(root, rows)[0]}
+    for row in rows:
+        row["queue_position"] = positions.get(row["run_id"])
     taken = {r["run_id"] for r in rows}
     return rows + [run_summary(p) for p in (extra or []) if (Path(p) / layout.CONFIG).exists() and Path(p).name not in taken]
+
+
+def statuses(root: str | os.PathLike | None = None) -> dict[str, dict]:
+    """{run id: status.json as checked and read through liveness} of every run folder directly under
+    `root` (links left out: their runs live elsewhere). Lighter than list_runs: no metrics are read."""
+    root = locations.runs_root(root)
+    found = {}
+    try:
+        folders = list(root.iterdir()) if root.is_dir() else []
+    except OSError:
+        return found
+    for path in folders:
+        try:
+            if path.is_symlink() or not path.is_dir() or not (path / layout.CONFIG).exists():
+                continue
+        except OSError:
+            continue
+        found[path.name] = liveness.read_status(path)
+    return found
+
+
+def queue_order(root: str | os.PathLike | None = None, rows: list[dict] | None = None) -> tuple[list[dict], list[str]]:
+    """The runs folder's queue as everyone sees it: ([{"position" (from 1), "run_id", "run_dir", "gpu",
+    "queued_at", "state"}], what was wrong with queue.json). The order is queue.json's; an entry whose
+    folder is gone or no longer queued is left out. A queue.json that cannot be read is rebuilt here
+    from the run folders in state queued, oldest first, and said so. Returns at once for an empty
+    queue. `rows`: the runs' summaries when the caller has them (list_runs), else the folders are read."""
+    root = locations.runs_root(root)
+    entries, problems = layout.read_queue(root)
+    if entries == []:
+        return [], problems
+    if rows is not None:
+        queued = {r["run_id"]: {"gpu": r.get("gpu"), "queued_at": r.get("queued_at")} for r in rows
+                  if r.get("state") == layout.QUEUED and not r.get("read_only")}
+    else:
+        queued = {run_id: status for run_id, status in statuses(root).items()
+                  if status.get("state") == layout.QUEUED}
+    if entries is None:
+        entries = sorted(({"run_id": run_id, "gpu": s.get("gpu"), "queued_at": s.get("queued_at")}
+                          for run_id, s in queued.items()), key=lambda e: (e["queued_at"] or 0, e["run_id"]))
+        problems.append(f"{layout.QUEUE} was rebuilt from the {len(entries)} run folder"
+                        f"{'' if len(entries) == 1 else 's'} in state queued, oldest first")
+    order = [{"run_id": e["run_id"], "run_dir": str(root / e["run_id"]), "gpu": e["gpu"], "queued_at": e["queued_at"],
+              "state": layout.QUEUED} for e in entries if e["run_id"] in queued]
+    for position, entry in enumerate(order, 1):
+        entry["position"] = position
+    return order, problems
 
 
 def all_runs(root: str | os.PathLike | None = None) -> list[dict]:
@@ -231,6 +285,10 @@ def delete_run(root: str | os.PathLike, run_id: str) -> None:
         raise layout.RunError(f"No run {run_id!r} in {path.parent}")
     if layout.is_read_only(path):
         raise layout.RunError(f"Run {run_id!r} is bundled with the app and cannot be deleted")
-    if liveness.read_status(path).get("state") in layout.ACTIVE_STATES:
+    state = liveness.read_status(path).get("state")
+    if state in layout.ACTIVE_STATES:
         raise layout.RunError(f"Run {run_id!r} is still training: stop it first")
+    if state == layout.QUEUED:
+        raise layout.RunError(f"Run {run_id!r} is waiting in the queue: cancel it first (Train page, or "
+                              f"`python -m alexnet_core queue cancel {run_id}`)")
     shutil.rmtree(path)

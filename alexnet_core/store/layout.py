@@ -67,6 +67,9 @@ LABEL = "label.json"  # the user's name and notes for a run: {"name", "notes"}
 SNAPSHOTS = "snapshots"  # per-epoch snapshots (snapshots.py)
 
 
+QUEUE = "queue.json"  # in the runs folder: the queued runs in order (train/queue.py)
+
+
 MAX_NAME = 80
 
 
@@ -82,7 +85,10 @@ ACTIVE_STATES = ("starting", "running")
 RESUMABLE_STATES = ("created", "stopped", "interrupted", "failed", "diverged")
 
 
-STATES = ("created", "starting", "running", "finished", "stopped", "failed", "diverged")
+STATES = ("created", "queued", "starting", "running", "finished", "stopped", "failed", "diverged")
+
+
+QUEUED = "queued"  # waiting in the runs folder's queue: not active, started by the queue, not by Resume
 
 
 class RunError(AlexNetError, ValueError):
@@ -145,7 +151,7 @@ STATUS_SCHEMA = {
     "state": _TEXT, "message": _TEXT, "pid": _INT, "host": _TEXT, "heartbeat": _NUMBER, "started": _NUMBER,
     "finished": _NUMBER, "epoch": _INT, "step": _INT, "steps_per_epoch": _INT, "completed_epochs": _INT,
     "images_per_sec": _NUMBER, "eta_seconds": _NUMBER, "elapsed_s": _NUMBER, "phase": _TEXT,
-    "evaluations": _LIST, "has_model": bool, "reason": _TEXT,
+    "evaluations": _LIST, "has_model": bool, "reason": _TEXT, "gpu": _INT, "queued_at": _NUMBER,
 }
 
 
@@ -203,6 +209,33 @@ def read_checked(path: Path, schema: dict) -> tuple[dict, list[str]]:
         problems.append(f"{path.name}: class_names holds something other than names")
         data.pop("class_names")
     return data, problems
+
+
+QUEUE_ENTRY_SCHEMA = {"run_id": _TEXT, "gpu": _INT, "queued_at": _NUMBER}
+
+
+def read_queue(root: Path) -> tuple[list[dict] | None, list[str]]:
+    """The runs folder's queue.json: ([{"run_id", "gpu", "queued_at"}] in order, what was wrong).
+    A missing file is an empty queue ([], []); a file that cannot be read as a queue gives None
+    (the caller rebuilds it from the queued run folders); a damaged entry is dropped and named."""
+    queue, problems = read_checked(Path(root) / QUEUE, {"entries": _LIST, "note": _TEXT})
+    if problems or (queue and "entries" not in queue):
+        return None, problems or [f"{QUEUE}: has no entries list"]
+    entries, seen = [], set()
+    for number, entry in enumerate(queue.get("entries") or [], 1):
+        if not isinstance(entry, dict):
+            problems.append(f"{QUEUE}: entry {number} is {_short(entry)}, not an object; dropped")
+            continue
+        bad = [key for key, kind in QUEUE_ENTRY_SCHEMA.items() if not _fits(entry.get(key), kind)]
+        if bad or not valid_run_id(entry.get("run_id")) or entry["run_id"] in seen:
+            why = f"{', '.join(bad)} of the wrong type" if bad else "no usable run id, or one listed twice"
+            problems.append(f"{QUEUE}: entry {number} ({_short(entry)}) has {why}; dropped")
+            continue
+        seen.add(entry["run_id"])
+        entries.append({"run_id": entry["run_id"], "gpu": entry.get("gpu"), "queued_at": entry.get("queued_at")})
+    if queue.get("note"):
+        problems.append(queue["note"])
+    return entries, problems
 
 
 def read_config(run_dir: Path) -> dict:

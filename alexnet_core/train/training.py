@@ -1,8 +1,9 @@
 """Training's entry points, for the command line, the launcher and a supervised worker.
 
-`check_fine_tune` checks a fine-tuning run's base model before a run folder exists,
-`prepare_tensorflow` sets TensorFlow's threads and logical CPUs once before it runs anything,
-and `run_training` trains a run folder (loop.Trainer) with every ending recorded in status.json.
+`check_fine_tune` (lifecycle's, named here for the command line) checks a fine-tuning run's base model
+before a run folder exists, `prepare_tensorflow` sets TensorFlow's threads and logical CPUs once before it runs anything,
+and `run_training` trains a run folder (loop.Trainer) with every ending recorded in status.json, then
+starts the next queued run (queue.py).
 The loop is loop.py, what a run does besides training observers.py, a worker's part of a
 multi-worker run distributed.py, fine-tuning finetune.py and the Train page's estimate estimate.py.
 TensorFlow: imported lazily.
@@ -21,23 +22,7 @@ from pathlib import Path
 
 from alexnet_core.settings.config import ConfigError, TrainConfig
 from alexnet_core.store import layout, liveness
-from alexnet_core.train.finetune import copy_features, fine_tune_source
-
-
-def check_fine_tune(config: TrainConfig) -> TrainConfig:
-    """The settings of a run that fine-tunes from `config.init_from`, once the base model has
-    loaded (safely) and its convolutional layers fit the network the run will build; ConfigError
-    naming the problem otherwise. Called before a run folder exists."""
-    from alexnet_core.models.variants import build_model
-
-    tuned, base = fine_tune_source(config)
-    try:
-        target = build_model(tuned.variant, num_classes=2, input_size=tuned.input_size, **tuned.switches)
-    except ValueError as exc:
-        raise ConfigError(f"Cannot fine-tune from {config.init_from!r}: its recorded network is not usable "
-                          f"({exc})") from exc
-    copy_features(base, target, dry_run=True)
-    return tuned
+from alexnet_core.train.lifecycle import check_fine_tune  # noqa: F401 - where the command line finds it
 
 
 def train(config: TrainConfig, run_dir: Path, log=print, observers=()) -> dict:
@@ -91,8 +76,9 @@ class Ending(enum.Enum):
 
 
 def run_training(config: TrainConfig, run_dir: Path, log=None, observers=()) -> Ending:
-    """train() with every ending recorded in status.json, and how it ended."""
-    from alexnet_core.inputs.data import DataError
+    """train() with every ending recorded in status.json, and how it ended. However the run ends
+    (finished, stopped, failed, diverged), its trainer then starts the next queued run (train/queue.py),
+    so a queue goes on with no browser open."""
     from alexnet_core.train.devices import cluster
 
     log = log or (lambda m: print(m, file=sys.stderr, flush=True))
@@ -103,10 +89,34 @@ def run_training(config: TrainConfig, run_dir: Path, log=None, observers=()) -> 
         return Ending.BAD_INPUT
     writes = place is None or place.is_chief  # only the chief writes the run folder
     try:
-        status = train(config, run_dir, log=log, observers=observers)
-    except layout.ActiveRunError as exc:  # another trainer owns this run: leave its status alone
+        ending = _run_training(config, run_dir, log, observers, writes)
+    except layout.ActiveRunError as exc:  # another trainer owns this run: leave its status (and the queue) alone
         log(f"error: {exc}")
         return Ending.BAD_INPUT
+    if writes:
+        _start_next(run_dir, log)
+    return ending
+
+
+def _start_next(run_dir: Path, log) -> None:
+    """Start the next queued run now that this one has ended; a problem with the queue is logged,
+    never turned into this run's ending."""
+    from alexnet_core.train import queue
+
+    try:
+        for started in queue.advance(Path(run_dir).parent, finishing=Path(run_dir)):
+            log(f"queue: started the next run, {started.name}")
+    except Exception as exc:  # noqa: BLE001 - the run has ended as it ended, whatever the queue says
+        log(f"note: the queue could not start its next run: {type(exc).__name__}: {exc}")
+
+
+def _run_training(config: TrainConfig, run_dir: Path, log, observers, writes: bool) -> Ending:
+    from alexnet_core.inputs.data import DataError
+
+    try:
+        status = train(config, run_dir, log=log, observers=observers)
+    except layout.ActiveRunError:
+        raise
     except (DataError, ConfigError, layout.RunError) as exc:
         if writes:
             _record_failure(run_dir, str(exc), "data" if isinstance(exc, DataError) else "settings")
