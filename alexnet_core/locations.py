@@ -21,6 +21,9 @@ SAMPLE_DIR = ASSETS / "sample"  # the bundled sample data (SOURCE `sample`)
 EXAMPLES_DIR = ASSETS / "examples"  # the Classify page's example photos
 BUNDLED_DIR = ASSETS / "runs"  # read-only runs that ship with the app
 DEMO_RUN = BUNDLED_DIR / "demo"  # the bundled demo model's run (MODEL `demo`)
+CLAIMS_DIR_ENV = "ALEXNET_CLAIMS_DIR"  # another folder of the paper's claims' measured runs (a test's copy)
+# The paper's claims measured here: runs/ (their metrics, configs and snapshots) and verdicts.json
+CLAIMS_DIR = Path(os.environ.get(CLAIMS_DIR_ENV) or ASSETS / "claims").expanduser()
 
 RUNS_DIR_ENV = "ALEXNET_RUNS_DIR"  # where runs go (default ./runs)
 DATA_DIR_ENV = "ALEXNET_DATA_DIR"  # where datasets built in the app go (default ./data)

@@ -1,0 +1,298 @@
+"""The paper's claims: verdict rules on run folders written here, matching runs to arms, the
+user's runs replacing the bundled ones, the shipped bundle, and the `claims` commands."""
+
+import json
+from dataclasses import asdict
+from pathlib import Path
+
+import pytest
+
+from alexnet_core import locations
+from alexnet_core.analysis import claims
+from alexnet_core.store import fileio, layout
+
+CLASSES = [f"c{i}" for i in range(10)]
+
+
+def write_run(root, run_id, config, rows, state="finished", elapsed=60.0):
+    """A run folder as the trainer leaves it: config.json (the settings as recorded), metrics.csv
+    (one row per epoch, from 0) and status.json."""
+    path = Path(root) / run_id
+    path.mkdir(parents=True)
+    fileio.write_json_atomic(path / layout.CONFIG, {**asdict(config), "class_names": CLASSES,
+                                                    "steps_per_epoch": 79})
+    epochs = [{"epoch": i, "epoch_seconds": 20.0, **row} for i, row in enumerate(rows)]
+    (path / layout.METRICS).write_text(layout.metrics_csv(epochs) if epochs else "")
+    fileio.write_json_atomic(path / layout.STATUS, {"state": state, "message": state, "epoch": len(rows),
+                                                    "elapsed_s": elapsed, "started": 1.0, "heartbeat": 2.0})
+    return path
+
+
+def final(train, val, epochs=3):
+    """Metrics rows whose last epoch has these accuracies."""
+    return [{"accuracy": train * (i + 1) / epochs, "val_accuracy": val * (i + 1) / epochs, "loss": 1.0,
+             "val_loss": 1.0} for i in range(epochs)]
+
+
+def arm_config(name, arm, seed):
+    return next(config for a, s, config in claims.experiment_configs(name) if a.name == arm and s == seed)
+
+
+def write_arm(root, name, arm, val_errors, train=0.9, prefix=""):
+    """One finished run per seed of an arm, with these final validation errors (fractions)."""
+    for seed, error in enumerate(val_errors):
+        write_run(root, f"{prefix}{name}-{arm}-{seed}", arm_config(name, arm, seed), final(train, 1 - error))
+
+
+@pytest.fixture
+def no_bundle(tmp_path, monkeypatch):
+    monkeypatch.setattr(locations, "CLAIMS_DIR", tmp_path / "no-bundle")
+    return tmp_path / "runs"
+
+
+# --- The claims and their experiments ------------------------------------------------------
+
+
+def test_seven_claims_quote_the_paper_with_sections():
+    assert list(claims.CLAIMS) == ["relu", "lrn", "overlapping-pool", "dropout", "augmentation", "groups", "depth"]
+    assert [c.number for c in claims.CLAIMS.values()] == list(range(1, 8))
+    relu = claims.CLAIMS["relu"]
+    assert relu.quote.startswith("A four-layer convolutional neural network with ReLUs (solid line) reaches a 25% "
+                                 "training error rate on CIFAR-10 six times faster")
+    assert relu.threshold == 0.25 and relu.section == "Section 3.1, Figure 1"
+    assert claims.CLAIMS["depth"].section == "Section 7 (Discussion)"
+    for claim in claims.CLAIMS.values():
+        assert claim.measures and all(a.label for a in claim.arms) and "CIFAR-10" in claim.differs
+
+
+def test_arms_differ_from_the_base_in_their_switch_only_and_share_seeds():
+    configs = claims.experiment_configs("lrn")
+    assert [(a.name, s) for a, s, _ in configs] == [("lrn", 0), ("none", 0), ("lrn", 1), ("none", 1), ("lrn", 2),
+                                                    ("none", 2)]
+    with_lrn, without = asdict(configs[0][2]), asdict(configs[1][2])
+    assert {k for k in with_lrn if with_lrn[k] != without[k]} == {"switches"}
+    assert {k for k, v in with_lrn["switches"].items() if without["switches"][k] != v} == {"norm"}
+    base = configs[0][2]
+    assert (base.variant, base.epochs, base.train_per_class, base.data) == ("compact", 15, 1000, "cifar10")
+    # the relu claim has no regularisation, as the paper's Figure 1
+    relu, tanh = (c for _, _, c in claims.experiment_configs("relu", seeds=(0,)))
+    assert relu.switches["dropout"] == 0 and relu.augment == "none" and tanh.switches["activation"] == "tanh"
+    # the groups claim's one-GPU net has half the kernels
+    grouped, half = (c for _, _, c in claims.experiment_configs("groups", seeds=(0,)))
+    assert grouped.switches["groups"] and not half.switches["groups"]
+    assert half.switches["width"] == grouped.switches["width"] / 2
+
+
+def test_claims_2_to_7_share_the_base_arm():
+    base = claims.canonical(asdict(arm_config("lrn", "lrn", 0)))
+    for name, arm in (("overlapping-pool", "overlapping"), ("dropout", "dropout"), ("augmentation", "paper"),
+                      ("depth", "all")):
+        assert claims.canonical(asdict(arm_config(name, arm, 0))) == base
+
+
+def test_the_gpu_size_needs_a_folder_and_is_scaled_as_asked(tmp_path):
+    with pytest.raises(claims.ClaimError, match="ImageNet-layout folder"):
+        claims.experiment_configs("lrn", size="gpu")
+    configs = claims.experiment_configs("lrn", size="gpu", data=str(tmp_path), epochs=4, train_per_class=50)
+    config = configs[0][2]
+    assert (config.variant, config.epochs, config.train_per_class, config.data) == ("paper", 4, 50, str(tmp_path))
+    with pytest.raises(claims.ClaimError, match="No claim 'nope'. The claims: relu, lrn"):
+        claims.experiment_configs("nope")
+    with pytest.raises(claims.ClaimError, match="not a training setting"):
+        claims.experiment_configs("lrn", speed=3)
+
+
+# --- Per-run measures -----------------------------------------------------------------------
+
+
+def frame(accuracies, val=None):
+    import pandas as pd
+
+    data = {"epoch": list(range(1, len(accuracies) + 1)), "accuracy": accuracies}
+    if val is not None:
+        data["val_accuracy"] = val
+    return pd.DataFrame(data)
+
+
+def test_epochs_to_25_percent_error_is_interpolated_and_censored():
+    # error after epochs 1, 2, 3: 0.6, 0.3, 0.2 -> 25% is crossed halfway between epochs 2 and 3
+    assert claims.epochs_to_error(frame([0.4, 0.7, 0.8]), 0.25) == (2.5, False)
+    # crossed during the first epoch: from chance (0.9) to 0.1
+    assert claims.epochs_to_error(frame([0.9]), 0.25) == (pytest.approx(0.8125), False)
+    # never reached in 3 epochs: a lower bound of 3
+    assert claims.epochs_to_error(frame([0.3, 0.5, 0.6]), 0.25) == (3.0, True)
+
+
+def test_convergence_gap_and_validation_error():
+    metrics = frame([0.5, 0.8, 0.95], val=[0.5, 0.695, 0.70])
+    assert claims.epochs_to_converge(metrics) == (2.0, False)  # 0.695 is within a point of 0.70
+    assert claims.train_val_gap(metrics)[0] == pytest.approx(25.0)
+    assert claims.validation_error(metrics)[0] == pytest.approx(30.0)
+
+
+# --- Verdicts -------------------------------------------------------------------------------
+
+
+def test_a_clear_effect_in_the_papers_direction_agrees(no_bundle):
+    write_arm(no_bundle, "lrn", "lrn", [0.300, 0.302, 0.298])
+    write_arm(no_bundle, "lrn", "none", [0.330, 0.331, 0.329])
+    result = claims.verdict("lrn")
+    assert result["verdict"] == "agrees" and result["source"] == "yours"
+    assert result["effect"] == pytest.approx(3.0) and result["se"] == pytest.approx(0.13, abs=0.01)
+    assert result["arms"]["lrn"]["n"] == 3 and result["arms"]["lrn"]["mean"] == pytest.approx(30.0)
+    assert result["ours"] == ("validation error 30.0% ± 0.2 with LRN, 33.0% ± 0.1 without normalisation (3 and 3 "
+                              "seeds): with LRN lower by 3.0 points; agrees (2 SE = 0.3 points)")
+    assert len(result["runs"]) == 6 and result["seconds"] == pytest.approx(360.0)
+    json.dumps(result)
+
+
+def test_the_opposite_direction_disagrees(no_bundle):
+    write_arm(no_bundle, "depth", "all", [0.35, 0.36, 0.34])
+    write_arm(no_bundle, "depth", "no-conv3", [0.30, 0.31, 0.29])
+    result = claims.verdict("depth")
+    assert result["verdict"] == "disagrees" and result["effect"] == pytest.approx(-5.0)
+    assert "disagrees: the opposite direction" in result["ours"]
+
+
+def test_a_difference_under_two_standard_errors_is_within_noise(no_bundle):
+    write_arm(no_bundle, "lrn", "lrn", [0.30, 0.34, 0.32])
+    write_arm(no_bundle, "lrn", "none", [0.31, 0.35, 0.33])  # 1 point, sd 2 each: 2 SE = 3.3
+    result = claims.verdict("lrn")
+    assert result["verdict"] == "within noise" and result["effect"] == pytest.approx(1.0)
+    assert result["ours"].endswith("within noise (2 SE = 3.3 points)")
+
+
+def test_a_weak_effect_is_not_rounded_into_agreement(no_bundle):
+    # 0.3 points, clearly above its noise, against the paper's 2: agrees in direction only, and says so
+    write_arm(no_bundle, "lrn", "lrn", [0.3000, 0.3001, 0.2999])
+    write_arm(no_bundle, "lrn", "none", [0.3030, 0.3031, 0.3029])
+    result = claims.verdict("lrn")
+    assert result["verdict"] == "agrees"
+    assert "agrees in direction; 0.3 points against the paper's 2" in result["ours"]
+
+
+def test_fewer_than_two_finished_seeds_are_too_few_and_none_is_not_run_yet(no_bundle):
+    assert claims.verdict("lrn")["verdict"] == "not run yet"
+    write_arm(no_bundle, "lrn", "lrn", [0.30, 0.31])
+    write_arm(no_bundle, "lrn", "none", [0.33])
+    write_run(no_bundle, "training", arm_config("lrn", "none", 1), final(0.5, 0.5), state="queued")
+    result = claims.verdict("lrn")
+    assert result["verdict"] == "too few runs" and result["effect"] is None
+    assert result["arms"]["none"]["n"] == 1 and result["yours"]["pending"] == ["training"]
+
+
+def relu_rows(errors):
+    return [{"accuracy": 1 - e, "val_accuracy": 0.5, "loss": 1.0, "val_loss": 1.0} for e in errors]
+
+
+def test_relu_reports_the_ratio_of_epochs_to_25_percent_error(no_bundle):
+    for seed in range(3):
+        write_run(no_bundle, f"relu-{seed}", arm_config("relu", "relu", seed), relu_rows([0.5, 0.2 + seed * 0.01]))
+        write_run(no_bundle, f"tanh-{seed}", arm_config("relu", "tanh", seed),
+                  relu_rows([0.8, 0.6, 0.45, 0.3 + seed * 0.01, 0.2, 0.1]))
+    result = claims.verdict("relu")
+    assert result["verdict"] == "agrees" and result["ratio"] == pytest.approx(2.4, abs=0.1)
+    assert "with tanh takes 2.4x as long" in result["ours"]
+    assert "agrees in direction; 2.4x against the paper's 6x" in result["ours"]
+
+
+def test_relu_a_tanh_run_that_never_reaches_25_percent_is_a_lower_bound(no_bundle):
+    for seed in range(3):
+        write_run(no_bundle, f"relu-{seed}", arm_config("relu", "relu", seed), relu_rows([0.5, 0.2 + seed * 0.01]))
+        write_run(no_bundle, f"tanh-{seed}", arm_config("relu", "tanh", seed), relu_rows([0.8, 0.6, 0.5, 0.4]))
+    result = claims.verdict("relu")
+    assert result["arms"]["tanh"]["censored"] == [True, True, True]
+    assert "not reached in 4 epochs with tanh" in result["ours"] and "takes >= 2.1x as long" in result["ours"]
+    assert result["verdict"] == "agrees" and "at least 2.1x against the paper's 6x" in result["ours"]
+
+
+def test_relu_that_never_reaches_25_percent_gives_no_agreement(no_bundle):
+    for seed in range(3):
+        write_run(no_bundle, f"relu-{seed}", arm_config("relu", "relu", seed), relu_rows([0.5, 0.4 + seed * 0.01]))
+        write_run(no_bundle, f"tanh-{seed}", arm_config("relu", "tanh", seed), relu_rows([0.6, 0.5]))
+    result = claims.verdict("relu")
+    assert result["verdict"] == "within noise" and "train for more epochs" in result["ours"]
+
+
+def test_second_parts_have_their_own_verdicts(no_bundle):
+    # dropout: a smaller gap with it (agrees) and the same convergence epoch (within noise... or too few)
+    for seed in range(3):
+        write_run(no_bundle, f"d-{seed}", arm_config("dropout", "dropout", seed), final(0.80 + seed * 0.001, 0.70))
+        write_run(no_bundle, f"n-{seed}", arm_config("dropout", "no-dropout", seed), final(0.95 + seed * 0.001, 0.68))
+    result = claims.verdict("dropout")
+    assert result["verdict"] == "agrees" and result["effect"] == pytest.approx(17.0)
+    [converge] = result["parts"]
+    assert converge["title"] == "epochs to converge" and converge["quote"].startswith("Dropout roughly doubles")
+    assert converge["verdict"] == "within noise"  # every run converges at its last epoch here: no difference
+
+
+# --- Matching runs to arms -------------------------------------------------------------------
+
+
+def test_a_run_that_differs_in_one_more_setting_does_not_match(no_bundle):
+    from alexnet_core.settings.config import TrainConfig
+
+    config = asdict(arm_config("lrn", "none", 0))
+    write_run(no_bundle, "matches", TrainConfig(**{**config, "recipe": "quick", "log_every": 3,
+                                                   "data": "/elsewhere/cifar10"}), final(0.9, 0.6))
+    write_run(no_bundle, "other-lr", TrainConfig(**{**config, "learning_rate": 0.05}), final(0.9, 0.6))
+    write_run(no_bundle, "other-switch", TrainConfig(**{**config, "switches": {**config["switches"],
+                                                                               "dropout": 0.3}}), final(0.9, 0.6))
+    found = claims.matching_runs("lrn")
+    assert [r["run_id"] for r in found["none"]] == ["matches"] and found["lrn"] == []
+
+
+def test_a_run_recorded_with_fewer_switches_matches_by_what_they_build(no_bundle):
+    from alexnet_core.settings.config import TrainConfig
+
+    config = asdict(arm_config("depth", "all", 0))
+    minimal = {k: v for k, v in config["switches"].items() if k not in ("activation", "remove_conv")}
+    write_run(no_bundle, "minimal", TrainConfig(**{**config, "switches": minimal}), final(0.9, 0.6))
+    assert [r["run_id"] for r in claims.matching_runs("depth")["all"]] == ["minimal"]
+
+
+def test_runs_are_shared_between_claims(no_bundle):
+    write_arm(no_bundle, "lrn", "lrn", [0.30, 0.31, 0.32])  # the base arm, queued by the lrn claim
+    for name, arm in (("overlapping-pool", "overlapping"), ("dropout", "dropout"), ("augmentation", "paper"),
+                      ("depth", "all")):
+        assert [r["run_id"] for r in claims.matching_runs(name)[arm]] == ["lrn-lrn-0", "lrn-lrn-1", "lrn-lrn-2"]
+
+
+def test_the_users_complete_set_replaces_the_bundled_verdict(tmp_path, monkeypatch):
+    bundle = tmp_path / "bundle"
+    monkeypatch.setattr(locations, "CLAIMS_DIR", bundle)
+    write_arm(bundle / "runs", "lrn", "lrn", [0.30, 0.31, 0.32])
+    write_arm(bundle / "runs", "lrn", "none", [0.40, 0.41, 0.42])
+    yours = tmp_path / "runs"
+    write_arm(yours, "lrn", "lrn", [0.30], prefix="mine-")  # one seed of the user's: not a complete set
+    result = claims.verdict("lrn")
+    assert result["source"] == "bundled" and result["verdict"] == "agrees" and result["yours"]["finished"] == 1
+    assert result["runs"] == sorted(p.name for p in (bundle / "runs").iterdir())
+    for seed, error in ((1, 0.31), (2, 0.32)):
+        write_run(yours, f"mine-lrn-lrn-{seed}", arm_config("lrn", "lrn", seed), final(0.9, 1 - error))
+    write_arm(yours, "lrn", "none", [0.301, 0.311], prefix="mine-")
+    result = claims.verdict("lrn")
+    assert result["source"] == "yours" and result["verdict"] == "within noise"
+    assert result["runs"] == sorted(p.name for p in yours.iterdir())
+    assert claims.curves("lrn")["source"].unique().tolist() == ["yours"]
+
+
+def test_curves_hold_every_matching_run_per_epoch(no_bundle):
+    write_arm(no_bundle, "lrn", "lrn", [0.30, 0.31])
+    curves = claims.curves("lrn")
+    assert list(curves.columns) == list(claims.CURVE_COLUMNS)
+    assert len(curves) == 6 and set(curves["arm"]) == {"lrn"} and list(curves["epoch"][:3]) == [1, 2, 3]
+    assert curves["val_error"].iloc[2] == pytest.approx(0.30)
+    assert set(claims.curves("depth")["arm"]) == {"all"}  # the base arm is shared
+    assert claims.curves("relu").empty
+
+
+def test_the_estimate_comes_from_measured_epochs(no_bundle):
+    assert claims.estimate_seconds("lrn")["seconds"] is None
+    write_arm(no_bundle, "lrn", "lrn", [0.30, 0.31])  # 20 s an epoch recorded
+    estimate = claims.estimate_seconds("lrn")
+    # 4 runs left (lrn seed 2, none 0-2) of 15 epochs at 20 s
+    assert estimate["runs"] == 4 and estimate["seconds"] == pytest.approx(4 * 15 * 20.0)
+    assert "your runs" in estimate["measured"]
+    scaled = claims.estimate_seconds("lrn", epochs=5, train_per_class=500)
+    assert scaled["runs"] == 6 and scaled["seconds"] == pytest.approx(6 * 5 * 10.0)
