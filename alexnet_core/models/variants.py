@@ -1,10 +1,11 @@
 """AlexNet variants as data, one builder, and a registry.
 
 Each public variant is a function returning an `Arch`; `build_model(name, ...)`
-applies the switches (normalisation, groups, pooling, dropout, width, input
-size, classes) and builds a functional `keras.Model` whose layers are named
-like the paper: conv1..conv5, fc6, fc7, fc8 and a float32 softmax
-`predictions`.
+applies the switches (normalisation, activation, groups, pooling, dropout, width,
+a middle convolution removed, input size, classes) and builds a functional
+`keras.Model` whose layers are named like the paper: conv1..conv5, fc6, fc7, fc8
+and a float32 softmax `predictions`. A removed convolution leaves a gap in the
+numbers (conv1, conv2, conv4, conv5, fc6...), so a layer keeps its paper's name.
 """
 
 from __future__ import annotations
@@ -17,6 +18,12 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 NORMS = ("lrn", "batchnorm", "none")
+# The nonlinearity after every convolution and hidden dense layer: the paper's ReLU, or the tanh
+# its Figure 1 compares it with. Its layers are named relu6 / tanh6 by what they compute.
+ACTIVATIONS = ("relu", "tanh")
+# remove_conv: 0 keeps all five convolutions; 2, 3 or 4 takes that middle one out (the paper's
+# section 6.1: "removing any of the middle layers results in a loss of about 2%" top-1).
+REMOVE_CONV = (0, 2, 3, 4)
 WIDTHS = (0.25, 0.5, 0.75, 1.0, 1.5, 2.0)  # width multipliers the pages offer
 CPU_FRIENDLY = ("compact", "compact-hires")  # sized for 32x32 images: minutes an epoch on a laptop CPU
 MAX_INPUT_SIZE = 1024
@@ -88,6 +95,7 @@ class Arch:
     input_size: int = 227
     num_classes: int = 1000
     norm: str = "lrn"
+    activation: str = "relu"  # one of ACTIVATIONS
     groups: bool = False
     overlapping_pool: bool = True  # 3x3 stride 2 (paper) instead of 2x2 stride 2
     pool_padding: str = "valid"  # one of POOL_PADDINGS
@@ -98,16 +106,19 @@ class Arch:
     adaptive_pool: int = 0  # torchvision: AdaptiveAvgPool2d(6) before the classifier
     towers: int = 1  # 2 = two explicit streams instead of grouped convolutions
     width: float = 1.0  # multiplies every conv and hidden dense width
+    remove_conv: int = 0  # one of REMOVE_CONV: the middle convolution left out (0: none)
     published: dict = field(default_factory=dict)  # published totals at the defaults
 
     def switches(self) -> dict:
         """The user-facing switches and their current values."""
         return {
             "norm": self.norm,
+            "activation": self.activation,
             "groups": self.groups,
             "overlapping_pool": self.overlapping_pool,
             "dropout": self.dropout,
             "width": self.width,
+            "remove_conv": self.remove_conv,
             "input_size": self.input_size,
             "num_classes": self.num_classes,
         }
@@ -366,12 +377,36 @@ def _validate(name: str, arch: Arch) -> None:
         raise ValueError(f"width must be between 0.05 and 4, got {arch.width!r}")
     if arch.pool_padding not in POOL_PADDINGS:
         raise ValueError(f"pool_padding must be one of {', '.join(POOL_PADDINGS)}, got {arch.pool_padding!r}")
+    if arch.activation not in ACTIVATIONS:
+        raise ValueError(f"activation must be one of {', '.join(ACTIVATIONS)}, got {arch.activation!r}")
+    if arch.activation != "relu" and arch.pool_padding == "ceil":
+        raise ValueError(f"activation {arch.activation!r} cannot be used with pool_padding 'ceil' (Caffe's rounded-up "
+                         "pooling): that pooling pads the map with zeros, which is exact only when every value "
+                         "pooled is >= 0, as after a ReLU, and tanh's outputs go down to -1; use relu, or "
+                         "pool_padding 'valid'")
+    _validate_remove_conv(name, arch)
     _validate_lrn(arch.lrn)
     minimum = min_input_size(arch)
     if arch.input_size < minimum:
         why = ("its layers shrink a smaller image to nothing" if minimum > MIN_INPUT_SIZE else
                f"the app classifies no image under {MIN_INPUT_SIZE}x{MIN_INPUT_SIZE} pixels")
         raise ValueError(f"input_size must be >= {minimum} for {name!r}, got {arch.input_size}: {why}")
+
+
+def _validate_remove_conv(name: str, arch: Arch) -> None:
+    removed = arch.remove_conv
+    if isinstance(removed, bool) or removed not in REMOVE_CONV:
+        raise ValueError(f"remove_conv must be 0 (keep all five convolutions) or 2, 3 or 4 (the middle convolution "
+                         f"to remove), got {removed!r}")
+    if removed and len(arch.convs) != 5:
+        raise ValueError(f"remove_conv takes a middle convolution out of a five-convolution network, and {name!r} "
+                         f"has {len(arch.convs)}; use remove_conv 0")
+    if removed:
+        conv = arch.convs[removed - 1]
+        if conv.stride != 1 or conv.padding not in ("same", (conv.kernel - 1) // 2) or conv.kernel % 2 == 0:
+            # What makes the removal clean: the layers after it see maps of the sizes they always saw.
+            raise ValueError(f"remove_conv {removed} cannot be used with {name!r}: its conv{removed} changes the "
+                             "size of its map, so removing it would change every later layer too")
 
 
 def _validate_lrn(lrn: LRN) -> None:
@@ -408,12 +443,14 @@ def _out_size(size: int, kernel: int, stride: int, padding: Padding) -> int:
 
 
 def spatial_sizes(arch: Arch, input_size: int | None = None) -> list[int]:
-    """Feature-map side after each conv (and its pooling); 0 marks a map that vanished."""
+    """Feature-map side after each conv (and its pooling); 0 marks a map that vanished. A removed
+    convolution (remove_conv) has an entry too: the side after its pooling, which stays."""
     size = arch.input_size if input_size is None else input_size
     pool = 3 if arch.overlapping_pool else 2
     sizes = []
-    for conv in arch.convs:
-        size = _out_size(size, conv.kernel, conv.stride, conv.padding)
+    for i, conv in enumerate(arch.convs, start=1):
+        if i != arch.remove_conv:
+            size = _out_size(size, conv.kernel, conv.stride, conv.padding)
         if conv.pool and size > 0:
             size = _out_size(size, pool, 2, arch.pool_padding)
         sizes.append(size)
@@ -458,6 +495,12 @@ def build_from_arch(arch: Arch, name: str = "alexnet"):
     inputs = keras.Input((arch.input_size, arch.input_size, 3), name="image")
     pool_size = 3 if arch.overlapping_pool else 2
 
+    def activation(x, n: int, suffix: str = ""):
+        """The nonlinearity after conv n or fc n, named by what it computes: relu{n} or tanh{n}."""
+        if arch.activation == "relu":
+            return L.ReLU(name=f"relu{n}{suffix}")(x)
+        return L.Activation(arch.activation, name=f"{arch.activation}{n}{suffix}")(x)
+
     def conv_block(x, conv: Conv, i: int, filters: int, groups: int, suffix: str):
         if isinstance(conv.padding, int):
             x = L.ZeroPadding2D(conv.padding, name=f"pad{i}{suffix}")(x)
@@ -468,25 +511,37 @@ def build_from_arch(arch: Arch, name: str = "alexnet"):
                      name=f"conv{i}{suffix}")(x)
         if conv.norm and arch.norm == "batchnorm":
             x = BatchNormalization(name=f"bn{i}{suffix}")(x)
-        x = L.ReLU(name=f"relu{i}{suffix}")(x)
+        x = activation(x, i, suffix)
         if conv.norm and arch.norm == "lrn":
             x = LocalResponseNormalization(**arch.lrn.layer_config(), name=f"lrn{i}{suffix}")(x)
-        if conv.pool:
-            padding = arch.pool_padding
-            if padding == "ceil":
-                # Caffe's rounded-up pooling as zero padding at the end, then "valid" pooling. Exact
-                # because every value pooled here is >= 0 (a ReLU, or an LRN with k > 0 of a ReLU's
-                # output, comes right before every pool this builder makes), so a padded zero never
-                # beats a real pixel, and every window holds one (none starts past the map).
-                rows, cols = (ceil_padding(int(side), pool_size, 2) for side in x.shape[1:3])
-                if rows or cols:
-                    x = L.ZeroPadding2D(((0, rows), (0, cols)), name=f"ceilpad{i}{suffix}")(x)
-                padding = "valid"
-            x = L.MaxPooling2D(pool_size, strides=2, padding=padding, name=f"pool{i}{suffix}")(x)
-        return x
+        return pool_block(x, conv, i, suffix)
+
+    def pool_block(x, conv: Conv, i: int, suffix: str):
+        if not conv.pool:
+            return x
+        padding = arch.pool_padding
+        if padding == "ceil":
+            # Caffe's rounded-up pooling as zero padding at the end, then "valid" pooling. Exact
+            # because every value pooled here is >= 0 (a ReLU, an LRN with k > 0 of a ReLU's output,
+            # or the pooling of those, comes right before every pool this builder makes; _validate
+            # refuses tanh with "ceil"), so a padded zero never beats a real pixel, and every window
+            # holds one (none starts past the map).
+            rows, cols = (ceil_padding(int(side), pool_size, 2) for side in x.shape[1:3])
+            if rows or cols:
+                x = L.ZeroPadding2D(((0, rows), (0, cols)), name=f"ceilpad{i}{suffix}")(x)
+            padding = "valid"
+        return L.MaxPooling2D(pool_size, strides=2, padding=padding, name=f"pool{i}{suffix}")(x)
 
     streams = [inputs]
     for i, conv in enumerate(arch.convs, start=1):
+        if i == arch.remove_conv:
+            # The paper's section 6.1: the convolution goes with its normalisation and activation,
+            # its max-pooling (if it had one) stays, so every later map keeps its size (_validate
+            # allows only a convolution that keeps its map's size) and the layers after it differ
+            # only in the maps they read. Each tower keeps its own stream.
+            suffixes = [""] if len(streams) == 1 else [f"_{chr(ord('a') + t)}" for t in range(len(streams))]
+            streams = [pool_block(x, conv, i, s) for x, s in zip(streams, suffixes)]
+            continue
         filters = scaled(conv.filters, arch.width)
         groups = conv.groups if arch.groups else 1
         if arch.towers == 1:
@@ -506,7 +561,7 @@ def build_from_arch(arch: Arch, name: str = "alexnet"):
     if arch.adaptive_pool:
         x = AdaptiveAveragePooling2D(arch.adaptive_pool, name="avgpool")(x)
     x = L.Flatten(name="flatten")(x)
-    first_fc = len(arch.convs) + 1
+    first_fc = len(arch.convs) + 1  # fc6 after five convolutions, one of them removed or not
     for j, units in enumerate(arch.fcs):
         n = first_fc + j
         if arch.dropout_before_fc and arch.dropout > 0:
@@ -514,7 +569,7 @@ def build_from_arch(arch: Arch, name: str = "alexnet"):
         x = L.Dense(scaled(units, arch.width), name=f"fc{n}")(x)
         if arch.fc_norm and arch.norm == "batchnorm":
             x = BatchNormalization(name=f"bn{n}")(x)
-        x = L.ReLU(name=f"relu{n}")(x)
+        x = activation(x, n)
         if not arch.dropout_before_fc and arch.dropout > 0:
             x = L.Dropout(arch.dropout, name=f"drop{n}")(x)
     n = first_fc + len(arch.fcs)

@@ -22,7 +22,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from alexnet_core.errors import AlexNetError
-from alexnet_core.models.variants import NORMS, WIDTHS, Arch, get_arch, list_variants
+from alexnet_core.models.variants import ACTIVATIONS, NORMS, REMOVE_CONV, WIDTHS, Arch, get_arch, list_variants
 
 OPTIMIZERS = ("sgd", "adam", "adamw")
 SCHEDULES = ("constant", "step", "plateau", "cosine")
@@ -152,11 +152,23 @@ def _variant_default(switch: str) -> Callable:
     return lambda variant: getattr(get_arch(variant), switch)
 
 
+def removed_conv_name(number: int) -> str:
+    """A remove_conv choice in words: "none (all five)", "conv3"."""
+    return "none (all five)" if number == 0 else f"conv{number}"
+
+
 # The network's switches a run can set (TrainConfig.switches), in the order of their flags.
 SWITCHES = {
     "norm": Setting(choices=NORMS, help="normalisation layers", network=True,
                     label="Normalisation", key="train_norm", widget="selectbox", place=("more", 2),
                     follows="variant", unset=_variant_default("norm")),
+    "activation": Setting(choices=ACTIVATIONS,
+                          help="the activation after every convolution and hidden dense layer: relu (the paper) or "
+                               "tanh (what the paper's Figure 1 compares it with)", network=True,
+                          label="Activation", key="train_activation", widget="selectbox", place=("more", 2),
+                          tip="ReLU as in the paper, or tanh, the saturating unit the paper says trains several "
+                              "times slower (its Figure 1)",
+                          follows="variant", unset=_variant_default("activation")),
     "groups": Setting(action="on-off", help="the paper's two-GPU grouped convolutions on conv2/4/5", network=True,
                       cli_only="the Train page trains each variant with its own grouping"),
     "overlapping_pool": Setting(action="on-off", help="3x3 stride-2 pooling (the paper) instead of 2x2", network=True,
@@ -167,6 +179,16 @@ SWITCHES = {
     "width": Setting(help="width multiplier of every layer", network=True,
                      label="Width", key="train_width", widget="select_slider", options=WIDTHS, place=("more", 3),
                      follows="variant", unset=_variant_default("width")),
+    "remove_conv": Setting(choices=REMOVE_CONV, rule="0 (none), 2, 3 or 4", flag="--remove-conv", metavar="N",
+                           help="remove one middle convolution, 2, 3 or 4 (0: keep all five), as the paper's section "
+                                "6.1 does; its max-pooling stays, so every later map keeps its size, and the other "
+                                "layers keep their names (conv1, conv2, conv4, conv5, fc6...)", network=True,
+                           label="Remove a convolution", key="train_remove_conv", widget="selectbox",
+                           place=("more", 3), names=removed_conv_name, words="removed convolution",
+                           tip="The paper's depth claim (section 6.1): removing any middle convolution costs about "
+                               "2% top-1. The convolution goes with its normalisation and activation; its pooling "
+                               "stays, so the later layers see maps of the same size.",
+                           follows="variant", unset=_variant_default("remove_conv")),
 }
 
 
