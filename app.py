@@ -19,6 +19,7 @@ if __name__ == "__main__":
         st.Page("pages/dataset.py", title="Your classes", icon=":material/add_photo_alternate:"),
         st.Page("pages/models.py", title="Models", icon=":material/deployed_code:"),
         st.Page("pages/runs.py", title="Runs", icon=":material/folder_open:"),
+        st.Page("pages/claims.py", title="Question the paper", icon=":material/science:"),
     ]
 
     st.navigation(PAGES).run()
