@@ -1,7 +1,11 @@
 """The paper's claims: verdict rules on run folders written here, matching runs to arms, the
 user's runs replacing the bundled ones, the shipped bundle, and the `claims` commands."""
 
+import argparse
 import json
+import os
+import subprocess
+import types
 from dataclasses import asdict
 from pathlib import Path
 
@@ -10,6 +14,8 @@ import pytest
 from alexnet_core import locations
 from alexnet_core.analysis import claims
 from alexnet_core.store import fileio, layout
+from tests import helpers
+from tests.helpers import make_image_folder
 
 CLASSES = [f"c{i}" for i in range(10)]
 
@@ -296,3 +302,151 @@ def test_the_estimate_comes_from_measured_epochs(no_bundle):
     assert "your runs" in estimate["measured"]
     scaled = claims.estimate_seconds("lrn", epochs=5, train_per_class=500)
     assert scaled["runs"] == 6 and scaled["seconds"] == pytest.approx(6 * 5 * 10.0)
+
+
+# --- The command line ------------------------------------------------------------------------
+
+
+class FakePopen:
+    """Stands in for a trainer's process: a live pid (this one); records the run it was given."""
+
+    started: list = []
+
+    def __init__(self, args, **kwargs):
+        self.pid = os.getpid()
+        FakePopen.started.append(args[args.index("--resume") + 1])
+
+    def wait(self):
+        return 0
+
+
+@pytest.fixture
+def no_trainer(monkeypatch):
+    from alexnet_core.train import launcher
+
+    monkeypatch.setattr(launcher, "subprocess", types.SimpleNamespace(Popen=FakePopen, DEVNULL=subprocess.DEVNULL,
+                                                                      STDOUT=subprocess.STDOUT))
+    FakePopen.started = []
+    return FakePopen.started
+
+
+def claims_command(*argv, capsys):
+    """`claims ARGV` in this process: (exit code, stdout, stderr)."""
+    from alexnet_core import claims_cli
+
+    parser = argparse.ArgumentParser()
+    claims_cli.add_parser(parser.add_subparsers(dest="command"))
+    code = claims_cli.run(parser.parse_args(["claims", *argv]))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_claims_json_lists_every_claim_with_its_figures(no_bundle, capsys):
+    write_arm(no_bundle, "lrn", "lrn", [0.300, 0.302, 0.298])
+    write_arm(no_bundle, "lrn", "none", [0.330, 0.331, 0.329])
+    code, out, _ = claims_command("--json", capsys=capsys)
+    listed = json.loads(out)
+    assert code == 0 and [c["name"] for c in listed] == list(claims.CLAIMS)
+    for claim in listed:
+        assert {"name", "section", "quote", "paper", "ours", "verdict", "source", "differs"} <= set(claim)
+    assert listed[1]["verdict"] == "agrees" and listed[0]["verdict"] == "not run yet"
+    code, out, _ = claims_command("verdict", "lrn", "--json", capsys=capsys)
+    assert code == 0 and json.loads(out) == listed[1]
+    code, out, _ = claims_command(capsys=capsys)
+    assert code == 0 and "2. lrn, Section 3.3: agrees, from your runs" in out and listed[1]["ours"] in out
+    code, out, _ = claims_command("verdict", "lrn", capsys=capsys)
+    assert code == 0 and claims.CLAIMS["lrn"].quote in out and "differs from the paper" in out
+
+
+def test_an_unknown_claim_exits_2_naming_the_claims(no_bundle, capsys):
+    for argv in (("verdict", "relus"), ("run", "relus")):
+        code, out, err = claims_command(*argv, capsys=capsys)
+        assert code == 2 and out == ""
+        assert "No claim 'relus'. The claims: relu, lrn, overlapping-pool, dropout, augmentation, groups, depth" in err
+    code, _, err = claims_command("run", "lrn", "--size", "gpu", capsys=capsys)
+    assert code == 2 and "ImageNet-layout folder" in err and "Traceback" not in err
+
+
+def test_claims_run_queues_only_the_missing_runs(tmp_path, no_bundle, no_trainer, capsys):
+    from alexnet_core.train import queue
+
+    data = make_image_folder(tmp_path / "images", classes=3, per_class=4)
+    write_arm(no_bundle, "lrn", "lrn", [0.30, 0.31])  # seeds 0 and 1 of the base arm: already there
+    code, out, err = claims_command("run", "lrn", "--data", str(data), "--json", capsys=capsys)
+    assert code == 0, err
+    result = json.loads(out)
+    queued = [(r["arm"], r["seed"]) for r in result["queued"]]
+    assert queued == [("none", 0), ("none", 1), ("lrn", 2), ("none", 2)]  # seed 0 of every arm first
+    assert result["existing"] == 2 and result["runs"] == 6
+    assert result["estimate"]["runs"] == 4 and result["estimate"]["seconds"] == pytest.approx(4 * 15 * 20.0)
+    # the first went to the free machine; the others wait in order
+    assert [r["state"] for r in result["queued"]] == ["started", "queued", "queued", "queued"]
+    assert [r["position"] for r in result["queued"]] == [None, 1, 2, 3]
+    assert no_trainer == [result["queued"][0]["run_dir"]]
+    assert [e["run_id"] for e in queue.entries()] == [r["run_id"] for r in result["queued"][1:]]
+    first = Path(result["queued"][0]["run_dir"])
+    assert json.loads((first / layout.LABEL).read_text())["name"] == "Claim 2 (lrn): without normalisation, seed 0"
+    recorded = json.loads((first / layout.CONFIG).read_text())
+    assert claims.canonical(recorded) == claims.canonical(asdict(arm_config("lrn", "none", 0)))
+    # again: every run is finished, queued or training, so nothing more is queued
+    code, out, _ = claims_command("run", "lrn", "--data", str(data), capsys=capsys)
+    assert code == 0 and "every run of claim lrn's experiment is finished, queued or training" in out
+    assert len(queue.entries()) == 3
+    # the shared base arm counts for another claim: depth queues its own arm and the base's seed 2
+    code, out, _ = claims_command("run", "depth", "--data", str(data), "--json", capsys=capsys)
+    assert [(r["arm"], r["seed"]) for r in json.loads(out)["queued"]] == [("no-conv3", 0), ("no-conv3", 1),
+                                                                          ("no-conv3", 2)]
+
+
+def test_claims_run_refuses_bad_data_and_seeds_without_queueing(tmp_path, no_bundle, no_trainer, capsys):
+    code, _, err = claims_command("run", "lrn", "--data", str(tmp_path / "nowhere"), capsys=capsys)
+    assert code == 2 and "Traceback" not in err and not list(no_bundle.glob("*/config.json"))
+    with pytest.raises(SystemExit):
+        claims_command("run", "lrn", "--seeds", "1", capsys=capsys)
+    assert "from 2 (the fewest a verdict can use)" in capsys.readouterr().err
+
+
+def test_the_claims_command_is_on_the_command_line():
+    result = helpers.cli("claims", "verdict", "nope", timeout=120)
+    assert result.returncode == 2 and "The claims: relu, lrn" in result.stderr
+
+
+# --- The bundled results (issue: "bundled results so it works offline out of the box") ------
+
+
+BUNDLE_LIMIT = 8 * 2**20
+
+
+def bundled_verdicts(tmp_path):
+    """Every claim's verdict from the bundle alone (an empty runs folder)."""
+    return claims.claims_json(tmp_path / "empty-runs")
+
+
+def test_the_bundle_is_complete_and_within_8_mb(tmp_path):
+    bundle = Path(locations.CLAIMS_DIR)
+    assert (bundle / "runs").is_dir(), f"no bundled claims' runs in {bundle}/runs"
+    size = sum(p.stat().st_size for p in bundle.rglob("*") if p.is_file())
+    assert size <= BUNDLE_LIMIT, f"the bundle holds {size / 2**20:.1f} MB, over 8 MB"
+    for run in (bundle / "runs").iterdir():
+        for name in (layout.CONFIG, layout.METRICS, layout.STATUS):
+            assert (run / name).is_file(), f"{run.name} has no {name}"
+    for result in bundled_verdicts(tmp_path):
+        assert result["source"] == "bundled", result["name"]
+        for part in [result, *result["parts"]]:
+            assert part["verdict"] in ("agrees", "disagrees", "within noise"), (result["name"], part["ours"])
+        found = claims.matching_runs(result["name"], tmp_path / "empty-runs")
+        for arm, runs in found.items():
+            assert len([r for r in runs if r["state"] == "finished"]) >= claims.MIN_SEEDS, (result["name"], arm)
+
+
+def test_each_shipped_verdict_recomputes_from_the_shipped_metrics_to_the_same_text(tmp_path):
+    made = Path(locations.CLAIMS_DIR) / "verdicts.json"  # what `claims --json` printed when the bundle was made
+    assert made.is_file(), f"no {made}: the bundle's verdicts as `claims --json` printed them"
+    shipped = json.loads(made.read_text())
+    doc = (locations.ROOT / "docs" / "CLAIMS.md").read_text()
+    recomputed = bundled_verdicts(tmp_path)
+    assert [c["name"] for c in shipped] == list(claims.CLAIMS)
+    for made, now in zip(shipped, recomputed):
+        assert {k: v for k, v in made.items() if k != "yours"} == {k: v for k, v in now.items() if k != "yours"}
+        for part in [now, *now["parts"]]:
+            assert part["ours"] in doc, f"docs/CLAIMS.md does not say {part['ours']!r}"

@@ -24,6 +24,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import math
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -192,16 +193,22 @@ def measure_run(metric: str, metrics, claim: Claim, classes: int = 10) -> tuple[
 # --- The claims -----------------------------------------------------------------------------
 
 
-def _cpu_setting() -> str:
+def _cpu_setting(imagenet: bool = True) -> str:
+    """What differs from the paper's setting at the CPU size, in words, written from CPU_BASE."""
     base, switches = CPU_BASE, CPU_BASE["switches"]
     per_class = base.get("train_per_class")
-    train = f"{per_class * 10:,} training images ({per_class:,} per class)" if per_class else "45,000 training images"
     held_out = round(CIFAR10_TRAIN_IMAGES * base["val_split"])
-    return (f"32-pixel CIFAR-10 instead of 224-pixel ImageNet; {train} instead of 1.2 million; validation error "
-            f"on {held_out:,} held-out CIFAR-10 training images instead of ImageNet's top-1 on its 50,000 "
-            f"validation images; our {base['variant']} network at width {switches['width']:g} instead of the "
-            f"paper's; {base['epochs']} epochs with a {base['schedule']} schedule on a CPU instead of about 90 on "
-            f"two GTX 580 GPUs; {len(SEEDS)} seeds an arm")
+    train = (f"{per_class * 10:,} CIFAR-10 training images ({per_class:,} per class)" if per_class else
+             f"{CIFAR10_TRAIN_IMAGES - held_out:,} CIFAR-10 training images")
+    network = f"our {base['variant']} network at width {switches['width']:g}"
+    time = f"{base['epochs']} epochs with a {base['schedule']} schedule on a CPU"
+    if not imagenet:  # the paper's own CIFAR-10 experiment
+        return (f"{train} instead of all 50,000; {network} (five convolutions) instead of the paper's four-layer "
+                f"network, which it does not describe in detail; {time}; {len(SEEDS)} seeds an arm")
+    return (f"32-pixel CIFAR-10 instead of 224-pixel ImageNet: {train} instead of 1.2 million, validation error on "
+            f"{held_out:,} held-out CIFAR-10 training images instead of top-1 error on ImageNet's 50,000 validation "
+            f"images; {network} instead of the paper's; {time} instead of about 90 on two GTX 580 GPUs; "
+            f"{len(SEEDS)} seeds an arm")
 
 
 _CPU = _cpu_setting()
@@ -224,9 +231,8 @@ _add(Claim(
     threshold=0.25,
     arms=(Arm("relu", "with ReLU", {"switches": {"activation": "relu", "dropout": 0.0}, "augment": "none"}),
           Arm("tanh", "with tanh", {"switches": {"activation": "tanh", "dropout": 0.0}, "augment": "none"})),
-    differs=_CPU + "; the paper's four-layer network is not published in detail: ours has five convolutions; no "
-                   "dropout and no augmentation in either arm, as the paper's Figure 1 (\"No regularization of any "
-                   "kind was employed\")",
+    differs=_cpu_setting(imagenet=False) + "; no dropout and no augmentation in either arm, as the paper's "
+                                           "Figure 1 (\"No regularization of any kind was employed\")",
     measures=(Measure("epochs to 25% training error", "epochs_to_error", "relu", "tanh",
                       "6x fewer epochs to 25% training error", paper_effect=6.0),),
 ))
@@ -735,22 +741,34 @@ def missing_runs(name: str, size: str = "cpu", data: str | None = None, root=Non
     return [(arm, seed, config) for arm, seed, config in configs if (arm.name, seed) not in covered]
 
 
+def queue_missing(name: str, size: str = "cpu", data: str | None = None, root=None, seeds=SEEDS,
+                  **scale) -> list[tuple[Arm, int, Path]]:
+    """queue_experiment, saying which arm and seed each queued run is."""
+    from alexnet_core.train import queue
+
+    claim = get_claim(name)
+    root = locations.runs_root(root)
+    queued = []
+    with liveness.runs_lock(root):  # two clicks at once queue the missing runs once
+        stamp = time.strftime("%Y%m%d-%H%M%S")
+        for arm, seed, config in missing_runs(name, size, data, root, seeds, **scale):
+            run_id, number = f"{stamp}-{name}-{arm.name}-seed{seed}", 1
+            while (root / run_id).exists():
+                number += 1
+                run_id = f"{stamp}-{name}-{arm.name}-seed{seed}-{number}"
+            label = {"name": f"Claim {claim.number} ({name}): {arm.label}, seed {seed}",
+                     "notes": f"{claim.section}. Queued by `claims run {name}`; it counts for every claim with an "
+                              "arm of these settings."}
+            queued.append((arm, seed, queue.enqueue(config, root, run_id=run_id, label=label)))
+    return queued
+
+
 def queue_experiment(name: str, size: str = "cpu", data: str | None = None, root=None, seeds=SEEDS,
                      **scale) -> list[Path]:
     """Queue the experiment's missing runs (missing_runs) in the runs folder: seed 0 of every arm
     first, so a first verdict comes early. Returns the queued run folders (none when every run
     exists). Runs already there, whatever queued them, are not queued again."""
-    from alexnet_core.train import queue
-
-    root = locations.runs_root(root)
-    queued = []
-    with liveness.runs_lock(root):
-        for arm, seed, config in missing_runs(name, size, data, root, seeds, **scale):
-            label = {"name": f"Claim {get_claim(name).number} ({name}): {arm.label}, seed {seed}",
-                     "notes": f"{get_claim(name).section}. Queued by `claims run {name}`; it counts for every "
-                              "claim whose arm has these settings."}
-            queued.append(queue.enqueue(config, root, label=label))
-    return queued
+    return [path for _, _, path in queue_missing(name, size, data, root, seeds, **scale)]
 
 
 def estimate_seconds(name: str, size: str = "cpu", root=None, data: str | None = None, seeds=SEEDS,
