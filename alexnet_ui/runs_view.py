@@ -22,6 +22,7 @@ from alexnet_ui.feedback import user_errors
 from alexnet_ui.loaders import run_dir_of, runs_root
 from alexnet_ui.text import format_duration, plain
 from alexnet_ui.timeline import epoch_timeline
+from alexnet_ui.widgets import state_text
 
 SELECT_NEXT = "runs_select_next"  # run ids to select on the next run of the page
 DEPLOY = {"tflite": "TensorFlow Lite", "int8": "TensorFlow Lite, int8 (4x smaller)", "savedmodel": "SavedModel (zip)"}
@@ -46,6 +47,7 @@ def runs_table(rows: list[dict]) -> list[dict]:
     table["label"] = [r["name"] for r in rows]
     table["about"] = [" ".join(r["notes"].split())[:120] for r in rows]
     table["trained_on"] = [catalog.trained_on(r, short=True) for r in rows]
+    table["state"] = [state_text(r) for r in rows]  # a queued run with its place: "queued #2"
     columns = ["run_id", *(["label"] if table["label"].any() else []), "state",
                *(["notes"] if table["notes"].any() else []), "variant", "data", "progress", "best_val_accuracy",
                *(["trained_on"] if (table["trained_on"] != "1 device").any() else []), "duration", "started",
@@ -54,7 +56,8 @@ def runs_table(rows: list[dict]) -> list[dict]:
         table[columns],
         hide_index=True, width="stretch", on_select="rerun", selection_mode="multi-row", key="runs_table",
         column_config={
-            "run_id": "Run", "label": "Name", "about": "Notes", "state": "State", "variant": "Variant",
+            "run_id": "Run", "label": "Name", "about": "Notes", "variant": "Variant",
+            "state": st.column_config.TextColumn("State", help="A queued run shows its place: queued #1 starts next"),
             "progress": "Epochs", "data": st.column_config.TextColumn("Data", width="medium"),
             "best_val_accuracy": st.column_config.ProgressColumn(
                 "Best epoch (val.)", format="percent", min_value=0.0, max_value=1.0,
@@ -219,6 +222,8 @@ def removal(r: dict, selected: list[dict], where) -> None:
         where.caption("Bundled with the app: read-only")
     elif catalog.is_active(r):
         where.caption("Training: stop it before deleting")
+    elif r["state"] == "queued":
+        where.caption("In the queue: cancel it on the Train page before deleting")
     else:
         with where.popover("Delete", icon=":material/delete:", width="stretch"):
             st.markdown(f"Delete **{plain(r['run_id'], 120)}** and everything in its folder? This cannot be undone.")

@@ -1,6 +1,6 @@
 """The Train page's views of runs: a run as it trains (progress, figures, curves) with the one
-action that fits its state, and what the page says about a new run before Start (its data, the
-time per epoch) with the Start button."""
+action that fits its state, what the page says about a new run before Start (its data, the
+time per epoch) with Start and Add to queue, and the queue (cancel, move up)."""
 
 from __future__ import annotations
 
@@ -15,11 +15,11 @@ from alexnet_core.analysis.charts import training_curves
 from alexnet_core.inputs import data as sources
 from alexnet_core.settings.config import ConfigError, TrainConfig
 from alexnet_core.store import catalog, layout, liveness
-from alexnet_core.train import estimate, launcher
+from alexnet_core.train import estimate, launcher, queue
 from alexnet_ui.loaders import device_info, run_dir_of, runs_root
 from alexnet_ui.text import format_duration, plain
 from alexnet_ui.train_form import NewRun, TrainForm
-from alexnet_ui.widgets import state_badge
+from alexnet_ui.widgets import state_badge, state_text
 
 SHOW_NEXT = "train_show_next"  # the run the picker selects on the next page run (a run just started)
 
@@ -63,17 +63,73 @@ def start_panel(new: NewRun) -> None:
             b2.info(f"About **{format_duration(seconds)} per epoch** on this {info['kind']} "
                     f"({format_duration(seconds * config.epochs)} for {config.epochs} epochs), "
                     f"measured from a few training and validation steps.{reach}", icon=":material/timer:")
-    if st.button("Start training", type="primary", icon=":material/play_arrow:", key="train_start",
-                 disabled=new.blocked):
-        try:
-            run_dir = launcher.start(config, runs_root())
-        except (layout.RunError, ConfigError, sources.DataError, OSError) as exc:  # ActiveRunError: another run
-            st.error(plain(exc, 600), icon=":material/block:")
-            return
-        st.session_state[SHOW_NEXT] = run_dir.name  # selected before the picker is drawn
-        st.session_state[TrainForm.OPEN] = False
-        st.query_params["run"] = run_dir.name
-        st.rerun()
+    c1, c2 = st.columns(2)
+    start = c1.button("Start training", type="primary", icon=":material/play_arrow:", key="train_start",
+                      disabled=new.blocked, width="stretch")
+    queued = c2.button("Add to queue", icon=":material/queue:", key="train_enqueue", disabled=new.blocked,
+                       width="stretch", help="The run waits in the queue and starts when the runs before it have "
+                       "ended, also with no browser open")
+    if not (start or queued):
+        return
+    try:
+        run_dir = launcher.start(config, runs_root()) if start else queue.enqueue(config, runs_root())
+    except layout.ActiveRunError as exc:  # another run trains, or just started (another tab)
+        st.error(f"{plain(exc, 600)} Or press Add to queue: this run then starts when the machine is free.",
+                 icon=":material/block:")
+        return
+    except (layout.RunError, ConfigError, sources.DataError, OSError) as exc:
+        st.error(plain(exc, 600), icon=":material/block:")
+        return
+    if queued:
+        st.toast(f"{run_dir.name} is in the queue.", icon=":material/queue:")
+    st.session_state[SHOW_NEXT] = run_dir.name  # selected before the picker is drawn
+    st.session_state[TrainForm.OPEN] = False
+    st.query_params["run"] = run_dir.name
+    st.rerun()
+
+
+def _settings_line(run_dir: Path) -> str:
+    """A queued run's settings in one line."""
+    config = layout.read_checked(run_dir / layout.CONFIG, layout.CONFIG_SCHEMA)[0]
+    switches = config.get("switches") if isinstance(config.get("switches"), dict) else {}
+    parts = [str(config.get("variant") or "?"), str(config.get("data_description") or config.get("data") or "?"),
+             f"{config.get('epochs') or '?'} epochs", f"batch {config.get('batch_size') or '?'}",
+             f"{config.get('optimizer') or '?'} lr {config.get('learning_rate') or '?'}",
+             *(f"{k} {v}" for k, v in sorted(switches.items()))]
+    return ", ".join(parts)
+
+
+def queue_panel() -> None:
+    """The queue: each waiting run with its place, settings and GPU, Cancel, and Move up."""
+    order = queue.entries(runs_root())
+    for problem in queue.problems(runs_root()):
+        st.warning(plain(problem, 400), icon=":material/report:")
+    if not order:
+        return
+    st.subheader("Queue")
+    st.caption("Each run starts when the one before it ends (finished, stopped, failed or diverged), "
+               "also with no browser open.")
+    for entry in order:
+        run_id = entry["run_id"]
+        where = "any GPU" if entry["gpu"] is None else f"GPU {entry['gpu']}"
+        text, cancel, up = st.columns([6, 1, 1])
+        text.markdown(f"**{entry['position']}.** {plain(run_id, 120)}  \n"
+                      f":small[{plain(_settings_line(Path(entry['run_dir'])), 300)}; {where}]")
+        if cancel.button("Cancel", icon=":material/close:", key=f"queue_cancel_{run_id}", width="stretch",
+                         help="Take it out of the queue: its folder stays, and Resume starts it by hand"):
+            _change(lambda: queue.cancel(run_id, runs_root()))
+        if up.button("Up", icon=":material/arrow_upward:", key=f"queue_up_{run_id}", width="stretch",
+                     disabled=entry["position"] == 1, help="Move it one place nearer the front"):
+            _change(lambda: queue.move(run_id, entry["position"] - 1, runs_root()))
+
+
+def _change(call) -> None:
+    try:
+        call()
+    except (layout.RunError, OSError) as exc:  # changed meanwhile (started, cancelled in another tab)
+        st.warning(plain(exc, 400), icon=":material/block:")
+        return
+    st.rerun()
 
 
 def live_view(run_id: str) -> None:
@@ -87,8 +143,10 @@ def live_view(run_id: str) -> None:
     row = catalog.run_summary(run_dir, run)
     state = status.get("state", "unknown")
     top = st.columns([3, 1])
+    if state == layout.QUEUED:
+        row["queue_position"] = next((e["position"] for e in queue.entries(runs_root()) if e["run_id"] == run_id), None)
     with top[0]:
-        state_badge(state)
+        state_badge(state, state_text(row))
     with top[1]:
         run_actions(row, config)  # here, inside the polling view, so the buttons always match the state
     where = catalog.trained_on(row)
@@ -140,9 +198,13 @@ def live_view(run_id: str) -> None:
         st.download_button("Trainer log (train.log)", log.read_bytes()[-1_000_000:], f"{run_id}-train.log",
                            mime="text/plain", icon=":material/download:", key="train_log")
     was_active = st.session_state.get("train_was_active")
-    st.session_state["train_was_active"] = catalog.is_active(status)
-    if was_active and not catalog.is_active(status):
+    st.session_state["train_was_active"] = catalog.is_active(status) or state == layout.QUEUED
+    if was_active and not st.session_state["train_was_active"]:
         st.rerun()  # the run ended: redraw the page and stop polling
+    if state != layout.QUEUED and st.session_state.pop("train_was_queued", None) == run_id:
+        st.rerun()  # the queue started it: redraw the page, which polls it as it trains
+    if state == layout.QUEUED:
+        st.session_state["train_was_queued"] = run_id
 
 
 def run_actions(row: dict, config: dict) -> None:
@@ -154,6 +216,10 @@ def run_actions(row: dict, config: dict) -> None:
     notice = st.session_state.get("train_resumed_elsewhere")
     if notice and notice[0] == row["run_id"] and time.time() - notice[2] < 10:
         st.info(plain(notice[1], 600), icon=":material/hourglass_top:")
+    if row["state"] == layout.QUEUED:
+        if st.button("Cancel", icon=":material/close:", key="train_unqueue", width="stretch",
+                     help="Take it out of the queue: its folder stays, and Resume starts it by hand"):
+            _change(lambda: queue.cancel(row["run_id"], runs_root()))
     if catalog.is_active(row):
         if st.button("Stop", icon=":material/stop:", key="train_stop", width="stretch"):
             liveness.request_stop(run_dir)

@@ -1,5 +1,6 @@
-"""Small pieces several pages draw the same way: a run's state badge, the device banner, the
-model picker, the Grad-CAM colour legend and the note where a damaged picture would be."""
+"""Small pieces several pages draw the same way: a run's state badge and state text, the queue's
+start on a page view, the device banner, the model picker, the Grad-CAM colour legend and the note
+where a damaged picture would be."""
 
 from __future__ import annotations
 
@@ -7,20 +8,40 @@ from __future__ import annotations
 # load on first use, so importing this module (the app's pages, the command line) stays light.
 import streamlit as st
 
-from alexnet_ui.loaders import device_info, model_choices
+from alexnet_core.errors import AlexNetError
+from alexnet_core.train import queue
+from alexnet_ui.loaders import device_info, model_choices, runs_root
 from alexnet_ui.text import format_bytes, plain
 
 STATE_BADGES = {
-    "created": ("gray", ":material/schedule:"), "running": ("blue", ":material/sprint:"), "starting": ("blue", ":material/hourglass_top:"),
+    "created": ("gray", ":material/schedule:"), "queued": ("violet", ":material/queue:"), "running": ("blue", ":material/sprint:"), "starting": ("blue", ":material/hourglass_top:"),
     "finished": ("green", ":material/check_circle:"), "stopped": ("orange", ":material/pause_circle:"),
     "interrupted": ("orange", ":material/warning:"), "failed": ("red", ":material/error:"),
     "diverged": ("red", ":material/trending_up:"), "damaged": ("red", ":material/report:"),
 }
 
 
-def state_badge(state: str) -> None:
+def state_badge(state: str, text: str | None = None) -> None:
     color, icon = STATE_BADGES.get(state, ("gray", ":material/help:"))
-    st.badge(state, color=color, icon=icon)
+    st.badge(text or state, color=color, icon=icon)
+
+
+def state_text(row: dict) -> str:
+    """A run's state in words for a table or a picker: 'queued #2' for a run waiting in the queue."""
+    position = row.get("queue_position")
+    return f"{row['state']} #{position}" if row.get("state") == "queued" and position else row["state"]
+
+
+def start_queued() -> None:
+    """Start the queued runs whose place is free, on every view of the Train and Runs pages, so a
+    trainer that was killed does not strand the queue (cheap when the queue is empty)."""
+    try:
+        started = queue.advance(runs_root())
+    except (AlexNetError, OSError) as exc:
+        st.warning(f"The queue could not start its next run: {plain(exc, 400)}", icon=":material/queue:")
+        return
+    for run_dir in started:
+        st.toast(f"The queue started {plain(run_dir.name, 120)}.", icon=":material/queue_play_next:")
 
 
 def device_banner() -> None:

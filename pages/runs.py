@@ -7,11 +7,12 @@ from alexnet_ui.loaders import all_runs, runs_root
 from alexnet_ui.navigation import page_setup, stop_page
 from alexnet_ui.text import plain
 from alexnet_ui.train_form import TrainForm
-from alexnet_ui.widgets import device_banner
+from alexnet_ui.widgets import device_banner, start_queued
 
 page_setup("Runs", f"Every training run in the runs folder ({plain(runs_root().name)}), plus the bundled demo run. "
            "Select rows to compare them.")
 
+start_queued()  # the next queued run, if its place is free (a killed trainer's included)
 rows = all_runs()
 if not rows:
     st.info("No runs yet. Start one on the Train page.", icon=":material/info:")

@@ -5,14 +5,15 @@ from alexnet_ui.loaders import all_runs
 from alexnet_ui.navigation import page_setup
 from alexnet_ui.text import plain
 from alexnet_ui.train_form import TrainForm
-from alexnet_ui.train_view import SHOW_NEXT, live_view, start_panel
-from alexnet_ui.widgets import device_banner
+from alexnet_ui.train_view import SHOW_NEXT, live_view, queue_panel, start_panel
+from alexnet_ui.widgets import device_banner, start_queued, state_text
 
 page_setup()
 st.title("Train")
 st.caption("Training runs in a separate process: reload the page, close the tab or restart the app, "
            "and nothing is lost.")
 
+start_queued()  # the next queued run, if its place is free (a killed trainer's included)
 rows = all_runs()
 by_id = {r["run_id"]: r for r in rows}
 ids = list(by_id)
@@ -30,12 +31,14 @@ if ids:
     st.subheader("Run")
     run_id = st.selectbox("Run", ids, key="train_run", label_visibility="collapsed",
                           format_func=lambda r: f"{catalog.display_name(by_id[r])}: {by_id[r]['variant']}, "
-                                                f"{by_id[r]['state']}")
+                                                f"{state_text(by_id[r])}")
     if st.query_params.get("run") != run_id:
         st.query_params["run"] = run_id
-    polling = catalog.is_active(by_id[run_id])
+    polling = catalog.is_active(by_id[run_id]) or by_id[run_id]["state"] == "queued"  # queued: until it starts
     st.session_state["train_was_active"] = polling
     st.fragment(live_view, run_every=2.0 if polling else None)(run_id)
+
+queue_panel()
 
 with st.expander("Start a new run", expanded=st.session_state.get(TrainForm.OPEN, not active),
                  icon=":material/add_circle:"):
