@@ -13,12 +13,15 @@ import pandas as pd
 import streamlit as st
 
 from alexnet_core.models.anatomy import compare_tables, totals
-from alexnet_core.models.variants import NORMS, WIDTHS, get_arch, list_variants
+from alexnet_core.models.variants import ACTIVATIONS, NORMS, REMOVE_CONV, WIDTHS, get_arch, list_variants
+from alexnet_core.settings.config import removed_conv_name
 from alexnet_ui.classify_view import filter_figure
 from alexnet_ui.loaders import installed_label, installed_models, loaded_model, model_stamp, variant_table
 from alexnet_ui.text import format_bytes, plain, shape_text
 
-SWITCH_KEYS = ("norm", "groups", "pool", "dropout", "width", "size", "classes")
+SWITCH_KEYS = ("norm", "activation", "groups", "pool", "remove_conv", "dropout", "width", "size", "classes")
+SWITCH_WORDS = {"overlapping_pool": "overlapping pooling", "remove_conv": "removed", "input_size": "input size",
+                "num_classes": "classes"}  # a switch in "changed: ..."
 LABELS = {"name": "Layer", "type": "Type", "detail": "Configuration", "output_shape": "Output", "params": "Params",
           "non_trainable_params": "Non-trainable params", "macs": "MACs", "activation_kib": "Activations (KiB)",
           "receptive_field": "Receptive field (px)", "cumulative_stride": "Stride (px)"}
@@ -36,18 +39,29 @@ def switch_form(variant: str, prefix: str) -> dict:
     c = st.columns(4)
     norm = c[0].selectbox("Normalisation", NORMS, index=NORMS.index(d.norm), key=f"{k}_norm",
                           help="LRN as in the paper, BatchNorm as in later versions, or none")
+    activation = c[0].selectbox("Activation", ACTIVATIONS, index=ACTIVATIONS.index(d.activation),
+                                key=f"{k}_activation",
+                                help="ReLU as in the paper, or tanh, the saturating unit its Figure 1 compares it "
+                                     "with: the same parameters and MACs, a different nonlinearity")
     groups = c[1].toggle("Grouped conv2/4/5", value=d.groups, key=f"{k}_groups",
                          help="The paper's two-GPU split: conv2, conv4, conv5 see half the maps")
     overlapping = c[1].toggle("Overlapping pooling", value=d.overlapping_pool, key=f"{k}_pool",
                               help="3x3 windows with stride 2 (paper) instead of 2x2")
+    remove_conv = c[1].selectbox("Remove a convolution", REMOVE_CONV, index=REMOVE_CONV.index(d.remove_conv),
+                                 key=f"{k}_remove_conv", format_func=removed_conv_name,
+                                 help="The paper's section 6.1: removing any middle convolution costs about 2% "
+                                      "top-1. The convolution goes with its normalisation and activation; its "
+                                      "pooling stays, so every later map keeps its size and the next convolution "
+                                      "reads the maps before the one removed.")
     dropout = c[2].slider("Dropout", 0.0, 0.9, float(d.dropout), 0.05, key=f"{k}_dropout")
     width = c[2].select_slider("Width multiplier", WIDTHS, value=d.width, key=f"{k}_width")
     input_size = c[3].number_input("Input size (px)", 1, 1024, d.input_size, key=f"{k}_size")
     num_classes = c[3].number_input("Classes", 0, 100_000, d.num_classes, key=f"{k}_classes")
     c[0].button("Reset to the published settings", key=f"{k}_reset", icon=":material/restart_alt:",
                 on_click=lambda: [st.session_state.pop(f"{k}_{name}", None) for name in SWITCH_KEYS])
-    return {"norm": norm, "groups": groups, "overlapping_pool": overlapping, "dropout": dropout,
-            "width": width, "input_size": int(input_size), "num_classes": int(num_classes)}
+    return {"norm": norm, "activation": activation, "groups": groups, "overlapping_pool": overlapping,
+            "dropout": dropout, "width": width, "remove_conv": int(remove_conv), "input_size": int(input_size),
+            "num_classes": int(num_classes)}
 
 
 def load(variant: str, switches: dict):
@@ -69,13 +83,26 @@ def figures(table, sums: dict) -> None:
     m[4].metric("Input", "×".join(map(str, table["output_shape"].iloc[0])))
 
 
-def published_check(arch, switches: dict, sums: dict) -> None:
-    """At the published settings, whether the figures match the publication's."""
+def published_check(variant: str, switches: dict, sums: dict) -> None:
+    """At the published settings, whether the figures match the publication's; away from them,
+    what the switches changed against the variant's own network (a removed convolution's
+    parameters and MACs, exactly)."""
+    arch = get_arch(variant)
     published = arch.published
-    if switches == dict(arch.switches().items()) and published:
-        checks = [f"{label} {published[key]:,} {'✓' if sums[key] == published[key] else '✗'}"
-                  for key, label in (("total_params", "parameters"), ("total_macs", "MACs")) if key in published]
-        st.success("Published figures reproduced: " + ", ".join(checks), icon=":material/verified:")
+    defaults = arch.switches()
+    if switches == defaults:
+        if published:
+            checks = [f"{label} {published[key]:,} {'✓' if sums[key] == published[key] else '✗'}"
+                      for key, label in (("total_params", "parameters"), ("total_macs", "MACs")) if key in published]
+            st.success("Published figures reproduced: " + ", ".join(checks), icon=":material/verified:")
+        return
+    own = totals(variant_table(variant, json.dumps(defaults, sort_keys=True)))
+    changed = [f"{SWITCH_WORDS.get(name, name)} {removed_conv_name(value) if name == 'remove_conv' else value}"
+               for name, value in switches.items() if value != defaults.get(name)]
+    deltas = [f"{label} {sums[key] - own[key]:+,}" for key, label in (("total_params", "parameters"),
+                                                                       ("total_macs", "MACs per image"))]
+    st.caption(f":material/difference: Against the variant's own network ({own['total_params']:,} parameters, "
+               f"{own['total_macs']:,} MACs): {', '.join(deltas)}; changed: {plain('; '.join(changed), 300)}.")
 
 
 def _spatial(value) -> str:

@@ -24,7 +24,7 @@ if table is None:
 
 sums = totals(table)
 view.figures(table, sums)
-view.published_check(arch, switches, sums)
+view.published_check(variant, switches, sums)
 st.info(f"**{arch.title}**. {arch.note}  \n*Source: {arch.source}*", icon=":material/menu_book:")
 
 tab_table, tab_charts, tab_time, tab_diagram, tab_compare = st.tabs(

@@ -246,29 +246,36 @@ def conv1_figure(model, scale: int = 3) -> tuple[list[np.ndarray], int]:
 
 
 def feature_layers(model) -> list[str]:
-    """Layers whose activations are worth showing (conv blocks and pools; a user's convolution
-    with its activation built in)."""
+    """Layers whose activations are worth showing (conv blocks and pools: their ReLU or tanh; a
+    user's convolution with its activation built in)."""
     def shown(layer) -> bool:
         kind = type(layer).__name__
-        if kind == "Conv2D":
-            return getattr(getattr(layer, "activation", None), "__name__", "linear") != "linear"
+        if kind in ("Conv2D", "Activation"):
+            return getattr(getattr(layer, "activation", None), "__name__", "linear") not in ("linear", "softmax")
         return kind in ("ReLU", "MaxPooling2D", "LocalResponseNormalization", "Concatenate")
 
     return [l.name for l in model.layers if len(l.output.shape) == 4 and shown(l)]
 
 
 def activations(model, image: np.ndarray, layer: str, limit: int = 32) -> np.ndarray:
-    """The first `limit` channels of a layer's output for one preprocessed image: (C, H, W) in [0, 1]."""
+    """The first `limit` channels of a layer's output for one preprocessed image: (C, H, W) in [0, 1],
+    each channel scaled to its own brightest point. A layer with negative outputs (tanh) is scaled
+    by each channel's largest magnitude with zero at mid-grey (0.5), so what it says below zero
+    shows too."""
     out = np.asarray(_tap(model, layer)(image[None].astype(np.float32), training=False))[0]
     maps = out[..., :limit].transpose(2, 0, 1).astype(np.float32)
+    if maps.min() < 0:
+        top = np.abs(maps).max(axis=(1, 2), keepdims=True)
+        return np.where(top > 0, 0.5 + 0.5 * maps / np.maximum(top, 1e-8), 0.5)
     top = maps.max(axis=(1, 2), keepdims=True)
     return np.where(top > 0, maps / np.maximum(top, 1e-8), 0.0)
 
 
 def embedding_layer(model) -> str:
-    """fc7's activation (the paper's figure 4 feature), or the last hidden dense output."""
+    """fc7's activation (the paper's figure 4 feature; relu7, or tanh7 in a tanh network), or the
+    last hidden dense output."""
     names = [l.name for l in model.layers]
-    for candidate in ("relu7", "fc7"):
+    for candidate in ("relu7", "tanh7", "fc7"):
         if candidate in names:
             return candidate
     dense = [l.name for l in model.layers if type(l).__name__ == "Dense"]

@@ -4,8 +4,9 @@ earned "sure".
 The softmax alone cannot say "none of my classes": it shares the image out among the classes it
 knows, so a photo of a person or a texture can still give one of them 90%. What can: how far
 what the network sees in the image is from what it saw in its training images. For every image
-the score takes the activations of the network's ReLU layers (each feature map's mean and
-spread over the image, so colours and textures count as well as parts and objects) and the
+the score takes the activations of the network's activation layers (its ReLUs, or its tanh units
+in a network built to test the paper's ReLU claim; each feature map's mean and spread over the
+image, so colours and textures count as well as parts and objects) and the
 features its last layer reads (fc7 in AlexNet), and measures, layer by layer, the cosine
 distance to the k nearest of a sample of training images (Sun et al. 2022, "Out-of-distribution
 detection with deep nearest neighbors", over several layers). Each layer's distance is put on
@@ -53,12 +54,15 @@ DIMS = 64  # projected dimensions per layer
 LIMIT = 2500  # at most this many images to calibrate on, and as many to check on
 MIN_SPREAD = 1e-3  # a layer's distances spread at least this much (its bank is stored at float16's precision)
 MIN_CALIBRATION = 20  # in-class images, at least, to set a threshold on
-MAX_TAPS = 8  # layers measured: up to 7 ReLU layers (evenly spread) and the last layer's input
+MAX_TAPS = 8  # layers measured: up to 7 activation layers (evenly spread) and the last layer's input
 MAX_BANK = 4096
 MAX_FEATURES = 16384  # a layer's pooled features (2 x channels, or a dense layer's width)
 MAX_META_CHARS = 64 * 2**10
 MAX_FILE_BYTES = 64 * 2**20
-RELU_LIKE = ("relu", "relu6", "leaky_relu", "elu", "gelu", "silu", "swish", "selu")
+# The activations whose layers are measured: the ReLU family, and tanh (variants.ACTIVATIONS: a
+# tanh network's maps are its features as much as a ReLU network's are; a mean and spread over the
+# image describe both). Not softmax or sigmoid: they are outputs or gates, not feature maps.
+MEASURED_ACTIVATIONS = ("relu", "relu6", "leaky_relu", "elu", "gelu", "silu", "swish", "selu", "tanh")
 INPUT_OF = ":input"  # a tap named "fc8:input" is what the layer fc8 reads
 
 HOW_TO = ("to calibrate it, run `python -m alexnet_core calibrate MODEL --data DIR` with images of its own "
@@ -140,13 +144,13 @@ def _stored(bank: np.ndarray) -> np.ndarray:
 # --- Which layers are measured -------------------------------------------------------------------
 
 
-def _relu_like(layer) -> bool:
+def _measured(layer) -> bool:
     import keras
 
     if isinstance(layer, (keras.layers.ReLU, keras.layers.LeakyReLU, keras.layers.ELU)):
         return True
     if isinstance(layer, (keras.layers.Activation, keras.layers.Conv2D)):  # a convolution's built-in activation too
-        return getattr(getattr(layer, "activation", None), "__name__", "") in RELU_LIKE
+        return getattr(getattr(layer, "activation", None), "__name__", "") in MEASURED_ACTIVATIONS
     return False
 
 
@@ -158,12 +162,12 @@ def _rank(tensor) -> int:
 
 
 def tap_layers(model) -> list[str]:
-    """The layers the score measures: the ReLU outputs of the convolutional part (at most
+    """The layers the score measures: the activations (ReLU, tanh) of the convolutional part (at most
     MAX_TAPS - 1, evenly spread, the last always kept) and the input of the last dense layer
     (fc7's features for AlexNet). Empty when the model has neither."""
     import keras
 
-    maps = [layer.name for layer in model.layers if _relu_like(layer) and _rank(layer.output) == 4]
+    maps = [layer.name for layer in model.layers if _measured(layer) and _rank(layer.output) == 4]
     if len(maps) > MAX_TAPS - 1:
         picks = np.unique(np.round(np.linspace(0, len(maps) - 1, MAX_TAPS - 1)).astype(int))
         maps = [maps[i] for i in picks]
@@ -495,8 +499,8 @@ def calibrate(predictor, source, *, keep: float = KEEP, bank: int = BANK, limit:
         raise NoveltyError(f"--limit must be at least {MIN_CALIBRATION}, got {limit}")
     taps = tap_layers(model)
     if not taps or tap_widths(model, taps) is None:
-        raise NoveltyError(f"{loaded.path.name} has no ReLU layer or last dense layer whose features could be "
-                           "measured, so it cannot be calibrated for images outside its classes.")
+        raise NoveltyError(f"{loaded.path.name} has no activation layer (ReLU, tanh) or last dense layer whose "
+                           "features could be measured, so it cannot be calibrated for images outside its classes.")
     parts = plan(source, bank, limit)
     total = sum(len(pos) for _, pos in parts.values())
     done = 0
