@@ -1,6 +1,6 @@
 """The `claims` command: the paper's claims, their experiments and verdicts (analysis/claims.py).
 
-    claims [--json]                        every claim with the paper's figure, ours and the verdict
+    claims [--json|--markdown]             every claim with the paper's figure, ours and the verdict
     claims run NAME [--size cpu|gpu] ...   queue the experiment's missing runs, with the estimate
     claims verdict NAME [--json]           one claim's verdict from the runs that exist
 
@@ -71,6 +71,9 @@ def _list(args) -> int:
     from alexnet_core.analysis import claims
 
     results = claims.claims_json(args.runs_dir)
+    if args.markdown:
+        print(claims.markdown(results))
+        return exits.OK
     if args.json:
         print(json.dumps(results))
         return exits.OK
@@ -161,6 +164,7 @@ def add_parser(subparsers) -> None:
                                           "paper's figure, ours and the verdict (from your runs, else the bundled "
                                           "ones).")
     p.add_argument("--json", action="store_true", help="print one JSON document")
+    p.add_argument("--markdown", action="store_true", help="print the verdicts as docs/CLAIMS.md shows them")
     p.add_argument("--runs-dir", metavar="DIR", help="the runs folder (default $ALEXNET_RUNS_DIR, else ./runs)")
     p.set_defaults(func=run, action=None)
     actions = p.add_subparsers(dest="action")

@@ -146,8 +146,8 @@ def test_a_clear_effect_in_the_papers_direction_agrees(no_bundle):
     assert result["verdict"] == "agrees" and result["source"] == "yours"
     assert result["effect"] == pytest.approx(3.0) and result["se"] == pytest.approx(0.13, abs=0.01)
     assert result["arms"]["lrn"]["n"] == 3 and result["arms"]["lrn"]["mean"] == pytest.approx(30.0)
-    assert result["ours"] == ("validation error 30.0% ± 0.2 with LRN, 33.0% ± 0.1 without normalisation (3 and 3 "
-                              "seeds): with LRN lower by 3.0 points; agrees (2 SE = 0.3 points)")
+    assert result["ours"] == ("validation error 30.0% ± 0.2 with LRN, 33.0% ± 0.1 without normalisation (3 seeds "
+                              "each): with LRN lower by 3.0 points; agrees (2 SE = 0.3 points)")
     assert len(result["runs"]) == 6 and result["seconds"] == pytest.approx(360.0)
     json.dumps(result)
 
@@ -227,6 +227,8 @@ def test_second_parts_have_their_own_verdicts(no_bundle):
         write_run(no_bundle, f"n-{seed}", arm_config("dropout", "no-dropout", seed), final(0.95 + seed * 0.001, 0.68))
     result = claims.verdict("dropout")
     assert result["verdict"] == "agrees" and result["effect"] == pytest.approx(17.0)
+    assert result["ours"].startswith("train-validation gap 10.1 ± 0.1 points with dropout 0.5, 27.1 ± 0.1 points "
+                                     "without dropout (3 seeds each)")
     [converge] = result["parts"]
     assert converge["title"] == "epochs to converge" and converge["quote"].startswith("Dropout roughly doubles")
     assert converge["verdict"] == "within noise"  # every run converges at its last epoch here: no difference
@@ -356,6 +358,9 @@ def test_claims_json_lists_every_claim_with_its_figures(no_bundle, capsys):
     assert code == 0 and "2. lrn, Section 3.3: agrees, from your runs" in out and listed[1]["ours"] in out
     code, out, _ = claims_command("verdict", "lrn", capsys=capsys)
     assert code == 0 and claims.CLAIMS["lrn"].quote in out and "differs from the paper" in out
+    code, out, _ = claims_command("--markdown", capsys=capsys)  # what docs/CLAIMS.md shows
+    assert code == 0 and f"- Ours: {listed[1]['ours']}\n- Verdict: **agrees**" in out
+    assert out.count("### ") == 7 and "> " + claims.CLAIMS["relu"].quote in out
 
 
 def test_an_unknown_claim_exits_2_naming_the_claims(no_bundle, capsys):

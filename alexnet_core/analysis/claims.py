@@ -169,12 +169,12 @@ def epochs_to_converge(metrics, within: float = 0.01) -> tuple[float | None, boo
     return float(next(i for i, v in enumerate(values, start=1) if v == v and v >= best - within)), False
 
 
-# metric -> (unit, whether our figure is the ratio of the arms' means)
+# metric -> (unit, whether our figure is the ratio of the arms' means, how a value is written)
 METRICS = {
-    "epochs_to_error": ("epochs", True),
-    "val_error": ("points", False),
-    "gap": ("points", False),
-    "converge": ("epochs", True),
+    "epochs_to_error": ("epochs", True, "{:.1f}{} epochs"),
+    "val_error": ("points", False, "{:.1f}%{}"),  # an error rate
+    "gap": ("points", False, "{:.1f}{} points"),  # a difference of two rates
+    "converge": ("epochs", True, "{:.1f}{} epochs"),
 }
 
 
@@ -440,10 +440,15 @@ def _scan(folder: Path, source: str) -> list[dict]:
     """Every run folder in `folder`: its id, path, seed, state, canonical settings and record."""
     runs = []
     try:
-        paths = sorted(p for p in Path(folder).iterdir() if (p / layout.CONFIG).is_file())
+        paths = sorted(Path(folder).iterdir())
     except OSError:
         return runs
     for path in paths:
+        try:
+            if not (path / layout.CONFIG).is_file():
+                continue
+        except OSError:  # a name the filesystem cannot stat (too long, a broken link loop)
+            continue
         record, problems = layout.read_checked(path / layout.CONFIG, layout.CONFIG_SCHEMA)
         settings = canonical(record) if not problems else None
         if settings is None:
@@ -476,13 +481,23 @@ def _match(runs: list[dict], arms: dict[str, dict], data: str | None) -> dict[st
     wanted = {name: canonical(settings) for name, settings in arms.items()}
     found = {name: [] for name in arms}
     for run in runs:
-        if data is not None and run["data"] != data:
+        if data is not None and not _same_data(run["data"], data):
             continue
         for name, settings in wanted.items():
             if run["settings"] == settings:
                 found[name].append(run)
                 break
     return found
+
+
+def _same_data(recorded, data: str) -> bool:
+    """Whether a run's recorded data is `data`: the same text, or the same folder."""
+    if recorded == data:
+        return True
+    try:
+        return isinstance(recorded, str) and Path(recorded).expanduser().resolve() == Path(data).expanduser().resolve()
+    except (OSError, RuntimeError):
+        return False
 
 
 def _finished(runs: list[dict]) -> list[dict]:
@@ -554,22 +569,20 @@ def _arm_stats(claim: Claim, metric: str, runs: list[dict]) -> dict:
             "pending": [r["run_id"] for r in runs if r["state"] in PENDING_STATES]}
 
 
-def _pm(stats: dict, unit: str) -> str:
-    """"38.2% ± 0.6" (points) or "4.1 ± 0.3 epochs"; censored runs as lower bounds."""
+def _pm(stats: dict, metric: str) -> str:
+    """"38.2% ± 0.6" (an error), "12.0 ± 1.1 points" (a gap), "4.1 ± 0.3 epochs"; censored runs
+    as lower bounds."""
     mean, sd = stats["mean"], stats["sd"]
-    spread = f" ± {sd:.1f}" if sd is not None else ""
-    if unit == "points":
-        return f"{mean:.1f}%{spread}"
     cut = sum(stats["censored"])
-    if cut == stats["n"]:
+    if cut and cut == stats["n"]:
         return f"not reached in {stats['values'][0]:g} epochs"
-    text = f"{mean:.1f}{spread} epochs"
+    text = METRICS[metric][2].format(mean, f" ± {sd:.1f}" if sd is not None else "")
     return f">= {text} ({cut} of {stats['n']} runs did not reach it)" if cut else text
 
 
 def _compare(claim: Claim, measure: Measure, found: dict[str, list[dict]]) -> dict:
     """One measure's verdict: the arms' statistics, the effect, its standard error and the words."""
-    unit, as_ratio = METRICS[measure.metric]
+    unit, as_ratio, _ = METRICS[measure.metric]
     arms = {name: _arm_stats(claim, measure.metric, found.get(name, []))
             for name in (measure.paper_arm, measure.other_arm)}
     for name, stats in arms.items():
@@ -583,8 +596,8 @@ def _compare(claim: Claim, measure: Measure, found: dict[str, list[dict]]) -> di
                 "ours": "not run yet" + (": its runs are queued or training" if pending else "")}
     if a["n"] < MIN_SEEDS or b["n"] < MIN_SEEDS:
         return {**result, "verdict": "too few runs",
-                "ours": f"too few runs: {a['n']} finished {a['label']} and {b['n']} {b['label']}; a verdict needs "
-                        f"{MIN_SEEDS} seeds in each"}
+                "ours": f"too few runs: {a['n']} finished {a['label']}, {b['n']} {b['label']}; a verdict needs "
+                        f"{MIN_SEEDS} finished seeds of each"}
     # effect > 0: in the paper's direction (the paper's arm lower, or higher when `higher`)
     effect = (a["mean"] - b["mean"]) if measure.higher else (b["mean"] - a["mean"])
     se = math.sqrt(a["sd"] ** 2 / a["n"] + b["sd"] ** 2 / b["n"])
@@ -592,8 +605,8 @@ def _compare(claim: Claim, measure: Measure, found: dict[str, list[dict]]) -> di
     if as_ratio:
         slow, fast = (a, b) if measure.higher else (b, a)
         ratio = slow["mean"] / fast["mean"] if fast["mean"] > 0 else None
-    figures = (f"{measure.title} {_pm(a, unit)} {a['label']}, {_pm(b, unit)} {b['label']} "
-               f"({a['n']} and {b['n']} seeds)")
+    seeds = f"{a['n']} seeds each" if a["n"] == b["n"] else f"{a['n']} and {b['n']} seeds"
+    figures = f"{measure.title} {_pm(a, measure.metric)} {a['label']}, {_pm(b, measure.metric)} {b['label']} ({seeds})"
     if any(a["censored"]) and not measure.higher:
         # the paper's arm did not reach the threshold in some runs: its mean is only a lower bound
         if not any(b["censored"]) and effect < 0 and abs(effect) >= 2 * se:
@@ -693,6 +706,24 @@ def claims_json(root=None, include_bundled: bool = True) -> list[dict]:
     """Every claim's verdict, in order (what `claims --json` prints)."""
     store = _Store(root, include_bundled)
     return [_json_safe(_verdict(claim, store, "cpu", None, {})) for claim in CLAIMS.values()]
+
+
+def markdown(results: list[dict]) -> str:
+    """The verdicts as docs/CLAIMS.md shows them (its "Measured verdicts" part), written from
+    `claims_json()` so the document says exactly what the verdicts say."""
+    lines = []
+    for result in results:
+        minutes = result["seconds"] / 60
+        lines += [f"### {result['number']}. {result['title']} ({result['name']}, {result['section']})", "",
+                  f"> {result['quote']}", "",
+                  f"- The paper: {result['paper']}",
+                  f"- Ours: {result['ours']}",
+                  f"- Verdict: **{result['verdict']}**"]
+        lines += [f"- Then {part['title']}: {part['ours']} (**{part['verdict']}**)" for part in result["parts"]]
+        lines += [f"- What differs from the paper: {result['differs']}",
+                  f"- Runs: {len(result['runs'])}, {minutes:,.0f} minutes of training ({', '.join(result['runs'])})"
+                  if result["runs"] else "- Runs: none yet", ""]
+    return "\n".join(lines)
 
 
 # --- Curves, queueing, estimates ------------------------------------------------------------
