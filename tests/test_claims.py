@@ -187,6 +187,15 @@ def test_fewer_than_two_finished_seeds_are_too_few_and_none_is_not_run_yet(no_bu
     assert result["arms"]["none"]["n"] == 1 and result["yours"]["pending"] == ["training"]
 
 
+def test_a_seed_trained_twice_is_one_sample(no_bundle):
+    write_arm(no_bundle, "lrn", "lrn", [0.30, 0.31])
+    write_arm(no_bundle, "lrn", "none", [0.33])
+    write_arm(no_bundle, "lrn", "none", [0.34], prefix="again-")  # seed 0 again: not a second seed
+    result = claims.verdict("lrn")
+    assert result["verdict"] == "too few runs" and result["arms"]["none"]["runs"] == ["again-lrn-none-0"]
+    assert "again-lrn-none-0" in result["runs"] and "lrn-none-0" not in result["runs"]
+
+
 def relu_rows(errors):
     return [{"accuracy": 1 - e, "val_accuracy": 0.5, "loss": 1.0, "val_loss": 1.0} for e in errors]
 

@@ -24,6 +24,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import math
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -505,7 +506,7 @@ def _finished(runs: list[dict]) -> list[dict]:
 
 
 def _complete(found: dict[str, list[dict]]) -> bool:
-    return all(len(_finished(runs)) >= MIN_SEEDS for runs in found.values())
+    return all(len({r["seed"] for r in _finished(runs)}) >= MIN_SEEDS for runs in found.values())
 
 
 def _arm_settings_of(claim: Claim, size: str, data: str | None, scale: dict) -> dict[str, dict]:
@@ -556,11 +557,16 @@ def _read_metrics(run: dict):
 
 
 def _arm_stats(claim: Claim, metric: str, runs: list[dict]) -> dict:
-    values, censored, ids = [], [], []
+    """An arm's values over its finished runs, one run per seed (the first made, by run id: a seed
+    trained twice is not two samples)."""
+    values, censored, ids, seeds = [], [], [], set()
     for run in sorted(_finished(runs), key=lambda r: (r["seed"], r["run_id"])):
+        if run["seed"] in seeds:
+            continue
         value, cut = measure_run(metric, _read_metrics(run), claim, run["classes"])
         if value is None:
             continue
+        seeds.add(run["seed"])
         values.append(value)
         censored.append(cut)
         ids.append(run["run_id"])
@@ -669,7 +675,8 @@ def _verdict(claim: Claim, store: _Store, size: str, data: str | None, scale: di
              (a.name for a in claim.arms)}
     for name, stats in every.items():
         stats["label"] = claim.arm(name).label
-    counted = [r for runs in found.values() for r in _finished(runs)]
+    used = {run_id for m in (primary, *parts) for stats in m["arms"].values() for run_id in stats["runs"]}
+    counted = [r for runs in found.values() for r in runs if r["run_id"] in used]
     seconds = sum(r["elapsed_s"] for r in counted if isinstance(r["elapsed_s"], (int, float)))
     differs = claim.differs if size == "cpu" else _gpu_differs(base_settings(size, data, **scale))
     return {
@@ -772,6 +779,9 @@ def missing_runs(name: str, size: str = "cpu", data: str | None = None, root=Non
     return [(arm, seed, config) for arm, seed, config in configs if (arm.name, seed) not in covered]
 
 
+_QUEUEING = threading.Lock()
+
+
 def queue_missing(name: str, size: str = "cpu", data: str | None = None, root=None, seeds=SEEDS,
                   **scale) -> list[tuple[Arm, int, Path]]:
     """queue_experiment, saying which arm and seed each queued run is."""
@@ -780,7 +790,9 @@ def queue_missing(name: str, size: str = "cpu", data: str | None = None, root=No
     claim = get_claim(name)
     root = locations.runs_root(root)
     queued = []
-    with liveness.runs_lock(root):  # two clicks at once queue the missing runs once
+    # Two clicks at once (two tabs of one app) queue the missing runs once. Not the runs folder's
+    # lock: each enqueue reads the data, and a trainer the first one starts needs that lock soon.
+    with _QUEUEING:
         stamp = time.strftime("%Y%m%d-%H%M%S")
         for arm, seed, config in missing_runs(name, size, data, root, seeds, **scale):
             run_id, number = f"{stamp}-{name}-{arm.name}-seed{seed}", 1
