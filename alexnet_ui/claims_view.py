@@ -30,10 +30,12 @@ def _error_label(metric: str) -> str:
 
 
 def curves_figure(frame: pd.DataFrame, arms: list[tuple[str, str]], metric: str = "val_error",
-                  threshold: float | None = None, threshold_label: str = "", beside: str | None = None) -> go.Figure:
+                  threshold: float | None = None, threshold_label: str = "", beside: str | None = None,
+                  marks: dict[str, float] | None = None) -> go.Figure:
     """The experiment's runs overlaid: each run a thin line coloured by its arm, each arm's mean
     over its runs bold; `beside` (the training error, where the measure is the train-validation gap)
-    as the arms' means dashed in the same colours; `threshold` a dashed horizontal line. `frame`:
+    as the arms' means dashed in the same colours; `threshold` a dashed horizontal line, and `marks`
+    ({arm: epoch}, where each arm's mean reaches it) dotted vertical lines in the arms' colours. `frame`:
     one row per run and epoch (run_id, arm, seed, epoch from 1, the error columns). `arms`: (name,
     label) in the order drawn. The figure opens on the last epoch; its slider and Play replay the
     curves epoch by epoch (the frame's title says which)."""
@@ -60,10 +62,12 @@ def curves_figure(frame: pd.DataFrame, arms: list[tuple[str, str]], metric: str 
                 continue
             mean = runs.groupby("epoch", sort=True)[column].mean().dropna().reset_index()
             count = runs["run_id"].nunique()
-            label = f"{labels[name]}: {_error_label(column)}" + (f", mean of {count} runs" if count > 1 else "")
+            label = (f"{labels[name]}" + (f" (mean of {count} runs)" if count > 1 else "") if column == metric
+                     else f"{labels[name]}: {_error_label(column)}")
             series.append((dict(name=label, mode="lines+markers" if last <= 40 else "lines", legendgroup=name,
                                 line=dict(color=colours[name], width=width, dash=dash), marker=dict(size=5),
-                                hovertemplate=f"{label}<br>epoch %{{x}}: %{{y:.1%}}<extra></extra>"), mean))
+                                hovertemplate=f"{label}<br>epoch %{{x}}: %{{y:.1%}} {_error_label(column)}"
+                                              "<extra></extra>"), mean))
 
     def points(data: pd.DataFrame, column: str, upto: int) -> dict:
         shown = data[data["epoch"] <= upto]
@@ -82,6 +86,11 @@ def curves_figure(frame: pd.DataFrame, arms: list[tuple[str, str]], metric: str 
     if threshold is not None:
         fig.add_hline(y=threshold, line_dash="dash", line_color="#444", line_width=1.5,
                       annotation_text=threshold_label or f"{threshold:.0%}", annotation_position="top right")
+    for name, epoch in (marks or {}).items():
+        if name in colours and epoch is not None:
+            fig.add_vline(x=epoch, line_dash="dot", line_color=colours[name], line_width=1.5,
+                          annotation_text=f"{labels[name]}: {epoch:.1f} epochs", annotation_position="bottom right",
+                          annotation_font_color=colours[name])
 
     def title(upto: int) -> str:
         return f"Epoch {upto} of {last}" if last else "No epochs yet"
@@ -105,8 +114,9 @@ def curves_figure(frame: pd.DataFrame, arms: list[tuple[str, str]], metric: str 
                                   dict(label="❚❚", method="animate",
                                        args=[[None], dict(frame=dict(duration=0, redraw=False), mode="immediate",
                                                           transition=dict(duration=0))])])])
-    fig.update_layout(title_text=title(last), height=470, margin=dict(l=10, r=10, t=50, b=10),
-                      legend=dict(orientation="h", y=-0.32, yanchor="top"), hovermode="closest")
+    fig.update_layout(title_text=title(last), height=500, margin=dict(l=10, r=10, t=60, b=10),
+                      legend=dict(orientation="h", x=1, xanchor="right", y=1.02, yanchor="bottom"),
+                      hovermode="closest")
     return fig
 
 
@@ -162,10 +172,11 @@ def _unit(metric: str) -> str:
 
 
 def _figure(value: float | None, metric: str, signed: bool = False) -> str:
+    """A figure in its unit: "4.1x" for a ratio, "+0.8 points" (ours, signed) or "2 points" (the paper's)."""
     if value is None:
         return "-"
     if claims.METRICS[metric][1]:
-        return f"{value:.1f}x"
+        return f"{value:.1f}x" if signed else f"{value:g}x"
     return f"{value:+.1f} points" if signed else f"{value:g} points"
 
 
@@ -210,7 +221,7 @@ def figures(claim, result: dict, runs: list[dict]) -> None:
                 f"{measure.title}: {other_arm.label} minus {paper_arm.label}" if not measure.higher else
                 f"{measure.title}: {paper_arm.label} minus {other_arm.label}")
     st.markdown(f"**{compared}**")
-    c = st.columns([1, 1, 2])
+    c = st.columns(2)
     c[0].metric("The paper", _figure(measure.paper_effect, measure.metric) if measure.paper_effect else "no figure",
                 help=f"The paper's own figure: {measure.paper}")
     c[0].caption(plain(measure.paper, 300))
@@ -224,9 +235,9 @@ def figures(claim, result: dict, runs: list[dict]) -> None:
     lines = [f"**{plain(result['arms'][arm.name]['label'], 80)}**: "
              f"{_arm_figure(result['arms'][arm.name], _unit(measure.metric))}" for arm in claim.arms
              if arm.name in result["arms"]]
-    c[2].markdown("  \n".join(lines))
+    st.markdown("  \n".join(lines))
     seeds = min((s.get("n") or 0 for s in result["arms"].values()), default=0)
-    c[2].caption(f"{split_words(measure.metric, runs)}; mean ± sd over "
+    st.caption(f"{split_words(measure.metric, runs)}; mean ± sd over "
                  f"{seeds if seeds else len(claims.SEEDS)} seeds" + ("" if seeds else " (once run)"))
 
 
@@ -241,15 +252,15 @@ def verdict(claim, result: dict) -> None:
 
 
 def _machine(runs: list[dict]) -> str:
-    """Where runs were trained, from their recorded environment: "a 2-core CPU (AMD EPYC)"."""
+    """Where runs were trained, from their recorded environment: "a 2-core AMD EPYC CPU"."""
     for run in runs:
         env = fileio.read_object(Path(run["path"]) / layout.CONFIG).get("environment")
         device = env.get("device") if isinstance(env, dict) else None
         if isinstance(device, dict) and device.get("kind"):
             cores = device.get("cores")
             size = f"{cores}-core " if device.get("kind") == "CPU" and isinstance(cores, int) else ""
-            name = f" ({plain(device['name'], 60)})" if device.get("name") else ""
-            return f"a {size}{device['kind']}{name}"
+            name = f"{plain(device['name'], 60)} " if device.get("name") else ""
+            return f"a {size}{name}{device['kind']}"
     return "a 2-core CPU"
 
 
@@ -276,18 +287,23 @@ def curve_columns(claim) -> tuple[str, float | None, str, str | None]:
     return "val_error", None, "", "train_error" if "gap" in metrics else None
 
 
-def curves(claim, frame: pd.DataFrame) -> None:
-    """The experiment's curves overlaid, with Play."""
+def curves(claim, result: dict, frame: pd.DataFrame) -> None:
+    """The experiment's curves overlaid, with Play; for a threshold, where each arm's mean reaches it."""
     if not len(frame):
         st.info("No curves yet: this experiment has no runs here. Run it below.", icon=":material/show_chart:")
         return
     metric, threshold, threshold_label, beside = curve_columns(claim)
-    arms = [(arm.name, arm.label.removeprefix("with ").capitalize()) for arm in claim.arms]
-    fig = curves_figure(frame, arms, metric, threshold, threshold_label, beside)
+    arms = [(arm.name, arm.label.removeprefix("with ")) for arm in claim.arms]
+    marks = None
+    if threshold is not None:  # where each arm's mean reaches the threshold (none that did not in every run)
+        marks = {name: stats["mean"] for name, stats in result["arms"].items()
+                 if stats.get("n") and not any(stats.get("censored") or [])}
+    fig = curves_figure(frame, arms, metric, threshold, threshold_label, beside, marks)
     st.plotly_chart(fig, key=f"claims_curves_{claim.name}", width="stretch", config={"displayModeBar": False})
-    st.caption("Thin lines: each run (seed); bold: each arm's mean. Press Play to replay the runs epoch by epoch, "
-               "or drag the slider." + (" Dashed: the training error, for the gap between it and the validation "
-                                        "error." if beside else ""))
+    st.caption("Thin lines: each run (seed); bold: each arm's mean"
+               + ("; dotted: the epoch each arm reaches the threshold, on average" if marks else "")
+               + ". Press Play to replay the runs epoch by epoch, or drag the slider."
+               + (" Dashed: the training error, for the gap between it and the validation error." if beside else ""))
 
 
 def runs(claim, result: dict, found: dict[str, list[dict]], frame: pd.DataFrame) -> None:
@@ -313,8 +329,12 @@ def runs(claim, result: dict, found: dict[str, list[dict]], frame: pd.DataFrame)
     st.caption("Open a run on the Runs page:")
     columns = st.columns(len(claim.arms))
     for column, arm in zip(columns, claim.arms):
-        for r in found.get(arm.name, []):
-            column.page_link("pages/runs.py", label=f"{arm.label}, seed {r['seed']}", icon=":material/folder_open:",
+        arm_runs = found.get(arm.name, [])
+        seeds = [r["seed"] for r in arm_runs]
+        column.markdown(f"**{plain(arm.label, 80)}**")
+        for r in arm_runs:
+            named = f": {r['run_id']}" if seeds.count(r["seed"]) > 1 else ""
+            column.page_link("pages/runs.py", label=f"seed {r['seed']}{named}", icon=":material/folder_open:",
                              query_params={"run": r["run_id"]}, help=f"Run {r['run_id']} on the Runs page")
     if pending and result["source"] == "bundled":
         st.caption(f"Your runs of this experiment on the way: {plain(', '.join(pending), 600)}.")

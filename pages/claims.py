@@ -23,7 +23,7 @@ with right:
     view.figures(claim, result, used)
 view.verdict(claim, result)
 view.source(result, used)
-view.curves(claim, frame)
+view.curves(claim, result, frame)
 view.runs(claim, result, found, frame)
 view.run_it_here(claim)
 
