@@ -379,6 +379,8 @@ def test_an_unknown_claim_exits_2_naming_the_claims(no_bundle, capsys):
         assert "No claim 'relus'. The claims: relu, lrn, overlapping-pool, dropout, augmentation, groups, depth" in err
     code, _, err = claims_command("run", "lrn", "--size", "gpu", capsys=capsys)
     assert code == 2 and "ImageNet-layout folder" in err and "Traceback" not in err
+    code, _, err = claims_command("run", "lrn", "--size", "gpu", "--data", str(no_bundle.parent), capsys=capsys)
+    assert code == 2 and "is not an ImageNet-layout folder: it needs train/<class>/*" in err
 
 
 def test_claims_run_queues_only_the_missing_runs(tmp_path, no_bundle, no_trainer, capsys):
@@ -410,6 +412,24 @@ def test_claims_run_queues_only_the_missing_runs(tmp_path, no_bundle, no_trainer
     code, out, _ = claims_command("run", "depth", "--data", str(data), "--json", capsys=capsys)
     assert [(r["arm"], r["seed"]) for r in json.loads(out)["queued"]] == [("no-conv3", 0), ("no-conv3", 1),
                                                                           ("no-conv3", 2)]
+
+
+def test_the_gpu_size_queues_the_papers_network_on_an_imagenet_folder(tmp_path, no_bundle, no_trainer, capsys):
+    data = helpers.make_ilsvrc_folder(tmp_path / "ilsvrc", train=2, val=1)
+    code, out, err = claims_command("run", "groups", "--size", "gpu", "--data", str(data), "--epochs", "2",
+                                    "--train-per-class", "2", "--seeds", "2", "--json", capsys=capsys)
+    assert code == 0, err
+    queued = json.loads(out)["queued"]
+    assert [(r["arm"], r["seed"]) for r in queued] == [("grouped", 0), ("half", 0), ("grouped", 1), ("half", 1)]
+    configs = [json.loads((Path(r["run_dir"]) / layout.CONFIG).read_text()) for r in queued]
+    assert {(c["variant"], c["epochs"], c["train_per_class"], c["data"]) for c in configs} == {
+        ("paper", 2, 2, str(data))}
+    assert [(c["switches"]["groups"], c["switches"]["width"]) for c in configs[:2]] == [(True, 1.0), (False, 0.5)]
+    # the verdict of that experiment reads those runs (queued: not run yet), not the CPU size's
+    result = claims.verdict("groups", size="gpu", data=str(data), epochs=2, train_per_class=2)
+    assert result["verdict"] == "not run yet" and len(result["yours"]["pending"]) == 4
+    assert "the paper's network on your data" in result["differs"]
+    assert claims.verdict("groups")["yours"]["pending"] == []
 
 
 def test_claims_run_refuses_bad_data_and_seeds_without_queueing(tmp_path, no_bundle, no_trainer, capsys):

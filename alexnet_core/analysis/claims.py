@@ -36,7 +36,7 @@ from alexnet_core.settings.config import SETTINGS, ConfigError, TrainConfig
 from alexnet_core.store import layout, liveness
 
 SEEDS = (0, 1, 2)
-MIN_SEEDS = 2  # finished runs an arm needs before its mean and standard deviation mean anything
+MIN_SEEDS = 2  # finished seeds an arm needs before its mean and standard deviation mean anything
 SIZES = ("cpu", "gpu")
 VERDICTS = ("agrees", "disagrees", "within noise", "not run yet", "too few runs")
 
@@ -68,8 +68,9 @@ MATCH_IGNORES = ("seed", "data", "recipe", "log_every", "cache_budget_mb", "snap
 # The switches' published defaults, for a network whose variants do not list a switch (yet).
 _SWITCH_DEFAULTS = {"activation": "relu", "remove_conv": 0}
 HALF_WIDTH = "half"  # an arm's width: half the base's (the groups claim's one-GPU net)
-COUNTED_STATES = ("finished", "queued", "created", "starting", "running")  # a run that covers its seed
-PENDING_STATES = ("queued", "created", "starting", "running")
+# A run that covers its seed: done, or on its way (a run taken out of the queue, `created`, is not).
+COUNTED_STATES = ("finished", "queued", "starting", "running")
+PENDING_STATES = ("queued", "starting", "running")
 
 
 class ClaimError(AlexNetError, ValueError):
@@ -782,12 +783,31 @@ def missing_runs(name: str, size: str = "cpu", data: str | None = None, root=Non
 _QUEUEING = threading.Lock()
 
 
+def check_gpu_data(data: str) -> None:
+    """The GPU size's data: an ImageNet-layout folder (PATH/train/<class>/*, with PATH/val/<class>/*
+    for the validation error) or a prepared one (`prepare`); ClaimError saying what it is not."""
+    from alexnet_core.inputs import prepared
+
+    folder = Path(data).expanduser()
+    if not folder.is_dir():
+        raise ClaimError(f"There is no folder {data}: the GPU size needs your ImageNet-layout folder "
+                         "(PATH/train/<class>/* and PATH/val/<class>/*).")
+    if prepared.detect(folder):
+        return
+    if not (folder / "train").is_dir() or not (folder / "val").is_dir():
+        raise ClaimError(f"{data} is not an ImageNet-layout folder: it needs train/<class>/* to train on and "
+                         "val/<class>/* for the validation error the verdicts compare (or give a folder made by "
+                         "`python -m alexnet_core prepare`).")
+
+
 def queue_missing(name: str, size: str = "cpu", data: str | None = None, root=None, seeds=SEEDS,
                   **scale) -> list[tuple[Arm, int, Path]]:
     """queue_experiment, saying which arm and seed each queued run is."""
     from alexnet_core.train import queue
 
     claim = get_claim(name)
+    if size == "gpu" and data:
+        check_gpu_data(data)
     root = locations.runs_root(root)
     queued = []
     # Two clicks at once (two tabs of one app) queue the missing runs once. Not the runs folder's
