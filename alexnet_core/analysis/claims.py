@@ -627,10 +627,11 @@ def _compare(claim: Claim, measure: Measure, found: dict[str, list[dict]]) -> di
     if as_ratio:
         slow_label = (a if measure.higher else b)["label"]
         size = f"{'>= ' if bound else ''}{ratio:.1f}x" if ratio is not None else "an unmeasurable ratio"
-        difference = f"{slow_label} takes {size} as long ({abs(effect):.1f} epochs {'more' if effect >= 0 else 'less'})"
+        difference = (f"{slow_label} it takes {size} as long ({abs(effect):.1f} epochs "
+                      f"{'more' if effect >= 0 else 'less'})")
     else:
         lower, higher = (a, b) if a["mean"] <= b["mean"] else (b, a)
-        difference = f"{lower['label']} lower by {higher['mean'] - lower['mean']:.1f} points"
+        difference = f"{higher['mean'] - lower['mean']:.1f} points lower {lower['label']}"
     noise = f"2 SE = {2 * se:.1f} {'epochs' if unit == 'epochs' else 'points'}"
     if abs(effect) < 2 * se or effect == 0:  # no difference at all is no direction either
         verdict, judged = "within noise", f"within noise ({noise})"
