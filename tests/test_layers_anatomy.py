@@ -113,3 +113,15 @@ def test_charts_are_built_from_the_table():
     edges = [l for l in dot.splitlines() if "->" in l]
     assert len(edges) == len(set(edges))
     assert not any('"relu' in e for e in edges)  # activations fold into their block
+
+
+def test_compare_shows_a_removed_convolution_and_the_activation_it_changed():
+    full = layer_table(build_model("paper"))
+    short = layer_table(build_model("paper", remove_conv=3, activation="tanh"))
+    diff = compare_tables(full, short).set_index("name")
+    assert diff.loc["conv3", "status"] == "only in A" and diff.loc["relu3", "status"] == "only in A"
+    # conv4 reads conv2's 256 maps instead of conv3's 384 (two groups): 3*3*64*384 fewer weights.
+    assert diff.loc["conv4", "status"] == "changed" and diff.loc["conv4", "params_change"] == -3 * 3 * 64 * 384
+    assert diff.loc["conv5", "status"] == "same" and diff.loc["pool2", "status"] == "same"
+    assert diff.loc["tanh1", "status"] == "only in B" and diff.loc["tanh1", "detail_b"] == "tanh"
+    assert int(diff["params_change"].sum()) == totals(short)["total_params"] - totals(full)["total_params"]
