@@ -249,7 +249,8 @@ _add(Claim(
     threshold=None,
     arms=(Arm("lrn", "with LRN", {"switches": {"norm": "lrn"}}),
           Arm("none", "without normalisation", {"switches": {"norm": "none"}})),
-    differs=_CPU + "; LRN after every convolution of our network (the paper: after conv1 and conv2)",
+    differs=_CPU + "; this claim's arms have LRN or no normalisation after every convolution (the paper: LRN after "
+                   "conv1 and conv2 only)",
     measures=(Measure("validation error", "val_error", "lrn", "none",
                       "2 points lower with LRN on CIFAR-10 (13% -> 11%); 1.4 points top-1 on ImageNet",
                       paper_effect=2.0),),
