@@ -202,7 +202,9 @@ def _cpu_setting(imagenet: bool = True) -> str:
     held_out = round(CIFAR10_TRAIN_IMAGES * base["val_split"])
     train = (f"{per_class * 10:,} CIFAR-10 training images ({per_class:,} per class)" if per_class else
              f"{CIFAR10_TRAIN_IMAGES - held_out:,} CIFAR-10 training images")
-    network = f"our {base['variant']} network at width {switches['width']:g}"
+    norm = {"lrn": "LRN", "batchnorm": "batch normalisation", "none": "no normalisation"}.get(switches["norm"],
+                                                                                             switches["norm"])
+    network = f"our {base['variant']} network at width {switches['width']:g} with {norm} after every convolution"
     time = f"{base['epochs']} epochs with a {base['schedule']} schedule on a CPU"
     if not imagenet:  # the paper's own CIFAR-10 experiment
         return (f"{train} instead of all 50,000; {network} (five convolutions) instead of the paper's four-layer "
