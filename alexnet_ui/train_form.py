@@ -148,6 +148,8 @@ class TrainForm:
             if s.key not in self.state or self.state[s.key] == wanted[s.key]:
                 continue
             was, now = wanted[s.key], self.state[s.key]
+            if s.choices and s.names:  # a choice with a name of its own: "removed convolution none → conv3"
+                was, now = s.names(was), s.names(now)
             changed.append(f"{s.in_words} {was:g} → {now:g}" if isinstance(was, float) and isinstance(now, (int, float))
                            else f"{s.in_words} {was} → {now}")
         return changed

@@ -14,6 +14,7 @@ import pytest
 from alexnet_core.models.anatomy import layer_table, totals
 from alexnet_core.models.variants import ACTIVATIONS, REMOVE_CONV, build_model, get_arch, min_input_size, spatial_sizes
 from alexnet_core.settings.config import SWITCHES, ConfigError, TrainConfig
+from alexnet_core.settings.recipes import RECIPES
 from alexnet_core.store import layout
 from tests.helpers import TINY_ARGS, cli, make_image_folder
 
@@ -174,6 +175,9 @@ def test_the_train_form_offers_both_switches_and_reads_them_back():
     assert (read.switches["activation"], read.switches["remove_conv"]) == ("tanh", 4)
     TrainForm(state).follow("variant")  # another variant: back to its own (published) switches
     assert (state[activation.key], state[removed.key]) == ("relu", 0)
+    state = {**TrainForm.values(RECIPES["quick"].settings), activation.key: "tanh", removed.key: 3}
+    assert TrainForm(state).changed_from(RECIPES["quick"]) == [
+        "activation relu → tanh", "removed convolution none (all five) → conv3"]
 
 
 def test_the_architecture_page_removes_a_convolution_and_changes_the_activation():
