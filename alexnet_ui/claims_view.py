@@ -100,7 +100,7 @@ def curves_figure(frame: pd.DataFrame, arms: list[tuple[str, str]], metric: str 
                                traces=list(range(len(series))), layout=dict(title_text=title(k)))
                       for k in range(1, last + 1)]
         steps = [dict(method="animate", label=str(k),
-                      args=[[str(k)], dict(mode="immediate", frame=dict(duration=0, redraw=False),
+                      args=[[str(k)], dict(mode="immediate", frame=dict(duration=0, redraw=True),
                                            transition=dict(duration=0))]) for k in range(1, last + 1)]
         fig.update_layout(
             sliders=[dict(active=last - 1, steps=steps, x=0.12, len=0.88, y=0, yanchor="top", pad=dict(t=45),
@@ -108,7 +108,7 @@ def curves_figure(frame: pd.DataFrame, arms: list[tuple[str, str]], metric: str 
             updatemenus=[dict(type="buttons", direction="left", x=0.0, y=0, xanchor="left", yanchor="top",
                               pad=dict(t=52, r=10), showactive=False, buttons=[
                                   dict(label="▶ Play", method="animate",
-                                       args=[None, dict(frame=dict(duration=PLAY_FRAME_MS, redraw=False),
+                                       args=[None, dict(frame=dict(duration=PLAY_FRAME_MS, redraw=True),
                                                         fromcurrent=False, transition=dict(duration=0),
                                                         mode="immediate")]),
                                   dict(label="❚❚", method="animate",

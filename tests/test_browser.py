@@ -7,6 +7,7 @@ import subprocess
 import sys
 import time
 import urllib.request
+from pathlib import Path
 
 import pytest
 
@@ -52,11 +53,26 @@ def models_root(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory, runs_root, models_root):
+def claims_root(tmp_path_factory):
+    """The paper's claims' bundled runs the server reads: the shipped bundle when it has claim 1's
+    runs, else claim 1's experiment written here as finished runs (tests/test_claims_page.py)."""
+    from alexnet_core import locations
+
+    if any((Path(locations.CLAIMS_DIR) / "runs").glob("*relu*")):
+        return Path(locations.CLAIMS_DIR)
+    from tests.test_claims_page import write_claim_runs
+
+    folder = tmp_path_factory.mktemp("claims")
+    write_claim_runs(folder / "runs", "relu", epochs=8, read_only=True)
+    return folder
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory, runs_root, models_root, claims_root):
     _require_browser()
     port = _free_port()
     env = {**os.environ, "ALEXNET_RUNS_DIR": str(runs_root), "ALEXNET_DATA_DIR": str(tmp_path_factory.mktemp("data")),
-           "ALEXNET_MODELS_DIR": str(models_root)}
+           "ALEXNET_MODELS_DIR": str(models_root), "ALEXNET_CLAIMS_DIR": str(claims_root)}
     log = open(tmp_path_factory.mktemp("log") / "streamlit.log", "w+")
     proc = subprocess.Popen(
         [sys.executable, "-m", "streamlit", "run", "app.py", "--server.headless", "true",
@@ -128,7 +144,7 @@ def test_every_page_renders_offline_without_errors(server, browser):
     settle(page)
     links = page.locator('[data-testid="stSidebarNavLink"]')
     hrefs = [links.nth(i).get_attribute("href") for i in range(links.count())]
-    assert len(hrefs) == 8, "the sidebar should list every page"
+    assert len(hrefs) == 9, "the sidebar should list every page"
     for href in hrefs:
         page.locator(f'[data-testid="stSidebarNavLink"][href="{href}"]').click()
         page.wait_for_timeout(300)
@@ -379,3 +395,57 @@ def test_classify_with_an_installed_imagenet_model(server, browser, models_root,
         page.close()
     finally:
         model_home.remove("imagenet-torchvision")  # the other tests see no installed model
+
+
+def test_question_the_paper_play_claim_one_and_queue_it(server, browser, runs_root):
+    """Claim 1 from the bundle: its verdict and curves; Play replays the curves from epoch 1;
+    Run it here queues its six runs. A run holding the machine (its trainer's lock, held by this
+    test) keeps them waiting, so nothing trains; they are taken out of the queue at the end."""
+    from alexnet_core.store import catalog, liveness
+    from alexnet_core.train import queue
+
+    busy = catalog.create_run(runs_root, "machine-busy", {"variant": "compact", "data": "sample", "epochs": 1})
+    liveness.write_status(busy, state="running", pid=os.getpid(), started=time.time())
+    lock = liveness.TrainerLock(busy).acquire()
+    queued = []
+    try:
+        page = open_page(browser, server, "/claims", "Question the paper", height=2600)
+        page.locator('[data-testid="stRadio"] label').filter(has_text="1. ReLUs train six times faster").click()
+        settle(page)
+        assert page.get_by_text("Bundled result (measured on").count() == 1
+        assert page.get_by_text("reaches a 25% training error rate on CIFAR-10 six times faster").count() == 1
+        title = page.locator('[data-testid="stPlotlyChart"] .gtitle')
+        title.wait_for(timeout=60_000)
+        last = title.text_content()
+        assert last.startswith("Epoch ") and last.split()[1] == last.split()[3], last  # opens on the last epoch
+        epochs = int(last.split()[3])
+        seen = set()
+        page.locator(".updatemenu-button").filter(has_text="Play").click()
+        for _ in range(400):  # a frame a few tenths of a second: the first may pass while the click returns
+            seen.add(int(title.text_content().split()[1]))
+            if len(seen & set(range(1, epochs))) >= 3:
+                break
+            page.wait_for_timeout(25)
+        assert min(seen) <= 3 and len(seen & set(range(1, epochs))) >= 3, seen  # from the start, epoch by epoch
+        page.wait_for_function(  # it plays on to the last epoch
+            f"() => document.querySelector('[data-testid=stPlotlyChart] .gtitle')?.textContent === '{last}'",
+            timeout=30_000)
+        assert page.locator('[data-testid="stPlotlyChart"] .shapelayer path').count() >= 1  # the 25% line
+        page.get_by_text("The bundled CIFAR-10 sample").click()  # CIFAR-10 itself is not on a test machine
+        settle(page)
+        assert page.get_by_text("6 runs of 15 epochs").count() == 1
+        page.get_by_role("button", name="Run it here").click()
+        page.get_by_text("Queued 6 runs").wait_for(timeout=120_000)
+        settle(page)
+        queued = [e["run_id"] for e in queue.entries(runs_root)]
+        assert len(queued) == 6
+        assert page.get_by_text("Watch the first one on Train").count() == 1
+        assert_no_errors(page, "question the paper")
+        page.close()
+    finally:
+        for run_id in queued or [e["run_id"] for e in queue.entries(runs_root)]:
+            queue.cancel(run_id, runs_root)
+            catalog.delete_run(runs_root, run_id)
+        lock.release()
+        liveness.write_status(busy, state="stopped")
+        catalog.delete_run(runs_root, "machine-busy")
