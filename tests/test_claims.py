@@ -507,3 +507,18 @@ def test_each_shipped_verdict_recomputes_from_the_shipped_metrics_to_the_same_te
         assert {k: v for k, v in made.items() if k != "yours"} == {k: v for k, v in now.items() if k != "yours"}
         for part in [now, *now["parts"]]:
             assert part["ours"] in doc, f"docs/CLAIMS.md does not say {part['ours']!r}"
+
+
+def test_the_bundle_can_be_pointed_elsewhere(tmp_path):
+    """ALEXNET_CLAIMS_DIR: another folder of the claims' measured runs (the browser test's copy)."""
+    import sys
+
+    code = "from alexnet_core import locations; print(locations.CLAIMS_DIR)"
+    env = {**os.environ, locations.CLAIMS_DIR_ENV: str(tmp_path / "copy")}
+    shown = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=60,
+                           cwd=locations.ROOT)
+    assert shown.stdout.strip() == str(tmp_path / "copy")
+    env.pop(locations.CLAIMS_DIR_ENV)
+    shown = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=60,
+                           cwd=locations.ROOT)
+    assert shown.stdout.strip() == str(locations.ASSETS / "claims")
