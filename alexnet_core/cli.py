@@ -741,7 +741,7 @@ def add_data_service_parser(sub) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from alexnet_core import __version__
+    from alexnet_core import __version__, claims_cli
 
     parser = argparse.ArgumentParser(prog="python -m alexnet_core",
                                      description="AlexNet Explorer on the command line.")
@@ -855,6 +855,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_pretrained_parser(sub)
     add_prepare_parser(sub)
     add_queue_parser(sub)
+    claims_cli.add_parser(sub)
 
     p = sub.add_parser("app", help="start the app (streamlit run on the installed app.py)",
                        usage="%(prog)s [STREAMLIT OPTION ...]",

@@ -44,10 +44,10 @@ VERDICTS = ("agrees", "disagrees", "within noise", "not run yet", "too few runs"
 # (docs/CLAIMS.md). Every arm is this plus its changes; tune it here and only here.
 CPU_BASE = {
     "variant": "compact",
-    "switches": {"width": 0.25, "norm": "lrn", "groups": False, "overlapping_pool": True, "dropout": 0.5,
+    "switches": {"width": 0.25, "norm": "batchnorm", "groups": False, "overlapping_pool": True, "dropout": 0.5,
                  "activation": "relu", "remove_conv": 0},
     "epochs": 15, "batch_size": 128, "optimizer": "sgd", "learning_rate": 0.02, "schedule": "cosine",
-    "augment": "paper", "train_per_class": 1000, "val_split": 0.1, "mixed_precision": "off", "data": "cifar10",
+    "augment": "paper", "train_per_class": 500, "val_split": 0.05, "mixed_precision": "off", "data": "cifar10",
 }
 CIFAR10_TRAIN_IMAGES = 50_000  # what CPU_BASE's val_split is a fraction of
 
