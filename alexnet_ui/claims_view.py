@@ -127,6 +127,7 @@ BADGES = {"agrees": "green", "disagrees": "red", "within noise": "orange", "too 
           "not run yet": "gray"}
 PICK = "claims_pick"  # the claim shown (also ?claim=NAME in the address)
 QUEUED = "claims_queued"  # (claim, run ids) queued by the last Run it here, said after the rerun
+TIMED = "claims_timed"  # {(claim, size, data, scale, runs): seconds} timed here by "Time an epoch here"
 SIZES = {"cpu": "CPU: CIFAR-10 and the compact network, as the bundled runs",
          "gpu": "GPU: the paper's network on your ImageNet-layout folder"}
 CPU_DATA = {"cifar10": "CIFAR-10 (as the bundled runs; downloaded once, 170 MB)",
@@ -238,16 +239,21 @@ def figures(claim, result: dict, runs: list[dict]) -> None:
     st.markdown("  \n".join(lines))
     seeds = min((s.get("n") or 0 for s in result["arms"].values()), default=0)
     st.caption(f"{split_words(measure.metric, runs)}; mean ± sd over "
-                 f"{seeds if seeds else len(claims.SEEDS)} seeds" + ("" if seeds else " (once run)"))
+                 f"{seeds if seeds else len(claims.SEEDS)} seeds" + ("" if seeds else ", once they have run"))
 
 
 def verdict(claim, result: dict) -> None:
     """The verdict in words, its second parts, what differs from the paper, and where it comes from."""
-    st.markdown(f"{badge(result['verdict'])} {plain(result['ours'], 1200)}")
+    words = result["ours"]
+    if result["verdict"] == "not run yet":
+        words = ("No finished run of this experiment yet" + (": its runs are queued or training." if "queued" in words
+                                                             else ". Run it here, below, queues its runs."))
+    st.markdown(f"{badge(result['verdict'])} {plain(words, 1200)}")
     for part in result.get("parts") or []:
         st.markdown(f"{badge(part['verdict'])} **{plain(part['title'], 120)}** (the paper: "
                     f"{plain(part['paper'], 300)}): {plain(part['ours'], 1000)}")
-    st.caption(NOISE)
+    if result["verdict"] != "not run yet":
+        st.caption(NOISE)
     st.caption(f"What differs from the paper's setting: {plain(result['differs'], 2000)}.")
 
 
@@ -361,15 +367,54 @@ def imagenet_layout_problem(path: str) -> str | None:
     return None
 
 
-def _estimate_words(estimate: dict) -> str:
+def _estimate_words(estimate: dict, timed: float | None) -> str:
     runs_, epochs = estimate["runs"], estimate["epochs"]
     per_run = f"{runs_} runs of {epochs // runs_} epochs" if runs_ and epochs % runs_ == 0 else \
         f"{runs_} runs, {epochs} epochs in all"
+    if timed is not None:
+        return (f"About **{format_duration(timed)}** on this machine: {per_run}, from an epoch of each arm timed "
+                "here (a few training and validation steps).")
     if estimate["seconds"] is None:
         return (f"**{per_run}**; how long they take is not known yet: {plain(estimate['measured'], 200)}. "
-                "The first run's epochs will tell (the Train page shows its time per epoch).")
+                "Time an epoch here, or let the first run tell (the Train page shows its time per epoch).")
     return (f"About **{format_duration(estimate['seconds'])}** on this machine: {per_run}, "
             f"{plain(estimate['measured'], 200)}.")
+
+
+def _image_counts(data: str, val_split: float, per_class: int | None) -> tuple[int, int, int] | str:
+    """(classes, training images an epoch, validation images) of the experiment's data, or why not."""
+    from alexnet_ui.train_view import describe_source
+
+    if data == "cifar10":  # known without loading it: 5,000 training images a class, the tail held out
+        kept = 5_000 - round(5_000 * val_split)
+        return 10, min(kept, per_class or kept) * 10, round(claims.CIFAR10_TRAIN_IMAGES * val_split)
+    described = describe_source(data, val_split)
+    if isinstance(described, str):
+        return described
+    classes, n_train, n_val = described[:3]
+    return len(classes), min(n_train, per_class * len(classes)) if per_class else n_train, n_val
+
+
+def time_here(name: str, size: str, data: str | None, scale: dict) -> float | str:
+    """Seconds the experiment's missing runs need on this machine, from an epoch of each arm timed
+    here (the Train page's estimate: the real step and input pipeline), or why it cannot be timed."""
+    import json
+    from dataclasses import asdict
+
+    from alexnet_ui.train_view import epoch_estimate
+
+    missing = claims.missing_runs(name, size, data, runs_root(), **scale)
+    if not missing:
+        return 0.0
+    base = claims.base_settings(size, data, **scale)
+    counts = _image_counts(base["data"], float(base["val_split"]), base.get("train_per_class"))
+    if isinstance(counts, str):
+        return counts
+    per_arm = {}
+    for arm, _, config in missing:
+        if arm.name not in per_arm:
+            per_arm[arm.name] = epoch_estimate(json.dumps(asdict(config), sort_keys=True), *counts)
+    return sum(per_arm[arm.name] * config.epochs for arm, _, config in missing)
 
 
 def run_it_here(claim) -> None:
@@ -418,7 +463,21 @@ def run_it_here(claim) -> None:
         st.success("Every run of this experiment is in your runs folder already (finished, queued or training): "
                    "there is nothing to queue.", icon=":material/check_circle:")
         return
-    st.markdown(_estimate_words(estimate))
+    key = (claim.name, size, data, tuple(sorted(scale.items())), estimate["runs"])
+    timed = st.session_state.get(TIMED, {}).get(key)
+    st.markdown(_estimate_words(estimate, timed))
+    if timed is None and (estimate["seconds"] is None or data is not None):  # not measured, or on other data
+        if st.button("Time an epoch here", icon=":material/timer:", key="claims_time",
+                     help="Time a few training and validation steps of each arm on this machine (seconds to a "
+                          "minute)"):
+            with st.spinner("Timing a few training steps of each arm..."), user_errors() as outcome:
+                seconds = time_here(claim.name, size, data, scale)
+            if not outcome.failed:
+                if isinstance(seconds, str):
+                    st.error(plain(seconds, 600), icon=":material/folder_off:")
+                else:
+                    st.session_state.setdefault(TIMED, {})[key] = seconds
+                    st.rerun()
     if st.button("Run it here", type="primary", icon=":material/play_arrow:", key="claims_run",
                  help="Queue the runs this experiment still needs; they train one after another, also with no "
                       "browser open"):

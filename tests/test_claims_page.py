@@ -228,3 +228,22 @@ def test_the_gpu_size_refuses_a_folder_that_is_not_laid_out_as_imagenet(bundle, 
     assert not at.exception and not at.error
     assert any(b.label == "Run it here" for b in at.button)
     assert "6 runs of 30 epochs" in text(at)
+
+
+def test_time_an_epoch_here_when_no_epoch_was_measured(bundle, monkeypatch):
+    """No bundle, no runs: the time comes from an epoch of each arm timed here (the Train page's
+    estimate, replaced here by a fixed 7 s an epoch), for the images the runs would train on."""
+    from alexnet_ui import train_view
+
+    timed = []
+    monkeypatch.setattr(train_view, "epoch_estimate",
+                        lambda config_json, *counts: timed.append((json.loads(config_json), counts)) or 7.0)
+    at = run_page()
+    at.radio(key="claims_data").set_value("sample").run()
+    assert "how long they take is not known yet" in text(at)
+    next(b for b in at.button if b.label == "Time an epoch here").click().run()
+    assert not at.exception, at.exception
+    assert [c["switches"]["activation"] for c, _ in timed] == ["relu", "tanh"]  # one epoch of each arm
+    per_class = claims.CPU_BASE["train_per_class"]
+    assert {counts for _, counts in timed} == {(10, min(200, per_class) * 10, 1000)}  # the sample's images
+    assert "About **10m 30s** on this machine: 6 runs of 15 epochs, from an epoch of each arm timed here" in text(at)
