@@ -118,7 +118,7 @@ def settings(selected: list[dict]) -> dict[str, dict]:
 
 def summary(r: dict, run_dir: Path) -> None:
     """A run's name, state and message, its notes and problems, and its epochs (time-travel)."""
-    st.markdown(f"**{plain(catalog.display_name(r), 160)}**: {plain(r['state'])}. {plain(r['message'], 600)}")
+    st.markdown(f"**{plain(catalog.display_name(r), 160)}**: {plain(state_text(r))}. {plain(r['message'], 600)}")
     if r["notes"]:
         st.caption(plain(r["notes"], 600))
     for problem in r["problems"]:

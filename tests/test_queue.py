@@ -331,6 +331,8 @@ def test_the_train_page_adds_to_the_queue_and_the_runs_page_shows_the_place(no_t
         assert not at.exception, at.exception
         queued = ids(root)
         assert len(queued) == 1 and states(root)[queued[0]] == "queued" and not no_trainer
+        assert at.selectbox(key="train_run").value == queued[0]  # the page shows it, waiting, with Cancel
+        assert not any(b.label in ("Resume", "Stop") for b in at.button) and any(b.key == "train_unqueue" for b in at.button)
         at.button(key="train_enqueue").click().run()
         assert len(ids(root)) == 2
         first, second = ids(root)
