@@ -168,7 +168,9 @@ def _fine_tune_config(args, config):
     for flag, given, kept in (("--variant", args.variant, tuned.variant), ("--width", args.width, arch.width),
                               ("--input-size", args.input_size, arch.input_size), ("--norm", args.norm, arch.norm),
                               ("--groups", args.groups, arch.groups),
-                              ("--overlapping-pool", args.overlapping_pool, arch.overlapping_pool)):
+                              ("--overlapping-pool", args.overlapping_pool, arch.overlapping_pool),
+                              ("--activation", args.activation, arch.activation),
+                              ("--remove-conv", args.remove_conv, arch.remove_conv)):
         if given is None or given == kept:
             continue
         if isinstance(given, bool):

@@ -268,7 +268,8 @@ def activation_maps(loaded, inputs: dict, spec: str, stamp: str) -> None:
     for i, fmap in enumerate(maps):
         cols[i % 8].image((fmap * 255).astype(np.uint8), caption=f"{layer}:{i}", width="stretch")
     st.caption(f"The first {len(maps)} channels of {plain(layer)} ({maps.shape[2]}×{maps.shape[1]} each), each "
-               "scaled to its own brightest point.")
+               "scaled to its own brightest point (a layer with negative values, such as tanh: zero at mid-grey, "
+               "each channel to its largest magnitude).")
 
 
 def gallery_picker(loaded) -> str:

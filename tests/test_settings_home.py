@@ -20,15 +20,16 @@ EVERY_FLAG = dict(variant="compact-hires", data="/photos/cats", input_size=24, e
                   learning_rate=0.002, weight_decay=0.01, schedule="step", warmup_epochs=1.5, label_smoothing=0.1,
                   augment="cifar", val_split=0.2, seed=7, mixed_precision="off", jit=True, steps_per_epoch=5,
                   log_every=3, cache_budget_mb=512, recipe="quick", snapshots=False, data_service="10.0.0.5:5050",
+                  train_per_class=50,
                   switches={"norm": "batchnorm", "groups": True, "overlapping_pool": False, "dropout": 0.25,
-                            "width": 0.5})
+                            "width": 0.5, "activation": "tanh", "remove_conv": 3})
 # ... and a run's settings as the Train page can make them: every setting on the form away from
 # its default, the ones it does not offer at theirs.
 EVERY_WIDGET = dict(variant="cifar-bn", data="/photos/pets", epochs=4, batch_size=32, optimizer="adam",
                     learning_rate=0.003, weight_decay=0.02, schedule="plateau", warmup_epochs=0.5,
                     label_smoothing=0.05, augment="keras-seed", val_split=0.25, seed=3, mixed_precision="bf16",
                     recipe="keras-seed", init_from="demo", freeze_features=True,
-                    switches={"norm": "none", "dropout": 0.3, "width": 0.75})
+                    switches={"norm": "none", "dropout": 0.3, "width": 0.75, "activation": "tanh", "remove_conv": 2})
 
 
 def leaves():

@@ -137,7 +137,7 @@ def network_dot(table: pd.DataFrame, rankdir: str = "TB") -> str:
             if row.type == "ZeroPadding2D":
                 continue
             label = {"BatchNormalization": "BatchNorm", "LocalResponseNormalization": "LRN",
-                     "MaxPooling2D": "max-pool", "ReLU": "ReLU", "Dropout": "dropout"}.get(row.type, row.type)
+                     "MaxPooling2D": "max-pool", "ReLU": "ReLU", "Activation": "", "Dropout": "dropout"}.get(row.type, row.type)
             detail = "" if row.type == "LocalResponseNormalization" else row.detail
             lines[block].append(f"{label} {detail}".strip())
         shapes[owner[row.name]] = row.output_shape
