@@ -222,7 +222,7 @@ def removal(r: dict, selected: list[dict], where) -> None:
         where.caption("Bundled with the app: read-only")
     elif catalog.is_active(r):
         where.caption("Training: stop it before deleting")
-    elif r["state"] == "queued":
+    elif r["state"] == layout.QUEUED:
         where.caption("In the queue: cancel it on the Train page before deleting")
     else:
         with where.popover("Delete", icon=":material/delete:", width="stretch"):

@@ -117,15 +117,16 @@ def queue_panel() -> None:
                       f":small[{plain(_settings_line(Path(entry['run_dir'])), 300)}; {where}]")
         if cancel.button("Cancel", icon=":material/close:", key=f"queue_cancel_{run_id}", width="stretch",
                          help="Take it out of the queue: its folder stays, and Resume starts it by hand"):
-            _change(lambda: queue.cancel(run_id, runs_root()))
+            _change(queue.cancel, run_id, runs_root())
         if up.button("Up", icon=":material/arrow_upward:", key=f"queue_up_{run_id}", width="stretch",
                      disabled=entry["position"] == 1, help="Move it one place nearer the front"):
-            _change(lambda: queue.move(run_id, entry["position"] - 1, runs_root()))
+            _change(queue.move, run_id, entry["position"] - 1, runs_root())
 
 
-def _change(call) -> None:
+def _change(change, *args) -> None:
+    """Make a change to the queue, then redraw; a change it no longer fits is said, not raised."""
     try:
-        call()
+        change(*args)
     except (layout.RunError, OSError) as exc:  # changed meanwhile (started, cancelled in another tab)
         st.warning(plain(exc, 400), icon=":material/block:")
         return
@@ -219,7 +220,7 @@ def run_actions(row: dict, config: dict) -> None:
     if row["state"] == layout.QUEUED:
         if st.button("Cancel", icon=":material/close:", key="train_unqueue", width="stretch",
                      help="Take it out of the queue: its folder stays, and Resume starts it by hand"):
-            _change(lambda: queue.cancel(row["run_id"], runs_root()))
+            _change(queue.cancel, row["run_id"], runs_root())
     if catalog.is_active(row):
         if st.button("Stop", icon=":material/stop:", key="train_stop", width="stretch"):
             liveness.request_stop(run_dir)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import streamlit as st
 
 from alexnet_core.errors import AlexNetError
+from alexnet_core.store import layout
 from alexnet_core.train import queue
 from alexnet_ui.loaders import device_info, model_choices, runs_root
 from alexnet_ui.text import format_bytes, plain
@@ -29,7 +30,7 @@ def state_badge(state: str, text: str | None = None) -> None:
 def state_text(row: dict) -> str:
     """A run's state in words for a table or a picker: 'queued #2' for a run waiting in the queue."""
     position = row.get("queue_position")
-    return f"{row['state']} #{position}" if row.get("state") == "queued" and position else row["state"]
+    return f"{row['state']} #{position}" if row.get("state") == layout.QUEUED and position else row["state"]
 
 
 def start_queued() -> None:

@@ -1,6 +1,6 @@
 import streamlit as st
 
-from alexnet_core.store import catalog
+from alexnet_core.store import catalog, layout
 from alexnet_ui.loaders import all_runs
 from alexnet_ui.navigation import page_setup
 from alexnet_ui.text import plain
@@ -34,7 +34,7 @@ if ids:
                                                 f"{state_text(by_id[r])}")
     if st.query_params.get("run") != run_id:
         st.query_params["run"] = run_id
-    polling = catalog.is_active(by_id[run_id]) or by_id[run_id]["state"] == "queued"  # queued: until it starts
+    polling = catalog.is_active(by_id[run_id]) or by_id[run_id]["state"] == layout.QUEUED  # queued: until it starts
     st.session_state["train_was_active"] = polling
     st.fragment(live_view, run_every=2.0 if polling else None)(run_id)
 
