@@ -321,16 +321,24 @@ def runs(claim, result: dict, found: dict[str, list[dict]], frame: pd.DataFrame)
     ends = frame.sort_values("epoch").groupby("run_id").tail(1).set_index("run_id") if len(frame) else None
     labels = {arm.name: arm.label for arm in claim.arms}
     arm_of = {r["run_id"]: arm for arm, runs_ in found.items() for r in runs_}
+
+    def last(run_id: str, column: str):
+        known = ends is not None and run_id in ends.index
+        return (100 * float(ends.loc[run_id, column]) if column.endswith("error") else int(ends.loc[run_id, column])) \
+            if known else None
+
     table = pd.DataFrame([{
         "run": r["run_id"], "arm": labels.get(arm_of[r["run_id"]], arm_of[r["run_id"]]), "seed": r["seed"],
-        "state": r["state"], "epochs": int(ends.loc[r["run_id"], "epoch"]) if ends is not None and r["run_id"] in ends.index else 0,
-        "train_error": ends.loc[r["run_id"], "train_error"] if ends is not None and r["run_id"] in ends.index else None,
-        "val_error": ends.loc[r["run_id"], "val_error"] if ends is not None and r["run_id"] in ends.index else None,
-        "time": format_duration(r.get("elapsed_s")), "data": r.get("data") or ""} for r in rows])
-    st.dataframe(table, hide_index=True, width="stretch", key=f"claims_runs_{claim.name}", column_config={
+        "state": r["state"], "epochs": last(r["run_id"], "epoch") or 0, "train_error": last(r["run_id"], "train_error"),
+        "val_error": last(r["run_id"], "val_error"), "time": format_duration(r.get("elapsed_s")),
+        "data": r.get("data") or ""} for r in rows])
+    shown = [c for c in table.columns if c != "data" or set(table["data"]) != {claims.CPU_BASE["data"]}]
+    st.dataframe(table[shown], hide_index=True, width="stretch", key=f"claims_runs_{claim.name}", column_config={
         "run": "Run", "arm": "Arm", "seed": "Seed", "state": "State", "epochs": "Epochs",
-        "train_error": st.column_config.NumberColumn("Training error (last epoch)", format="percent"),
-        "val_error": st.column_config.NumberColumn("Validation error (last epoch)", format="percent"),
+        "train_error": st.column_config.NumberColumn("Training error", format="%.1f%%",
+                                                     help="At the run's last epoch, on its training images"),
+        "val_error": st.column_config.NumberColumn("Validation error", format="%.1f%%",
+                                                   help="At the run's last epoch, on its held-out images"),
         "time": "Training time", "data": "Data"})
     st.caption("Open a run on the Runs page:")
     columns = st.columns(len(claim.arms))

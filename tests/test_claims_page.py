@@ -170,8 +170,11 @@ def test_bundled_runs_give_the_verdict_the_curves_and_links_to_runs(bundle):
     assert [link.proto.label for link in at.get("page_link")][:6] == [f"seed {s}" for s in (0, 1, 2)] * 2
     tanh = at.get("page_link")[5].proto
     assert (tanh.page, tanh.query_string) == ("runs", "run=relu-tanh-s2")
-    table = at.dataframe[0].value
-    assert sorted(table["run"]) == sorted(expected["runs"])
+    table = at.dataframe[0].value.set_index("run")
+    assert sorted(table.index) == sorted(expected["runs"])
+    train_error = 0.05 + 0.85 * math.exp(-6 / 2.0)  # SHAPES["relu"], seed 0, after 6 epochs
+    assert table.loc["relu-relu-s0", "val_error"] == pytest.approx(100 * (train_error + 0.10), abs=1e-3)  # points
+    assert "data" not in table  # all on CIFAR-10, as the experiment
     assert "agrees" in page and "Within noise:" in page  # the one-line explanation
 
 
