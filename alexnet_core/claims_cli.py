@@ -3,6 +3,7 @@
     claims [--json|--markdown]             every claim with the paper's figure, ours and the verdict
     claims run NAME [--size cpu|gpu] ...   queue the experiment's missing runs, with the estimate
     claims verdict NAME [--json]           one claim's verdict from the runs that exist
+    claims bundle --runs-dir DIR           ship the finished runs of DIR as the bundled results
 
 `--json` prints one JSON document: `claims` a list of the objects `claims verdict` prints. A
 claim that does not exist, or an experiment that cannot be set up, exits 2 with a message.
@@ -126,9 +127,24 @@ def _run(args) -> int:
     return exits.OK
 
 
+def _bundle(args) -> int:
+    from alexnet_core.analysis import claims
+
+    shipped = claims.bundle(args.runs_dir, args.out, docs=args.docs)
+    if args.json:
+        print(json.dumps(shipped))
+        return exits.OK
+    print(f"{len(shipped['runs'])} runs ({shipped['bytes'] / 2**20:.1f} MiB) in {shipped['out']}; verdicts in "
+          f"{shipped['verdicts']}" + (f" and {shipped['docs']}" if shipped["docs"] else ""))
+    for result in shipped["claims"]:
+        _print_verdict(result, full=False)
+    return exits.OK
+
+
 def run(args) -> int:
-    """`claims`, `claims run`, `claims verdict`: exit 2 with the message for what cannot be done."""
-    action = {None: _list, "run": _run, "verdict": _verdict}[args.action]
+    """`claims`, `claims run`, `claims verdict`, `claims bundle`: exit 2 with the message for what cannot be
+    done."""
+    action = {None: _list, "run": _run, "verdict": _verdict, "bundle": _bundle}[args.action]
     try:
         return action(args)
     except AlexNetError as exc:
@@ -183,4 +199,13 @@ def add_parser(subparsers) -> None:
                                        "differs from the paper's setting.")
     a.add_argument("name", metavar="NAME", help=f"the claim: {names}")
     _add_experiment_flags(a)
+    _add_common_flags(a)
+    a = actions.add_parser("bundle", help="ship the finished CPU runs of a runs folder as the bundled results",
+                           description="Copy the finished runs of --runs-dir that belong to a claim's CPU "
+                                       "experiment into the bundle (their settings, metrics, status, step "
+                                       "curves and snapshots; no model files), then write the verdicts they "
+                                       "give (verdicts.json) and, with --docs, the verdicts part of that page.")
+    a.add_argument("--out", metavar="DIR", help="the bundle's folder (default: the app's assets/claims)")
+    a.add_argument("--docs", metavar="FILE", help="a Markdown page whose verdicts part (between its "
+                                                  "'<!-- verdicts -->' and '<!-- /verdicts -->' lines) is rewritten")
     _add_common_flags(a)

@@ -522,3 +522,44 @@ def test_the_bundle_can_be_pointed_elsewhere(tmp_path):
     shown = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=60,
                            cwd=locations.ROOT)
     assert shown.stdout.strip() == str(locations.ASSETS / "claims")
+
+
+def test_bundle_ships_the_finished_runs_of_the_experiments_with_their_verdicts(tmp_path, no_bundle, monkeypatch):
+    """`claims bundle`: the finished runs that belong to a claim's CPU experiment are copied (settings,
+    metrics, status, snapshots; never a model file) with the data named as the experiment names it,
+    verdicts.json is what `claims --json` gives from the bundle alone, and the page's verdicts part is
+    rewritten between its markers, the rest of the page kept."""
+    import dataclasses
+
+    for arm, errors in (("lrn", [0.300, 0.302, 0.298]), ("none", [0.330, 0.331, 0.329])):
+        for seed, error in enumerate(errors):
+            config = dataclasses.replace(arm_config("lrn", arm, seed), data="/home/someone/cifar10/train")
+            run = write_run(no_bundle, f"lrn-{arm}-{seed}", config, final(0.9, 1 - error))
+            (run / layout.SNAPSHOTS).mkdir()
+            (run / layout.SNAPSHOTS / "epoch-0001.npz").write_bytes(b"npz")
+            (run / "model.keras").write_bytes(b"a model")
+    unfinished = dataclasses.replace(arm_config("lrn", "lrn", 0), seed=5, data="/home/someone/cifar10/train")
+    write_run(no_bundle, "lrn-lrn-5", unfinished, final(0.9, 0.7), state="running")
+    other = dataclasses.replace(arm_config("lrn", "lrn", 0), epochs=7)
+    write_run(no_bundle, "not-an-arm", other, final(0.9, 0.7, epochs=7))
+    docs = tmp_path / "CLAIMS.md"
+    docs.write_text(f"# Claims\n\nintro\n\n{claims.DOCS_START}\nold verdicts\n{claims.DOCS_END}\n\nafter\n")
+    out = tmp_path / "bundle"
+
+    shipped = claims.bundle(no_bundle, out, docs=docs)
+
+    assert shipped["runs"] == [f"lrn-{arm}-{seed}" for arm in ("lrn", "none") for seed in range(3)]
+    assert sorted(p.name for p in (out / "runs").iterdir()) == shipped["runs"]
+    first = out / "runs" / "lrn-lrn-0"
+    assert not list(out.rglob("*.keras")) and (first / layout.SNAPSHOTS / "epoch-0001.npz").read_bytes() == b"npz"
+    assert fileio.read_object(first / layout.CONFIG)["data"] == claims.CPU_BASE["data"]
+    monkeypatch.setattr(locations, "CLAIMS_DIR", out)
+    recomputed = claims.claims_json(tmp_path / "empty-runs")
+    assert json.loads((out / claims.VERDICTS_FILE).read_text()) == recomputed
+    lrn = next(r for r in recomputed if r["name"] == "lrn")
+    assert lrn["source"] == "bundled" and lrn["verdict"] == "agrees"
+    page = docs.read_text()
+    assert page.startswith("# Claims\n\nintro\n\n") and page.endswith("\n\nafter\n") and "old verdicts" not in page
+    assert lrn["ours"] in page
+    with pytest.raises(claims.ClaimError, match="no finished run"):
+        claims.bundle(tmp_path / "empty-runs", tmp_path / "nothing")

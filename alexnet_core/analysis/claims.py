@@ -738,6 +738,65 @@ def markdown(results: list[dict]) -> str:
     return "\n".join(lines)
 
 
+# --- The bundle -----------------------------------------------------------------------------
+
+# What a bundled run keeps: enough to recompute its verdict, draw its curves and play its epochs.
+BUNDLED_FILES = (layout.CONFIG, layout.STATUS, layout.METRICS, layout.STEPS)
+VERDICTS_FILE = "verdicts.json"
+DOCS_START, DOCS_END = "<!-- verdicts -->", "<!-- /verdicts -->"
+
+
+def bundle(runs_root, out=None, docs=None) -> dict:
+    """Ship the finished runs of `runs_root` that belong to a claim's CPU experiment as the bundled
+    results: each run's BUNDLED_FILES and snapshots (no model files) copied into `out`/runs (default
+    locations.CLAIMS_DIR; an older copy of a run replaced), its `data` recorded as the CPU base's
+    (the bundle names no folder of the machine it was trained on), then `out`/verdicts.json written
+    from the bundle alone, and in `docs` the part between DOCS_START and DOCS_END rewritten."""
+    import shutil
+
+    from alexnet_core.store import fileio
+
+    out = Path(out) if out is not None else Path(locations.CLAIMS_DIR)
+    store = _Store(runs_root, include_bundled=False)
+    chosen = {}
+    for claim in CLAIMS.values():
+        for runs in _match(store.yours, _arm_settings_of(claim, "cpu", None, {}), None).values():
+            chosen.update({r["run_id"]: Path(r["path"]) for r in _finished(runs)})
+    if not chosen:
+        raise ClaimError(f"{runs_root} has no finished run of a claim's CPU experiment: "
+                         "queue them with `claims run NAME` first")
+    for run_id, source in sorted(chosen.items()):
+        dest = out / "runs" / run_id
+        staging = dest.with_name(f".{run_id}.partial")
+        shutil.rmtree(staging, ignore_errors=True)
+        (staging / layout.SNAPSHOTS).mkdir(parents=True)
+        for name in BUNDLED_FILES:
+            if (source / name).is_file():
+                shutil.copyfile(source / name, staging / name)
+        for snapshot in sorted((source / layout.SNAPSHOTS).glob("*.npz")):
+            shutil.copyfile(snapshot, staging / layout.SNAPSHOTS / snapshot.name)
+        record = fileio.read_object(staging / layout.CONFIG)
+        fileio.write_json_atomic(staging / layout.CONFIG, {**record, "data": CPU_BASE["data"]})
+        shutil.rmtree(dest, ignore_errors=True)
+        staging.rename(dest)
+    previous, locations.CLAIMS_DIR = locations.CLAIMS_DIR, out
+    try:
+        results = claims_json(root=out / ".no-runs-of-yours")
+    finally:
+        locations.CLAIMS_DIR = previous
+    fileio.write_json_atomic(out / VERDICTS_FILE, results)
+    if docs is not None:
+        page = Path(docs).read_text()
+        if DOCS_START not in page or DOCS_END not in page:
+            raise ClaimError(f"{docs} has no '{DOCS_START}' ... '{DOCS_END}' part to write the verdicts into")
+        head, rest = page.split(DOCS_START, 1)
+        tail = rest.split(DOCS_END, 1)[1]
+        fileio.write_text_atomic(Path(docs), f"{head}{DOCS_START}\n\n{markdown(results)}\n{DOCS_END}{tail}")
+    size = sum(f.stat().st_size for f in out.rglob("*") if f.is_file())
+    return {"out": str(out), "runs": sorted(chosen), "bytes": size, "verdicts": str(out / VERDICTS_FILE),
+            "docs": str(docs) if docs else None, "claims": results}
+
+
 # --- Curves, queueing, estimates ------------------------------------------------------------
 
 
