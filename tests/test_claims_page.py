@@ -14,9 +14,11 @@ from alexnet_core import locations
 from alexnet_core.analysis import claims
 from alexnet_core.store import catalog, layout, liveness
 from alexnet_ui.claims_view import curve_columns, curves_figure
+from alexnet_ui.text import format_duration
 
 TIMEOUT = 120
 ROOT = Path(__file__).resolve().parent.parent
+EPOCHS = claims.CPU_BASE["epochs"]  # each run of an experiment on this machine (six runs for claim 1: 2 arms, 3 seeds)
 ENVIRONMENT = {"device": {"kind": "CPU", "name": "AMD EPYC", "count": 1, "cores": 2}, "replicas": 1}
 
 # Per arm: (epochs for the training error to fall by e, its floor, the train-validation gap), so
@@ -149,7 +151,7 @@ def test_without_any_run_every_claim_is_not_run_yet_and_offers_run_it_here(bundl
     assert "No curves yet" in text(at)
     assert not at.get("plotly_chart")
     assert any(b.label == "Run it here" for b in at.button)
-    assert "6 runs of 15 epochs" in text(at)  # what Run it here would queue, before any click
+    assert f"6 runs of {EPOCHS} epochs" in text(at)  # what Run it here would queue, before any click
     assert at.query_params["claim"] == "relu"
 
 
@@ -190,7 +192,7 @@ def test_run_it_here_queues_the_missing_runs(bundle, no_training):
     assert len(entries) == 6 and all(e["state"] == "queued" for e in entries)
     configs = [json.loads((Path(e["run_dir"]) / layout.CONFIG).read_text()) for e in entries]
     assert [(c["switches"]["activation"], c["seed"]) for c in configs][:2] == [("relu", 0), ("tanh", 0)]
-    assert all(c["data"] == "sample" and c["epochs"] == 15 for c in configs)
+    assert all(c["data"] == "sample" and c["epochs"] == EPOCHS for c in configs)
     page = text(at)
     assert "Queued 6 runs; 6 wait in the queue (positions 1 to 6)" in page
     assert any(link.proto.label == "Watch the first one on Train" for link in at.get("page_link"))
@@ -230,7 +232,7 @@ def test_the_gpu_size_refuses_a_folder_that_is_not_laid_out_as_imagenet(bundle, 
     at.text_input(key="claims_gpu_data").set_value(str(folder)).run()
     assert not at.exception and not at.error
     assert any(b.label == "Run it here" for b in at.button)
-    assert "6 runs of 30 epochs" in text(at)
+    assert f"6 runs of {claims.GPU_BASE['epochs']} epochs" in text(at)
 
 
 def test_time_an_epoch_here_when_no_epoch_was_measured(bundle, monkeypatch):
@@ -249,7 +251,8 @@ def test_time_an_epoch_here_when_no_epoch_was_measured(bundle, monkeypatch):
     assert [c["switches"]["activation"] for c, _ in timed] == ["relu", "tanh"]  # one epoch of each arm
     per_class = claims.CPU_BASE["train_per_class"]
     assert {counts for _, counts in timed} == {(10, min(200, per_class) * 10, 1000)}  # the sample's images
-    assert "About **10m 30s** on this machine: 6 runs of 15 epochs, from an epoch of each arm timed here" in text(at)
+    assert (f"About **{format_duration(6 * EPOCHS * 7.0)}** on this machine: 6 runs of {EPOCHS} epochs, from an "
+            "epoch of each arm timed here") in text(at)
 
 
 @pytest.mark.xfail(strict=True, reason="the Runs page does not find the claims' bundled runs yet (store/catalog.py)")
