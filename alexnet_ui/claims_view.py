@@ -92,12 +92,13 @@ def curves_figure(frame: pd.DataFrame, arms: list[tuple[str, str]], metric: str 
                           annotation_text=f"{labels[name]}: {epoch:.1f} epochs", annotation_position="bottom right",
                           annotation_font_color=colours[name])
 
-    def title(upto: int) -> str:
-        return f"Epoch {upto} of {last}" if last else "No epochs yet"
+    def heading(upto: int) -> dict:  # the same font in every frame: a frame's title replaces the theme's
+        return dict(text=f"Epoch {upto} of {last}" if last else "No epochs yet", x=0, xanchor="left",
+                    font=dict(size=15, weight="bold"))
 
     if last:
         fig.frames = [go.Frame(name=str(k), data=[go.Scatter(**points(data, column_of(data), k)) for _, data in series],
-                               traces=list(range(len(series))), layout=dict(title_text=title(k)))
+                               traces=list(range(len(series))), layout=dict(title=heading(k)))
                       for k in range(1, last + 1)]
         steps = [dict(method="animate", label=str(k),
                       args=[[str(k)], dict(mode="immediate", frame=dict(duration=0, redraw=True),
@@ -114,7 +115,7 @@ def curves_figure(frame: pd.DataFrame, arms: list[tuple[str, str]], metric: str 
                                   dict(label="❚❚", method="animate",
                                        args=[[None], dict(frame=dict(duration=0, redraw=False), mode="immediate",
                                                           transition=dict(duration=0))])])])
-    fig.update_layout(title_text=title(last), height=500, margin=dict(l=10, r=10, t=60, b=10),
+    fig.update_layout(title=heading(last), height=500, margin=dict(l=10, r=10, t=60, b=10),
                       legend=dict(orientation="h", x=1, xanchor="right", y=1.02, yanchor="bottom"),
                       hovermode="closest")
     return fig
