@@ -219,10 +219,9 @@ def figures(claim, result: dict, runs: list[dict]) -> None:
     paper_arm, other_arm = claim.arm(measure.paper_arm), claim.arm(measure.other_arm)
     ratio = claims.METRICS[measure.metric][1]
     slow, fast = (paper_arm, other_arm) if measure.higher else (other_arm, paper_arm)
-    compared = (f"{measure.title}: {slow.label} against {fast.label}, as a ratio" if ratio else
-                f"{measure.title}: {other_arm.label} minus {paper_arm.label}" if not measure.higher else
-                f"{measure.title}: {paper_arm.label} minus {other_arm.label}")
-    st.markdown(f"**{compared}**")
+    first, second = (slow, fast) if ratio else (paper_arm, other_arm) if measure.higher else (other_arm, paper_arm)
+    compared = f"{measure.title}: {first.label} {'÷' if ratio else 'minus'} {second.label}"
+    st.markdown(f"**{compared[:1].upper()}{compared[1:]}**")
     c = st.columns(2)
     c[0].metric("The paper", _figure(measure.paper_effect, measure.metric) if measure.paper_effect else "no figure",
                 help=f"The paper's own figure: {measure.paper}")
@@ -282,8 +281,11 @@ def source(result: dict, runs: list[dict]) -> None:
                 f"{claims.MIN_SEEDS} finished seeds" + (f"; you have {mine[0]} finished and {mine[1]} on the way."
                                                          if any(mine) else "."), icon=":material/inventory_2:")
     elif result["runs"]:
-        st.success(f"Your runs replace the bundled result: {len(result['runs'])} finished runs in your runs folder"
-                   f"{time}.", icon=":material/person:")
+        complete = result["verdict"] not in ("not run yet", "too few runs")
+        bundle = claims.bundled_root()
+        replaced = complete and bundle.is_dir() and any(p.is_dir() for p in bundle.iterdir())
+        st.success(("Your runs replace the bundled result: " if replaced else "Measured from your runs: ")
+                   + f"{len(result['runs'])} finished runs in your runs folder{time}.", icon=":material/person:")
 
 
 def curve_columns(claim) -> tuple[str, float | None, str, str | None]:

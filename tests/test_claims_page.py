@@ -266,3 +266,12 @@ def test_a_bundled_runs_link_opens_it_on_the_runs_page(bundle):
     assert not at.exception, at.exception
     assert not at.warning, [w.value for w in at.warning]  # not "There is no run named ..."
     assert any("relu-tanh-s1" in m.value.replace("\\", "") for m in at.markdown)  # its card
+
+
+def test_the_users_runs_without_a_bundle_are_measured_not_replacing(bundle):
+    write_claim_runs(locations.runs_root(), "lrn", seeds=(0, 1))
+    at = run_page("lrn")
+    page = text(at)
+    assert "Measured from your runs: 4 finished runs in your runs folder" in page
+    assert "replace" not in page and "Bundled result" not in page
+    assert "Validation error: without normalisation minus with LRN" in page  # what the figures compare
