@@ -252,9 +252,14 @@ def verdict(claim, result: dict) -> None:
     for part in result.get("parts") or []:
         st.markdown(f"{badge(part['verdict'])} **{plain(part['title'], 120)}** (the paper: "
                     f"{plain(part['paper'], 300)}): {plain(part['ours'], 1000)}")
-    if result["verdict"] != "not run yet":
+    measured = ("agrees", "disagrees", "within noise")
+    if result["verdict"] in measured or any(part["verdict"] in measured for part in result.get("parts") or []):
         st.caption(NOISE)
     st.caption(f"What differs from the paper's setting: {plain(result['differs'], 2000)}.")
+
+
+def _count(n: int, thing: str) -> str:
+    return f"{n:,} {thing}" + ("" if n == 1 else "s")
 
 
 def _machine(runs: list[dict]) -> str:
@@ -276,7 +281,7 @@ def source(result: dict, runs: list[dict]) -> None:
     time = f", {format_duration(result['seconds'])} of training" if result.get("seconds") else ""
     if result["source"] == "bundled":
         mine = yours.get("finished", 0), len(yours.get("pending") or [])
-        st.info(f"Bundled result (measured on {_machine(runs)} when the app was made: {len(result['runs'])} runs"
+        st.info(f"Bundled result (measured on {_machine(runs)} when the app was made: {_count(len(result['runs']), 'run')}"
                 f"{time}). Your own runs of this experiment replace it once every arm has "
                 f"{claims.MIN_SEEDS} finished seeds" + (f"; you have {mine[0]} finished and {mine[1]} on the way."
                                                          if any(mine) else "."), icon=":material/inventory_2:")
@@ -285,7 +290,7 @@ def source(result: dict, runs: list[dict]) -> None:
         bundle = claims.bundled_root()
         replaced = complete and bundle.is_dir() and any(p.is_dir() for p in bundle.iterdir())
         st.success(("Your runs replace the bundled result: " if replaced else "Measured from your runs: ")
-                   + f"{len(result['runs'])} finished runs in your runs folder{time}.", icon=":material/person:")
+                   + f"{_count(len(result['runs']), 'finished run')} in your runs folder{time}.", icon=":material/person:")
 
 
 def curve_columns(claim) -> tuple[str, float | None, str, str | None]:
@@ -505,7 +510,7 @@ def _queued_note(run_ids: list[str]) -> None:
     positions = {e["run_id"]: e["position"] for e in queue.entries(runs_root())}
     waiting = [positions[r] for r in run_ids if r in positions]
     where = (f"; {len(waiting)} wait in the queue (positions {min(waiting)} to {max(waiting)})" if waiting else "")
-    st.success(f"Queued {len(run_ids)} runs{where}. They train one after another, also with the browser closed; "
+    st.success(f"Queued {_count(len(run_ids), 'run')}{where}. They train one after another, also with the browser closed; "
                "the verdict updates as they finish.", icon=":material/queue:")
     c1, c2 = st.columns(2)
     c1.page_link("pages/train.py", label="Watch the first one on Train", icon=":material/model_training:",

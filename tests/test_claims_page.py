@@ -275,3 +275,13 @@ def test_the_users_runs_without_a_bundle_are_measured_not_replacing(bundle):
     assert "Measured from your runs: 4 finished runs in your runs folder" in page
     assert "replace" not in page and "Bundled result" not in page
     assert "Validation error: without normalisation minus with LRN" in page  # what the figures compare
+
+
+def test_one_seed_an_arm_is_too_few_runs_and_says_so(bundle):
+    write_claim_runs(locations.runs_root(), "lrn", seeds=(0,))
+    at = run_page("lrn")
+    assert ":violet-badge[too few runs]" in at.radio(key="claims_pick").options[1]
+    page = text(at)
+    assert "too few runs: 1 finished with LRN" in page
+    assert "Within noise:" not in page  # nothing compared yet
+    assert "Measured from your runs: 2 finished runs" in page
