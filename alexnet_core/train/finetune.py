@@ -11,7 +11,7 @@ model.json: the BVLC model's Caffe pooling and LRN constants), so its layers fit
 `run_preprocessing` is what the run records, and what training standardises every image with
 (the loop reads it back), so its model trains and classifies with its base's recipe: the BVLC
 model's Caffe mean subtraction on 0..255 pixels, torchvision's ImageNet mean and std.
-training.check_fine_tune uses these before a run folder exists; the loop uses them when a
+lifecycle.check_fine_tune uses these before a run folder exists; the loop uses them when a
 fine-tuning run starts. TensorFlow: imported lazily (by the model loader).
 """
 
