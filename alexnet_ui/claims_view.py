@@ -320,10 +320,9 @@ def curves(claim, result: dict, frame: pd.DataFrame) -> None:
                + (" Dashed: the training error, for the gap between it and the validation error." if beside else ""))
 
 
-def runs(claim, result: dict, found: dict[str, list[dict]], frame: pd.DataFrame) -> None:
+def runs(claim, found: dict[str, list[dict]], frame: pd.DataFrame) -> None:
     """The runs the verdict reads, as a small table, each one click away on the Runs page."""
     rows = [r for arm in claim.arms for r in found.get(arm.name, [])]
-    pending = (result.get("yours") or {}).get("pending") or []
     if not rows:
         return
     ends = frame.sort_values("epoch").groupby("run_id").tail(1).set_index("run_id") if len(frame) else None
@@ -358,8 +357,6 @@ def runs(claim, result: dict, found: dict[str, list[dict]], frame: pd.DataFrame)
             named = f": {r['run_id']}" if seeds.count(r["seed"]) > 1 else ""
             column.page_link("pages/runs.py", label=f"seed {r['seed']}{named}", icon=":material/folder_open:",
                              query_params={"run": r["run_id"]}, help=f"Run {r['run_id']} on the Runs page")
-    if pending and result["source"] == "bundled":
-        st.caption(f"Your runs of this experiment on the way: {plain(', '.join(pending), 600)}.")
 
 
 def imagenet_layout_problem(path: str) -> str | None:

@@ -24,7 +24,7 @@ with right:
 view.verdict(claim, result)
 view.source(result, used)
 view.curves(claim, result, frame)
-view.runs(claim, result, found, frame)
+view.runs(claim, found, frame)
 view.run_it_here(claim)
 
 device_banner()
