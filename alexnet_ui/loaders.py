@@ -57,10 +57,11 @@ def runs_root():
     return root()
 
 
-def all_runs() -> list[dict]:
-    """The user's runs, then the bundled ones (a user run with the same id wins)."""
+def all_runs(claims: bool = False) -> list[dict]:
+    """The user's runs, then the bundled ones (a user run with the same id wins); with `claims`, the
+    bundled runs of the paper's claims too."""
 
-    return rows(runs_root())
+    return rows(runs_root(), claims=claims)
 
 
 def run_dir_of(run_id: str):

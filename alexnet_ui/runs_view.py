@@ -29,6 +29,18 @@ DEPLOY = {"tflite": "TensorFlow Lite", "int8": "TensorFlow Lite, int8 (4x smalle
 HIDDEN_SETTINGS = ("environment", "class_names", "class_words")
 
 
+def claims_runs_shown() -> bool:
+    """The toggle that adds the paper's claims' bundled runs to the table (on by itself when the URL
+    names one of them: a link from the Question the paper page)."""
+    bundled = catalog.claims_runs()
+    if not bundled:
+        return False
+    if st.query_params.get("run") in {p.name for p in bundled}:
+        st.session_state["runs_claims"] = True
+    return st.toggle(f"Show the {len(bundled)} bundled runs of the paper's claims", key="runs_claims",
+                     help="The runs the Question the paper page measured its bundled verdicts from (read-only)")
+
+
 def runs_table(rows: list[dict]) -> list[dict]:
     """The table of runs, multi-row select; returns the selected runs, else the one the URL names."""
     ids = [r["run_id"] for r in rows]

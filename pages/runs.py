@@ -13,7 +13,8 @@ page_setup("Runs", f"Every training run in the runs folder ({plain(runs_root().n
            "Select rows to compare them.")
 
 start_queued()  # the next queued run, if its place is free (a killed trainer's included)
-rows = all_runs()
+claims_runs = view.claims_runs_shown()
+rows = all_runs(claims=claims_runs)
 if not rows:
     st.info("No runs yet. Start one on the Train page.", icon=":material/info:")
     st.page_link("pages/train.py", label="Go to Train", icon=":material/model_training:")

@@ -553,7 +553,14 @@ def test_bundle_ships_the_finished_runs_of_the_experiments_with_their_verdicts(t
     first = out / "runs" / "lrn-lrn-0"
     assert not list(out.rglob("*.keras")) and (first / layout.SNAPSHOTS / "epoch-0001.npz").read_bytes() == b"npz"
     assert fileio.read_object(first / layout.CONFIG)["data"] == claims.CPU_BASE["data"]
+    assert layout.is_read_only(first)  # the app neither resumes nor deletes a shipped run
     monkeypatch.setattr(locations, "CLAIMS_DIR", out)
+    from alexnet_core.store import catalog
+
+    assert catalog.find_run("lrn-none-2", tmp_path / "empty-runs") == out / "runs" / "lrn-none-2"
+    listed = {r["run_id"]: r for r in catalog.all_runs(tmp_path / "empty-runs", claims=True)}
+    assert set(shipped["runs"]) <= set(listed) and not catalog.can_resume(listed["lrn-none-2"])
+    assert not set(shipped["runs"]) & {r["run_id"] for r in catalog.all_runs(tmp_path / "empty-runs")}
     recomputed = claims.claims_json(tmp_path / "empty-runs")
     assert json.loads((out / claims.VERDICTS_FILE).read_text()) == recomputed
     lrn = next(r for r in recomputed if r["name"] == "lrn")

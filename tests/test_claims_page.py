@@ -255,7 +255,6 @@ def test_time_an_epoch_here_when_no_epoch_was_measured(bundle, monkeypatch):
             "epoch of each arm timed here") in text(at)
 
 
-@pytest.mark.xfail(strict=True, reason="the Runs page does not find the claims' bundled runs yet (store/catalog.py)")
 def test_a_bundled_runs_link_opens_it_on_the_runs_page(bundle):
     write_claim_runs(bundle / "runs", "relu", read_only=True)
     link = next(link.proto for link in run_page().get("page_link") if "run=relu-tanh-s1" in link.proto.query_string)

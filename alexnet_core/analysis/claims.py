@@ -775,6 +775,7 @@ def bundle(runs_root, out=None, docs=None) -> dict:
                 shutil.copyfile(source / name, staging / name)
         for snapshot in sorted((source / layout.SNAPSHOTS).glob("*.npz")):
             shutil.copyfile(snapshot, staging / layout.SNAPSHOTS / snapshot.name)
+        (staging / layout.READ_ONLY).touch()  # shipped: the app neither resumes nor deletes it
         record = fileio.read_object(staging / layout.CONFIG)
         fileio.write_json_atomic(staging / layout.CONFIG, {**record, "data": CPU_BASE["data"]})
         shutil.rmtree(dest, ignore_errors=True)

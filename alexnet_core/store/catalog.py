@@ -153,9 +153,19 @@ def headline_accuracy(run_dir: Path) -> dict | None:
     return next((e for e in evaluations if e.get("headline")), evaluations[0] if evaluations else None)
 
 
+def _run_folders(folder: Path) -> list[Path]:
+    return [p for p in sorted(folder.glob("*")) if (p / layout.CONFIG).exists()] if folder.is_dir() else []
+
+
 def bundled_runs() -> list[Path]:
     """Run folders shipped with the app (read-only)."""
-    return [p for p in sorted(locations.BUNDLED_DIR.glob("*")) if (p / layout.CONFIG).exists()] if locations.BUNDLED_DIR.is_dir() else []
+    return _run_folders(locations.BUNDLED_DIR)
+
+
+def claims_runs() -> list[Path]:
+    """The runs the paper's claims' bundled verdicts were measured from (read-only; locations.CLAIMS_DIR
+    read at call time, so a test may point it elsewhere)."""
+    return _run_folders(Path(locations.CLAIMS_DIR) / "runs")
 
 
 def list_runs(root: str | os.PathLike | None = None, extra: list[Path] | None = None) -> list[dict]:
@@ -226,9 +236,10 @@ def queue_order(root: str | os.PathLike | None = None, rows: list[dict] | None =
     return order, problems
 
 
-def all_runs(root: str | os.PathLike | None = None) -> list[dict]:
-    """The user's runs, then the bundled ones (a user run with the same id wins)."""
-    return list_runs(root, extra=bundled_runs())
+def all_runs(root: str | os.PathLike | None = None, claims: bool = False) -> list[dict]:
+    """The user's runs, then the bundled ones (a user run with the same id wins); with `claims`, the
+    bundled runs of the paper's claims too."""
+    return list_runs(root, extra=bundled_runs() + (claims_runs() if claims else []))
 
 
 def find_run(run_id: str, root: str | os.PathLike | None = None) -> Path | None:
@@ -239,7 +250,7 @@ def find_run(run_id: str, root: str | os.PathLike | None = None) -> Path | None:
             return path
     except (layout.RunError, OSError):
         return None
-    return next((p for p in bundled_runs() if p.name == run_id), None)
+    return next((p for p in bundled_runs() + claims_runs() if p.name == run_id), None)
 
 
 def active_runs(root: str | os.PathLike | None = None) -> list[dict]:
