@@ -238,8 +238,9 @@ def figures(claim, result: dict, runs: list[dict]) -> None:
              if arm.name in result["arms"]]
     st.markdown("  \n".join(lines))
     seeds = min((s.get("n") or 0 for s in result["arms"].values()), default=0)
-    st.caption(f"{split_words(measure.metric, runs)}; mean ± sd over "
-                 f"{seeds if seeds else len(claims.SEEDS)} seeds" + ("" if seeds else ", once they have run"))
+    count = seeds if seeds else len(claims.SEEDS)
+    st.caption(f"{split_words(measure.metric, runs)}; mean ± sd over {count} seed{'s' if count != 1 else ''}"
+               + ("" if seeds else ", once they have run"))
 
 
 def verdict(claim, result: dict) -> None:
