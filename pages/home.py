@@ -42,8 +42,17 @@ TOUR = [
     ("pages/classify.py", "Classify", ":material/image_search:",
      "Upload a photo (or try the examples): top-5 predictions, where the network looked (Grad-CAM), "
      "its first-layer filters and the most similar images."),
+    ("pages/dataset.py", "Your classes", ":material/add_photo_alternate:",
+     "Teach it your own classes: add photos in the browser, fine-tune the bundled model (or an ImageNet "
+     "one), then try it live."),
+    ("pages/models.py", "Models", ":material/deployed_code:",
+     "The real AlexNet trained on ImageNet (1,000 classes) from its published weights, or a Keras model of "
+     "your own, opened safely."),
     ("pages/runs.py", "Runs", ":material/folder_open:",
-     "Every training run: compare curves and settings, download models and metrics."),
+     "Every training run: compare curves and settings, download models and metrics; runs waiting in the queue."),
+    ("pages/claims.py", "Question the paper", ":material/science:",
+     "Does ReLU really train six times faster? The paper's seven claims as experiments with measured "
+     "verdicts; run them again here."),
 ]
 for i in range(0, len(TOUR), 3):
     row = st.columns(3)
