@@ -321,9 +321,10 @@ def cmd_queue(args) -> int:
             print(f"training: {run_id} ({s.get('state')}{'' if s.get('gpu') is None else ', GPU ' + str(s['gpu'])})")
     if not order:
         print("The queue is empty.")
+    gpus = queue.gpus()
     for entry in order:
-        gpu = "any GPU" if entry["gpu"] is None else f"GPU {entry['gpu']}"
-        print(f"{entry['position']:>3}. {entry['run_id']} ({gpu})")
+        gpu = f" (GPU {entry['gpu']})" if entry["gpu"] is not None else " (any GPU)" if gpus else ""
+        print(f"{entry['position']:>3}. {entry['run_id']}{gpu}")
     return exits.OK
 
 

@@ -88,13 +88,19 @@ def start_panel(new: NewRun) -> None:
     st.rerun()
 
 
+def _default_lr(config: dict) -> float:
+    from alexnet_core.settings.config import default_learning_rate
+
+    return default_learning_rate(config.get("optimizer") or "sgd")
+
+
 def _settings_line(run_dir: Path) -> str:
     """A queued run's settings in one line."""
     config = layout.read_checked(run_dir / layout.CONFIG, layout.CONFIG_SCHEMA)[0]
     switches = config.get("switches") if isinstance(config.get("switches"), dict) else {}
     parts = [str(config.get("variant") or "?"), str(config.get("data_description") or config.get("data") or "?"),
              f"{config.get('epochs') or '?'} epochs", f"batch {config.get('batch_size') or '?'}",
-             f"{config.get('optimizer') or '?'} lr {config.get('learning_rate') or '?'}",
+             f"{config.get('optimizer') or '?'} lr {config.get('learning_rate') or _default_lr(config):g}",
              *(f"{k} {v}" for k, v in sorted(switches.items()))]
     return ", ".join(parts)
 
@@ -109,12 +115,13 @@ def queue_panel() -> None:
     st.subheader("Queue")
     st.caption("Each run starts when the one before it ends (finished, stopped, failed or diverged), "
                "also with no browser open.")
+    gpus = queue.gpus()
     for entry in order:
         run_id = entry["run_id"]
-        where = "any GPU" if entry["gpu"] is None else f"GPU {entry['gpu']}"
+        where = f"; GPU {entry['gpu']}" if entry["gpu"] is not None else "; any GPU" if gpus else ""
         text, cancel, up = st.columns([6, 1, 1])
         text.markdown(f"**{entry['position']}.** {plain(run_id, 120)}  \n"
-                      f":small[{plain(_settings_line(Path(entry['run_dir'])), 300)}; {where}]")
+                      f":small[{plain(_settings_line(Path(entry['run_dir'])), 300)}{where}]")
         if cancel.button("Cancel", icon=":material/close:", key=f"queue_cancel_{run_id}", width="stretch",
                          help="Take it out of the queue: its folder stays, and Resume starts it by hand"):
             _change(queue.cancel, run_id, runs_root())
