@@ -1,7 +1,7 @@
 """The run queue: runs wait in the runs folder (queue.json, state queued) and start one per free place,
 the machine or one GPU, when a trainer ends, on `queue`, or on a view of the Train or Runs page.
 
-Most tests start no trainer: launcher._spawn runs with a stand-in for subprocess.Popen that records
+Most tests start no trainer: launcher.spawn runs with a stand-in for subprocess.Popen that records
 the command and environment and gives the caller's pid (alive), and a run "trains" while the test
 holds its lock. Two tests run the real trainer on tiny runs: two queued runs back to back, and a
 killed trainer that the next `queue` command notices."""

@@ -2,7 +2,7 @@
 of the app's server (threads of one process), give one run and one trainer, and the loser a
 clear message; writers of one file in one process never collide on a temp file.
 
-No trainer really starts: launcher._spawn runs with a stand-in for subprocess.Popen whose pid is
+No trainer really starts: launcher.spawn runs with a stand-in for subprocess.Popen whose pid is
 the caller's (alive). To make a race certain rather than likely, every check of the one-run
 rule waits, once it has passed, for the other contender to have passed it too (or for a few
 seconds, when the other is kept out by the runs folder's lock)."""

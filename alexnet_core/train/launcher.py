@@ -26,7 +26,7 @@ LAUNCHED_ENV = "ALEXNET_LAUNCHED_RUN"  # set by the launcher for the trainer it 
 GPUS_ENV = "ALEXNET_GPUS"  # the GPUs the queue shares out ("0,1"); set by tests, and for the trainers it starts
 
 
-def _spawn(run_dir: Path, gpu: int | None = None, devices: list[int] | None = None,
+def spawn(run_dir: Path, gpu: int | None = None, devices: list[int] | None = None,
            allow_parallel: bool = False) -> int:
     """Start `train --resume RUN_DIR` detached. `gpu`: the one GPU it may see (CUDA_VISIBLE_DEVICES),
     recorded in status.json; `devices`: every GPU the queue shares out, passed on so the trainer,
@@ -68,7 +68,7 @@ def start(config: TrainConfig, root=None, run_id: str | None = None, allow_paral
     if config.init_from:
         config = lifecycle.check_fine_tune(config)  # TensorFlow: only when a Start fine-tunes
     run_dir = lifecycle.new_run(config, root, run_id, allow_parallel=allow_parallel, starter_pid=os.getpid())
-    _spawn(run_dir)
+    spawn(run_dir)
     return run_dir
 
 
@@ -77,5 +77,5 @@ def resume(run_dir, allow_parallel: bool = False) -> Path:
     the other gets ActiveRunError (the run is already starting)."""
     run_dir = Path(run_dir)
     lifecycle.check_resumable(run_dir, allow_parallel=allow_parallel, starter_pid=os.getpid())
-    _spawn(run_dir)
+    spawn(run_dir)
     return run_dir

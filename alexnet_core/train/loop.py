@@ -326,7 +326,7 @@ class Trainer:
     def _stop_wished(self) -> bool:
         """This process was asked to stop: a signal, or (read now, not at the monitor's next poll)
         the run's stop.request. A request from before this trainer was launched was cleared by
-        whoever launched it (launcher._spawn, `train --resume`), never by the trainer."""
+        whoever launched it (launcher.spawn, `train --resume`), never by the trainer."""
         if not self.stop.is_set() and self.chief and liveness.stop_requested(self.run_dir):
             self.stop.set()
         return self.stop.is_set()

@@ -173,7 +173,7 @@ def advance(root=None, devices: list[int] | None = None, finishing: Path | None 
             free.remove(place)
             changed = True
             try:
-                launcher._spawn(run_dir, gpu=place, devices=devices or None, allow_parallel=bool(devices))
+                launcher.spawn(run_dir, gpu=place, devices=devices or None, allow_parallel=bool(devices))
             except OSError as exc:
                 liveness.write_status(run_dir, state="failed", reason="internal", finished=time.time(), message=(
                     f"The queue could not start its trainer: {exc}. Resume tries again."))
