@@ -243,3 +243,38 @@ def cli(*args, env=None, timeout=300):
         command.wait()
         raise subprocess.TimeoutExpired(command.args, timeout, *command.outputs()) from None
     return subprocess.CompletedProcess(command.args, command.returncode, *command.outputs())
+
+
+class FakeTrainer:
+    """Stands in for subprocess.Popen in train.launcher: a live pid (this process), nothing started.
+    Each spawn is recorded in `spawned` as {"args", "run", "cuda", "gpus"}: the command, the run it
+    was given, and the CUDA_VISIBLE_DEVICES and GPU list of its environment."""
+
+    spawned: list = []
+
+    def __init__(self, args, **kwargs):
+        from alexnet_core.train import launcher
+
+        env = kwargs.get("env") or {}
+        self.pid = os.getpid()
+        FakeTrainer.spawned.append({"args": args, "run": args[args.index("--resume") + 1],
+                                    "cuda": env.get("CUDA_VISIBLE_DEVICES"), "gpus": env.get(launcher.GPUS_ENV)})
+
+    def wait(self):
+        return 0
+
+
+def fake_subprocess():
+    """A `subprocess` for train.launcher whose Popen is FakeTrainer."""
+    import types
+
+    return types.SimpleNamespace(Popen=FakeTrainer, DEVNULL=subprocess.DEVNULL, STDOUT=subprocess.STDOUT)
+
+
+def without_trainers(monkeypatch) -> list:
+    """Make train.launcher start no trainer (FakeTrainer); returns the list its spawns go to."""
+    from alexnet_core.train import launcher
+
+    monkeypatch.setattr(launcher, "subprocess", fake_subprocess())
+    FakeTrainer.spawned = []
+    return FakeTrainer.spawned

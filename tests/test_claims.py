@@ -5,7 +5,6 @@ import argparse
 import json
 import os
 import subprocess
-import types
 from dataclasses import asdict
 from pathlib import Path
 
@@ -341,27 +340,9 @@ def test_the_estimate_comes_from_measured_epochs(no_bundle):
 # --- The command line ------------------------------------------------------------------------
 
 
-class FakePopen:
-    """Stands in for a trainer's process: a live pid (this one); records the run it was given."""
-
-    started: list = []
-
-    def __init__(self, args, **kwargs):
-        self.pid = os.getpid()
-        FakePopen.started.append(args[args.index("--resume") + 1])
-
-    def wait(self):
-        return 0
-
-
 @pytest.fixture
 def no_trainer(monkeypatch):
-    from alexnet_core.train import launcher
-
-    monkeypatch.setattr(launcher, "subprocess", types.SimpleNamespace(Popen=FakePopen, DEVNULL=subprocess.DEVNULL,
-                                                                      STDOUT=subprocess.STDOUT))
-    FakePopen.started = []
-    return FakePopen.started
+    return helpers.without_trainers(monkeypatch)
 
 
 def claims_command(*argv, capsys):
@@ -421,7 +402,7 @@ def test_claims_run_queues_only_the_missing_runs(tmp_path, no_bundle, no_trainer
     # the first went to the free machine; the others wait in order
     assert [r["state"] for r in result["queued"]] == ["started", "queued", "queued", "queued"]
     assert [r["position"] for r in result["queued"]] == [None, 1, 2, 3]
-    assert no_trainer == [result["queued"][0]["run_dir"]]
+    assert [s["run"] for s in no_trainer] == [result["queued"][0]["run_dir"]]
     assert [e["run_id"] for e in queue.entries()] == [r["run_id"] for r in result["queued"][1:]]
     first = Path(result["queued"][0]["run_dir"])
     assert json.loads((first / layout.LABEL).read_text())["name"] == "Claim 2 (lrn): without normalisation, seed 0"

@@ -9,10 +9,8 @@ killed trainer that the next `queue` command notices."""
 import json
 import os
 import signal
-import subprocess
 import threading
 import time
-import types
 from pathlib import Path
 
 import pytest
@@ -21,33 +19,16 @@ from alexnet_core import locations
 from alexnet_core.inputs.splits import DataError
 from alexnet_core.settings.config import ConfigError, TrainConfig
 from alexnet_core.store import catalog, fileio, layout, liveness
-from alexnet_core.train import launcher, lifecycle, queue
+from alexnet_core.train import lifecycle, queue
 from tests import helpers
 from tests.helpers import TINY, TINY_ARGS, make_image_folder, wait_for
 
 ROOT = Path(__file__).resolve().parent.parent
 
 
-class FakePopen:
-    """Stands in for the trainer's process: a live pid (the caller's); records what it was given."""
-
-    spawned: list = []
-
-    def __init__(self, args, **kwargs):
-        self.pid = os.getpid()
-        FakePopen.spawned.append({"args": args, "cuda": kwargs["env"].get("CUDA_VISIBLE_DEVICES"),
-                                  "gpus": kwargs["env"].get(launcher.GPUS_ENV), "run": kwargs["env"][launcher.LAUNCHED_ENV]})
-
-    def wait(self):
-        return 0
-
-
 @pytest.fixture
 def no_trainer(monkeypatch):
-    monkeypatch.setattr(launcher, "subprocess", types.SimpleNamespace(Popen=FakePopen, DEVNULL=subprocess.DEVNULL,
-                                                                      STDOUT=subprocess.STDOUT))
-    FakePopen.spawned = []
-    return FakePopen.spawned
+    return helpers.without_trainers(monkeypatch)
 
 
 @pytest.fixture

@@ -11,10 +11,8 @@ import contextlib
 import json
 import multiprocessing
 import os
-import subprocess
 import threading
 import time
-import types
 from dataclasses import asdict
 from pathlib import Path
 
@@ -24,6 +22,7 @@ from alexnet_core import locations
 from alexnet_core.settings.config import TrainConfig
 from alexnet_core.store import catalog, fileio, layout, liveness
 from alexnet_core.train import launcher, lifecycle
+from tests import helpers
 
 ROOT = Path(__file__).resolve().parent.parent
 MEET_S = 3.0  # how long a contender that passed the rule's check waits for the other one
@@ -31,22 +30,6 @@ MEET_S = 3.0  # how long a contender that passed the rule's check waits for the 
 
 def config() -> TrainConfig:
     return TrainConfig(variant="compact", data="sample", epochs=1, batch_size=8)
-
-
-class FakePopen:
-    """Stands in for the trainer's process: a live pid (the caller's), nothing to wait for."""
-
-    spawned: list = []
-
-    def __init__(self, args, **kwargs):
-        self.pid = os.getpid()
-        FakePopen.spawned.append(args)
-
-    def wait(self):
-        return 0
-
-
-FAKE_SUBPROCESS = types.SimpleNamespace(Popen=FakePopen, DEVNULL=subprocess.DEVNULL, STDOUT=subprocess.STDOUT)
 
 
 def meet_after_the_check(barrier, setattr_=setattr):
@@ -92,16 +75,14 @@ def at_once(*calls):
 
 @pytest.fixture
 def no_trainer(monkeypatch):
-    monkeypatch.setattr(launcher, "subprocess", FAKE_SUBPROCESS)
-    FakePopen.spawned = []
-    return FakePopen.spawned
+    return helpers.without_trainers(monkeypatch)
 
 
 # --- Start ----------------------------------------------------------------------------------------
 
 
 def _start_in_a_process(root, run_id, ready, meet, done, results):
-    launcher.subprocess = FAKE_SUBPROCESS
+    launcher.subprocess = helpers.fake_subprocess()
     meet_after_the_check(meet)
     ready.wait()
     results.put((run_id, outcome(lambda: launcher.start(config(), root, run_id=run_id))))
