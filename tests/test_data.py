@@ -132,12 +132,29 @@ def test_pipeline_uses_the_shared_preprocessing(tmp_path):
     np.testing.assert_allclose(images[0].numpy(), manual, atol=1e-5)
 
 
+def test_paper_without_lighting_is_the_papers_crop_and_flip_alone():
+    from alexnet_core.inputs.augment import dataset_options
+
+    assert dataset_options("paper-no-lighting", 32) == {"augment": None, "crop": "paper", "lighting": 0.0}
+    assert dataset_options("paper", 32) == {"augment": None, "crop": "paper", "lighting": 0.1}
+
+
+def test_first_per_class_keeps_the_first_images_of_each_class_in_order():
+    from alexnet_core.inputs.splits import Split
+
+    split = Split(np.array([0, 1, 0, 2, 1, 0, 2]), paths=[f"f{i}" for i in range(7)])
+    part = split.first_per_class(2)
+    assert part.paths == ["f0", "f1", "f2", "f3", "f4", "f6"] and list(part.labels) == [0, 1, 0, 2, 1, 2]
+    images = Split(np.array([1, 1, 0]), images=np.arange(3).reshape(3, 1, 1, 1))
+    assert images.first_per_class(1).images.ravel().tolist() == [0, 2]
+
+
 @pytest.mark.parametrize("preset", PRESETS)
 def test_augmentation_presets_keep_shape(preset):
     layer = build_augment(preset, 24, seed=1)
     x = np.random.default_rng(0).uniform(0, 255, (4, 24, 24, 3)).astype(np.float32)
     if layer is None:  # nothing to do on batches: no augmentation, or all of it per image (data.crop_image)
-        assert preset in ("none", "paper", "random-resized-crop")
+        assert preset in ("none", "paper", "paper-no-lighting", "random-resized-crop")
         return
     y = np.asarray(layer(x, training=True))
     assert y.shape == x.shape

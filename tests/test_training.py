@@ -4,6 +4,7 @@ import json
 import os
 import signal
 
+import numpy as np
 import pytest
 
 from alexnet_core.settings.config import TrainConfig
@@ -84,6 +85,17 @@ def test_cli_train_writes_a_complete_run_folder(folder, tmp_path):
 
     expected = model.predict(np.random.default_rng(0).random((4, 16, 16, 3)), verbose=0)
     np.testing.assert_allclose(alone, expected, atol=1e-5)
+
+
+def test_train_per_class_trains_on_the_first_images_of_each_class_and_validates_on_all(folder, tmp_path):
+    """--train-per-class N: a smaller training set (the first N files of each class), the same validation split."""
+    result = cli("train", *TINY, "--data", str(folder), "--epochs", "1", "--batch-size", "2", "--val-split", "0.25",
+                 "--train-per-class", "4", "--runs-dir", str(tmp_path / "runs"), "--run-id", "few", "--json")
+    assert result.returncode == 0, result.stderr[-3000:]
+    config = layout.read_config(tmp_path / "runs" / "few")
+    assert config["train_per_class"] == 4 and config["steps_per_epoch"] == 3 * 4 // 2  # not 3 * 9 // 2
+    snapshot = np.load(tmp_path / "runs" / "few" / "snapshots" / "epoch-0001.npz")
+    assert len(snapshot["labels"]) == 3 * 3  # every validation image still: the last 3 of each class
 
 
 def test_stop_from_the_app_then_resume_continues_without_duplicate_epochs(folder, tmp_path):
