@@ -77,3 +77,19 @@ def heat_legend(container=None) -> None:
 def damaged_note(problem: str, container=None) -> None:
     """One damaged file, named with what is wrong with it, where its picture would be."""
     (container or st).caption(f":material/broken_image: Damaged file, not shown: {plain(problem, 300)}")
+
+
+def headline_metric(run_dir, container=None, caption: bool = True) -> dict | None:
+    """A model's one headline accuracy, drawn the same way on every page (Home, Train, Evaluate,
+    Runs, the epoch animation): the figure with its split as the label, and what it was measured
+    on (images, views, precision) as the tooltip and, with `caption`, beneath. None (nothing
+    drawn) for a run that has no recorded evaluation."""
+    from alexnet_core.store import catalog
+
+    words = catalog.headline_words(catalog.headline_accuracy(run_dir))
+    if words:
+        where = container or st
+        where.metric(words["label"], words["value"], help=f"The model's headline figure: {words['sentence']}.")
+        if caption:
+            where.caption(f"The model's headline figure: {plain(words['sentence'])}.")
+    return words

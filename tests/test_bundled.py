@@ -32,6 +32,17 @@ def test_demo_run_is_a_complete_read_only_run():
     assert (DEMO_RUN / layout.MODEL).stat().st_size <= MAX_MODEL_BYTES
 
 
+def test_the_headline_figure_reads_the_same_claim_from_any_record():
+    demo = catalog.headline_words(catalog.headline_accuracy(DEMO_RUN))
+    assert demo["value"] == "89.3%" and demo["label"] == "Validation accuracy"
+    assert demo["sentence"].startswith("89.3% validation accuracy on 5,000 held-out CIFAR-10 images")
+    assert demo["sentence"].count("single view") == 1 and demo["sentence"].endswith("float32")
+    bare = catalog.headline_words({"data": "sample", "split": "val", "n": 1000, "accuracy": 0.8851, "flip": True})
+    assert bare["sentence"] == ("88.5% validation accuracy on 1,000 images of the validation split of sample, "
+                                "averaged with mirror images, float32")
+    assert catalog.headline_words({"data": "sample", "n": 3}) is None and catalog.headline_words(None) is None
+
+
 def test_demo_model_loads_safely_and_reproduces_its_recorded_sample_accuracy():
     keras.models.load_model(DEMO_RUN / layout.MODEL, safe_mode=True)
     recorded = fileio.read_json(DEMO_RUN / layout.STATUS)["evaluations"][0]

@@ -153,6 +153,32 @@ def headline_accuracy(run_dir: Path) -> dict | None:
     return next((e for e in evaluations if e.get("headline")), evaluations[0] if evaluations else None)
 
 
+SPLIT_WORDS = {"val": "validation", "train": "training", "all": "whole-folder"}
+
+
+def headline_words(record: dict | None) -> dict | None:
+    """A model's one headline figure in the words every page shows it with, from an evaluation
+    record (`headline_accuracy`): `value` ('89.3%'), `label` ('Validation accuracy'), `sentence`
+    (value, split, images, views and precision: the claim in full) and `measured_on`.
+
+    The record's `description` says what the images are (and the views, when it does); without
+    one, the split, the image count and the data name do. An evaluation is one view in float32
+    unless its record says otherwise (`flip`, `precision`)."""
+    if not record or not isinstance(record.get("accuracy"), (int, float)):
+        return None
+    split = SPLIT_WORDS.get(record.get("split"), record.get("split") or "held-out")
+    n = record.get("n")
+    images = f"{n:,} images" if isinstance(n, int) else "images"
+    description = record.get("description")
+    measured_on = description or f"{images} of the {split} split of {record.get('data') or 'its data'}"
+    views = "" if description and "view" in description else (
+        ", averaged with mirror images" if record.get("flip") else ", single view")
+    precision = record.get("precision") or "float32"
+    value = f"{record['accuracy']:.1%}"
+    return {"value": value, "label": f"{split.capitalize()} accuracy", "measured_on": measured_on,
+            "sentence": f"{value} {split} accuracy on {measured_on}{views}, {precision}"}
+
+
 def _run_folders(folder: Path) -> list[Path]:
     return [p for p in sorted(folder.glob("*")) if (p / layout.CONFIG).exists()] if folder.is_dir() else []
 
