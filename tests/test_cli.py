@@ -65,3 +65,18 @@ def test_unknown_command_is_usage_error():
     with pytest.raises(SystemExit) as exc:
         main(["frobnicate"])
     assert exc.value.code == 2
+
+
+def test_a_reader_that_stops_early_gets_no_traceback():
+    """`python -m alexnet_core claims --markdown | head -1`: the pipe closes while the command still
+    has to write, and the command ends quietly, as `cat` would."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    process = subprocess.Popen([sys.executable, "-m", "alexnet_core", "claims", "--markdown"], stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE, cwd=Path(__file__).resolve().parents[1])
+    process.stdout.close()  # the reader is gone before the command writes its first line
+    stderr = process.stderr.read().decode()
+    assert process.wait(timeout=120) == 1
+    assert "Traceback" not in stderr and "BrokenPipe" not in stderr, stderr
