@@ -744,7 +744,7 @@ def add_data_service_parser(sub) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from alexnet_core import __version__, claims_cli
+    from alexnet_core import __version__, claims_cli, report_cli
 
     parser = argparse.ArgumentParser(prog="python -m alexnet_core",
                                      description="AlexNet Explorer on the command line.")
@@ -859,6 +859,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_prepare_parser(sub)
     add_queue_parser(sub)
     claims_cli.add_parser(sub)
+    report_cli.add_parser(sub)
 
     p = sub.add_parser("app", help="start the app (streamlit run on the installed app.py)",
                        usage="%(prog)s [STREAMLIT OPTION ...]",
