@@ -12,7 +12,7 @@ from streamlit.testing.v1 import AppTest
 from alexnet_core import locations
 from alexnet_core.analysis import report
 from alexnet_core.store import catalog, layout, liveness
-from tests.helpers import cli
+from tests.helpers import cli, make_image_folder
 from tests.test_browser import CHROMIUM, CHROMIUM_ARGS, _require_browser
 
 TIMEOUT = 120
@@ -157,6 +157,27 @@ def test_the_report_evaluates_the_headline_data_when_it_is_here(tmp_path):
     first = report._choices(run_dir, config)[0]
     assert first["data"] == str(here) and first["split"] == "val" and first["headline"]
     assert report.data_name(str(here)) == "cifar/train" and report.data_name("../shared/datasets/x/y") == "x/y"
+
+
+def test_a_run_still_training_is_reported_from_its_best_epoch_on_its_own_validation_split(tmp_path):
+    """No headline and no --data: the validation split the run held out, and its best checkpoint so far."""
+    from alexnet_core.models.variants import build_model
+
+    data = make_image_folder(tmp_path / "photos" / "mine", classes=3, per_class=8)
+    run_dir = catalog.create_run(tmp_path / "runs", "training-c", {
+        "variant": "compact", "data": str(data), "epochs": 5, "val_split": 0.25, "input_size": 16,
+        "switches": {"width": 0.25}, "class_names": ["class0", "class1", "class2"]})
+    (run_dir / layout.METRICS).write_text("epoch,loss,accuracy,val_loss,val_accuracy\n0,1.1,0.3,1.0,0.4\n")
+    liveness.write_status(run_dir, state="stopped", message="stopped")
+    build_model("compact", num_classes=3, input_size=16, width=0.25).save(run_dir / layout.CHECKPOINTS / layout.BEST)
+    document, measured = report.build([run_dir])
+    assert measured[0]["n"] == 6 and measured[0]["data"] == "photos/mine" and measured[0]["split"] == "val"
+    assert "the validation split the run held out while training" in document
+    assert "The run has not finished: the model here is its best epoch so far." in document
+    assert "This run has no recorded evaluation, so it has no headline figure; the report's own" in document
+    assert "Knows 3 classes at 16x16 pixels" in document and str(tmp_path) not in document
+    assert document.count('class="tile"') >= 3  # mistakes or examples, each with its Grad-CAM
+    assert all(link.startswith(("data:", "#")) for link in links_of(document).links)
 
 
 def test_the_button_builds_once_per_version_of_the_runs(tmp_path):

@@ -528,7 +528,8 @@ def run_section(run_dir: Path, number: int, figure, data=None, split=None, load=
     title = catalog.display_name(row)
     _step(progress, start, f"{title}: loading the model")
     loaded, problem = None, ""
-    if run["model_ok"]:
+    so_far = not (run_dir / layout.MODEL).exists() and (run_dir / layout.CHECKPOINTS / layout.BEST).is_file()
+    if run["model_ok"] or so_far:
         try:
             loaded = (load or load_model)(str(run_dir))
         except ModelLoadError as exc:
@@ -547,6 +548,8 @@ def run_section(run_dir: Path, number: int, figure, data=None, split=None, load=
              model_card(run_dir, row, config, loaded)]
     if problem:
         parts.append(f'<p class="note">The model could not be used: {_e(problem)}</p>')
+    elif so_far and loaded is not None:
+        parts.append('<p class="note">The run has not finished: the model here is its best epoch so far.</p>')
     parts.append(headline_section(run_dir, metrics, config, result, choice))
     parts.append("<h3>Training curves</h3>")
     if metrics.empty and steps.empty:
