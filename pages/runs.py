@@ -2,6 +2,7 @@ from pathlib import Path
 
 import streamlit as st
 
+from alexnet_ui import compare_view
 from alexnet_ui import runs_view as view
 from alexnet_ui.loaders import all_runs, runs_root
 from alexnet_ui.navigation import page_setup, stop_page
@@ -10,7 +11,7 @@ from alexnet_ui.train_form import TrainForm
 from alexnet_ui.widgets import device_banner, start_queued
 
 page_setup("Runs", f"Every training run in the runs folder ({plain(runs_root().name)}), plus the bundled demo run. "
-           "Select rows to compare them.")
+           "Find runs by name, tag, state or variant; select rows to compare them.")
 
 start_queued()  # the next queued run, if its place is free (a killed trainer's included)
 claims_runs = view.claims_runs_shown()
@@ -20,14 +21,24 @@ if not rows:
     st.page_link("pages/train.py", label="Go to Train", icon=":material/model_training:")
     stop_page()
 
-selected = view.runs_table(rows)
+shown = view.run_filters(rows)
+if not shown:
+    st.info("No run matches these filters.", icon=":material/filter_alt_off:")
+    stop_page()
+selected = view.runs_table(shown)
 if not selected:
-    st.caption("Select one or more runs above to see their curves, settings, downloads and actions.")
+    st.caption("Select one or more runs above to compare their curves and settings, and to see their cards: "
+               "downloads, report, name, notes and tags.")
     stop_page()
 
-view.curves(selected)
+view.report(selected)
+st.subheader("Compare", divider="gray")
+compare_view.curves(selected, compare_view.controls())
 configs = view.settings(selected)
+if len(selected) > 1:
+    compare_view.settings_plot(selected, view.flat_settings(selected, configs))
 
+known_tags = sorted({t for r in rows for t in r["tags"]}, key=str.casefold)
 for r in selected:
     run_dir = Path(r["path"])
     run_key = r["run_id"]  # unique in the table (a user run shadows a bundled one of the same id)
@@ -41,7 +52,7 @@ for r in selected:
                 TrainForm().clone(configs[r["run_id"]], r["run_id"])
                 st.switch_page("pages/train.py")
         if not r["read_only"]:
-            view.label_editor(r, run_dir, b[2])
+            view.label_editor(r, run_dir, b[2], known_tags)
         view.removal(r, selected, b[3])
 
 device_banner()

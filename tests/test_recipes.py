@@ -135,7 +135,7 @@ def test_runs_can_be_named_and_the_name_is_shown_everywhere():
     at.text_area(key="label_notes_plain-a").set_value("First try.\nFlip only.")
     at.button(key="label_save_plain-a").click().run()
     assert not at.exception
-    assert catalog.read_label(run_dir) == {"name": "Baseline, lr 0.05", "notes": "First try.\nFlip only."}
+    assert catalog.read_label(run_dir) == {"name": "Baseline, lr 0.05", "notes": "First try.\nFlip only.", "tags": []}
     table = at.dataframe[0].value
     assert table.loc[table["run_id"] == "plain-a", "label"].item() == "Baseline, lr 0.05"
     train = run_page("pages/train.py")
@@ -145,7 +145,7 @@ def test_runs_can_be_named_and_the_name_is_shown_everywhere():
     with pytest.raises(layout.RunError, match="at most 80 characters"):
         catalog.write_label(run_dir, "x" * 81, "")
     (run_dir / layout.LABEL).write_text("{damaged")
-    assert catalog.read_label(run_dir) == {"name": "", "notes": ""}  # a damaged label is no name, not a crash
+    assert catalog.read_label(run_dir) == {"name": "", "notes": "", "tags": []}  # a damaged label: no name, no crash
 
 
 def test_selection_stays_on_the_same_runs_after_a_delete():

@@ -251,6 +251,241 @@ def compare_curves(curves: dict[str, pd.DataFrame], metric: str = "val_accuracy"
     return fig
 
 
+# --- Comparing runs (the Runs page's Compare) ----------------------------------------------------
+
+# What can be overlaid: {key: (label, metrics.csv column, steps.csv column)}. Images per second is
+# worked out from metrics.csv (`metric_series`); a per-step column is used where the run logged one.
+COMPARE_METRICS = {
+    "val_accuracy": ("Validation accuracy", "val_accuracy", None),
+    "val_loss": ("Validation loss", "val_loss", None),
+    "accuracy": ("Training accuracy", "accuracy", "accuracy"),
+    "loss": ("Training loss", "loss", "loss"),
+    "learning_rate": ("Learning rate", "learning_rate", "learning_rate"),
+    "images_per_s": ("Images per second", None, None),
+    "val_top5_accuracy": ("Validation top-5 accuracy", "val_top5_accuracy", None),
+}
+COMPARE_AXES = {"epoch": "Epoch", "step": "Step", "time": "Wall-clock"}
+STEP_TIME_COLUMN = "elapsed_s"  # steps.csv's training time of a step, when the trainer records it
+
+
+def ema_smooth(values, weight: float) -> np.ndarray:
+    """TensorBoard's smoothing: an exponential moving average, debiased so the first points are not
+    pulled towards 0 (each value divided by 1 - weight^n after n points). `weight` 0 leaves the
+    values as they are; non-finite values pass through and are skipped; a constant series stays."""
+    values = np.asarray(values, dtype=float)
+    if not 0 <= weight < 1:
+        raise ValueError(f"smoothing weight must be in [0, 1), not {weight}")
+    finite = np.isfinite(values)
+    if weight == 0 or not finite.any() or np.ptp(values[finite]) == 0:
+        return values.copy()
+    out = values.copy()
+    last, count = 0.0, 0
+    for i, value in enumerate(values):
+        if not finite[i]:
+            continue
+        last = last * weight + (1 - weight) * value
+        count += 1
+        out[i] = last / (1 - weight ** count)
+    return out
+
+
+def epoch_end_times(metrics: pd.DataFrame) -> pd.Series | None:
+    """Seconds of training at the end of each epoch (the running sum of metrics.csv's epoch_seconds,
+    validation included), or None when the run did not record its epochs' times."""
+    if metrics.empty or "epoch_seconds" not in metrics or not metrics["epoch_seconds"].notna().all():
+        return None
+    return metrics["epoch_seconds"].astype(float).cumsum()
+
+
+def _step_times(steps: pd.DataFrame, metrics: pd.DataFrame, steps_per_epoch: int | None) -> pd.Series | None:
+    """Seconds of training at each logged step: recorded by the trainer when steps.csv has them, else
+    placed in its epoch in proportion (from the epoch's recorded time; an epoch still running takes
+    the median of the finished ones)."""
+    if STEP_TIME_COLUMN in steps and steps[STEP_TIME_COLUMN].notna().all():
+        return steps[STEP_TIME_COLUMN].astype(float)
+    ends = epoch_end_times(metrics)
+    if ends is None or not steps_per_epoch:
+        return None
+    seconds = metrics["epoch_seconds"].astype(float).to_numpy()
+    epoch = np.ceil(steps["step"].to_numpy(dtype=float) / steps_per_epoch).astype(int)  # from 1
+    start = np.concatenate([[0.0], ends.to_numpy()])
+    typical = float(np.median(seconds))
+    times = []
+    for step, e in zip(steps["step"].to_numpy(dtype=float), epoch):
+        e = max(e, 1)
+        begin = start[e - 1] if e - 1 < len(start) else start[-1] + typical * (e - len(start))
+        length = seconds[e - 1] if e - 1 < len(seconds) else typical
+        times.append(begin + (step - (e - 1) * steps_per_epoch) / steps_per_epoch * length)
+    return pd.Series(times, index=steps.index)
+
+
+def metric_series(metrics: pd.DataFrame, steps: pd.DataFrame | None, metric: str, axis: str = "epoch",
+                  steps_per_epoch: int | None = None, images_per_epoch: int | None = None,
+                  per_step: bool = True) -> pd.DataFrame:
+    """One run's curve of `metric` (a COMPARE_METRICS key) against `axis` (epoch, step or time in
+    seconds): a DataFrame of x, y, sorted by x; empty when the run did not record what it needs.
+
+    Per-epoch values sit at the end of their epoch (epoch N at x = N, or N x steps per epoch, or the
+    training time when it ended); with `per_step`, a metric that steps.csv logs is taken from it."""
+    empty = pd.DataFrame({"x": pd.Series(dtype=float), "y": pd.Series(dtype=float)})
+    if metric not in COMPARE_METRICS or axis not in COMPARE_AXES:
+        raise ValueError(f"unknown metric {metric!r} or axis {axis!r}")
+    _, epoch_column, step_column = COMPARE_METRICS[metric]
+    steps = steps if steps is not None else pd.DataFrame()
+    if per_step and step_column and step_column in steps and "step" in steps and len(steps):
+        frame = steps.dropna(subset=["step"]).sort_values("step").drop_duplicates("step", keep="last")
+        if axis == "step":
+            x = frame["step"].astype(float)
+        elif axis == "epoch":
+            if not steps_per_epoch:
+                return empty
+            x = frame["step"] / steps_per_epoch
+        else:
+            x = _step_times(frame, metrics, steps_per_epoch)
+            if x is None:
+                return empty
+        out = pd.DataFrame({"x": x.to_numpy(dtype=float), "y": frame[step_column].to_numpy(dtype=float)})
+    else:
+        if metrics.empty or "epoch" not in metrics:
+            return empty
+        if metric == "images_per_s":
+            if not images_per_epoch or "epoch_seconds" not in metrics:
+                return empty
+            y = images_per_epoch / metrics["epoch_seconds"].astype(float)
+        elif epoch_column in metrics:
+            y = metrics[epoch_column].astype(float)
+        else:
+            return empty
+        if axis == "epoch":
+            x = metrics["epoch"].astype(float)
+        elif axis == "step":
+            if not steps_per_epoch:
+                return empty
+            x = metrics["epoch"].astype(float) * steps_per_epoch
+        else:
+            x = epoch_end_times(metrics)
+            if x is None:
+                return empty
+        out = pd.DataFrame({"x": x.to_numpy(dtype=float), "y": y.to_numpy(dtype=float)})
+    out = out[np.isfinite(out["x"])].sort_values("x", kind="stable").reset_index(drop=True)
+    if len(out) > MAX_STEP_POINTS:  # every k-th point: a browser draws 24 runs of 20,000 steps slowly
+        out = out.iloc[:: int(np.ceil(len(out) / MAX_STEP_POINTS))].reset_index(drop=True)
+    return out
+
+
+def time_unit(seconds: float) -> tuple[float, str]:
+    """(divisor, unit) for a wall-clock axis whose longest run took `seconds`."""
+    if seconds >= 3 * 3600:
+        return 3600.0, "hours"
+    if seconds >= 3 * 60:
+        return 60.0, "minutes"
+    return 1.0, "seconds"
+
+
+def compare_figure(series: dict[str, pd.DataFrame], metric: str, axis: str = "epoch", smoothing: float = 0.0,
+                   title: str | None = None) -> go.Figure:
+    """Runs overlaid: one colour per run (`series`: {label: metric_series frame}), the x axis in
+    epochs, steps or wall-clock time (seconds, drawn in the unit that fits). With `smoothing`
+    (TensorBoard's debiased EMA weight), the smoothed curve is drawn over its raw values, faint."""
+    label = COMPARE_METRICS[metric][0]
+    fig = go.Figure()
+    divisor, unit = 1.0, ""
+    if axis == "time":
+        longest = max((float(s["x"].max()) for s in series.values() if len(s)), default=0.0)
+        divisor, unit = time_unit(longest)
+    percent = "accuracy" in metric
+    value = "%{y:.1%}" if percent else "%{y:.4g}"
+    for i, (name, s) in enumerate(series.items()):
+        if not len(s):
+            continue
+        color = PALETTE[i % len(PALETTE)]
+        x = s["x"] / divisor
+        mode = "lines+markers" if len(s) <= MARKED_EPOCHS else "lines"
+        if smoothing > 0:
+            fig.add_trace(go.Scatter(x=x, y=s["y"], mode=mode, name=name, legendgroup=name, showlegend=False,
+                                     line=dict(color=color, width=1), marker=dict(size=4), opacity=0.25,
+                                     hoverinfo="skip"))
+            smoothed = ema_smooth(s["y"], smoothing)
+            fig.add_trace(go.Scatter(x=x, y=smoothed, mode="lines", name=name, legendgroup=name,
+                                     line=dict(color=color, width=2), customdata=s["y"],
+                                     hovertemplate=f"{value} (raw %{{customdata:{'.1%' if percent else '.4g'}}})"
+                                                   "<extra>%{fullData.name}</extra>"))
+        else:
+            fig.add_trace(go.Scatter(x=x, y=s["y"], mode=mode, name=name, legendgroup=name,
+                                     line=dict(color=color, width=2), marker=dict(size=5),
+                                     hovertemplate=f"{value}<extra>%{{fullData.name}}</extra>"))
+    x_title = {"epoch": "epoch", "step": "step", "time": f"training time ({unit})"}[axis]
+    fig.update_layout(height=380, margin=dict(l=10, r=10, t=50, b=10), hovermode="x unified" if axis != "time" else "closest",
+                      title=dict(text=title or label, x=0, xanchor="left", y=0.98, yanchor="top", font=dict(size=15)),
+                      xaxis_title=x_title, legend=dict(orientation="h", y=-0.22), uirevision=f"{metric}-{axis}")
+    fig.update_xaxes(rangemode="tozero")
+    if percent:
+        fig.update_yaxes(tickformat=".0%", range=[0, 1.02])
+    elif metric == "learning_rate":
+        fig.update_yaxes(rangemode="tozero", exponentformat="e")
+    else:
+        fig.update_yaxes(rangemode="tozero")
+    return fig
+
+
+def _axis_values(values: pd.Series) -> dict:
+    """A parallel-coordinates dimension of one setting: numbers as they are, anything else (words,
+    true/false) as evenly spaced categories named on the axis."""
+    numeric = pd.to_numeric(values, errors="coerce")
+    if numeric.notna().all() and not values.map(lambda v: isinstance(v, bool)).any():
+        return {"values": numeric.astype(float).tolist()}
+    names = sorted({str(v) for v in values}, key=lambda t: (len(t) > 0, t))
+    codes = {name: i for i, name in enumerate(names)}
+    return {"values": [codes[str(v)] for v in values], "tickvals": list(range(len(names))), "ticktext": names,
+            "range": [-0.5, len(names) - 0.5] if len(names) == 1 else None}
+
+
+def settings_parallel(frame: pd.DataFrame, result: str, result_label: str) -> go.Figure:
+    """Parallel coordinates of runs (`frame`: one row per run, its first column the run's name, then the
+    settings to show, and `result`): each run a line through its settings to its result, coloured by
+    the result, so the settings that go with a good result stand out."""
+    dimensions = []
+    for column in frame.columns:
+        if column == result:
+            continue
+        axis = _axis_values(frame[column])
+        dimensions.append(dict(label=str(column), **{k: v for k, v in axis.items() if v is not None}))
+    scores = frame[result].astype(float)
+    percent = "accuracy" in result
+    dimensions.append(dict(label=result_label, values=scores.tolist(),
+                           tickformat=".0%" if percent else None))
+    low, high = float(scores.min()), float(scores.max())
+    fig = go.Figure(go.Parcoords(
+        dimensions=[{k: v for k, v in d.items() if v is not None} for d in dimensions],
+        line=dict(color=scores.tolist(), colorscale="Viridis", showscale=True, cmin=low,
+                  cmax=high if high > low else low + 1e-9,
+                  colorbar=dict(title=dict(text=result_label, side="right"), tickformat=".0%" if percent else None)),
+        labelangle=0, labelside="top"))
+    fig.update_layout(height=420, margin=dict(l=70, r=40, t=70, b=30))
+    return fig
+
+
+def settings_scatter(frame: pd.DataFrame, setting: str, result: str, result_label: str) -> go.Figure:
+    """One setting (x) against the result (y), a labelled point per run (`frame`'s first column names
+    the runs): numbers on a linear axis, anything else as categories."""
+    names = frame.iloc[:, 0].astype(str)
+    numeric = pd.to_numeric(frame[setting], errors="coerce")
+    is_number = numeric.notna().all() and not frame[setting].map(lambda v: isinstance(v, bool)).any()
+    x = numeric if is_number else frame[setting].astype(str)
+    percent = "accuracy" in result
+    fig = go.Figure(go.Scatter(x=x, y=frame[result].astype(float), mode="markers+text", text=names,
+                               textposition="top center", marker=dict(size=11, color=PALETTE[0]),
+                               hovertemplate="%{text}<br>" + setting + ": %{x}<br>" + result_label +
+                                             (": %{y:.1%}" if percent else ": %{y:.4g}") + "<extra></extra>"))
+    fig.update_layout(height=420, margin=dict(l=10, r=10, t=30, b=10), xaxis_title=setting,
+                      yaxis_title=result_label)
+    if not is_number:
+        fig.update_xaxes(type="category")
+    if percent:
+        fig.update_yaxes(tickformat=".0%")
+    return fig
+
+
 # --- Evaluation -----------------------------------------------------------------------------
 
 

@@ -51,16 +51,35 @@ def read_run(run_dir: Path) -> dict:
             "model_ok": (run_dir / layout.MODEL).exists() and bad_model is None}
 
 
+MAX_TAG = 24  # characters in one tag
+MAX_TAGS = 12  # tags on one run
+
+
+def clean_tags(tags) -> list[str]:
+    """Tags as stored: each one's spaces collapsed, empty ones dropped, the first of any written
+    twice (whatever its case) kept, in the order given."""
+    out, seen = [], set()
+    for tag in tags or []:
+        tag = " ".join(str(tag).split())
+        if tag and tag.casefold() not in seen:
+            seen.add(tag.casefold())
+            out.append(tag)
+    return out
+
+
 def read_label(run_dir: Path) -> dict:
-    """{"name", "notes"} the user gave a run ('' when none, or when label.json is damaged)."""
+    """{"name", "notes", "tags"} the user gave a run ('' and [] when none, or when label.json is
+    damaged; a tags entry that is not a list of text is no tags)."""
     label, _ = layout.read_checked(Path(run_dir) / layout.LABEL, layout.LABEL_SCHEMA)
+    tags = label.get("tags")
+    tags = clean_tags(t[:MAX_TAG] for t in tags if isinstance(t, str)) if isinstance(tags, list) else []
     return {"name": " ".join(str(label.get("name") or "").split())[:layout.MAX_NAME],
-            "notes": str(label.get("notes") or "")[:layout.MAX_NOTES]}
+            "notes": str(label.get("notes") or "")[:layout.MAX_NOTES], "tags": tags[:MAX_TAGS]}
 
 
-def write_label(run_dir: Path, name: str, notes: str) -> dict:
-    """Give a run a name and notes (stored in its folder, atomically); returns what was stored.
-    Bundled (read-only) runs cannot be labelled."""
+def write_label(run_dir: Path, name: str, notes: str, tags: list[str] | None = None) -> dict:
+    """Give a run a name, notes and tags (stored in its folder, atomically); returns what was stored.
+    `tags` None keeps the run's tags. Bundled (read-only) runs cannot be labelled."""
     run_dir = Path(run_dir)
     if layout.is_read_only(run_dir):
         raise layout.RunError(f"{run_dir.name} is bundled with the app and read-only: its name cannot change.")
@@ -72,7 +91,14 @@ def write_label(run_dir: Path, name: str, notes: str) -> dict:
     notes = str(notes or "").strip()
     if len(notes) > layout.MAX_NOTES:
         raise layout.RunError(f"Notes are at most {layout.MAX_NOTES} characters; these have {len(notes)}.")
-    label = {"name": name, "notes": notes}
+    tags = read_label(run_dir)["tags"] if tags is None else clean_tags(tags)
+    long = next((t for t in tags if len(t) > MAX_TAG), None)
+    if long:
+        raise layout.RunError(f"A tag is at most {MAX_TAG} characters; {long[:40]!r} has {len(long)}. "
+                              "Shorten it, or put the words in the notes.")
+    if len(tags) > MAX_TAGS:
+        raise layout.RunError(f"A run has at most {MAX_TAGS} tags; these are {len(tags)}. Remove some.")
+    label = {"name": name, "notes": notes, "tags": tags}
     fileio.write_json_atomic(run_dir / layout.LABEL, label)
     return label
 
@@ -81,6 +107,26 @@ def display_name(row: dict) -> str:
     """How a run is named on screen: its label and id, or its id alone."""
     name = row.get("name") or ""
     return f"{name} ({row['run_id']})" if name else row["run_id"]
+
+
+def data_words(config: dict, read_only: bool = False) -> str:
+    """A run's data as a page names it: its description when the trainer recorded one, else the
+    SOURCE it was given; for a bundled run (trained on another machine) a folder is named by its
+    last parts only, never by that machine's path."""
+    description = config.get("data_description")
+    if isinstance(description, str) and description.strip():
+        return description
+    data = config.get("data")
+    if not isinstance(data, str) or not data:
+        return "not recorded"
+    if read_only and ("/" in data or "\\" in data):
+        parts = [p for p in data.replace("\\", "/").split("/") if p not in ("", ".", "..")]
+        return f"a folder {'/'.join(parts[-2:])!r} on the machine it was trained on" if parts else "a folder"
+    return data
+
+
+def _whole(value) -> int | None:
+    return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else None
 
 
 def run_summary(run_dir: Path, run: dict | None = None) -> dict:
@@ -98,6 +144,8 @@ def run_summary(run_dir: Path, run: dict | None = None) -> dict:
         elapsed = end - started if started and end else None
     link = os.readlink(run_dir) if run_dir.is_symlink() else None
     label = read_label(run_dir)
+    read_only = layout.is_read_only(run_dir)
+    headline = headline_words(headline_accuracy(run_dir))
     env = config.get("environment") if isinstance(config.get("environment"), dict) else {}
     replicas = env.get("replicas")
     workers = env.get("workers")
@@ -105,16 +153,20 @@ def run_summary(run_dir: Path, run: dict | None = None) -> dict:
         "run_id": run_dir.name,
         "name": label["name"],
         "notes": label["notes"],
+        "tags": label["tags"],
         "path": str(run_dir),
         "state": status.get("state") or ("damaged" if run["problems"] else "unknown"),
         "variant": config.get("variant"),
-        "data": config.get("data_description") or config.get("data"),
+        "data": data_words(config, read_only),
         "epochs_done": int(len(metrics)),
         "epochs": config.get("epochs"),
+        "steps_per_epoch": _whole(status.get("steps_per_epoch")) or _whole(config.get("steps_per_epoch")),
+        "batch_size": _whole(config.get("batch_size")),
         "best_val_accuracy": best,
+        "headline": headline,  # headline_words of the run's headline evaluation, None without one
         "duration_s": elapsed,
         "started": started,
-        "read_only": layout.is_read_only(run_dir),
+        "read_only": read_only,
         "link": link,
         "has_model": run["model_ok"],
         "message": status.get("message", ""),
@@ -266,6 +318,29 @@ def all_runs(root: str | os.PathLike | None = None, claims: bool = False) -> lis
     """The user's runs, then the bundled ones (a user run with the same id wins); with `claims`, the
     bundled runs of the paper's claims too."""
     return list_runs(root, extra=bundled_runs() + (claims_runs() if claims else []))
+
+
+def filter_runs(rows: list[dict], text: str = "", tags=(), states=(), variants=()) -> list[dict]:
+    """The runs (run_summary rows) that match every filter given: `text` in the id, name, notes,
+    tags, variant or data (any case; every word of it somewhere), one of `tags` at least, a state of
+    `states`, a variant of `variants`. An empty filter lets every run through."""
+    words = text.casefold().split()
+    wanted = {t.casefold() for t in tags}
+    out = []
+    for row in rows:
+        if states and row.get("state") not in states:
+            continue
+        if variants and row.get("variant") not in variants:
+            continue
+        if wanted and not wanted & {t.casefold() for t in row.get("tags") or []}:
+            continue
+        if words:
+            haystack = " ".join(str(row.get(k) or "") for k in ("run_id", "name", "notes", "variant", "data"))
+            haystack = (haystack + " " + " ".join(row.get("tags") or [])).casefold()
+            if not all(w in haystack for w in words):
+                continue
+        out.append(row)
+    return out
 
 
 def find_run(run_id: str, root: str | os.PathLike | None = None) -> Path | None:
