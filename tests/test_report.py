@@ -111,12 +111,14 @@ def test_two_runs_are_compared(tmp_path):
     root = tmp_path / "runs"
     fake_run(root, "slow-a", learning_rate=0.05)
     second = fake_run(root, "fast-b", learning_rate=0.1)
+    catalog.write_label(second, "<b>fast</b> & bold", "")
     out = tmp_path / "two.html"
     done = cli("report", "slow-a", str(second), "--out", str(out), "--runs-dir", str(root), timeout=120)
     assert done.returncode == 0, done.stderr
     assert "slow-a: not evaluated (no model file)" in done.stdout
     document = out.read_text(encoding="utf-8")
-    assert '<h2>1. slow-a</h2>' in document and '<h2>2. fast-b</h2>' in document
+    assert '<h2>1. slow-a</h2>' in document and '<h2>2. &lt;b&gt;fast&lt;/b&gt; &amp; bold (fast-b)</h2>' in document
+    assert "<b>fast</b>" not in document  # a name is text, never markup
     assert '<section class="chapter" id="comparison"><h2>Comparison</h2>' in document
     comparison = document.split('id="comparison"')[1]
     for title in ("Validation accuracy", "Training loss", "Learning rate", "Settings that differ"):
