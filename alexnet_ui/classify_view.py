@@ -18,6 +18,7 @@ from alexnet_core.inputs import images as image_files
 from alexnet_core.inputs.images import ImageDecodeError
 from alexnet_core.predict.inference import DEFAULT_FRAMING, FRAMINGS, SURE_MARGIN, SURE_PROBABILITY, top_k
 from alexnet_core.settings.choices import framing_name
+from alexnet_ui import glossary
 from alexnet_ui.feedback import user_errors
 from alexnet_ui.images import enlarged, fit_for_display, thumbnail
 from alexnet_ui.loaders import image_from_disk, image_problem, loaded_model
@@ -121,12 +122,32 @@ def images_to_classify(uploads, photo, use_examples: bool) -> list[tuple[str, by
     return items
 
 
+def photo_size(data: bytes, decoded: tuple[int, int]) -> tuple[int, int]:
+    """(width, height) of the photo as taken, upright: a large one is decoded reduced (about 1,024
+    px a side, inputs/images.py), so its own size is read from its header, turned as its EXIF
+    orientation turns it. Called once the safe decoder has accepted the bytes; `decoded` (the
+    decoded pixels' size) if the header cannot say."""
+    import io
+
+    from PIL import Image
+
+    try:
+        with Image.open(io.BytesIO(data)) as image:
+            width, height = image.size
+            turned = image.getexif().get(0x0112) in (5, 6, 7, 8)  # EXIF orientation: a quarter turn
+    except Exception:  # noqa: BLE001 - the pixels are decoded already; their size is the fallback
+        return decoded
+    size = (height, width) if turned else (width, height)
+    # The header must describe these pixels: the same shape, at most the decoder's reduction apart.
+    return size if size[0] >= decoded[0] and size[1] >= decoded[1] else decoded
+
+
 @st.cache_data(max_entries=64, ttl=3600, show_spinner=False)
 def analyse(spec: str, stamp: str, data: bytes, name: str, framing: str):
     """Decode one image and predict it (cached: the examples, or an image sent twice, cost nothing):
     (a digest of the bytes (the key of this image's widgets), thumbnail of the original, of the
-    framed square, (width, height) decoded, the exact pixels the network gets, its standardised
-    input, probabilities), or the error."""
+    framed square, the photo's own (width, height) (not the reduced size a large one is decoded
+    at), the exact pixels the network gets, its standardised input, probabilities), or the error."""
     from alexnet_core.inputs.images import decode_image
     from alexnet_core.inputs.preprocess import seen
     from alexnet_core.predict.inference import network_view
@@ -141,7 +162,7 @@ def analyse(spec: str, stamp: str, data: bytes, name: str, framing: str):
     view = network_view(image, model.input_size, framing, record)  # the ImageNet recipe, when the model has one
     probs = predictor.probabilities(view[None])[0]  # already the network's pixels: taken as they are
     return (hashlib.sha1(data).hexdigest()[:12], thumbnail(image), thumbnail(region),
-            (image.shape[1], image.shape[0]), view, model.preprocess(view), probs)
+            photo_size(data, (image.shape[1], image.shape[0])), view, model.preprocess(view), probs)
 
 
 def classified(spec: str, stamp: str, items, framing: str) -> list[tuple]:
@@ -171,9 +192,12 @@ def has_heat_maps(loaded) -> bool:
     return has_convolution(loaded.model)
 
 
-def result_card(index: int, result: tuple, loaded, spec: str, stamp: str, k: int, sure: tuple[float, float]) -> None:
+def result_card(index: int, result: tuple, loaded, spec: str, stamp: str, k: int, sure: tuple[float, float],
+                framing: str = DEFAULT_FRAMING) -> None:
     """One classified image: the original, what the network sees, its top k with a verdict, and
-    where it looked (Grad-CAM) for a class of the user's choice."""
+    where it looked (Grad-CAM) for a class of the user's choice. The class picker belongs to this
+    image, framing and verdict (its key names them): another framing that changes the verdict
+    starts it again on the new top class, never on a class picked for the old verdict."""
     from alexnet_core.analysis.explain import overlay
 
     name, digest, small, square, dims, view, model_input, p = result
@@ -203,8 +227,9 @@ def result_card(index: int, result: tuple, loaded, spec: str, stamp: str, k: int
                             "there is no feature map to say where it looked.")
             return
         order = np.argsort(-p)
-        target = cols[3].selectbox("Grad-CAM for", [classes[i] for i in order], key=f"classify_cam_{index}_{digest}",
-                                   format_func=lambda c: class_text(loaded, c))
+        target = cols[3].selectbox("Grad-CAM for", [classes[i] for i in order], format_func=lambda c: class_text(loaded, c),
+                                   key=f"classify_cam_{index}_{digest}_{framing}_{int(order[0])}",
+                                   help=glossary.help("Grad-CAM"))
         heat = heat_map(spec, stamp, model_input, classes.index(target))
         cols[3].image(fit_for_display(overlay(square, heat)), width="stretch",
                       caption=f"Where it looked for '{plain(class_text(loaded, target), 60)}' (Grad-CAM at "
@@ -359,7 +384,7 @@ def first_layer_filters(spec: str, stamp: str) -> None:
 
 
 def explain_further(loaded, results: list[tuple], spec: str, stamp: str) -> None:
-    st.subheader("Explain further")
+    st.subheader("Explain further", help=glossary.helps("filter", "activation", "fc7", "nearest neighbours"))
     explain = st.segmented_control("Explain further", list(EXPLAIN), format_func=EXPLAIN.get,
                                    key="classify_explain", label_visibility="collapsed")
     inputs = {result[0]: result[6] for result in results}  # name: the network's standardised input

@@ -1,7 +1,13 @@
 """The Evaluate page's parts: the data pickers, the evaluation (remembered per session), its
 headline figures, the clickable confusion matrix (at many classes, such as ImageNet's 1,000,
 restricted to the classes the user picks), the most confused pairs, grids of images with their
-top 5 and Grad-CAM, the searchable per-class report and the map of what the network learned."""
+top 5 and Grad-CAM beside each photo, the searchable per-class report and the map of what the
+network learned.
+
+The parts a click changes (the matrix and its images, the Grad-CAM toggles, the class search, the
+map) are fragments: a click reruns its own part, not the whole page, so the other charts are
+neither recomputed nor sent to the browser again. Grad-CAM maps are computed in one batch per grid
+and remembered per session."""
 
 from __future__ import annotations
 
@@ -14,9 +20,12 @@ import pandas as pd
 import streamlit as st
 
 from alexnet_core.analysis.charts import confusion_figure, per_class_bars, topk_bars
+from alexnet_core.errors import AlexNetError
 from alexnet_core.predict.inference import top_k
 from alexnet_core.settings.choices import AUTO_SPLIT, EVAL_SPLITS
+from alexnet_ui import glossary
 from alexnet_ui.feedback import user_errors
+from alexnet_ui.images import side_by_side
 from alexnet_ui.loaders import (
     data_choices,
     image_from_disk,
@@ -26,14 +35,62 @@ from alexnet_ui.loaders import (
     prepared_description,
 )
 from alexnet_ui.text import plain
-from alexnet_ui.widgets import damaged_note, heat_legend
+from alexnet_ui.widgets import damaged_note, headline_metric, heat_legend
 
 SOURCE_WORDS = {"sample": "the bundled sample", "cifar10": "CIFAR-10"}
 
 
-def data_pickers(data_column, split_column) -> tuple[str, str, bool]:
-    """(data source or folder, split, flip averaging) picked in the two columns."""
+def run_data(run_dir) -> tuple[str | None, float]:
+    """(the data a run trained on, the share of it the run held out for validation): what
+    Evaluate measures a run's model on by default, split as its training split it. (None, 0.1)
+    for a model outside a run or a run whose settings cannot be read."""
+    from alexnet_core.store.layout import read_config
+
+    if run_dir is None:
+        return None, DEFAULT_HELD_OUT
+    try:
+        config = read_config(run_dir)
+    except (AlexNetError, OSError, ValueError):
+        return None, DEFAULT_HELD_OUT
+    share = config.get("val_split")
+    share = float(share) if isinstance(share, (int, float)) and 0 <= share < 1 else DEFAULT_HELD_OUT
+    return (config.get("data") if isinstance(config.get("data"), str) else None), share
+
+
+DEFAULT_HELD_OUT = 0.1  # the validation share of a folder with no val/ when the run's own is not known
+
+
+def same_data(a: str | None, b: str | None) -> bool:
+    """Whether two data sources name the same data (a name such as 'sample', or the same folder)."""
+    if not a or not b:
+        return False
+    if a == b:
+        return True
+    if a in ("sample", "cifar10") or b in ("sample", "cifar10"):
+        return False
+    try:
+        return Path(a).expanduser().resolve() == Path(b).expanduser().resolve()
+    except (OSError, RuntimeError, ValueError):
+        return False
+
+
+def held_out_share(run_dir, data: str) -> float:
+    """The validation share to split `data` with: the run's own when it is the run's data (a
+    Your classes dataset trains holding out 20%: Evaluate holds out the same images), else 10%."""
+    trained_on, share = run_data(run_dir)
+    return share if same_data(trained_on, data) else DEFAULT_HELD_OUT
+
+
+def data_pickers(data_column, split_column, run_dir=None, spec: str | None = None) -> tuple[str, str, bool]:
+    """(data source or folder, split, flip averaging) picked in the two columns. A model picked
+    anew starts on the data its run trained on, when that is one of the choices."""
     choices = data_choices()
+    trained_on = run_data(run_dir)[0]
+    if st.session_state.get("eval_data_for") != spec:
+        st.session_state["eval_data_for"] = spec
+        mine = next((c for c in choices if same_data(c, trained_on)), None)
+        if mine is not None:
+            st.session_state["eval_data"] = mine
     data = data_column.selectbox("Data", list(choices), format_func=choices.get, key="eval_data")
     if data == "folder":
         data = data_column.text_input("Folder", placeholder="/path/to/images (class folders inside, or a prepared "
@@ -43,7 +100,7 @@ def data_pickers(data_column, split_column) -> tuple[str, str, bool]:
         data_column.caption(f":material/inventory_2: {plain(described, 600)}")
     split = split_column.selectbox("Split", [AUTO_SPLIT, *EVAL_SPLITS], key="eval_split",
                                    help="auto: test if the data has one, else validation")
-    flip = split_column.toggle("Flip averaging", key="eval_flip", help="Average each prediction with its mirror image")
+    flip = split_column.toggle("Flip averaging", key="eval_flip", help=glossary.help("flip averaging"))
     return data, split, flip
 
 
@@ -51,33 +108,80 @@ def model_label(spec: str) -> str:
     return model_choices().get(spec, spec)
 
 
-def run_evaluation(spec: str, data: str, split: str | None, flip: bool):
-    """Evaluate with a progress bar; remembered per session (and cached on disk across sessions)."""
+def run_evaluation(spec: str, data: str, split: str | None, flip: bool, val_split: float = DEFAULT_HELD_OUT):
+    """Evaluate with a progress bar; remembered per session (and cached on disk across sessions).
+    `val_split`: the share of a folder without val/ held out as its validation split."""
     from alexnet_core.analysis.evaluation import evaluate
 
-    key = (spec, model_stamp(spec), data, split, flip)
+    key = (spec, model_stamp(spec), data, split, flip, val_split)
     memo = st.session_state.setdefault("eval_results", {})
     if key not in memo:
         loaded, _ = loaded_model(spec)
         bar = st.progress(0.0, text="Evaluating...")
-        result = evaluate(loaded, data, split, flip=flip, progress=lambda done, total: bar.progress(
+        result = evaluate(loaded, data, split, flip=flip, val_split=val_split, progress=lambda done, total: bar.progress(
             min(1.0, done / max(total, 1)), text=f"Evaluating {done:,}/{total:,} images"))
         bar.empty()
         memo.clear()
+        st.session_state.pop(CAMS, None)  # Grad-CAM maps of the previous evaluation's images
         memo[key] = result
     return memo[key]
 
 
-def headline(result, spec: str, data: str, flip: bool) -> None:
+def headline_record(run_dir) -> dict | None:
+    from alexnet_core.store import catalog
+
+    return catalog.headline_accuracy(run_dir) if run_dir is not None else None
+
+
+def measures_headline(record: dict | None, result, data: str, flip: bool) -> bool:
+    """Whether this evaluation measured what the model's headline figure measured: the same data
+    and split, as many images, the same views."""
+    return bool(record) and same_data(record.get("data"), data) and record.get("split") == result.split \
+        and record.get("n") == result.n and bool(record.get("flip")) == flip
+
+
+def difference_words(result, record: dict, flip: bool) -> str:
+    """Why this page's accuracy is not the headline's, in points and in words: other images (how
+    many, and the noise a figure over that many has), other views."""
+    from alexnet_core.store import catalog
+
+    words = catalog.headline_words(record)
+    diff = 100 * (result.accuracy() - float(record["accuracy"]))
+    noise = 200 * np.sqrt(max(result.accuracy() * (1 - result.accuracy()), 1e-6) / max(result.n, 1))
+    views = ", averaged with mirror images" if flip and not record.get("flip") else ""
+    return (f"{diff:+.1f} points against the model's headline figure, {plain(words['sentence'])}. Not the same "
+            f"measurement: these are {result.n:,} other images{views}, and a figure over {result.n:,} images is "
+            f"only good to about ±{noise:.1f} points (two standard errors), so a gap of this size is "
+            f"{'within' if abs(diff) <= noise else 'beyond'} that noise.")
+
+
+def headline(result, spec: str, data: str, flip: bool, run_dir=None) -> None:
+    """The evaluation's figures. Where it measured the model's headline data, the accuracy is the
+    headline itself (widgets.headline_metric, as every page shows it); where it measured other
+    images, the accuracy says next to it how and why it differs from the headline."""
+    record = headline_record(run_dir)
     m = st.columns(4)
-    m[0].metric("Accuracy", f"{result.accuracy():.1%}")
-    m[1].metric("Top-5 accuracy", f"{result.top_k_accuracy(5):.1%}")
+    own = f"{result.accuracy():.1%}" if result.n else "no images"
+    if measures_headline(record, result, data, flip):
+        headline_metric(run_dir, m[0], caption=False)
+    else:
+        m[0].metric("Accuracy here", own, help=glossary.help("accuracy"))
+    m[1].metric("Top-5 accuracy", f"{result.top_k_accuracy(5):.1%}" if result.n else "no images",
+                help=glossary.help("top-5"))
     m[2].metric("Images", f"{result.n:,}")
-    m[3].metric("Split", result.split)
+    m[3].metric("Split", result.split, help=glossary.help({"val": "validation split", "test": "test split",
+                                                            "train": "training split"}.get(result.split, "held-out")))
     source_words = SOURCE_WORDS.get(data, "the folder " + plain(data, 80))
-    st.caption(f"Every figure on this page: {plain(model_label(spec))} on the {result.split} split of {source_words} "
-               f"({result.n:,} images){', averaged with mirror images' if flip else ''}. A model's headline accuracy "
-               "(Home, Runs) can differ: it is measured on its own, usually larger, validation set.")
+    held = f", {result.val_split:.0%} of each class held out as its run trained" \
+        if result.split == "val" and data not in ("sample", "cifar10") else ""
+    measured = (f"Every figure on this page: {plain(model_label(spec))} on the {result.split} split of {source_words} "
+                f"({result.n:,} images{held}){', averaged with mirror images' if flip else ''}.")
+    if measures_headline(record, result, data, flip):
+        st.caption(f"{measured} This is the data of the model's headline figure, so the accuracy is that figure.")
+    elif record and result.n:
+        st.caption(f"{measured} **{own} here: {difference_words(result, record, flip)}**")
+    else:
+        st.caption(f"{measured} This model has no recorded headline figure to compare with.")
     if result.note:
         st.info(plain(result.note, 600), icon=":material/folder_off:")
 
@@ -172,6 +276,20 @@ def confusion_matrix(result) -> tuple[int, int] | None:
     return cell
 
 
+@st.fragment
+def matrix_and_images(result, loaded) -> None:
+    """The clickable matrix, the most confused pairs and the images of the cell or pair picked:
+    one fragment, so a click reruns only this part of the page."""
+    cell = confusion_matrix(result)
+    st.subheader("Most confused pairs")
+    confused_pairs(result)
+    if cell:
+        cell_images(result, loaded, cell)
+    else:
+        st.info("Click a cell of the matrix to see the images behind it, most confident first.",
+                icon=":material/touch_app:")
+
+
 def _pick_pair(pairs) -> None:
     """on_change of the pair picker: show that pair's images."""
     picked = st.session_state.get("eval_pair")
@@ -216,11 +334,41 @@ def short_words(result) -> dict:
     return {name: words.split(",")[0].strip() or name for name, words in result.words.items()}
 
 
-def image_grid(result, loaded, indices, caption_for, key: str) -> None:
-    """Six images a row, each with its top 5; with the toggle on, where the network looked."""
-    from alexnet_core.analysis.explain import gradcam, overlay
+CAMS = "eval_cams"  # Grad-CAM maps remembered this session: (evaluation, image position) -> map
+CAMS_KEPT = 240  # at most this many maps remembered
 
-    show_cam = st.toggle("Show Grad-CAM (what the network looked at)", key=f"{key}_cam")
+
+def heat_maps(result, loaded, indices, images) -> dict:
+    """{position: Grad-CAM map for its predicted class} of the evaluated images at `indices`: those
+    not yet remembered this session computed in one batch (explain.gradcams), not one by one."""
+    from alexnet_core.analysis.explain import gradcams
+
+    memo = st.session_state.setdefault(CAMS, {})
+    whose = (id(result), _identity(result))
+    wanted = [(i, image) for i, image in zip(indices, images) if not isinstance(image, str)]
+    missing = [(i, image) for i, image in wanted if (whose, int(i)) not in memo]
+    by_shape = {}
+    for i, image in missing:  # inputs of one shape go in one batch (a folder's images share the model's size)
+        model_input = loaded.preprocess(image)
+        by_shape.setdefault(model_input.shape, []).append((i, model_input))
+    for group in by_shape.values():
+        heats, _ = gradcams(loaded.model, np.stack([x for _, x in group]),
+                            [int(result.predicted[i]) for i, _ in group])
+        for (i, _), heat in zip(group, heats):
+            memo[(whose, int(i))] = heat
+    while len(memo) > CAMS_KEPT:
+        memo.pop(next(iter(memo)))
+    return {int(i): memo[(whose, int(i))] for i, _ in wanted}
+
+
+@st.fragment
+def image_grid(result, loaded, indices, caption_for, key: str) -> None:
+    """Six images a row, each with its top 5; with the toggle on, three a row, each photo with
+    where the network looked (Grad-CAM) beside it. A fragment: the toggle reruns this grid only."""
+    from alexnet_core.analysis.explain import overlay
+
+    show_cam = st.toggle("Show Grad-CAM (what the network looked at)", key=f"{key}_cam",
+                         help=glossary.help("Grad-CAM"))
     if show_cam:
         heat_legend(st.columns([1, 2])[0])
     if not len(indices):
@@ -229,18 +377,20 @@ def image_grid(result, loaded, indices, caption_for, key: str) -> None:
     images = shown_images(result, indices)
     if images is None:
         return
+    heats = heat_maps(result, loaded, indices, images) if show_cam else {}
+    per_row = 3 if show_cam else 6
     for n, (i, image) in enumerate(zip(indices, images)):
-        if n % 6 == 0:  # a row of its own per six: pictures of mixed shapes stay in line
-            cols = st.columns(6)
-        with cols[n % 6]:
+        if n % per_row == 0:  # a row of its own each: pictures of mixed shapes stay in line
+            cols = st.columns(per_row)
+        with cols[n % per_row]:
             if isinstance(image, str):  # changed or damaged on disk since it was evaluated
                 damaged_note(image)
                 continue
-            shown = image
             if show_cam:
-                heat, _ = gradcam(loaded.model, loaded.preprocess(image), int(result.predicted[i]))
-                shown = overlay(image, heat)
-            st.image(shown, caption=caption_for(i), width="stretch")
+                st.image(side_by_side(image, overlay(image, heats[int(i)])), width="stretch",
+                         caption=f"{caption_for(i)} · left: the photo, right: where it looked")
+            else:
+                st.image(image, caption=caption_for(i), width="stretch")
             st.plotly_chart(topk_bars(top_k(result.probs[i], result.classes, 5, short_words(result)), height=150),
                             key=f"{key}_bars_{i}", config={"displayModeBar": False})
 
@@ -258,6 +408,7 @@ def cell_images(result, loaded, cell: tuple[int, int]) -> None:
 BARS_MAX = 40  # classes in the per-class bars; more only in the table
 
 
+@st.fragment
 def per_class(result) -> None:
     """The per-class table, searchable by class name or words, and bars for the classes found."""
     report = result.report()
@@ -284,28 +435,40 @@ def per_class(result) -> None:
 
 
 def mistakes(result, loaded) -> None:
+    """The most confident mistakes, twelve, with their top 5 (and Grad-CAM on request)."""
     image_grid(result, loaded, result.mistakes(12),
                lambda i: f"{result.label(int(result.labels[i]))} → {result.label(int(result.predicted[i]))} "
                          f"({result.confidence[i]:.0%})", "mistakes")
 
 
+MAP_TEXT = ("Each point is one image, placed by the network's own view of it: its fc7 features (the paper's "
+            "figure 4), reduced with PCA to 50 dimensions and laid out in 2-D with t-SNE. Images the network "
+            "finds alike sit together; a class it has learned forms its own island. Colour: the true class; "
+            "a cross: a mistake. Hover for the image, click a point for its top 5 and what the network looked at.")
+
+
+@st.fragment
 def learned_map(result, loaded, spec: str, key: tuple) -> None:
-    """The embedding map (drawn on request unless cached on disk), and the point clicked on it."""
+    """The embedding map (drawn on request unless cached on disk or shipped with the model), and
+    the point clicked on it. A fragment: a click on the map reruns only the map."""
     from alexnet_core.analysis.charts import MAP_SELECTION, embedding_chart
     from alexnet_core.analysis.embedding_map import MAP_POINTS, build_map, is_cached
 
+    st.subheader("A map of what the network learned", help=glossary.helps("fc7", "PCA", "t-SNE"))
+    st.caption(MAP_TEXT)
     memo = st.session_state.setdefault("eval_maps", {})
     if key not in memo:
         slot = st.empty()
+        points = min(result.n, MAP_POINTS)
         if not is_cached(loaded, result) and not slot.button(
-                f"Draw the map ({min(result.n, MAP_POINTS):,} images, a few seconds)", icon=":material/scatter_plot:",
+                f"Draw the map ({points:,} images: fc7 features, then t-SNE; on 2 CPU cores about "
+                f"{max(5, round(points * 0.02)):,} s, with a progress bar)", icon=":material/scatter_plot:",
                 key="eval_map_go"):
             return
         slot.empty()
         bar = st.progress(0.0, text="Reading fc7 features...")
         with user_errors(limit=400, icon=None) as outcome:
-            made = build_map(loaded, result, progress=lambda done, total: bar.progress(
-                min(1.0, done / max(total, 1)), text=f"fc7 features of {done:,}/{total:,} images"))
+            made = build_map(loaded, result, progress=lambda share, text: bar.progress(share, text=text))
         bar.empty()
         if outcome.failed:
             return
@@ -331,7 +494,7 @@ def learned_map(result, loaded, spec: str, key: tuple) -> None:
 
 def picked_point(result, loaded, i: int) -> None:
     """One image picked on the map: the image, where the network looked, its top 5."""
-    from alexnet_core.analysis.explain import gradcam, overlay
+    from alexnet_core.analysis.explain import overlay
 
     image = (shown_images(result, [i]) or [None])[0]
     if image is None:
@@ -344,7 +507,7 @@ def picked_point(result, loaded, i: int) -> None:
                 f"({result.confidence[i]:.0%}){'' if truth == guess else ', a mistake'}.")
     a, b, c = st.columns([1, 1, 2])
     a.image(image, caption="The image", width="stretch")
-    heat, _ = gradcam(loaded.model, loaded.preprocess(image), int(result.predicted[i]))
+    heat = heat_maps(result, loaded, [i], [image])[i]
     b.image(overlay(image, heat), caption=f"Grad-CAM for {plain(guess)}", width="stretch")
     heat_legend(b)
     c.plotly_chart(topk_bars(top_k(result.probs[i], result.classes, 5, short_words(result)), height=230),

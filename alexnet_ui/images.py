@@ -1,5 +1,6 @@
 """Pictures as a page shows them: shrunk to a size a page can hold, padded so a strip cannot
-stretch it, or a small network input enlarged so its pixels can be seen. Pure functions of
+stretch it, a small network input enlarged so its pixels can be seen, or two pictures side by
+side (a photo and where the network looked). Pure functions of
 pixels (uint8 RGB arrays); files are read only through loaders.image_from_disk."""
 
 from __future__ import annotations
@@ -39,3 +40,14 @@ def enlarged(view: np.ndarray, side: int = 224) -> np.ndarray:
     scale = max(1, side // view.shape[0])
     return np.asarray(Image.fromarray(view).resize((view.shape[1] * scale, view.shape[0] * scale),
                                                    Image.Resampling.NEAREST))
+
+
+def side_by_side(left: np.ndarray, right: np.ndarray, min_height: int = 160, gap: int = 6) -> np.ndarray:
+    """Two pictures of the same size in one, left and right with a white gap (a photo and its
+    Grad-CAM overlay), a small one enlarged pixel by pixel to at least `min_height` so both can
+    be seen."""
+    scale = max(1, -(-min_height // left.shape[0]))
+    if scale > 1:
+        left, right = (np.repeat(np.repeat(a, scale, axis=0), scale, axis=1) for a in (left, right))
+    white = np.full((left.shape[0], gap, 3), 255, np.uint8)
+    return np.concatenate([left, white, right], axis=1)

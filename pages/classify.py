@@ -2,6 +2,7 @@ import streamlit as st
 
 from alexnet_core.inputs.images import UPLOAD_TYPES
 from alexnet_ui import classify_view as view
+from alexnet_ui import glossary
 from alexnet_ui.loaders import model_facts, model_stamp
 from alexnet_ui.navigation import loaded_model_or_stop, page_setup, stop_page
 from alexnet_ui.widgets import device_banner, heat_legend, pick_model
@@ -13,7 +14,8 @@ with top[0]:
     spec = pick_model("classify_model")
 if spec is None:
     stop_page()
-k = top[1].slider("Top-k", 1, 10, 5, key="classify_k")
+k = top[1].slider("Top-k", 1, 10, 5, key="classify_k", help="How many of the model's best answers to show. "
+                  + glossary.help("top-5"))
 loaded, _ = loaded_model_or_stop(spec)
 view.what_the_model_can_say(loaded, model_facts(spec))
 framing, sure_probability, sure_margin = view.judging_settings()
@@ -39,7 +41,7 @@ items = None  # the uploaded bytes are not needed past this point
 if not results:
     stop_page()
 for index, result in enumerate(results):
-    view.result_card(index, result, loaded, spec, stamp, k, (sure_probability, sure_margin))
+    view.result_card(index, result, loaded, spec, stamp, k, (sure_probability, sure_margin), framing)
 if view.has_heat_maps(loaded):  # no Grad-CAM without a convolution: no colour scale either
     heat_legend(st.columns([3, 1])[1])
 

@@ -5,6 +5,11 @@ out in 2-D by scikit-learn's t-SNE: images the network sees as alike sit togethe
 evaluations are sampled (every class kept in proportion, the same sample every time). Maps are
 cached on disk beside the evaluation cache (store.cache), keyed by the model file's fingerprint
 and the evaluated images, which are read through evaluation's pixel pipeline (data.model_pixels).
+
+A bundled run may ship its map of the bundled sample (`PRECOMPUTED`, keyed by the model file's
+contents, not its path or time, which change on install): then only the hover thumbnails are made,
+in about a second, instead of fc7 features and t-SNE. Building a map reports its steps as it goes:
+the features image by image, then t-SNE iteration by iteration (from scikit-learn's own log).
 """
 
 from __future__ import annotations
@@ -13,7 +18,12 @@ from __future__ import annotations
 # and Pillow, scikit-learn load on first use, so importing this module
 # (the app's pages, the command line) stays light.
 import base64
+import contextlib
+import functools
+import hashlib
 import io
+import re
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -27,6 +37,10 @@ PCA_DIMS = 50
 THUMB = 64  # px, the longer side of a hover thumbnail
 THUMB_PREFIX = "data:image/jpeg;base64,"
 MAX_THUMB_CHARS = 16_000  # a 64-px JPEG's data: URI (one of pure noise is about 4,500)
+TSNE_ITERATIONS = 1000  # scikit-learn's default, said here so the progress bar knows the end
+PRECOMPUTED = "map.npz"  # in a bundled run's folder: its map of the bundled sample's evaluation
+# Shares of the progress bar: reading fc7 features, then PCA, then t-SNE (the longest on 2 cores).
+FEATURES_SHARE, PCA_SHARE = 0.3, 0.05
 
 
 @dataclass
@@ -63,7 +77,7 @@ def _pixels(loaded, evaluation, indices: np.ndarray, batch: int):
     if evaluation.paths is not None:
         evaluated = Split(evaluation.labels, paths=evaluation.paths)
     else:  # in memory (CIFAR-10 from Keras): nothing was skipped, positions are the split's
-        evaluated = load_source(evaluation.source).split(evaluation.split)
+        evaluated = load_source(evaluation.source, evaluation.val_split).split(evaluation.split)
     return model_pixels(evaluated, loaded.input_size, indices, batch, skip_unreadable=False,
                         record=loaded.preprocessing)
 
@@ -108,8 +122,38 @@ def features(loaded, evaluation, indices: np.ndarray, batch: int | None = None,
     return np.concatenate(feats).reshape(len(thumbs), -1), thumbs
 
 
-def project(feats: np.ndarray, seed: int = 0) -> np.ndarray:
-    """PCA to at most PCA_DIMS dimensions, then 2-D t-SNE (scikit-learn): (n, 2) float32."""
+def thumbnails(loaded, evaluation, indices: np.ndarray) -> list[str]:
+    """The hover thumbnails of the evaluated images at `indices`, without the network."""
+    from alexnet_core.analysis.evaluation import BATCH
+
+    return [_thumbnail(p) for _, pixels in _pixels(loaded, evaluation, indices, BATCH) for p in pixels.numpy()]
+
+
+class _IterationLog(io.TextIOBase):
+    """Standard output while t-SNE runs: scikit-learn's "[t-SNE] Iteration 50: ..." lines become
+    progress reports and its other lines are dropped; anything else (another thread's print)
+    goes on to where it was going."""
+
+    def __init__(self, report, passed_on):
+        self.report, self.passed_on, self.in_log_line = report, passed_on, False
+
+    def write(self, text: str) -> int:
+        if text.startswith("[t-SNE]"):
+            found = re.search(r"Iteration (\d+)", text)
+            if found:
+                self.report(int(found.group(1)))
+            self.in_log_line = not text.endswith("\n")
+        elif self.in_log_line and text == "\n":  # print() ends its line with a write of its own
+            self.in_log_line = False
+        else:
+            self.passed_on.write(text)
+        return len(text)
+
+
+def project(feats: np.ndarray, seed: int = 0, progress=None) -> np.ndarray:
+    """PCA to at most PCA_DIMS dimensions, then 2-D t-SNE (scikit-learn): (n, 2) float32.
+    `progress(iterations done, TSNE_ITERATIONS)` every 50 t-SNE iterations, read from
+    scikit-learn's verbose log."""
     from sklearn.decomposition import PCA
     from sklearn.manifold import TSNE
 
@@ -119,7 +163,12 @@ def project(feats: np.ndarray, seed: int = 0) -> np.ndarray:
     dims = max(2, min(PCA_DIMS, n - 1, feats.shape[1]))
     reduced = PCA(n_components=dims, random_state=seed).fit_transform(feats)
     perplexity = float(min(30.0, (n - 1) / 3))
-    xy = TSNE(n_components=2, perplexity=perplexity, init="pca", random_state=seed).fit_transform(reduced)
+    tsne = TSNE(n_components=2, perplexity=perplexity, init="pca", random_state=seed, max_iter=TSNE_ITERATIONS,
+                verbose=2 if progress else 0)
+    if progress is None:
+        return tsne.fit_transform(reduced).astype(np.float32)
+    with contextlib.redirect_stdout(_IterationLog(lambda done: progress(done, TSNE_ITERATIONS), sys.stdout)):
+        xy = tsne.fit_transform(reduced)
     return xy.astype(np.float32)
 
 
@@ -131,17 +180,83 @@ def _cache_path(loaded, evaluation, indices: np.ndarray) -> Path:
     return cache.folder(loaded.run_dir) / f"map-{name}.npz"
 
 
+@functools.lru_cache(maxsize=16)
+def _contents(path: str, fingerprint: str) -> str:
+    """16 hex digits of a file's bytes (remembered per file version: `fingerprint`)."""
+    digest = hashlib.sha1()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(2**20), b""):
+            digest.update(block)
+    return digest.hexdigest()[:16]
+
+
+def precomputed_key(loaded, evaluation, indices: np.ndarray) -> str:
+    """What a shipped map must have been made from: the model file's contents, its preprocessing,
+    the data, split and sampled images (by class folder and file name, wherever it is installed)."""
+    names = None if evaluation.paths is None else ["/".join(Path(evaluation.paths[i]).parts[-2:]) for i in indices]
+    model = _contents(str(loaded.path), cache.model_fingerprint(loaded.path))
+    return cache.key(model, evaluation.source, evaluation.split, evaluation.n,
+                     np.ascontiguousarray(indices, dtype=np.int64).tobytes(), names, loaded.preprocessing)
+
+
+def precomputed(loaded, evaluation, indices: np.ndarray) -> np.ndarray | None:
+    """The shipped t-SNE layout of these images by this model (`PRECOMPUTED` in its run folder),
+    or None when there is none or it was made from anything else."""
+    if loaded.run_dir is None or not (Path(loaded.run_dir) / PRECOMPUTED).is_file():
+        return None
+    try:
+        wanted = precomputed_key(loaded, evaluation, indices)
+    except OSError:
+        return None
+
+    def check(arrays: dict) -> dict | None:
+        xy = arrays["xy"]
+        ok = xy.shape == (len(indices), 2) and np.all(np.isfinite(xy)) and arrays["key"].tolist() == [wanted]
+        return {"xy": xy.astype(np.float32)} if ok else None
+
+    saved = cache.read(Path(loaded.run_dir) / PRECOMPUTED, {"xy": ((len(indices), 2), "f"), "key": ((1,), "U", 64)},
+                       check)
+    return None if saved is None else saved["xy"]
+
+
+def write_precomputed(loaded, evaluation, made: EmbeddingMap, folder: Path) -> Path:
+    """Ship `made` (a map of `evaluation` by `loaded`) as the run folder's PRECOMPUTED map."""
+    from alexnet_core.store import fileio
+
+    path = Path(folder) / PRECOMPUTED
+    fileio.save_npz(path, xy=made.xy.astype(np.float32),
+                    key=np.array([precomputed_key(loaded, evaluation, made.indices)]))
+    return path
+
+
 def is_cached(loaded, evaluation, limit: int = MAP_POINTS) -> bool:
-    return _cache_path(loaded, evaluation, sample(evaluation.labels, limit)).exists()
+    """Whether the map is ready without t-SNE (cached on disk, or shipped with the run)."""
+    indices = sample(evaluation.labels, limit)
+    return _cache_path(loaded, evaluation, indices).exists() or precomputed(loaded, evaluation, indices) is not None
 
 
 def build_map(loaded, evaluation, limit: int = MAP_POINTS, progress=None, use_cache: bool = True) -> EmbeddingMap:
-    """The map of an evaluation (sampled to `limit` images), from the disk cache when it has it."""
+    """The map of an evaluation (sampled to `limit` images), from the disk cache when it has it,
+    else the layout shipped with the run (thumbnails made here), else computed. `progress(share
+    done, what is being done)` as it goes: fc7 features image by image, PCA, t-SNE iterations."""
     indices = sample(evaluation.labels, limit)
 
+    def report(share: float, text: str) -> None:
+        if progress:
+            progress(min(1.0, share), text)
+
     def compute() -> dict:
-        feats, thumbs = features(loaded, evaluation, indices, progress=progress)
-        return {"xy": project(feats), "thumbnails": np.array(thumbs, dtype=str)}
+        shipped = precomputed(loaded, evaluation, indices) if use_cache else None
+        if shipped is not None:
+            report(0.5, f"The layout ships with the model: thumbnails of {len(indices):,} images")
+            return {"xy": shipped, "thumbnails": np.array(thumbnails(loaded, evaluation, indices), dtype=str)}
+        feats, thumbs = features(loaded, evaluation, indices, progress=lambda done, total: report(
+            FEATURES_SHARE * done / max(total, 1), f"Step 1 of 3: fc7 features of {done:,}/{total:,} images"))
+        report(FEATURES_SHARE, f"Step 2 of 3: PCA of {len(indices):,} images to {PCA_DIMS} dimensions")
+        xy = project(feats, progress=lambda done, total: report(
+            FEATURES_SHARE + PCA_SHARE + (1 - FEATURES_SHARE - PCA_SHARE) * done / total,
+            f"Step 3 of 3: t-SNE layout, iteration {done:,} of {total:,} (at most)"))
+        return {"xy": xy, "thumbnails": np.array(thumbs, dtype=str)}
 
     saved, _ = cache.load_or_compute(_cache_path(loaded, evaluation, indices),  # a damaged cache is made again
                                      lambda p: read_cache(p, len(indices)), compute, use_cache)

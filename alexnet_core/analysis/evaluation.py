@@ -42,6 +42,7 @@ class Evaluation:
     split: str
     note: str = ""  # what the data loader left out (empty class folders)
     words: dict = field(default_factory=dict)  # class name -> words (ImageNet: "tench, Tinca tinca")
+    val_split: float = 0.1  # the share of a folder held out as its validation split (a run's own, for its data)
     _matrix: np.ndarray | None = field(default=None, repr=False, compare=False)
 
     @property
@@ -128,8 +129,9 @@ class Evaluation:
         idx = np.flatnonzero(self.labels != self.predicted)
         return idx[np.argsort(-self.confidence[idx])][:limit]
 
-    def images(self, indices, val_split: float = 0.1) -> list[np.ndarray]:
-        """The original pixels of some evaluated images (for display).
+    def images(self, indices, val_split: float | None = None) -> list[np.ndarray]:
+        """The original pixels of some evaluated images (for display); in-memory data split as it
+        was evaluated (`val_split`, by default the evaluation's own).
 
         Indices are positions in this evaluation, which skips files the pipeline could not
         decode, so images come from `paths`, never from the split's file list.
@@ -138,7 +140,8 @@ class Evaluation:
 
         if self.paths is not None:
             return [read_image(self.paths[i]) for i in indices]
-        images = load_source(self.source, val_split).split(self.split).images  # in memory: nothing skipped
+        held_out = self.val_split if val_split is None else val_split
+        images = load_source(self.source, held_out).split(self.split).images  # in memory: nothing skipped
         return [images[i] for i in indices]
 
     def summary(self) -> dict:
@@ -226,7 +229,7 @@ def evaluate(loaded: LoadedModel, source: str, split: str | None = None, flip: b
                                             "this data: evaluated again."]))
     words = {**{c: w for c, w in data.class_words.items() if c in set(loaded.class_names)}, **loaded.class_words}
     return Evaluation(loaded.class_names, probs, labels[kept],
-                      [part.paths[i] for i in kept] if part.paths else None, source, split_name, note, words)
+                      [part.paths[i] for i in kept] if part.paths else None, source, split_name, note, words, val_split)
 
 
 def read_cache(path: Path, images: int, classes: int) -> dict | None:

@@ -115,8 +115,10 @@ def gradcam_layers(model) -> list[str]:
 
 def _cam_function(model, layers: tuple[str, ...]):
     """Grad-CAM's forward and backward pass as one compiled function per model and layers (a
-    224-px ImageNet AlexNet: about 10x faster than running it eagerly): (image batch of one,
-    class index or -1 for the top class) -> (the summed map at the features' size, the class)."""
+    224-px ImageNet AlexNet: about 10x faster than running it eagerly), over a batch: (images,
+    class index per image, -1 for its top class) -> (each image's summed map at the features'
+    size, the classes used). Each image's score depends on its own input only (inference mode),
+    so the gradient of their sum gives every image its own gradients in one backward pass."""
     import tensorflow as tf
 
     taps = _TAPS.setdefault(model, {})
@@ -128,16 +130,46 @@ def _cam_function(model, layers: tuple[str, ...]):
         def cam_of(x, class_index):
             with tf.GradientTape() as tape:
                 *features, probs = grad_model(x, training=False)
-                chosen = tf.where(class_index < 0, tf.cast(tf.argmax(probs[0]), tf.int32), class_index)
-                score = tf.math.log(probs[:, chosen] + 1e-12)
+                chosen = tf.where(class_index < 0, tf.cast(tf.argmax(probs, axis=-1), tf.int32), class_index)
+                score = tf.reduce_sum(tf.math.log(tf.gather(probs, chosen, axis=1, batch_dims=1) + 1e-12))
             cam = 0.0
             for feature, grads in zip(features, tape.gradient(score, features)):
-                weights = tf.reduce_mean(tf.cast(grads[0], tf.float32), axis=(0, 1))
-                cam += tf.nn.relu(tf.reduce_sum(tf.cast(feature[0], tf.float32) * weights, axis=-1))
+                weights = tf.reduce_mean(tf.cast(grads, tf.float32), axis=(1, 2), keepdims=True)
+                cam += tf.nn.relu(tf.reduce_sum(tf.cast(feature, tf.float32) * weights, axis=-1))
             return cam, chosen
 
         taps[key] = cam_of
     return taps[key]
+
+
+CAM_BATCH = 32  # images a Grad-CAM pass takes at once
+
+
+def gradcams(model, images: np.ndarray, class_indices=None, layers: list[str] | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Grad-CAM of several preprocessed inputs (N, H, W, 3) at once: heat maps (N, H, W) in [0, 1]
+    at the input's size, and the class used for each (`class_indices`, or each image's top class
+    where it is None or -1). One compiled pass per CAM_BATCH images: a grid of images costs about
+    one image's time, not one per image."""
+    import tensorflow as tf
+
+    images = np.asarray(images, dtype=np.float32)
+    n = len(images)
+    wanted = np.full(n, -1, np.int32) if class_indices is None else np.array(
+        [-1 if c is None else int(c) for c in class_indices], np.int32)
+    cam_of = _cam_function(model, tuple(layers or gradcam_layers(model)))
+    heats, used = [], []
+    for start in range(0, n, CAM_BATCH):
+        cams, chosen = cam_of(tf.convert_to_tensor(images[start:start + CAM_BATCH]),
+                              tf.convert_to_tensor(wanted[start:start + CAM_BATCH]))
+        cams = np.asarray(cams)
+        top = cams.max(axis=(1, 2), keepdims=True)
+        cams = np.where(top > 0, cams / np.maximum(top, 1e-12), cams)
+        resized = tf.image.resize(cams[..., None], images.shape[1:3], method="bilinear").numpy()[..., 0]
+        heats.append(np.clip(resized, 0.0, 1.0))
+        used.append(np.asarray(chosen, dtype=np.int64))
+    if not heats:
+        return np.zeros((0, *images.shape[1:3]), np.float32), np.zeros(0, np.int64)
+    return np.concatenate(heats), np.concatenate(used)
 
 
 def gradcam(model, image: np.ndarray, class_index: int | None = None, layers: list[str] | None = None) -> tuple[np.ndarray, int]:
@@ -145,19 +177,8 @@ def gradcam(model, image: np.ndarray, class_index: int | None = None, layers: li
 
     `image` is one preprocessed input (H, W, 3). Towers (two-tower) add their maps.
     """
-    import tensorflow as tf
-
-    layers = tuple(layers or gradcam_layers(model))
-    cam_of = _cam_function(model, layers)
-    x = tf.convert_to_tensor(image[None].astype(np.float32))
-    cam, chosen = cam_of(x, tf.constant(-1 if class_index is None else int(class_index), tf.int32))
-    class_index = int(chosen)
-    cam = np.asarray(cam)
-    if cam.max() > 0:
-        cam = cam / cam.max()
-    size = image.shape[:2]
-    cam = tf.image.resize(cam[..., None], size, method="bilinear").numpy()[..., 0]
-    return np.clip(cam, 0.0, 1.0), class_index
+    heats, used = gradcams(model, image[None], None if class_index is None else [class_index], layers)
+    return heats[0], int(used[0])
 
 
 def overlay(image: np.ndarray, heat: np.ndarray, alpha: float = 0.45) -> np.ndarray:
