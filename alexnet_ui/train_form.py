@@ -21,8 +21,12 @@ from alexnet_core.train.finetune import imagenet_bases
 from alexnet_ui.loaders import data_choices, device_info, model_choices, prepared_description
 from alexnet_ui.text import cpu_friendly_variants, plain
 
-DEFAULT_RECIPE = "quick"  # the form's first recipe
+# The form's first recipe, by the data it opens on: CIFAR-10 when it is on this machine, else the
+# bundled sample, whose 2,000 images need a run that starts from the bundled model's features.
+FIRST_RECIPE = {"cifar10": "quick", "sample": "sample"}
+DEFAULT_RECIPE = "quick"  # the first recipe on any other data
 CUSTOM = "custom"  # the recipe picker's "your own settings"
+CIFAR10_CACHE = "~/.keras/datasets/cifar-10-batches-py"  # where Keras keeps CIFAR-10 ($KERAS_HOME/datasets/...)
 PARTS = ("top", "main", "more", "start")  # the form's parts (Setting.place), top to bottom
 
 # The settings the form shows with a widget of their own, in field order (the recipe picker and
@@ -158,9 +162,10 @@ class TrainForm:
 
     def draw(self) -> NewRun | None:
         """The form; its settings as a NewRun, or None (with a message) while they cannot start a run."""
-        if FORM["variant"].key not in self.state:  # first visit: the default recipe fills the form
-            self.state.setdefault(self.RECIPE, DEFAULT_RECIPE)
-            self.state.update(self.values(RECIPES[DEFAULT_RECIPE].settings))
+        if FORM["variant"].key not in self.state:  # first visit: the data's first recipe fills the form
+            data = self.state.setdefault(self.DATA, "cifar10" if sources.cifar10_available() else "sample")
+            self.state.setdefault(self.RECIPE, FIRST_RECIPE.get(data, DEFAULT_RECIPE))
+            self.state.update(self.values(RECIPES.get(self.state[self.RECIPE], RECIPES[DEFAULT_RECIPE]).settings))
         problem = self.state.pop(self.PROBLEM, None)
         if problem:
             st.error(f"That run's settings cannot be reused: {plain(problem, 400)}", icon=":material/error:")
@@ -215,11 +220,14 @@ class TrainForm:
         download = kind == "cifar10" and not cached
         blocked = download and not cifar10_can_download()
         if download and not blocked:
-            where.caption("CIFAR-10 is not on this machine yet: the run downloads it first (170 MB, once).")
+            where.caption("CIFAR-10 is not on this machine yet: the run downloads it first (170 MB, once; Keras "
+                          f"keeps it in {CIFAR10_CACHE}).")
         elif blocked:
             where.warning("CIFAR-10 is not on this machine, and its download server cannot be reached from here. "
-                          "Connect this machine to the internet and pick CIFAR-10 again (it downloads once, "
-                          "170 MB), or train on the bundled sample or on a folder of your own images.",
+                          "Keras downloads it once (cifar-10-python.tar.gz, 170 MB, from www.cs.toronto.edu) and "
+                          f"keeps it unpacked in {CIFAR10_CACHE}: connect this machine to the internet and pick "
+                          "CIFAR-10 again, or copy that folder here from a machine that has it. A folder of class "
+                          "subfolders (PATH/<class>/<image>) works too, as does the bundled sample.",
                           icon=":material/cloud_off:")
         if kind == "folder":
             kind = where.text_input("Folder", placeholder="/path/to/images (class folders inside, or a prepared "

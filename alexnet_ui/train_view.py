@@ -14,12 +14,14 @@ import streamlit as st
 from alexnet_core.analysis.charts import training_curves
 from alexnet_core.inputs import data as sources
 from alexnet_core.settings.config import ConfigError, TrainConfig
+from alexnet_core.settings.recipes import CIFAR10_IMAGES
 from alexnet_core.store import catalog, layout, liveness
 from alexnet_core.train import estimate, launcher, queue
-from alexnet_ui.loaders import device_info, run_dir_of, runs_root
+from alexnet_ui import glossary
+from alexnet_ui.loaders import all_runs, device_info, run_dir_of, runs_root
 from alexnet_ui.text import format_duration, plain
 from alexnet_ui.train_form import NewRun, TrainForm
-from alexnet_ui.widgets import state_badge, state_text
+from alexnet_ui.widgets import headline_metric, state_badge, state_text
 
 SHOW_NEXT = "train_show_next"  # the run the picker selects on the next page run (a run just started)
 
@@ -48,6 +50,10 @@ def start_panel(new: NewRun) -> None:
     if isinstance(described, str):
         st.error(plain(described, 600), icon=":material/folder_off:")
         return
+    n_images = described[1] if described else CIFAR10_IMAGES if config.data == "cifar10" else 0
+    expect = recipe.expect(config.data, n_images) if recipe is not None else None
+    if expect:  # the recipe was made for other data: what to expect here, before Start
+        st.warning(plain(expect, 800), icon=":material/warning:")
     b1, b2 = st.columns([1, 3])
     if described:
         classes, n_train, n_val, skipped, note = described
@@ -59,7 +65,7 @@ def start_panel(new: NewRun) -> None:
             same = recipe is not None and recipe.reached and not new.changed
             reach = (f" With these settings the {recipe.name} recipe reached {recipe.reached}: about "
                      f"{format_duration(seconds * config.epochs)} on this machine."
-                     if same and config.data == "cifar10" else "")
+                     if same and config.data == (recipe.data or config.data) else "")
             b2.info(f"About **{format_duration(seconds)} per epoch** on this {info['kind']} "
                     f"({format_duration(seconds * config.epochs)} for {config.epochs} epochs), "
                     f"measured from a few training and validation steps.{reach}", icon=":material/timer:")
@@ -140,6 +146,78 @@ def _change(change, *args) -> None:
     st.rerun()
 
 
+PICKED = "train_run"  # the run picker's key: the run the page shows
+POLLING = "train_was_active"  # some run was active or queued at the last view: the view polls
+
+
+def polls(rows: list[dict]) -> bool:
+    """Whether the run view polls: while any run trains, starts or waits in the queue, its state
+    (in the picker too) changes without the page being run."""
+    return any(catalog.is_active(r) or r["state"] == layout.QUEUED for r in rows)
+
+
+def run_view(wanted: str | None) -> None:
+    """The run picker and the picked run as it is now. Drawn inside the polling fragment, so the
+    picker's state words are read afresh every time the run is (never 'starting' for a run that
+    has stopped since the page was drawn)."""
+    rows = all_runs()
+    by_id = {r["run_id"]: r for r in rows}
+    ids = list(by_id)
+    if not ids:
+        return
+    active = [r["run_id"] for r in rows if catalog.is_active(r)]
+    if st.session_state.get(SHOW_NEXT) in ids:  # a run just started
+        st.session_state[PICKED] = st.session_state.pop(SHOW_NEXT)
+    if st.session_state.get(PICKED) not in ids:
+        st.session_state[PICKED] = wanted if wanted in ids else (active[0] if active else ids[0])
+    st.subheader("Run")
+    run_id = st.selectbox("Run", ids, key=PICKED, label_visibility="collapsed",
+                          format_func=lambda r: f"{catalog.display_name(by_id[r])}: {by_id[r]['variant']}, "
+                                                f"{state_text(by_id[r])}")
+    if st.query_params.get("run") != run_id:
+        st.query_params["run"] = run_id
+    live_view(run_id)
+    was_polling, polling = st.session_state.get(POLLING), polls(rows)
+    st.session_state[POLLING] = polling
+    if was_polling and not polling:
+        st.rerun()  # the last active run ended: redraw the page, which stops polling
+    if not was_polling and polling:
+        st.rerun()  # a run started (the queue, another tab): redraw the page, which polls
+
+
+# What an active run's trainer is doing before its steps, in words (status.json `phase`).
+PHASES = {"base": "loading the base model to fine-tune from", "loading": "loading the data",
+          "building": "building the model",
+          "preparing": "preparing the input pipeline and the training step",
+          "joining": "waiting for the other workers to join"}
+
+
+def progress_words(status: dict, epochs: int) -> tuple[float, str]:
+    """(fraction done, what the trainer is doing now) for an active run's progress bar, from its
+    status.json: the phase before the first step, then the epoch and step."""
+    per_epoch = int(status.get("steps_per_epoch") or 0)
+    epoch, step = int(status.get("epoch") or 0), int(status.get("step") or 0)
+    done = int(status.get("completed_epochs") or 0)
+    phase = status.get("phase")
+    where = f"Epoch {epoch} of {epochs}"
+    if per_epoch and epoch and phase in ("first step", "training", "validating", "saving"):
+        step = per_epoch if phase in ("validating", "saving") else step
+        fraction = min(1.0, (epoch - 1 + step / per_epoch) / epochs)
+        speed = status.get("images_per_sec")
+        text = {"first step": f"{where}: compiling the training step and running the first of {per_epoch}",
+                "validating": f"{where}: its {per_epoch} steps done, validating",
+                "saving": f"{where}: saving the checkpoint"}.get(phase, f"{where}, step {step} of {per_epoch}")
+        if phase == "training" and speed:
+            text += f", {speed:,.0f} images/s, about {format_duration(status.get('eta_seconds'))} left"
+        return fraction, text
+    fraction = min(1.0, done / epochs)
+    if phase == "building" and done:
+        return fraction, f"Loading the checkpoint of epoch {done}"
+    if phase in PHASES:
+        return fraction, PHASES[phase][0].upper() + PHASES[phase][1:]
+    return fraction, "Starting the trainer process (loading TensorFlow)"
+
+
 def live_view(run_id: str) -> None:
     """A run as it is now: state, progress, figures and curves (polled while it trains)."""
     run_dir = run_dir_of(run_id)
@@ -164,55 +242,54 @@ def live_view(run_id: str) -> None:
     for problem in run["problems"]:
         st.warning(f"Damaged: {plain(problem, 300)}", icon=":material/report:")
     epochs = int(config.get("epochs") or 1)
-    per_epoch = int(status.get("steps_per_epoch") or 1)
-    epoch = int(status.get("epoch") or 0)
-    step = int(status.get("step") or 0)
+    per_epoch = int(status.get("steps_per_epoch") or config.get("steps_per_epoch") or 0) or None
     done = len(metrics)
     if catalog.is_active(status):
-        if status.get("phase") in ("validating", "saving"):
-            step = per_epoch  # every step of this epoch has run
-        fraction = min(1.0, (max(epoch - 1, 0) + step / per_epoch) / epochs)
-        speed = status.get("images_per_sec")
-        phase = {"validating": ", validating", "saving": ", saving checkpoint"}.get(status.get("phase"), "")
-        st.progress(fraction, text=f"epoch {epoch}/{epochs}, step {step}/{per_epoch}{phase}"
-                    + (f", {speed:,.0f} images/s, about {format_duration(status.get('eta_seconds'))} left"
-                       if speed else ""))
+        st.progress(*progress_words(status, epochs))
     else:
         st.progress(min(1.0, done / epochs), text=f"{done} of {epochs} epochs")
-    m = st.columns(4)
-    headline = catalog.headline_accuracy(run_dir)
-    if headline:  # the model's own accuracy, measured after training: the one figure it is quoted by
-        m[0].metric("Model accuracy", f"{headline['accuracy']:.1%}",
-                    help=f"Measured on {headline.get('description') or headline.get('data')}")
-        st.caption(f"Model accuracy: the saved model on {plain(headline.get('description') or headline.get('data'))}. "
-                   "The curves below are the per-epoch figures logged during training.")
-    elif "val_accuracy" in metrics and done:
-        m[0].metric("Best validation accuracy", f"{metrics['val_accuracy'].max():.1%}")
-        m[1].metric("Last validation accuracy", f"{metrics['val_accuracy'].iloc[-1]:.1%}",
-                    delta=f"{metrics['val_accuracy'].iloc[-1] - metrics['val_accuracy'].iloc[-2]:+.1%}"
-                    if done > 1 else None)
-    if "loss" in metrics and done:
-        m[2].metric("Training loss", f"{metrics['loss'].iloc[-1]:.3f}")
-    m[3].metric("Epochs done", f"{done} / {epochs}")
-    if done or len(steps) >= 2:
+    figures(run_dir, metrics, epochs)
+    if done or len(steps):
         st.plotly_chart(training_curves(metrics, steps, per_epoch), width="stretch", key=f"curves_{run_id}")
     elif catalog.is_active(status):
-        st.info(f"Waiting for the first steps: the curves start after {int(config.get('log_every') or 10) * 2} "
-                "training steps.", icon=":material/hourglass_top:")
+        st.info("Waiting for the first training step: the curves start with it, one point per step at first.",
+                icon=":material/hourglass_top:")
     else:
         st.caption("This run logged no training steps.")
     log = layout.safe_file(run_dir, layout.LOG)
     if state == "failed" and log is not None:
         st.download_button("Trainer log (train.log)", log.read_bytes()[-1_000_000:], f"{run_id}-train.log",
                            mime="text/plain", icon=":material/download:", key="train_log")
-    was_active = st.session_state.get("train_was_active")
-    st.session_state["train_was_active"] = catalog.is_active(status) or state == layout.QUEUED
-    if was_active and not st.session_state["train_was_active"]:
-        st.rerun()  # the run ended: redraw the page and stop polling
-    if state != layout.QUEUED and st.session_state.pop("train_was_queued", None) == run_id:
-        st.rerun()  # the queue started it: redraw the page, which polls it as it trains
-    if state == layout.QUEUED:
-        st.session_state["train_was_queued"] = run_id
+
+
+def figures(run_dir: Path, metrics, epochs: int) -> None:
+    """The run's figures: the saved model's headline accuracy once it has one (the one figure a model
+    is quoted by), and the validation accuracy measured during training, labelled as such."""
+    done = len(metrics)
+    m = st.columns(4)
+    headline = headline_metric(run_dir, m[0], caption=False)
+    trained = "val_accuracy" in metrics and done and metrics["val_accuracy"].notna().any()
+    if trained:
+        best, last = float(metrics["val_accuracy"].max()), float(metrics["val_accuracy"].iloc[-1])
+        tip = glossary.help("in-training validation")
+        if headline is None:
+            m[0].metric("Best in-training validation", f"{best:.1%}", help=tip)
+        change = (last - float(metrics["val_accuracy"].iloc[-2])) * 100 if done > 1 else None
+        m[1].metric("Last epoch's validation", f"{last:.1%}", help=tip,
+                    delta=f"{change:+.1f} points" if change is not None else None)
+    if "loss" in metrics and done:
+        m[2].metric("Training loss", f"{metrics['loss'].iloc[-1]:.3f}", help=glossary.help("loss"))
+    m[3].metric("Epochs done", f"{done} / {epochs}", help=glossary.help("epoch"))
+    if headline is not None:
+        st.caption(f"Headline: {plain(headline['sentence'])}, measured on the saved model after training."
+                   + (f" The validation figures beside it and in the curves were measured during training, at "
+                      f"the end of each epoch with that epoch's weights (best {best:.1%}): they differ from "
+                      "the headline by the weights, and by the images and precision when those differ."
+                      if trained else ""))
+    elif trained:
+        st.caption("Validation accuracy measured during training, at the end of each epoch with that epoch's "
+                   "weights and the run's compute precision: the model's headline figure is measured on the "
+                   "saved model once the run has an evaluation.")
 
 
 def run_actions(row: dict, config: dict) -> None:

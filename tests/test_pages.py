@@ -147,7 +147,7 @@ def test_train_page_shows_a_run_and_stops_it(tmp_path):
     try:
         at = run_page("pages/train.py")
         assert at.selectbox(key="train_run").value == "live-run-b"  # the active run first
-        assert metric(at, "Best validation accuracy") == "75.0%"
+        assert metric(at, "Best in-training validation") == "75.0%"
         assert len(at.get("plotly_chart")) == 1
         assert not any(b.label == "Resume" for b in at.button)  # the buttons match the state
         next(b for b in at.button if b.label == "Stop").click().run()

@@ -67,9 +67,12 @@ def test_train_with_a_recipe_and_an_override(tmp_path):
 
 def test_train_page_starts_from_a_recipe_and_says_what_changed():
     at = run_page("pages/train.py")
-    assert at.selectbox(key="train_recipe").value == "quick"
-    assert at.number_input(key="train_epochs").value == RECIPES["quick"].settings["epochs"]
+    assert at.radio(key="train_data_kind").value == "sample"  # CIFAR-10 is not cached in tests
+    assert at.selectbox(key="train_recipe").value == "sample"  # the sample's own first run
+    assert at.number_input(key="train_epochs").value == RECIPES["sample"].settings["epochs"]
+    assert (at.selectbox(key="train_init_from").value, at.toggle(key="train_freeze").value) == ("demo", True)
     assert at.selectbox(key="train_optimizer").value == "adamw"
+    assert not at.warning  # made for this data: nothing to warn of
     at.selectbox(key="train_recipe").select("demo").run()
     assert (at.number_input(key="train_epochs").value, at.number_input(key="train_lr").value,
             at.selectbox(key="train_optimizer").value) == (120, 0.1, "sgd")
@@ -203,18 +206,19 @@ def test_live_view_waits_for_the_first_steps_instead_of_an_empty_chart(tmp_path)
     root = locations.runs_root()
     run_dir = catalog.create_run(root, "fresh-a", {"variant": "compact", "data": "sample", "epochs": 2})
     liveness.write_status(run_dir, state="running", pid=os.getpid(), epoch=1, step=0, steps_per_epoch=16,
-                      phase="training")
+                          phase="first step")
     lock = liveness.TrainerLock(run_dir).acquire()
     try:
         at = run_page("pages/train.py")
-        assert any("Waiting for the first steps" in i.value for i in at.info)
+        assert any("Waiting for the first training step" in i.value for i in at.info)
+        assert "Epoch 1 of 2: compiling the training step" in at.get("progress")[0].proto.text
         assert not at.get("plotly_chart")
         assert any(b.label == "Stop" for b in at.button) and not any(b.label == "Resume" for b in at.button)
         liveness.write_status(run_dir, state="running", epoch=1, step=13, steps_per_epoch=16, phase="saving",
-                          images_per_sec=100.0, eta_seconds=5.0)
+                              images_per_sec=100.0, eta_seconds=5.0)
         at.run()
         bar = at.get("progress")[0]
-        assert "step 16/16, saving checkpoint" in bar.proto.text
+        assert bar.proto.text == "Epoch 1 of 2: saving the checkpoint" and bar.proto.value == 50
     finally:
         lock.release()
 

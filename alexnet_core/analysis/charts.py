@@ -180,6 +180,8 @@ def smooth_steps(steps: pd.DataFrame, steps_per_epoch: int | None, max_points: i
 
 
 MARKED_EPOCHS = 40  # past this many epochs, dots on every epoch crowd a curve into a band
+MARKED_STEPS = 30  # up to this many logged steps (a run's first ones), a dot on each
+TOOLBAR_MARGIN = 64  # px above the panels: Plotly's toolbar (about 30 px) sits over this, never over a title
 
 
 def epoch_mode(metrics: pd.DataFrame) -> str:
@@ -191,17 +193,21 @@ def training_curves(metrics: pd.DataFrame, steps: pd.DataFrame | None = None,
                     steps_per_epoch: int | None = None) -> go.Figure:
     """Loss, accuracy and learning rate of one run: per-epoch train/validation, the smoothed
     per-step training curves, and the learning rate of every logged step. Accuracy is drawn on
-    0-100% and loss from 0, so a curve's first points do not rescale the axes."""
+    0-100% and loss from 0, so a curve's first points do not rescale the axes. A run's first
+    logged steps show as dots (a line needs two points), and the top margin keeps the chart's
+    toolbar above the panel titles."""
     fig = make_subplots(rows=1, cols=3, subplot_titles=("Loss", "Accuracy", "Learning rate"),
                         horizontal_spacing=0.07, column_widths=[0.37, 0.37, 0.26])
     train_c, val_c = PALETTE[0], PALETTE[1]
     if steps is not None and not steps.empty:
         s = smooth_steps(steps, steps_per_epoch)
-        fig.add_trace(go.Scatter(x=s["epoch"], y=s["loss"], name="train (per step, smoothed)", mode="lines",
-                                 line=dict(color=train_c, width=1), opacity=0.45, legendgroup="steps"), 1, 1)
-        fig.add_trace(go.Scatter(x=s["epoch"], y=s["accuracy"], name="train (per step, smoothed)", mode="lines",
-                                 line=dict(color=train_c, width=1), opacity=0.45, legendgroup="steps",
-                                 showlegend=False), 1, 2)
+        mode = "lines+markers" if len(s) <= MARKED_STEPS else "lines"
+        fig.add_trace(go.Scatter(x=s["epoch"], y=s["loss"], name="train (per step, smoothed)", mode=mode,
+                                 line=dict(color=train_c, width=1), marker=dict(size=4), opacity=0.45,
+                                 legendgroup="steps"), 1, 1)
+        fig.add_trace(go.Scatter(x=s["epoch"], y=s["accuracy"], name="train (per step, smoothed)", mode=mode,
+                                 line=dict(color=train_c, width=1), marker=dict(size=4), opacity=0.45,
+                                 legendgroup="steps", showlegend=False), 1, 2)
     if not metrics.empty:
         for key, label, color, dash in [("loss", "train", train_c, None), ("val_loss", "validation", val_c, None)]:
             if key in metrics:
@@ -218,8 +224,9 @@ def training_curves(metrics: pd.DataFrame, steps: pd.DataFrame | None = None,
         lr = steps.sort_values("step").drop_duplicates("step", keep="last")
         lr = lr.iloc[:: max(1, int(np.ceil(len(lr) / MAX_STEP_POINTS)))]
         x = lr["step"] / steps_per_epoch if steps_per_epoch else lr["epoch"]
-        fig.add_trace(go.Scatter(x=x, y=lr["learning_rate"], name="learning rate", mode="lines",
-                                 line=dict(color=PALETTE[2], width=1.5), showlegend=False,
+        fig.add_trace(go.Scatter(x=x, y=lr["learning_rate"], name="learning rate",
+                                 mode="lines+markers" if len(lr) <= MARKED_STEPS else "lines",
+                                 line=dict(color=PALETTE[2], width=1.5), marker=dict(size=4), showlegend=False,
                                  hovertemplate="epoch %{x:.2f}: %{y:.3g}<extra></extra>"), 1, 3)
     elif not metrics.empty and "learning_rate" in metrics:  # runs too short for steps.csv: the epochs' ends
         fig.add_trace(go.Scatter(x=metrics["epoch"], y=metrics["learning_rate"], name="learning rate",
@@ -229,7 +236,7 @@ def training_curves(metrics: pd.DataFrame, steps: pd.DataFrame | None = None,
     fig.update_yaxes(rangemode="tozero", row=1, col=1)
     fig.update_yaxes(tickformat=".0%", range=[0, 1.02], row=1, col=2)
     fig.update_yaxes(rangemode="tozero", exponentformat="e", row=1, col=3)
-    fig.update_layout(height=380, margin=dict(l=10, r=10, t=40, b=10),
+    fig.update_layout(height=400, margin=dict(l=10, r=10, t=TOOLBAR_MARGIN, b=10),
                       legend=dict(orientation="h", y=-0.2), uirevision="curves")
     return fig
 

@@ -376,9 +376,13 @@ class Trainer:
 
         base = self._begin()
         plan = _Plan(self._strategy())
+        self._phase("loading", "Loading the data")
         self._load_data(plan)
         self._record_config(plan)
+        done = self.store.completed_epochs
+        self._phase("building", f"Loading the checkpoint of epoch {done}" if done else "Building the model")
         self._build_model(plan, base)
+        self._phase("preparing", "Preparing the input pipeline and the training step")
         self._compile(plan)
         self.observers.call("on_train_begin", self.state)
         state = self.state
@@ -392,11 +396,19 @@ class Trainer:
             self._raise_if_lost(exc)
             raise
 
+    def _phase(self, phase: str, message: str) -> None:
+        """status.json says what the trainer does before its first step (loading, building, preparing),
+        so the Train page's progress tells the truth while there are no steps to count."""
+        self.state.phase = phase
+        self.status.update(phase=phase, message=message)
+
     def _begin(self):
         """The run's last commit recovered, its settings (a fine-tuning run's network is its base
         model's) and the observers started. Returns the fine-tuning base model, or None."""
         status = self.status.status
-        self.status.update(state="starting", message="Loading data", finished=None, phase="loading",
+        tunes = self.config.init_from and not self.store.completed_epochs
+        self.status.update(state="starting", message="Loading the base model" if tunes else "Loading the data",
+                           finished=None, phase="base" if tunes else "loading",
                            started=status.get("started") or time.time(), **identity())
         self.record = self.store.recover()
         self._stop_point("as the trainer started")  # e.g. Stop pressed while the process was starting

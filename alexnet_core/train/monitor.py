@@ -57,16 +57,20 @@ class Progress:
         self.epochs, self.steps_per_epoch, self.batch_size = epochs, steps_per_epoch, batch_size
         self.epoch = 0
         self.step = 0
-        self.phase = "starting"
+        self.phase = None  # until the first epoch: the loop writes its phases before it (loading, building...)
         self.steps_timed = 0
         self.timer_start = None
         self.seconds_per_step = None
 
     def begin_epoch(self, epoch: int) -> None:
-        self.epoch, self.step, self.phase = epoch, 0, "training"
+        """An epoch begins: its first step is this trainer's first ("first step": the step compiles)
+        or a plain one ("training")."""
+        self.epoch, self.step = epoch, 0
+        self.phase = "training" if self.steps_timed else "first step"
 
     def stepped(self) -> None:
         self.step += 1
+        self.phase = "training" if self.phase == "first step" else self.phase
         now = time.perf_counter()
         self.steps_timed += 1
         if self.steps_timed == WARMUP_STEPS:
@@ -78,8 +82,9 @@ class Progress:
         images_per_sec = self.batch_size / self.seconds_per_step if self.seconds_per_step else None
         remaining = (self.epochs - self.epoch) * self.steps_per_epoch + (self.steps_per_epoch - self.step)
         eta = remaining * self.seconds_per_step if self.seconds_per_step else None
-        return {"epoch": self.epoch, "step": self.step, "steps_per_epoch": self.steps_per_epoch,
-                "phase": self.phase, "images_per_sec": images_per_sec, "eta_seconds": eta}
+        fields = {"epoch": self.epoch, "step": self.step, "steps_per_epoch": self.steps_per_epoch,
+                  "images_per_sec": images_per_sec, "eta_seconds": eta}
+        return fields if self.phase is None else {**fields, "phase": self.phase}
 
 
 class Monitor(threading.Thread):
@@ -110,21 +115,20 @@ class Monitor(threading.Thread):
 
 
 class StepLog:
-    """steps.csv: global step, epoch, batch loss and accuracy, learning rate; a line at a time."""
+    """steps.csv: global step, epoch, batch loss and accuracy, learning rate; a line at a time.
+    Which steps it holds is its caller's choice (observers.StepLogObserver)."""
 
     HEADER = "step,epoch,loss,accuracy,learning_rate\n"
 
-    def __init__(self, run_dir: Path, every: int):
+    def __init__(self, run_dir: Path):
         self.path = Path(run_dir) / layout.STEPS
-        self.every = every
         new = not self.path.exists() or self.path.stat().st_size == 0
         self.file = open(self.path, "a", encoding="utf-8", buffering=1)
         if new:
             self.file.write(self.HEADER)
 
     def log(self, step: int, epoch: int, loss: float, accuracy: float, learning_rate: float) -> None:
-        if step % self.every == 0:
-            self.file.write(f"{step},{epoch},{loss:.6g},{accuracy:.6g},{learning_rate:.6g}\n")
+        self.file.write(f"{step},{epoch},{loss:.6g},{accuracy:.6g},{learning_rate:.6g}\n")
 
     def close(self) -> None:
         self.file.close()

@@ -61,7 +61,8 @@ class RunState:
     run_dir: Path  # where this trainer writes (a worker other than the chief: its scratch folder)
     config: TrainConfig  # the run's settings (a fine-tuning run: with the base model's network)
     chief: bool = True  # this trainer writes the run folder (False: another worker of several)
-    phase: str = "starting"  # training, validating, saving during an epoch
+    phase: str = "starting"  # before the first epoch: base, loading, building, preparing; then training,
+    #                         validating, saving
     epoch: int = 0  # the epoch being trained, from 1
     step: int = 0  # steps taken in this epoch
     steps_per_epoch: int = 0
@@ -186,12 +187,18 @@ class StatusObserver(Observer):
 
     def on_epoch_begin(self, state):
         self.progress.begin_epoch(state.epoch)
-        self.status.update(epoch=state.epoch, step=0, phase="training", message=f"Epoch {state.epoch} of {state.epochs}")
+        first = self.progress.phase == "first step"
+        self.status.update(epoch=state.epoch, step=0, phase=self.progress.phase,
+                           message=f"Epoch {state.epoch} of {state.epochs}"
+                                   + (": compiling the training step and running the first one" if first else ""))
 
     def on_step(self, state):
         if self.monitor.error:
             raise self.monitor.error
+        first = self.progress.phase == "first step"
         self.progress.stepped()
+        if first:  # compiled and taken: the status says so now, not at the next heartbeat
+            self.status.update(**self.progress.fields(), message=f"Epoch {state.epoch} of {state.epochs}")
 
     def on_phase(self, state):
         self.progress.phase = state.phase
@@ -210,21 +217,25 @@ class StatusObserver(Observer):
 
 
 class StepLogObserver(Observer):
-    """steps.csv: every log_every-th step's loss, accuracy and learning rate. It holds only steps
-    that stay part of the run: those after the last commit are dropped when training resumes and
-    when the run stops mid-epoch (the resumed run redoes them)."""
+    """steps.csv: every log_every-th step's loss, accuracy and learning rate, and each of the first
+    log_every steps this trainer takes (a new run's, or a resumed run's), so the live curves start
+    with the first step instead of the log_every-th. It holds only steps that stay part of the
+    run: those after the last commit are dropped when training resumes and when the run stops
+    mid-epoch (the resumed run redoes them)."""
 
     def __init__(self):
         self.log: StepLog | None = None
         self.every = 1
+        self.taken = 0  # steps this trainer has taken
 
     def on_train_begin(self, state):
         layout.truncate_steps(state.run_dir, state.committed_steps)
         self.every = state.config.log_every
-        self.log = StepLog(state.run_dir, self.every)
+        self.log = StepLog(state.run_dir)
 
     def on_step(self, state):
-        if state.global_step % self.every == 0:
+        self.taken += 1
+        if self.taken <= self.every or state.global_step % self.every == 0:
             batch = state.batch
             self.log.log(state.global_step, state.epoch, state.loss, batch["correct"] / max(batch["count"], 1.0),
                          state.learning_rate)
