@@ -279,18 +279,16 @@ def test_runs_page_in_the_browser_fits_1440_px_without_page_errors(tmp_path):
                 tb.settle(page)
             grid = page.locator('[data-testid="stDataFrame"]').first
             box = grid.bounding_box()
+            # The grid puts only the columns in view into the page (a column scrolled out of view has no
+            # header element), so every header present is every column visible.
             headers = page.locator('[data-testid="stDataFrame"] [role="columnheader"]')
             names = [headers.nth(i).inner_text().strip() for i in range(headers.count())]
-            for name in ("Run", "Name", "State", "Variant", "Data", "Epochs", "Accuracy", "Measured as",
-                         "Duration", "Started", "Tags"):
-                assert name in names, (name, names)
-            right = page.evaluate("""() => Math.max(...[...document.querySelectorAll(
-                '[data-testid="stDataFrame"] [role="columnheader"]')].map(h => h.getBoundingClientRect().right))""")
-            assert right <= box["x"] + box["width"] + 1, f"a column ends at {right}, past the table's edge"
+            assert names == ["Run", "Name", "State", "Variant", "Data", "Epochs", "Accuracy", "Measured as",
+                             "Duration", "Started", "Tags"], names
             for row in (1, 2):  # two runs selected: curves, settings, the settings plot
                 page.mouse.click(box["x"] + 15, box["y"] + 35 * row + 17)
-                page.wait_for_timeout(700)
-            tb.settle(page)
+                tb.settle(page)
+            page.get_by_text("2 runs selected").wait_for(timeout=30_000)
             page.wait_for_selector(".js-plotly-plot .parcoords, .js-plotly-plot svg", timeout=60_000)
             tb.assert_no_errors(page, "runs")
             assert page.locator('[data-testid="stPlotlyChart"]').count() >= 3
