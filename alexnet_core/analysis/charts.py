@@ -440,7 +440,10 @@ def _axis_values(values: pd.Series) -> dict:
     true/false) as evenly spaced categories named on the axis."""
     numeric = pd.to_numeric(values, errors="coerce")
     if numeric.notna().all() and not values.map(lambda v: isinstance(v, bool)).any():
-        return {"values": numeric.astype(float).tolist()}
+        levels = sorted(set(numeric))
+        whole = all(float(v).is_integer() for v in levels) and len(levels) <= 12  # seeds, epochs: no 0.2 ticks
+        return {"values": numeric.astype(float).tolist(), "tickvals": levels if whole else None,
+                "ticktext": [f"{v:g}" for v in levels] if whole else None}
     names = sorted({str(v) for v in values}, key=lambda t: (len(t) > 0, t))
     codes = {name: i for i, name in enumerate(names)}
     return {"values": [codes[str(v)] for v in values], "tickvals": list(range(len(names))), "ticktext": names,
@@ -458,17 +461,18 @@ def settings_parallel(frame: pd.DataFrame, result: str, result_label: str) -> go
         axis = _axis_values(frame[column])
         dimensions.append(dict(label=str(column), **{k: v for k, v in axis.items() if v is not None}))
     scores = frame[result].astype(float)
-    percent = "accuracy" in result
-    dimensions.append(dict(label=result_label, values=scores.tolist(),
-                           tickformat=".0%" if percent else None))
     low, high = float(scores.min()), float(scores.max())
+    percent = "accuracy" in result
+    fmt = (".1%" if high - low < 0.1 else ".0%") if percent else None  # a narrow range needs the decimal
+    dimensions.append(dict(label=result_label, values=scores.tolist(), tickformat=fmt))
     fig = go.Figure(go.Parcoords(
         dimensions=[{k: v for k, v in d.items() if v is not None} for d in dimensions],
         line=dict(color=scores.tolist(), colorscale="Viridis", showscale=True, cmin=low,
                   cmax=high if high > low else low + 1e-9,
-                  colorbar=dict(title=dict(text=result_label, side="right"), tickformat=".0%" if percent else None)),
+                  colorbar=dict(title=dict(text=result_label, side="right"), tickformat=fmt)),
         labelangle=0, labelside="top"))
-    fig.update_layout(height=420, margin=dict(l=70, r=40, t=70, b=30))
+    longest = max((len(str(v)) for v in frame.iloc[:, 0]), default=0)  # the first axis names the runs, left of it
+    fig.update_layout(height=420, margin=dict(l=min(260, 20 + 7 * longest), r=40, t=70, b=30))
     return fig
 
 
