@@ -249,7 +249,8 @@ def confusion_matrix(result) -> tuple[int, int] | None:
     if not shown:
         st.info("Pick some classes above to draw their matrix.", icon=":material/grid_on:")
         return cell
-    normalize = st.toggle("Row-normalised (share of each true class)", key="eval_normalize")
+    normalize = st.toggle("Row-normalised (share of each true class)", key="eval_normalize",
+                          help=glossary.help("confusion matrix"))
     cm = result.confusion_matrix()
     many = len(result.classes) > MATRIX_ALL
     names = [result.label(i) for i in shown] if many else list(result.classes)
@@ -461,8 +462,9 @@ def learned_map(result, loaded, spec: str, key: tuple) -> None:
         slot = st.empty()
         points = min(result.n, MAP_POINTS)
         if not is_cached(loaded, result) and not slot.button(
-                f"Draw the map ({points:,} images: fc7 features, then t-SNE; on 2 CPU cores about "
-                f"{max(5, round(points * 0.02)):,} s, with a progress bar)", icon=":material/scatter_plot:",
+                f"Draw the map ({points:,} images: fc7 features, then t-SNE; about "
+                f"{max(5, round(points * 0.025)):,} s on 2 idle CPU cores, longer on a busy machine; a bar shows "
+                "each step)", icon=":material/scatter_plot:",
                 key="eval_map_go"):
             return
         slot.empty()
