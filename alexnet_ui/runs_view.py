@@ -27,6 +27,7 @@ from alexnet_ui.widgets import headline_metric, state_text
 
 SELECT_NEXT = "runs_select_next"  # run ids to select on the next run of the page
 TABLE_IDS = "runs_table_ids"  # the run ids of the table's rows as last drawn (its selection is by row)
+HIDDEN_SELECTED = "runs_hidden_selected"  # selected runs the filters hide now, selected again once shown
 DEPLOY = {"tflite": "TensorFlow Lite", "int8": "TensorFlow Lite, int8 (4x smaller)", "savedmodel": "SavedModel (zip)"}
 HIDDEN_SETTINGS = ("environment", "class_names", "class_words")
 
@@ -101,20 +102,24 @@ def column_widths(columns: list[str]) -> dict[str, int]:
 
 def runs_table(rows: list[dict]) -> list[dict]:
     """The table of runs, multi-row select; returns the selected runs, else the one the URL names.
-    The selection follows runs, not row numbers: a filter or a delete keeps the runs still shown selected."""
+    The selection follows runs, not row numbers: after a filter or a delete the same runs are selected,
+    and a selected run that a filter hides is selected again when the filter lets it through."""
     ids = [r["run_id"] for r in rows]
     shown_before = st.session_state.get(TABLE_IDS)
+    hidden = [i for i in st.session_state.get(HIDDEN_SELECTED, []) if i not in (shown_before or [])]
     if SELECT_NEXT in st.session_state:  # after a delete, the runs still selected stay selected
-        keep = st.session_state.pop(SELECT_NEXT)
+        keep = st.session_state.pop(SELECT_NEXT) + hidden
     elif shown_before is not None and shown_before != ids and "runs_table" in st.session_state:
         picked = st.session_state["runs_table"]["selection"]["rows"]  # rows of the table as it was
-        keep = [shown_before[i] for i in picked if i < len(shown_before)]
+        keep = [shown_before[i] for i in picked if i < len(shown_before)] + hidden
     else:
         keep = None
     if keep is not None:
         st.session_state["runs_table"] = {"selection": {"rows": [ids.index(i) for i in keep if i in ids],
                                                         "columns": []}}
+        hidden = [i for i in keep if i not in ids]  # selected, and hidden by the filters: selected again when shown
     st.session_state[TABLE_IDS] = ids
+    st.session_state[HIDDEN_SELECTED] = hidden
     table = pd.DataFrame(rows)
     table["progress"] = [f"{r['epochs_done']}/{r['epochs'] or '?'}" for r in rows]
     table["duration"] = [format_duration(r["duration_s"]) if r["duration_s"] else "" for r in rows]
@@ -178,6 +183,9 @@ def runs_table(rows: list[dict]) -> list[dict]:
         st.caption(":material/link: Links to runs elsewhere: " + ", ".join(
             f"{plain(r['run_id'], 80)} (to {plain(r['link'], 160)})" for r in links[:8]))
     selected = [rows[i] for i in event.selection.rows if i < len(rows)] if event and event.selection.rows else []
+    if hidden and selected:
+        st.caption(f"{len(hidden)} more selected run{'s are' if len(hidden) > 1 else ' is'} hidden by the filters, "
+                   "left out below.")
     if not selected and wanted and run_dir_of(wanted) is not None:
         selected = [r for r in rows if r["run_id"] == wanted]
     return selected

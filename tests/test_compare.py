@@ -218,7 +218,10 @@ def test_runs_page_compares_filters_and_tags():
     assert any("1 of 4 runs match" in c.value for c in at.caption)
     cards = [m.value.replace("\\", "") for m in at.markdown if m.value.startswith("**")]
     assert any(c.startswith("**fast-b**") for c in cards) and not any("slow-a" in c for c in cards)
-    at.multiselect(key="runs_tags").set_value([])
+    assert any("1 more selected run is hidden by the filters" in c.value for c in at.caption)
+    at.multiselect(key="runs_tags").set_value([]).run()  # shown again: selected again
+    cards = [m.value.replace("\\", "") for m in at.markdown if m.value.startswith("**")]
+    assert any(c.startswith("**slow-a**") for c in cards) and any(c.startswith("**fast-b**") for c in cards)
     at.multiselect(key="runs_states").set_value(["stopped"]).run()
     assert list(at.dataframe[0].value["run_id"]) == ["stopped-c"]
     at.multiselect(key="runs_states").set_value([])
