@@ -17,6 +17,7 @@ import streamlit as st
 from alexnet_core.inputs import datasets
 from alexnet_core.inputs import images as image_files
 from alexnet_core.store import catalog, fileio, layout
+from alexnet_ui import glossary
 from alexnet_ui.feedback import user_errors, user_message
 from alexnet_ui.loaders import all_runs, image_from_disk, image_problem, runs_root
 from alexnet_ui.text import plain
@@ -297,13 +298,25 @@ def latest_run(latest: dict) -> None:
             left, right = st.columns([1, 4], vertical_alignment="center")
             with left:
                 state_badge(row["state"])
-            best = row.get("best_val_accuracy")
+            best, headline = row.get("best_val_accuracy"), row.get("headline")
+            if headline:  # the model's one headline figure, as every page quotes it
+                accuracy = f", {plain(headline['sentence'], 300)}"
+            elif best is not None:
+                accuracy = (f", best in-training validation accuracy {best:.1%} (on the fifth of your images kept "
+                            "aside, the same images Evaluate measures this run's model on)")
+            else:
+                accuracy = ""
             right.markdown(f"Latest run **{plain(catalog.display_name(row), 120)}**: epoch {row['epochs_done']} of "
-                           f"{row['epochs'] or '?'}" + (f", best validation accuracy {best:.0%} (on the fifth of "
-                                                        "your images kept aside)" if best is not None else "")
-                           + f". {plain(row['message'], 300)}")
-            st.page_link("pages/train.py", label="Watch it on the Train page", icon=":material/monitoring:",
-                         query_params={"run": row["run_id"]})
+                           f"{row['epochs'] or '?'}{accuracy}. {plain(row['message'], 300)}",
+                           help=glossary.help("in-training validation"))
+            links = st.columns(2)
+            links[0].page_link("pages/train.py", label="Watch it on the Train page", icon=":material/monitoring:",
+                               query_params={"run": row["run_id"]})
+            if row.get("has_model") and not catalog.is_active(row) and links[1].button(
+                    "Its mistakes on the Evaluate page", icon=":material/grid_on:", key="dataset_evaluate",
+                    type="tertiary", help="Evaluate opens on this run's model and on this dataset's kept-aside images"):
+                st.session_state["eval_model"] = row["path"]  # Evaluate's model picker (a run's spec is its folder)
+                st.switch_page("pages/evaluate.py")
         if active and not catalog.is_active(row):
             st.rerun()  # finished: the page offers to try it
 

@@ -117,3 +117,31 @@ def test_evaluate_page_on_the_bundled_sample():
     beside = [img for img in images if "left: the photo, right: where it looked" in img.caption]
     assert beside and len(beside) == len(at.session_state["eval_results"][next(iter(
         at.session_state["eval_results"]))].cell(3, 5)[:12])
+
+
+def test_a_your_classes_run_is_evaluated_on_the_images_its_training_kept_aside(tmp_path):
+    """A dataset built on the Your classes page trains holding out a fifth of each class: Evaluate,
+    opened on that run's model, starts on that dataset and measures the same fifth."""
+    import os
+
+    from alexnet_core.models.variants import build_model
+    from alexnet_core.predict.inference import write_class_names
+    from alexnet_core.store import catalog, layout, liveness
+    from tests.helpers import make_image_folder
+
+    data = make_image_folder(Path(os.environ["ALEXNET_DATA_DIR"]) / "pets", classes=2, per_class=10, size=(16, 16))
+    run = catalog.create_run(os.environ["ALEXNET_RUNS_DIR"], "pets-run", {
+        "variant": "compact", "data": str(data), "val_split": 0.2, "epochs": 1, "input_size": 16,
+        "class_names": ["class0", "class1"]})
+    model = build_model("compact", num_classes=2, input_size=16, width=0.25)
+    model.save(run / layout.MODEL)
+    write_class_names(run / layout.MODEL, ["class0", "class1"], {"input_size": 16, "mean": [0.5] * 3, "std": [0.25] * 3})
+    liveness.write_status(run, state="finished", started=1.0, message="finished")
+    at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=180)
+    at.switch_page("pages/evaluate.py")
+    at.session_state["eval_model"] = str(run)  # what "Its mistakes on the Evaluate page" sets
+    at.run()
+    assert not at.exception, at.exception
+    assert at.selectbox(key="eval_data").value == str(data)  # the run's own data, picked for it
+    assert next(m.value for m in at.metric if m.label == "Images") == "4"  # 2 of each class's 10, as training
+    assert any("20% of each class held out as its run trained" in c.value for c in at.caption)
