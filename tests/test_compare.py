@@ -234,8 +234,8 @@ def test_runs_page_compares_filters_and_tags():
 
 @pytest.mark.browser
 def test_runs_page_in_the_browser_fits_1440_px_without_page_errors(tmp_path):
-    """Every column of the runs table inside the page at 1440 px wide, and no page error while the
-    claims' runs are shown, selected and compared."""
+    """Every column of the runs table inside the page at 1440 px wide, no page error while the claims'
+    runs are shown, selected and compared, and a chart downloaded from its toolbar as SVG and as PNG."""
     sys.path.insert(0, ROOT)
     from tests import test_browser as tb
 
@@ -298,6 +298,16 @@ def test_runs_page_in_the_browser_fits_1440_px_without_page_errors(tmp_path):
             page.get_by_text("Wall-clock").first.click()
             tb.settle(page)
             tb.assert_no_errors(page, "runs, wall-clock")
+            for fmt, start in (("SVG", b"<svg"), ("PNG", b"\x89PNG")):  # the chart's own toolbar, in the browser
+                page.get_by_text(fmt, exact=True).first.click()
+                tb.settle(page)
+                chart = page.locator('[data-testid="stPlotlyChart"]').first
+                chart.hover()
+                with page.expect_download(timeout=30_000) as download:
+                    chart.locator('.modebar-btn[data-title^="Download plot"]').first.click()
+                assert download.value.suggested_filename == f"compare-val_accuracy-by-time.{fmt.lower()}"
+                with open(download.value.path(), "rb") as fh:
+                    assert fh.read(8).startswith(start)
             browser.close()
         assert not errors, errors
     finally:
