@@ -250,7 +250,7 @@ def live_view(run_id: str) -> None:
         st.progress(min(1.0, done / epochs), text=f"{done} of {epochs} epochs")
     figures(run_dir, metrics, epochs)
     if done or len(steps):
-        st.plotly_chart(training_curves(metrics, steps, per_epoch), width="stretch", key=f"curves_{run_id}")
+        st.plotly_chart(training_curves(metrics, steps, per_epoch, epochs), width="stretch", key=f"curves_{run_id}")
     elif catalog.is_active(status):
         st.info("Waiting for the first training step: the curves start with it, one point per step at first.",
                 icon=":material/hourglass_top:")

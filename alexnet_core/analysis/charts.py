@@ -190,12 +190,12 @@ def epoch_mode(metrics: pd.DataFrame) -> str:
 
 
 def training_curves(metrics: pd.DataFrame, steps: pd.DataFrame | None = None,
-                    steps_per_epoch: int | None = None) -> go.Figure:
+                    steps_per_epoch: int | None = None, epochs: int | None = None) -> go.Figure:
     """Loss, accuracy and learning rate of one run: per-epoch train/validation, the smoothed
     per-step training curves, and the learning rate of every logged step. Accuracy is drawn on
-    0-100% and loss from 0, so a curve's first points do not rescale the axes. A run's first
-    logged steps show as dots (a line needs two points), and the top margin keeps the chart's
-    toolbar above the panel titles."""
+    0-100% and loss from 0, and with `epochs` (the run's) the epoch axis spans the whole run, so a
+    curve's first points do not rescale the axes. A run's first logged steps show as dots (a line
+    needs two points), and the top margin keeps the chart's toolbar above the panel titles."""
     fig = make_subplots(rows=1, cols=3, subplot_titles=("Loss", "Accuracy", "Learning rate"),
                         horizontal_spacing=0.07, column_widths=[0.37, 0.37, 0.26])
     train_c, val_c = PALETTE[0], PALETTE[1]
@@ -203,10 +203,10 @@ def training_curves(metrics: pd.DataFrame, steps: pd.DataFrame | None = None,
         s = smooth_steps(steps, steps_per_epoch)
         mode = "lines+markers" if len(s) <= MARKED_STEPS else "lines"
         fig.add_trace(go.Scatter(x=s["epoch"], y=s["loss"], name="train (per step, smoothed)", mode=mode,
-                                 line=dict(color=train_c, width=1), marker=dict(size=4), opacity=0.45,
+                                 line=dict(color=train_c, width=1), marker=dict(size=6), opacity=0.45,
                                  legendgroup="steps"), 1, 1)
         fig.add_trace(go.Scatter(x=s["epoch"], y=s["accuracy"], name="train (per step, smoothed)", mode=mode,
-                                 line=dict(color=train_c, width=1), marker=dict(size=4), opacity=0.45,
+                                 line=dict(color=train_c, width=1), marker=dict(size=6), opacity=0.45,
                                  legendgroup="steps", showlegend=False), 1, 2)
     if not metrics.empty:
         for key, label, color, dash in [("loss", "train", train_c, None), ("val_loss", "validation", val_c, None)]:
@@ -232,7 +232,7 @@ def training_curves(metrics: pd.DataFrame, steps: pd.DataFrame | None = None,
         fig.add_trace(go.Scatter(x=metrics["epoch"], y=metrics["learning_rate"], name="learning rate",
                                  mode=epoch_mode(metrics), line=dict(color=PALETTE[2], width=1.5), showlegend=False,
                                  hovertemplate="end of epoch %{x}: %{y:.3g}<extra></extra>"), 1, 3)
-    fig.update_xaxes(title_text="epoch", rangemode="tozero")
+    fig.update_xaxes(title_text="epoch", rangemode="tozero", range=[0, epochs * 1.02] if epochs else None)
     fig.update_yaxes(rangemode="tozero", row=1, col=1)
     fig.update_yaxes(tickformat=".0%", range=[0, 1.02], row=1, col=2)
     fig.update_yaxes(rangemode="tozero", exponentformat="e", row=1, col=3)
