@@ -129,6 +129,17 @@ def test_a_bundled_run_never_shows_the_path_it_was_trained_from():
     assert "shared" not in demo["data"] and demo["headline"]["value"] == "89.3%"
 
 
+def test_the_runs_tables_columns_fit_1440_px_whichever_are_shown():
+    from alexnet_ui.runs_view import TABLE_ROOM, WIDTHS, column_widths
+
+    every = list(WIDTHS)
+    for columns in (every, [c for c in every if c not in ("label", "tags", "trained_on")], every[:4]):
+        widths = column_widths(columns)
+        assert set(widths) == set(columns) and sum(widths.values()) <= TABLE_ROOM, widths
+        assert min(widths.values()) >= 60
+    assert column_widths(["run_id", "state"]) == {"run_id": WIDTHS["run_id"], "state": WIDTHS["state"]}
+
+
 # --- The Runs page (AppTest) ----------------------------------------------------------------------
 
 
