@@ -166,14 +166,20 @@ def analyse(spec: str, stamp: str, data: bytes, name: str, framing: str):
 
 
 def classified(spec: str, stamp: str, items, framing: str) -> list[tuple]:
-    """(name, *analyse's result) of every image that decodes; each one that does not is said."""
+    """(name, *analyse's result) of every image that decodes; each one that does not is said. A
+    bar counts the images while a batch is classified (large photos take a moment each)."""
     results = []
-    for name, data in items:
+    bar = st.progress(0.0, text=f"Classifying {len(items)} images...") if len(items) > 1 else None
+    for n, (name, data) in enumerate(items, start=1):
         outcome = analyse(spec, stamp, data, name, framing)
+        if bar is not None:
+            bar.progress(n / len(items), text=f"Classified {n} of {len(items)} images")
         if isinstance(outcome, str):
             st.error(plain(outcome, 400), icon=":material/broken_image:")
         else:
             results.append((name, *outcome))
+    if bar is not None:
+        bar.empty()
     return results
 
 

@@ -13,6 +13,8 @@ from __future__ import annotations
 
 # Imports inside functions are deliberate: TensorFlow and Keras, and the modules that reach them,
 # load on first use, so importing this module (the app's pages, the command line) stays light.
+import threading
+import weakref
 from pathlib import Path
 
 import numpy as np
@@ -362,6 +364,27 @@ def heat_maps(result, loaded, indices, images) -> dict:
     return {int(i): memo[(whose, int(i))] for i, _ in wanted}
 
 
+_WARMED: weakref.WeakSet = weakref.WeakSet()  # models whose Grad-CAM pass is traced, or being traced
+
+
+def warm_gradcam(loaded) -> None:
+    """Trace the model's Grad-CAM pass in the background, once per model and server, while the
+    user looks at images with the toggle off: the first toggle then costs the maps, not the trace."""
+    from alexnet_core.analysis.explain import warm_gradcam as trace
+
+    if loaded.model in _WARMED:
+        return
+    _WARMED.add(loaded.model)
+
+    def warm() -> None:
+        try:
+            trace(loaded.model)
+        except Exception:  # noqa: BLE001 - a warm-up only: the toggle computes (and reports) for itself
+            pass
+
+    threading.Thread(target=warm, name="gradcam-warm-up", daemon=True).start()
+
+
 @st.fragment
 def image_grid(result, loaded, indices, caption_for, key: str) -> None:
     """Six images a row, each with its top 5; with the toggle on, three a row, each photo with
@@ -379,6 +402,8 @@ def image_grid(result, loaded, indices, caption_for, key: str) -> None:
     if images is None:
         return
     heats = heat_maps(result, loaded, indices, images) if show_cam else {}
+    if not show_cam:
+        warm_gradcam(loaded)
     per_row = 3 if show_cam else 6
     for n, (i, image) in enumerate(zip(indices, images)):
         if n % per_row == 0:  # a row of its own each: pictures of mixed shapes stay in line

@@ -125,8 +125,12 @@ def _cam_function(model, layers: tuple[str, ...]):
     key = ("gradcam", layers)
     if key not in taps:
         grad_model = _tap(model, layers, with_predictions=True)
+        # Any number of images of the model's input size: traced once per model, whatever the batch.
+        size = _input_size(model)
+        signature = None if size is None else [tf.TensorSpec([None, *size, 3], tf.float32),
+                                                tf.TensorSpec([None], tf.int32)]
 
-        @tf.function(reduce_retracing=True)
+        @tf.function(reduce_retracing=True, input_signature=signature)
         def cam_of(x, class_index):
             with tf.GradientTape() as tape:
                 *features, probs = grad_model(x, training=False)
@@ -140,6 +144,23 @@ def _cam_function(model, layers: tuple[str, ...]):
 
         taps[key] = cam_of
     return taps[key]
+
+
+def _input_size(model) -> tuple[int, int] | None:
+    """(height, width) of the model's input, or None where it is not fixed."""
+    try:
+        shape = tuple(model.inputs[0].shape)
+    except (AttributeError, IndexError, TypeError, ValueError):
+        return None
+    return (int(shape[1]), int(shape[2])) if len(shape) == 4 and shape[1] and shape[2] and shape[3] == 3 else None
+
+
+def warm_gradcam(model) -> None:
+    """Trace the model's Grad-CAM pass now (on a blank image), so that the first map a user asks
+    for costs only its own computation: a page calls it in the background while it shows images."""
+    size = _input_size(model)
+    if size is not None and has_convolution(model):
+        gradcams(model, np.zeros((1, *size, 3), np.float32))
 
 
 CAM_BATCH = 32  # images a Grad-CAM pass takes at once
