@@ -1,6 +1,7 @@
 """End to end: `streamlit run app.py` on a loopback port, every page in headless Chromium."""
 
 import os
+import re
 import shutil
 import socket
 import subprocess
@@ -243,7 +244,8 @@ def test_play_a_run_epoch_by_epoch(server, browser, runs_root, tmp_path):
     assert result.returncode == 0, result.stderr[-2000:]
     page = open_page(browser, server, "/runs?run=timeline", "Runs", height=2400)
     page.get_by_text("Epoch by epoch: how the model came to be").click()
-    title = page.locator('[data-testid="stPlotlyChart"] .gtitle').filter(has_text="validation accuracy")
+    title = page.locator('[data-testid="stPlotlyChart"] .gtitle').filter(  # not the compared curves' titles
+        has_text=re.compile(r"^Epoch \d+ of \d+:"))
     title.wait_for(timeout=60_000)
     assert title.text_content().startswith("Epoch 3 of 3:")
     seen = set()
