@@ -136,12 +136,16 @@ def test_a_your_classes_run_is_evaluated_on_the_images_its_training_kept_aside(t
     model = build_model("compact", num_classes=2, input_size=16, width=0.25)
     model.save(run / layout.MODEL)
     write_class_names(run / layout.MODEL, ["class0", "class1"], {"input_size": 16, "mean": [0.5] * 3, "std": [0.25] * 3})
+    (run / layout.METRICS).write_text("epoch,loss,accuracy,val_loss,val_accuracy\n0,1.0,0.5,1.0,0.75\n")
     liveness.write_status(run, state="finished", started=1.0, message="finished")
     at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=180)
-    at.switch_page("pages/evaluate.py")
-    at.session_state["eval_model"] = str(run)  # what "Its mistakes on the Evaluate page" sets
+    at.switch_page("pages/dataset.py")
     at.run()
+    latest = next(m.value for m in at.markdown if "Latest run" in m.value).replace("\\", "")
+    assert "best in-training validation accuracy 75.0% (on the fifth of your images kept aside" in latest
+    at.button(key="dataset_evaluate").click().run()  # Evaluate, on this run's model
     assert not at.exception, at.exception
+    assert at.title[0].value == "Evaluate" and at.selectbox(key="eval_model").value == str(run)
     assert at.selectbox(key="eval_data").value == str(data)  # the run's own data, picked for it
     assert next(m.value for m in at.metric if m.label == "Images") == "4"  # 2 of each class's 10, as training
     assert any("20% of each class held out as its run trained" in c.value for c in at.caption)
