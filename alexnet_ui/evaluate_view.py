@@ -150,11 +150,21 @@ def difference_words(result, record: dict, flip: bool) -> str:
     words = catalog.headline_words(record)
     diff = 100 * (result.accuracy() - float(record["accuracy"]))
     noise = 200 * np.sqrt(max(result.accuracy() * (1 - result.accuracy()), 1e-6) / max(result.n, 1))
-    views = ", averaged with mirror images" if flip and not record.get("flip") else ""
+    views = (", averaged with mirror images" if flip and not record.get("flip") else
+             ", each judged once where the headline averages mirror images" if record.get("flip") and not flip else "")
     return (f"{diff:+.1f} points against the model's headline figure, {plain(words['sentence'])}. Not the same "
             f"measurement: these are {result.n:,} other images{views}, and a figure over {result.n:,} images is "
             f"only good to about ±{noise:.1f} points (two standard errors), so a gap of this size is "
             f"{'within' if abs(diff) <= noise else 'beyond'} that noise.")
+
+
+def held_out_here(result, data: str) -> bool:
+    """Whether the evaluated validation split is a share held out of a folder's own images (not
+    a val/ folder, a prepared dataset's own split, or the sample's and CIFAR-10's)."""
+    if result.split != "val" or data in ("sample", "cifar10"):
+        return False
+    folder = Path(data).expanduser()
+    return not (folder / "val").is_dir() and not prepared_description(data)
 
 
 def headline(result, spec: str, data: str, flip: bool, run_dir=None) -> None:
@@ -174,8 +184,7 @@ def headline(result, spec: str, data: str, flip: bool, run_dir=None) -> None:
     m[3].metric("Split", result.split, help=glossary.help({"val": "validation split", "test": "test split",
                                                             "train": "training split"}.get(result.split, "held-out")))
     source_words = SOURCE_WORDS.get(data, "the folder " + plain(data, 80))
-    held = f", {result.val_split:.0%} of each class held out as its run trained" \
-        if result.split == "val" and data not in ("sample", "cifar10") else ""
+    held = f", {result.val_split:.0%} of each class held out as its run trained" if held_out_here(result, data) else ""
     measured = (f"Every figure on this page: {plain(model_label(spec))} on the {result.split} split of {source_words} "
                 f"({result.n:,} images{held}){', averaged with mirror images' if flip else ''}.")
     if measures_headline(record, result, data, flip):
