@@ -398,10 +398,11 @@ def warm_gradcam(loaded) -> None:
 def image_grid(result, loaded, indices, caption_for, key: str) -> None:
     """Six images a row, each with its top 5; with the toggle on, three a row, each photo with
     where the network looked (Grad-CAM) beside it. A fragment: the toggle reruns this grid only."""
-    from alexnet_core.analysis.explain import overlay
+    from alexnet_core.analysis.explain import has_convolution, overlay
 
-    show_cam = st.toggle("Show Grad-CAM (what the network looked at)", key=f"{key}_cam",
-                         help=glossary.help("Grad-CAM"))
+    convolutional = has_convolution(loaded.model)  # Grad-CAM needs a convolution's feature maps
+    show_cam = convolutional and st.toggle("Show Grad-CAM (what the network looked at)", key=f"{key}_cam",
+                                           help=glossary.help("Grad-CAM"))
     if show_cam:
         heat_legend(st.columns([1, 2])[0])
     if not len(indices):
@@ -411,7 +412,7 @@ def image_grid(result, loaded, indices, caption_for, key: str) -> None:
     if images is None:
         return
     heats = heat_maps(result, loaded, indices, images) if show_cam else {}
-    if not show_cam:
+    if convolutional and not show_cam:
         warm_gradcam(loaded)
     per_row = 3 if show_cam else 6
     for n, (i, image) in enumerate(zip(indices, images)):
@@ -530,7 +531,7 @@ def learned_map(result, loaded, spec: str, key: tuple) -> None:
 
 def picked_point(result, loaded, i: int) -> None:
     """One image picked on the map: the image, where the network looked, its top 5."""
-    from alexnet_core.analysis.explain import overlay
+    from alexnet_core.analysis.explain import has_convolution, overlay
 
     image = (shown_images(result, [i]) or [None])[0]
     if image is None:
@@ -543,9 +544,12 @@ def picked_point(result, loaded, i: int) -> None:
                 f"({result.confidence[i]:.0%}){'' if truth == guess else ', a mistake'}.")
     a, b, c = st.columns([1, 1, 2])
     a.image(image, caption="The image", width="stretch")
-    heat = heat_maps(result, loaded, [i], [image])[i]
-    b.image(overlay(image, heat), caption=f"Grad-CAM for {plain(guess)}", width="stretch")
-    heat_legend(b)
+    if has_convolution(loaded.model):
+        heat = heat_maps(result, loaded, [i], [image])[i]
+        b.image(overlay(image, heat), caption=f"Grad-CAM for {plain(guess)}", width="stretch")
+        heat_legend(b)
+    else:
+        b.caption(":material/block: No Grad-CAM: this model has no convolutional layer to say where it looked.")
     c.plotly_chart(topk_bars(top_k(result.probs[i], result.classes, 5, short_words(result)), height=230),
                    key="eval_map_topk",
                    config={"displayModeBar": False})
