@@ -77,8 +77,11 @@ def start_panel(new: NewRun) -> None:
                        "ended, also with no browser open")
     if not (start or queued):
         return
+    checks = "Checking the settings and the data" + (
+        f", and loading {config.init_from} to fine-tune from (a few seconds)" if config.init_from else "")
     try:
-        run_dir = launcher.start(config, runs_root()) if start else queue.enqueue(config, runs_root())
+        with st.spinner(f"{checks}..."):
+            run_dir = launcher.start(config, runs_root()) if start else queue.enqueue(config, runs_root())
     except layout.ActiveRunError as exc:  # another run trains, or just started (another tab)
         st.error(f"{plain(exc, 600)} Or press Add to queue: this run then starts when the machine is free.",
                  icon=":material/block:")
