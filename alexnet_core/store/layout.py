@@ -61,7 +61,7 @@ LOCK = "trainer.lock"  # held (flock) by the one trainer of a run for its whole 
 READ_ONLY = ".read-only"  # marks a bundled run the app must not delete or resume
 
 
-LABEL = "label.json"  # the user's name and notes for a run: {"name", "notes"}
+LABEL = "label.json"  # the user's name, notes and tags for a run: {"name", "notes", "tags"}
 
 
 SNAPSHOTS = "snapshots"  # per-epoch snapshots (snapshots.py)
@@ -155,7 +155,7 @@ STATUS_SCHEMA = {
 }
 
 
-LABEL_SCHEMA = {"name": _TEXT, "notes": _TEXT}
+LABEL_SCHEMA = {"name": _TEXT, "notes": _TEXT, "tags": _LIST}
 
 
 def _fits(value, kind) -> bool:
