@@ -1,6 +1,8 @@
-"""The Train page's views of runs: a run as it trains (progress, figures, curves) with the one
-action that fits its state, what the page says about a new run before Start (its data, the
-time per epoch) with Start and Add to queue, and the queue (cancel, move up)."""
+"""The Train page's views of runs: the run picker and the picked run as it trains (what the trainer
+does now, its figures, curves from the first step), polled together so the picker's state words
+are never stale, with the one action that fits its state; what the page says about a new run
+before Start (its data, what its recipe gives on this data, the time per epoch) with Start and
+Add to queue; and the queue (cancel, move up)."""
 
 from __future__ import annotations
 
