@@ -32,6 +32,9 @@ DEPLOY = {"tflite": "TensorFlow Lite", "int8": "TensorFlow Lite, int8 (4x smalle
 HIDDEN_SETTINGS = ("environment", "class_names", "class_words")
 
 
+# The settings tables' first column names the setting in full ("switches.activation"), never cut short.
+SETTING_NAMES = {"_index": st.column_config.TextColumn("Setting", width="medium")}
+
 def claims_runs_shown() -> bool:
     """The toggle that adds the paper's claims' bundled runs to the table (on by itself when the URL
     names one of them: a link from the Question the paper page)."""
@@ -204,10 +207,10 @@ def settings(selected: list[dict]) -> dict[str, dict]:
         differs = table.nunique(axis=1) > 1
         st.markdown("**Settings**")
         only = st.toggle("Only settings that differ", value=True, key="runs_only_diff")
-        st.dataframe(table[differs] if only else table, width="stretch")
+        st.dataframe(table[differs] if only else table, width="stretch", column_config=SETTING_NAMES)
     else:
         with st.expander("Settings", icon=":material/settings:"):
-            st.dataframe(table, width="stretch")
+            st.dataframe(table, width="stretch", column_config=SETTING_NAMES)
     return configs
 
 
