@@ -118,12 +118,25 @@ class TrainForm:
         except (ConfigError, TypeError, ValueError) as exc:
             self.state[self.PROBLEM] = str(exc)
             return
-        state.update(self.data_values(config.get("data") or "sample"))
+        state.update(self.data_values(self.cloned_data(config)))
         recipe = config.get("recipe")
         state[self.RECIPE] = recipe if recipe in RECIPES else CUSTOM
         state[self.OPEN] = True
         state[self.CLONED] = run_id
         self.state.update(state)
+
+    @staticmethod
+    def cloned_data(config: dict) -> str:
+        """The data a clone trains on: the run's own, except a folder that is not on this machine
+        holding CIFAR-10's ten classes (the bundled run trained on one elsewhere), which is CIFAR-10
+        itself here, rather than a path from another machine."""
+        from pathlib import Path
+
+        data = config.get("data") or "sample"
+        if data not in ("sample", "cifar10") and not Path(data).exists() \
+                and tuple(config.get("class_names") or ()) == sources.CIFAR10_CLASSES:
+            return "cifar10"
+        return data
 
     def follow(self, path: str) -> None:
         """on_change of `path`'s widget: the settings that follow it take the value it implies (a

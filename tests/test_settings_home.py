@@ -164,3 +164,11 @@ def test_clone_writes_exactly_what_the_train_page_form_reads(data):
     expected = TrainConfig(**{**EVERY_WIDGET, "data": data, "recipe": "quick"})
     source = shown[TrainForm.FOLDER] if shown[TrainForm.DATA] == "folder" else shown[TrainForm.DATA]
     assert TrainForm(at.session_state).config(source, RECIPES["quick"]) == expected
+
+
+def test_a_clone_of_the_bundled_run_trains_on_cifar10_here_not_on_a_path_of_another_machine(tmp_path):
+    demo = {**layout.read_config(locations.DEMO_RUN), "data": str(tmp_path / "elsewhere" / "cifar10" / "train")}
+    assert TrainForm.cloned_data(demo) == "cifar10"  # CIFAR-10's classes, in a folder this machine lacks
+    assert TrainForm.cloned_data({**demo, "class_names": ["cat", "dog"]}) == demo["data"]  # kept: Start says so
+    assert TrainForm.cloned_data({**demo, "data": str(tmp_path)}) == str(tmp_path)  # here: used as it is
+    assert TrainForm.cloned_data({"data": None}) == "sample"
