@@ -132,7 +132,7 @@ def data_choices(with_download: bool = False) -> dict[str, str]:
     from alexnet_core.inputs.data import cifar10_available
     from alexnet_core.inputs.datasets import data_root, list_datasets
 
-    choices = {"sample": "Bundled sample (CIFAR-10 validation images)"}
+    choices = {"sample": "Bundled CIFAR-10 sample (2,000 training, 1,000 validation images)"}
     if with_download or cifar10_available():
         choices["cifar10"] = "CIFAR-10" if with_download else "CIFAR-10 (downloaded)"
     root = data_root()
