@@ -15,6 +15,7 @@ import streamlit as st
 from alexnet_core.models.anatomy import compare_tables, totals
 from alexnet_core.models.variants import ACTIVATIONS, NORMS, REMOVE_CONV, WIDTHS, get_arch, list_variants
 from alexnet_core.settings.config import removed_conv_name
+from alexnet_ui import glossary
 from alexnet_ui.classify_view import filter_figure
 from alexnet_ui.loaders import installed_label, installed_models, loaded_model, model_stamp, variant_table
 from alexnet_ui.text import format_bytes, plain, shape_text
@@ -23,7 +24,7 @@ SWITCH_KEYS = ("norm", "activation", "groups", "pool", "remove_conv", "dropout",
 SWITCH_WORDS = {"overlapping_pool": "overlapping pooling", "remove_conv": "removed", "input_size": "input size",
                 "num_classes": "classes"}  # a switch in "changed: ..."
 LABELS = {"name": "Layer", "type": "Type", "detail": "Configuration", "output_shape": "Output", "params": "Params",
-          "non_trainable_params": "Non-trainable params", "macs": "MACs", "activation_kib": "Activations (KiB)",
+          "non_trainable_params": "Fixed params", "macs": "MACs", "activation_kib": "Output KiB",
           "receptive_field": "Receptive field (px)", "cumulative_stride": "Stride (px)"}
 
 
@@ -76,11 +77,14 @@ def load(variant: str, switches: dict):
 
 def figures(table, sums: dict) -> None:
     m = st.columns(5)
-    m[0].metric("Parameters", f"{sums['total_params']:,}")
-    m[1].metric("Trainable", f"{sums['trainable_params']:,}")
-    m[2].metric("MACs per image", f"{sums['total_macs'] / 1e6:,.1f} M")
-    m[3].metric("Activations per image", format_bytes(sums["activation_bytes"]))
-    m[4].metric("Input", "×".join(map(str, table["output_shape"].iloc[0])))
+    m[0].metric("Parameters", f"{sums['total_params']:,}", help=glossary.help("parameters"))
+    m[1].metric("Trainable", f"{sums['trainable_params']:,}",
+                help="The parameters training changes (the rest are batch normalisation's running averages)")
+    m[2].metric("MACs per image", f"{sums['total_macs'] / 1e6:,.1f} M", help=glossary.help("MACs"))
+    m[3].metric("Activations per image", format_bytes(sums["activation_bytes"]),
+                help="Memory all the layers' outputs take for one image, in float32")
+    m[4].metric("Input", "×".join(map(str, table["output_shape"].iloc[0])),
+                help="The image size the network takes: height × width × colour channels")
 
 
 def published_check(variant: str, switches: dict, sums: dict) -> None:
@@ -111,26 +115,36 @@ def _spatial(value) -> str:
 
 
 def layer_table(table, variant: str) -> None:
+    """Every layer with every column visible at 1440 px: short labels, the configuration wrapped to
+    a medium column, and the non-trainable parameters only where the network has any."""
     shown = table.drop(columns=["inputs", "trainable_params"]).assign(
         output_shape=table["output_shape"].map(shape_text),
         activation_kib=table["activation_bytes"] / 1024,
         receptive_field=table["receptive_field"].map(_spatial),
         cumulative_stride=table["cumulative_stride"].map(_spatial),
     ).drop(columns=["activation_bytes"])
+    if not shown["non_trainable_params"].any():
+        shown = shown.drop(columns=["non_trainable_params"])
     number = st.column_config.NumberColumn
+    text = st.column_config.TextColumn
     st.dataframe(
         shown, hide_index=True, width="stretch", height=min(36 * len(shown) + 40, 720),
         column_config={
-            "name": st.column_config.TextColumn(LABELS["name"], width="small"),
-            "type": LABELS["type"],
-            "detail": st.column_config.TextColumn(LABELS["detail"], width="large"),
-            "output_shape": LABELS["output_shape"],
-            "params": number(LABELS["params"], format="localized", width="medium"),
-            "non_trainable_params": number(LABELS["non_trainable_params"], format="localized"),
-            "macs": number(LABELS["macs"], format="localized", width="medium"),
-            "activation_kib": number(LABELS["activation_kib"], format="%.1f"),
-            "receptive_field": st.column_config.TextColumn(LABELS["receptive_field"]),
-            "cumulative_stride": st.column_config.TextColumn(LABELS["cumulative_stride"]),
+            "name": text(LABELS["name"], width="small"),
+            "type": text(LABELS["type"], width="small"),
+            "detail": text(LABELS["detail"], width="medium",
+                           help="The layer's settings: filters, window size, stride, units, rate"),
+            "output_shape": text(LABELS["output_shape"], width="small", help=glossary.help("output shape")),
+            "params": number(LABELS["params"], format="localized", width="small", help=glossary.help("parameters")),
+            "non_trainable_params": number(LABELS["non_trainable_params"], format="localized", width="small",
+                                           help="Numbers kept by the layer but not learned by gradient "
+                                                "descent (batch normalisation's running averages)"),
+            "macs": number(LABELS["macs"], format="localized", width="small", help=glossary.help("MACs")),
+            "activation_kib": number(LABELS["activation_kib"], format="%.1f", width="small",
+                                     help="Memory the layer's output takes for one image, in float32"),
+            "receptive_field": text(LABELS["receptive_field"], width="small", help=glossary.help("receptive field")),
+            "cumulative_stride": text(LABELS["cumulative_stride"], width="small",
+                                      help="How many input pixels apart two neighbouring units of the layer are"),
         },
     )
     st.caption("Receptive field: how many input pixels one unit of the layer sees. It can exceed the input "
@@ -142,57 +156,97 @@ def layer_table(table, variant: str) -> None:
                        f"{variant}-layers.csv", mime="text/csv", icon=":material/download:")
 
 
-@st.cache_data(show_spinner=False, max_entries=16)
-def measured(variant: str, switches_json: str, batch: int) -> dict:
+MEASURE = {"repeats": 10, "min_repeats": 3, "budget_s": 12.0}  # rounds at most, at least, and seconds of rounds
+
+
+def measure(variant: str, switches_json: str, batch: int, progress) -> dict:
+    """profile() with the page's rounds, telling `progress(done, total, what)` each step."""
     from alexnet_core.analysis.profile import profile
 
-    return profile(variant, batch_size=batch, repeats=10, **json.loads(switches_json))
+    return profile(variant, batch_size=batch, progress=progress, **MEASURE, **json.loads(switches_json))
+
+
+def _rate(value) -> str:
+    """A layer's GFLOP/s, or a dash where it has no arithmetic or no measurable time."""
+    return "—" if value is None or pd.isna(value) else f"{value:,.1f}"
 
 
 def measured_time(variant: str, switches: dict) -> None:
-    """The Measured time tab: a button that times every layer on this machine, and the result."""
-    from alexnet_core.analysis.charts import time_against_arithmetic
+    """The Measured time tab: a button that times every layer on this machine (a progress bar
+    with its steps), and the result, or why the layers' times are not shown."""
 
     st.markdown("How long each layer takes on **this machine**, next to how much arithmetic it does: "
                 "the same network, run on a batch of random images, one layer at a time.")
     c1, c2 = st.columns([1, 2], vertical_alignment="bottom")
     batch = c1.selectbox("Images per batch", [1, 8, 32, 128], index=1, key="arch_profile_batch",
-                         help="Bigger batches use the hardware better; the paper trained with 128")
+                         help=f"{glossary.help('batch')} Bigger batches use the hardware better.")
     key = (variant, json.dumps(switches, sort_keys=True), batch)
     if c2.button("Measure on this machine", icon=":material/timer:", key="arch_profile"):
-        with st.spinner("Timing every layer (a few seconds; the big variants take longer)..."):
-            st.session_state["arch_profile_result"] = (key, measured(*key))
+        bar = st.progress(0.0, text="Building the network...")
+
+        def progress(done: int, total: int, what: str) -> None:
+            bar.progress(min(done / total, 1.0), text=f"{what}... ({done} of {total} steps done)")
+
+        try:
+            st.session_state["arch_profile_result"] = (key, measure(*key, progress))
+        finally:
+            bar.empty()
     result = st.session_state.get("arch_profile_result")
     if not result or result[0] != key:
-        st.caption("Nothing measured yet for these settings: press the button.")
+        st.caption(f"Nothing measured yet for these settings: press the button. It compiles every layer, then "
+                   f"times them all in {MEASURE['min_repeats']} to {MEASURE['repeats']} rounds (about "
+                   f"{MEASURE['budget_s']:.0f} s at most for the rounds).")
         return
-    doc = result[1]
+    show_profile(result[1])
+
+
+def show_profile(doc: dict) -> None:
+    """A measurement (profile.profile's document): the whole network's figures, and the layers'
+    only when they add up to the whole; a busy machine said in words, with the spread."""
+    from alexnet_core.analysis.charts import time_against_arithmetic
+
+    rounds = doc["rounds"]
     t = st.columns(3)
-    t[0].metric("Forward pass", f"{doc['total_ms']:.1f} ms", help=f"A batch of {doc['batch_size']} on {doc['device']}")
+    t[0].metric("Forward pass", f"{doc['total_ms']:.1f} ms",
+                help=f"{glossary.help('forward pass')} A batch of {doc['batch_size']} on {doc['device']}: the "
+                     f"fastest of {rounds} rounds (the median round: {doc['total_median_ms']:.1f} ms).")
     t[1].metric("Images per second", f"{doc['batch_size'] / doc['total_ms'] * 1000:,.0f}",
                 help="Inference only; training also runs the backward pass (about twice the work)")
     achieved = 2 * sum(r["macs"] for r in doc["layers"]) * doc["batch_size"] / (doc["total_ms"] / 1000) / 1e9
-    t[2].metric("Achieved", f"{achieved:,.1f} GFLOP/s", help="2 x MACs per image x images, per second")
+    t[2].metric("Achieved", f"{achieved:,.1f} GFLOP/s", help=glossary.help("GFLOP/s"))
+    spread = (f"The median round took {doc['spread']:.0%} longer than the fastest "
+              f"({doc['total_median_ms']:.1f} ms against {doc['total_ms']:.1f} ms).")
+    if not doc["adds_up"]:
+        st.warning(f"**The per-layer times are not shown.** {plain(doc['note'], 600)}", icon=":material/speed:")
+        st.caption(f"Measured on {plain(doc['device'])}, {doc['batch_size']} images of {doc['input_size']} px, "
+                   f"{rounds} rounds. {spread} The figures above are the whole network's fastest round.")
+        return
+    if doc["note"]:
+        st.warning(plain(doc["note"], 600), icon=":material/speed:")
     st.plotly_chart(time_against_arithmetic(doc["groups"]), width="stretch", key="arch_time_split")
     lrn = doc["groups"].get("lrn")
     if lrn:
         st.caption(f"Local response normalisation does no multiply-accumulates worth counting, yet takes "
                    f"{lrn['time_share']:.0%} of the time here: it reads and writes every activation of "
                    "conv1 and conv2 several times. Later networks dropped it (batch norm, or nothing).")
-    st.caption(f"Measured on {plain(doc['device'])}, {doc['batch_size']} images of {doc['input_size']} px, the "
-               "median of 10 runs. A layer's time is what it adds to the network: the network cut after it "
-               "minus the network cut before it, so a ReLU that TensorFlow merges into the convolution before "
-               f"it costs next to nothing. The layers add up to {doc['sum_ms']:.1f} ms; the rest is the fixed "
-               f"cost of a call ({doc['overhead_ms']:.2f} ms here). Forward pass only, in float32. "
+    st.caption(f"Measured on {plain(doc['device'])}, {doc['batch_size']} images of {doc['input_size']} px: each "
+               f"layer compiled on its own and timed on the output of the layer before it, the fastest of "
+               f"{rounds} rounds (other work on the machine only adds time). {spread} The layers add up to "
+               f"{doc['sum_ms']:.1f} ms of the whole {doc['total_ms']:.1f} ms, after the fixed cost of a call "
+               f"({doc['overhead_ms']:.2f} ms here) comes off each; in the whole network TensorFlow also merges a "
+               "ReLU into the convolution before it. Forward pass only, in float32. "
                "Also on the command line: `python -m alexnet_core profile VARIANT --json`.")
     rows = pd.DataFrame(doc["layers"])[["name", "type", "macs", "ms", "gflops"]]
+    rows["gflops"] = rows["gflops"].map(_rate)
     st.dataframe(rows, hide_index=True, width="stretch", height=min(36 * len(rows) + 40, 560),
                  column_config={
                      "name": "Layer", "type": "Type",
-                     "macs": st.column_config.NumberColumn("MACs per image", format="localized"),
-                     "ms": st.column_config.NumberColumn("Time (ms per batch)", format="%.3f"),
-                     "gflops": st.column_config.NumberColumn("GFLOP/s", format="%.1f",
-                                                             help="Achieved: 2 x MACs x images / time"),
+                     "macs": st.column_config.NumberColumn("MACs per image", format="localized",
+                                                           help=glossary.help("MACs")),
+                     "ms": st.column_config.NumberColumn("Time (ms per batch)", format="%.3f",
+                                                         help="The layer's fastest round, less the fixed cost of a call"),
+                     "gflops": st.column_config.TextColumn("GFLOP/s", help=f"{glossary.help('GFLOP/s')} A dash: no "
+                                                           "arithmetic, or too quick to measure."),
                  })
 
 
