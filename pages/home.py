@@ -1,11 +1,11 @@
 import streamlit as st
 
 from alexnet_core.locations import DEMO_RUN
-from alexnet_core.store import catalog
+from alexnet_ui import glossary
 from alexnet_ui.loaders import device_info
 from alexnet_ui.navigation import page_setup
 from alexnet_ui.text import cpu_friendly_variants, format_bytes, plain
-from alexnet_ui.widgets import device_banner
+from alexnet_ui.widgets import device_banner, headline_metric
 
 page_setup("AlexNet Explorer")
 st.markdown(
@@ -13,17 +13,18 @@ st.markdown(
     "variant. Everything runs on this machine, offline: a trained model and sample images come with the app."
 )
 
+headline = st.columns([1, 2], vertical_alignment="center")
+words = headline_metric(DEMO_RUN, headline[0], caption=False)
+if words:
+    headline[1].markdown(f"**The bundled model** (a compact AlexNet trained on CIFAR-10's ten classes of 32x32 "
+                         f"photos) scores {plain(words['sentence'])}. Every page quotes "
+                         "it by this one figure.")
+
 info = device_info()
-cols = st.columns(4)
-cols[0].metric("Device", info["kind"])
+cols = st.columns(3)
+cols[0].metric("Device", info["kind"], help=glossary.help(info["kind"]) if info["kind"] in ("CPU", "GPU") else None)
 cols[1].metric("Name", info["name"])
 cols[2].metric("Memory", format_bytes(info["memory_bytes"]))
-headline = catalog.headline_accuracy(DEMO_RUN)
-if headline:
-    cols[3].metric("Bundled model accuracy", f"{headline['accuracy']:.1%}",
-                   help=f"The bundled AlexNet on {headline.get('description') or headline['data']}")
-    st.caption(f"The bundled model's accuracy, {headline['accuracy']:.1%}, is measured on "
-               f"{plain(headline.get('description') or headline['data'])}.")
 if info["kind"] == "CPU":
     st.caption(f"No GPU found: everything works on the CPU; the {cpu_friendly_variants()} "
                "variants (the bundled model's) are sized for it.")

@@ -112,7 +112,7 @@ def test_installed_home_page_finds_the_bundled_model(installed):
             "'metrics': {m.label: m.value for m in at.metric}}))")
     page = json.loads(_run([installed["python"], "-c", code], cwd=installed["outside"]).splitlines()[-1])
     assert not page["exception"] and page["title"] == ["AlexNet Explorer"], page
-    assert page["metrics"].get("Bundled model accuracy", "").endswith("%"), page
+    assert page["metrics"].get("Validation accuracy", "").endswith("%"), page
 
 
 def _free_port() -> int:

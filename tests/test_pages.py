@@ -33,8 +33,8 @@ def test_home_shows_device_and_links():
     labels = " ".join(link.proto.label for link in at.get("page_link"))
     for page in ("Architecture", "Train", "Evaluate", "Classify", "Runs"):
         assert page in labels
-    assert metric(at, "Bundled model accuracy") == "89.3%"
-    assert any("5,000 held-out CIFAR-10 images" in c.value.replace("\\", "") for c in at.caption)  # with its split
+    assert metric(at, "Validation accuracy") == "89.3%"
+    assert any("5,000 held-out CIFAR-10 images" in c.value.replace("\\", "") for c in [*at.caption, *at.markdown])  # with its split
 
 
 def test_architecture_defaults_reproduce_the_paper():

@@ -172,3 +172,23 @@ def test_a_clone_of_the_bundled_run_trains_on_cifar10_here_not_on_a_path_of_anot
     assert TrainForm.cloned_data({**demo, "class_names": ["cat", "dog"]}) == demo["data"]  # kept: Start says so
     assert TrainForm.cloned_data({**demo, "data": str(tmp_path)}) == str(tmp_path)  # here: used as it is
     assert TrainForm.cloned_data({"data": None}) == "sample"
+
+
+def test_home_opens_on_the_headline_and_tours_every_page():
+    """Home: what the app does and the bundled model's one figure before the device, and a tour
+    card for every page app.py declares (but Home itself)."""
+    import re
+    from pathlib import Path
+
+    from alexnet_core.locations import DEMO_RUN
+    from alexnet_core.store import catalog
+    from tests.test_pages import run_page
+
+    at = run_page("pages/home.py")
+    words = catalog.headline_words(catalog.headline_accuracy(DEMO_RUN))
+    labels = [m.label for m in at.metric]
+    assert labels[0] == words["label"] and at.metric[0].value == words["value"] and "Device" in labels[1:]
+    assert any("The bundled model" in m.value and words["value"] in m.value.replace("\\", "") for m in at.markdown)
+    pages = set(re.findall(r'st\.Page\("(pages/[a-z_]+\.py)"', (Path(__file__).parents[1] / "app.py").read_text()))
+    toured = {link.proto.page for link in at.get("page_link")}
+    assert pages - {"pages/home.py"} and {Path(p).stem for p in pages - {"pages/home.py"}} <= toured, toured
