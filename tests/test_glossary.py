@@ -1,0 +1,28 @@
+"""The glossary: one line per term, found by any spelling the pages use, and a typo refused."""
+
+import re
+from pathlib import Path
+
+import pytest
+
+from alexnet_ui import glossary
+
+ROOT = Path(__file__).parents[1]
+
+
+def test_every_term_has_one_short_line_and_every_alias_a_term():
+    for term, line in glossary.TERMS.items():
+        assert line.strip() and len(line) <= 240 and line.endswith((".", ")")), term
+    assert set(glossary.ALIASES.values()) <= set(glossary.TERMS)
+    assert glossary.help("macs") == glossary.help("MACs") == glossary.help("multiply-accumulates")
+    with pytest.raises(KeyError, match="not in the glossary"):
+        glossary.help("flux capacitor")
+
+
+def test_every_term_the_code_asks_for_is_in_the_glossary():
+    asked = set()
+    for path in [*ROOT.glob("alexnet_ui/*.py"), *ROOT.glob("pages/*.py"), ROOT / "app.py"]:
+        asked |= set(re.findall(r"glossary\.helps?\(\s*[\"']([^\"']+)[\"']", path.read_text()))
+    assert {"MACs", "GFLOP/s", "receptive field"} <= asked  # the Architecture page's
+    for term in asked:
+        glossary.help(term)
