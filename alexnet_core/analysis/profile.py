@@ -24,7 +24,7 @@ from __future__ import annotations
 # load on first use, so importing this module (the app's pages, the command line) stays light.
 import statistics
 import time
-from typing import Callable
+from collections.abc import Callable
 
 GROUPS = {"Conv2D": "conv", "Dense": "dense", "LocalResponseNormalization": "lrn"}
 TOLERANCE = 0.25  # the layers' sum may differ from the whole network by this share of it
