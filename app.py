@@ -20,6 +20,7 @@ if __name__ == "__main__":
         st.Page("pages/models.py", title="Models", icon=":material/deployed_code:"),
         st.Page("pages/runs.py", title="Runs", icon=":material/folder_open:"),
         st.Page("pages/claims.py", title="Question the paper", icon=":material/science:"),
+        st.Page("pages/glossary.py", title="Glossary", icon=":material/menu_book:"),
     ]
 
     st.navigation(PAGES).run()

@@ -179,3 +179,13 @@ def help(name: str) -> str:  # noqa: A001 - the name the pages read: help=glossa
 def helps(*names: str) -> str:
     """Several definitions in one tooltip, each as 'term: line' on its own paragraph."""
     return "\n\n".join(f"**{term(n)}**: {help(n)}" for n in names)
+
+
+def search(query: str = "") -> dict[str, str]:
+    """{term: line} of the terms whose name, other spellings or definition hold `query` (any case),
+    in alphabetical order; every term for an empty query."""
+    needle = query.strip().lower()
+    spelled = {key: [a for a, k in ALIASES.items() if k == key] for key in TERMS}
+    return {key: TERMS[key] for key in sorted(TERMS, key=str.lower)
+            if not needle or needle in key.lower() or needle in TERMS[key].lower()
+            or any(needle in a.lower() for a in spelled[key])}

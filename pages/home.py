@@ -54,6 +54,8 @@ TOUR = [
     ("pages/claims.py", "Question the paper", ":material/science:",
      "Does ReLU really train six times faster? The paper's seven claims as experiments with measured "
      "verdicts; run them again here."),
+    ("pages/glossary.py", "Glossary", ":material/menu_book:",
+     "MACs, fc7, t-SNE, bf16, top-5: every term the pages use, in one plain-English line, to look up or search."),
 ]
 for i in range(0, len(TOUR), 3):
     row = st.columns(3)

@@ -26,3 +26,21 @@ def test_every_term_the_code_asks_for_is_in_the_glossary():
     assert {"MACs", "GFLOP/s", "receptive field"} <= asked  # the Architecture page's
     for term in asked:
         glossary.help(term)
+
+
+def test_the_glossary_page_lists_every_term_and_finds_one_by_any_spelling():
+    from streamlit.testing.v1 import AppTest
+
+    from tests.test_pages import ROOT as APP_ROOT
+    from tests.test_pages import TIMEOUT
+
+    at = AppTest.from_file(str(APP_ROOT / "app.py"), default_timeout=TIMEOUT)
+    at.switch_page("pages/glossary.py")
+    at.run()
+    assert not at.exception, at.exception
+    table = at.dataframe[0].value
+    assert list(table["Term"]) == sorted(glossary.TERMS, key=str.lower)  # every term, alphabetically
+    at.text_input(key="glossary_find").input("tsne").run()  # an alias finds its term
+    assert list(at.dataframe[0].value["Term"]) == ["t-SNE"]
+    at.text_input(key="glossary_find").input("flux capacitor").run()
+    assert not at.dataframe and "No term matches 'flux capacitor'" in at.info[0].value
