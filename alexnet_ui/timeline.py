@@ -57,4 +57,20 @@ def epoch_timeline(run_dir, key: str, elsewhere: str = "") -> bool:
                f"training{elsewhere})"
                + (f"; the {probe} probe images are fixed validation images, spread over the classes "
                   "(green: right, red: wrong)." if probe else "."))
+    st.caption(differs_from_headline(run_dir, config))
     return True
+
+
+def differs_from_headline(run_dir: Path, config: dict) -> str:
+    """Why the frames' in-training figures are not the model's headline figure, naming the headline."""
+    from alexnet_core.store import catalog
+
+    precision = config.get("mixed_precision")
+    under = f"under the run's {precision} precision" if precision and precision != "off" else "in float32"
+    words = catalog.headline_words(catalog.headline_accuracy(run_dir))
+    if words is None:
+        return (f"These are in-training figures: each epoch's weights, measured as it ended {under}. The model has "
+                "no headline figure yet (Evaluate measures it).")
+    return (f"These are in-training figures: each epoch's weights, measured as it ended {under}. The model's "
+            f"headline figure is {plain(words['sentence'])}: the saved model, measured after training, which is "
+            "why the last frame can differ from it by a few tenths of a point.")

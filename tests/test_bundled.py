@@ -64,3 +64,16 @@ def test_sample_is_small_and_from_the_validation_files():
     assert all(4500 <= int(Path(p).stem) <= 4999 for p in data.val.paths)  # never the model's training files
     size = sum(p.stat().st_size for p in SAMPLE_DIR.rglob("*") if p.is_file())
     assert size <= MAX_SAMPLE_BYTES
+
+
+def test_the_epoch_animation_says_its_figures_are_in_training_ones_and_names_the_headline(tmp_path):
+    from alexnet_core.analysis.charts import epoch_timeline_figure
+    from alexnet_ui.timeline import differs_from_headline
+
+    config = layout.read_config(DEMO_RUN)
+    timeline = read_timeline(DEMO_RUN, len(layout.read_metrics(DEMO_RUN)), 10)
+    fig = epoch_timeline_figure(timeline, config["class_names"], config["epochs"])
+    assert fig.layout.title.text.startswith("Epoch 120 of 120: in-training validation accuracy 89.")
+    said = differs_from_headline(DEMO_RUN, config)
+    assert "under the run's bf16 precision" in said and "headline figure is 89\\.3% validation accuracy on 5,000" in said
+    assert "no headline figure yet" in differs_from_headline(tmp_path, {"mixed_precision": "off"})

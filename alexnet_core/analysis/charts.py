@@ -653,7 +653,8 @@ def epoch_timeline_figure(timeline, classes: list[str], total_epochs: int | None
 
     def title(epoch) -> str:
         of = f" of {total_epochs}" if total_epochs else ""
-        return f"Epoch {epoch.epoch}{of}: validation accuracy {epoch.accuracy():.1%} ({len(epoch.labels):,} images)"
+        return (f"Epoch {epoch.epoch}{of}: in-training validation accuracy {epoch.accuracy():.1%} "
+                f"({len(epoch.labels):,} images)")
 
     last = shown[-1]
     first = traces(last)
