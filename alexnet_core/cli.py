@@ -111,6 +111,8 @@ def cmd_profile(args) -> int:
         print(f"{layer['name']:<14}{layer['type']:<28}{layer['macs']:>16,}{layer['ms']:>10.3f}{rate:>10}")
     for group, share in doc["groups"].items():
         print(f"{group}: {share['macs_share']:.1%} of the arithmetic, {share['time_share']:.1%} of the time")
+    if doc.get("note"):  # a busy machine, or layers that do not add up to the whole: said, not hidden
+        print(f"note: {doc['note']}", file=sys.stderr)
     return 0
 
 
