@@ -122,26 +122,6 @@ def images_to_classify(uploads, photo, use_examples: bool) -> list[tuple[str, by
     return items
 
 
-def photo_size(data: bytes, decoded: tuple[int, int]) -> tuple[int, int]:
-    """(width, height) of the photo as taken, upright: a large one is decoded reduced (about 1,024
-    px a side, inputs/images.py), so its own size is read from its header, turned as its EXIF
-    orientation turns it. Called once the safe decoder has accepted the bytes; `decoded` (the
-    decoded pixels' size) if the header cannot say."""
-    import io
-
-    from PIL import Image
-
-    try:
-        with Image.open(io.BytesIO(data)) as image:
-            width, height = image.size
-            turned = image.getexif().get(0x0112) in (5, 6, 7, 8)  # EXIF orientation: a quarter turn
-    except Exception:  # noqa: BLE001 - the pixels are decoded already; their size is the fallback
-        return decoded
-    size = (height, width) if turned else (width, height)
-    # The header must describe these pixels: the same shape, at most the decoder's reduction apart.
-    return size if size[0] >= decoded[0] and size[1] >= decoded[1] else decoded
-
-
 @st.cache_data(max_entries=64, ttl=3600, show_spinner=False)
 def analyse(spec: str, stamp: str, data: bytes, name: str, framing: str):
     """Decode one image and predict it (cached: the examples, or an image sent twice, cost nothing):
@@ -162,7 +142,7 @@ def analyse(spec: str, stamp: str, data: bytes, name: str, framing: str):
     view = network_view(image, model.input_size, framing, record)  # the ImageNet recipe, when the model has one
     probs = predictor.probabilities(view[None])[0]  # already the network's pixels: taken as they are
     return (hashlib.sha1(data).hexdigest()[:12], thumbnail(image), thumbnail(region),
-            photo_size(data, (image.shape[1], image.shape[0])), view, model.preprocess(view), probs)
+            image_files.photo_size(data, (image.shape[1], image.shape[0])), view, model.preprocess(view), probs)
 
 
 def classified(spec: str, stamp: str, items, framing: str) -> list[tuple]:

@@ -73,7 +73,7 @@ def test_enqueue_lists_moves_and_cancels_and_a_queued_run_is_neither_active_nor_
         assert [(e["position"], e["run_id"], e["gpu"], e["state"]) for e in listed] == [
             (1, "a", None, "queued"), (2, "b", None, "queued"), (3, "c", None, "queued")]
         assert listed[0]["run_dir"] == str(root.resolve() / "a") and listed[0]["queued_at"] <= listed[1]["queued_at"]
-        assert fileio.read_json(root / "a" / layout.LABEL) == {"claim": "relu", "name": "run a", "notes": ""}
+        assert fileio.read_json(root / "a" / layout.LABEL) == {"claim": "relu", "name": "run a", "notes": "", "tags": []}
         rows = {r["run_id"]: r for r in catalog.list_runs(root)}
         assert [rows[r]["queue_position"] for r in "abc"] == [1, 2, 3] and rows["busy"]["queue_position"] is None
         assert not catalog.is_active(rows["a"]) and not catalog.can_resume(rows["a"])

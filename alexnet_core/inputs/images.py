@@ -159,3 +159,19 @@ def read_image(path: str | os.PathLike) -> np.ndarray:
     if len(data) > MAX_IMAGE_BYTES:
         raise ImageDecodeError(f"{path}: over the {MAX_IMAGE_BYTES / 2**20:.0f} MiB limit for one image file")
     return decode_image(data, str(path))
+
+
+def photo_size(data: bytes, decoded: tuple[int, int]) -> tuple[int, int]:
+    """(width, height) of the photo as taken, upright: a large one is decoded reduced (`_reduce`),
+    so its own size is read from its header, turned as its EXIF orientation turns it. Called once
+    `decode_image` has accepted the bytes; `decoded` (the decoded pixels' size) if the header
+    cannot say."""
+    try:
+        with Image.open(io.BytesIO(data)) as image:
+            width, height = image.size
+            turned = image.getexif().get(0x0112) in (5, 6, 7, 8)  # EXIF orientation: a quarter turn
+    except Exception:  # noqa: BLE001 - the pixels are decoded already; their size is the fallback
+        return decoded
+    size = (height, width) if turned else (width, height)
+    # The header must describe these pixels: the same shape, at most the decoder's reduction apart.
+    return size if size[0] >= decoded[0] and size[1] >= decoded[1] else decoded
