@@ -1,5 +1,6 @@
 """End to end: `streamlit run app.py` on a loopback port, every page in headless Chromium."""
 
+import contextlib
 import os
 import re
 import shutil
@@ -70,13 +71,11 @@ def claims_root(tmp_path_factory):
     return folder
 
 
-@pytest.fixture(scope="module")
-def server(tmp_path_factory, runs_root, models_root, claims_root):
-    _require_browser()
+@contextlib.contextmanager
+def app_server(env: dict, log_path: Path):
+    """The app served on a free port of 127.0.0.1 with `env` for the length of the block: its URL."""
     port = _free_port()
-    env = {**os.environ, "ALEXNET_RUNS_DIR": str(runs_root), "ALEXNET_DATA_DIR": str(tmp_path_factory.mktemp("data")),
-           "ALEXNET_MODELS_DIR": str(models_root), "ALEXNET_CLAIMS_DIR": str(claims_root)}
-    log = open(tmp_path_factory.mktemp("log") / "streamlit.log", "w+")
+    log = open(log_path, "w+")
     proc = subprocess.Popen(
         [sys.executable, "-m", "streamlit", "run", "app.py", "--server.headless", "true",
          "--server.port", str(port), "--server.address", "127.0.0.1", "--browser.gatherUsageStats", "false"],
@@ -94,9 +93,20 @@ def server(tmp_path_factory, runs_root, models_root, claims_root):
         proc.kill()
         log.seek(0)
         pytest.fail("streamlit did not start:\n" + log.read())
-    yield url
-    proc.terminate()
-    proc.wait(timeout=20)
+    try:
+        yield url
+    finally:
+        proc.terminate()
+        proc.wait(timeout=20)
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory, runs_root, models_root, claims_root):
+    _require_browser()
+    env = {**os.environ, "ALEXNET_RUNS_DIR": str(runs_root), "ALEXNET_DATA_DIR": str(tmp_path_factory.mktemp("data")),
+           "ALEXNET_MODELS_DIR": str(models_root), "ALEXNET_CLAIMS_DIR": str(claims_root)}
+    with app_server(env, tmp_path_factory.mktemp("log") / "streamlit.log") as url:
+        yield url
 
 
 @pytest.fixture(scope="module")

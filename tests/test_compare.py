@@ -251,35 +251,14 @@ def test_runs_page_in_the_browser_fits_1440_px_without_page_errors(tmp_path):
     from tests import test_browser as tb
 
     tb._require_browser()
-    import socket
-    import subprocess
-    import time
-    import urllib.request
-
     from playwright.sync_api import sync_playwright
 
     root = tmp_path / "runs"
     run(root, "named-a")
     catalog.write_label(root / "named-a", "A long name for a run", "", ["baseline", "sweep"])
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
     env = {**os.environ, "ALEXNET_RUNS_DIR": str(root), "ALEXNET_DATA_DIR": str(tmp_path / "data"),
            "ALEXNET_MODELS_DIR": str(tmp_path / "models")}
-    log = open(tmp_path / "streamlit.log", "w+")
-    server = subprocess.Popen([sys.executable, "-m", "streamlit", "run", "app.py", "--server.headless", "true",
-                               "--server.port", str(port), "--server.address", "127.0.0.1",
-                               "--browser.gatherUsageStats", "false"], cwd=ROOT, env=env, stdout=log,
-                              stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.time() + 90
-        while time.time() < deadline:
-            try:
-                if urllib.request.urlopen(f"{url}/_stcore/health", timeout=2).read() == b"ok":
-                    break
-            except OSError:
-                time.sleep(0.5)
+    with tb.app_server(env, tmp_path / "streamlit.log") as url:
         errors = []
         with sync_playwright() as p:
             browser = p.chromium.launch(executable_path=tb.CHROMIUM, args=tb.CHROMIUM_ARGS)
@@ -321,6 +300,3 @@ def test_runs_page_in_the_browser_fits_1440_px_without_page_errors(tmp_path):
                     assert fh.read(8).startswith(start)
             browser.close()
         assert not errors, errors
-    finally:
-        server.terminate()
-        server.wait(timeout=20)

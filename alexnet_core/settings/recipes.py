@@ -84,6 +84,9 @@ SAMPLE_RESULT = ("87.9% validation accuracy on the sample's 1,000 validation ima
 # What the quick recipe reached on the bundled sample from scratch (measured: see its `elsewhere`).
 FROM_SCRATCH_ON_SAMPLE = ("From scratch, 2,000 images are too few: the quick recipe ended at 16.1% and 22.4% on the "
                           "sample's validation images in two runs.")
+# What the CIFAR-10 recipes give on fewer images (the sample, a small folder), said before Start.
+ON_FEWER_IMAGES = (f"On fewer images expect much less. {FROM_SCRATCH_ON_SAMPLE} For a first run on the sample, "
+                   "pick the recipe First run on the sample: it starts from the bundled model's features.")
 
 
 def _add(recipe: Recipe) -> None:
@@ -108,8 +111,7 @@ _add(Recipe(
            "hours of epochs on an idle 2-core CPU with AVX512-BF16.",
     reached="89.3% validation accuracy on CIFAR-10",
     data="cifar10", images=CIFAR10_IMAGES,
-    elsewhere=f"On fewer images expect much less. {FROM_SCRATCH_ON_SAMPLE} For a first run on the sample, pick "
-              "the recipe First run on the sample: it starts from the bundled model's features.",
+    elsewhere=ON_FEWER_IMAGES,
 ))
 _add(Recipe(
     name="quick",
@@ -126,8 +128,7 @@ _add(Recipe(
            "model on a 2-core CPU with AVX512-BF16.",
     reached="81.7% validation accuracy on CIFAR-10",
     data="cifar10", images=CIFAR10_IMAGES,
-    elsewhere=f"On fewer images expect much less. {FROM_SCRATCH_ON_SAMPLE} For a first run on the sample, pick "
-              "the recipe First run on the sample: it starts from the bundled model's features.",
+    elsewhere=ON_FEWER_IMAGES,
 ))
 _add(Recipe(
     name="sample",
