@@ -157,7 +157,8 @@ def test_every_page_renders_offline_without_errors(server, browser):
     settle(page)
     links = page.locator('[data-testid="stSidebarNavLink"]')
     hrefs = [links.nth(i).get_attribute("href") for i in range(links.count())]
-    assert len(hrefs) == 9, "the sidebar should list every page"
+    pages = re.findall(r'st\.Page\("(pages/[\w]+\.py)"', (Path(ROOT) / "app.py").read_text())
+    assert len(pages) == 10 and len(hrefs) == len(pages), "the sidebar should list every page"
     for href in hrefs:
         page.locator(f'[data-testid="stSidebarNavLink"][href="{href}"]').click()
         page.wait_for_timeout(300)
