@@ -145,7 +145,7 @@ def run_summary(run_dir: Path, run: dict | None = None) -> dict:
     link = os.readlink(run_dir) if run_dir.is_symlink() else None
     label = read_label(run_dir)
     read_only = layout.is_read_only(run_dir)
-    headline = headline_words(headline_accuracy(run_dir))
+    headline = headline_words(headline_accuracy(run_dir, status))
     env = config.get("environment") if isinstance(config.get("environment"), dict) else {}
     replicas = env.get("replicas")
     workers = env.get("workers")
@@ -197,10 +197,12 @@ def trained_on(row: dict, short: bool = False) -> str:
     return f"{where}{replicas} replicas" + (f" ({strategy})" if strategy else "")
 
 
-def headline_accuracy(run_dir: Path) -> dict | None:
+def headline_accuracy(run_dir: Path, status: dict | None = None) -> dict | None:
     """The one accuracy a run is quoted by (its `headline` evaluation, with what it was measured
-    on), else its first recorded evaluation, else None."""
-    evaluations = [e for e in liveness.read_status(run_dir).get("evaluations") or [] if isinstance(e, dict)
+    on), else its first recorded evaluation, else None. `status`: the run's status.json when the
+    caller has read it already."""
+    status = liveness.read_status(run_dir) if status is None else status
+    evaluations = [e for e in status.get("evaluations") or [] if isinstance(e, dict)
                    and isinstance(e.get("accuracy"), (int, float))]
     return next((e for e in evaluations if e.get("headline")), evaluations[0] if evaluations else None)
 
