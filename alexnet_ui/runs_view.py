@@ -302,7 +302,8 @@ def downloads(r: dict, run_dir: Path, config: dict, where) -> None:
             st.download_button("Model (.keras)", model_path.read_bytes(), f"{r['run_id']}.keras",
                                icon=":material/model_training:", key=f"dl_model_{run_key}")
             deploy_download(model_path, run_key)
-        st.download_button("Settings (JSON)", json.dumps(config, indent=2), f"{r['run_id']}-config.json",
+        shared = catalog.shareable_config(config, bool(r["read_only"]))
+        st.download_button("Settings (JSON)", json.dumps(shared, indent=2), f"{r['run_id']}-config.json",
                            mime="application/json", icon=":material/settings:", key=f"dl_config_{run_key}")
 
 

@@ -245,7 +245,8 @@ def test_upload_an_image_on_classify_and_see_top_k(server, browser, tmp_path):
 
 def test_play_a_run_epoch_by_epoch(server, browser, runs_root, tmp_path):
     """The Runs page's time-travel: the figure opens on the last epoch; Play runs from epoch 1 back
-    to the last."""
+    to the last, and nothing blanks on the way: no picture is taken out of the page or reloaded
+    (a reloaded picture is blank until the browser decodes it again) while its content changes."""
     from tests.helpers import make_image_folder
     from tests.test_training import TINY, cli
 
@@ -255,10 +256,23 @@ def test_play_a_run_epoch_by_epoch(server, browser, runs_root, tmp_path):
     assert result.returncode == 0, result.stderr[-2000:]
     page = open_page(browser, server, "/runs?run=timeline", "Runs", height=2400)
     page.get_by_text("Epoch by epoch: how the model came to be").click()
-    title = page.locator('[data-testid="stPlotlyChart"] .gtitle').filter(  # not the compared curves' titles
-        has_text=re.compile(r"^Epoch \d+ of \d+:"))
+    chart = page.locator('[data-testid="stPlotlyChart"]').filter(has=page.locator(".updatemenu-button"))
+    title = chart.locator(".textpoint").filter(has_text=re.compile(r"^Epoch \d+ of \d+:"))
     title.wait_for(timeout=60_000)
     assert title.text_content().startswith("Epoch 3 of 3:")
+    pictures = chart.locator("image")
+    assert pictures.count() == 2 * 3 + 1  # each epoch's matrix and filters, and the probe images
+    shown = "() => [...document.querySelectorAll('[data-testid=stPlotlyChart] image')].map(i => i.getAttribute('opacity'))"
+    assert page.evaluate(shown).count("1") == 3  # the last epoch's two, and the probes
+    chart.evaluate("""root => { window.churn = {changed: 0, fewest: 1e9};
+        new MutationObserver(ms => { for (const m of ms) {
+            if (m.type === 'attributes' && m.target.tagName === 'image') churn.changed++;
+            for (const n of [...m.addedNodes, ...m.removedNodes])
+                if (n.nodeName === 'image' || n.querySelector?.('image')) churn.changed++; } })
+            .observe(root, {subtree: true, childList: true, attributes: true, attributeFilter: ['href', 'xlink:href']});
+        const count = () => { churn.fewest = Math.min(churn.fewest, root.querySelectorAll('image').length);
+                              requestAnimationFrame(count); };
+        count(); }""")
     seen = set()
     page.locator(".updatemenu-button").filter(has_text="Play").click()
     for _ in range(300):  # 0.7 s a frame; a busy machine may take longer to start
@@ -268,10 +282,12 @@ def test_play_a_run_epoch_by_epoch(server, browser, runs_root, tmp_path):
         page.wait_for_timeout(100)
     assert {"Epoch 1 of 3", "Epoch 2 of 3"} <= seen, seen
     page.wait_for_function(  # it stops on the last epoch
-        "() => [...document.querySelectorAll('[data-testid=stPlotlyChart] .gtitle')]"
+        "() => [...document.querySelectorAll('[data-testid=stPlotlyChart] .textpoint')]"
         ".some(t => t.textContent.startsWith('Epoch 3 of 3:'))", timeout=30_000)
     page.wait_for_timeout(1500)
     assert title.text_content().startswith("Epoch 3 of 3:")
+    assert page.evaluate("window.churn") == {"changed": 0, "fewest": 2 * 3 + 1}
+    assert page.evaluate(shown).count("1") == 3
     assert page.locator(".slider-container").count() == 1
     assert_no_errors(page, "runs")
     page.close()

@@ -41,6 +41,9 @@ def test_the_headline_figure_reads_the_same_claim_from_any_record():
     assert bare["sentence"] == ("88.5% validation accuracy on 1,000 images of the validation split of sample, "
                                 "averaged with mirror images, float32")
     assert catalog.headline_words({"data": "sample", "n": 3}) is None and catalog.headline_words(None) is None
+    folder = catalog.headline_words({"data": "/home/someone/datasets/cifar10/train", "split": "val", "n": 10,
+                                     "accuracy": 0.5})  # `export --evaluate` on a folder, with no description
+    assert "someone" not in folder["sentence"] and "of the folder 'cifar10/train'" in folder["sentence"]
 
 
 def test_demo_model_loads_safely_and_reproduces_its_recorded_sample_accuracy():
@@ -73,7 +76,8 @@ def test_the_epoch_animation_says_its_figures_are_in_training_ones_and_names_the
     config = layout.read_config(DEMO_RUN)
     timeline = read_timeline(DEMO_RUN, len(layout.read_metrics(DEMO_RUN)), 10)
     fig = epoch_timeline_figure(timeline, config["class_names"], config["epochs"])
-    assert fig.layout.title.text.startswith("Epoch 120 of 120: in-training validation accuracy 89.")
+    assert fig.data[0].text[0].startswith("Epoch 120 of 120: in-training validation accuracy 89.")
+    assert fig.frames[0].data[0].text[0].startswith("Epoch 1 of 120: in-training validation accuracy ")
     said = differs_from_headline(DEMO_RUN, config)
     assert "under the run's bf16 precision" in said and "headline figure is 89\\.3% validation accuracy on 5,000" in said
     assert "no headline figure yet" in differs_from_headline(tmp_path, {"mixed_precision": "off"})

@@ -127,6 +127,12 @@ def test_a_bundled_run_never_shows_the_path_it_was_trained_from():
     assert catalog.data_words({"data": "/x/y", "data_description": "My photos"}) == "My photos"
     demo = catalog.run_summary(locations.DEMO_RUN)
     assert "shared" not in demo["data"] and demo["headline"]["value"] == "89.3%"
+    config = layout.read_config(locations.DEMO_RUN)  # the Settings download of a bundled run
+    shared = catalog.shareable_config(config, read_only=True)
+    assert shared["data"] == "cifar10/train" and "machine it was trained on" in shared["data_note"]
+    assert {k: v for k, v in shared.items() if not k.startswith("data")} == \
+        {k: v for k, v in config.items() if not k.startswith("data")}
+    assert catalog.shareable_config(config, read_only=False) is config  # the user's own run: as it is
 
 
 def test_the_runs_tables_columns_fit_1440_px_whichever_are_shown():
@@ -282,9 +288,10 @@ def test_runs_page_in_the_browser_fits_1440_px_without_page_errors(tmp_path):
                 page.mouse.click(box["x"] + 15, box["y"] + 35 * row + 17)
                 tb.settle(page)
             page.get_by_text("2 runs selected").wait_for(timeout=30_000)
-            page.wait_for_selector(".js-plotly-plot .parcoords, .js-plotly-plot svg", timeout=60_000)
+            page.wait_for_function(  # curves, settings against result, ... (each drawn when it arrives)
+                "() => document.querySelectorAll('[data-testid=stPlotlyChart] .main-svg').length >= 3",
+                timeout=60_000)
             tb.assert_no_errors(page, "runs")
-            assert page.locator('[data-testid="stPlotlyChart"]').count() >= 3
             page.get_by_text("Wall-clock").first.click()
             tb.settle(page)
             tb.assert_no_errors(page, "runs, wall-clock")

@@ -609,36 +609,65 @@ def epoch_frames(timeline, count: int = MAX_FRAMES) -> list:
     return epochs[::step][:-1] + [epochs[-1]] if epochs[::step][-1] is not epochs[-1] else epochs[::step]
 
 
+def _blues_png(share: np.ndarray) -> str:
+    """A confusion matrix's shares (0..1) as a PNG in plotly's "Blues", each cell a flat square
+    (enlarged here, so the browser's smoothing cannot blur the cells into each other)."""
+    from plotly.colors import sample_colorscale
+
+    scale = np.array([[int(v) for v in c[4:-1].split(",")]
+                      for c in sample_colorscale("Blues", list(np.linspace(0, 1, 256)))], dtype=np.uint8)
+    cell = int(np.clip(480 // max(len(share), 1), 2, 24))
+    image = scale[np.clip(np.rint(share * 255), 0, 255).astype(int)]
+    return _png_uri(image.repeat(cell, axis=0).repeat(cell, axis=1))
+
+
 def epoch_timeline_figure(timeline, classes: list[str], total_epochs: int | None = None) -> go.Figure:
     """One animated figure of a run's snapshots (snapshots.Timeline): per epoch, the validation
     confusion matrix (share of each true class), each class's accuracy, conv1's filters and the
     probe images' top prediction. A slider picks the epoch; Play runs through them from the
-    first. It opens on the last epoch, the model the run ended with."""
+    first. It opens on the last epoch, the model the run ended with.
+
+    Nothing is redrawn between frames, so nothing blanks while Play runs: every epoch's matrix and
+    filters are laid in as layout images, all decoded once, and a frame only switches which one is
+    opaque; everything else a frame changes (the heading, the matrix's numbers, the bars, the probes'
+    words) is a scatter or bar trace, which plotly.js updates in place (redraw=False)."""
     from alexnet_core.analysis.explain import kernel_grid
 
     n = len(classes)
     shown = epoch_frames(timeline)
     probe = timeline.probe_images
     mosaic, spots = _probe_mosaic(probe) if probe is not None and len(probe) else (None, [])
-    fig = make_subplots(rows=2, cols=2, column_widths=[0.5, 0.5], row_heights=[0.56, 0.44],
-                        horizontal_spacing=0.12, vertical_spacing=0.14,
-                        subplot_titles=("Confusion matrix: true class (rows) against predicted (columns)",
+    fig = make_subplots(rows=3, cols=2, column_widths=[0.5, 0.5], row_heights=[0.04, 0.53, 0.43],
+                        horizontal_spacing=0.12, vertical_spacing=0.1, specs=[[{"colspan": 2}, None], [{}, {}], [{}, {}]],
+                        subplot_titles=("", "Confusion matrix: true class (rows) against predicted (columns)",
                                         "Accuracy per class", "conv1's filters (the paper's figure 3)",
                                         "Probe images: top prediction (hover: top 5)"))
+    rows, cols = np.divmod(np.arange(n * n), n)
+
+    def share(epoch) -> tuple[np.ndarray, np.ndarray]:
+        matrix = epoch.confusion(n).astype(float)
+        return matrix, matrix / np.maximum(matrix.sum(axis=1, keepdims=True), 1)
+
+    def heading(epoch) -> str:
+        of = f" of {total_epochs}" if total_epochs else ""
+        return (f"Epoch {epoch.epoch}{of}: in-training validation accuracy {epoch.accuracy():.1%} "
+                f"({len(epoch.labels):,} images)")
 
     def traces(epoch) -> list:
-        matrix = epoch.confusion(n).astype(float)
-        share = matrix / np.maximum(matrix.sum(axis=1, keepdims=True), 1)
+        matrix, part = share(epoch)
+        flat, counts = part.ravel(), matrix.ravel()
+        head = go.Scatter(x=[0], y=[0], mode="text", text=[heading(epoch)], textposition="middle right",
+                          textfont=dict(size=18), hoverinfo="skip")
+        cells = go.Scatter(
+            x=cols, y=rows, mode="text" if n <= 20 else "markers", marker=dict(size=6, opacity=0),
+            text=[f"{v:.0%}" if n <= 20 else "" for v in flat],
+            textfont=dict(size=11, color=["white" if v > 0.5 else "#1f2d3d" for v in flat]),
+            hovertext=[f"true: {classes[r]}<br>predicted: {classes[c]}<br>{k:.0f} images ({v:.1%} of the row)"
+                       for r, c, k, v in zip(rows, cols, counts, flat)], hoverinfo="text")
         per_class = np.nan_to_num(epoch.per_class(n))
-        heat = go.Heatmap(z=share[::-1], x=classes, y=classes[::-1], zmin=0, zmax=1, colorscale="Blues",
-                          showscale=False, text=[[f"{v:.0%}" if n <= 20 else "" for v in row] for row in share[::-1]],
-                          texttemplate="%{text}", customdata=matrix[::-1],
-                          hovertemplate="true: %{y}<br>predicted: %{x}<br>%{customdata:.0f} images (%{z:.1%} "
-                                        "of the row)<extra></extra>")
         bars = go.Bar(x=per_class, y=classes, orientation="h", marker_color=PALETTE[0], text=[f"{v:.0%}" for v in per_class],
                       textposition="auto", hovertemplate="%{y}: %{x:.1%}<extra></extra>")
-        filters = go.Image(source=_png_uri(kernel_grid(epoch.conv1, scale=4)), hoverinfo="skip")
-        out = [heat, bars, filters]
+        out = [head, cells, bars]
         if mosaic is not None:
             labels = timeline.probe_labels
             top, prob = epoch.probe_top, epoch.probe_prob
@@ -651,43 +680,69 @@ def epoch_timeline_figure(timeline, classes: list[str], total_epochs: int | None
                            for label, t, p in zip(labels, top, prob)], hoverinfo="text"))
         return out
 
-    def title(epoch) -> str:
-        of = f" of {total_epochs}" if total_epochs else ""
-        return (f"Epoch {epoch.epoch}{of}: in-training validation accuracy {epoch.accuracy():.1%} "
-                f"({len(epoch.labels):,} images)")
-
     last = shown[-1]
-    first = traces(last)
-    for trace, (row, col) in zip(first[:3], ((1, 1), (1, 2), (2, 1))):
+    for trace, (row, col) in zip(traces(last), ((1, 1), (2, 1), (2, 2), (3, 2))):
         fig.add_trace(trace, row=row, col=col)
-    moving = [0, 1, 2]
-    if mosaic is not None:  # the still thumbnails, then the text that frames change, drawn over them
-        fig.add_trace(go.Image(source=_png_uri(mosaic), hoverinfo="skip"), row=2, col=2)
-        fig.add_trace(first[3], row=2, col=2)
-        moving.append(4)
-    fig.frames = [go.Frame(name=str(e.epoch), data=traces(e), traces=moving, layout=dict(title_text=title(e)))
-                  for e in shown]
+    # the filters' grid enlarged to about 500 px wide, gaps and all, so that the browser's smoothing
+    # cannot blur their pixels into each other
+    enlarge = int(np.clip(np.ceil(500 / kernel_grid(last.conv1, scale=4).shape[1]), 1, 8))
+
+    def filters(epoch) -> str:
+        return _png_uri(kernel_grid(epoch.conv1, scale=4).repeat(enlarge, axis=0).repeat(enlarge, axis=1))
+
+    grid_h, grid_w = (size * enlarge for size in kernel_grid(last.conv1, scale=4).shape[:2])
+    fig.add_trace(go.Scatter(x=[0, grid_w], y=[0, grid_h], mode="markers", marker_opacity=0, hoverinfo="skip"),
+                  row=3, col=1)  # spans the filters' axes, so they keep their size when nothing else is there
+
+    # Each epoch's pictures, one over another: plotly.js keys a layout image by its position, so
+    # each sits a millionth of a pixel apart and keeps its own element; a frame sets which shows.
+    images = []
+    for k, epoch in enumerate(shown):
+        shift, opacity = k * 1e-6, 1 if epoch is last else 0
+        images.append(dict(source=_blues_png(share(epoch)[1]), xref="x2", yref="y2", x=-0.5 + shift, y=-0.5,
+                           sizex=n, sizey=n, sizing="stretch", layer="below", opacity=opacity))
+        images.append(dict(source=filters(epoch), xref="x4", yref="y4", x=shift, y=0,
+                           sizex=grid_w, sizey=grid_h, sizing="stretch", layer="below", opacity=opacity))
+    if mosaic is not None:
+        images.append(dict(source=_png_uri(mosaic), xref="x5", yref="y5", x=0, y=0, sizex=mosaic.shape[1],
+                           sizey=mosaic.shape[0], sizing="stretch", layer="below"))
+        fig.update_xaxes(row=3, col=2, range=[0, mosaic.shape[1]])
+        fig.update_yaxes(row=3, col=2, range=[mosaic.shape[0], 0], scaleanchor="x5")
+    moving = [0, 1, 2] + ([3] if mosaic is not None else [])
+
+    def showing(k: int) -> dict:
+        return dict(images=[dict(opacity=1 if j // 2 == k else 0) for j in range(2 * len(shown))])
+
+    fig.frames = [go.Frame(name=str(e.epoch), data=traces(e), traces=moving, layout=showing(k))
+                  for k, e in enumerate(shown)]
     steps = [dict(method="animate", label=str(e.epoch),
-                  args=[[str(e.epoch)], dict(mode="immediate", frame=dict(duration=0, redraw=True),
+                  args=[[str(e.epoch)], dict(mode="immediate", frame=dict(duration=0, redraw=False),
                                              transition=dict(duration=0))]) for e in shown]
     fig.update_layout(
-        title_text=title(last), height=1000, margin=dict(l=10, r=10, t=90, b=110), showlegend=False,
+        images=images, height=1000, margin=dict(l=10, r=10, t=30, b=110), showlegend=False,
         sliders=[dict(active=len(shown) - 1, steps=steps, x=0.2, len=0.8, y=-0.03, yanchor="top",
                       currentvalue=dict(prefix="Epoch ", font=dict(size=14)), pad=dict(t=10))],
         updatemenus=[dict(type="buttons", direction="left", x=0.0, y=-0.05, xanchor="left", yanchor="top",
                           pad=dict(t=10, r=10), showactive=False, buttons=[
                               dict(label="▶ Play", method="animate",
-                                   args=[None, dict(frame=dict(duration=700, redraw=True), fromcurrent=False,
+                                   args=[None, dict(frame=dict(duration=700, redraw=False), fromcurrent=False,
                                                     transition=dict(duration=0), mode="immediate")]),
                               dict(label="❚❚", method="animate",
                                    args=[[None], dict(frame=dict(duration=0, redraw=False), mode="immediate",
                                                       transition=dict(duration=0))])])])
-    fig.update_xaxes(row=1, col=1, tickangle=-45)
-    fig.update_xaxes(row=1, col=2, range=[0, 1], tickformat=".0%")
-    fig.update_yaxes(row=1, col=2, autorange="reversed")
+    fig.update_xaxes(row=1, col=1, range=[0, 1], visible=False)
+    fig.update_yaxes(row=1, col=1, range=[-1, 1], visible=False)
+    fig.update_xaxes(row=2, col=1, range=[-0.5, n - 0.5], tickvals=list(range(n)), ticktext=classes, tickangle=-45,
+                     showgrid=False, zeroline=False)
+    fig.update_yaxes(row=2, col=1, range=[n - 0.5, -0.5], tickvals=list(range(n)), ticktext=classes,
+                     showgrid=False, zeroline=False)
+    fig.update_xaxes(row=2, col=2, range=[0, 1], tickformat=".0%")
+    fig.update_yaxes(row=2, col=2, autorange="reversed")
+    fig.update_xaxes(row=3, col=1, range=[0, grid_w])
+    fig.update_yaxes(row=3, col=1, range=[grid_h, 0], scaleanchor="x4")
     for col in (1, 2):
-        fig.update_xaxes(row=2, col=col, visible=False)
-        fig.update_yaxes(row=2, col=col, visible=False)
+        fig.update_xaxes(row=3, col=col, visible=False)
+        fig.update_yaxes(row=3, col=col, visible=False)
     return fig
 
 

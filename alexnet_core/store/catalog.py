@@ -119,10 +119,31 @@ def data_words(config: dict, read_only: bool = False) -> str:
     data = config.get("data")
     if not isinstance(data, str) or not data:
         return "not recorded"
-    if read_only and ("/" in data or "\\" in data):
-        parts = [p for p in data.replace("\\", "/").split("/") if p not in ("", ".", "..")]
-        return f"a folder {'/'.join(parts[-2:])!r} on the machine it was trained on" if parts else "a folder"
+    if read_only and _is_path(data):
+        tail = _path_tail(data)
+        return f"a folder {tail!r} on the machine it was trained on" if tail else "a folder"
     return data
+
+
+def _is_path(data: str) -> bool:
+    return "/" in data or "\\" in data
+
+
+def _path_tail(data: str) -> str:
+    """A folder's last two parts ('cifar10/train'): what names it without the machine's path."""
+    parts = [p for p in data.replace("\\", "/").split("/") if p not in ("", ".", "..")]
+    return "/".join(parts[-2:])
+
+
+def shareable_config(config: dict, read_only: bool) -> dict:
+    """A run's settings as the app hands them out (the Settings download): a bundled run's data
+    folder, a path on the machine it was trained on, is named by its last parts and said to be so."""
+    data = config.get("data")
+    if not read_only or not isinstance(data, str) or not _is_path(data):
+        return config
+    return {**config, "data": _path_tail(data),
+            "data_note": "the last parts of the folder this run was trained from, on the machine it was trained "
+                         "on; give train your own copy of that data"}
 
 
 def _whole(value) -> int | None:
@@ -224,7 +245,9 @@ def headline_words(record: dict | None) -> dict | None:
     n = record.get("n")
     images = f"{n:,} images" if isinstance(n, int) else "images"
     description = record.get("description")
-    measured_on = description or f"{images} of the {split} split of {record.get('data') or 'its data'}"
+    data = record.get("data")
+    named = (f"the folder {_path_tail(data)!r}" if _is_path(data) else data) if isinstance(data, str) and data else ""
+    measured_on = description or f"{images} of the {split} split of {named or 'its data'}"
     views = "" if description and "view" in description else (
         ", averaged with mirror images" if record.get("flip") else ", single view")
     precision = record.get("precision") or "float32"
