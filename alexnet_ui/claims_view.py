@@ -18,6 +18,7 @@ import streamlit as st
 from alexnet_core.analysis import claims
 from alexnet_core.analysis.charts import PALETTE
 from alexnet_core.store import fileio, layout
+from alexnet_ui import glossary
 from alexnet_ui.feedback import user_errors
 from alexnet_ui.loaders import device_info, runs_root
 from alexnet_ui.text import format_duration, plain
@@ -162,9 +163,16 @@ def claim_picker(found: dict[str, dict]) -> str:
     return name
 
 
+# The terms each claim's title and quote lean on, for the tooltip beside its title.
+TERMS = {"relu": ("ReLU", "tanh", "error rate", "epoch"), "lrn": ("LRN", "error rate"),
+         "overlapping-pool": ("overlapping pooling", "error rate"), "dropout": ("dropout", "overfitting", "epoch"),
+         "augmentation": ("augmentation", "PCA lighting", "overfitting"), "groups": ("groups", "filter", "GPU"),
+         "depth": ("conv", "layer", "percentage points")}
+
+
 def quote(claim) -> None:
     """The claim in the paper's words, with where it is said."""
-    st.subheader(f"{claim.number}. {claim.title}")
+    st.subheader(f"{claim.number}. {claim.title}", help=glossary.helps(*TERMS.get(claim.name, ("AlexNet",))))
     st.markdown(f"> *\u201c{claim.quote}\u201d*\n>\n> \u2014 Krizhevsky, Sutskever and Hinton (2012), "
                 f"{claim.section}")
 
@@ -249,7 +257,8 @@ def verdict(claim, result: dict) -> None:
     if result["verdict"] == "not run yet":
         words = ("No finished run of this experiment yet" + (": its runs are queued or training." if "queued" in words
                                                              else ". Run it here, below, queues its runs."))
-    st.markdown(f"{badge(result['verdict'])} {plain(words, 1200)}")
+    st.markdown(f"{badge(result['verdict'])} {plain(words, 1200)}",
+                help=glossary.helps("verdict", "arm", "seed", "standard error", "within noise"))
     for part in result.get("parts") or []:
         st.markdown(f"{badge(part['verdict'])} **{plain(part['title'], 120)}** (the paper: "
                     f"{plain(part['paper'], 300)}): {plain(part['ours'], 1000)}")
@@ -342,11 +351,12 @@ def runs(claim, found: dict[str, list[dict]], frame: pd.DataFrame) -> None:
         "data": r.get("data") or ""} for r in rows])
     shown = [c for c in table.columns if c != "data" or set(table["data"]) != {claims.CPU_BASE["data"]}]
     st.dataframe(table[shown], hide_index=True, width="stretch", key=f"claims_runs_{claim.name}", column_config={
-        "run": "Run", "arm": "Arm", "seed": "Seed", "state": "State", "epochs": "Epochs",
-        "train_error": st.column_config.NumberColumn("Training error", format="%.1f%%",
-                                                     help="At the run's last epoch, on its training images"),
-        "val_error": st.column_config.NumberColumn("Validation error", format="%.1f%%",
-                                                   help="At the run's last epoch, on its held-out images"),
+        "run": "Run", "arm": st.column_config.TextColumn("Arm", help=glossary.help("arm")),
+        "seed": st.column_config.NumberColumn("Seed", help=glossary.help("seed")), "state": "State", "epochs": "Epochs",
+        "train_error": st.column_config.NumberColumn("Training error", format="%.1f%%", help=(
+            f"At the run's last epoch, on its training images. {glossary.help('error rate')}")),
+        "val_error": st.column_config.NumberColumn("Validation error", format="%.1f%%", help=(
+            f"At the run's last epoch, on its held-out images. {glossary.help('error rate')}")),
         "time": "Training time", "data": "Data"})
     st.caption("Open a run on the Runs page:")
     columns = st.columns(len(claim.arms))
@@ -437,7 +447,8 @@ def run_it_here(claim) -> None:
     done = st.session_state.get(QUEUED)
     if done and done[0] == claim.name:
         _queued_note(done[1])
-    size = st.radio("Size", list(SIZES), format_func=SIZES.get, horizontal=True, key="claims_size")
+    size = st.radio("Size", list(SIZES), format_func=SIZES.get, horizontal=True, key="claims_size",
+                    help=glossary.helps("CPU", "GPU", "seed"))
     data, scale = None, {}
     if size == "cpu":
         kind = st.radio("Data", list(CPU_DATA), format_func=CPU_DATA.get, horizontal=True, key="claims_data")

@@ -141,6 +141,21 @@ TERMS: dict[str, str] = {
     "latency": "How long one answer takes.",
     "spread": "How much repeated timings of the same thing differ; a wide spread means the machine was busy.",
     "SavedModel": "TensorFlow's format for serving a model from other programs.",
+    # Models from elsewhere
+    "ONNX": "Open Neural Network Exchange: a file format for networks that many tools read; one of "
+            "the published AlexNets comes in it.",
+    "checksum": "A fingerprint of a file's bytes: if it matches the one its publisher gives, the file "
+                "is exactly the published one, undamaged.",
+    "preprocessing": "How images were turned into numbers before training (the size, and how pixel "
+                     "values were scaled); a model gives wrong answers when fed images scaled another way.",
+    # Questioning the paper
+    "arm": "One side of an experiment: runs that share every setting except the one switch being tested.",
+    "error rate": "The share of images a model gets wrong: 100% minus its accuracy.",
+    "standard error": "How far an average of a few runs may be from what many runs would give; two "
+                      "standard errors is the noise bar a difference must clear.",
+    "within noise": "The difference between the arms is smaller than the noise bar (two standard errors), "
+                    "so these runs cannot tell the arms apart.",
+    "verdict": "What the runs here say of a claim: agrees, disagrees, or within noise, measured, never rounded.",
     "TensorFlow Lite": "A compact model format for phones and small devices.",
 }
 
@@ -158,6 +173,8 @@ ALIASES: dict[str, str] = {
     "finetune": "fine-tuning", "augment": "augmentation", "lighting": "PCA lighting",
     "cifar10": "CIFAR-10", "flip": "flip averaging", "headline": "headline accuracy",
     "receptive fields": "receptive field", "neighbours": "nearest neighbours",
+    "arms": "arm", "error": "error rate", "se": "standard error", "noise": "within noise",
+    "scaling": "preprocessing",
 }
 
 _KEYS = {key.lower(): key for key in TERMS} | {alias.lower(): key for alias, key in ALIASES.items()}

@@ -22,6 +22,7 @@ from alexnet_core import locations
 from alexnet_core.predict import own_model
 from alexnet_core.pretrained import install, sources
 from alexnet_core.store import fileio, model_home
+from alexnet_ui import glossary
 from alexnet_ui.feedback import user_errors
 from alexnet_ui.loaders import installed_models
 from alexnet_ui.text import format_bytes, format_duration, plain
@@ -250,7 +251,8 @@ def _install_form(opened: own_model.Opened) -> None:
                                    key="models_own_classes", height=150)
             choice = st.selectbox("How were its training images scaled?", list(own_model.PREPROCESSING),
                                   format_func=lambda c: own_model.PREPROCESSING[c][0], key="models_own_preprocessing",
-                                  index=None, placeholder="Choose the preprocessing the model was trained with")
+                                  index=None, placeholder="Choose the preprocessing the model was trained with",
+                                  help=glossary.help("preprocessing"))
             replace = st.checkbox("Replace an installed model of the same name", key="models_own_replace")
             submitted = st.form_submit_button("Install", type="primary", icon=":material/install_desktop:")
         if st.button("Cancel", key="models_own_cancel", icon=":material/close:"):

@@ -46,3 +46,25 @@ def test_the_glossary_page_lists_every_term_and_finds_one_by_any_spelling():
     assert [t.replace("\\", "") for t in listed()] == ["t-SNE"]
     at.text_input(key="glossary_find").input("flux capacitor").run()
     assert not at.markdown and "No term matches 'flux capacitor'" in at.info[0].value
+
+
+@pytest.mark.parametrize("page, heading, term", [
+    ("pages/models.py", "ImageNet AlexNets", "top-5"),
+    ("pages/models.py", "Open a model of your own", "preprocessing"),
+    ("pages/claims.py", "1. ReLUs train six times faster than tanh", "ReLU"),
+])
+def test_the_models_and_claims_pages_explain_their_terms_beside_their_headings(page, heading, term):
+    from streamlit.testing.v1 import AppTest
+
+    from tests.test_pages import ROOT as APP_ROOT
+    from tests.test_pages import TIMEOUT
+
+    at = AppTest.from_file(str(APP_ROOT / "app.py"), default_timeout=TIMEOUT)
+    at.switch_page(page)
+    at.run()
+    assert not at.exception, at.exception
+    (shown,) = [h for h in at.subheader if h.value == heading]
+    assert glossary.help(term) in shown.proto.help
+    if page == "pages/claims.py":  # the verdict says what its words mean
+        verdict = [m for m in at.markdown if m.proto.help and glossary.help("within noise") in m.proto.help]
+        assert len(verdict) == 1
