@@ -6,6 +6,7 @@ from __future__ import annotations
 # and Pillow, Altair load on first use, so importing this module
 # (the app's pages, the command line) stays light.
 import base64
+import functools
 import io
 
 import numpy as np
@@ -569,7 +570,7 @@ def topk_bars(predictions: list[dict], height: int = 200) -> go.Figure:
 # --- Epoch time-travel -----------------------------------------------------------------------
 
 RIGHT, WRONG = "#2b8a3e", "#c92a2a"
-MAX_FRAMES = 120  # longer runs show every k-th epoch (and the last)
+MAX_FRAMES = 60  # longer runs show every k-th epoch (and the last): Play lasts 42 s at most
 PROBE_TILE = 56  # px a probe thumbnail takes in the figure
 PROBE_COLUMNS = 8
 
@@ -609,15 +610,20 @@ def epoch_frames(timeline, count: int = MAX_FRAMES) -> list:
     return epochs[::step][:-1] + [epochs[-1]] if epochs[::step][-1] is not epochs[-1] else epochs[::step]
 
 
+@functools.cache
+def _blues() -> np.ndarray:
+    """Plotly's "Blues" colour scale as 256 RGB rows."""
+    from plotly.colors import sample_colorscale
+
+    return np.array([[int(float(v)) for v in c[c.index("(") + 1:-1].split(",")[:3]]
+                     for c in sample_colorscale("Blues", list(np.linspace(0, 1, 256)))], dtype=np.uint8)
+
+
 def _blues_png(share: np.ndarray) -> str:
     """A confusion matrix's shares (0..1) as a PNG in plotly's "Blues", each cell a flat square
     (enlarged here, so the browser's smoothing cannot blur the cells into each other)."""
-    from plotly.colors import sample_colorscale
-
-    scale = np.array([[int(v) for v in c[4:-1].split(",")]
-                      for c in sample_colorscale("Blues", list(np.linspace(0, 1, 256)))], dtype=np.uint8)
     cell = int(np.clip(480 // max(len(share), 1), 2, 24))
-    image = scale[np.clip(np.rint(share * 255), 0, 255).astype(int)]
+    image = _blues()[np.clip(np.rint(share * 255), 0, 255).astype(int)]
     return _png_uri(image.repeat(cell, axis=0).repeat(cell, axis=1))
 
 
