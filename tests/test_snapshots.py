@@ -110,3 +110,42 @@ def test_probe_spreads_over_classes():
     assert len(chosen) == 32 and len(set(chosen)) == 32
     assert np.bincount(labels[chosen]).tolist() == [15, 3, 14]
     assert choose_probe(labels[:5], 32).tolist() == [0, 1, 2, 3, 4]
+
+
+def synthetic_timeline(classes: int, epochs: int, probe: bool):
+    from alexnet_core.train.snapshots import Epoch, Timeline
+
+    rng = np.random.default_rng(0)
+    labels = np.repeat(np.arange(classes), 4)
+    made = [Epoch(epoch=e, labels=labels, predicted=np.where(rng.random(len(labels)) < e / epochs, labels, 0),
+                  conv1=rng.normal(size=(5, 5, 3, 8)).astype(np.float32),
+                  probe_top=np.tile(np.arange(5) % classes, (6, 1)) if probe else None,
+                  probe_prob=np.full((6, 5), 0.2) if probe else None) for e in range(1, epochs + 1)]
+    return Timeline(epochs=made, probe_images=rng.integers(0, 255, (6, 16, 16, 3), dtype=np.uint8) if probe else None,
+                    probe_labels=np.arange(6) % classes if probe else None)
+
+
+@pytest.mark.parametrize("classes, probe", [(3, True), (30, False)])
+def test_the_epoch_animation_switches_pictures_and_never_redraws(classes, probe):
+    """Each frame shows exactly its epoch's matrix and filters (laid in once, switched by opacity),
+    updates the heading, the matrix's numbers and the bars in place, and nothing asks for a redraw:
+    a redraw re-creates the pictures, which blank until the browser decodes them again."""
+    from alexnet_core.analysis.charts import epoch_timeline_figure
+
+    names = [f"class {i}" for i in range(classes)]
+    fig = epoch_timeline_figure(synthetic_timeline(classes, 4, probe), names, 4)
+    pictures = fig.layout.images
+    assert len(pictures) == 2 * 4 + probe  # each epoch's matrix and filters, and the probe mosaic
+    assert len({(p.xref, p.x) for p in pictures}) == len(pictures)  # one element each in plotly.js
+    assert [p.opacity for p in pictures[:8]] == [0] * 6 + [1, 1]  # it opens on the last epoch
+    assert [f.name for f in fig.frames] == ["1", "2", "3", "4"]
+    for k, frame in enumerate(fig.frames):
+        assert [p.opacity for p in frame.layout.images] == [1 if j // 2 == k else 0 for j in range(8)]
+        assert frame.data[0].text[0].startswith(f"Epoch {k + 1} of 4: in-training validation accuracy")
+        assert len(frame.data) == 3 + probe and all(t.type in ("scatter", "bar") for t in frame.data)
+    steps = [s.args[1]["frame"]["redraw"] for s in fig.layout.sliders[0].steps]
+    play = fig.layout.updatemenus[0].buttons[0].args[1]["frame"]["redraw"]
+    assert steps == [False] * 4 and play is False
+    cells = fig.data[1]
+    assert len(cells.hovertext) == classes ** 2 and "true: class 0<br>predicted: class 0" in cells.hovertext[0]
+    assert (cells.mode == "text") == (classes <= 20)  # many classes: no numbers, the hover still there
