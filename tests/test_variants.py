@@ -136,3 +136,14 @@ def test_registry_refuses_duplicates():
 
     with pytest.raises(ValueError, match="already registered"):
         register_variant("paper")(lambda: None)
+
+
+def test_a_model_built_to_be_filled_starts_at_zero_and_otherwise_at_random():
+    """A conversion builds its model with zeros (random initial values cost about three times a
+    layer's memory while they are drawn); everything else keeps Keras' random initial weights."""
+    empty = build_model("compact", num_classes=3, input_size=32, width=0.25, to_fill=True)
+    fresh = build_model("compact", num_classes=3, input_size=32, width=0.25)
+    kernels = [w.name for w in empty.weights if "kernel" in w.path]
+    assert kernels and all(not np.any(w.numpy()) for w in empty.weights if "kernel" in w.path)
+    assert all(np.any(w.numpy()) for w in fresh.weights if "kernel" in w.path)
+    assert [w.shape for w in empty.weights] == [w.shape for w in fresh.weights]

@@ -631,7 +631,7 @@ def convert(path: str | Path):
     arch = info["arch"]
     try:
         keras_model = build_model(VARIANT, num_classes=arch["num_classes"], input_size=arch["input_size"],
-                                  lrn=arch["lrn"], pool_padding=arch["pool_padding"])
+                                  lrn=arch["lrn"], pool_padding=arch["pool_padding"], to_fill=True)
     except ValueError as exc:  # variants' own checks: an input size or class count it cannot build
         raise NotAlexNetError(f"{path.name} cannot be held as the {VARIANT!r} network: {exc}.") from None
     pool5 = keras_model.get_layer("pool5").output.shape

@@ -220,7 +220,7 @@ def to_keras(layers: list[Layer], num_classes: int):
     so the file's weights and the model's are not both whole in memory for longer than needed."""
     from alexnet_core.models.variants import build_model
 
-    model = build_model(VARIANT, num_classes=num_classes, input_size=INPUT_SIZE)
+    model = build_model(VARIANT, num_classes=num_classes, input_size=INPUT_SIZE, to_fill=True)
     for (label, _, _), layer in zip(EXPECTED, layers):
         target = model.get_layer(label)
         kernel, bias = keras_weights(layer, label)
