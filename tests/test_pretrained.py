@@ -421,3 +421,44 @@ def test_a_models_folder_that_cannot_be_one_is_said_plainly(weights, tmp_path, m
     err = capsys.readouterr().err
     assert f"Cannot install into the models folder {blocked}" in err and "Traceback" not in err
     assert blocked.read_text() == "not a folder"
+
+
+def _resident_mib() -> float:
+    with open("/proc/self/status") as status:
+        return next(int(line.split()[1]) for line in status if line.startswith("VmRSS:")) / 1024
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc/self/status (Linux)")
+def test_a_copied_tensors_pages_leave_memory_and_only_a_mapped_files(tmp_path):
+    """The conversion hands back the pages of each tensor it has copied, so the file is never whole
+    in memory beside the model: the pages of a tensor mapped from the file leave (and read back the
+    same from the file), while memory that is not the file's mapping is never touched."""
+    import torch
+
+    path = tmp_path / "weights.pth"
+    torch.save({"w": torch.arange(8 * 2**20, dtype=torch.float32)}, path)  # 32 MiB
+    mapped = torch.load(path, weights_only=True, map_location="cpu", mmap=True)["w"]
+    assert float(mapped.sum()) > 0  # every page read
+    before = _resident_mib()
+    torch_import._release_pages(mapped, path)
+    assert before - _resident_mib() >= 24
+    assert float(mapped[-1]) == 8 * 2**20 - 1 and float(mapped[12345]) == 12345  # read again from the file
+
+    held = torch.arange(8 * 2**20, dtype=torch.float32)  # in memory, not the file's
+    torch_import._release_pages(held, path)
+    assert torch.equal(held, torch.arange(8 * 2**20, dtype=torch.float32))  # not a page zeroed
+    torch_import._release_pages(mapped, tmp_path / "another.pth")  # another file's name: nothing released
+    assert float(mapped[7]) == 7
+
+
+def test_blocks_fill_a_kernel_exactly_as_one_assignment_would():
+    import keras
+
+    layer = keras.layers.Dense(6, kernel_initializer="zeros")
+    layer.build((None, 2 * 3 * 700))
+    value = np.random.default_rng(0).normal(size=(2, 3, 700, 6)).astype(np.float32)  # (h, w, c, out)
+    torch_import.assign_in_blocks(layer.kernel, value)
+    assert np.array_equal(layer.kernel.numpy(), value.reshape(-1, 6))
+    rows = np.random.default_rng(1).normal(size=(4200, 6))  # float64, more rows than ASSIGN_ROWS
+    torch_import.assign_in_blocks(layer.kernel, rows)
+    assert np.array_equal(layer.kernel.numpy(), rows.astype(np.float32))

@@ -36,6 +36,7 @@ import numpy as np
 from alexnet_core.errors import AlexNetError
 from alexnet_core.predict.inference import MAX_MODEL_BYTES
 from alexnet_core.pretrained import sources
+from alexnet_core.pretrained.torch_import import assign_in_blocks
 
 INSTALL = 'pip install "alexnet-explorer[pretrained]"'
 # A protobuf file cannot exceed 2 GiB; the weights within it obey the project's model limit.
@@ -558,22 +559,10 @@ def _release(tensors: dict, name: str) -> None:
         tensors[name].ClearField("raw_data")
 
 
-# Big kernels are filled a block of rows at a time: assigned whole, the BVLC conversion's peak memory
-# rose from 845 to 1,084 MiB over the process. The model so filled runs about 5x slower at batch 1 on
-# TensorFlow 2.21 than the same model saved and loaded, which is what the app runs (docs/BENCHMARKS.md).
-ASSIGN_ROWS = 1024
-
-
-def _assign(variable, value: np.ndarray) -> None:
-    """`variable` = `value` (a NumPy view in Keras' layout), a block of rows at a time."""
-    if value.ndim < 2 or value.shape[0] <= ASSIGN_ROWS:
-        variable.assign(np.ascontiguousarray(value, dtype=np.float32))
-        return
-    target = variable.value  # the backend's variable, which takes assignments to a slice
-    for start in range(0, value.shape[0], ASSIGN_ROWS):
-        target[start:start + ASSIGN_ROWS].assign(np.ascontiguousarray(value[start:start + ASSIGN_ROWS], np.float32))
-
-
+# Big kernels are filled a block of rows at a time (torch_import.assign_in_blocks): assigned whole, the
+# BVLC conversion's peak memory rose from 845 to 1,084 MiB over the process. The model so filled runs
+# about 5x slower at batch 1 on TensorFlow 2.21 than the same model saved and loaded, which is what
+# the app runs (docs/BENCHMARKS.md).
 def _load_layer(target, layer: Layer, tensors: dict, label: str, flat_shape: tuple, keep: set) -> None:
     """Copy `layer`'s weights from the graph into Keras layer `target`, in Keras' layout. The file's
     copy of each tensor is released as soon as it is read (peak memory)."""
@@ -596,13 +585,10 @@ def _load_layer(target, layer: Layer, tensors: dict, label: str, flat_shape: tup
     if layer.name == "fc6":
         # Rows in NCHW flatten order (c, h, w) -> Keras' NHWC order (h, w, c): one map row (w, c) at a time.
         channels, height, width = flat_shape
-        grid = kernel.reshape(channels, height, width, units)
-        rows = width * channels
-        for h in range(height):
-            block = np.ascontiguousarray(grid[:, h].transpose(1, 0, 2), np.float32).reshape(rows, units)
-            target.kernel.value[h * rows:(h + 1) * rows].assign(block)
+        # (c, h, w, units) as a view in Keras' (h, w, c) row order: filled one (c, units) block at a time
+        assign_in_blocks(target.kernel, kernel.reshape(channels, height, width, units).transpose(1, 2, 0, 3))
     else:
-        _assign(target.kernel, kernel)
+        assign_in_blocks(target.kernel, kernel)
     del w, kernel
     if layer.bias is None:
         bias = np.zeros(units, np.float32)

@@ -192,40 +192,81 @@ def keras_weights(layer: Layer, label: str) -> list:
     return [weight.T, bias]  # (out, in) -> (in, out)
 
 
-ASSIGN_ROWS = 1024  # rows of a kernel assigned at a time: no second whole copy of fc6 (151 MB) in memory
+ASSIGN_ROWS = 256  # rows of a kernel copied at a time (4 MiB of fc6): no second whole copy in memory
 
 
-def _assign(variable, value) -> None:
+def assign_in_blocks(variable, value) -> None:
     """`variable` = `value` (a NumPy view in Keras' layout), a block of rows at a time, so the only
-    copy made on the way is one block. A (h, w, c, out) value fills a (h*w*c, out) kernel."""
+    copy made on the way is one block (float32). A (h, w, c, out) value fills a (h*w*c, out) kernel.
+
+    Each block goes in by the variable's handle (`ResourceStridedSliceAssign`): Python's
+    `variable[a:b].assign(...)` first reads the whole variable for the slice, and that read makes
+    the assignment copy the whole kernel (fc6: 144 MiB more at the conversion's peak)."""
     import numpy as np
+    import tensorflow as tf
 
-    if value.ndim == 4 and len(variable.shape) == 2:  # fc6: one (w, c, out) block per row of the map
-        rows = value.shape[1] * value.shape[2]
-        target = variable.value
-        for h in range(value.shape[0]):
-            target[h * rows:(h + 1) * rows].assign(np.ascontiguousarray(value[h]).reshape(rows, -1))
+    if value.ndim == 4 and len(variable.shape) == 2:  # fc6: one (c, out) block per place of the map
+        blocks = ((np.ascontiguousarray(value[h, w], np.float32), (h * value.shape[1] + w) * value.shape[2])
+                  for h in range(value.shape[0]) for w in range(value.shape[1]))
+    elif value.ndim < 2 or value.shape[0] <= ASSIGN_ROWS:
+        variable.assign(np.ascontiguousarray(value, np.float32))
         return
-    if value.ndim < 2 or value.shape[0] <= ASSIGN_ROWS:
-        variable.assign(np.ascontiguousarray(value))
+    else:
+        blocks = ((np.ascontiguousarray(value[start:start + ASSIGN_ROWS], np.float32), start)
+                  for start in range(0, value.shape[0], ASSIGN_ROWS))
+    handle = variable.value.handle
+    for block, start in blocks:
+        tf.raw_ops.ResourceStridedSliceAssign(ref=handle, begin=[start, 0], end=[start + len(block), block.shape[1]],
+                                              strides=[1, 1], value=block)
+
+
+def _release_pages(tensor, path) -> None:
+    """Let the kernel drop the pages of a tensor read from the memory-mapped file `path` once it is
+    copied (Linux `madvise(MADV_DONTNEED)`; they would be read again from the file if touched). The
+    file stays mapped until its last tensor goes, so without this every page read stays resident:
+    the whole file beside the model's copy. Only pages inside a mapping of `path` itself (per
+    /proc/self/maps) are released; anywhere else (another system, a legacy file read into memory)
+    it does nothing."""
+    import ctypes
+    import mmap
+    import os
+    import sys
+
+    if tensor is None or not sys.platform.startswith("linux") or not hasattr(mmap, "MADV_DONTNEED"):
         return
-    target = variable.value  # the backend's variable, which takes assignments to a slice
-    for start in range(0, value.shape[0], ASSIGN_ROWS):
-        target[start:start + ASSIGN_ROWS].assign(np.ascontiguousarray(value[start:start + ASSIGN_ROWS]))
+    try:
+        start = tensor.untyped_storage().data_ptr()
+        end = start + tensor.untyped_storage().nbytes()
+        where = os.path.realpath(path)
+        with open("/proc/self/maps") as maps:
+            mapped = any(line.split()[-1] == where and int(low, 16) <= start and end <= int(high, 16)
+                         for line in maps if len(line.split()) >= 6
+                         for low, high in [line.split()[0].split("-")])
+        if not mapped:
+            return
+        page = mmap.PAGESIZE
+        first, last = -(-start // page) * page, end // page * page  # the pages the tensor fills whole
+        if last > first:
+            ctypes.CDLL(None, use_errno=True).madvise(ctypes.c_void_p(first), ctypes.c_size_t(last - first),
+                                                      mmap.MADV_DONTNEED)
+    except (AttributeError, OSError, RuntimeError, ValueError):  # keep the pages
+        return
 
 
-def to_keras(layers: list[Layer], num_classes: int):
+def to_keras(layers: list[Layer], num_classes: int, path=None):
     """The Keras `torchvision` variant at 224 px holding these weights (it ends in a softmax;
     its `fc8` layer gives the logits). Each layer's tensors are dropped from `layers` once copied,
-    so the file's weights and the model's are not both whole in memory for longer than needed."""
+    so the file's weights and the model's are not both whole in memory for longer than needed;
+    with `path`, the file the tensors are mapped from, their pages are released as well."""
     from alexnet_core.models.variants import build_model
 
     model = build_model(VARIANT, num_classes=num_classes, input_size=INPUT_SIZE, to_fill=True)
     for (label, _, _), layer in zip(EXPECTED, layers):
         target = model.get_layer(label)
         kernel, bias = keras_weights(layer, label)
-        _assign(target.kernel, kernel)
-        _assign(target.bias, bias)
+        assign_in_blocks(target.kernel, kernel)
+        assign_in_blocks(target.bias, bias)
+        _release_pages(layer.weight, path)
         layer.weight = layer.bias = None
         del kernel, bias
     return model
@@ -237,7 +278,7 @@ def convert(path) -> tuple[object, dict]:
     info = {"format": "pth", "variant": VARIANT, "input_size": INPUT_SIZE, "num_classes": num_classes,
             "layers": [{"layer": label, "kind": layer.kind, "shape": list(layer.shape), "tensors": list(layer.names)}
                        for (label, _, _), layer in zip(EXPECTED, layers)]}
-    model = to_keras(layers, num_classes)
+    model = to_keras(layers, num_classes, path)
     return model, info
 
 
