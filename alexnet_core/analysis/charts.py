@@ -659,8 +659,10 @@ def epoch_timeline_figure(timeline, classes: list[str], total_epochs: int | None
         return (f"Epoch {epoch.epoch}{of}: in-training validation accuracy {epoch.accuracy():.1%} "
                 f"({len(epoch.labels):,} images)")
 
+    shares = {e.epoch: share(e) for e in shown}  # (counts, row shares): each matrix computed once
+
     def traces(epoch) -> list:
-        matrix, part = share(epoch)
+        matrix, part = shares[epoch.epoch]
         flat, counts = part.ravel(), matrix.ravel()
         head = go.Scatter(x=[0], y=[0], mode="text", text=[heading(epoch)], textposition="middle right",
                           textfont=dict(size=18), hoverinfo="skip")
@@ -691,12 +693,13 @@ def epoch_timeline_figure(timeline, classes: list[str], total_epochs: int | None
         fig.add_trace(trace, row=row, col=col)
     # the filters' grid enlarged to about 500 px wide, gaps and all, so that the browser's smoothing
     # cannot blur their pixels into each other
-    enlarge = int(np.clip(np.ceil(500 / kernel_grid(last.conv1, scale=4).shape[1]), 1, 8))
+    grid = kernel_grid(last.conv1, scale=4).shape[:2]
+    enlarge = int(np.clip(np.ceil(500 / grid[1]), 1, 8))
 
     def filters(epoch) -> str:
         return _png_uri(kernel_grid(epoch.conv1, scale=4).repeat(enlarge, axis=0).repeat(enlarge, axis=1))
 
-    grid_h, grid_w = (size * enlarge for size in kernel_grid(last.conv1, scale=4).shape[:2])
+    grid_h, grid_w = (size * enlarge for size in grid)
     fig.add_trace(go.Scatter(x=[0, grid_w], y=[0, grid_h], mode="markers", marker_opacity=0, hoverinfo="skip"),
                   row=3, col=1)  # spans the filters' axes, so they keep their size when nothing else is there
 
@@ -705,7 +708,7 @@ def epoch_timeline_figure(timeline, classes: list[str], total_epochs: int | None
     images = []
     for k, epoch in enumerate(shown):
         shift, opacity = k * 1e-6, 1 if epoch is last else 0
-        images.append(dict(source=_blues_png(share(epoch)[1]), xref="x2", yref="y2", x=-0.5 + shift, y=-0.5,
+        images.append(dict(source=_blues_png(shares[epoch.epoch][1]), xref="x2", yref="y2", x=-0.5 + shift, y=-0.5,
                            sizex=n, sizey=n, sizing="stretch", layer="below", opacity=opacity))
         images.append(dict(source=filters(epoch), xref="x4", yref="y4", x=shift, y=0,
                            sizex=grid_w, sizey=grid_h, sizing="stretch", layer="below", opacity=opacity))
