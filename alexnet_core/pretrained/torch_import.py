@@ -235,14 +235,13 @@ def _release_pages(tensor, path) -> None:
     if tensor is None or not sys.platform.startswith("linux") or not hasattr(mmap, "MADV_DONTNEED"):
         return
     try:
-        start = tensor.untyped_storage().data_ptr()
-        end = start + tensor.untyped_storage().nbytes()
+        storage = tensor.untyped_storage()
+        start = storage.data_ptr()
+        end = start + storage.nbytes()
         where = os.path.realpath(path)
-        with open("/proc/self/maps") as maps:
-            mapped = any(line.split()[-1] == where and int(low, 16) <= start and end <= int(high, 16)
-                         for line in maps if len(line.split()) >= 6
-                         for low, high in [line.split()[0].split("-")])
-        if not mapped:
+        with open("/proc/self/maps") as maps:  # address range, permissions, offset, device, inode, path
+            regions = [fields[0].split("-") for fields in map(str.split, maps) if len(fields) >= 6 and fields[-1] == where]
+        if not any(int(low, 16) <= start and end <= int(high, 16) for low, high in regions):
             return
         page = mmap.PAGESIZE
         first, last = -(-start // page) * page, end // page * page  # the pages the tensor fills whole
