@@ -18,6 +18,12 @@ reversed, so the Keras model takes RGB while the graph takes Caffe's BGR. The me
 is recorded as preprocessing (`preprocessing`), so `inputs.preprocess.standardize` gives x - mean
 on 0..255 pixels exactly as Caffe does.
 
+Reading: protobuf parses a message whole, so the conversion splits the file at the wire level
+first (`load_structure`): protobuf parses everything but the initializers' big raw data, which
+stays in the file and is read a block of rows at a time as each layer is filled (`Stored`). The
+conversion so holds the model and a few MiB, never the file's weights beside it. ONNX Runtime
+(the reference) gets the whole graph (`load_graph`).
+
 Safety: the file is read only when it is a regular file under the size limit, parsed without
 following external data, and refused when any tensor names external data. `onnx` and
 `onnxruntime` come from the `pretrained` extra and load only inside the functions that need them.
@@ -28,6 +34,7 @@ from __future__ import annotations
 # Imports inside functions are deliberate: onnx, onnxruntime, TensorFlow and Keras load on first
 # use, so importing this module (the command line, the app's pages) stays light.
 import math
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -36,7 +43,7 @@ import numpy as np
 from alexnet_core.errors import AlexNetError
 from alexnet_core.predict.inference import MAX_MODEL_BYTES
 from alexnet_core.pretrained import sources
-from alexnet_core.pretrained.torch_import import assign_in_blocks
+from alexnet_core.pretrained.torch_import import ASSIGN_ROWS, assign_in_blocks, assign_slice
 
 INSTALL = 'pip install "alexnet-explorer[pretrained]"'
 # A protobuf file cannot exceed 2 GiB; the weights within it obey the project's model limit.
@@ -94,15 +101,43 @@ def _tensors_of(graph):
                 yield from _tensors_of(sub)
 
 
-def load_graph(path: str | Path):
-    """The ModelProto in `path`, read safely: a regular file under MAX_FILE_BYTES, parsed without
-    loading external data, refused when any tensor names external data or it holds no graph."""
-    onnx, _ = _modules()
-    path = Path(path)
-    label = path.name or str(path)
+def _checked_size(path: Path, label: str) -> int:
     size = sources.checked_weights_file(path, MAX_FILE_BYTES, OnnxImportError, ".onnx")
     if size == 0:
         raise OnnxImportError(f"{label} is empty: the download did not finish. Download it again.")
+    return size
+
+
+def _damaged(label: str, exc: Exception) -> OnnxImportError:
+    return OnnxImportError(f"{label} is not a readable ONNX model: it is damaged or truncated "
+                           f"({type(exc).__name__}). Download it again and check its SHA-256.")
+
+
+def _validated(model, label: str):
+    """`model`, refused when it holds no graph or any tensor names external data."""
+    from onnx import TensorProto
+
+    if not model.HasField("graph") or not len(model.graph.node):
+        raise OnnxImportError(f"{label} holds no ONNX graph: it is damaged, truncated or not an ONNX model.")
+    for tensor in _tensors_of(model.graph):
+        if tensor.data_location == TensorProto.EXTERNAL or len(tensor.external_data):
+            where = next((e.value for e in tensor.external_data if e.key == "location"), "another file")
+            raise OnnxImportError(
+                f"{label} keeps tensor {_name(tensor.name)} in external data ({_name(where)}); this importer reads "
+                "only self-contained .onnx files, as the zoo publishes. Save it as one file: onnx.save(onnx.load(path), "
+                "new_path, save_as_external_data=False).")
+    return model
+
+
+def load_graph(path: str | Path):
+    """The whole ModelProto in `path` (weights included, as ONNX Runtime needs it), read safely: a
+    regular file under MAX_FILE_BYTES, parsed without loading external data, refused when any
+    tensor names external data or it holds no graph. The conversion reads the file with
+    `load_structure` instead, which leaves the big weights in the file."""
+    onnx, _ = _modules()
+    path = Path(path)
+    label = path.name or str(path)
+    _checked_size(path, label)
     try:
         with open(path, "rb") as handle:
             data = handle.read(MAX_FILE_BYTES + 1)
@@ -113,19 +148,194 @@ def load_graph(path: str | Path):
     try:
         model = onnx.load_model_from_string(data)  # parses only: external data is never followed
     except Exception as exc:  # protobuf's DecodeError and its kin, whatever the damage
-        raise OnnxImportError(f"{label} is not a readable ONNX model: it is damaged or truncated "
-                              f"({type(exc).__name__}). Download it again and check its SHA-256.") from None
+        raise _damaged(label, exc) from None
     del data
-    if not model.HasField("graph") or not len(model.graph.node):
-        raise OnnxImportError(f"{label} holds no ONNX graph: it is damaged, truncated or not an ONNX model.")
-    for tensor in _tensors_of(model.graph):
-        if tensor.data_location == onnx.TensorProto.EXTERNAL or len(tensor.external_data):
-            where = next((e.value for e in tensor.external_data if e.key == "location"), "another file")
-            raise OnnxImportError(
-                f"{label} keeps tensor {_name(tensor.name)} in external data ({_name(where)}); this importer reads "
-                "only self-contained .onnx files, as the zoo publishes. Save it as one file: onnx.save(onnx.load(path), "
-                "new_path, save_as_external_data=False).")
-    return model
+    return _validated(model, label)
+
+
+# --- Reading the file without holding its weights ---------------------------------------------
+#
+# protobuf parses a message whole, so parsing the zoo's file holds its 233 MiB of weights beside the
+# model being filled (the conversion peaked at 2.85x the file). The file is therefore split at the
+# protobuf wire level first: every field is parsed by protobuf itself, except each initializer's
+# `raw_data` of BIG_RAW bytes or more, whose place in the file is kept instead; those bytes are
+# read a block at a time while the layer is filled (`Stored`).
+
+BIG_RAW = 1 << 20
+# ModelProto.graph, GraphProto.initializer, TensorProto.raw_data (onnx.proto's field numbers)
+MODEL_GRAPH, GRAPH_INITIALIZER, TENSOR_RAW_DATA = 7, 5, 9
+LENGTH_DELIMITED = 2
+
+
+def _varint(handle, pos: int, end: int) -> tuple[int, int]:
+    value = shift = 0
+    while True:
+        byte = handle.read(1)
+        if not byte or pos >= end or shift > 63:
+            raise ValueError("a field runs past the end of its message")
+        pos += 1
+        value |= (byte[0] & 0x7F) << shift
+        if byte[0] < 0x80:
+            return value, pos
+        shift += 7
+
+
+def _fields(handle, start: int, end: int):
+    """(number, wire type, where the field starts, where its value starts, where it ends) of each
+    field of the protobuf message stored in the file between `start` and `end`."""
+    pos = start
+    while pos < end:
+        handle.seek(pos)
+        key, body = _varint(handle, pos, end)
+        number, wire = key >> 3, key & 7
+        if number == 0:
+            raise ValueError("field number 0")
+        if wire == 0:
+            _, stop = _varint(handle, body, end)
+        elif wire == 1:
+            stop = body + 8
+        elif wire == 5:
+            stop = body + 4
+        elif wire == LENGTH_DELIMITED:
+            length, body = _varint(handle, body, end)
+            stop = body + length
+        else:  # groups (3, 4): not in ONNX; 6, 7: not protobuf
+            raise ValueError(f"wire type {wire}")
+        if stop > end:
+            raise ValueError("a field runs past the end of its message")
+        yield number, wire, pos, body, stop
+        pos = stop
+
+
+def _read(handle, start: int, stop: int) -> bytes:
+    handle.seek(start)
+    data = handle.read(stop - start)
+    if len(data) != stop - start:
+        raise ValueError("the file ended early")
+    return data
+
+
+def _split(handle, size: int):
+    """The file's ModelProto split into: its bytes without any graph, each graph's bytes without
+    its initializers, and each initializer's bytes without a big raw_data with that field's
+    (offset, length) in the file (None when its data is small enough to parse)."""
+    top, graphs = bytearray(), []
+    for number, wire, begin, body, stop in _fields(handle, 0, size):
+        if (number, wire) != (MODEL_GRAPH, LENGTH_DELIMITED):
+            top += _read(handle, begin, stop)
+            continue
+        rest, initializers = bytearray(), []
+        for n, w, f, b, s in _fields(handle, body, stop):
+            if (n, w) != (GRAPH_INITIALIZER, LENGTH_DELIMITED):
+                rest += _read(handle, f, s)
+                continue
+            tensor, span = bytearray(), None
+            for n3, w3, f3, b3, s3 in _fields(handle, b, s):
+                if (n3, w3) == (TENSOR_RAW_DATA, LENGTH_DELIMITED) and s3 - b3 >= BIG_RAW:
+                    span = (b3, s3 - b3)  # the last occurrence wins, as protobuf's parser decides
+                    continue
+                if n3 == TENSOR_RAW_DATA:
+                    span = None
+                tensor += _read(handle, f3, s3)
+            initializers.append((bytes(tensor), span))
+        graphs.append((bytes(rest), initializers))
+    return bytes(top), graphs
+
+
+class Stored:
+    """The initializers' raw data left in the file by `load_structure`: `spans` maps a tensor's
+    name to (offset, length) of its little-endian bytes. Read a block of rows at a time; a file
+    that changed or ends early is said to be damaged."""
+
+    DTYPES = {1: "<f4", 11: "<f8", 10: "<f2"}  # TensorProto FLOAT, DOUBLE, FLOAT16
+
+    def __init__(self, path: Path, spans: dict, label: str):
+        self.path, self.spans, self.label = path, spans, label
+        self.handle = None
+
+    def __enter__(self):
+        try:
+            self.handle = open(self.path, "rb")
+        except OSError as exc:
+            raise OnnxImportError(f"{self.label} cannot be read ({exc.strerror or exc}).") from None
+        return self
+
+    def __exit__(self, *exc):
+        if self.handle is not None:
+            self.handle.close()
+            self.handle = None
+
+    def holds(self, tensor) -> bool:
+        return tensor.name in self.spans and not len(tensor.raw_data)
+
+    def values(self, tensor) -> int:
+        """How many values of the tensor's type its stored bytes hold (-1: not a float type, or
+        bytes that do not divide into values)."""
+        dtype = self.DTYPES.get(tensor.data_type)
+        length = self.spans[tensor.name][1]
+        if dtype is None or length % np.dtype(dtype).itemsize:
+            return -1
+        return length // np.dtype(dtype).itemsize
+
+    def rows(self, tensor, start: int, stop: int) -> np.ndarray:
+        """Rows start..stop of the tensor (along its first dimension) as float32, checked finite."""
+        dims = tuple(int(d) for d in tensor.dims)
+        dtype = np.dtype(self.DTYPES[tensor.data_type])
+        row = math.prod(dims[1:])
+        offset, _ = self.spans[tensor.name]
+        block = np.empty((stop - start) * row, dtype)
+        self.handle.seek(offset + start * row * dtype.itemsize)
+        try:
+            got = self.handle.readinto(memoryview(block).cast("B"))
+        except OSError as exc:
+            raise OnnxImportError(f"{self.label} cannot be read ({exc.strerror or exc}).") from None
+        if got != block.nbytes:
+            raise OnnxImportError(f"{self.label} ended while tensor {_name(tensor.name)} was read: the file changed "
+                                  "or is damaged. Download it again.")
+        block = block.astype(np.float32, copy=False).reshape((stop - start, *dims[1:]))
+        if not np.all(np.isfinite(block)):
+            raise OnnxImportError(f"{self.label}: tensor {_name(tensor.name)} holds NaN or infinite weights; the file "
+                                  "is damaged.")
+        return block
+
+
+def load_structure(path: str | Path):
+    """The ModelProto in `path` with every initializer's big raw data left in the file, and the
+    `Stored` that reads it: what `load_graph` checks, checked the same way, holding a few hundred
+    KiB instead of the file's weights. Two tensors of one name (not valid ONNX) are refused, so
+    a name always means one stored tensor."""
+    onnx, _ = _modules()
+    path = Path(path)
+    label = path.name or str(path)
+    size = _checked_size(path, label)
+    try:
+        with open(path, "rb") as handle:
+            top, graphs = _split(handle, size)
+    except OSError as exc:
+        raise OnnxImportError(f"{label} cannot be read ({exc.strerror or exc}).") from None
+    except ValueError as exc:
+        raise _damaged(label, exc) from None
+    spans = {}
+    try:
+        model = onnx.ModelProto.FromString(top)
+        for rest, initializers in graphs:
+            model.graph.MergeFromString(rest)
+            for data, span in initializers:
+                tensor = model.graph.initializer.add()
+                tensor.MergeFromString(data)
+                if span is not None:
+                    tensor.raw_data = b""
+                    spans[tensor.name] = span
+    except Exception as exc:  # protobuf's DecodeError and its kin, whatever the damage
+        raise _damaged(label, exc) from None
+    _validated(model, label)
+    names = Counter(t.name for t in model.graph.initializer)
+    names.update(node.output[0] for node in model.graph.node if node.op_type == "Constant" and node.output)
+    twice = {name for name in spans if names[name] > 1}
+    if twice:
+        raise OnnxImportError(f"{label} names two tensors {_name(sorted(twice)[0])}; an ONNX graph names each value "
+                              "once. The file is damaged or not an exported model.")
+    return model, Stored(path, spans, label)
 
 
 # --- Identifying the network ------------------------------------------------------------------
@@ -506,10 +716,12 @@ def preprocessing(size: int = BVLC_INPUT_SIZE) -> dict:
 # --- Converting -------------------------------------------------------------------------------
 
 
-def _stored_values(tensor) -> int:
+def _stored_values(tensor, stored: Stored | None = None) -> int:
     """How many values tensor holds, from the lengths of its data (nothing decoded)."""
     from onnx import TensorProto
 
+    if stored is not None and stored.holds(tensor):
+        return stored.values(tensor)
     size = {TensorProto.FLOAT: 4, TensorProto.DOUBLE: 8, TensorProto.FLOAT16: 2}.get(tensor.data_type)
     if size is None:
         return -1
@@ -519,7 +731,7 @@ def _stored_values(tensor) -> int:
         len(tensor.float_data) if tensor.data_type == TensorProto.FLOAT else len(tensor.int32_data))
 
 
-def check_data(plan: Plan, tensors: dict, label: str) -> None:
+def check_data(plan: Plan, tensors: dict, label: str, stored: Stored | None = None) -> None:
     """Refuse a file whose weights do not fill their shapes (damaged or truncated), before any
     work: only the lengths of the stored data are read."""
     for layer in plan.layers:
@@ -528,18 +740,20 @@ def check_data(plan: Plan, tensors: dict, label: str) -> None:
                 continue
             tensor = tensors[name]
             need = math.prod(int(d) for d in tensor.dims)
-            have = _stored_values(tensor)
+            have = _stored_values(tensor, stored)
             if have != need:
                 what = f"holds {have:,} float values" if have >= 0 else "holds values that are not floats"
                 raise OnnxImportError(f"{label}: {layer.name}'s tensor {_name(name)} {what} where its shape needs "
                                       f"{need:,}: the file is damaged. Download it again.")
 
 
-def _array(tensors: dict, name: str, label: str) -> np.ndarray:
+def _array(tensors: dict, name: str, label: str, stored: Stored | None = None) -> np.ndarray:
     """Tensor `name` as float32, refused when its data does not fill its shape (a damaged file)."""
     onnx, numpy_helper = _modules()
     tensor = tensors[name]
     count = math.prod(int(d) for d in tensor.dims)
+    if stored is not None and stored.holds(tensor):
+        return stored.rows(tensor, 0, int(tensor.dims[0]))
     try:
         array = numpy_helper.to_array(tensor)
     except Exception as exc:
@@ -559,14 +773,73 @@ def _release(tensors: dict, name: str) -> None:
         tensors[name].ClearField("raw_data")
 
 
-# Big kernels are filled a block of rows at a time (torch_import.assign_in_blocks): assigned whole, the
-# BVLC conversion's peak memory rose from 845 to 1,084 MiB over the process. The model so filled runs
-# about 5x slower at batch 1 on TensorFlow 2.21 than the same model saved and loaded, which is what
-# the app runs (docs/BENCHMARKS.md).
-def _load_layer(target, layer: Layer, tensors: dict, label: str, flat_shape: tuple, keep: set) -> None:
-    """Copy `layer`'s weights from the graph into Keras layer `target`, in Keras' layout. The file's
-    copy of each tensor is released as soon as it is read (peak memory)."""
-    w = _array(tensors, layer.weight, label)
+def _fill_dense(variable, layer: Layer, tensor, stored: Stored, flat_shape: tuple) -> None:
+    """Dense kernel `variable` (Keras' [in, out]) from a weight left in the file, read a block of
+    stored rows at a time (about 4 MiB) and written straight into its place: no whole copy of
+    the weight is ever in memory. fc6's rows go from the graph's NCHW flatten order (c, h, w) to
+    Keras' (h, w, c)."""
+    stored_rows, row = (int(d) for d in layer.shape)
+    inputs, units = (row, stored_rows) if layer.transpose else (stored_rows, row)
+    channels, height, width = flat_shape
+    fc6 = layer.name == "fc6"
+    step = max(1, ASSIGN_ROWS * 9216 // row)
+    scale = np.float32(layer.scale)
+
+    def scaled(block):
+        return block if layer.scale == 1.0 else block * scale
+
+    if layer.transpose:  # stored [out, in]: a block of outputs fills a block of the kernel's columns
+        for start in range(0, stored_rows, step):
+            stop = min(start + step, stored_rows)
+            block = scaled(stored.rows(tensor, start, stop))
+            block = (block.reshape(stop - start, channels, height, width).transpose(2, 3, 1, 0) if fc6 else block.T)
+            assign_slice(variable, [0, start], [inputs, stop], [1, 1],
+                         np.ascontiguousarray(block.reshape(inputs, stop - start)))
+    elif fc6:  # stored [in, out] in (c, h, w) order: channel c's rows are Keras' rows c, c + C, ...
+        places = height * width
+        for c in range(channels):
+            block = scaled(stored.rows(tensor, c * places, (c + 1) * places))
+            assign_slice(variable, [c, 0], [inputs, units], [channels, 1], np.ascontiguousarray(block))
+    else:
+        for start in range(0, stored_rows, step):
+            stop = min(start + step, stored_rows)
+            assign_slice(variable, [start, 0], [stop, units], [1, 1], scaled(stored.rows(tensor, start, stop)))
+
+
+# Big kernels are filled a block at a time (`_fill_dense`, torch_import.assign_in_blocks): no whole
+# second copy of a weight is made. The model so filled runs about 5x slower at batch 1 on TensorFlow
+# 2.21 than the same model saved and loaded, which is what the app runs (docs/BENCHMARKS.md).
+def _load_layer(target, layer: Layer, tensors: dict, label: str, flat_shape: tuple, keep: set,
+                stored: Stored | None = None) -> None:
+    """Copy `layer`'s weights from the graph into Keras layer `target`, in Keras' layout. A dense
+    weight left in the file (`stored`) is read a block at a time; the graph's copy of any other
+    tensor is released as soon as it is read (peak memory)."""
+    weight = tensors[layer.weight]
+    if layer.op != "Conv" and stored is not None and stored.holds(weight):
+        units = int(layer.shape[0] if layer.transpose else layer.shape[1])
+        want = (int(layer.shape[1] if layer.transpose else layer.shape[0]), units)
+        if tuple(target.kernel.shape) != want:
+            raise NotAlexNetError(f"{label}: {layer.name}'s weights {list(want)} do not fit the network's "
+                                  f"{list(target.kernel.shape)}.")  # identify's checks make this unreachable
+        _fill_dense(target.kernel, layer, weight, stored, flat_shape)
+    else:
+        units = _load_kernel(target, layer, tensors, label, flat_shape, keep, stored)
+    if layer.bias is None:
+        bias = np.zeros(units, np.float32)
+    else:
+        bias = _array(tensors, layer.bias, label, stored).reshape(-1)
+        if layer.bias not in keep:
+            _release(tensors, layer.bias)
+        if layer.bias_scale != 1.0:
+            bias = bias * np.float32(layer.bias_scale)
+    target.bias.assign(bias)
+
+
+def _load_kernel(target, layer: Layer, tensors: dict, label: str, flat_shape: tuple, keep: set,
+                 stored: Stored | None) -> int:
+    """A kernel held in the parsed graph (or small enough to read whole), copied into `target`;
+    returns its units."""
+    w = _array(tensors, layer.weight, label, stored)
     if layer.weight not in keep:  # a later layer may read the same tensor
         _release(tensors, layer.weight)
     if layer.op == "Conv":
@@ -589,16 +862,7 @@ def _load_layer(target, layer: Layer, tensors: dict, label: str, flat_shape: tup
         assign_in_blocks(target.kernel, kernel.reshape(channels, height, width, units).transpose(1, 2, 0, 3))
     else:
         assign_in_blocks(target.kernel, kernel)
-    del w, kernel
-    if layer.bias is None:
-        bias = np.zeros(units, np.float32)
-    else:
-        bias = _array(tensors, layer.bias, label).reshape(-1)
-        if layer.bias not in keep:
-            _release(tensors, layer.bias)
-        if layer.bias_scale != 1.0:
-            bias = bias * np.float32(layer.bias_scale)
-    target.bias.assign(bias)
+    return int(units)
 
 
 def convert(path: str | Path):
@@ -609,11 +873,11 @@ def convert(path: str | Path):
     from alexnet_core.models.variants import build_model
 
     path = Path(path)
-    model = load_graph(path)
+    model, stored = load_structure(path)
     plan = identify(model, path.name)
     info = plan.info
     tensors = _constants(model.graph)
-    check_data(plan, tensors, path.name)
+    check_data(plan, tensors, path.name, stored)
     arch = info["arch"]
     try:
         keras_model = build_model(VARIANT, num_classes=arch["num_classes"], input_size=arch["input_size"],
@@ -622,9 +886,10 @@ def convert(path: str | Path):
         raise NotAlexNetError(f"{path.name} cannot be held as the {VARIANT!r} network: {exc}.") from None
     pool5 = keras_model.get_layer("pool5").output.shape
     flat_shape = (int(pool5[3]), int(pool5[1]), int(pool5[2]))
-    for index, layer in enumerate(plan.layers):
-        keep = {name for later in plan.layers[index + 1:] for name in (later.weight, later.bias)}
-        _load_layer(keras_model.get_layer(layer.name), layer, tensors, path.name, flat_shape, keep)
+    with stored:
+        for index, layer in enumerate(plan.layers):
+            keep = {name for later in plan.layers[index + 1:] for name in (later.weight, later.bias)}
+            _load_layer(keras_model.get_layer(layer.name), layer, tensors, path.name, flat_shape, keep, stored)
     info["file_bytes"] = path.stat().st_size
     info["file_name"] = path.name[:MAX_NAME]
     return keras_model, info

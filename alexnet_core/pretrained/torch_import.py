@@ -203,7 +203,6 @@ def assign_in_blocks(variable, value) -> None:
     `variable[a:b].assign(...)` first reads the whole variable for the slice, and that read makes
     the assignment copy the whole kernel (fc6: 144 MiB more at the conversion's peak)."""
     import numpy as np
-    import tensorflow as tf
 
     if value.ndim == 4 and len(variable.shape) == 2:  # fc6: one (c, out) block per place of the map
         blocks = ((np.ascontiguousarray(value[h, w], np.float32), (h * value.shape[1] + w) * value.shape[2])
@@ -214,10 +213,17 @@ def assign_in_blocks(variable, value) -> None:
     else:
         blocks = ((np.ascontiguousarray(value[start:start + ASSIGN_ROWS], np.float32), start)
                   for start in range(0, value.shape[0], ASSIGN_ROWS))
-    handle = variable.value.handle
     for block, start in blocks:
-        tf.raw_ops.ResourceStridedSliceAssign(ref=handle, begin=[start, 0], end=[start + len(block), block.shape[1]],
-                                              strides=[1, 1], value=block)
+        assign_slice(variable, [start, 0], [start + len(block), block.shape[1]], [1, 1], block)
+
+
+def assign_slice(variable, begin, end, strides, value) -> None:
+    """variable[begin:end:strides] = value (float32), written through the variable's handle
+    without reading the variable (see assign_in_blocks)."""
+    import tensorflow as tf
+
+    tf.raw_ops.ResourceStridedSliceAssign(ref=variable.value.handle, begin=begin, end=end, strides=strides,
+                                          value=value)
 
 
 def _release_pages(tensor, path) -> None:
