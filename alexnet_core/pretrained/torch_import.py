@@ -241,9 +241,10 @@ def _release_pages(tensor, path) -> None:
     if tensor is None or not sys.platform.startswith("linux") or not hasattr(mmap, "MADV_DONTNEED"):
         return
     try:
-        storage = tensor.untyped_storage()
-        start = storage.data_ptr()
-        end = start + storage.nbytes()
+        if not tensor.is_contiguous():
+            return
+        start = tensor.data_ptr()
+        end = start + tensor.numel() * tensor.element_size()
         where = os.path.realpath(path)
         with open("/proc/self/maps") as maps:  # address range, permissions, offset, device, inode, path
             regions = [fields[0].split("-") for fields in map(str.split, maps) if len(fields) >= 6 and fields[-1] == where]
@@ -269,12 +270,36 @@ def to_keras(layers: list[Layer], num_classes: int, path=None):
     for (label, _, _), layer in zip(EXPECTED, layers):
         target = model.get_layer(label)
         kernel, bias = keras_weights(layer, label)
-        assign_in_blocks(target.kernel, kernel)
+        if layer.kind == "linear":
+            del kernel
+            _fill_linear(target.kernel, layer.weight, label, path)
+        else:
+            assign_in_blocks(target.kernel, kernel)
+            del kernel
         assign_in_blocks(target.bias, bias)
         _release_pages(layer.weight, path)
         layer.weight = layer.bias = None
-        del kernel, bias
+        del bias
     return model
+
+
+def _fill_linear(variable, weight, label: str, path) -> None:
+    """A linear layer's kernel (Keras' [in, out]) from PyTorch's [out, in] weight, a block of
+    output rows at a time (about 9 MiB), each block's pages of the mapped file handed back once
+    copied: the file's copy of a weight is never resident whole. fc6's inputs go from PyTorch's
+    (c, h, w) flatten order to Keras' (h, w, c)."""
+    import numpy as np
+
+    outputs, inputs = weight.shape
+    step = max(1, ASSIGN_ROWS * 9216 // inputs)
+    for start in range(0, outputs, step):
+        stop = min(start + step, outputs)
+        part = weight[start:stop]
+        block = _float32(part)
+        block = block.reshape(stop - start, 256, 6, 6).transpose(2, 3, 1, 0) if label == "fc6" else block.T
+        assign_slice(variable, [0, start], [inputs, stop], [1, 1],
+                     np.ascontiguousarray(block.reshape(inputs, stop - start), np.float32))
+        _release_pages(part, path)
 
 
 def convert(path) -> tuple[object, dict]:
