@@ -19,9 +19,11 @@ FOLDER.prepared-256/ beside it (shorter side 256: 341x256 JPEGs of quality 90 in
 
 Prints images/s and images/s per CPU core for each and the ratios to (a) (issue #27's goal:
 (d) and (e) >= 1.15x (a) and >= 1,400 images/s per core). `--stages` adds a per-stage
-ablation of (d) (what each step of the prepared pipeline costs).
+ablation of (d) (what each step of the prepared pipeline costs), `--stages random-resized` one
+of (e); `--stage-rounds` alternating rounds of it, the best of each step kept.
 
     python bench/imagenet_pipeline.py [--images 6000] [--classes 100] [--folder /tmp/alexnet-imagenet-like-6000]
+    python bench/imagenet_pipeline.py --rounds 0 --stages random-resized --stage-rounds 3
 """
 
 from __future__ import annotations
@@ -103,10 +105,11 @@ def train_shards(dest: Path) -> list[str]:
     return [str(dest / name) for name in info["splits"]["train"]["shards"]]
 
 
-# -- per-stage ablation of the prepared `paper` pipeline -----------------------------------------
+# -- per-stage ablations of the prepared pipelines ------------------------------------------------
 
-def stages(shards: list[str], num_classes: int, size: int, batch: int):
-    """(name, dataset) for each step of the prepared `paper` stream added in turn."""
+def stages(shards: list[str], num_classes: int, size: int, batch: int, crop: str = "paper"):
+    """(name, dataset) for each step of the prepared `crop` stream ("paper" or "random-resized")
+    added in turn."""
     autotune = tf.data.AUTOTUNE
     spec = {"image/encoded": tf.io.FixedLenFeature([], tf.string),
             "image/class/label": tf.io.FixedLenFeature([], tf.int64)}
@@ -133,6 +136,8 @@ def stages(shards: list[str], num_classes: int, size: int, batch: int):
     def shape_of(image):
         return image[0, 0, 0]  # one pixel out: the decode is timed, not the batching of pixels
 
+    if crop == "random-resized":
+        return rrc_stages(shards, num_classes, size, batch, base, counted, shape_of)
     return [
         ("records: read, interleave, shuffle buffer", counted(base)),
         ("+ parse and draw the random numbers, a batch at a time", counted(parsed())),
@@ -148,6 +153,60 @@ def stages(shards: list[str], num_classes: int, size: int, batch: int):
     ]
 
 
+def rrc_stages(shards, num_classes, size, batch, base, counted, shape_of):
+    """The steps of the prepared `random-resized` stream (records.decode_crop's resized branch),
+    each added in turn: the box alone, the crop's blocks decoded, the flip, the float copy and its
+    bilinear resize to size x size (and, beside it, the bytes resized directly), + 0.5 and the
+    cast to bytes, batched."""
+    from alexnet_core.inputs.crops import crop_window
+
+    autotune = tf.data.AUTOTUNE
+    spec = {"image/encoded": tf.io.FixedLenFeature([], tf.string)}
+
+    def parsed():  # as train_batches: each image's seed pair and uniforms drawn a batch at a time
+        def parse(step, serialized):
+            n = tf.shape(serialized)[0]
+            pairs = tf.random.stateless_uniform([n, 2], tf.stack([step, step]), minval=None, maxval=None,
+                                                dtype=tf.int64)
+            uniform = tf.random.stateless_uniform([n, 3], tf.stack([step, step + 1]))
+            return tf.io.parse_example(serialized, spec)["image/encoded"], pairs, uniform
+        return base.batch(records.PARSE_BATCH).enumerate().map(parse, num_parallel_calls=autotune).unbatch()
+
+    def box(data, pair):
+        return crop_window(tf.io.extract_jpeg_shape(data), size, "random-resized", pair)
+
+    def cut(data, pair):
+        begin, extent = box(data, pair)
+        return tf.io.decode_and_crop_jpeg(data, tf.concat([begin, extent], 0), channels=3)
+
+    def flipped(data, pair, u):
+        part = cut(data, pair)
+        return tf.cond(u[2] < 0.5, lambda: tf.reverse(part, [1]), lambda: part)
+
+    def resized(data, pair, u, bytes_in=False):  # as decode_crop: a float copy of the crop resized
+        part = flipped(data, pair, u)
+        return tf.image.resize(part if bytes_in else tf.cast(part, tf.float32), (size, size))
+
+    def staged(fn):
+        return counted(parsed().map(fn, num_parallel_calls=autotune))
+
+    return [
+        ("records + parse + random numbers, a batch at a time", counted(parsed())),
+        ("+ the box alone (jpeg shape, sample_distorted_bounding_box)",
+         staged(lambda d, p, u: tf.reduce_sum(box(d, p)[1]))),
+        ("+ decode the box's blocks (one pixel out)", staged(lambda d, p, u: shape_of(cut(d, p)))),
+        ("+ flip (one pixel out)", staged(lambda d, p, u: shape_of(flipped(d, p, u)))),
+        ("+ to float, bilinear resize to the input (one pixel out)",
+         staged(lambda d, p, u: shape_of(resized(d, p, u)))),
+        ("  (the bytes resized directly instead, one pixel out)",
+         staged(lambda d, p, u: shape_of(resized(d, p, u, bytes_in=True)))),
+        ("+ the float pixels out, batched", staged(resized)),
+        ("+ 0.5 and cast to bytes instead, batched", staged(lambda d, p, u: tf.cast(resized(d, p, u) + 0.5, tf.uint8))),
+        ("train_batches, random-resized (= (e))", records.train_batches(
+            shards, num_classes, size, batch, seed=0, crop="random-resized", drop_remainder=True)),
+    ]
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--images", type=int, default=6_000)
@@ -159,7 +218,10 @@ def main():
     parser.add_argument("--timed", type=int, default=0, help="images timed per measurement (default: all)")
     parser.add_argument("--rounds", type=int, default=2,
                         help="alternating rounds; the best of each is kept (0: only the stages)")
-    parser.add_argument("--stages", action="store_true", help="also time each step of the prepared paper stream")
+    parser.add_argument("--stages", nargs="?", const="paper", default=None, choices=["paper", "random-resized"],
+                        help="also time each step of the prepared paper stream (or of the random-resized one)")
+    parser.add_argument("--stage-rounds", type=int, default=0,
+                        help="alternating rounds of the stages, best kept (default: --rounds, at least 1)")
     args = parser.parse_args()
 
     folder = args.folder or str(Path(os.environ.get("TMPDIR", "/tmp")) / f"alexnet-imagenet-like-{args.images}")
@@ -221,13 +283,14 @@ def main():
               f"{cpu['prep-rrc'] / cpu['bare']:.2f}x, {cpu['prep-rrc']:.0f}/CPU-s")
     if args.stages:
         steps = {}
-        for round_ in range(max(args.rounds, 1)):
-            print(f"\nstages of (d), each step added in turn, round {round_ + 1}:", flush=True)
-            for name, dataset in stages(shards, num_classes, args.size, args.batch_size):
+        which = "(d)" if args.stages == "paper" else "(e)"
+        for round_ in range(args.stage_rounds or max(args.rounds, 1)):
+            print(f"\nstages of {which}, each step added in turn, round {round_ + 1}:", flush=True)
+            for name, dataset in stages(shards, num_classes, args.size, args.batch_size, args.stages):
                 rate, per_cpu = timed(name, dataset, n, args.batch_size)
                 old_rate, old_cpu = steps.get(name, (0.0, 0.0))
                 steps[name] = (max(old_rate, rate), max(old_cpu, per_cpu))
-        print("\nstages, best: img/s, img per CPU-second, microseconds of CPU per image")
+        print(f"\nstages of {which}, best: img/s, img per CPU-second, microseconds of CPU per image")
         for name, (rate, per_cpu) in steps.items():
             print(f"  {name:<62} {rate:7.0f} {per_cpu:7.0f} {1e6 / per_cpu:7.0f} us")
 

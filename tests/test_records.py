@@ -112,6 +112,27 @@ def test_the_paper_crop_of_an_image_at_the_prepared_size_is_a_window_of_it(tmp_p
     assert found == {0: 6, 1: 0}
 
 
+@pytest.mark.parametrize("shift", [None, (7.0, -3.5, 0.25)])
+def test_the_resized_crop_is_the_bilinear_resize_of_the_crop_s_bytes(shift):
+    """decode_crop resizes a float copy of the crop (the CPU kernel is faster on floats): the
+    pixels are those of resizing the decoded bytes themselves, rounded, for every box and flip."""
+    from alexnet_core.inputs.crops import crop_window
+
+    rng = np.random.default_rng(3)
+    data = tf.constant(_jpeg(rng.integers(0, 256, (30, 41, 3), dtype=np.uint8)))
+    for i in range(12):
+        seed, flip = tf.constant([i, 5], tf.int64), tf.constant(i % 2 == 1)
+        extra = None if shift is None else tf.constant(shift)
+        image = records.decode_crop(data, SIZE, "random-resized", seed, tf.zeros([2]), flip, extra)
+        begin, extent = crop_window(tf.io.extract_jpeg_shape(data), SIZE, "random-resized", seed)
+        part = tf.io.decode_and_crop_jpeg(data, tf.concat([begin, extent], 0), channels=3)
+        part = tf.reverse(part, [1]) if i % 2 else part
+        offset = np.float32(0.5) + (np.float32(0) if shift is None else np.array(shift, np.float32))
+        expected = np.clip(tf.image.resize(part, (SIZE, SIZE)).numpy() + offset, 0, 255).astype(np.uint8)
+        assert image.dtype == tf.uint8 and image.shape == (SIZE, SIZE, 3)
+        np.testing.assert_array_equal(image.numpy(), expected)
+
+
 def test_every_image_once_per_epoch_and_reshuffled_each_epoch(shards):
     labels = _labels(_stream(shards))
     assert len(labels) == 2 * TOTAL

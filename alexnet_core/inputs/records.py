@@ -150,9 +150,12 @@ def decode_crop(data, size: int, crop: str, seed, uniform, flip, shift=None):
         return tf.cond(flip, lambda: tf.reverse(part, [1]), lambda: part)
 
     def resized():
-        # Bilinear, no antialiasing filter (crops.to_input says why), from the bytes directly (no
-        # float copy before it).
-        return _to_bytes(tf.image.resize(cut(*crop_window(shape, size, crop, seed)), (size, size)), shift)
+        # Bilinear, no antialiasing filter (crops.to_input says why), of a float copy of the crop:
+        # the CPU kernel loads float pixels as vectors but converts uint8 ones one at a time, so
+        # resizing the bytes directly cost about 1.7x the copy and its resize together (340-380
+        # against 210 microseconds an image at 227 px). The pixels are the same.
+        part = tf.cast(cut(*crop_window(shape, size, crop, seed)), tf.float32)
+        return _to_bytes(tf.image.resize(part, (size, size)), shift)
 
     if crop != "paper":
         return resized()
