@@ -222,7 +222,13 @@ def main():
                         help="also time each step of the prepared paper stream (or of the random-resized one)")
     parser.add_argument("--stage-rounds", type=int, default=0,
                         help="alternating rounds of the stages, best kept (default: --rounds, at least 1)")
+    parser.add_argument("--default-allocator", action="store_true",
+                        help="leave glibc's allocator as it is (by default every row runs with the heap "
+                             "setting the prepared stream makes, records.roomy_allocator)")
     args = parser.parse_args()
+    if not args.default_allocator:  # the same allocator for every row, whichever is built first
+        print(f"allocator: {'heap reuses batch-sized blocks' if records.roomy_allocator() else 'unchanged'} "
+              "(records.roomy_allocator)", flush=True)
 
     folder = args.folder or str(Path(os.environ.get("TMPDIR", "/tmp")) / f"alexnet-imagenet-like-{args.images}")
     start = time.perf_counter()

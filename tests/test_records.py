@@ -5,6 +5,9 @@ from __future__ import annotations
 
 import io
 import json
+import os
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -251,3 +254,45 @@ def test_the_training_step_adds_the_shifts_before_standardising():
 
     standardised = step(iter(tf.data.Dataset.from_tensors((normalize(shifted), labels))))["loss"]  # taken as is
     assert abs(float(with_shifts) - float(standardised)) < 1e-4 and abs(float(with_shifts) - float(plain)) > 1e-3
+
+
+ALLOCATION_PROBE = """
+import ctypes, json
+import numpy as np
+from alexnet_core.inputs import records
+
+class Info(ctypes.Structure):
+    _fields_ = [(name, ctypes.c_size_t) for name in ("arena", "ordblks", "smblks", "hblks", "hblkhd", "usmblks",
+                                                     "fsmblks", "uordblks", "fordblks", "keepcost")]
+
+libc = ctypes.CDLL(None)
+libc.mallinfo2.restype = Info
+out = {}
+for phase in ("before", "after"):
+    if phase == "after":
+        out["set"] = records.roomy_allocator()
+    base = libc.mallinfo2().hblkhd  # bytes held in mmap-ed blocks
+    batch = np.ones(40 * 2**20, np.uint8)  # a batch of 256 images at 227 px
+    out[phase] = libc.mallinfo2().hblkhd - base
+    del batch
+print(json.dumps(out))
+"""
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's allocator")
+@pytest.mark.parametrize("environment", [{}, {"MALLOC_MMAP_THRESHOLD_": "1048576"}])
+def test_the_stream_lets_the_heap_reuse_a_batch_sized_block(environment):
+    import ctypes
+    import subprocess
+
+    if not hasattr(ctypes.CDLL(None), "mallinfo2"):
+        pytest.skip("not glibc 2.33 or later")
+    env = {key: value for key, value in os.environ.items() if key != "MALLOC_MMAP_THRESHOLD_"} | environment
+    result = subprocess.run([sys.executable, "-c", ALLOCATION_PROBE], capture_output=True, text=True, env=env,
+                            check=True, cwd=Path(__file__).resolve().parent.parent)
+    out = json.loads(result.stdout.strip().splitlines()[-1])
+    if environment:  # an allocator set by the environment is left as it is
+        assert out["set"] is False and out["after"] >= 40 * 2**20
+    else:
+        assert out["before"] >= 40 * 2**20  # glibc's default: a fresh mapping for each batch
+        assert out["set"] is True and out["after"] == 0  # now from the heap, reused batch after batch
