@@ -303,6 +303,9 @@ def serve_worker(dispatcher: str, port: int = 0, host: str | None = None, out=pr
         raise ConfigError(f"--port must be 0..65535, got {port}")
     check_dispatcher(dispatcher)
     host = host or socket.gethostname()
+    from alexnet_core.inputs.records import roomy_allocator
+
+    roomy_allocator()  # the worker runs the prepared stream's maps and batches (records.py says why)
     try:
         server = tf.data.experimental.service.WorkerServer(tf.data.experimental.service.WorkerConfig(
             dispatcher_address=_plain(dispatcher), worker_address=f"{host}:%port%", port=port,
