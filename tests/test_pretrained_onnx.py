@@ -541,3 +541,46 @@ def test_gemm_scales_are_honoured_from_the_file(tmp_path, zoo_files):
         assert np.abs(theirs - reference).max() > 1.0  # the scales changed the logits
         scale = np.abs(theirs).max(axis=1, keepdims=True)
         assert np.all(np.abs(ours - theirs) <= 1e-4 * scale), float((np.abs(ours - theirs) / scale).max())
+
+
+def test_split_reading_of_randomly_damaged_files_is_protobufs_reading_or_a_refusal(tmp_path, monkeypatch):
+    """Bytes changed or cut at random in a small model: load_structure either refuses with its own error or reads
+    exactly what protobuf parses from the same bytes (every initializer's fields, and its raw data from the file)."""
+    monkeypatch.setattr(onnx_import, "BIG_RAW", 64)
+    rng = np.random.default_rng(11)
+    inits = [numpy_helper.from_array(rng.normal(size=shape).astype(np.float32), f"w{i}")
+             for i, shape in enumerate([(4, 8), (3,), (16, 2), (2, 2)])]
+    graph = helper.make_graph([helper.make_node("Identity", ["x"], ["y"])], "g",
+                              [helper.make_tensor_value_info("x", 1, [1])], [helper.make_tensor_value_info("y", 1, [1])],
+                              initializer=inits)
+    data = helper.make_model(graph).SerializeToString()
+    path, read = tmp_path / "m.onnx", 0
+    for _ in range(300):
+        mutated = bytearray(data)
+        for _ in range(int(rng.integers(1, 4))):
+            mutated[int(rng.integers(len(mutated)))] = int(rng.integers(256))
+        if rng.random() < 0.3:
+            mutated = mutated[:int(rng.integers(1, len(mutated)))]
+        path.write_bytes(bytes(mutated))
+        try:
+            model, stored = onnx_import.load_structure(path)
+        except onnx_import.OnnxImportError:
+            continue
+        read += 1
+        reference = onnx.load_model_from_string(bytes(mutated))  # what protobuf makes of the same bytes
+        assert len(model.graph.initializer) == len(reference.graph.initializer)
+        for ours, theirs in zip(model.graph.initializer, reference.graph.initializer):
+            if stored.holds(ours):
+                offset, length = stored.spans[ours.name]
+                assert bytes(mutated[offset:offset + length]) == theirs.raw_data
+                theirs.ClearField("raw_data")
+                ours.ClearField("raw_data")
+            assert ours == theirs
+    assert read > 30  # damage that leaves a valid model is read, not only refused
+
+
+def test_a_flood_of_tiny_fields_is_refused_before_it_takes_minutes(tmp_path, monkeypatch):
+    monkeypatch.setattr(onnx_import, "MAX_FIELDS", 1000)
+    (tmp_path / "flood.onnx").write_bytes(bytes([0x08, 0x01]) * 1001)  # ir_version, 1001 times
+    with pytest.raises(onnx_import.OnnxImportError, match="flood.onnx: the file holds more than 1,000 protobuf fields"):
+        onnx_import.convert(tmp_path / "flood.onnx")

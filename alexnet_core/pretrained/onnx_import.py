@@ -162,6 +162,9 @@ def load_graph(path: str | Path):
 # read a block at a time while the layer is filled (`Stored`).
 
 BIG_RAW = 1 << 20
+# Fields read one by one in Python (about 1.3 s a million): an exported network has hundreds to
+# thousands; a file of hundreds of millions of tiny fields would take minutes, so it is refused.
+MAX_FIELDS = 1_000_000
 # ModelProto.graph, GraphProto.initializer, TensorProto.raw_data (onnx.proto's field numbers)
 MODEL_GRAPH, GRAPH_INITIALIZER, TENSOR_RAW_DATA = 7, 5, 9
 LENGTH_DELIMITED = 2
@@ -180,11 +183,16 @@ def _varint(handle, pos: int, end: int) -> tuple[int, int]:
         shift += 7
 
 
-def _fields(handle, start: int, end: int):
+def _fields(handle, start: int, end: int, budget: list):
     """(number, wire type, where the field starts, where its value starts, where it ends) of each
-    field of the protobuf message stored in the file between `start` and `end`."""
+    field of the protobuf message stored in the file between `start` and `end`. `budget` ([int])
+    is the fields left to read in the whole file."""
     pos = start
     while pos < end:
+        budget[0] -= 1
+        if budget[0] < 0:
+            raise OnnxImportError(f"the file holds more than {MAX_FIELDS:,} protobuf fields, more than any exported "
+                                  "network: it is not a model this importer reads.")
         handle.seek(pos)
         key, body = _varint(handle, pos, end)
         number, wire = key >> 3, key & 7
@@ -219,18 +227,18 @@ def _split(handle, size: int):
     """The file's ModelProto split into: its bytes without any graph, each graph's bytes without
     its initializers, and each initializer's bytes without a big raw_data with that field's
     (offset, length) in the file (None when its data is small enough to parse)."""
-    top, graphs = bytearray(), []
-    for number, wire, begin, body, stop in _fields(handle, 0, size):
+    top, graphs, budget = bytearray(), [], [MAX_FIELDS]
+    for number, wire, begin, body, stop in _fields(handle, 0, size, budget):
         if (number, wire) != (MODEL_GRAPH, LENGTH_DELIMITED):
             top += _read(handle, begin, stop)
             continue
         rest, initializers = bytearray(), []
-        for n, w, f, b, s in _fields(handle, body, stop):
+        for n, w, f, b, s in _fields(handle, body, stop, budget):
             if (n, w) != (GRAPH_INITIALIZER, LENGTH_DELIMITED):
                 rest += _read(handle, f, s)
                 continue
             tensor, span = bytearray(), None
-            for n3, w3, f3, b3, s3 in _fields(handle, b, s):
+            for n3, w3, f3, b3, s3 in _fields(handle, b, s, budget):
                 if (n3, w3) == (TENSOR_RAW_DATA, LENGTH_DELIMITED) and s3 - b3 >= BIG_RAW:
                     span = (b3, s3 - b3)  # the last occurrence wins, as protobuf's parser decides
                     continue
@@ -313,6 +321,8 @@ def load_structure(path: str | Path):
             top, graphs = _split(handle, size)
     except OSError as exc:
         raise OnnxImportError(f"{label} cannot be read ({exc.strerror or exc}).") from None
+    except OnnxImportError as exc:
+        raise OnnxImportError(f"{label}: {exc}") from None
     except ValueError as exc:
         raise _damaged(label, exc) from None
     spans = {}
