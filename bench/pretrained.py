@@ -2,7 +2,9 @@
 torchvision's AlexNet and the BVLC AlexNet (the paper's network as trained in Caffe), each run by
 
   keras     our path: the converted model through alexnet_core.predict.inference.make_forward
-            (the one compiled forward of Classify and Evaluate: standardisation, network, softmax)
+            (the one compiled forward of Classify and Evaluate: standardisation, network, softmax;
+            one image goes through its XLA compilation, predict.one_image)
+  keras-plain  the same without XLA for one image (only when named in --runtimes)
   pytorch   PyTorch eager, the network's own structure (torchvision's; for BVLC the same layers
             with groups, LRN and rounded-up pooling), under torch.inference_mode
   onnxrt    ONNX Runtime on the ONNX graph (for BVLC the graph built as the zoo's Caffe2 export is)
@@ -183,6 +185,16 @@ def keras_runner(keras_file: Path):
     from alexnet_core.predict.inference import load_model, make_forward
 
     forward = make_forward(load_model(str(keras_file)))
+    return lambda x: forward(x).numpy()
+
+
+def keras_plain_runner(keras_file: Path):
+    """The app's path without XLA for one image (predict.one_image): the plain compiled forward,
+    for the same calls side by side."""
+    from alexnet_core.predict.inference import load_model, make_forward
+
+    forward = make_forward(load_model(str(keras_file)))
+    forward = getattr(forward, "plain", forward)
     return lambda x: forward(x).numpy()
 
 
@@ -383,11 +395,13 @@ def run_all(args, tmp: Path, images) -> dict:
             print(f"  TensorFlow Lite export: top-1 agreement {lite['parity']['top1_agreement']:.0%} on "
                   f"{lite['parity']['images']} images", flush=True)
         runners = {}
-        for name in ("keras", "pytorch", "onnxrt", "tflite"):
+        for name in ("keras", "keras-plain", "pytorch", "onnxrt", "tflite"):
             if name not in wanted:
                 continue
             if name == "keras":
                 runners[name] = keras_runner(keras_file)
+            elif name == "keras-plain":
+                runners[name] = keras_plain_runner(keras_file)
             elif name == "pytorch":
                 runners[name] = torch_runner(module, net == "bvlc")
             elif name == "onnxrt":

@@ -64,18 +64,19 @@ def make_forward(loaded: LoadedModel, flip: bool = False):
     import tensorflow as tf
 
     from alexnet_core.inputs.preprocess import standardize
+    from alexnet_core.predict.one_image import fast_for_one_image
 
     model, record = loaded.model, loaded.preprocessing
 
-    @tf.function(reduce_retracing=True)
-    def forward(batch):
+    def body(batch):
         x = standardize(batch, record)
         probs = model(x, training=False)
         if flip:
             probs = (probs + model(tf.reverse(x, axis=[2]), training=False)) / 2
         return probs
 
-    return forward
+    # One image of a 224-px network goes through XLA (one_image.py says why).
+    return fast_for_one_image(tf.function(body, reduce_retracing=True), body, loaded.input_size)
 
 
 def resolve_model_path(spec: str) -> tuple[Path, Path | None]:

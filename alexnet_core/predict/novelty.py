@@ -215,9 +215,10 @@ def tapped_function(model, preprocessing: dict, taps: list[str]):
     key = (tuple(taps), json.dumps(preprocessing, sort_keys=True, default=str))
     cached = _TAPPED.setdefault(model, {})
     if key not in cached:
+        from alexnet_core.predict.one_image import fast_for_one_image
+
         tapped = keras.Model(model.inputs, [model.output, *[_tap_tensor(model, t) for t in taps]])
 
-        @tf.function(reduce_retracing=True)
         def run(batch):
             probs, *outputs = tapped(standardize(batch, preprocessing), training=False)
             pooled = []
@@ -229,7 +230,8 @@ def tapped_function(model, preprocessing: dict, taps: list[str]):
                 pooled.append(out)
             return probs, pooled
 
-        cached[key] = run
+        # One image of a 224-px network goes through XLA (one_image.py says why).
+        cached[key] = fast_for_one_image(tf.function(run, reduce_retracing=True), run, int(model.input_shape[1]))
     return cached[key]
 
 
