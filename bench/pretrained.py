@@ -185,6 +185,8 @@ def keras_runner(keras_file: Path):
     from alexnet_core.predict.inference import load_model, make_forward
 
     forward = make_forward(load_model(str(keras_file)))
+    if hasattr(forward, "wait"):  # the one-image XLA compilation, made in the background, ready first
+        forward.wait()
     return lambda x: forward(x).numpy()
 
 
