@@ -2,7 +2,7 @@
 
 At batch 1 on a CPU, TensorFlow's own kernels run the 224-px AlexNets slower than PyTorch eager
 (the dense layers' matrix-vector products above all); the same graph compiled by XLA for a fixed
-1 x S x S x 3 input runs 23-29% faster than without XLA, 1.01-1.24x PyTorch eager on torchvision's
+1 x S x S x 3 input takes 16-23% less time than without XLA, 1.01-1.24x PyTorch eager on torchvision's
 network (docs/BENCHMARKS.md, "The real AlexNet at 224 px"). Compiling takes about half a second,
 once per model and process, in a background thread started by the first single image (which the
 plain function answers), and holds about 80 MiB of compiled code and buffers, not a copy of the
