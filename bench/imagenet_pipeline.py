@@ -13,9 +13,13 @@ FOLDER.prepared-256/ beside it (shorter side 256: 341x256 JPEGs of quality 90 in
   (d) prepared pipeline, `paper`: data.make_dataset on the prepared folder, as training reads it
       (records.train_batches: the same crop and flip; each image's PCA lighting shift drawn here
       and sent beside its label, added by the training step on its device)
-  (e) prepared pipeline, `random-resized-crop`
+  (e) prepared pipeline, `random-resized-crop`, as training on a GPU reads it
+      (records.train_batches with `resize_on_device`: each crop's blocks decoded and sent as they
+      are, packed into one buffer per batch; the step resizes and flips them on its device)
   (f) (d) with the lighting shift added in the stream instead (a float pass per image on the CPU:
       what a CPU-only run pays in its step instead)
+  (g) (e) with the crops resized and flipped in the stream, as a CPU-only run (or a tf.data
+      service's workers) makes them
 
 Prints images/s and images/s per CPU core for each and the ratios to (a) (issue #27's goal:
 (d) and (e) >= 1.15x (a) and >= 1,400 images/s per core). `--stages` adds a per-stage
@@ -157,7 +161,7 @@ def rrc_stages(shards, num_classes, size, batch, base, counted, shape_of):
     """The steps of the prepared `random-resized` stream (records.decode_crop's resized branch),
     each added in turn: the box alone, the crop's blocks decoded, the flip, the float copy and its
     bilinear resize to size x size (and, beside it, the bytes resized directly), + 0.5 and the
-    cast to bytes, batched."""
+    cast to bytes, batched (= (g)); and the stream as sent to a GPU step (= (e))."""
     from alexnet_core.inputs.crops import crop_window
 
     autotune = tf.data.AUTOTUNE
@@ -202,8 +206,11 @@ def rrc_stages(shards, num_classes, size, batch, base, counted, shape_of):
          staged(lambda d, p, u: shape_of(resized(d, p, u, bytes_in=True)))),
         ("+ the float pixels out, batched", staged(resized)),
         ("+ 0.5 and cast to bytes instead, batched", staged(lambda d, p, u: tf.cast(resized(d, p, u) + 0.5, tf.uint8))),
-        ("train_batches, random-resized (= (e))", records.train_batches(
+        ("train_batches, random-resized (= (g))", records.train_batches(
             shards, num_classes, size, batch, seed=0, crop="random-resized", drop_remainder=True)),
+        ("train_batches, resize_on_device: unresized crops packed (= (e))", records.train_batches(
+            shards, num_classes, size, batch, seed=0, crop="random-resized", drop_remainder=True,
+            resize_on_device=True)),
     ]
 
 
@@ -254,9 +261,10 @@ def main():
 
     prepared_split = load_source(str(dest)).train  # what training reads: record paths of the shards
 
-    def prepared(preset):  # make_dataset, as training: the lighting shifts go to the step
+    def prepared(preset, on_gpu=True):  # make_dataset, as training: the lighting shifts go to the step
         return make_dataset(prepared_split, num_classes, args.size, args.batch_size, training=True,
-                            cache_budget=0, drop_remainder=True, **dataset_options(preset, args.size, 0))
+                            cache_budget=0, drop_remainder=True, resize_on_device=on_gpu,
+                            **dataset_options(preset, args.size, 0))
 
     def prepared_lit_here():  # the same with the shifts added in the stream, a float pass per image on the CPU
         options = dataset_options("paper", args.size, 0)
@@ -268,8 +276,10 @@ def main():
         "file-paper": ("(b) file pipeline, paper crop + flip + PCA lighting", lambda: pipeline("paper")),
         "file-rrc": ("(c) file pipeline, random-resized crop + flip", lambda: pipeline("random-resized-crop")),
         "prep-paper": ("(d) prepared 256 px, paper crop + flip + PCA lighting", lambda: prepared("paper")),
-        "prep-rrc": ("(e) prepared 256 px, random-resized crop + flip", lambda: prepared("random-resized-crop")),
+        "prep-rrc": ("(e) prepared 256 px, random-resized crop, for a GPU step", lambda: prepared("random-resized-crop")),
         "prep-lit": ("(f) = (d) with the lighting added in the stream", prepared_lit_here),
+        "prep-rrc-here": ("(g) = (e) resized and flipped in the stream",
+                          lambda: prepared("random-resized-crop", on_gpu=False)),
     }
     best, cpu = dict.fromkeys(runs, 0.0), dict.fromkeys(runs, 0.0)
     for round_ in range(args.rounds):

@@ -315,6 +315,32 @@ def test_train_and_evaluate_on_a_prepared_folder_from_the_command_line(made, tmp
     assert refused.returncode == 2 and "labels.npz" in refused.stderr and "Traceback" not in refused.stderr
 
 
+def test_a_run_on_a_gpu_gets_random_resized_crops_unresized_for_its_step_to_resize(made, tmp_path, monkeypatch):
+    from alexnet_core.inputs import records
+    from alexnet_core.settings.config import TrainConfig
+    from alexnet_core.store import layout
+    from alexnet_core.train import lifecycle, loop
+    from alexnet_core.train.loop import Trainer
+    from tests.helpers import TINY
+
+    resized = []
+
+    def spy(flat, extras, size):
+        resized.append(size)
+        return real(flat, extras, size)
+
+    real = records.resize_sent
+    monkeypatch.setattr(records, "resize_sent", spy)
+    monkeypatch.setattr(loop, "accelerated", lambda strategy: True)  # as on a GPU
+    config = TrainConfig(data=str(made), epochs=2, steps_per_epoch=2, augment="random-resized-crop", **TINY)
+    run_dir = lifecycle.new_run(config, tmp_path / "runs")
+    status = Trainer(config, run_dir, log=lambda m: None).run()
+    assert status["state"] == "finished" and status["completed_epochs"] == 2
+    assert resized == [16]  # traced once, into the compiled step that ran every batch
+    metrics = layout.read_metrics(run_dir)
+    assert len(metrics["epoch"]) == 2 and np.isfinite(metrics["loss"]).all()
+
+
 def test_the_pickers_list_prepared_datasets_with_their_description(made):
     from streamlit.testing.v1 import AppTest
 

@@ -256,6 +256,84 @@ def test_the_training_step_adds_the_shifts_before_standardising():
     assert abs(float(with_shifts) - float(standardised)) < 1e-4 and abs(float(with_shifts) - float(plain)) > 1e-3
 
 
+def _assorted(tmp_path, count=14):
+    """Shards of `count` noise JPEGs of assorted sizes: their random-resized crops are enlarged and
+    shrunk to SIZE. Label = position."""
+    rng = np.random.default_rng(5)
+    items = [(_jpeg(rng.integers(0, 256, (int(h), int(w), 3), dtype=np.uint8)), i)
+             for i, (h, w) in enumerate(rng.integers(10, 48, (count, 2)))]
+    return _write(tmp_path, [items[: count // 2], items[count // 2:]])
+
+
+@pytest.mark.parametrize("lighting", [0.0, 0.5])
+def test_crops_sent_unresized_are_resized_on_the_device_as_the_stream_resizes_them(tmp_path, lighting):
+    paths = _assorted(tmp_path)
+    same = {"seed": 3, "crop": "random-resized", "lighting": lighting, "epochs": 1, "on_device": True}
+    here = records.train_batches(paths, 14, SIZE, 5, **same)
+    sent = records.train_batches(paths, 14, SIZE, 5, resize_on_device=True, **same)
+    spec = sent.element_spec
+    assert spec[0].shape.as_list() == [None] and spec[0].dtype == tf.uint8  # one flat buffer per batch
+    assert sorted(spec[2]) == sorted(["hw", "ends", "flip", *(["shift"] if lighting else [])])
+    sizes, flips, labels_seen = [], [], []
+    for (images, labels, *shifts), (flat, sent_labels, extras) in zip(here, sent, strict=True):
+        np.testing.assert_array_equal(labels.numpy(), sent_labels.numpy())
+        assert int(extras["ends"][-1]) == flat.shape[0]
+        pixels, rest = records.resize_sent(flat, extras, SIZE)
+        assert pixels.shape == images.shape and pixels.dtype == tf.float32
+        # The stream rounds its float resize to bytes: the same pixels within half a level.
+        assert np.abs(pixels.numpy() - images.numpy().astype(np.float32)).max() <= 0.5 + 1e-3
+        if lighting:
+            np.testing.assert_array_equal(rest["shift"].numpy(), shifts[0]["shift"].numpy())
+        else:
+            assert rest == {}
+        sizes += list(extras["hw"].numpy().ravel())
+        flips += list(extras["flip"].numpy())
+        labels_seen += list(np.argmax(labels.numpy(), axis=1))
+    assert sorted(labels_seen) == list(range(14))  # every image once
+    assert min(sizes) < SIZE < max(sizes) and any(flips) and not all(flips)  # shrunk and enlarged, both ways
+
+
+@pytest.mark.parametrize("lighting", [0.0, 0.5])
+def test_the_training_step_resizes_crops_sent_unresized(tmp_path, lighting):
+    import keras
+
+    from alexnet_core.inputs.preprocess import normalize
+    from alexnet_core.train.loop import make_steps
+
+    keras.utils.set_random_seed(0)
+    model = keras.Sequential([keras.Input((SIZE, SIZE, 3)), keras.layers.Flatten(), keras.layers.Dense(14, "softmax")])
+    loss = keras.losses.CategoricalCrossentropy(reduction=None)
+    step, _ = make_steps(model, keras.optimizers.SGD(learning_rate=0.0), tf.distribute.get_strategy(), loss, 7, 2,
+                         per_image=False)
+    flat, labels, extras = next(iter(records.train_batches(
+        _assorted(tmp_path), 14, SIZE, 7, seed=1, crop="random-resized", lighting=lighting, on_device=True,
+        resize_on_device=True)))
+    sent = step(iter(tf.data.Dataset.from_tensors((flat, labels, extras))))
+    pixels, rest = records.resize_sent(flat, extras, SIZE)
+    if lighting:
+        pixels = tf.clip_by_value(pixels + rest["shift"][:, None, None, :], 0.0, 255.0)
+    expected = step(iter(tf.data.Dataset.from_tensors((normalize(pixels), labels))))  # float input: taken as is
+    unflipped = {key: value for key, value in extras.items() if key != "flip"}
+    other = step(iter(tf.data.Dataset.from_tensors((flat, labels, {**unflipped, "flip": ~extras["flip"]}))))
+    assert sent["count"] == 7 and abs(float(sent["loss"]) - float(expected["loss"])) < 1e-4
+    assert abs(float(other["loss"]) - float(sent["loss"])) > 1e-4  # the flips are the step's to apply
+
+
+def test_only_a_strategy_on_gpus_or_tpus_gets_crops_to_resize():
+    from types import SimpleNamespace
+
+    from alexnet_core.train.loop import accelerated
+
+    def on(*devices):
+        return SimpleNamespace(extended=SimpleNamespace(worker_devices=devices))
+
+    assert not accelerated(tf.distribute.get_strategy())  # this machine: a CPU
+    assert not accelerated(tf.distribute.OneDeviceStrategy("/cpu:0"))
+    assert not accelerated(on("/job:localhost/replica:0/task:0/device:CPU:0"))
+    assert accelerated(on("/job:localhost/replica:0/task:0/device:GPU:0", "/job:localhost/replica:0/task:0/device:GPU:1"))
+    assert accelerated(on("/job:worker/replica:0/task:1/device:TPU:0"))
+
+
 ALLOCATION_PROBE = """
 import ctypes, json
 import numpy as np

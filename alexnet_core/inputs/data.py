@@ -408,7 +408,7 @@ def crop_file(path, size: int, crop: str, seed):
 def make_dataset(split: Split, num_classes: int, input_size: int, batch_size: int, training: bool = False,
                  augment=None, seed: int = 0, cache_budget: int = CACHE_BUDGET_BYTES, drop_remainder: bool = False,
                  shard: tuple[int, int] | None = None, crop: str | None = None, lighting: float = 0.0,
-                 standardisation: tuple | None = None, repeat: bool = True):
+                 standardisation: tuple | None = None, repeat: bool = True, resize_on_device: bool = False):
     """A batched tf.data pipeline of (standardised images, one-hot labels).
 
     Training shuffles the whole split every epoch, deterministically for a seed: decoded images
@@ -426,6 +426,8 @@ def make_dataset(split: Split, num_classes: int, input_size: int, batch_size: in
     cached: every epoch crops afresh), with PCA lighting of std `lighting`, then `augment`; these
     batches hold uint8 pixels, which the training step standardises (preprocess.as_input).
     `standardisation` (mean, std): the run's own (a fine-tuning base's recipe), else ImageNet's.
+    `resize_on_device`: a prepared folder's random-resized crops go to the training step unresized
+    (records.train_batches), for a step on a GPU to resize.
     """
     import tensorflow as tf
 
@@ -450,7 +452,7 @@ def make_dataset(split: Split, num_classes: int, input_size: int, batch_size: in
         shards, rows = shards_and_rows(split)
         return train_batches(shards, num_classes, input_size, batch_size, seed=seed, crop=crop, lighting=lighting,
                              augment=augment, shard=shard, drop_remainder=drop_remainder, rows=rows,
-                             epochs=None if repeat else 1, on_device=True)
+                             epochs=None if repeat else 1, on_device=True, resize_on_device=resize_on_device)
     if training and crop:
         pixels = split.images if split.images is not None else np.array(split.paths, dtype=str)
         ds = shuffled(tf.data.Dataset.from_tensor_slices((pixels, split.labels)).shard(count, index))

@@ -251,7 +251,7 @@ def stream_options():
 def train_batches(shards: list[str], num_classes: int, input_size: int, batch_size: int, *, seed: int,
                   crop: str | None, lighting: float = 0.0, augment=None, shard: tuple[int, int] | None = None,
                   drop_remainder: bool = False, rows=None, epochs: int | None = None,
-                  buffer: int = SHUFFLE_RECORDS, on_device: bool = False):
+                  buffer: int = SHUFFLE_RECORDS, on_device: bool = False, resize_on_device: bool = False):
     """Training batches of (uint8 images at input_size, one-hot float32 labels) from prepared
     shards, the element spec of `data.make_dataset(..., training=True, crop=crop)`, repeating
     forever (`epochs` limits it, for checks), deterministic for a seed (see `records`).
@@ -264,10 +264,14 @@ def train_batches(shards: list[str], num_classes: int, input_size: int, batch_si
     `on_device` (with `lighting` and no `augment`): each image's lighting shift is drawn here but
     added by the training step (train.loop.make_steps) as it turns the bytes into floats on its
     device: the batches are (uint8 images, one-hot labels, {"shift": float32 (B, 3)}), which
-    saves the CPU its costliest pass after decoding. (The random-resized crop's resize stays here:
-    sending the unresized crops on a fixed canvas for the step to resize measured slower on a CPU,
-    700 against 1,000 images per CPU-second, the large per-image buffers costing more than the
-    resize; docs/BENCHMARKS.md.)
+    saves the CPU its costliest pass after decoding.
+
+    `resize_on_device` (`random-resized`, no `augment`; for a step on a GPU): the crops are sent
+    as decoded, unresized and unflipped, packed into one flat uint8 buffer per batch, and the
+    training step resizes and flips them on its device (`resize_sent`). The batches are (uint8
+    buffer (N,), one-hot labels, {"hw": int32 (B, 2), "ends": int32 (B,), "flip": bool (B,)[,
+    "shift": float32 (B, 3)]}). It spares the stream the resize and the float passes around it,
+    about 35% of its CPU time (docs/BENCHMARKS.md); on a CPU the step would only pay it instead.
 """
     import tensorflow as tf
 
@@ -294,6 +298,9 @@ def train_batches(shards: list[str], num_classes: int, input_size: int, batch_si
 
     ds = ds.map(parse, num_parallel_calls=tf.data.AUTOTUNE).unbatch()
 
+    if resize_on_device and crop == "random-resized" and augment is None:
+        return _sent_unresized(ds, input_size, batch_size, drop_remainder, lighting)
+
     def one(data, label, pair, uniform, shift):
         if on_device and augment is None and lighting:
             image = decode_crop(data, input_size, crop, pair, uniform[:2], uniform[2] < 0.5)
@@ -309,3 +316,78 @@ def train_batches(shards: list[str], num_classes: int, input_size: int, batch_si
     ds = ds.map(one, num_parallel_calls=tf.data.AUTOTUNE).ignore_errors(log_warning=True)
     ds = ds.batch(batch_size, drop_remainder=drop_remainder).prefetch(tf.data.AUTOTUNE)
     return ds.with_options(stream_options())
+
+
+# -- random-resized crops resized on the training step's device -----------------------------------
+
+def _sent_unresized(ds, size: int, batch_size: int, drop_remainder: bool, lighting: float):
+    """train_batches' stream with `resize_on_device`: each image's random-resized crop decoded (only
+    its blocks) and nothing more; a batch of them packed into one flat buffer.
+
+    Each crop is serialized as a TensorProto, whose pixel bytes are its last h*w*3 bytes (protobuf
+    writes fields in number order, tensor_content last), and a batch's protos are joined into one
+    string read as uint8: three copies of the bytes, cheaper than tf.data's ragged batching (about
+    700 against 1,400 images per CPU-second here). `ends` is where each image's bytes end."""
+    import tensorflow as tf
+
+    from alexnet_core.inputs.crops import crop_window
+
+    def one(data, label, pair, uniform, shift):
+        part = tf.io.decode_and_crop_jpeg(
+            data, tf.concat(crop_window(tf.io.extract_jpeg_shape(data), size, "random-resized", pair), 0), channels=3)
+        extras = {"hw": tf.shape(part)[:2], "flip": uniform[2] < 0.5}
+        if lighting:
+            extras["shift"] = shift
+        return tf.io.serialize_tensor(tf.reshape(part, [-1])), label, extras
+
+    def pack(protos, labels, extras):
+        flat = tf.io.decode_raw(tf.strings.reduce_join(protos), tf.uint8)
+        return flat, labels, {**extras, "ends": tf.cast(tf.cumsum(tf.strings.length(protos)), tf.int32)}
+
+    ds = ds.map(one, num_parallel_calls=tf.data.AUTOTUNE).ignore_errors(log_warning=True)
+    ds = ds.batch(batch_size, drop_remainder=drop_remainder).map(pack, num_parallel_calls=tf.data.AUTOTUNE)
+    return ds.prefetch(tf.data.AUTOTUNE).with_options(stream_options())
+
+
+def is_sent_unresized(extras) -> bool:
+    """Whether a batch's extras are those of a stream sent with `resize_on_device`."""
+    return bool(extras) and "ends" in extras
+
+
+def resize_sent(flat, extras, size: int):
+    """A batch sent with `resize_on_device` as float32 pixels (B, size, size, 3), 0..255: each crop
+    resized bilinearly (half-pixel centres, no antialiasing: what `tf.image.resize` gives the
+    stream on a CPU, before its rounding to bytes) and flipped where `flip`. Plain gathers and
+    arithmetic, for the step's device; the four corners of every output pixel are gathered from
+    the flat buffer at once. Returns (pixels, the extras left: the lighting shift when sent)."""
+    import tensorflow as tf
+
+    hw, ends, flip = extras["hw"], extras["ends"], extras["flip"]
+    h, w = tf.cast(hw[:, 0], tf.int32), tf.cast(hw[:, 1], tf.int32)
+    starts = tf.cast(ends, tf.int32) - h * w * 3  # the pixel bytes are the last h*w*3 of each proto
+
+    def axis(extent):  # tf.image.resize's half-pixel bilinear weights along one axis, per image
+        scale = tf.cast(extent, tf.float32)[:, None] / float(size)
+        source = (tf.range(size, dtype=tf.float32)[None, :] + 0.5) * scale - 0.5
+        floor = tf.floor(source)
+        lower = tf.maximum(tf.cast(floor, tf.int32), 0)
+        upper = tf.minimum(tf.cast(tf.math.ceil(source), tf.int32), extent[:, None] - 1)
+        return lower, upper, source - floor
+
+    y0, y1, wy = axis(h)
+    x0, x1, wx = axis(w)
+    channel = tf.range(3, dtype=tf.int32)
+    pixels = tf.cast(flat, tf.float32)
+
+    def corner(rows, cols):  # (B, size, size, 3) values at rows (B, size) x cols (B, size)
+        index = (starts[:, None, None, None] + (rows * w[:, None])[:, :, None, None] * 3
+                 + cols[:, None, :, None] * 3 + channel)
+        return tf.gather(pixels, index)
+
+    wx4, wy4 = wx[:, None, :, None], wy[:, :, None, None]
+    top_left, bottom_left = corner(y0, x0), corner(y1, x0)
+    top = top_left + (corner(y0, x1) - top_left) * wx4
+    bottom = bottom_left + (corner(y1, x1) - bottom_left) * wx4
+    out = top + (bottom - top) * wy4
+    out = tf.where(tf.reshape(flip, [-1, 1, 1, 1]), tf.reverse(out, [2]), out)
+    return out, {key: value for key, value in extras.items() if key not in ("hw", "ends", "flip")}

@@ -96,6 +96,7 @@ def make_steps(model, optimizer, strategy, loss_fn, global_batch: int, top_k: in
 
     from alexnet_core.inputs.preprocess import MEAN, STD, normalize
     from alexnet_core.inputs.preprocess import as_input as standardise
+    from alexnet_core.inputs.records import is_sent_unresized, resize_sent
 
     mean, std = standardisation or (MEAN, STD)
 
@@ -153,10 +154,20 @@ def make_steps(model, optimizer, strategy, loss_fn, global_batch: int, top_k: in
     # As Keras does: XLA compiles the per-replica step; reading the iterator stays outside it.
     replica_step = tf.function(replica_train, jit_compile=True, reduce_retracing=True) if jit else replica_train
 
+    def replica_sent(x, y, stop, extras):
+        # Random-resized crops sent unresized (records.train_batches, `resize_on_device`): resized
+        # and flipped here, on the replica's device, before the (possibly XLA-compiled) step,
+        # whose input shape stays fixed.
+        pixels, rest = resize_sent(x, extras, model.input_shape[1])
+        if rest:  # the lighting shifts: added, clipped and standardised in the step (as_input)
+            return replica_step(pixels, y, stop, rest)
+        return replica_step(normalize(pixels, mean, std), y, stop)  # float input is taken as standardised
+
     @tf.function
     def compiled_step(iterator, stop):
         x, y, *extras = next(iterator)  # (images, labels) or (images, labels, {"shift": ...})
-        return reduce(strategy.run(replica_step, args=(x, y, stop, *extras)))
+        step = replica_sent if extras and is_sent_unresized(extras[0]) else replica_step
+        return reduce(strategy.run(step, args=(x, y, stop, *extras)))
 
     def train_step(iterator, stop=None):
         return compiled_step(iterator, tf.zeros((), tf.float32) if stop is None else stop)
@@ -167,6 +178,18 @@ def make_steps(model, optimizer, strategy, loss_fn, global_batch: int, top_k: in
         return reduce(strategy.run(replica_eval, args=(x, y)))
 
     return train_step, eval_step
+
+
+def accelerated(strategy) -> bool:
+    """Whether the strategy's replicas run on GPUs or TPUs (the default strategy: whether this
+    process has one, where TensorFlow places the step)."""
+    import tensorflow as tf
+
+    try:
+        devices = strategy.extended.worker_devices
+    except RuntimeError:  # the default strategy has no device list of its own
+        devices = [device.name for kind in ("GPU", "TPU") for device in tf.config.list_logical_devices(kind)]
+    return any(tf.DeviceSpec.from_string(device).device_type in ("GPU", "TPU") for device in devices)
 
 
 def distributed_eval_dataset(strategy, split, num_classes: int, size: int, batch: int,
@@ -558,13 +581,18 @@ class Trainer:
             service = ServiceInput(config.data_service, self.status, self.log, self.cluster)
             self.observers.observers.append(service.watchdog)
 
+        # On a GPU, a prepared folder's random-resized crops are resized by the step (records.py,
+        # `resize_on_device`); not with a tf.data service, whose batches are cut anew here, and
+        # whose workers are the spare cores.
+        resize_on_device = service is None and accelerated(plan.strategy)
+
         def train_fn(context):  # each worker reads its own shard, in batches of one replica's share
             per_replica = context.get_per_replica_batch_size(batch)
 
             def pipeline(**changes):
                 return make_dataset(train_split, num_classes, size, per_replica, **{
                     "training": True, "seed": config.seed + done, "cache_budget": budget, "drop_remainder": True,
-                    "standardisation": state.standardisation,
+                    "standardisation": state.standardisation, "resize_on_device": resize_on_device,
                     **dataset_options(config.augment, size, config.seed + done),
                     "shard": (context.num_input_pipelines, context.input_pipeline_id), **changes})
 
