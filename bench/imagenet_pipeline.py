@@ -24,10 +24,12 @@ FOLDER.prepared-256/ beside it (shorter side 256: 341x256 JPEGs of quality 90 in
 Prints images/s and images/s per CPU core for each and the ratios to (a) (issue #27's goal:
 (d) and (e) >= 1.15x (a) and >= 1,400 images/s per core). `--stages` adds a per-stage
 ablation of (d) (what each step of the prepared pipeline costs), `--stages random-resized` one
-of (e); `--stage-rounds` alternating rounds of it, the best of each step kept.
+of (e) and (g); `--stage-rounds` alternating rounds of it, the best of each step kept.
+`--device-resize` times the step's resize of (e)'s crops on this machine's device.
 
     python bench/imagenet_pipeline.py [--images 6000] [--classes 100] [--folder /tmp/alexnet-imagenet-like-6000]
     python bench/imagenet_pipeline.py --rounds 0 --stages random-resized --stage-rounds 3
+    python bench/imagenet_pipeline.py --rounds 0 --device-resize   # the step's resize of (e)'s crops
 """
 
 from __future__ import annotations
@@ -214,6 +216,31 @@ def rrc_stages(shards, num_classes, size, batch, base, counted, shape_of):
     ]
 
 
+def device_resize(shards: list[str], num_classes: int, size: int, batch: int, rounds: int = 2, count: int = 6):
+    """records.resize_sent on this machine, over `count` sent batches held in memory: compiled by
+    XLA (as the step runs it) against the same ops without XLA. On a CPU this is what resizing in
+    the step would cost (against the stream's own resize, in the stages); on a GPU, its cost there."""
+    sent = list(records.train_batches(shards, num_classes, size, batch, seed=0, crop="random-resized",
+                                      resize_on_device=True, drop_remainder=True).take(count))
+    plain = tf.function(lambda flat, hw, ends, flip: records._resize_packed(flat, hw, ends, flip, size),
+                        reduce_retracing=True)
+    ways = {"resize_sent, XLA (as the step runs it)": lambda flat, extras: records.resize_sent(flat, extras, size)[0],
+            "the same ops without XLA": lambda flat, extras: plain(flat, extras["hw"], extras["ends"], extras["flip"])}
+    print(f"\nthe step's resize of sent crops on {tf.config.list_logical_devices()[-1].device_type}, "
+          f"batches of {batch} at {size} px (best of {rounds}):")
+    for name, resize in ways.items():
+        resize(*sent[0][::2]).numpy()  # compiled (or traced) once, outside the clock
+        best_wall = best_cpu = float("inf")
+        for _ in range(rounds):
+            start, cpu = time.perf_counter(), cpu_seconds()
+            for flat, _, extras in sent:
+                resize(flat, extras).numpy()
+            best_wall = min(best_wall, (time.perf_counter() - start) / len(sent))
+            best_cpu = min(best_cpu, (cpu_seconds() - cpu) / len(sent))
+        print(f"  {name:<44} {best_wall * 1e3:7.0f} ms a batch {best_cpu * 1e6 / batch:7.0f} us of CPU an image",
+              flush=True)
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--images", type=int, default=6_000)
@@ -232,6 +259,8 @@ def main():
     parser.add_argument("--default-allocator", action="store_true",
                         help="leave glibc's allocator as it is (by default every row runs with the heap "
                              "setting the prepared stream makes, records.roomy_allocator)")
+    parser.add_argument("--device-resize", action="store_true",
+                        help="also time the step's resize of crops sent unresized (records.resize_sent)")
     args = parser.parse_args()
     if not args.default_allocator:  # the same allocator for every row, whichever is built first
         print(f"allocator: {'heap reuses batch-sized blocks' if records.roomy_allocator() else 'unchanged'} "
@@ -297,6 +326,8 @@ def main():
               f"{best['prep-rrc'] / best['bare']:.2f}x, {best['prep-rrc'] / cores():.0f}/core. CPU time: (d) "
               f"{cpu['prep-paper'] / cpu['bare']:.2f}x, {cpu['prep-paper']:.0f}/CPU-s; (e) "
               f"{cpu['prep-rrc'] / cpu['bare']:.2f}x, {cpu['prep-rrc']:.0f}/CPU-s")
+    if args.device_resize:
+        device_resize(shards, num_classes, args.size, args.batch_size)
     if args.stages:
         steps = {}
         which = "(d)" if args.stages == "paper" else "(e)"

@@ -354,15 +354,42 @@ def is_sent_unresized(extras) -> bool:
     return bool(extras) and "ends" in extras
 
 
+SENT_BUCKET = 2**22  # a sent buffer is padded to a multiple of 4 MiB: few shapes for XLA to compile
+
+
 def resize_sent(flat, extras, size: int):
     """A batch sent with `resize_on_device` as float32 pixels (B, size, size, 3), 0..255: each crop
     resized bilinearly (half-pixel centres, no antialiasing: what `tf.image.resize` gives the
-    stream on a CPU, before its rounding to bytes) and flipped where `flip`. Plain gathers and
-    arithmetic, for the step's device; the four corners of every output pixel are gathered from
-    the flat buffer at once. Returns (pixels, the extras left: the lighting shift when sent)."""
+    stream on a CPU, before its rounding to bytes) and flipped where `flip`. Returns (pixels, the
+    extras left: the lighting shift when sent).
+
+    Compiled by XLA, which fuses the index arithmetic, the four gathers of each output pixel's
+    corners and the interpolation into a pass over the output (as plain TensorFlow ops each would
+    be a pass of its own over (B, size, size, 3) values). The buffer is padded to a multiple of
+    SENT_BUCKET so that batches of nearly the same size share one compiled program."""
     import tensorflow as tf
 
-    hw, ends, flip = extras["hw"], extras["ends"], extras["flip"]
+    padded = tf.pad(flat, [[0, tf.math.floormod(-tf.shape(flat)[0], SENT_BUCKET)]])
+    pixels = _compiled_resize()(padded, extras["hw"], extras["ends"], extras["flip"], size)
+    return pixels, {key: value for key, value in extras.items() if key not in ("hw", "ends", "flip")}
+
+
+_COMPILED_RESIZE = None
+
+
+def _compiled_resize():
+    global _COMPILED_RESIZE
+    if _COMPILED_RESIZE is None:
+        import tensorflow as tf
+
+        _COMPILED_RESIZE = tf.function(_resize_packed, jit_compile=True, reduce_retracing=True)
+    return _COMPILED_RESIZE
+
+
+def _resize_packed(flat, hw, ends, flip, size: int):
+    """resize_sent's work: the four corners of every output pixel gathered from the flat buffer."""
+    import tensorflow as tf
+
     h, w = tf.cast(hw[:, 0], tf.int32), tf.cast(hw[:, 1], tf.int32)
     starts = tf.cast(ends, tf.int32) - h * w * 3  # the pixel bytes are the last h*w*3 of each proto
 
@@ -376,18 +403,19 @@ def resize_sent(flat, extras, size: int):
 
     y0, y1, wy = axis(h)
     x0, x1, wx = axis(w)
+    # A flipped image reads its columns right to left: column j of the output is column
+    # size-1-j of the unflipped one.
+    mirrored = tf.reshape(flip, [-1, 1])
+    x0, x1, wx = (tf.where(mirrored, tf.reverse(v, [1]), v) for v in (x0, x1, wx))
     channel = tf.range(3, dtype=tf.int32)
-    pixels = tf.cast(flat, tf.float32)
 
     def corner(rows, cols):  # (B, size, size, 3) values at rows (B, size) x cols (B, size)
         index = (starts[:, None, None, None] + (rows * w[:, None])[:, :, None, None] * 3
                  + cols[:, None, :, None] * 3 + channel)
-        return tf.gather(pixels, index)
+        return tf.cast(tf.gather(flat, index), tf.float32)
 
     wx4, wy4 = wx[:, None, :, None], wy[:, :, None, None]
     top_left, bottom_left = corner(y0, x0), corner(y1, x0)
     top = top_left + (corner(y0, x1) - top_left) * wx4
     bottom = bottom_left + (corner(y1, x1) - bottom_left) * wx4
-    out = top + (bottom - top) * wy4
-    out = tf.where(tf.reshape(flip, [-1, 1, 1, 1]), tf.reverse(out, [2]), out)
-    return out, {key: value for key, value in extras.items() if key not in ("hw", "ends", "flip")}
+    return top + (bottom - top) * wy4
