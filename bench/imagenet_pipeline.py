@@ -25,11 +25,13 @@ Prints images/s and images/s per CPU core for each and the ratios to (a) (issue 
 (d) and (e) >= 1.15x (a) and >= 1,400 images/s per core). `--stages` adds a per-stage
 ablation of (d) (what each step of the prepared pipeline costs), `--stages random-resized` one
 of (e) and (g); `--stage-rounds` alternating rounds of it, the best of each step kept.
-`--device-resize` times the step's resize of (e)'s crops on this machine's device.
+`--device-resize` times the step's resize of (e)'s crops on this machine's device; `--profile`
+shows where (e)'s and (g)'s time goes by TensorFlow's profiler (with xprof installed).
 
     python bench/imagenet_pipeline.py [--images 6000] [--classes 100] [--folder /tmp/alexnet-imagenet-like-6000]
     python bench/imagenet_pipeline.py --rounds 0 --stages random-resized --stage-rounds 3
     python bench/imagenet_pipeline.py --rounds 0 --device-resize   # the step's resize of (e)'s crops
+    python bench/imagenet_pipeline.py --rounds 0 --profile         # by TensorFlow's profiler (pip install xprof)
 """
 
 from __future__ import annotations
@@ -241,6 +243,53 @@ def device_resize(shards: list[str], num_classes: int, size: int, batch: int, ro
               flush=True)
 
 
+def profile(shards: list[str], num_classes: int, size: int, batch: int, batches: int = 8, top: int = 10):
+    """Where the CPU time of (e) and (g) goes, by TensorFlow's profiler: `batches` batches of each
+    stream traced (after two untraced), then xprof's framework op statistics (self-time per op type
+    on the host; tf.data's iterators are listed by their own self-time). Needs `pip install xprof`
+    (its converter only; nothing is served)."""
+    import tempfile
+
+    try:
+        from xprof.convert import raw_to_tool_data
+    except ImportError:
+        print("\n--profile needs xprof's converter: pip install xprof", flush=True)
+        return
+    streams = {"(e) for a GPU step": True, "(g) resized in the stream": False}
+    for name, on_gpu in streams.items():
+        stream = records.train_batches(shards, num_classes, size, batch, seed=0, crop="random-resized",
+                                       resize_on_device=on_gpu, drop_remainder=True)
+        iterator = iter(stream)
+        next(iterator)
+        next(iterator)
+        with tempfile.TemporaryDirectory() as logdir:
+            tf.profiler.experimental.start(logdir)
+            for _ in range(batches):
+                next(iterator)
+            tf.profiler.experimental.stop()
+            planes = [str(p) for p in Path(logdir).rglob("*.xplane.pb")]
+            data, _ = raw_to_tool_data.xspace_to_tool_data(planes, "framework_op_stats^", {})
+        table = json.loads(data)[0]
+        columns = [c["id"] for c in table["cols"]]
+        rows = [dict(zip(columns, (cell["v"] for cell in row["c"]))) for row in table["rows"]]
+        # TensorFlow ops by type. tf.data's iterators are left out of the sum: their "self-time"
+        # is the time a GetNext took beyond its inputs', waiting on parallel calls included.
+        by_type: dict[str, float] = {}
+        waiting = 0.0
+        for row in rows:
+            if row["host_or_device"] != "Host" or row["type"] == "IDLE":
+                continue
+            if row["type"] == "Dataset":
+                waiting += row["total_self_time"]
+            else:
+                by_type[row["type"]] = by_type.get(row["type"], 0.0) + row["total_self_time"]
+        busy, images = sum(by_type.values()), batches * batch
+        print(f"\nprofile of {name} ({batches} batches of {batch}): {busy / images:.0f} us of TensorFlow ops an "
+              f"image; tf.data's iterators {waiting / images:.0f} us (waits included)")
+        for kind, micros in sorted(by_type.items(), key=lambda item: -item[1])[:top]:
+            print(f"  {kind:<48} {micros / images:7.1f} us an image {100 * micros / busy:5.1f}%")
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--images", type=int, default=6_000)
@@ -259,6 +308,8 @@ def main():
     parser.add_argument("--default-allocator", action="store_true",
                         help="leave glibc's allocator as it is (by default every row runs with the heap "
                              "setting the prepared stream makes, records.roomy_allocator)")
+    parser.add_argument("--profile", action="store_true",
+                        help="also profile (e) and (g) with TensorFlow's profiler (needs `pip install xprof`)")
     parser.add_argument("--device-resize", action="store_true",
                         help="also time the step's resize of crops sent unresized (records.resize_sent)")
     args = parser.parse_args()
@@ -326,6 +377,8 @@ def main():
               f"{best['prep-rrc'] / best['bare']:.2f}x, {best['prep-rrc'] / cores():.0f}/core. CPU time: (d) "
               f"{cpu['prep-paper'] / cpu['bare']:.2f}x, {cpu['prep-paper']:.0f}/CPU-s; (e) "
               f"{cpu['prep-rrc'] / cpu['bare']:.2f}x, {cpu['prep-rrc']:.0f}/CPU-s")
+    if args.profile:
+        profile(shards, num_classes, args.size, args.batch_size)
     if args.device_resize:
         device_resize(shards, num_classes, args.size, args.batch_size)
     if args.stages:
