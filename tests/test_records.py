@@ -293,6 +293,18 @@ def test_crops_sent_unresized_are_resized_on_the_device_as_the_stream_resizes_th
     assert min(sizes) < SIZE < max(sizes) and any(flips) and not all(flips)  # shrunk and enlarged, both ways
 
 
+def test_large_batches_are_resized_in_the_stream_and_an_oversized_buffer_is_refused(tmp_path, monkeypatch):
+    paths = _assorted(tmp_path)
+    monkeypatch.setattr(records, "SENT_MAX_BATCH", 4)
+    large = records.train_batches(paths, 14, SIZE, 5, seed=3, crop="random-resized", resize_on_device=True)
+    assert large.element_spec[0].shape.as_list() == [None, SIZE, SIZE, 3]  # resized here
+    monkeypatch.setattr(records, "SENT_MAX_BATCH", 1024)
+    monkeypatch.setattr(records, "SENT_BUCKET", 2**31 - 64)  # any batch of crops passes the limit
+    sent = records.train_batches(paths, 14, SIZE, 5, seed=3, crop="random-resized", resize_on_device=True)
+    with pytest.raises(tf.errors.InvalidArgumentError, match="smaller --batch-size"):
+        next(iter(sent))
+
+
 @pytest.mark.parametrize("lighting", [0.0, 0.5])
 def test_the_training_step_resizes_crops_sent_unresized(tmp_path, lighting):
     import keras

@@ -266,7 +266,8 @@ def train_batches(shards: list[str], num_classes: int, input_size: int, batch_si
     device: the batches are (uint8 images, one-hot labels, {"shift": float32 (B, 3)}), which
     saves the CPU its costliest pass after decoding.
 
-    `resize_on_device` (`random-resized`, no `augment`; for a step on a GPU): the crops are sent
+    `resize_on_device` (`random-resized`, no `augment`, batches up to SENT_MAX_BATCH; for a step on
+    a GPU): the crops are sent
     as decoded, unresized and unflipped, packed into one flat uint8 buffer per batch, and the
     training step resizes and flips them on its device (`resize_sent`). The batches are (uint8
     buffer (N,), one-hot labels, {"hw": int32 (B, 2), "ends": int32 (B,), "flip": bool (B,)[,
@@ -298,7 +299,7 @@ def train_batches(shards: list[str], num_classes: int, input_size: int, batch_si
 
     ds = ds.map(parse, num_parallel_calls=tf.data.AUTOTUNE).unbatch()
 
-    if resize_on_device and crop == "random-resized" and augment is None:
+    if resize_on_device and crop == "random-resized" and augment is None and batch_size <= SENT_MAX_BATCH:
         return _sent_unresized(ds, input_size, batch_size, drop_remainder, lighting)
 
     def one(data, label, pair, uniform, shift):
@@ -342,7 +343,13 @@ def _sent_unresized(ds, size: int, batch_size: int, drop_remainder: bool, lighti
 
     def pack(protos, labels, extras):
         flat = tf.io.decode_raw(tf.strings.reduce_join(protos), tf.uint8)
-        return flat, labels, {**extras, "ends": tf.cast(tf.cumsum(tf.strings.length(protos)), tf.int32)}
+        ends = tf.cumsum(tf.cast(tf.strings.length(protos), tf.int64))
+        check = tf.debugging.assert_less(
+            ends[-1], tf.constant(2**31 - SENT_BUCKET, tf.int64),
+            message="A batch of crops sent to the GPU passed 2 GiB (images of extreme shapes): train with a "
+                    "smaller --batch-size.")
+        with tf.control_dependencies([check]):
+            return flat, labels, {**extras, "ends": tf.cast(ends, tf.int32)}
 
     ds = ds.map(one, num_parallel_calls=tf.data.AUTOTUNE).ignore_errors(log_warning=True)
     ds = ds.batch(batch_size, drop_remainder=drop_remainder).map(pack, num_parallel_calls=tf.data.AUTOTUNE)
@@ -355,6 +362,9 @@ def is_sent_unresized(extras) -> bool:
 
 
 SENT_BUCKET = 2**22  # a sent buffer is padded to a multiple of 4 MiB: few shapes for XLA to compile
+# Batches (per replica) up to this many images are sent unresized: about 100 KB an image, so 100 MB
+# a batch, far from the 2 GiB that int32 positions in the buffer allow (checked per batch).
+SENT_MAX_BATCH = 1024
 
 
 def resize_sent(flat, extras, size: int):
