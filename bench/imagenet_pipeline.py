@@ -245,9 +245,9 @@ def device_resize(shards: list[str], num_classes: int, size: int, batch: int, ro
 
 def profile(shards: list[str], num_classes: int, size: int, batch: int, batches: int = 8, top: int = 10):
     """Where the CPU time of (e) and (g) goes, by TensorFlow's profiler: `batches` batches of each
-    stream traced (after two untraced), then xprof's framework op statistics (self-time per op type
-    on the host; tf.data's iterators are listed by their own self-time). Needs `pip install xprof`
-    (its converter only; nothing is served)."""
+    stream traced (after two untraced), then xprof's framework op statistics: self-time per op type
+    on the host, and tf.data's iterators apart (their self-time includes waits). Needs `pip install
+    xprof` (its converter only; nothing is served)."""
     import tempfile
 
     try:
@@ -383,7 +383,7 @@ def main():
         device_resize(shards, num_classes, args.size, args.batch_size)
     if args.stages:
         steps = {}
-        which = "(d)" if args.stages == "paper" else "(e)"
+        which = "(d)" if args.stages == "paper" else "(e) and (g)"
         for round_ in range(args.stage_rounds or max(args.rounds, 1)):
             print(f"\nstages of {which}, each step added in turn, round {round_ + 1}:", flush=True)
             for name, dataset in stages(shards, num_classes, args.size, args.batch_size, args.stages):

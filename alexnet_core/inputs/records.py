@@ -23,6 +23,7 @@ from __future__ import annotations
 
 # TensorFlow loads on first use (inside the functions), as in data.py: importing this module
 # stays light for the app's pages and the command line.
+import functools
 import json
 import os
 from pathlib import Path
@@ -267,12 +268,12 @@ def train_batches(shards: list[str], num_classes: int, input_size: int, batch_si
     saves the CPU its costliest pass after decoding.
 
     `resize_on_device` (`random-resized`, no `augment`, batches up to SENT_MAX_BATCH; for a step on
-    a GPU): the crops are sent
-    as decoded, unresized and unflipped, packed into one flat uint8 buffer per batch, and the
-    training step resizes and flips them on its device (`resize_sent`). The batches are (uint8
-    buffer (N,), one-hot labels, {"hw": int32 (B, 2), "ends": int32 (B,), "flip": bool (B,)[,
-    "shift": float32 (B, 3)]}). It spares the stream the resize and the float passes around it,
-    about 35% of its CPU time (docs/BENCHMARKS.md); on a CPU the step would only pay it instead.
+    a GPU): the crops are sent as decoded, unresized and unflipped, packed into one flat uint8
+    buffer per batch, and the training step resizes and flips them on its device (`resize_sent`).
+    The batches are (uint8 buffer (N,), one-hot labels, {"hw": int32 (B, 2), "ends": int32 (B,),
+    "flip": bool (B,)[, "shift": float32 (B, 3)]}). It spares the stream the resize and the float
+    passes around it, about 35% of its CPU time (docs/BENCHMARKS.md); on a CPU the step would only
+    pay it instead.
 """
     import tensorflow as tf
 
@@ -384,16 +385,11 @@ def resize_sent(flat, extras, size: int):
     return pixels, {key: value for key, value in extras.items() if key not in ("hw", "ends", "flip")}
 
 
-_COMPILED_RESIZE = None
-
-
+@functools.cache
 def _compiled_resize():
-    global _COMPILED_RESIZE
-    if _COMPILED_RESIZE is None:
-        import tensorflow as tf
+    import tensorflow as tf
 
-        _COMPILED_RESIZE = tf.function(_resize_packed, jit_compile=True, reduce_retracing=True)
-    return _COMPILED_RESIZE
+    return tf.function(_resize_packed, jit_compile=True, reduce_retracing=True)
 
 
 def _resize_packed(flat, hw, ends, flip, size: int):

@@ -43,7 +43,7 @@ import numpy as np
 from alexnet_core.errors import AlexNetError
 from alexnet_core.predict.inference import MAX_MODEL_BYTES
 from alexnet_core.pretrained import sources
-from alexnet_core.pretrained.torch_import import ASSIGN_ROWS, assign_in_blocks, assign_slice
+from alexnet_core.pretrained.torch_import import ASSIGN_ROWS, assign_in_blocks, assign_slice, fill_from_out_in
 
 INSTALL = 'pip install "alexnet-explorer[pretrained]"'
 # A protobuf file cannot exceed 2 GiB; the weights within it obey the project's model limit.
@@ -785,9 +785,10 @@ def _release(tensors: dict, name: str) -> None:
 
 def _fill_dense(variable, layer: Layer, tensor, stored: Stored, flat_shape: tuple) -> None:
     """Dense kernel `variable` (Keras' [in, out]) from a weight left in the file, read a block of
-    stored rows at a time (about 9 MiB: 256 x 9,216 floats) and written straight into its place: no whole copy of
-    the weight is ever in memory. fc6's rows go from the graph's NCHW flatten order (c, h, w) to
-    Keras' (h, w, c)."""
+    stored rows at a time (about 9 MiB: 256 x 9,216 floats) and written straight into its place:
+    no whole copy of the weight is ever in memory. fc6's rows go from the graph's NCHW flatten
+    order (c, h, w) to Keras' (h, w, c). A Gemm's [out, in] weight is torch_import's case too
+    (fill_from_out_in)."""
     stored_rows, row = (int(d) for d in layer.shape)
     inputs, units = (row, stored_rows) if layer.transpose else (stored_rows, row)
     channels, height, width = flat_shape
@@ -799,12 +800,8 @@ def _fill_dense(variable, layer: Layer, tensor, stored: Stored, flat_shape: tupl
         return block if layer.scale == 1.0 else block * scale
 
     if layer.transpose:  # stored [out, in]: a block of outputs fills a block of the kernel's columns
-        for start in range(0, stored_rows, step):
-            stop = min(start + step, stored_rows)
-            block = scaled(stored.rows(tensor, start, stop))
-            block = (block.reshape(stop - start, channels, height, width).transpose(2, 3, 1, 0) if fc6 else block.T)
-            assign_slice(variable, [0, start], [inputs, stop], [1, 1],
-                         np.ascontiguousarray(block.reshape(inputs, stop - start)))
+        fill_from_out_in(variable, stored_rows, inputs, lambda start, stop: scaled(stored.rows(tensor, start, stop)),
+                         flat_shape=flat_shape if fc6 else None)
     elif fc6:  # stored [in, out] in (c, h, w) order: channel c's rows are Keras' rows c, c + C, ...
         places = height * width
         for c in range(channels):

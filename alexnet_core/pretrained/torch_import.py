@@ -284,22 +284,33 @@ def to_keras(layers: list[Layer], num_classes: int, path=None):
 
 
 def _fill_linear(variable, weight, label: str, path) -> None:
-    """A linear layer's kernel (Keras' [in, out]) from PyTorch's [out, in] weight, a block of
-    output rows at a time (about 9 MiB), each block's pages of the mapped file handed back once
-    copied: the file's copy of a weight is never resident whole. fc6's inputs go from PyTorch's
-    (c, h, w) flatten order to Keras' (h, w, c)."""
+    """A linear layer's kernel from PyTorch's [out, in] weight (fill_from_out_in), each block's
+    pages of the mapped file handed back once copied: the file's copy of a weight is never
+    resident whole. fc6's inputs are PyTorch's (c, h, w) flatten of 256 x 6 x 6."""
+    outputs, inputs = weight.shape
+    fill_from_out_in(variable, outputs, inputs, lambda start, stop: _float32(weight[start:stop]),
+                     flat_shape=(256, 6, 6) if label == "fc6" else None,
+                     done=lambda start, stop: _release_pages(weight[start:stop], path))
+
+
+def fill_from_out_in(variable, outputs: int, inputs: int, read_rows, flat_shape: tuple | None = None,
+                     done=None) -> None:
+    """Dense kernel `variable` (Keras' [in, out]) from an [out, in] weight, a block of output rows
+    at a time (about 9 MiB: 256 x 9,216 floats), each written straight into its columns: no whole
+    copy of the weight is ever made. `read_rows(start, stop)` gives rows start..stop as float32;
+    `done(start, stop)` is called once they are copied. `flat_shape` (c, h, w): the inputs are a
+    (c, h, w) flatten, reordered to Keras' (h, w, c) (fc6)."""
     import numpy as np
 
-    outputs, inputs = weight.shape
     step = max(1, ASSIGN_ROWS * 9216 // inputs)
     for start in range(0, outputs, step):
         stop = min(start + step, outputs)
-        part = weight[start:stop]
-        block = _float32(part)
-        block = block.reshape(stop - start, 256, 6, 6).transpose(2, 3, 1, 0) if label == "fc6" else block.T
+        block = read_rows(start, stop)
+        block = block.reshape(stop - start, *flat_shape).transpose(2, 3, 1, 0) if flat_shape else block.T
         assign_slice(variable, [0, start], [inputs, stop], [1, 1],
                      np.ascontiguousarray(block.reshape(inputs, stop - start), np.float32))
-        _release_pages(part, path)
+        if done is not None:
+            done(start, stop)
 
 
 def convert(path) -> tuple[object, dict]:
